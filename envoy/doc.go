@@ -1,0 +1,21 @@
+// Package envoy holds keygate's reference Envoy configuration, envoy.yaml, and
+// the structural test that keeps it loadable and safe.
+//
+// envoy.yaml is a complete Envoy v3 bootstrap: a listener on :8080 whose HTTP
+// connection manager canonicalizes paths, calls keygate through the ext_authz
+// filter (gRPC, fail closed, 200 ms), tags every module route with
+// context_extensions.module, and forwards allowed requests to the API. It is
+// the configuration docker-compose.yaml runs and the one users copy.
+//
+// No Envoy binary runs where keygate is tested, so envoy_test.go checks the
+// file the way Envoy would load it: YAML to JSON, protojson into
+// go-control-plane's Bootstrap (unknown fields and bad enum values fail),
+// the generated validation rules on the bootstrap and on every embedded
+// typed_config (google.protobuf.Any), no deprecated fields; then assertions on
+// what validation cannot see: referenced clusters exist, the router is the
+// last HTTP filter, the keygate cluster speaks HTTP/2, ext_authz fails closed
+// within a bounded timeout, and each path reaches the route (and module) it
+// should. Negative cases mutate the file and require the check to fail.
+//
+// The package has no Go API; it exists for the file and its test.
+package envoy

@@ -1,0 +1,34 @@
+// Package keystore owns API keys at rest: the Key record, secret
+// generation and parsing, hashing, the PostgreSQL schema and its
+// migrations, and the Store with the key lifecycle (create, lookup, get,
+// list, update, revoke, rotate), each change audited and announced in the
+// same transaction.
+//
+// # Keys
+//
+// A key is "<prefix>_<body><checksum>": the prefix (default "kg") tells
+// people and secret scanners what it is; the body is 33 base62 characters
+// from crypto/rand (about 196 bits); the checksum is the CRC32 of prefix and
+// body in 6 base62 characters, so ParseSecret rejects a mistyped or
+// truncated key without any I/O. Only the digest (SHA-256, or HMAC-SHA-256
+// with a pepper; the scheme is recorded per key) is stored. Secret's String
+// method redacts it, so that a key cannot leak through a log line.
+//
+//	secret, _ := keystore.GenerateSecret("kg")
+//	if _, err := keystore.ParseSecret(presented); err != nil { /* 401, no lookup */ }
+//	key, err := store.Lookup(ctx, store.Hasher().Digest(secret))
+//	if err == nil && key.StateAt(time.Now()) == keystore.StateActive { /* authenticated */ }
+//
+// # Errors
+//
+// Store methods wrap the sentinel errors ErrNotFound, ErrInvalid (with a
+// *ValidationError naming the field), ErrRevoked, ErrExpired, ErrRotated
+// and ErrUnavailable; test them with errors.Is. Nothing is written when an
+// error is returned. No error message ever contains a secret.
+//
+// # Changes
+//
+// Every lifecycle change notifies NotifyChannel with the key's hex digest
+// in its own transaction, so replicas' caches learn of it when, and only
+// if, it commits.
+package keystore

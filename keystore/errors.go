@@ -1,0 +1,45 @@
+package keystore
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Errors the store returns, wrapped with context; test them with errors.Is.
+var (
+	// ErrNotFound: no key with that id (or digest).
+	ErrNotFound = errors.New("keystore: key not found")
+	// ErrInvalid: the request itself is wrong (a *ValidationError says
+	// which field and why). Nothing was written.
+	ErrInvalid = errors.New("keystore: invalid request")
+	// ErrRevoked: the key is revoked, so it cannot be revoked again or
+	// rotated.
+	ErrRevoked = errors.New("keystore: key is revoked")
+	// ErrExpired: the key has expired, so it cannot be rotated.
+	ErrExpired = errors.New("keystore: key has expired")
+	// ErrRotated: the key has already been rotated; rotate its successor.
+	ErrRotated = errors.New("keystore: key has already been rotated")
+	// ErrUnavailable: the database could not be reached or did not answer
+	// in time. The decision path turns it into a 503, never an allow.
+	ErrUnavailable = errors.New("keystore: store unavailable")
+)
+
+// ValidationError names the field of a request that is wrong and why. It
+// matches ErrInvalid with errors.Is. Its message never contains secrets.
+type ValidationError struct {
+	Field   string
+	Problem string
+}
+
+func (e *ValidationError) Error() string { return e.Field + ": " + e.Problem }
+
+// Is makes every ValidationError match ErrInvalid.
+func (e *ValidationError) Is(target error) bool { return target == ErrInvalid }
+
+func invalid(field, problem string) error {
+	return &ValidationError{Field: field, Problem: problem}
+}
+
+func invalidf(field, format string, args ...any) error {
+	return invalid(field, fmt.Sprintf(format, args...))
+}

@@ -1,0 +1,180 @@
+package keystore
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Key is the record of an API key: everything about it except the secret,
+// which is never stored.
+type Key struct {
+	ID            string     // opaque, not secret; used in URLs, headers and logs
+	AccountID     string     // the client the key belongs to, opaque text from the host system
+	Name          string     // human name, required
+	Description   string     // optional free text
+	DisplayPrefix string     // first characters of the key, for humans to recognise it
+	Scopes        []string   // empty means every module that is not restricted
+	HashScheme    string     // SchemeSHA256 or SchemeHMACSHA256
+	CreatedAt     time.Time  // when it was issued
+	CreatedBy     string     // who issued it (actor recorded by the CLI or admin API)
+	ExpiresAt     *time.Time // nil: never expires
+	RevokedAt     *time.Time // nil: not revoked
+	LastUsedAt    *time.Time // approximate: recorded in batches
+	RotatedFrom   string     // id of the key this one replaced, "" if none
+	Digest        Digest     // the hash the key is stored under
+}
+
+// State is where a key stands at a given instant.
+type State int
+
+// The states of a key. Only StateActive keys authenticate.
+const (
+	StateActive State = iota
+	StateExpired
+	StateRevoked
+)
+
+// String names the state as logs, metrics and JSON output spell it.
+func (s State) String() string {
+	switch s {
+	case StateActive:
+		return "active"
+	case StateExpired:
+		return "expired"
+	case StateRevoked:
+		return "revoked"
+	}
+	return "unknown"
+}
+
+// StateAt reports the key's state at now. Revocation wins over expiry.
+func (k *Key) StateAt(now time.Time) State {
+	switch {
+	case k.RevokedAt != nil && !now.Before(*k.RevokedAt):
+		return StateRevoked
+	case k.ExpiresAt != nil && !now.Before(*k.ExpiresAt):
+		return StateExpired
+	}
+	return StateActive
+}
+
+// Limits on the text fields of a key.
+const (
+	MaxNameLen        = 100
+	MaxDescriptionLen = 1000
+	MaxAccountIDLen   = 200
+	MaxScopes         = 64
+	maxModuleNameLen  = 63
+)
+
+// Scope syntax: "*", "<module>:read", "<module>:write" or "<module>:*",
+// where module is a lower-case identifier of at most 63 characters
+// ([a-z][a-z0-9_-]*), the same syntax as module names in the policy file.
+const (
+	ScopeAll    = "*"
+	ActionRead  = "read"
+	ActionWrite = "write"
+)
+
+// ValidateScope checks one scope against the scope syntax.
+func ValidateScope(s string) error {
+	if s == ScopeAll {
+		return nil
+	}
+	module, action, ok := strings.Cut(s, ":")
+	if !ok {
+		return fmt.Errorf("scope %q: want \"*\" or \"<module>:read|write|*\"", s)
+	}
+	if !ValidModuleName(module) {
+		return fmt.Errorf("scope %q: module must match [a-z][a-z0-9_-]{0,62}", s)
+	}
+	switch action {
+	case ActionRead, ActionWrite, ScopeAll:
+		return nil
+	}
+	return fmt.Errorf("scope %q: action must be read, write or *", s)
+}
+
+// ValidModuleName reports whether name is a valid module name: the part of
+// a scope before the colon.
+func ValidModuleName(name string) bool {
+	if name == "" || len(name) > maxModuleNameLen || name[0] < 'a' || name[0] > 'z' {
+		return false
+	}
+	for i := 1; i < len(name); i++ {
+		c := name[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// NormalizeScopes validates scopes and returns them sorted without
+// duplicates.
+func NormalizeScopes(scopes []string) ([]string, error) {
+	if len(scopes) > MaxScopes {
+		return nil, invalid("scopes", fmt.Sprintf("at most %d scopes, got %d", MaxScopes, len(scopes)))
+	}
+	out := make([]string, 0, len(scopes))
+	for _, s := range scopes {
+		if err := ValidateScope(s); err != nil {
+			return nil, invalid("scopes", err.Error())
+		}
+		out = append(out, s)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// Allows reports whether scopes permit action ("read" or "write") on
+// module. No scopes at all means every module; "*" means everything;
+// "<module>:*" means both actions on that module. module "" (a route that
+// matches no module) is reachable only by keys without scopes or with "*".
+func Allows(scopes []string, module, action string) bool {
+	if len(scopes) == 0 {
+		return true
+	}
+	for _, s := range scopes {
+		if s == ScopeAll {
+			return true
+		}
+		if module == "" {
+			continue
+		}
+		if len(s) == len(module)+1+len(action) && s[len(module)] == ':' &&
+			s[:len(module)] == module && s[len(module)+1:] == action {
+			return true
+		}
+		if len(s) == len(module)+2 && s[len(module)] == ':' && s[len(module)+1] == '*' &&
+			s[:len(module)] == module {
+			return true
+		}
+	}
+	return false
+}
+
+// validateText checks a free-text field: valid UTF-8, no control
+// characters other than newline and tab when multiline, at most max
+// characters, and (when required) not blank.
+func validateText(field, v string, max int, required, multiline bool) error {
+	if required && strings.TrimSpace(v) == "" {
+		return invalid(field, "must not be empty")
+	}
+	if !utf8.ValidString(v) {
+		return invalid(field, "must be valid UTF-8")
+	}
+	if n := utf8.RuneCountInString(v); n > max {
+		return invalid(field, fmt.Sprintf("at most %d characters, got %d", max, n))
+	}
+	for _, r := range v {
+		if unicode.IsControl(r) && !(multiline && (r == '\n' || r == '\t')) {
+			return invalid(field, "must not contain control characters")
+		}
+	}
+	return nil
+}

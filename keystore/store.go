@@ -1,0 +1,591 @@
+package keystore
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+)
+
+// NotifyChannel is the PostgreSQL channel on which every lifecycle change
+// is announced, in the same transaction as the change. The payload is the
+// hex digest of the changed key.
+const NotifyChannel = "keygate_keys"
+
+// DefaultLifetime is how long a key lives when its creator chooses no
+// expiry at all (neither a lifetime, a date, nor "never").
+const DefaultLifetime = 90 * 24 * time.Hour
+
+// Options configure a Store. The zero value of every field is usable.
+type Options struct {
+	// Hasher hashes new keys. Default: plain SHA-256.
+	Hasher *Hasher
+	// Prefix starts every new key. Default: DefaultPrefix.
+	Prefix string
+	// MaxLifetime, when positive, caps how far in the future a new key may
+	// expire and forbids keys that never expire.
+	MaxLifetime time.Duration
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+}
+
+// Store keeps keys in PostgreSQL. Its methods are safe for concurrent use.
+type Store struct {
+	pool        *pgxpool.Pool
+	hasher      *Hasher
+	prefix      string
+	maxLifetime time.Duration
+	now         func() time.Time
+}
+
+// New returns a Store on pool, which must point at a migrated database.
+func New(pool *pgxpool.Pool, opts Options) (*Store, error) {
+	s := &Store{pool: pool, hasher: opts.Hasher, prefix: opts.Prefix, maxLifetime: opts.MaxLifetime, now: opts.Now}
+	if s.hasher == nil {
+		s.hasher, _ = NewHasher(nil)
+	}
+	if s.prefix == "" {
+		s.prefix = DefaultPrefix
+	}
+	if err := ValidatePrefix(s.prefix); err != nil {
+		return nil, fmt.Errorf("keystore: %w", err)
+	}
+	if s.maxLifetime < 0 {
+		return nil, errors.New("keystore: max lifetime must not be negative")
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	return s, nil
+}
+
+// Hasher returns the hasher the store creates keys with, so that the
+// decision path hashes presented keys the same way.
+func (s *Store) Hasher() *Hasher { return s.hasher }
+
+// clock returns the current time at the database's precision.
+func (s *Store) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
+
+// Expiry is a key's chosen lifetime: at most one of its fields is set. The
+// zero value means DefaultLifetime (capped by the store's MaxLifetime).
+type Expiry struct {
+	In    time.Duration // expires this long after creation
+	At    time.Time     // expires at this instant
+	Never bool          // never expires
+}
+
+func (e Expiry) resolve(now time.Time, maxLifetime time.Duration) (*time.Time, error) {
+	set := 0
+	for _, b := range []bool{e.In != 0, !e.At.IsZero(), e.Never} {
+		if b {
+			set++
+		}
+	}
+	if set > 1 {
+		return nil, invalid("expiry", "choose one of a lifetime, an expiry time, or no expiry")
+	}
+	var at time.Time
+	switch {
+	case e.Never:
+		if maxLifetime > 0 {
+			return nil, invalidf("expiry", "keys must expire: the maximum lifetime is %s", FormatDuration(maxLifetime))
+		}
+		return nil, nil
+	case e.In < 0:
+		return nil, invalid("expiry", "lifetime must be positive")
+	case e.In > 0:
+		at = now.Add(e.In)
+	case !e.At.IsZero():
+		at = e.At.UTC().Truncate(time.Microsecond)
+		if !at.After(now) {
+			return nil, invalidf("expiry", "expiry time %s is not in the future", at.Format(time.RFC3339))
+		}
+	default:
+		at = now.Add(DefaultLifetime)
+		if maxLifetime > 0 && maxLifetime < DefaultLifetime {
+			at = now.Add(maxLifetime)
+		}
+	}
+	if maxLifetime > 0 && at.Sub(now) > maxLifetime {
+		return nil, invalidf("expiry", "exceeds the maximum lifetime of %s", FormatDuration(maxLifetime))
+	}
+	return &at, nil
+}
+
+// CreateParams describe a new key.
+type CreateParams struct {
+	AccountID   string
+	Name        string
+	Description string
+	Scopes      []string
+	Expiry      Expiry
+	Actor       string // who asks, for the audit trail
+}
+
+// Create issues a new key and returns its record and its secret, which is
+// never available again.
+func (s *Store) Create(ctx context.Context, p CreateParams) (*Key, Secret, error) {
+	now := s.clock()
+	if err := validateText("account_id", p.AccountID, MaxAccountIDLen, true, false); err != nil {
+		return nil, "", err
+	}
+	if err := validateText("name", p.Name, MaxNameLen, true, false); err != nil {
+		return nil, "", err
+	}
+	if err := validateText("description", p.Description, MaxDescriptionLen, false, true); err != nil {
+		return nil, "", err
+	}
+	scopes, err := NormalizeScopes(p.Scopes)
+	if err != nil {
+		return nil, "", err
+	}
+	expiresAt, err := p.Expiry.resolve(now, s.maxLifetime)
+	if err != nil {
+		return nil, "", err
+	}
+	k := &Key{
+		AccountID:   p.AccountID,
+		Name:        p.Name,
+		Description: p.Description,
+		Scopes:      scopes,
+		CreatedAt:   now,
+		CreatedBy:   p.Actor,
+		ExpiresAt:   expiresAt,
+	}
+	var secret Secret
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		secret, err = s.insert(ctx, tx, k)
+		if err != nil {
+			return err
+		}
+		return recordEvent(ctx, tx, k, "create", p.Actor, now, map[string]any{
+			"name": k.Name, "account_id": k.AccountID, "scopes": k.Scopes, "expires_at": k.ExpiresAt,
+		})
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("keystore: create: %w", err)
+	}
+	return k, secret, nil
+}
+
+// insert generates a secret for k, fills in its id, digest and display
+// prefix, and inserts it. It retries with a fresh secret in the
+// astronomically unlikely case of a digest collision.
+func (s *Store) insert(ctx context.Context, tx pgx.Tx, k *Key) (Secret, error) {
+	id, err := uuid.NewV7()
+	if err != nil {
+		return "", err
+	}
+	k.ID = id.String()
+	k.HashScheme = s.hasher.Scheme()
+	for attempt := 0; ; attempt++ {
+		secret, err := GenerateSecret(s.prefix)
+		if err != nil {
+			return "", err
+		}
+		k.Digest = s.hasher.Digest(secret)
+		k.DisplayPrefix = secret.DisplayPrefix()
+		_, err = tx.Exec(ctx, `SAVEPOINT insert_key`)
+		if err != nil {
+			return "", err
+		}
+		_, err = tx.Exec(ctx, `
+			INSERT INTO api_keys (id, account_id, name, description, display_prefix, digest, hash_scheme,
+			                      scopes, created_at, created_by, expires_at, rotated_from)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+			k.ID, k.AccountID, k.Name, k.Description, k.DisplayPrefix, k.Digest[:], k.HashScheme,
+			k.Scopes, k.CreatedAt, k.CreatedBy, k.ExpiresAt, nullIfEmpty(k.RotatedFrom))
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "api_keys_digest" && attempt < 3 {
+			if _, err := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT insert_key`); err != nil {
+				return "", err
+			}
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		return secret, notify(ctx, tx, k.Digest)
+	}
+}
+
+// keyColumns are the columns scanned into a Key, in scanKey's order.
+const keyColumns = `id::text, account_id, name, description, display_prefix, digest, hash_scheme, scopes,
+	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from::text`
+
+func scanKey(row pgx.CollectableRow) (*Key, error) {
+	var (
+		k           Key
+		digest      []byte
+		rotatedFrom *string
+	)
+	err := row.Scan(&k.ID, &k.AccountID, &k.Name, &k.Description, &k.DisplayPrefix, &digest, &k.HashScheme,
+		&k.Scopes, &k.CreatedAt, &k.CreatedBy, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt, &rotatedFrom)
+	if err != nil {
+		return nil, err
+	}
+	if len(digest) != len(k.Digest) {
+		return nil, fmt.Errorf("key %s has a digest of %d bytes", k.ID, len(digest))
+	}
+	copy(k.Digest[:], digest)
+	if rotatedFrom != nil {
+		k.RotatedFrom = *rotatedFrom
+	}
+	k.CreatedAt = k.CreatedAt.UTC()
+	for _, t := range []*time.Time{k.ExpiresAt, k.RevokedAt, k.LastUsedAt} {
+		if t != nil {
+			*t = t.UTC()
+		}
+	}
+	if k.Scopes == nil {
+		k.Scopes = []string{}
+	}
+	return &k, nil
+}
+
+// queryKeys runs a query selecting keyColumns and collects the keys.
+func queryKeys(ctx context.Context, q pgxQuerier, sql string, args ...any) ([]*Key, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, scanKey)
+}
+
+// queryKey is queryKeys for at most one key; none is ErrNotFound.
+func queryKey(ctx context.Context, q pgxQuerier, sql string, args ...any) (*Key, error) {
+	rows, err := q.Query(ctx, sql, args...)
+	if err != nil {
+		return nil, err
+	}
+	k, err := pgx.CollectExactlyOneRow(rows, scanKey)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	return k, err
+}
+
+type pgxQuerier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// Lookup returns the key stored under digest, whatever its state: the
+// caller decides with Key.StateAt. It returns ErrNotFound for an unknown
+// digest and an error matching ErrUnavailable when the database cannot
+// answer. This is the decision path's one query.
+func (s *Store) Lookup(ctx context.Context, d Digest) (*Key, error) {
+	k, err := queryKey(ctx, s.pool, `SELECT `+keyColumns+` FROM api_keys WHERE digest = $1`, d[:])
+	switch {
+	case err == nil:
+		return k, nil
+	case errors.Is(err, ErrNotFound):
+		return nil, err
+	}
+	return nil, fmt.Errorf("keystore: lookup: %w: %w", ErrUnavailable, err)
+}
+
+// LookupMany returns the keys stored under any of digests, in no order:
+// the cache uses it to resync what it holds.
+func (s *Store) LookupMany(ctx context.Context, digests []Digest) ([]*Key, error) {
+	raw := make([][]byte, len(digests))
+	for i := range digests {
+		raw[i] = digests[i][:]
+	}
+	keys, err := queryKeys(ctx, s.pool, `SELECT `+keyColumns+` FROM api_keys WHERE digest = ANY($1)`, raw)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: lookup: %w: %w", ErrUnavailable, err)
+	}
+	return keys, nil
+}
+
+// parseID validates a key id; a malformed one is ErrInvalid, so that it
+// never reaches the database as a type error.
+func parseID(id string) (uuid.UUID, error) {
+	u, err := uuid.Parse(id)
+	if err != nil || len(id) != 36 {
+		return uuid.UUID{}, invalid("id", "must be a key id like 0193c7a2-5d6e-7f00-8a1b-2c3d4e5f6a7b")
+	}
+	return u, nil
+}
+
+// Get returns the key with the given id.
+func (s *Store) Get(ctx context.Context, id string) (*Key, error) {
+	u, err := parseID(id)
+	if err != nil {
+		return nil, err
+	}
+	k, err := queryKey(ctx, s.pool, `SELECT `+keyColumns+` FROM api_keys WHERE id = $1`, u)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: get %s: %w", id, err)
+	}
+	return k, nil
+}
+
+// ListParams select keys to list.
+type ListParams struct {
+	AccountID string // "" lists every account
+	All       bool   // include revoked and expired keys
+}
+
+// List returns keys in creation order.
+func (s *Store) List(ctx context.Context, p ListParams) ([]*Key, error) {
+	if p.AccountID != "" {
+		if err := validateText("account_id", p.AccountID, MaxAccountIDLen, true, false); err != nil {
+			return nil, err
+		}
+	}
+	keys, err := queryKeys(ctx, s.pool, `SELECT `+keyColumns+` FROM api_keys
+		WHERE ($1 = '' OR account_id = $1)
+		  AND ($2 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)))
+		ORDER BY created_at, id`, p.AccountID, p.All, s.clock())
+	if err != nil {
+		return nil, fmt.Errorf("keystore: list: %w", err)
+	}
+	return keys, nil
+}
+
+// UpdateParams change a key's descriptive fields; nil leaves a field as it
+// is.
+type UpdateParams struct {
+	Name        *string
+	Description *string
+	Actor       string
+}
+
+// Update changes a key's name or description.
+func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, error) {
+	u, err := parseID(id)
+	if err != nil {
+		return nil, err
+	}
+	detail := map[string]any{}
+	if p.Name != nil {
+		if err := validateText("name", *p.Name, MaxNameLen, true, false); err != nil {
+			return nil, err
+		}
+		detail["name"] = *p.Name
+	}
+	if p.Description != nil {
+		if err := validateText("description", *p.Description, MaxDescriptionLen, false, true); err != nil {
+			return nil, err
+		}
+		detail["description"] = *p.Description
+	}
+	if len(detail) == 0 {
+		return nil, invalid("update", "nothing to change: give a name or a description")
+	}
+	now := s.clock()
+	var k *Key
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		k, err = queryKey(ctx, tx, `UPDATE api_keys SET
+				name = COALESCE($2, name), description = COALESCE($3, description), updated_at = clock_timestamp()
+			WHERE id = $1 RETURNING `+keyColumns, u, p.Name, p.Description)
+		if err != nil {
+			return err
+		}
+		if err := recordEvent(ctx, tx, k, "update", p.Actor, now, detail); err != nil {
+			return err
+		}
+		return notify(ctx, tx, k.Digest)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keystore: update %s: %w", id, err)
+	}
+	return k, nil
+}
+
+// Revoke makes a key unusable from now on, everywhere. Revoking a revoked
+// key is ErrRevoked.
+func (s *Store) Revoke(ctx context.Context, id, actor string) (*Key, error) {
+	u, err := parseID(id)
+	if err != nil {
+		return nil, err
+	}
+	now := s.clock()
+	var k *Key
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var err error
+		if k, err = lockKey(ctx, tx, u); err != nil {
+			return err
+		}
+		if k.RevokedAt != nil {
+			return fmt.Errorf("%w (at %s)", ErrRevoked, k.RevokedAt.Format(time.RFC3339))
+		}
+		if k, err = queryKey(ctx, tx, `UPDATE api_keys SET revoked_at = $2, updated_at = clock_timestamp()
+			WHERE id = $1 RETURNING `+keyColumns, u, now); err != nil {
+			return err
+		}
+		if err := recordEvent(ctx, tx, k, "revoke", actor, now, nil); err != nil {
+			return err
+		}
+		return notify(ctx, tx, k.Digest)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keystore: revoke %s: %w", id, err)
+	}
+	return k, nil
+}
+
+// RotateParams control a rotation.
+type RotateParams struct {
+	// Grace is how long the old secret keeps working; 0 ends it at once.
+	Grace time.Duration
+	Actor string
+}
+
+// Rotation is the outcome of Rotate.
+type Rotation struct {
+	New    *Key   // the successor, with the same account, name, description, scopes and expiry
+	Secret Secret // the successor's secret, shown once
+	Old    *Key   // the predecessor, now expiring at the end of the grace period
+}
+
+// Rotate issues a new secret for a key: a successor key with the same
+// account, name, description, scopes and expiry, linked to its
+// predecessor, whose own expiry is brought forward to the end of the grace
+// period. A revoked, expired or already rotated key cannot be rotated.
+func (s *Store) Rotate(ctx context.Context, id string, p RotateParams) (*Rotation, error) {
+	u, err := parseID(id)
+	if err != nil {
+		return nil, err
+	}
+	if p.Grace < 0 {
+		return nil, invalid("grace", "must not be negative")
+	}
+	now := s.clock()
+	var r Rotation
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		old, err := lockKey(ctx, tx, u)
+		if err != nil {
+			return err
+		}
+		switch old.StateAt(now) {
+		case StateRevoked:
+			return ErrRevoked
+		case StateExpired:
+			return ErrExpired
+		}
+		var successor string
+		err = tx.QueryRow(ctx, `SELECT id::text FROM api_keys WHERE rotated_from = $1`, u).Scan(&successor)
+		if err == nil {
+			return fmt.Errorf("%w (successor %s)", ErrRotated, successor)
+		} else if !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		r.New = &Key{
+			AccountID:   old.AccountID,
+			Name:        old.Name,
+			Description: old.Description,
+			Scopes:      old.Scopes,
+			CreatedAt:   now,
+			CreatedBy:   p.Actor,
+			ExpiresAt:   old.ExpiresAt,
+			RotatedFrom: old.ID,
+		}
+		if r.Secret, err = s.insert(ctx, tx, r.New); err != nil {
+			return err
+		}
+		graceEnd := now.Add(p.Grace)
+		if old.ExpiresAt != nil && old.ExpiresAt.Before(graceEnd) {
+			graceEnd = *old.ExpiresAt
+		}
+		if r.Old, err = queryKey(ctx, tx, `UPDATE api_keys SET expires_at = $2, updated_at = clock_timestamp()
+			WHERE id = $1 RETURNING `+keyColumns, u, graceEnd); err != nil {
+			return err
+		}
+		if err := recordEvent(ctx, tx, r.New, "create", p.Actor, now, map[string]any{
+			"rotated_from": old.ID, "name": r.New.Name, "account_id": r.New.AccountID,
+			"scopes": r.New.Scopes, "expires_at": r.New.ExpiresAt,
+		}); err != nil {
+			return err
+		}
+		if err := recordEvent(ctx, tx, r.Old, "rotate", p.Actor, now, map[string]any{
+			"successor": r.New.ID, "grace_ends_at": graceEnd,
+		}); err != nil {
+			return err
+		}
+		return notify(ctx, tx, r.Old.Digest)
+	})
+	if err != nil {
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.ConstraintName == "api_keys_rotated_from" {
+			err = ErrRotated
+		}
+		return nil, fmt.Errorf("keystore: rotate %s: %w", id, err)
+	}
+	return &r, nil
+}
+
+// lockKey reads a key and locks its row until the transaction ends, so
+// that revocation and rotation of one key serialise.
+func lockKey(ctx context.Context, tx pgx.Tx, id uuid.UUID) (*Key, error) {
+	return queryKey(ctx, tx, `SELECT `+keyColumns+` FROM api_keys WHERE id = $1 FOR UPDATE`, id)
+}
+
+// Event is one entry of a key's audit trail.
+type Event struct {
+	KeyID  string
+	Action string // create, update, rotate, revoke
+	Actor  string
+	At     time.Time
+	Detail map[string]any
+}
+
+// Events returns a key's audit trail, oldest first.
+func (s *Store) Events(ctx context.Context, id string) ([]Event, error) {
+	u, err := parseID(id)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, `SELECT key_id::text, action, actor, at, detail
+		FROM api_key_events WHERE key_id = $1 ORDER BY id`, u)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: events %s: %w", id, err)
+	}
+	events, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Event, error) {
+		var e Event
+		err := row.Scan(&e.KeyID, &e.Action, &e.Actor, &e.At, &e.Detail)
+		e.At = e.At.UTC()
+		return e, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keystore: events %s: %w", id, err)
+	}
+	return events, nil
+}
+
+func recordEvent(ctx context.Context, tx pgx.Tx, k *Key, action, actor string, at time.Time, detail map[string]any) error {
+	if detail == nil {
+		detail = map[string]any{}
+	}
+	b, err := json.Marshal(detail)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `INSERT INTO api_key_events (key_id, action, actor, at, detail) VALUES ($1, $2, $3, $4, $5)`,
+		k.ID, action, actor, at, b)
+	return err
+}
+
+// notify announces a change to the key stored under d; PostgreSQL delivers
+// it to every listener when the transaction commits, and drops it if the
+// transaction rolls back.
+func notify(ctx context.Context, tx pgx.Tx, d Digest) error {
+	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, d.String())
+	return err
+}
+
+func nullIfEmpty(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}

@@ -1,0 +1,553 @@
+package keystore_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/keystore"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// clock is an injected, settable clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func newClock() *clock { return &clock{now: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)} }
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
+
+func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
+
+func newStore(t *testing.T, opts keystore.Options) (*keystore.Store, *pgxpool.Pool) {
+	t.Helper()
+	pool := pgtest.NewPool(t)
+	s, err := keystore.New(pool, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, pool
+}
+
+func mustCreate(t *testing.T, s *keystore.Store, p keystore.CreateParams) (*keystore.Key, keystore.Secret) {
+	t.Helper()
+	if p.AccountID == "" {
+		p.AccountID = "acct-1"
+	}
+	if p.Name == "" {
+		p.Name = "ci"
+	}
+	k, secret, err := s.Create(context.Background(), p)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	return k, secret
+}
+
+// verifies reports whether secret authenticates at now: the decision
+// path's view of a key.
+func verifies(t *testing.T, s *keystore.Store, secret keystore.Secret, now time.Time) bool {
+	t.Helper()
+	k, err := s.Lookup(context.Background(), s.Hasher().Digest(secret))
+	if errors.Is(err, keystore.ErrNotFound) {
+		return false
+	}
+	if err != nil {
+		t.Fatalf("Lookup: %v", err)
+	}
+	return k.StateAt(now) == keystore.StateActive
+}
+
+func TestCreateGetLookup(t *testing.T) {
+	clk := newClock()
+	s, _ := newStore(t, keystore.Options{Now: clk.Now})
+	ctx := context.Background()
+	k, secret := mustCreate(t, s, keystore.CreateParams{
+		AccountID: "acct-1", Name: "deploy bot", Description: "used by CI\nline two",
+		Scopes: []string{"projects:write", "projects:read", "projects:read"}, Expiry: keystore.Expiry{In: 30 * 24 * time.Hour}, Actor: "cli:alice",
+	})
+	if _, err := keystore.ParseSecret(secret.Reveal()); err != nil {
+		t.Fatalf("the issued secret does not parse: %v", err)
+	}
+	if !strings.HasPrefix(secret.Reveal(), k.DisplayPrefix) || len(k.DisplayPrefix) != len("kg_")+6 {
+		t.Fatalf("display prefix %q is not the start of the key", k.DisplayPrefix)
+	}
+	wantExpiry := clk.Now().Add(30 * 24 * time.Hour)
+	want := &keystore.Key{
+		ID: k.ID, AccountID: "acct-1", Name: "deploy bot", Description: "used by CI\nline two",
+		DisplayPrefix: k.DisplayPrefix, Scopes: []string{"projects:read", "projects:write"},
+		HashScheme: keystore.SchemeSHA256, CreatedAt: clk.Now(), CreatedBy: "cli:alice", ExpiresAt: &wantExpiry,
+		Digest: s.Hasher().Digest(secret),
+	}
+	if diff := cmp.Diff(want, k); diff != "" {
+		t.Fatalf("Create returned (-want +got):\n%s", diff)
+	}
+	got, err := s.Get(ctx, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("Get (-want +got):\n%s", diff)
+	}
+	got, err = s.Lookup(ctx, s.Hasher().Digest(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Fatalf("Lookup (-want +got):\n%s", diff)
+	}
+	events, err := s.Events(ctx, k.ID)
+	if err != nil || len(events) != 1 || events[0].Action != "create" || events[0].Actor != "cli:alice" {
+		t.Fatalf("Events = %+v, %v; want one create by cli:alice", events, err)
+	}
+}
+
+func TestLookupUnknownAndMalformedIDs(t *testing.T) {
+	s, _ := newStore(t, keystore.Options{})
+	ctx := context.Background()
+	other, _ := keystore.GenerateSecret("kg")
+	if _, err := s.Lookup(ctx, s.Hasher().Digest(other)); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatalf("Lookup(unknown) = %v, want ErrNotFound", err)
+	}
+	for _, id := range []string{"", "nope", "0193c7a2-5d6e-7f00-8a1b", "0193c7a25d6e7f008a1b2c3d4e5f6a7b", "'; DROP TABLE api_keys; --"} {
+		if _, err := s.Get(ctx, id); !errors.Is(err, keystore.ErrInvalid) {
+			t.Errorf("Get(%q) = %v, want ErrInvalid", id, err)
+		}
+		if _, err := s.Revoke(ctx, id, ""); !errors.Is(err, keystore.ErrInvalid) {
+			t.Errorf("Revoke(%q) = %v, want ErrInvalid", id, err)
+		}
+	}
+	unknown := "0193c7a2-5d6e-7f00-8a1b-2c3d4e5f6a7b"
+	if _, err := s.Get(ctx, unknown); !errors.Is(err, keystore.ErrNotFound) {
+		t.Errorf("Get(unknown) = %v, want ErrNotFound", err)
+	}
+	if _, err := s.Revoke(ctx, unknown, ""); !errors.Is(err, keystore.ErrNotFound) {
+		t.Errorf("Revoke(unknown) = %v, want ErrNotFound", err)
+	}
+	if _, err := s.Rotate(ctx, unknown, keystore.RotateParams{}); !errors.Is(err, keystore.ErrNotFound) {
+		t.Errorf("Rotate(unknown) = %v, want ErrNotFound", err)
+	}
+	name := "x"
+	if _, err := s.Update(ctx, unknown, keystore.UpdateParams{Name: &name}); !errors.Is(err, keystore.ErrNotFound) {
+		t.Errorf("Update(unknown) = %v, want ErrNotFound", err)
+	}
+}
+
+func TestCreateRejectsBadInputAndWritesNothing(t *testing.T) {
+	clk := newClock()
+	s, pool := newStore(t, keystore.Options{Now: clk.Now, MaxLifetime: 365 * 24 * time.Hour})
+	cases := []struct {
+		name  string
+		p     keystore.CreateParams
+		field string
+	}{
+		{"missing name", keystore.CreateParams{AccountID: "a"}, "name"},
+		{"blank name", keystore.CreateParams{AccountID: "a", Name: "   "}, "name"},
+		{"over-long name", keystore.CreateParams{AccountID: "a", Name: strings.Repeat("n", 101)}, "name"},
+		{"control character in name", keystore.CreateParams{AccountID: "a", Name: "a\x00b"}, "name"},
+		{"newline in name", keystore.CreateParams{AccountID: "a", Name: "a\nb"}, "name"},
+		{"invalid UTF-8 name", keystore.CreateParams{AccountID: "a", Name: "\xff"}, "name"},
+		{"missing account", keystore.CreateParams{Name: "n"}, "account_id"},
+		{"over-long account", keystore.CreateParams{AccountID: strings.Repeat("a", 201), Name: "n"}, "account_id"},
+		{"over-long description", keystore.CreateParams{AccountID: "a", Name: "n", Description: strings.Repeat("d", 1001)}, "description"},
+		{"invalid scope", keystore.CreateParams{AccountID: "a", Name: "n", Scopes: []string{"projects:admin"}}, "scopes"},
+		{"too many scopes", keystore.CreateParams{AccountID: "a", Name: "n", Scopes: manyScopes(65)}, "scopes"},
+		{"expiry in the past", keystore.CreateParams{AccountID: "a", Name: "n", Expiry: keystore.Expiry{At: clk.Now().Add(-time.Minute)}}, "expiry"},
+		{"expiry now", keystore.CreateParams{AccountID: "a", Name: "n", Expiry: keystore.Expiry{At: clk.Now()}}, "expiry"},
+		{"negative lifetime", keystore.CreateParams{AccountID: "a", Name: "n", Expiry: keystore.Expiry{In: -time.Hour}}, "expiry"},
+		{"contradictory expiry", keystore.CreateParams{AccountID: "a", Name: "n", Expiry: keystore.Expiry{In: time.Hour, Never: true}}, "expiry"},
+		{"beyond max lifetime", keystore.CreateParams{AccountID: "a", Name: "n", Expiry: keystore.Expiry{In: 366 * 24 * time.Hour}}, "expiry"},
+		{"never with max lifetime", keystore.CreateParams{AccountID: "a", Name: "n", Expiry: keystore.Expiry{Never: true}}, "expiry"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, _, err := s.Create(context.Background(), c.p)
+			var ve *keystore.ValidationError
+			if !errors.As(err, &ve) || ve.Field != c.field || !errors.Is(err, keystore.ErrInvalid) {
+				t.Fatalf("Create: got %v, want a ValidationError on %q", err, c.field)
+			}
+		})
+	}
+	var keys, events int
+	if err := pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM api_keys), (SELECT count(*) FROM api_key_events)`).Scan(&keys, &events); err != nil {
+		t.Fatal(err)
+	}
+	if keys != 0 || events != 0 {
+		t.Fatalf("rejected creates wrote %d keys and %d events", keys, events)
+	}
+}
+
+func manyScopes(n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = fmt.Sprintf("m%d:read", i)
+	}
+	return out
+}
+
+func TestExpiryChoices(t *testing.T) {
+	clk := newClock()
+	s, _ := newStore(t, keystore.Options{Now: clk.Now})
+	at := clk.Now().Add(48 * time.Hour)
+	cases := []struct {
+		name   string
+		expiry keystore.Expiry
+		want   *time.Time
+	}{
+		{"default lifetime", keystore.Expiry{}, ptr(clk.Now().Add(keystore.DefaultLifetime))},
+		{"lifetime", keystore.Expiry{In: time.Hour}, ptr(clk.Now().Add(time.Hour))},
+		{"date", keystore.Expiry{At: at}, &at},
+		{"never", keystore.Expiry{Never: true}, nil},
+	}
+	for _, c := range cases {
+		k, _ := mustCreate(t, s, keystore.CreateParams{Expiry: c.expiry})
+		if diff := cmp.Diff(c.want, k.ExpiresAt); diff != "" {
+			t.Errorf("%s: expires_at (-want +got):\n%s", c.name, diff)
+		}
+	}
+	capped, _ := newStore(t, keystore.Options{Now: clk.Now, MaxLifetime: 7 * 24 * time.Hour})
+	k, _ := mustCreate(t, capped, keystore.CreateParams{})
+	if want := clk.Now().Add(7 * 24 * time.Hour); !k.ExpiresAt.Equal(want) {
+		t.Errorf("default expiry under a 7d maximum = %v, want %v", k.ExpiresAt, want)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestExpiredKeyStopsVerifying(t *testing.T) {
+	clk := newClock()
+	s, _ := newStore(t, keystore.Options{Now: clk.Now})
+	_, secret := mustCreate(t, s, keystore.CreateParams{Expiry: keystore.Expiry{In: time.Hour}})
+	if !verifies(t, s, secret, clk.Now().Add(59*time.Minute)) {
+		t.Fatal("key does not verify before its expiry")
+	}
+	if verifies(t, s, secret, clk.Now().Add(time.Hour)) {
+		t.Fatal("key verifies at its expiry")
+	}
+}
+
+func TestList(t *testing.T) {
+	clk := newClock()
+	s, _ := newStore(t, keystore.Options{Now: clk.Now})
+	ctx := context.Background()
+	a1, _ := mustCreate(t, s, keystore.CreateParams{AccountID: "a", Name: "one"})
+	a2, _ := mustCreate(t, s, keystore.CreateParams{AccountID: "a", Name: "two", Expiry: keystore.Expiry{In: time.Hour}})
+	b1, _ := mustCreate(t, s, keystore.CreateParams{AccountID: "b", Name: "three"})
+	if _, err := s.Revoke(ctx, b1.ID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(2 * time.Hour) // a2 expires
+	ids := func(p keystore.ListParams) []string {
+		keys, err := s.List(ctx, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := []string{}
+		for _, k := range keys {
+			out = append(out, k.Name)
+		}
+		return out
+	}
+	cases := []struct {
+		p    keystore.ListParams
+		want []string
+	}{
+		{keystore.ListParams{}, []string{"one"}},
+		{keystore.ListParams{All: true}, []string{"one", "two", "three"}},
+		{keystore.ListParams{AccountID: "a", All: true}, []string{"one", "two"}},
+		{keystore.ListParams{AccountID: "b"}, []string{}},
+		{keystore.ListParams{AccountID: "nobody", All: true}, []string{}},
+	}
+	for _, c := range cases {
+		if diff := cmp.Diff(c.want, ids(c.p)); diff != "" {
+			t.Errorf("List(%+v) (-want +got):\n%s", c.p, diff)
+		}
+	}
+	_ = a1
+	_ = a2
+}
+
+func TestUpdate(t *testing.T) {
+	s, _ := newStore(t, keystore.Options{})
+	ctx := context.Background()
+	k, _ := mustCreate(t, s, keystore.CreateParams{Description: "old"})
+	got, err := s.Update(ctx, k.ID, keystore.UpdateParams{Name: ptr("renamed"), Actor: "cli:bob"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Name != "renamed" || got.Description != "old" {
+		t.Fatalf("Update changed name=%q description=%q", got.Name, got.Description)
+	}
+	for _, p := range []keystore.UpdateParams{{}, {Name: ptr("")}, {Description: ptr(strings.Repeat("x", 1001))}} {
+		if _, err := s.Update(ctx, k.ID, p); !errors.Is(err, keystore.ErrInvalid) {
+			t.Errorf("Update(%+v) = %v, want ErrInvalid", p, err)
+		}
+	}
+	events, _ := s.Events(ctx, k.ID)
+	if len(events) != 2 || events[1].Action != "update" || events[1].Detail["name"] != "renamed" {
+		t.Fatalf("events = %+v, want create then update(name)", events)
+	}
+}
+
+func TestRevoke(t *testing.T) {
+	clk := newClock()
+	s, _ := newStore(t, keystore.Options{Now: clk.Now})
+	ctx := context.Background()
+	k, secret := mustCreate(t, s, keystore.CreateParams{})
+	if !verifies(t, s, secret, clk.Now()) {
+		t.Fatal("new key does not verify")
+	}
+	got, err := s.Revoke(ctx, k.ID, "cli:alice")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.RevokedAt == nil || !got.RevokedAt.Equal(clk.Now()) {
+		t.Fatalf("revoked_at = %v, want %v", got.RevokedAt, clk.Now())
+	}
+	if verifies(t, s, secret, clk.Now()) {
+		t.Fatal("revoked key still verifies")
+	}
+	if _, err := s.Revoke(ctx, k.ID, "cli:alice"); !errors.Is(err, keystore.ErrRevoked) {
+		t.Fatalf("second Revoke = %v, want ErrRevoked", err)
+	}
+	events, _ := s.Events(ctx, k.ID)
+	if len(events) != 2 || events[1].Action != "revoke" || events[1].Actor != "cli:alice" {
+		t.Fatalf("events = %+v, want create then revoke", events)
+	}
+}
+
+func TestRotateWithGrace(t *testing.T) {
+	clk := newClock()
+	s, _ := newStore(t, keystore.Options{Now: clk.Now})
+	ctx := context.Background()
+	old, oldSecret := mustCreate(t, s, keystore.CreateParams{Name: "svc", Description: "d", Scopes: []string{"projects:read"},
+		Expiry: keystore.Expiry{In: 30 * 24 * time.Hour}})
+	clk.Advance(time.Minute)
+	r, err := s.Rotate(ctx, old.ID, keystore.RotateParams{Grace: time.Hour, Actor: "cli:alice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Secret == oldSecret {
+		t.Fatal("rotation returned the old secret")
+	}
+	if r.New.RotatedFrom != old.ID || r.New.Name != "svc" || r.New.Description != "d" ||
+		!cmp.Equal(r.New.Scopes, []string{"projects:read"}) || !r.New.ExpiresAt.Equal(*old.ExpiresAt) {
+		t.Fatalf("successor does not inherit the key's properties: %+v", r.New)
+	}
+	if want := clk.Now().Add(time.Hour); !r.Old.ExpiresAt.Equal(want) {
+		t.Fatalf("old key expires at %v, want the end of the grace period %v", r.Old.ExpiresAt, want)
+	}
+	if !verifies(t, s, r.Secret, clk.Now()) {
+		t.Fatal("new secret does not verify")
+	}
+	clk.Advance(59 * time.Minute)
+	if !verifies(t, s, oldSecret, clk.Now()) {
+		t.Fatal("old secret stopped verifying inside the grace period")
+	}
+	clk.Advance(time.Minute)
+	if verifies(t, s, oldSecret, clk.Now()) {
+		t.Fatal("old secret still verifies after the grace period")
+	}
+	if !verifies(t, s, r.Secret, clk.Now()) {
+		t.Fatal("new secret stopped verifying")
+	}
+	oldEvents, _ := s.Events(ctx, old.ID)
+	newEvents, _ := s.Events(ctx, r.New.ID)
+	if len(oldEvents) != 2 || oldEvents[1].Action != "rotate" || len(newEvents) != 1 || newEvents[0].Detail["rotated_from"] != old.ID {
+		t.Fatalf("audit trail: old %+v new %+v", oldEvents, newEvents)
+	}
+}
+
+func TestRotateRefusals(t *testing.T) {
+	clk := newClock()
+	s, _ := newStore(t, keystore.Options{Now: clk.Now})
+	ctx := context.Background()
+
+	revoked, _ := mustCreate(t, s, keystore.CreateParams{})
+	if _, err := s.Revoke(ctx, revoked.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Rotate(ctx, revoked.ID, keystore.RotateParams{}); !errors.Is(err, keystore.ErrRevoked) {
+		t.Errorf("Rotate(revoked) = %v, want ErrRevoked", err)
+	}
+
+	expiring, _ := mustCreate(t, s, keystore.CreateParams{Expiry: keystore.Expiry{In: time.Minute}})
+	clk.Advance(time.Hour)
+	if _, err := s.Rotate(ctx, expiring.ID, keystore.RotateParams{}); !errors.Is(err, keystore.ErrExpired) {
+		t.Errorf("Rotate(expired) = %v, want ErrExpired", err)
+	}
+
+	k, _ := mustCreate(t, s, keystore.CreateParams{})
+	if _, err := s.Rotate(ctx, k.ID, keystore.RotateParams{Grace: time.Hour}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Rotate(ctx, k.ID, keystore.RotateParams{Grace: time.Hour}); !errors.Is(err, keystore.ErrRotated) {
+		t.Errorf("second Rotate = %v, want ErrRotated", err)
+	}
+	if _, err := s.Rotate(ctx, k.ID, keystore.RotateParams{Grace: -time.Hour}); !errors.Is(err, keystore.ErrInvalid) {
+		t.Errorf("Rotate(negative grace) = %v, want ErrInvalid", err)
+	}
+}
+
+func TestRotateWithoutGraceEndsOldKeyAtOnce(t *testing.T) {
+	clk := newClock()
+	s, _ := newStore(t, keystore.Options{Now: clk.Now})
+	k, oldSecret := mustCreate(t, s, keystore.CreateParams{})
+	r, err := s.Rotate(context.Background(), k.ID, keystore.RotateParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if verifies(t, s, oldSecret, clk.Now()) || !verifies(t, s, r.Secret, clk.Now()) {
+		t.Fatal("with no grace, the old secret must stop and the new one work at once")
+	}
+}
+
+func TestConcurrentCreates(t *testing.T) {
+	s, pool := newStore(t, keystore.Options{})
+	const n = 40
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	secrets := make(chan keystore.Secret, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			_, secret, err := s.Create(context.Background(), keystore.CreateParams{AccountID: "a", Name: "same name"})
+			errs <- err
+			secrets <- secret
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	close(secrets)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[keystore.Secret]bool{}
+	for secret := range secrets {
+		if seen[secret] {
+			t.Fatal("two creates returned the same secret")
+		}
+		seen[secret] = true
+		if !verifies(t, s, secret, time.Now()) {
+			t.Fatal("a concurrently created key does not verify")
+		}
+	}
+	var keys, events int
+	_ = pool.QueryRow(context.Background(), `SELECT (SELECT count(DISTINCT id) FROM api_keys), (SELECT count(*) FROM api_key_events WHERE action = 'create')`).Scan(&keys, &events)
+	if keys != n || events != n {
+		t.Fatalf("%d keys and %d create events, want %d of each", keys, events, n)
+	}
+}
+
+// TestRevokeRacingRotate runs a revocation against a rotation of the same
+// key many times. Whichever commits first, the outcome must be one of the
+// two serial orders: rotate then revoke (both succeed, the successor
+// works, the old key is revoked), or revoke then rotate (rotation fails
+// with ErrRevoked and there is no successor).
+func TestRevokeRacingRotate(t *testing.T) {
+	s, pool := newStore(t, keystore.Options{})
+	ctx := context.Background()
+	orders := map[string]int{}
+	for i := 0; i < 30; i++ {
+		k, _ := mustCreate(t, s, keystore.CreateParams{})
+		var (
+			wg        sync.WaitGroup
+			rotation  *keystore.Rotation
+			rotateErr error
+			revokeErr error
+		)
+		wg.Add(2)
+		go func() { defer wg.Done(); rotation, rotateErr = s.Rotate(ctx, k.ID, keystore.RotateParams{Grace: time.Hour}) }()
+		go func() { defer wg.Done(); _, revokeErr = s.Revoke(ctx, k.ID, "") }()
+		wg.Wait()
+		if revokeErr != nil {
+			t.Fatalf("trial %d: revoke failed: %v", i, revokeErr)
+		}
+		var successors int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM api_keys WHERE rotated_from = $1`, k.ID).Scan(&successors); err != nil {
+			t.Fatal(err)
+		}
+		switch {
+		case rotateErr == nil:
+			orders["rotate first"]++
+			if successors != 1 || !verifies(t, s, rotation.Secret, time.Now()) {
+				t.Fatalf("trial %d: rotation succeeded but its successor is missing or unusable", i)
+			}
+		case errors.Is(rotateErr, keystore.ErrRevoked):
+			orders["revoke first"]++
+			if successors != 0 {
+				t.Fatalf("trial %d: rotation failed but left %d successors", i, successors)
+			}
+		default:
+			t.Fatalf("trial %d: rotate: %v", i, rotateErr)
+		}
+		old, err := s.Get(ctx, k.ID)
+		if err != nil || old.RevokedAt == nil {
+			t.Fatalf("trial %d: the old key is not revoked: %v", i, err)
+		}
+	}
+	t.Logf("orders observed: %v", orders)
+}
+
+func TestStoreUnavailable(t *testing.T) {
+	cfg, err := pgxpool.ParseConfig("postgres://nobody@127.0.0.1:1/none?connect_timeout=1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	s, _ := keystore.New(pool, keystore.Options{})
+	secret, _ := keystore.GenerateSecret("kg")
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	_, err = s.Lookup(ctx, s.Hasher().Digest(secret))
+	if !errors.Is(err, keystore.ErrUnavailable) {
+		t.Fatalf("Lookup with no database = %v, want ErrUnavailable", err)
+	}
+	if strings.Contains(err.Error(), secret.Reveal()[3:]) {
+		t.Fatal("error mentions the secret")
+	}
+}
+
+func TestPepperedStoreFindsLegacyKeys(t *testing.T) {
+	pool := pgtest.NewPool(t)
+	plain, _ := keystore.New(pool, keystore.Options{})
+	_, legacy := mustCreate(t, plain, keystore.CreateParams{})
+	h, _ := keystore.NewHasher([]byte(strings.Repeat("s", 32)))
+	peppered, _ := keystore.New(pool, keystore.Options{Hasher: h})
+	k, fresh := mustCreate(t, peppered, keystore.CreateParams{})
+	if k.HashScheme != keystore.SchemeHMACSHA256 {
+		t.Fatalf("scheme = %q, want %q", k.HashScheme, keystore.SchemeHMACSHA256)
+	}
+	found := func(secret keystore.Secret) bool {
+		for _, d := range h.Candidates(secret) {
+			if _, err := peppered.Lookup(context.Background(), d); err == nil {
+				return true
+			}
+		}
+		return false
+	}
+	if !found(legacy) || !found(fresh) {
+		t.Fatal("a peppered store must find both legacy SHA-256 keys and HMAC keys")
+	}
+	if _, err := plain.Lookup(context.Background(), plain.Hasher().Digest(fresh)); !errors.Is(err, keystore.ErrNotFound) {
+		t.Fatal("an HMAC key was found under its plain SHA-256 digest")
+	}
+}
