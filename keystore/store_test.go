@@ -471,7 +471,10 @@ func TestRevokeRacingRotate(t *testing.T) {
 			revokeErr error
 		)
 		wg.Add(2)
-		go func() { defer wg.Done(); rotation, rotateErr = s.Rotate(ctx, k.ID, keystore.RotateParams{Grace: time.Hour}) }()
+		go func() {
+			defer wg.Done()
+			rotation, rotateErr = s.Rotate(ctx, k.ID, keystore.RotateParams{Grace: time.Hour})
+		}()
 		go func() { defer wg.Done(); _, revokeErr = s.Revoke(ctx, k.ID, "") }()
 		wg.Wait()
 		if revokeErr != nil {
