@@ -1,6 +1,7 @@
 package pgtest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -175,6 +176,9 @@ func (c *Cluster) command(name string, args ...string) *exec.Cmd {
 // or the newest /usr/lib/postgresql/*/bin.
 func findBinaries() (string, error) {
 	if p, err := exec.LookPath("initdb"); err == nil {
+		if real, err := filepath.EvalSymlinks(p); err == nil {
+			p = real // Debian links /usr/lib/postgresql/N/bin/initdb onto PATH
+		}
 		dir := filepath.Dir(p)
 		if _, err := os.Stat(filepath.Join(dir, "pg_ctl")); err == nil {
 			return dir, nil
@@ -203,4 +207,32 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// Dump returns a plain-text pg_dump of the database at url, schema and
+// data, for tests that check what is (not) stored.
+func Dump(tb testing.TB, url string) []byte {
+	tb.Helper()
+	bin, err := findBinaries()
+	if err != nil {
+		tb.Fatalf("pgtest: %v", err)
+	}
+	out, err := exec.Command(filepath.Join(bin, "pg_dump"), "--no-owner", "--dbname", url).Output()
+	if err != nil {
+		var stderr []byte
+		if ee, ok := err.(*exec.ExitError); ok {
+			stderr = ee.Stderr
+		}
+		tb.Fatalf("pgtest: pg_dump: %v: %s", err, stderr)
+	}
+	// Recent pg_dump versions wrap the dump in \restrict lines with a
+	// random key; drop them so that two dumps of one state are equal.
+	lines := bytes.Split(out, []byte("\n"))
+	kept := lines[:0]
+	for _, l := range lines {
+		if !bytes.HasPrefix(l, []byte(`\restrict `)) && !bytes.HasPrefix(l, []byte(`\unrestrict `)) {
+			kept = append(kept, l)
+		}
+	}
+	return bytes.Join(kept, []byte("\n"))
 }

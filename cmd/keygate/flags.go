@@ -1,0 +1,182 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/alecthomas/kong"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/keygate/keygate/keystore"
+)
+
+// duration is a flag value in Go syntax extended with days ("30d").
+type duration time.Duration
+
+// Decode implements kong.MapperValue.
+func (d *duration) Decode(ctx *kong.DecodeContext) error {
+	var s string
+	if err := ctx.Scan.PopValueInto("duration", &s); err != nil {
+		return err
+	}
+	v, err := keystore.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*d = duration(v)
+	return nil
+}
+
+// dbFlags locate PostgreSQL.
+type dbFlags struct {
+	DatabaseURL string `name:"database-url" placeholder:"URL" help:"PostgreSQL connection string, libpq URL or key=value form; DATABASE_URL and the PG* variables work too."`
+}
+
+// connectTimeout bounds how long a command waits for an unreachable
+// database when the connection string sets no connect_timeout.
+const connectTimeout = 5 * time.Second
+
+func (f dbFlags) connConfig() (*pgx.ConnConfig, error) {
+	cfg, err := pgx.ParseConfig(f.DatabaseURL)
+	if err != nil {
+		return nil, usageError("--database-url: %v", redactConnError(err))
+	}
+	if cfg.ConnectTimeout == 0 {
+		cfg.ConnectTimeout = connectTimeout
+	}
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = "keygate"
+	}
+	return cfg, nil
+}
+
+func (f dbFlags) poolConfig() (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(f.DatabaseURL)
+	if err != nil {
+		return nil, usageError("--database-url: %v", redactConnError(err))
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = connectTimeout
+	}
+	if cfg.ConnConfig.RuntimeParams["application_name"] == "" {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "keygate"
+	}
+	return cfg, nil
+}
+
+// pool connects and checks that the database answers, so that a command
+// against a stopped database fails at once with one clear line.
+func (f dbFlags) pool(ctx context.Context) (*pgxpool.Pool, error) {
+	cfg, err := f.poolConfig()
+	if err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("database: %w", err)
+	}
+	pingCtx, cancel := context.WithTimeout(ctx, cfg.ConnConfig.ConnectTimeout+time.Second)
+	defer cancel()
+	if err := pool.Ping(pingCtx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("database unreachable: %s", oneLineError(err))
+	}
+	return pool, nil
+}
+
+// redactConnError drops anything after "password" from a connection
+// string parse error; pgx does not print passwords, this is belt and
+// braces.
+func redactConnError(err error) string {
+	msg := err.Error()
+	if i := strings.Index(strings.ToLower(msg), "password"); i >= 0 {
+		return msg[:i] + "[redacted]"
+	}
+	return msg
+}
+
+// keyFlags shape new keys; serve and the key commands share them so that
+// every replica and the CLI agree.
+type keyFlags struct {
+	KeyPrefix      string   `default:"kg" help:"Prefix of new keys (lower-case letters, digits, '_'). Keys with other prefixes keep working."`
+	PepperFile     string   `type:"existingfile" placeholder:"FILE" help:"File holding a server-side secret of at least 32 bytes: keys are then hashed with HMAC-SHA-256 instead of SHA-256. Every replica and the CLI need the same one."`
+	Pepper         string   `hidden:"" help:"The pepper itself; prefer --pepper-file."`
+	MaxKeyLifetime duration `placeholder:"DURATION" help:"Longest lifetime a new key may have, like 365d; 0 means no limit."`
+}
+
+func (f keyFlags) hasher() (*keystore.Hasher, error) {
+	pepper := []byte(f.Pepper)
+	if f.PepperFile != "" {
+		if f.Pepper != "" {
+			return nil, usageError("--pepper-file and KEYGATE_PEPPER can't be used together")
+		}
+		b, err := os.ReadFile(f.PepperFile)
+		if err != nil {
+			return nil, usageError("--pepper-file: %v", err)
+		}
+		pepper = []byte(strings.TrimRight(string(b), "\r\n"))
+		if len(pepper) == 0 {
+			return nil, usageError("--pepper-file: %s is empty", f.PepperFile)
+		}
+	}
+	h, err := keystore.NewHasher(pepper)
+	if err != nil {
+		return nil, usageError("--pepper-file: %v", strings.TrimPrefix(err.Error(), "keystore: "))
+	}
+	return h, nil
+}
+
+func (f keyFlags) store(pool *pgxpool.Pool) (*keystore.Store, error) {
+	if err := keystore.ValidatePrefix(f.KeyPrefix); err != nil {
+		return nil, usageError("--key-prefix: %v", err)
+	}
+	if f.MaxKeyLifetime < 0 {
+		return nil, usageError("--max-key-lifetime: must not be negative")
+	}
+	h, err := f.hasher()
+	if err != nil {
+		return nil, err
+	}
+	return keystore.New(pool, keystore.Options{Hasher: h, Prefix: f.KeyPrefix, MaxLifetime: time.Duration(f.MaxKeyLifetime)})
+}
+
+// flagOfField names the flag behind a keystore validation error's field.
+var flagOfField = map[string]string{
+	"account_id":  "--account",
+	"name":        "--name",
+	"description": "--description",
+	"scopes":      "--scope",
+	"expiry":      "expiry (--expires-in, --expires-at, --no-expiry)",
+	"grace":       "--grace",
+	"id":          "ID",
+	"update":      "--name/--description",
+}
+
+// oneLineError flattens pgx's multi-line connection errors.
+func oneLineError(err error) string {
+	return strings.Join(strings.Fields(err.Error()), " ")
+}
+
+// storeError maps an error from the store to what the user sees: bad input
+// is a usage error naming the flag (exit 2); the rest exit 1.
+func storeError(err error, id string) error {
+	var ve *keystore.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		name := flagOfField[ve.Field]
+		if name == "" {
+			name = ve.Field
+		}
+		return usageError("%s: %s", name, ve.Problem)
+	case errors.Is(err, keystore.ErrNotFound):
+		return fmt.Errorf("no key with id %s", id)
+	case errors.Is(err, keystore.ErrRevoked), errors.Is(err, keystore.ErrExpired), errors.Is(err, keystore.ErrRotated):
+		return errors.New(strings.ReplaceAll(err.Error(), "keystore: ", ""))
+	}
+	return errors.New(oneLineError(err))
+}

@@ -1,0 +1,339 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/keygate/keygate/keystore"
+)
+
+type keysCmd struct {
+	Create keysCreateCmd `cmd:"" help:"Create a key and print its secret, once."`
+	List   keysListCmd   `cmd:"" help:"List keys (never secrets)."`
+	Show   keysShowCmd   `cmd:"" help:"Show one key's record."`
+	Update keysUpdateCmd `cmd:"" help:"Change a key's name or description."`
+	Revoke keysRevokeCmd `cmd:"" help:"Revoke a key: it stops working on every replica."`
+	Rotate keysRotateCmd `cmd:"" help:"Issue a new secret; the old one works until the grace period ends."`
+}
+
+// outputFlag selects human or machine output.
+type outputFlag struct {
+	Output string `short:"o" enum:"table,json" default:"table" help:"Output format: table or json."`
+}
+
+// actorFlag names who makes a change, for the audit trail.
+type actorFlag struct {
+	Actor string `placeholder:"NAME" help:"Who makes the change, recorded in the audit trail. Default: cli:$USER."`
+}
+
+func (f actorFlag) actor(e *env) string {
+	if f.Actor != "" {
+		return f.Actor
+	}
+	if u := e.getenv("USER"); u != "" {
+		return "cli:" + u
+	}
+	return "cli"
+}
+
+type keysCreateCmd struct {
+	dbFlags
+	keyFlags
+	outputFlag
+	actorFlag
+	Account     string   `required:"" placeholder:"ID" help:"Account (client) the key belongs to."`
+	Name        string   `required:"" help:"Human name of the key."`
+	Description string   `help:"What the key is for."`
+	ExpiresIn   *duration `xor:"expiry" placeholder:"DURATION" help:"Lifetime, like 30d or 12h. Default: 90d (capped by --max-key-lifetime)."`
+	ExpiresAt   string   `xor:"expiry" placeholder:"TIME" help:"Expiry time, RFC 3339 like 2027-01-31T00:00:00Z."`
+	NoExpiry    bool     `xor:"expiry" help:"The key never expires."`
+	Scope       []string `placeholder:"SCOPE" help:"Scope: *, <module>:read, <module>:write or <module>:*; repeat for several. None: every unrestricted module."`
+}
+
+func (c *keysCreateCmd) Run(e *env) error {
+	expiry := keystore.Expiry{Never: c.NoExpiry}
+	if c.ExpiresIn != nil {
+		if *c.ExpiresIn <= 0 {
+			return usageError("--expires-in: must be positive, like 30d or 12h")
+		}
+		expiry.In = time.Duration(*c.ExpiresIn)
+	}
+	if c.ExpiresAt != "" {
+		t, err := time.Parse(time.RFC3339, c.ExpiresAt)
+		if err != nil {
+			return usageError("--expires-at: want RFC 3339 time like 2027-01-31T00:00:00Z, got %q", c.ExpiresAt)
+		}
+		expiry.At = t
+	}
+	pool, err := c.pool(e.ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store, err := c.store(pool)
+	if err != nil {
+		return err
+	}
+	k, secret, err := store.Create(e.ctx, keystore.CreateParams{
+		AccountID: c.Account, Name: c.Name, Description: c.Description, Scopes: c.Scope, Expiry: expiry, Actor: c.actor(e),
+	})
+	if err != nil {
+		return storeError(err, "")
+	}
+	return printSecret(e.stdout, c.Output, k, secret, "Created")
+}
+
+type keysListCmd struct {
+	dbFlags
+	outputFlag
+	Account string `placeholder:"ID" help:"Only this account's keys."`
+	All     bool   `help:"Include revoked and expired keys."`
+}
+
+func (c *keysListCmd) Run(e *env) error {
+	pool, err := c.pool(e.ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store, err := keystore.New(pool, keystore.Options{})
+	if err != nil {
+		return err
+	}
+	keys, err := store.List(e.ctx, keystore.ListParams{AccountID: c.Account, All: c.All})
+	if err != nil {
+		return storeError(err, "")
+	}
+	now := time.Now()
+	if c.Output == "json" {
+		out := make([]keyJSON, 0, len(keys))
+		for _, k := range keys {
+			out = append(out, newKeyJSON(k, now))
+		}
+		return writeJSON(e.stdout, out)
+	}
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "ID\tACCOUNT\tNAME\tPREFIX\tSTATUS\tSCOPES\tEXPIRES\tLAST USED")
+	for _, k := range keys {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s…\t%s\t%s\t%s\t%s\n", k.ID, k.AccountID, oneLine(k.Name), k.DisplayPrefix,
+			k.StateAt(now), scopesText(k.Scopes), timeText(k.ExpiresAt, "never"), timeText(k.LastUsedAt, "-"))
+	}
+	return w.Flush()
+}
+
+type keysShowCmd struct {
+	dbFlags
+	outputFlag
+	ID string `arg:"" help:"Key id."`
+}
+
+func (c *keysShowCmd) Run(e *env) error {
+	pool, err := c.pool(e.ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store, err := keystore.New(pool, keystore.Options{})
+	if err != nil {
+		return err
+	}
+	k, err := store.Get(e.ctx, c.ID)
+	if err != nil {
+		return storeError(err, c.ID)
+	}
+	return printKey(e.stdout, c.Output, k)
+}
+
+type keysUpdateCmd struct {
+	dbFlags
+	outputFlag
+	actorFlag
+	ID          string  `arg:"" help:"Key id."`
+	Name        *string `help:"New name."`
+	Description *string `help:"New description."`
+}
+
+func (c *keysUpdateCmd) Run(e *env) error {
+	pool, err := c.pool(e.ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store, err := keystore.New(pool, keystore.Options{})
+	if err != nil {
+		return err
+	}
+	k, err := store.Update(e.ctx, c.ID, keystore.UpdateParams{Name: c.Name, Description: c.Description, Actor: c.actor(e)})
+	if err != nil {
+		return storeError(err, c.ID)
+	}
+	return printKey(e.stdout, c.Output, k)
+}
+
+type keysRevokeCmd struct {
+	dbFlags
+	outputFlag
+	actorFlag
+	ID string `arg:"" help:"Key id."`
+}
+
+func (c *keysRevokeCmd) Run(e *env) error {
+	pool, err := c.pool(e.ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store, err := keystore.New(pool, keystore.Options{})
+	if err != nil {
+		return err
+	}
+	k, err := store.Revoke(e.ctx, c.ID, c.actor(e))
+	if err != nil {
+		return storeError(err, c.ID)
+	}
+	if c.Output == "json" {
+		return writeJSON(e.stdout, newKeyJSON(k, time.Now()))
+	}
+	fmt.Fprintf(e.stdout, "Revoked key %s (%s, account %s) at %s.\n", k.ID, oneLine(k.Name), k.AccountID, k.RevokedAt.Format(time.RFC3339))
+	return nil
+}
+
+type keysRotateCmd struct {
+	dbFlags
+	keyFlags
+	outputFlag
+	actorFlag
+	ID    string   `arg:"" help:"Key id."`
+	Grace duration `default:"24h" placeholder:"DURATION" help:"How long the old secret keeps working, like 24h or 7d; 0 ends it at once."`
+}
+
+func (c *keysRotateCmd) Run(e *env) error {
+	pool, err := c.pool(e.ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	store, err := c.store(pool)
+	if err != nil {
+		return err
+	}
+	r, err := store.Rotate(e.ctx, c.ID, keystore.RotateParams{Grace: time.Duration(c.Grace), Actor: c.actor(e)})
+	if err != nil {
+		return storeError(err, c.ID)
+	}
+	if c.Output == "json" {
+		out := newKeyJSON(r.New, time.Now())
+		out.Secret = r.Secret.Reveal()
+		out.PreviousExpiresAt = r.Old.ExpiresAt
+		return writeJSON(e.stdout, out)
+	}
+	if err := printSecret(e.stdout, c.Output, r.New, r.Secret, "Rotated "+r.Old.ID+" into"); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "The old secret works until %s.\n", r.Old.ExpiresAt.Format(time.RFC3339))
+	return nil
+}
+
+// keyJSON is the stable JSON shape of a key (see the README).
+type keyJSON struct {
+	ID                string     `json:"id"`
+	Secret            string     `json:"secret,omitempty"`
+	AccountID         string     `json:"account_id"`
+	Name              string     `json:"name"`
+	Description       string     `json:"description"`
+	DisplayPrefix     string     `json:"display_prefix"`
+	Scopes            []string   `json:"scopes"`
+	Status            string     `json:"status"`
+	CreatedAt         time.Time  `json:"created_at"`
+	CreatedBy         string     `json:"created_by"`
+	ExpiresAt         *time.Time `json:"expires_at"`
+	RevokedAt         *time.Time `json:"revoked_at"`
+	LastUsedAt        *time.Time `json:"last_used_at"`
+	RotatedFrom       *string    `json:"rotated_from"`
+	PreviousExpiresAt *time.Time `json:"previous_expires_at,omitempty"`
+}
+
+func newKeyJSON(k *keystore.Key, now time.Time) keyJSON {
+	out := keyJSON{
+		ID: k.ID, AccountID: k.AccountID, Name: k.Name, Description: k.Description, DisplayPrefix: k.DisplayPrefix,
+		Scopes: k.Scopes, Status: k.StateAt(now).String(), CreatedAt: k.CreatedAt, CreatedBy: k.CreatedBy,
+		ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, LastUsedAt: k.LastUsedAt,
+	}
+	if out.Scopes == nil {
+		out.Scopes = []string{}
+	}
+	if k.RotatedFrom != "" {
+		out.RotatedFrom = &k.RotatedFrom
+	}
+	return out
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+// printSecret prints a new key with its secret: the one time it is shown.
+func printSecret(w io.Writer, format string, k *keystore.Key, secret keystore.Secret, verb string) error {
+	if format == "json" {
+		out := newKeyJSON(k, time.Now())
+		out.Secret = secret.Reveal()
+		return writeJSON(w, out)
+	}
+	fmt.Fprintf(w, "%s key %s (%s) for account %s, %s.\n\n", verb, k.ID, oneLine(k.Name), k.AccountID, expiryText(k.ExpiresAt))
+	fmt.Fprintf(w, "  %s\n\n", secret.Reveal())
+	fmt.Fprintln(w, "Copy the secret now: it is shown only this once and cannot be recovered.")
+	return nil
+}
+
+func printKey(w io.Writer, format string, k *keystore.Key) error {
+	now := time.Now()
+	if format == "json" {
+		return writeJSON(w, newKeyJSON(k, now))
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	rows := [][2]string{
+		{"ID", k.ID}, {"Account", k.AccountID}, {"Name", oneLine(k.Name)}, {"Description", oneLine(k.Description)},
+		{"Prefix", k.DisplayPrefix + "…"}, {"Status", k.StateAt(now).String()}, {"Scopes", scopesText(k.Scopes)},
+		{"Created", k.CreatedAt.Format(time.RFC3339) + " by " + k.CreatedBy}, {"Expires", timeText(k.ExpiresAt, "never")},
+		{"Revoked", timeText(k.RevokedAt, "-")}, {"Last used", timeText(k.LastUsedAt, "-")},
+	}
+	if k.RotatedFrom != "" {
+		rows = append(rows, [2]string{"Rotated from", k.RotatedFrom})
+	}
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%s:\t%s\n", r[0], r[1])
+	}
+	return tw.Flush()
+}
+
+func expiryText(t *time.Time) string {
+	if t == nil {
+		return "never expires"
+	}
+	return "expires " + t.Format(time.RFC3339)
+}
+
+func timeText(t *time.Time, none string) string {
+	if t == nil {
+		return none
+	}
+	return t.Format(time.RFC3339)
+}
+
+func scopesText(scopes []string) string {
+	if len(scopes) == 0 {
+		return "(all unrestricted modules)"
+	}
+	return strings.Join(scopes, ",")
+}
+
+// oneLine keeps a table row on one line whatever a description holds.
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}

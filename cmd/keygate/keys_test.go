@@ -1,0 +1,266 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/internal/pgtest"
+)
+
+// keyOut mirrors the documented -o json shape.
+type keyOut struct {
+	ID            string     `json:"id"`
+	Secret        *string    `json:"secret"`
+	AccountID     string     `json:"account_id"`
+	Name          string     `json:"name"`
+	Description   string     `json:"description"`
+	DisplayPrefix string     `json:"display_prefix"`
+	Scopes        []string   `json:"scopes"`
+	Status        string     `json:"status"`
+	CreatedAt     time.Time  `json:"created_at"`
+	ExpiresAt     *time.Time `json:"expires_at"`
+	RevokedAt     *time.Time `json:"revoked_at"`
+	LastUsedAt    *time.Time `json:"last_used_at"`
+	RotatedFrom   *string    `json:"rotated_from"`
+}
+
+func TestKeysLifecycle(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	var outputs bytes.Buffer // everything printed after create
+	runLater := func(args ...string) string {
+		out := mustRun(t, db, args...)
+		outputs.WriteString(out)
+		return out
+	}
+
+	created := decode[keyOut](t, mustRun(t, db, "keys", "create", "--account", "acme", "--name", "deploy bot",
+		"--description", "CI deploys", "--expires-in", "30d", "--scope", "projects:read", "--scope", "projects:write", "-o", "json"))
+	if created.Secret == nil || !strings.HasPrefix(*created.Secret, created.DisplayPrefix) {
+		t.Fatalf("create -o json: missing secret or display prefix: %+v", created)
+	}
+	secret := *created.Secret
+	body := secret[len("kg_"):]
+	if created.AccountID != "acme" || created.Name != "deploy bot" || created.Description != "CI deploys" ||
+		strings.Join(created.Scopes, ",") != "projects:read,projects:write" || created.ExpiresAt == nil ||
+		created.ExpiresAt.Sub(created.CreatedAt) != 30*24*time.Hour || created.Status != "active" {
+		t.Fatalf("create -o json = %+v", created)
+	}
+
+	list := decode[[]keyOut](t, runLater("keys", "list", "--account", "acme", "-o", "json"))
+	if len(list) != 1 || list[0].ID != created.ID || list[0].Secret != nil {
+		t.Fatalf("list -o json = %+v, want the one key without its secret", list)
+	}
+	shown := decode[keyOut](t, runLater("keys", "show", created.ID, "-o", "json"))
+	if shown.ID != created.ID || shown.Secret != nil || shown.RevokedAt != nil || shown.LastUsedAt != nil {
+		t.Fatalf("show -o json = %+v", shown)
+	}
+	runLater("keys", "list")
+	runLater("keys", "show", created.ID)
+
+	rotated := decode[keyOut](t, mustRun(t, db, "keys", "rotate", created.ID, "--grace", "1h", "-o", "json"))
+	if rotated.Secret == nil || *rotated.Secret == secret || rotated.RotatedFrom == nil || *rotated.RotatedFrom != created.ID {
+		t.Fatalf("rotate -o json = %+v", rotated)
+	}
+	newSecret := *rotated.Secret
+	old := decode[keyOut](t, runLater("keys", "show", created.ID, "-o", "json"))
+	if old.ExpiresAt == nil || old.ExpiresAt.After(time.Now().Add(time.Hour+time.Minute)) {
+		t.Fatalf("after rotate --grace 1h the old key expires at %v", old.ExpiresAt)
+	}
+
+	runLater("keys", "revoke", rotated.ID)
+	revoked := decode[keyOut](t, runLater("keys", "show", rotated.ID, "-o", "json"))
+	if revoked.RevokedAt == nil || revoked.Status != "revoked" {
+		t.Fatalf("after revoke: %+v", revoked)
+	}
+	if r := runCLI(t, db, "keys", "revoke", rotated.ID); r.code != 1 || !strings.Contains(r.stderr, "revoked") {
+		t.Fatalf("second revoke: exit %d, %q", r.code, r.stderr)
+	}
+	all := decode[[]keyOut](t, runLater("keys", "list", "--all", "-o", "json"))
+	active := decode[[]keyOut](t, runLater("keys", "list", "-o", "json"))
+	if len(all) != 2 || len(active) != 1 {
+		t.Fatalf("list --all has %d keys, list %d; want 2 and 1 (the old key in its grace period)", len(all), len(active))
+	}
+
+	for _, s := range []string{secret, body, newSecret, newSecret[len("kg_"):]} {
+		if strings.Contains(outputs.String(), s) {
+			t.Fatal("a secret appears in list/show/revoke output after it was shown")
+		}
+	}
+	dump := pgtest.Dump(t, db)
+	if !bytes.Contains(dump, []byte(created.ID)) {
+		t.Fatal("the dump does not contain the key id: is it dumping the right database?")
+	}
+	for _, s := range []string{secret, body, newSecret, newSecret[len("kg_"):]} {
+		if bytes.Contains(dump, []byte(s)) {
+			t.Fatal("a secret or its random body appears in pg_dump")
+		}
+	}
+}
+
+func TestCreateHumanOutputShowsSecretOnce(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	out := mustRun(t, db, "keys", "create", "--account", "a", "--name", "n")
+	var secret string
+	for _, f := range strings.Fields(out) {
+		if strings.HasPrefix(f, "kg_") && len(f) == 42 {
+			secret = f
+		}
+	}
+	if secret == "" || strings.Count(out, secret) != 1 || !strings.Contains(out, "only this once") {
+		t.Fatalf("create output must show the secret exactly once with a warning:\n%s", out)
+	}
+}
+
+func TestBadInputWritesNothing(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	existing := decode[keyOut](t, mustRun(t, db, "keys", "create", "--account", "a", "--name", "n", "-o", "json"))
+	unknownID := "0193c7a2-5d6e-7f00-8a1b-2c3d4e5f6a7b"
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string // in the one-line error
+	}{
+		{"missing name", []string{"keys", "create", "--account", "a"}, 2, "--name"},
+		{"empty name", []string{"keys", "create", "--account", "a", "--name", ""}, 2, "--name"},
+		{"blank name", []string{"keys", "create", "--account", "a", "--name", "  "}, 2, "--name"},
+		{"over-long name", []string{"keys", "create", "--account", "a", "--name", strings.Repeat("x", 101)}, 2, "--name"},
+		{"over-long description", []string{"keys", "create", "--account", "a", "--name", "n", "--description", strings.Repeat("x", 1001)}, 2, "--description"},
+		{"over-long account", []string{"keys", "create", "--account", strings.Repeat("a", 201), "--name", "n"}, 2, "--account"},
+		{"missing account", []string{"keys", "create", "--name", "n"}, 2, "--account"},
+		{"malformed duration", []string{"keys", "create", "--account", "a", "--name", "n", "--expires-in", "3 weeks"}, 2, "--expires-in"},
+		{"zero duration", []string{"keys", "create", "--account", "a", "--name", "n", "--expires-in", "0s"}, 2, "--expires-in"},
+		{"malformed time", []string{"keys", "create", "--account", "a", "--name", "n", "--expires-at", "tomorrow"}, 2, "--expires-at"},
+		{"expiry in the past", []string{"keys", "create", "--account", "a", "--name", "n", "--expires-at", "2020-01-01T00:00:00Z"}, 2, "not in the future"},
+		{"contradictory expiry flags", []string{"keys", "create", "--account", "a", "--name", "n", "--expires-in", "1d", "--no-expiry"}, 2, "can't be used together"},
+		{"contradictory expiry flags 2", []string{"keys", "create", "--account", "a", "--name", "n", "--expires-in", "1d", "--expires-at", "2030-01-01T00:00:00Z"}, 2, "can't be used together"},
+		{"beyond max lifetime", []string{"keys", "create", "--account", "a", "--name", "n", "--expires-in", "400d", "--max-key-lifetime", "365d"}, 2, "maximum lifetime"},
+		{"never with max lifetime", []string{"keys", "create", "--account", "a", "--name", "n", "--no-expiry", "--max-key-lifetime", "365d"}, 2, "must expire"},
+		{"unknown flag", []string{"keys", "create", "--account", "a", "--name", "n", "--colour", "red"}, 2, "--colour"},
+		{"invalid scope", []string{"keys", "create", "--account", "a", "--name", "n", "--scope", "projects:admin"}, 2, "--scope"},
+		{"invalid scope module", []string{"keys", "create", "--account", "a", "--name", "n", "--scope", "Projects:read"}, 2, "--scope"},
+		{"invalid output", []string{"keys", "list", "-o", "yaml"}, 2, "--output"},
+		{"bad prefix", []string{"keys", "create", "--account", "a", "--name", "n", "--key-prefix", "KG!"}, 2, "--key-prefix"},
+		{"malformed id", []string{"keys", "revoke", "not-an-id"}, 2, "ID"},
+		{"malformed id show", []string{"keys", "show", "'; drop table api_keys; --"}, 2, "ID"},
+		{"unknown id revoke", []string{"keys", "revoke", unknownID}, 1, "no key with id"},
+		{"unknown id rotate", []string{"keys", "rotate", unknownID}, 1, "no key with id"},
+		{"malformed grace", []string{"keys", "rotate", existing.ID, "--grace", "soon"}, 2, "--grace"},
+		{"negative grace", []string{"keys", "rotate", existing.ID, "--grace", "-1h"}, 2, "--grace"},
+		{"update nothing", []string{"keys", "update", existing.ID}, 2, "--name"},
+		{"unknown command", []string{"keys", "delete", existing.ID}, 2, "delete"},
+		{"missing id", []string{"keys", "show"}, 2, "id"},
+	}
+	before := pgtest.Dump(t, db)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := runCLI(t, db, c.args...)
+			if r.code != c.code {
+				t.Fatalf("exit %d, want %d; stderr %q", r.code, c.code, r.stderr)
+			}
+			line := strings.TrimSpace(r.stderr)
+			if strings.Count(line, "\n") != 0 || !strings.HasPrefix(line, "keygate: ") || !strings.Contains(line, c.want) {
+				t.Fatalf("stderr %q: want one line starting with \"keygate: \" mentioning %q", r.stderr, c.want)
+			}
+			if r.stdout != "" {
+				t.Fatalf("printed %q on stdout", r.stdout)
+			}
+		})
+	}
+	if after := pgtest.Dump(t, db); !bytes.Equal(before, after) {
+		t.Fatalf("a rejected command changed the database:\n%s", lineDiff(string(before), string(after)))
+	}
+}
+
+func TestEnvironmentSetsFlags(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	r := runWithEnv(t, map[string]string{"KEYGATE_DATABASE_URL": db, "KEYGATE_KEY_PREFIX": "acme"},
+		"keys", "create", "--account", "a", "--name", "n", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	if k := decode[keyOut](t, r.stdout); !strings.HasPrefix(*k.Secret, "acme_") {
+		t.Fatalf("KEYGATE_KEY_PREFIX was ignored: display prefix %q", k.DisplayPrefix)
+	}
+	r = runWithEnv(t, map[string]string{"DATABASE_URL": db, "KEYGATE_OUTPUT": "yaml"}, "keys", "list")
+	if r.code != 2 || !strings.Contains(r.stderr, "--output") {
+		t.Fatalf("a bad KEYGATE_OUTPUT: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+func TestMigrateCommand(t *testing.T) {
+	db := pgtest.NewEmptyDatabase(t)
+	if out := mustRun(t, db, "migrate"); !strings.Contains(out, "Applied") {
+		t.Fatalf("first migrate printed %q", out)
+	}
+	if out := mustRun(t, db, "migrate"); !strings.Contains(out, "up to date") {
+		t.Fatalf("second migrate printed %q, want a no-op", out)
+	}
+	var wg sync.WaitGroup
+	codes := make([]int, 2)
+	fresh := pgtest.NewEmptyDatabase(t)
+	for i := range codes {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			codes[i] = runCLI(t, fresh, "migrate").code
+		}(i)
+	}
+	wg.Wait()
+	if codes[0] != 0 || codes[1] != 0 {
+		t.Fatalf("two concurrent migrations on an empty database exited %v", codes)
+	}
+	mustRun(t, fresh, "keys", "list")
+}
+
+func TestStoppedDatabase(t *testing.T) {
+	start := time.Now()
+	r := runCLI(t, "postgres://keygate@127.0.0.1:1/keygate", "keys", "list")
+	if r.code != 1 || !strings.Contains(r.stderr, "database unreachable") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+		t.Fatalf("exit %d, stderr %q: want one line saying the database is unreachable", r.code, r.stderr)
+	}
+	if time.Since(start) > 10*time.Second {
+		t.Fatalf("took %v to give up", time.Since(start))
+	}
+	_ = context.Background()
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	for _, args := range [][]string{{"--help"}, {"keys", "create", "--help"}, {"serve", "--help"}, {"version"}} {
+		r := runCLI(t, "", args...)
+		if r.code != 0 || r.stdout == "" {
+			t.Errorf("keygate %v: exit %d, stdout %q", args, r.code, r.stdout)
+		}
+	}
+	if r := runCLI(t, "", "keys", "create", "--help"); !strings.Contains(r.stdout, "$KEYGATE_EXPIRES_IN") {
+		t.Error("help does not name the environment variable of each flag")
+	}
+}
+
+// lineDiff lists the lines only one of a and b has.
+func lineDiff(a, b string) string {
+	in := func(s string) map[string]bool {
+		m := map[string]bool{}
+		for _, l := range strings.Split(s, "\n") {
+			m[l] = true
+		}
+		return m
+	}
+	ma, mb := in(a), in(b)
+	var out []string
+	for l := range ma {
+		if !mb[l] {
+			out = append(out, "- "+l)
+		}
+	}
+	for l := range mb {
+		if !ma[l] {
+			out = append(out, "+ "+l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

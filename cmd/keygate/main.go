@@ -1,0 +1,38 @@
+// Command keygate is API-key authentication and authorization for services
+// behind Envoy or Istio. See the README for the commands and their flags.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(exitCodeTo(err, os.Stderr))
+}
+
+// exitCodeTo prints err, if any, as one line and maps it to the exit
+// status: 2 for bad usage or input, 1 for any other failure.
+func exitCodeTo(err error, stderr io.Writer) int {
+	if err == nil {
+		return 0
+	}
+	var ex *exitError
+	if errors.As(err, &ex) && ex.err == nil {
+		return ex.code
+	}
+	fmt.Fprintln(stderr, "keygate:", err)
+	if errors.As(err, &ex) {
+		return ex.code
+	}
+	return 1
+}

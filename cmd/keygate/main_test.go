@@ -1,0 +1,59 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/keygate/keygate/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { pgtest.Main(m) }
+
+// result is what one run of the command printed and returned.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// runCLI runs keygate with args against the database at dbURL and an
+// otherwise empty environment.
+func runCLI(t *testing.T, dbURL string, args ...string) result {
+	t.Helper()
+	env := map[string]string{"DATABASE_URL": dbURL, "USER": "tester"}
+	return runWithEnv(t, env, args...)
+}
+
+func runWithEnv(t *testing.T, env map[string]string, args ...string) result {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	err := run(context.Background(), args, func(k string) string { return env[k] }, &stdout, &stderr)
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	if err != nil {
+		var errOut bytes.Buffer
+		r.code = exitCodeTo(err, &errOut)
+		r.stderr += errOut.String()
+	}
+	return r
+}
+
+// mustRun runs keygate and fails the test unless it succeeds.
+func mustRun(t *testing.T, dbURL string, args ...string) string {
+	t.Helper()
+	r := runCLI(t, dbURL, args...)
+	if r.code != 0 {
+		t.Fatalf("keygate %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
+	}
+	return r.stdout
+}
+
+func decode[T any](t *testing.T, s string) T {
+	t.Helper()
+	var v T
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		t.Fatalf("output is not the documented JSON: %v\n%s", err, s)
+	}
+	return v
+}

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/alecthomas/kong"
+)
+
+// envPrefix starts the environment variable that every flag also reads:
+// --grpc-addr is KEYGATE_GRPC_ADDR.
+const envPrefix = "KEYGATE_"
+
+// cli is the whole command line.
+type cli struct {
+	Serve   serveCmd   `cmd:"" help:"Answer Envoy ext_authz Check requests until SIGTERM or SIGINT, then drain."`
+	Dev     devCmd     `cmd:"" help:"Run locally in one command: a throwaway PostgreSQL (unless DATABASE_URL is set), a demo key, and serve."`
+	Migrate migrateCmd `cmd:"" help:"Apply the database schema migrations (idempotent, safe with concurrent replicas)."`
+	Keys    keysCmd    `cmd:"" help:"Manage API keys: create, list, show, revoke, rotate."`
+	Version versionCmd `cmd:"" help:"Print version and build information."`
+}
+
+// env is what commands need from their surroundings; run builds it once,
+// so that tests can run commands with their own.
+type env struct {
+	ctx    context.Context
+	getenv func(string) string
+	stdout io.Writer
+	stderr io.Writer
+}
+
+// exitError carries an exit status; err nil means the message was printed
+// already (kong's help and usage errors).
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string {
+	if e.err == nil {
+		return fmt.Sprintf("exit status %d", e.code)
+	}
+	return e.err.Error()
+}
+
+func (e *exitError) Unwrap() error { return e.err }
+
+// usageError is bad input from the user: exit status 2, nothing done.
+func usageError(format string, args ...any) error {
+	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
+}
+
+// run parses args and runs the chosen command. It is main without the
+// process: tests call it with their own arguments, environment and output.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
+	var c cli
+	parser, err := kong.New(&c,
+		kong.Name("keygate"),
+		kong.Description("API-key authentication and authorization for services behind Envoy or Istio.\n\n"+
+			"Every flag can also be set with an environment variable: --grpc-addr as KEYGATE_GRPC_ADDR; "+
+			"the database also comes from DATABASE_URL or the standard PG* variables."),
+		kong.Writers(stdout, stderr),
+		kong.Exit(func(code int) { panic(&exitError{code: code}) }),
+		kong.Resolvers(envResolver(getenv)),
+		kong.PostBuild(documentEnv),
+		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+	)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// kong exits (help, or an error it already printed) by calling the
+		// Exit option, which panics with an exitError.
+		if r := recover(); r != nil {
+			ex, ok := r.(*exitError)
+			if !ok {
+				panic(r)
+			}
+			err = ex
+		}
+	}()
+	kctx, err := parser.Parse(args)
+	if err != nil {
+		help := "keygate --help"
+		var perr *kong.ParseError
+		if errors.As(err, &perr) && perr.Context != nil {
+			if cmd := perr.Context.Command(); cmd != "" {
+				help = "keygate " + strings.Join(strings.Fields(stripArgs(cmd)), " ") + " --help"
+			}
+		}
+		return &exitError{code: 2, err: fmt.Errorf("%w (see %s)", err, help)}
+	}
+	e := &env{ctx: ctx, getenv: getenv, stdout: stdout, stderr: stderr}
+	return kctx.Run(e)
+}
+
+// stripArgs drops positional placeholders like "<id>" from a kong command
+// path such as "keys show <id>".
+func stripArgs(cmd string) string {
+	var out []string
+	for _, w := range strings.Fields(cmd) {
+		if !strings.HasPrefix(w, "<") {
+			out = append(out, w)
+		}
+	}
+	return strings.Join(out, " ")
+}
+
+// envName is the environment variable that sets a flag.
+func envName(flag string) string {
+	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+}
+
+// envResolver gives flags not set on the command line their value from
+// the environment: KEYGATE_<FLAG>, and DATABASE_URL for --database-url.
+func envResolver(getenv func(string) string) kong.Resolver {
+	return kong.ResolverFunc(func(_ *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
+		if v := getenv(envName(flag.Name)); v != "" {
+			return v, nil
+		}
+		if flag.Name == "database-url" {
+			if v := getenv("DATABASE_URL"); v != "" {
+				return v, nil
+			}
+		}
+		return nil, nil
+	})
+}
+
+// documentEnv appends each flag's environment variable to its help.
+func documentEnv(k *kong.Kong) error {
+	return kong.Visit(k.Model, func(n kong.Visitable, next kong.Next) error {
+		if f, ok := n.(*kong.Flag); ok && f.Name != "help" {
+			f.Help += " ($" + envName(f.Name) + ")"
+		}
+		return next(nil)
+	})
+}
+
+// newLogger returns the structured logger commands write to stderr.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(level)); err != nil {
+		return nil, usageError("--log-level: want debug, info, warn or error, got %q", level)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, errors.New("unreachable: kong validates --log-format")
+}
