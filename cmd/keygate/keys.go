@@ -45,13 +45,13 @@ type keysCreateCmd struct {
 	keyFlags
 	outputFlag
 	actorFlag
-	Account     string   `required:"" placeholder:"ID" help:"Account (client) the key belongs to."`
-	Name        string   `required:"" help:"Human name of the key."`
-	Description string   `help:"What the key is for."`
+	Account     string    `required:"" placeholder:"ID" help:"Account (client) the key belongs to."`
+	Name        string    `required:"" help:"Human name of the key."`
+	Description string    `help:"What the key is for."`
 	ExpiresIn   *duration `xor:"expiry" placeholder:"DURATION" help:"Lifetime, like 30d or 12h. Default: 90d (capped by --max-key-lifetime)."`
-	ExpiresAt   string   `xor:"expiry" placeholder:"TIME" help:"Expiry time, RFC 3339 like 2027-01-31T00:00:00Z."`
-	NoExpiry    bool     `xor:"expiry" help:"The key never expires."`
-	Scope       []string `placeholder:"SCOPE" help:"Scope: *, <module>:read, <module>:write or <module>:*; repeat for several. None: every unrestricted module."`
+	ExpiresAt   string    `xor:"expiry" placeholder:"TIME" help:"Expiry time, RFC 3339 like 2027-01-31T00:00:00Z."`
+	NoExpiry    bool      `xor:"expiry" help:"The key never expires."`
+	Scope       []string  `placeholder:"SCOPE" help:"Scope: *, <module>:read, <module>:write or <module>:*; repeat for several. None: every unrestricted module."`
 }
 
 func (c *keysCreateCmd) Run(e *env) error {
