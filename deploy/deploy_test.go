@@ -1,0 +1,643 @@
+package deploy
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// keygate's runtime surface the manifests must agree with.
+const (
+	grpcPort        = 9001 // ext_authz gRPC, grpc.health.v1
+	httpPort        = 9002 // /healthz, /readyz, /metrics
+	livenessPath    = "/healthz"
+	readinessPath   = "/readyz" // fails while PostgreSQL is unreachable
+	drainSeconds    = 15        // keygate's graceful drain on SIGTERM
+	maxIstioTimeout = time.Second
+)
+
+// healthPaths are the only paths an AuthorizationPolicy may exempt.
+var healthPaths = []string{"/healthz", "/readyz", "/livez"}
+
+// manifest is one YAML document of a file under deploy/.
+type manifest struct {
+	file string
+	obj  map[string]any
+}
+
+func (m manifest) String() string {
+	return fmt.Sprintf("%s: %s %q", m.file, str(m.obj, "kind"), str(m.obj, "metadata", "name"))
+}
+
+func TestManifests(t *testing.T) {
+	docs := mustLoad(t)
+	if len(docs) == 0 {
+		t.Fatal("no manifests found under deploy/")
+	}
+	if err := check(docs); err != nil {
+		t.Fatalf("manifests do not pass the check:\n%v", err)
+	}
+}
+
+// TestCheckFails proves the check can fail: each case breaks one thing.
+func TestCheckFails(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(tb testing.TB, docs []manifest)
+		want   string
+	}{
+		{"document without a name", func(tb testing.TB, docs []manifest) {
+			delete(dig(tb, find(tb, docs, "Secret", "keygate-database"), "metadata").(map[string]any), "name")
+		}, "metadata.name"},
+		{"namespaced object without a namespace", func(tb testing.TB, docs []manifest) {
+			delete(dig(tb, find(tb, docs, "Deployment", "keygate"), "metadata").(map[string]any), "namespace")
+		}, "metadata.namespace"},
+		{"one replica", func(tb testing.TB, docs []manifest) {
+			dig(tb, find(tb, docs, "Deployment", "keygate"), "spec").(map[string]any)["replicas"] = 1.0
+		}, "replicas"},
+		{"readiness on /readyz", func(tb testing.TB, docs []manifest) {
+			probe(tb, docs, "readinessProbe")["path"] = "/readyz"
+		}, "readinessProbe"},
+		{"liveness on /readyz", func(tb testing.TB, docs []manifest) {
+			probe(tb, docs, "livenessProbe")["path"] = "/readyz"
+		}, "livenessProbe"},
+		{"startup probe on /healthz", func(tb testing.TB, docs []manifest) {
+			probe(tb, docs, "startupProbe")["path"] = "/healthz"
+		}, "startupProbe"},
+		{"probe on a path keygate does not serve", func(tb testing.TB, docs []manifest) {
+			probe(tb, docs, "livenessProbe")["path"] = "/health"
+		}, `"/health"`},
+		{"probe on the gRPC port", func(tb testing.TB, docs []manifest) {
+			probe(tb, docs, "readinessProbe")["port"] = "grpc"
+		}, "port 9001"},
+		{"probe on an unknown port name", func(tb testing.TB, docs []manifest) {
+			probe(tb, docs, "readinessProbe")["port"] = "metrics"
+		}, `"metrics"`},
+		{"short termination grace period", func(tb testing.TB, docs []manifest) {
+			podSpec(tb, find(tb, docs, "Deployment", "keygate"))["terminationGracePeriodSeconds"] = 10.0
+		}, "terminationGracePeriodSeconds"},
+		{"gRPC Service port not named for gRPC", func(tb testing.TB, docs []manifest) {
+			p := dig(tb, find(tb, docs, "Service", "keygate"), "spec", "ports", 0).(map[string]any)
+			p["name"] = "authz"
+			delete(p, "appProtocol")
+		}, "grpc"},
+		{"runs as root", func(tb testing.TB, docs []manifest) {
+			sc := podSpec(tb, find(tb, docs, "Deployment", "keygate"))["securityContext"].(map[string]any)
+			delete(sc, "runAsNonRoot")
+			sc["runAsUser"] = 0.0
+		}, "runAsNonRoot"},
+		{"writable root filesystem", func(tb testing.TB, docs []manifest) {
+			container(tb, find(tb, docs, "Job", "keygate-migrate"), "migrate")["securityContext"].(map[string]any)["readOnlyRootFilesystem"] = false
+		}, "readOnlyRootFilesystem"},
+		{"capabilities kept", func(tb testing.TB, docs []manifest) {
+			delete(container(tb, find(tb, docs, "Deployment", "keygate"), "keygate")["securityContext"].(map[string]any), "capabilities")
+		}, "capabilities.drop"},
+		{"database URL from a missing Secret", func(tb testing.TB, docs []manifest) {
+			env := container(tb, find(tb, docs, "Deployment", "keygate"), "keygate")["env"].([]any)
+			dig(tb, env[0], "valueFrom", "secretKeyRef").(map[string]any)["name"] = "keygate-db"
+		}, `"keygate-db"`},
+		{"migration Job that does not migrate", func(tb testing.TB, docs []manifest) {
+			container(tb, find(tb, docs, "Job", "keygate-migrate"), "migrate")["args"] = []any{"serve"}
+		}, "migrate"},
+		{"no PodDisruptionBudget", func(tb testing.TB, docs []manifest) {
+			dig(tb, find(tb, docs, "PodDisruptionBudget", "keygate"), "spec", "selector", "matchLabels").(map[string]any)["app"] = "other"
+		}, "PodDisruptionBudget"},
+		{"provider fails open", func(tb testing.TB, docs []manifest) {
+			grpcProvider(tb, docs)["failOpen"] = true
+		}, "failOpen"},
+		{"provider failOpen left to the default", func(tb testing.TB, docs []manifest) {
+			delete(grpcProvider(tb, docs), "failOpen")
+		}, "failOpen"},
+		{"provider without timeout", func(tb testing.TB, docs []manifest) {
+			delete(grpcProvider(tb, docs), "timeout")
+		}, "timeout"},
+		{"provider timeout of Istio's default", func(tb testing.TB, docs []manifest) {
+			grpcProvider(tb, docs)["timeout"] = "600s"
+		}, "timeout"},
+		{"provider on the HTTP port", func(tb testing.TB, docs []manifest) {
+			grpcProvider(tb, docs)["port"] = 9002.0
+		}, "port 9002"},
+		{"provider naming a missing Service", func(tb testing.TB, docs []manifest) {
+			grpcProvider(tb, docs)["service"] = "keygate.default.svc.cluster.local"
+		}, "keygate.default.svc.cluster.local"},
+		{"policy names an unknown provider", func(tb testing.TB, docs []manifest) {
+			dig(tb, find(tb, docs, "AuthorizationPolicy", "keygate"), "spec", "provider").(map[string]any)["name"] = "keygat"
+		}, `"keygat"`},
+		{"policy exempts an API path", func(tb testing.TB, docs []manifest) {
+			op := dig(tb, find(tb, docs, "AuthorizationPolicy", "keygate"), "spec", "rules", 0, "to", 0, "operation").(map[string]any)
+			op["notPaths"] = append(op["notPaths"].([]any), "/api/v1/public/*")
+		}, "/api/v1/public/*"},
+		{"policy without rules", func(tb testing.TB, docs []manifest) {
+			delete(dig(tb, find(tb, docs, "AuthorizationPolicy", "keygate"), "spec").(map[string]any), "rules")
+		}, "rules"},
+		{"policy narrowed by paths", func(tb testing.TB, docs []manifest) {
+			op := dig(tb, find(tb, docs, "AuthorizationPolicy", "keygate"), "spec", "rules", 0, "to", 0, "operation").(map[string]any)
+			op["paths"] = []any{"/api/v1/projects/*"}
+		}, "paths"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			docs := mustLoad(t)
+			tc.mutate(t, docs)
+			err := check(docs)
+			if err == nil {
+				t.Fatalf("check passed; want an error containing %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("check error does not mention %q:\n%v", tc.want, err)
+			}
+		})
+	}
+}
+
+// check returns every problem found in the manifests, or nil.
+func check(docs []manifest) error {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	secrets := map[string]map[string]bool{} // namespace/name → keys
+	for _, d := range docs {
+		for _, f := range [][]string{{"apiVersion"}, {"kind"}, {"metadata", "name"}} {
+			if str(d.obj, f...) == "" {
+				fail("%s: %s is not set", d, strings.Join(f, "."))
+			}
+		}
+		if str(d.obj, "kind") != "Namespace" && str(d.obj, "metadata", "namespace") == "" {
+			fail("%s: metadata.namespace is not set (the object would land in whatever namespace kubectl defaults to)", d)
+		}
+		if str(d.obj, "kind") == "Secret" {
+			keys := map[string]bool{}
+			for _, field := range []string{"data", "stringData"} {
+				m, _ := get(d.obj, field).(map[string]any)
+				for k := range m {
+					keys[k] = true
+				}
+			}
+			secrets[str(d.obj, "metadata", "namespace")+"/"+str(d.obj, "metadata", "name")] = keys
+		}
+	}
+
+	// Pod templates: hardening, and secrets that exist.
+	for _, d := range docs {
+		spec, ok := get(d.obj, "spec", "template", "spec").(map[string]any)
+		if !ok {
+			continue
+		}
+		errs = append(errs, podAssertions(d, spec, secrets)...)
+	}
+
+	deployments := byKind(docs, "Deployment")
+	var server *manifest
+	for i, d := range deployments {
+		if c := containerNamed(d.obj, "keygate"); c != nil && slices.Contains(strs(c["args"]), "serve") {
+			server = &deployments[i]
+		}
+	}
+	if server == nil {
+		fail(`no Deployment runs a "keygate" container with args [serve]`)
+		return errors.Join(errs...)
+	}
+	errs = append(errs, serverAssertions(*server)...)
+	podLabels, _ := get(server.obj, "spec", "template", "metadata", "labels").(map[string]any)
+
+	// Migration Job.
+	if !slices.ContainsFunc(byKind(docs, "Job"), func(d manifest) bool {
+		c := containerNamed(d.obj, "migrate")
+		return c != nil && slices.Equal(strs(c["args"]), []string{"migrate"})
+	}) {
+		fail(`no Job runs a "migrate" container with args [migrate]`)
+	}
+	for _, d := range byKind(docs, "Job") {
+		if rp := str(d.obj, "spec", "template", "spec", "restartPolicy"); rp != "OnFailure" && rp != "Never" {
+			fail("%s: restartPolicy must be OnFailure or Never", d)
+		}
+	}
+
+	// PodDisruptionBudget covering the server pods.
+	if !slices.ContainsFunc(byKind(docs, "PodDisruptionBudget"), func(d manifest) bool {
+		sel, _ := get(d.obj, "spec", "selector", "matchLabels").(map[string]any)
+		return d.namespace() == server.namespace() && selects(sel, podLabels)
+	}) {
+		fail("no PodDisruptionBudget selects the keygate server pods")
+	}
+
+	// Services in front of the server pods: the gRPC port is named for gRPC.
+	grpcServices := map[string]float64{} // FQDN → service port of keygate's gRPC
+	for _, d := range byKind(docs, "Service") {
+		sel, _ := get(d.obj, "spec", "selector").(map[string]any)
+		if d.namespace() != server.namespace() || !selects(sel, podLabels) {
+			continue
+		}
+		ports, _ := get(d.obj, "spec", "ports").([]any)
+		for i, p := range ports {
+			pm, _ := p.(map[string]any)
+			target := pm["targetPort"]
+			if target == nil {
+				target = pm["port"]
+			}
+			if resolvePort(containerNamed(server.obj, "keygate"), target) != grpcPort {
+				continue
+			}
+			name, _ := pm["name"].(string)
+			if name != "grpc" && !strings.HasPrefix(name, "grpc-") && pm["appProtocol"] != "grpc" {
+				fail("%s: port %d (%q) reaches keygate's gRPC port; name it grpc-* or set appProtocol: grpc, or Istio treats it as opaque TCP", d, i, name)
+				continue
+			}
+			port, _ := pm["port"].(float64)
+			grpcServices[fmt.Sprintf("%s.%s.svc.cluster.local", str(d.obj, "metadata", "name"), d.namespace())] = port
+		}
+	}
+	if len(grpcServices) == 0 {
+		fail("no Service exposes keygate's gRPC port %d", grpcPort)
+	}
+
+	// Istio: the extension provider and the policies that use it.
+	providers := map[string]bool{}
+	for _, d := range docs {
+		list, _ := get(d.obj, "spec", "meshConfig", "extensionProviders").([]any)
+		for i, p := range list {
+			pm, _ := p.(map[string]any)
+			name, _ := pm["name"].(string)
+			providers[name] = true
+			g, ok := pm["envoyExtAuthzGrpc"].(map[string]any)
+			if !ok {
+				continue
+			}
+			at := fmt.Sprintf("%s: extensionProviders[%d] (%q)", d, i, name)
+			svc, _ := g["service"].(string)
+			want, ok := grpcServices[svc]
+			switch port, _ := g["port"].(float64); {
+			case !ok:
+				fail("%s: service %q is not a Service in front of keygate's gRPC port", at, svc)
+			case port != want:
+				fail("%s: port %v; the Service %s serves keygate's gRPC on port %v", at, port, svc, want)
+			}
+			if fo, ok := g["failOpen"].(bool); !ok || fo {
+				fail("%s: failOpen must be set to false explicitly (fail closed)", at)
+			}
+			ts, _ := g["timeout"].(string)
+			if d, err := time.ParseDuration(ts); err != nil || d <= 0 || d > maxIstioTimeout {
+				fail("%s: timeout %q; set one above 0 and at most %v (Istio's default is 600s)", at, ts, maxIstioTimeout)
+			}
+		}
+	}
+	for _, d := range byKind(docs, "AuthorizationPolicy") {
+		if str(d.obj, "spec", "action") != "CUSTOM" {
+			continue
+		}
+		if p := str(d.obj, "spec", "provider", "name"); !providers[p] {
+			fail("%s: provider %q is not an extension provider in the mesh config", d, p)
+		}
+		errs = append(errs, customRuleAssertions(d)...)
+	}
+	return errors.Join(errs...)
+}
+
+// serverAssertions checks the keygate server Deployment.
+func serverAssertions(d manifest) []error {
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{d}, args...)...))
+	}
+
+	if r, _ := get(d.obj, "spec", "replicas").(float64); r < 2 {
+		fail("replicas is %v; run at least 2 (every request waits for keygate)", r)
+	}
+	sel, _ := get(d.obj, "spec", "selector", "matchLabels").(map[string]any)
+	labels, _ := get(d.obj, "spec", "template", "metadata", "labels").(map[string]any)
+	if len(sel) == 0 || !selects(sel, labels) {
+		fail("spec.selector.matchLabels does not select the pod template's labels")
+	}
+	if g, _ := get(d.obj, "spec", "template", "spec", "terminationGracePeriodSeconds").(float64); g < drainSeconds+5 {
+		fail("terminationGracePeriodSeconds is %v; keygate drains for up to %d s after SIGTERM", g, drainSeconds)
+	}
+
+	c := containerNamed(d.obj, "keygate")
+	for name, want := range map[string]float64{"grpc": grpcPort, "http": httpPort} {
+		if got := resolvePort(c, name); got != want {
+			fail("container port %q is %v; want %v", name, got, want)
+		}
+	}
+	// Readiness must not depend on PostgreSQL (cached keys keep working
+	// through an outage); the startup probe waits for the first connection.
+	for probeName, want := range map[string]string{
+		"startupProbe":   readinessPath,
+		"readinessProbe": livenessPath,
+		"livenessProbe":  livenessPath,
+	} {
+		p, ok := c[probeName].(map[string]any)
+		if !ok {
+			fail("%s is not set", probeName)
+			continue
+		}
+		path := str(p, "httpGet", "path")
+		if path != livenessPath && path != readinessPath {
+			fail("%s: path %q is not a keygate endpoint (%s, %s)", probeName, path, livenessPath, readinessPath)
+		} else if path != want {
+			fail("%s: path %s; want %s", probeName, path, want)
+		}
+		switch port := get(p, "httpGet", "port"); resolvePort(c, port) {
+		case httpPort:
+		case 0:
+			fail("%s: port %q is not a port of the container", probeName, fmt.Sprint(port))
+		default:
+			fail("%s: port %v is port %v; keygate serves %s and %s on port %d", probeName, port, resolvePort(c, port), livenessPath, readinessPath, httpPort)
+		}
+	}
+	return errs
+}
+
+// podAssertions checks a pod template: non-root, read-only root, no
+// privilege escalation, every capability dropped, resources requested, a
+// pinned image, and env Secrets that exist.
+func podAssertions(d manifest, spec map[string]any, secrets map[string]map[string]bool) []error {
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{d}, args...)...))
+	}
+
+	podNonRoot, _ := get(spec, "securityContext", "runAsNonRoot").(bool)
+	if u, ok := get(spec, "securityContext", "runAsUser").(float64); ok && u == 0 {
+		fail("pod securityContext.runAsUser is 0 (root)")
+	}
+	containers, _ := spec["containers"].([]any)
+	initContainers, _ := spec["initContainers"].([]any)
+	for _, c := range append(slices.Clip(containers), initContainers...) {
+		cm, _ := c.(map[string]any)
+		name, _ := cm["name"].(string)
+		at := fmt.Sprintf("container %q", name)
+		nonRoot, ok := get(cm, "securityContext", "runAsNonRoot").(bool)
+		if !ok {
+			nonRoot = podNonRoot
+		}
+		if !nonRoot {
+			fail("%s: runAsNonRoot must be true (pod or container securityContext)", at)
+		}
+		if u, ok := get(cm, "securityContext", "runAsUser").(float64); ok && u == 0 {
+			fail("%s: runAsUser is 0 (root)", at)
+		}
+		if v, _ := get(cm, "securityContext", "readOnlyRootFilesystem").(bool); !v {
+			fail("%s: securityContext.readOnlyRootFilesystem must be true", at)
+		}
+		if v, ok := get(cm, "securityContext", "allowPrivilegeEscalation").(bool); !ok || v {
+			fail("%s: securityContext.allowPrivilegeEscalation must be false", at)
+		}
+		if !slices.Contains(strs(get(cm, "securityContext", "capabilities", "drop")), "ALL") {
+			fail("%s: securityContext.capabilities.drop must contain ALL", at)
+		}
+		if get(cm, "resources", "requests") == nil {
+			fail("%s: resources.requests is not set", at)
+		}
+		if img, _ := cm["image"].(string); img == "" || strings.HasSuffix(img, ":latest") || !strings.Contains(img, ":") && !strings.Contains(img, "@") {
+			fail("%s: image %q must name a tag or digest other than latest", at, img)
+		}
+		env, _ := cm["env"].([]any)
+		for _, e := range env {
+			ref, ok := get(e, "valueFrom", "secretKeyRef").(map[string]any)
+			if !ok {
+				continue
+			}
+			secret, _ := ref["name"].(string)
+			key, _ := ref["key"].(string)
+			if !secrets[d.namespace()+"/"+secret][key] {
+				fail("%s: env %s reads key %q of Secret %q, which these manifests do not define", at, str(e.(map[string]any), "name"), key, secret)
+			}
+		}
+	}
+	if len(containers) == 0 {
+		fail("pod template has no containers")
+	}
+	return errs
+}
+
+// customRuleAssertions checks a CUSTOM AuthorizationPolicy: it must have
+// rules (a CUSTOM policy without rules matches nothing), and they may only
+// exempt health paths, so every other request goes through keygate.
+func customRuleAssertions(d manifest) []error {
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{d}, args...)...))
+	}
+	rules, _ := get(d.obj, "spec", "rules").([]any)
+	if len(rules) == 0 {
+		fail("spec.rules is empty: a CUSTOM policy without rules sends nothing to the provider")
+	}
+	for i, r := range rules {
+		rm, _ := r.(map[string]any)
+		for k := range rm {
+			if k != "to" {
+				fail("rules[%d].%s narrows which requests are checked; only exempt health paths (to.operation.notPaths)", i, k)
+			}
+		}
+		to, _ := rm["to"].([]any)
+		for j, t := range to {
+			op, _ := get(t, "operation").(map[string]any)
+			for k := range op {
+				if k != "notPaths" {
+					fail("rules[%d].to[%d].operation.%s narrows which requests are checked; only exempt health paths (notPaths)", i, j, k)
+				}
+			}
+			for _, p := range strs(op["notPaths"]) {
+				if !slices.Contains(healthPaths, p) {
+					fail("rules[%d].to[%d].operation.notPaths exempts %q; only health paths %v may skip keygate", i, j, p, healthPaths)
+				}
+			}
+		}
+	}
+	return errs
+}
+
+// Loading.
+
+var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*$`)
+
+// mustLoad parses every YAML document in every .yaml/.yml file under the
+// package directory.
+func mustLoad(tb testing.TB) []manifest {
+	tb.Helper()
+	var docs []manifest
+	err := filepath.WalkDir(".", func(path string, e fs.DirEntry, err error) error {
+		if err != nil || e.IsDir() || (filepath.Ext(path) != ".yaml" && filepath.Ext(path) != ".yml") {
+			return err
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for i, part := range docSeparator.Split(string(b), -1) {
+			var obj map[string]any
+			if err := yaml.Unmarshal([]byte(part), &obj); err != nil {
+				return fmt.Errorf("%s: document %d: %w", path, i, err)
+			}
+			if obj != nil { // comment-only or empty
+				docs = append(docs, manifest{file: path, obj: obj})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return docs
+}
+
+// Generic map access.
+
+func get(v any, path ...string) any {
+	for _, k := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}
+
+func str(v any, path ...string) string {
+	s, _ := get(v, path...).(string)
+	return s
+}
+
+// strs returns the strings of a list, skipping other elements.
+func strs(v any) []string {
+	l, _ := v.([]any)
+	var out []string
+	for _, e := range l {
+		if s, ok := e.(string); ok {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func (m manifest) namespace() string { return str(m.obj, "metadata", "namespace") }
+
+func byKind(docs []manifest, kind string) []manifest {
+	var out []manifest
+	for _, d := range docs {
+		if str(d.obj, "kind") == kind {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// selects reports whether every selector label is among labels.
+func selects(selector, labels map[string]any) bool {
+	if len(selector) == 0 {
+		return false
+	}
+	for k, v := range selector {
+		if labels[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// containerNamed returns the named container of a workload's pod template.
+func containerNamed(obj map[string]any, name string) map[string]any {
+	cs, _ := get(obj, "spec", "template", "spec", "containers").([]any)
+	for _, c := range cs {
+		if cm, ok := c.(map[string]any); ok && cm["name"] == name {
+			return cm
+		}
+	}
+	return nil
+}
+
+// resolvePort returns the container port number a port reference (a number
+// or a port name) designates, or 0.
+func resolvePort(container map[string]any, ref any) float64 {
+	switch r := ref.(type) {
+	case float64:
+		return r
+	case string:
+		ports, _ := container["ports"].([]any)
+		for _, p := range ports {
+			if pm, ok := p.(map[string]any); ok && pm["name"] == r {
+				n, _ := pm["containerPort"].(float64)
+				return n
+			}
+		}
+	}
+	return 0
+}
+
+// Mutation helpers for the negative cases.
+
+func find(tb testing.TB, docs []manifest, kind, name string) map[string]any {
+	tb.Helper()
+	for _, d := range docs {
+		if str(d.obj, "kind") == kind && str(d.obj, "metadata", "name") == name {
+			return d.obj
+		}
+	}
+	tb.Fatalf("no %s %q", kind, name)
+	return nil
+}
+
+// dig follows map keys and list indexes; a missing step fails the test.
+func dig(tb testing.TB, v any, steps ...any) any {
+	tb.Helper()
+	for _, s := range steps {
+		switch s := s.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok || m[s] == nil {
+				tb.Fatalf("%v: no key %q", steps, s)
+			}
+			v = m[s]
+		case int:
+			l, ok := v.([]any)
+			if !ok || s >= len(l) {
+				tb.Fatalf("%v: no index %d", steps, s)
+			}
+			v = l[s]
+		}
+	}
+	return v
+}
+
+func podSpec(tb testing.TB, obj map[string]any) map[string]any {
+	tb.Helper()
+	return dig(tb, obj, "spec", "template", "spec").(map[string]any)
+}
+
+func container(tb testing.TB, obj map[string]any, name string) map[string]any {
+	tb.Helper()
+	c := containerNamed(obj, name)
+	if c == nil {
+		tb.Fatalf("no container %q", name)
+	}
+	return c
+}
+
+func probe(tb testing.TB, docs []manifest, name string) map[string]any {
+	tb.Helper()
+	return dig(tb, container(tb, find(tb, docs, "Deployment", "keygate"), "keygate"), name, "httpGet").(map[string]any)
+}
+
+func grpcProvider(tb testing.TB, docs []manifest) map[string]any {
+	tb.Helper()
+	for _, d := range docs {
+		list, _ := get(d.obj, "spec", "meshConfig", "extensionProviders").([]any)
+		for _, p := range list {
+			if g, ok := get(p, "envoyExtAuthzGrpc").(map[string]any); ok {
+				return g
+			}
+		}
+	}
+	tb.Fatal("no envoyExtAuthzGrpc extension provider")
+	return nil
+}

@@ -1,0 +1,21 @@
+// Package deploy holds keygate's deployment manifests and the test that
+// checks them.
+//
+// kubernetes/keygate.yaml runs keygate on Kubernetes: namespace, service
+// account, the database Secret (a placeholder), a migration Job, the
+// Deployment with its probes and hardening, a PodDisruptionBudget, and two
+// Services (ClusterIP for Istio, headless for a standalone Envoy).
+// istio/mesh-config.yaml registers keygate as an Istio ext_authz provider and
+// istio/authorization-policy.yaml sends a workload's requests through it.
+//
+// deploy_test.go parses every YAML document here into generic maps (no
+// Kubernetes client libraries) and checks what a typo would silently break:
+// identity fields, that probes hit keygate's real endpoints on the right
+// port (and that readiness does not depend on the database), the gRPC port
+// naming Istio needs, that the Istio provider points at the Service's gRPC
+// port with a bounded timeout and fails closed, the non-root hardening, and
+// that the CUSTOM policy exempts only health paths. Negative cases mutate
+// the manifests and require the check to fail.
+//
+// The package has no Go API; it exists for the files and their test.
+package deploy

@@ -1,0 +1,910 @@
+package envoy
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	ext_authzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/descriptorpb"
+	"google.golang.org/protobuf/types/known/anypb"
+	"sigs.k8s.io/yaml"
+
+	// Every extension envoy.yaml names by @type must be linked in, or its
+	// google.protobuf.Any cannot be resolved. The ones also used by name are
+	// imported above; these are used only through their Any.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/resource_monitors/downstream_connections/v3"
+)
+
+// configFile is the reference configuration under test.
+const configFile = "envoy.yaml"
+
+// Names envoy.yaml must use. The ext_authz filter name is also the dynamic
+// metadata namespace keygate's metadata lands in.
+const (
+	extAuthzFilter = "envoy.filters.http.ext_authz"
+	http2Options   = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	maxTimeout     = 250 * time.Millisecond
+)
+
+// policyModules is keygate's example policy (DESIGN.md section 5): each path
+// prefix and the module an Envoy route must tag it with. Keep it identical to
+// the policy file and to envoy.yaml.
+var policyModules = map[string]string{
+	"/api/v1/accounts": "accounts",
+	"/api/v1/users":    "users",
+	"/api/v1/auth":     "authentication",
+	"/api/v1/api-keys": "authentication",
+	"/api/v1/projects": "projects",
+}
+
+// publicPaths are the only paths a route may exempt from the check.
+var publicPaths = []string{"/healthz", "/readyz", "/livez"}
+
+// Route classes reported by routeFor besides a module name.
+const (
+	routePublic  = "(public)"   // ext_authz disabled
+	routeChecked = "(checked)"  // checked, no module: keygate's path table decides
+	routeNone    = "(no route)" // Envoy answers 404 without a check
+)
+
+// routingCases are requests and the route class envoy.yaml must give them,
+// found by replaying Envoy's first-match route selection. Paths here are
+// already canonical (Envoy normalizes before it routes).
+var routingCases = []struct {
+	path string
+	want string
+}{
+	{"/healthz", routePublic},
+	{"/healthz?verbose=1", routePublic},
+	{"/healthz/extra", routeChecked},
+	{"/HEALTHZ", routeChecked},
+	{"/api/v1/accounts", "accounts"},
+	{"/api/v1/accounts/", "accounts"},
+	{"/api/v1/accounts/9?expand=owner", "accounts"},
+	{"/api/v1/users", "users"},
+	{"/api/v1/users/42", "users"},
+	{"/API/V1/Users/42", "users"},
+	{"/api/v1/usersettings", routeChecked},
+	{"/api/v1/auth", "authentication"},
+	{"/api/v1/auth/login", "authentication"},
+	{"/api/v1/authors", routeChecked},
+	{"/api/v1/api-keys", "authentication"},
+	{"/api/v1/api-keys/kg_1/rotate", "authentication"},
+	{"/api/v1/projects", "projects"},
+	{"/api/v1/projects/7/users", "projects"},
+	{"/api/v1/administrator", routeChecked},
+	{"/api/v2/users", routeChecked},
+	{"/", routeChecked},
+	{"/favicon.ico", routeChecked},
+}
+
+func TestConfig(t *testing.T) {
+	doc, err := os.ReadFile(configFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := check(doc); err != nil {
+		t.Fatalf("%s does not pass the check:\n%v", configFile, err)
+	}
+}
+
+// TestConfigRouting prints the route class of each routing case, so a
+// failure names the paths that go astray rather than only the first.
+func TestConfigRouting(t *testing.T) {
+	bs, err := load(mustRead(t, configFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vh := mustVirtualHost(t, bs)
+	for _, tc := range routingCases {
+		t.Run(tc.path, func(t *testing.T) {
+			got, err := routeFor(vh, tc.path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tc.want {
+				t.Errorf("route for %s: got %s, want %s", tc.path, got, tc.want)
+			}
+		})
+	}
+}
+
+// TestCheckFails proves the check can fail: each case breaks envoy.yaml in
+// one way and requires check to reject it with a message naming the problem.
+func TestCheckFails(t *testing.T) {
+	hcm := []any{"static_resources", "listeners", 0, "filter_chains", 0, "filters", named("envoy.filters.network.http_connection_manager"), "typed_config"}
+	extAuthz := join(hcm, "http_filters", named(extAuthzFilter), "typed_config")
+	routes := join(hcm, "route_config", "virtual_hosts", 0, "routes")
+	usersRoute := join(routes, named("module-users"))
+	keygate := []any{"static_resources", "clusters", named("keygate")}
+	accessLog := join(hcm, "access_log", 0, "typed_config", "log_format", "json_format")
+
+	tests := []struct {
+		name   string
+		mutate func(tb testing.TB, doc map[string]any)
+		want   string
+	}{
+		// Caught while decoding (protojson): unknown fields, bad enums, types
+		// that do not resolve.
+		{"typo in a top-level field", func(tb testing.TB, doc map[string]any) {
+			rename(tb, doc, nil, "static_resources", "static_resource")
+		}, `unknown field "static_resource"`},
+		{"typo in a field inside typed_config", func(tb testing.TB, doc map[string]any) {
+			rename(tb, doc, extAuthz, "failure_mode_allow", "failure_mode_alow")
+		}, `unknown field "failure_mode_alow"`},
+		{"invalid enum value", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, hcm, "path_with_escaped_slashes_action", "REJECT")
+		}, "invalid value for enum"},
+		{"typed_config of an unknown type", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, extAuthz, "@type", "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthZ")
+		}, "ExtAuthZ"},
+
+		// Caught by the generated validation rules, outside and inside Any.
+		{"rule violated in the bootstrap", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, keygate, "connect_timeout", "0s")
+		}, "ConnectTimeout"},
+		{"rule violated inside typed_config", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, join(usersRoute, "match"), "path_separated_prefix", "/api/v1/users/")
+		}, "PathSeparatedPrefix"},
+		{"deprecated field", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, keygate, "dns_refresh_rate", "5s")
+		}, "deprecated"},
+
+		// Caught by the assertions.
+		{"ext_authz cluster missing", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, join(extAuthz, "grpc_service", "envoy_grpc"), "cluster_name", "keygate-typo")
+		}, `unknown cluster "keygate-typo"`},
+		{"route cluster missing", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, join(routes, named("catch-all"), "route"), "cluster", "apii")
+		}, `unknown cluster "apii"`},
+		{"duplicate cluster", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, []any{"static_resources", "clusters", named("api")}, "name", "keygate")
+		}, `cluster "keygate" is defined twice`},
+		{"router not last", func(tb testing.TB, doc map[string]any) {
+			filters := dig(tb, doc, join(hcm, "http_filters")...).([]any)
+			filters[0], filters[1] = filters[1], filters[0]
+		}, "last HTTP filter"},
+		{"no ext_authz filter", func(tb testing.TB, doc map[string]any) {
+			m := dig(tb, doc, hcm...).(map[string]any)
+			m["http_filters"] = m["http_filters"].([]any)[1:]
+		}, "no ext_authz filter"},
+		{"fail open", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, extAuthz, "failure_mode_allow", true)
+		}, "failure_mode_allow"},
+		{"no timeout", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, join(extAuthz, "grpc_service"), "timeout")
+		}, "timeout"},
+		{"timeout too long", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, join(extAuthz, "grpc_service"), "timeout", "1s")
+		}, "timeout"},
+		{"transport API version not set", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, extAuthz, "transport_api_version")
+		}, "transport_api_version"},
+		{"status_on_error not set", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, extAuthz, "status_on_error")
+		}, "status_on_error"},
+		{"HTTP service instead of gRPC", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, extAuthz, "grpc_service")
+			set(tb, doc, extAuthz, "http_service", map[string]any{
+				"server_uri": map[string]any{"uri": "http://keygate:9002", "cluster": "keygate", "timeout": "0.2s"},
+			})
+		}, "grpc_service"},
+		{"keygate cluster not HTTP/2", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, keygate, "typed_extension_protocol_options")
+		}, "HTTP/2"},
+		{"keygate cluster without gRPC health check", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, keygate, "health_checks")
+		}, "health check"},
+		{"per-route config for a filter not in the chain", func(tb testing.TB, doc map[string]any) {
+			rename(tb, doc, join(usersRoute, "typed_per_filter_config"), extAuthzFilter, "envoy.filters.http.extauthz")
+		}, "not in the HTTP filter chain"},
+		{"module route without context extensions", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, usersRoute, "typed_per_filter_config")
+		}, "module users"},
+		{"module route with the wrong module", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, join(usersRoute, "typed_per_filter_config", extAuthzFilter, "check_settings", "context_extensions"), "module", "user")
+		}, `"user"`},
+		{"module route matching case-sensitively", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, join(usersRoute, "match"), "case_sensitive")
+		}, "case_sensitive"},
+		{"module route with a plain prefix", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, join(usersRoute, "match"), "path_separated_prefix")
+			set(tb, doc, join(usersRoute, "match"), "prefix", "/api/v1/users")
+		}, "path_separated_prefix"},
+		{"public route still checked", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, join(routes, named("public-healthz")), "typed_per_filter_config")
+		}, "/healthz"},
+		{"non-health route disables ext_authz", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, join(routes, named("catch-all")), "typed_per_filter_config", map[string]any{
+				extAuthzFilter: map[string]any{
+					"@type":    "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute",
+					"disabled": true,
+				},
+			})
+		}, "disables ext_authz"},
+		{"no catch-all route", func(tb testing.TB, doc map[string]any) {
+			m := dig(tb, doc, join(hcm, "route_config", "virtual_hosts", 0)...).(map[string]any)
+			r := m["routes"].([]any)
+			m["routes"] = r[:len(r)-1]
+		}, "catch-all"},
+		{"route shadowing the module routes", func(tb testing.TB, doc map[string]any) {
+			m := dig(tb, doc, join(hcm, "route_config", "virtual_hosts", 0)...).(map[string]any)
+			shadow := map[string]any{"match": map[string]any{"prefix": "/api"}, "route": map[string]any{"cluster": "api"}}
+			m["routes"] = slices.Insert(m["routes"].([]any), 1, any(shadow))
+		}, "/api/v1/users"},
+		{"normalize_path off", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, hcm, "normalize_path", false)
+		}, "normalize_path"},
+		{"merge_slashes off", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, hcm, "merge_slashes", false)
+		}, "merge_slashes"},
+		{"escaped slashes kept", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, hcm, "path_with_escaped_slashes_action", "KEEP_UNCHANGED")
+		}, "path_with_escaped_slashes_action"},
+		{"headers with underscores allowed", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, join(hcm, "common_http_protocol_options"), "headers_with_underscores_action", "ALLOW")
+		}, "headers_with_underscores_action"},
+		{"access log writes the API key", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, accessLog, "key", "%REQ(X-API-KEY)%")
+		}, "x-api-key"},
+		{"access log without key_id", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, accessLog, "key_id")
+		}, "key_id"},
+		{"admin reachable from outside", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, []any{"admin", "address", "socket_address"}, "address", "0.0.0.0")
+		}, "admin"},
+	}
+
+	base := mustRead(t, configFile)
+	// The harness itself must not break the file: the round trip through the
+	// generic tree has to pass unchanged.
+	if err := check(mustJSON(t, mustTree(t, base))); err != nil {
+		t.Fatalf("unmodified %s fails after the round trip: %v", configFile, err)
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := mustTree(t, base)
+			tc.mutate(t, doc)
+			err := check(mustJSON(t, doc))
+			if err == nil {
+				t.Fatalf("check passed; want an error containing %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("check error does not mention %q:\n%v", tc.want, err)
+			}
+		})
+	}
+}
+
+// check loads an Envoy bootstrap (YAML or JSON) and returns every problem
+// found, or nil.
+func check(doc []byte) error {
+	bs, err := load(doc)
+	if err != nil {
+		return err
+	}
+	return errors.Join(assertions(bs)...)
+}
+
+// load decodes doc the way Envoy does (unknown fields and unresolvable types
+// fail), applies the generated validation rules to the bootstrap and to the
+// content of every google.protobuf.Any, and rejects deprecated fields and
+// enum values.
+func load(doc []byte) (*bootstrapv3.Bootstrap, error) {
+	js, err := yaml.YAMLToJSON(doc)
+	if err != nil {
+		return nil, fmt.Errorf("yaml: %w", err)
+	}
+	bs := new(bootstrapv3.Bootstrap)
+	if err := protojson.Unmarshal(js, bs); err != nil {
+		return nil, fmt.Errorf("decode bootstrap: %w", err)
+	}
+	var errs []error
+	if err := bs.ValidateAll(); err != nil {
+		errs = append(errs, fmt.Errorf("bootstrap: %w", err))
+	}
+	errs = append(errs, walk("bootstrap", bs.ProtoReflect(), func(path string, m protoreflect.Message) []error {
+		return deprecations(path, m)
+	})...)
+	return bs, errors.Join(errs...)
+}
+
+// walk calls visit for m and every message below it, and unpacks every
+// google.protobuf.Any on the way: the generated validators stop at an Any, so
+// walk validates each unpacked message itself before descending into it.
+func walk(path string, m protoreflect.Message, visit func(path string, m protoreflect.Message) []error) []error {
+	if a, ok := m.Interface().(*anypb.Any); ok {
+		inner, err := a.UnmarshalNew()
+		if err != nil {
+			return []error{fmt.Errorf("%s: unpack %s: %w", path, a.GetTypeUrl(), err)}
+		}
+		path = fmt.Sprintf("%s<%s>", path, inner.ProtoReflect().Descriptor().FullName())
+		var errs []error
+		if v, ok := inner.(interface{ ValidateAll() error }); ok {
+			if err := v.ValidateAll(); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", path, err))
+			}
+		}
+		return append(errs, walk(path, inner.ProtoReflect(), visit)...)
+	}
+	errs := visit(path, m)
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		p := path + "." + string(fd.Name())
+		switch {
+		case fd.IsMap():
+			if fd.MapValue().Message() == nil {
+				return true
+			}
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				errs = append(errs, walk(fmt.Sprintf("%s[%q]", p, k.String()), mv.Message(), visit)...)
+				return true
+			})
+		case fd.IsList():
+			if fd.Message() == nil {
+				return true
+			}
+			for i := range v.List().Len() {
+				errs = append(errs, walk(fmt.Sprintf("%s[%d]", p, i), v.List().Get(i).Message(), visit)...)
+			}
+		case fd.Message() != nil:
+			errs = append(errs, walk(p, v.Message(), visit)...)
+		}
+		return true
+	})
+	return errs
+}
+
+// deprecations reports the deprecated fields and enum values set in m (not
+// below it). Envoy warns about them today and refuses them in a later
+// release.
+func deprecations(path string, m protoreflect.Message) []error {
+	var errs []error
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		if opts, ok := fd.Options().(*descriptorpb.FieldOptions); ok && opts.GetDeprecated() {
+			errs = append(errs, fmt.Errorf("%s.%s is deprecated", path, fd.Name()))
+		}
+		if fd.Kind() == protoreflect.EnumKind && !fd.IsList() && !fd.IsMap() {
+			ev := fd.Enum().Values().ByNumber(v.Enum())
+			if ev != nil {
+				if opts, ok := ev.Options().(*descriptorpb.EnumValueOptions); ok && opts.GetDeprecated() {
+					errs = append(errs, fmt.Errorf("%s.%s: value %s is deprecated", path, fd.Name(), ev.Name()))
+				}
+			}
+		}
+		return true
+	})
+	return errs
+}
+
+// clusterRefs are the string fields that name a cluster, by full field name.
+var clusterRefs = map[protoreflect.FullName]bool{
+	"envoy.config.route.v3.RouteAction.cluster":                     true,
+	"envoy.config.route.v3.RouteAction.RequestMirrorPolicy.cluster": true,
+	"envoy.config.route.v3.WeightedCluster.ClusterWeight.name":      true,
+	"envoy.config.core.v3.GrpcService.EnvoyGrpc.cluster_name":       true,
+	"envoy.config.core.v3.HttpUri.cluster":                          true,
+	"envoy.config.endpoint.v3.ClusterLoadAssignment.cluster_name":   true,
+}
+
+func TestClusterRefsExist(t *testing.T) {
+	// A misspelled name in clusterRefs would silently check nothing.
+	for name := range clusterRefs {
+		d, err := protoregistry.GlobalFiles.FindDescriptorByName(name)
+		if err != nil {
+			t.Errorf("clusterRefs: %s: %v", name, err)
+			continue
+		}
+		if fd, ok := d.(protoreflect.FieldDescriptor); !ok || fd.Kind() != protoreflect.StringKind {
+			t.Errorf("clusterRefs: %s is not a string field", name)
+		}
+	}
+}
+
+// assertions checks what the validation rules cannot see. Each problem is one
+// error; the messages name the setting.
+func assertions(bs *bootstrapv3.Bootstrap) []error {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	// Admin stays on loopback.
+	if addr := bs.GetAdmin().GetAddress().GetSocketAddress().GetAddress(); addr != "" && addr != "127.0.0.1" && addr != "::1" {
+		fail("admin listens on %q; keep it on 127.0.0.1", addr)
+	}
+
+	// Clusters: unique names, and every reference resolves.
+	clusters := map[string]*clusterv3.Cluster{}
+	for _, c := range bs.GetStaticResources().GetClusters() {
+		if _, dup := clusters[c.GetName()]; dup {
+			fail("cluster %q is defined twice", c.GetName())
+		}
+		clusters[c.GetName()] = c
+	}
+	errs = append(errs, walk("bootstrap", bs.ProtoReflect(), func(path string, m protoreflect.Message) []error {
+		var errs []error
+		m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+			if clusterRefs[fd.FullName()] {
+				if _, ok := clusters[v.String()]; !ok {
+					errs = append(errs, fmt.Errorf("%s.%s: unknown cluster %q", path, fd.Name(), v.String()))
+				}
+			}
+			return true
+		})
+		return errs
+	})...)
+
+	var managers int
+	for _, l := range bs.GetStaticResources().GetListeners() {
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				hcm, err := unpack[*hcmv3.HttpConnectionManager](f.GetTypedConfig())
+				if err != nil {
+					continue // not an HTTP connection manager
+				}
+				managers++
+				errs = append(errs, hcmAssertions(fmt.Sprintf("listener %q", l.GetName()), hcm, clusters)...)
+			}
+		}
+	}
+	if managers == 0 {
+		fail("no HTTP connection manager in any listener")
+	}
+	return errs
+}
+
+// hcmAssertions checks one HTTP connection manager: path handling, the filter
+// chain, the ext_authz settings, the access log and the route table.
+func hcmAssertions(where string, hcm *hcmv3.HttpConnectionManager, clusters map[string]*clusterv3.Cluster) []error {
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf(where+": "+format, args...))
+	}
+
+	// Path canonicalization and header ambiguity.
+	if !hcm.GetNormalizePath().GetValue() {
+		fail("normalize_path must be true")
+	}
+	if !hcm.GetMergeSlashes() {
+		fail("merge_slashes must be true")
+	}
+	switch a := hcm.GetPathWithEscapedSlashesAction(); a {
+	case hcmv3.HttpConnectionManager_REJECT_REQUEST, hcmv3.HttpConnectionManager_UNESCAPE_AND_REDIRECT:
+	default:
+		fail("path_with_escaped_slashes_action is %s; want REJECT_REQUEST or UNESCAPE_AND_REDIRECT", a)
+	}
+	if a := hcm.GetCommonHttpProtocolOptions().GetHeadersWithUnderscoresAction(); a != corev3.HttpProtocolOptions_REJECT_REQUEST {
+		fail("common_http_protocol_options.headers_with_underscores_action is %s; want REJECT_REQUEST", a)
+	}
+
+	// The filter chain: unique names, ext_authz present, router last.
+	filters := hcm.GetHttpFilters()
+	names := map[string]bool{}
+	var authz *ext_authzv3.ExtAuthz
+	for _, f := range filters {
+		if names[f.GetName()] {
+			fail("HTTP filter %q appears twice", f.GetName())
+		}
+		names[f.GetName()] = true
+		if a, err := unpack[*ext_authzv3.ExtAuthz](f.GetTypedConfig()); err == nil {
+			if authz != nil {
+				fail("more than one ext_authz filter")
+			}
+			authz = a
+			if f.GetName() != extAuthzFilter {
+				fail("ext_authz filter is named %q; name it %q (routes and the metadata namespace use that name)", f.GetName(), extAuthzFilter)
+			}
+		}
+	}
+	if n := len(filters); n == 0 {
+		fail("no HTTP filters")
+	} else if _, err := unpack[*routerv3.Router](filters[n-1].GetTypedConfig()); err != nil {
+		fail("the last HTTP filter is %q; the router must be the last HTTP filter", filters[n-1].GetName())
+	}
+	if authz == nil {
+		fail("no ext_authz filter")
+	} else {
+		errs = append(errs, extAuthzAssertions(where, authz, clusters)...)
+	}
+
+	// Access log: identity from keygate's metadata, never the credential.
+	if len(hcm.GetAccessLog()) == 0 {
+		fail("no access log")
+	}
+	for i, al := range hcm.GetAccessLog() {
+		js, err := protojson.Marshal(al)
+		if err != nil {
+			fail("access_log[%d]: %v", i, err)
+			continue
+		}
+		text := strings.ToLower(string(js))
+		for _, key := range []string{"key_id", "account_id"} {
+			if !strings.Contains(text, strings.ToLower("%DYNAMIC_METADATA("+extAuthzFilter+":"+key+")%")) {
+				fail("access_log[%d] does not log %%DYNAMIC_METADATA(%s:%s)%%", i, extAuthzFilter, key)
+			}
+		}
+		for _, secret := range []string{"x-api-key", "authorization"} {
+			if strings.Contains(text, secret) {
+				fail("access_log[%d] mentions %s: the API key must never be logged", i, secret)
+			}
+		}
+	}
+
+	// Routes.
+	rc := hcm.GetRouteConfig()
+	if rc == nil {
+		fail("route_config must be inline (RDS cannot be checked here)")
+		return errs
+	}
+	for _, vh := range rc.GetVirtualHosts() {
+		errs = append(errs, routeAssertions(fmt.Sprintf("%s: virtual host %q", where, vh.GetName()), vh, names)...)
+	}
+	vh := wildcardHost(rc)
+	if vh == nil {
+		fail(`no virtual host for domain "*"`)
+		return errs
+	}
+	for _, tc := range routingCases {
+		got, err := routeFor(vh, tc.path)
+		if err != nil {
+			fail("%v", err)
+			break
+		}
+		if got != tc.want {
+			fail("request %s gets route %s; want %s", tc.path, got, tc.want)
+		}
+	}
+	return errs
+}
+
+// extAuthzAssertions checks the ext_authz filter: gRPC v3 to an HTTP/2 cluster
+// with gRPC health checking, fail closed with 503, bounded timeout.
+func extAuthzAssertions(where string, a *ext_authzv3.ExtAuthz, clusters map[string]*clusterv3.Cluster) []error {
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf(where+": ext_authz: "+format, args...))
+	}
+	if a.GetFailureModeAllow() {
+		fail("failure_mode_allow must be false (fail closed)")
+	}
+	if v := a.GetTransportApiVersion(); v != corev3.ApiVersion_V3 {
+		fail("transport_api_version is %s; want V3", v)
+	}
+	if got := a.GetStatusOnError().GetCode(); got != typev3.StatusCode_ServiceUnavailable {
+		fail("status_on_error is %v; want 503 (ServiceUnavailable)", got)
+	}
+	gs := a.GetGrpcService()
+	if gs == nil {
+		fail("grpc_service is not set (keygate's ext_authz listener is gRPC)")
+		return errs
+	}
+	switch d := gs.GetTimeout(); {
+	case d == nil:
+		fail("grpc_service.timeout is not set")
+	case d.AsDuration() <= 0 || d.AsDuration() > maxTimeout:
+		fail("grpc_service.timeout is %v; want more than 0 and at most %v", d.AsDuration(), maxTimeout)
+	}
+	name := gs.GetEnvoyGrpc().GetClusterName()
+	if name == "" {
+		fail("grpc_service must use envoy_grpc with a cluster_name")
+		return errs
+	}
+	c, ok := clusters[name]
+	if !ok {
+		return errs // reported as an unknown cluster
+	}
+	opts, err := unpack[*upstreamhttpv3.HttpProtocolOptions](c.GetTypedExtensionProtocolOptions()[http2Options])
+	if err != nil || opts.GetExplicitHttpConfig().GetHttp2ProtocolOptions() == nil {
+		fail("cluster %q must speak HTTP/2: typed_extension_protocol_options[%q].explicit_http_config.http2_protocol_options", name, http2Options)
+	}
+	if !slices.ContainsFunc(c.GetHealthChecks(), func(h *corev3.HealthCheck) bool { return h.GetGrpcHealthCheck() != nil }) {
+		fail("cluster %q has no gRPC health check (grpc.health.v1.Health)", name)
+	}
+	return errs
+}
+
+// routeAssertions checks one virtual host's routes: per-route configs name
+// filters in the chain; only health paths skip the check; every module route
+// is a case-insensitive whole-segment prefix tagged with its policy module;
+// every policy prefix has such a route; a checked catch-all comes last.
+func routeAssertions(where string, vh *routev3.VirtualHost, filters map[string]bool) []error {
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf(where+": "+format, args...))
+	}
+	tagged := map[string]string{} // prefix → module
+	publicSeen := false
+	for i, r := range vh.GetRoutes() {
+		at := fmt.Sprintf("route %d (%q)", i, r.GetName())
+		for name := range r.GetTypedPerFilterConfig() {
+			if !filters[name] {
+				fail("%s: typed_per_filter_config names %q, which is not in the HTTP filter chain", at, name)
+			}
+		}
+		if r.GetRoute() == nil && r.GetDirectResponse() == nil && r.GetRedirect() == nil {
+			fail("%s: no route, redirect or direct_response action", at)
+		}
+		per, err := perRoute(r)
+		if err != nil {
+			fail("%s: %v", at, err)
+			continue
+		}
+		m := r.GetMatch()
+		switch {
+		case per.GetDisabled():
+			if !slices.Contains(publicPaths, m.GetPath()) {
+				fail("%s disables ext_authz; only exact health paths %v may", at, publicPaths)
+			} else if m.GetPath() == "/healthz" {
+				publicSeen = true
+			}
+		case per.GetCheckSettings().GetContextExtensions()["module"] != "":
+			module := per.GetCheckSettings().GetContextExtensions()["module"]
+			prefix := m.GetPathSeparatedPrefix()
+			if prefix == "" {
+				fail("%s: module route must match with path_separated_prefix (whole segments)", at)
+				continue
+			}
+			if cs := m.GetCaseSensitive(); cs == nil || cs.GetValue() {
+				fail("%s: module route must set case_sensitive: false (keygate matches modules case-insensitively)", at)
+			}
+			want, ok := policyModules[prefix]
+			switch {
+			case !ok:
+				fail("%s: prefix %s is not in keygate's policy", at, prefix)
+			case module != want:
+				fail("%s: prefix %s is tagged with module %q; the policy says %q", at, prefix, module, want)
+			}
+			tagged[prefix] = module
+		}
+	}
+	if !publicSeen {
+		fail("no public /healthz route with ext_authz disabled")
+	}
+	for prefix, module := range policyModules {
+		if tagged[prefix] != module {
+			fail("no route tags %s with module %s", prefix, module)
+		}
+	}
+	if n := len(vh.GetRoutes()); n == 0 {
+		fail("no routes")
+	} else {
+		last := vh.GetRoutes()[n-1]
+		per, _ := perRoute(last)
+		if last.GetMatch().GetPrefix() != "/" || per.GetDisabled() || len(per.GetCheckSettings().GetContextExtensions()) != 0 {
+			fail(`the last route must be a checked catch-all (prefix "/", no module, ext_authz not disabled)`)
+		}
+	}
+	return errs
+}
+
+// perRoute returns the route's ExtAuthzPerRoute, or an empty one.
+func perRoute(r *routev3.Route) (*ext_authzv3.ExtAuthzPerRoute, error) {
+	a, ok := r.GetTypedPerFilterConfig()[extAuthzFilter]
+	if !ok {
+		return new(ext_authzv3.ExtAuthzPerRoute), nil
+	}
+	per, err := unpack[*ext_authzv3.ExtAuthzPerRoute](a)
+	if err != nil {
+		return nil, fmt.Errorf("typed_per_filter_config[%q]: %w", extAuthzFilter, err)
+	}
+	return per, nil
+}
+
+// wildcardHost returns the virtual host serving domain "*".
+func wildcardHost(rc *routev3.RouteConfiguration) *routev3.VirtualHost {
+	for _, vh := range rc.GetVirtualHosts() {
+		if slices.Contains(vh.GetDomains(), "*") {
+			return vh
+		}
+	}
+	return nil
+}
+
+// routeFor replays Envoy's route selection for a canonical request path
+// (query allowed) and returns the class of the first matching route: the
+// module it tags, routePublic, routeChecked or routeNone. It understands the
+// matchers envoy.yaml uses (path, prefix, path_separated_prefix, each with
+// case_sensitive) and refuses any other, so the replay cannot be silently
+// wrong.
+func routeFor(vh *routev3.VirtualHost, path string) (string, error) {
+	p, _, _ := strings.Cut(path, "?")
+	for i, r := range vh.GetRoutes() {
+		m := r.GetMatch()
+		rest := proto.Clone(m).(*routev3.RouteMatch)
+		rest.PathSpecifier, rest.CaseSensitive = nil, nil
+		if proto.Size(rest) != 0 {
+			return "", fmt.Errorf("route %d (%q): matcher %v cannot be replayed by this test", i, r.GetName(), rest)
+		}
+		fold := m.GetCaseSensitive() != nil && !m.GetCaseSensitive().GetValue()
+		eq := func(a, b string) bool { return a == b || fold && strings.EqualFold(a, b) }
+		hasPrefix := func(s, prefix string) bool { return len(s) >= len(prefix) && eq(s[:len(prefix)], prefix) }
+		var ok bool
+		switch spec := m.GetPathSpecifier().(type) {
+		case *routev3.RouteMatch_Path:
+			ok = eq(p, spec.Path)
+		case *routev3.RouteMatch_Prefix:
+			ok = hasPrefix(p, spec.Prefix)
+		case *routev3.RouteMatch_PathSeparatedPrefix:
+			pre := spec.PathSeparatedPrefix
+			ok = hasPrefix(p, pre) && (len(p) == len(pre) || p[len(pre)] == '/')
+		default:
+			return "", fmt.Errorf("route %d (%q): path matcher %T cannot be replayed by this test", i, r.GetName(), spec)
+		}
+		if !ok {
+			continue
+		}
+		per, err := perRoute(r)
+		if err != nil {
+			return "", err
+		}
+		if per.GetDisabled() {
+			return routePublic, nil
+		}
+		if module := per.GetCheckSettings().GetContextExtensions()["module"]; module != "" {
+			return module, nil
+		}
+		return routeChecked, nil
+	}
+	return routeNone, nil
+}
+
+// unpack returns the message in a, which must be of type T.
+func unpack[T proto.Message](a *anypb.Any) (T, error) {
+	var zero T
+	if a == nil {
+		return zero, errors.New("not set")
+	}
+	m, err := a.UnmarshalNew()
+	if err != nil {
+		return zero, err
+	}
+	t, ok := m.(T)
+	if !ok {
+		return zero, fmt.Errorf("is %s, want %T", m.ProtoReflect().Descriptor().FullName(), zero)
+	}
+	return t, nil
+}
+
+// Test helpers.
+
+func mustRead(tb testing.TB, name string) []byte {
+	tb.Helper()
+	b, err := os.ReadFile(name)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+func mustVirtualHost(tb testing.TB, bs *bootstrapv3.Bootstrap) *routev3.VirtualHost {
+	tb.Helper()
+	for _, l := range bs.GetStaticResources().GetListeners() {
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				if hcm, err := unpack[*hcmv3.HttpConnectionManager](f.GetTypedConfig()); err == nil {
+					if vh := wildcardHost(hcm.GetRouteConfig()); vh != nil {
+						return vh
+					}
+				}
+			}
+		}
+	}
+	tb.Fatal(`no virtual host for domain "*"`)
+	return nil
+}
+
+// mustTree parses YAML into a generic tree of maps, slices and scalars.
+func mustTree(tb testing.TB, doc []byte) map[string]any {
+	tb.Helper()
+	var m map[string]any
+	if err := yaml.Unmarshal(doc, &m); err != nil {
+		tb.Fatal(err)
+	}
+	return m
+}
+
+// mustJSON encodes a tree; JSON is valid YAML, so check reads it as is.
+func mustJSON(tb testing.TB, v any) []byte {
+	tb.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return b
+}
+
+// named selects the element of a list whose "name" is the given string.
+type named string
+
+func join(path []any, more ...any) []any { return append(slices.Clip(path), more...) }
+
+// dig follows steps (map keys, list indexes, or named list elements) from v.
+func dig(tb testing.TB, v any, steps ...any) any {
+	tb.Helper()
+	for i, s := range steps {
+		switch s := s.(type) {
+		case string:
+			m, ok := v.(map[string]any)
+			if !ok {
+				tb.Fatalf("step %d (%q) of %v: not an object", i, s, steps)
+			}
+			if v, ok = m[s]; !ok {
+				tb.Fatalf("step %d of %v: no key %q", i, steps, s)
+			}
+		case int:
+			l, ok := v.([]any)
+			if !ok || s >= len(l) {
+				tb.Fatalf("step %d (%d) of %v: not a list that long", i, s, steps)
+			}
+			v = l[s]
+		case named:
+			l, ok := v.([]any)
+			if !ok {
+				tb.Fatalf("step %d (%q) of %v: not a list", i, s, steps)
+			}
+			idx := slices.IndexFunc(l, func(e any) bool {
+				m, ok := e.(map[string]any)
+				return ok && m["name"] == string(s)
+			})
+			if idx < 0 {
+				tb.Fatalf("step %d of %v: no element named %q", i, steps, s)
+			}
+			v = l[idx]
+		default:
+			tb.Fatalf("step %d of %v: bad step type %T", i, steps, s)
+		}
+	}
+	return v
+}
+
+func object(tb testing.TB, doc map[string]any, path []any) map[string]any {
+	tb.Helper()
+	m, ok := dig(tb, doc, path...).(map[string]any)
+	if !ok {
+		tb.Fatalf("%v: not an object", path)
+	}
+	return m
+}
+
+func set(tb testing.TB, doc map[string]any, path []any, key string, value any) {
+	tb.Helper()
+	object(tb, doc, path)[key] = value
+}
+
+// remove deletes key, which must exist, so a mutation cannot silently miss.
+func remove(tb testing.TB, doc map[string]any, path []any, key string) {
+	tb.Helper()
+	m := object(tb, doc, path)
+	if _, ok := m[key]; !ok {
+		tb.Fatalf("%v: no key %q to remove", path, key)
+	}
+	delete(m, key)
+}
+
+func rename(tb testing.TB, doc map[string]any, path []any, from, to string) {
+	tb.Helper()
+	m := object(tb, doc, path)
+	v, ok := m[from]
+	if !ok {
+		tb.Fatalf("%v: no key %q to rename", path, from)
+	}
+	delete(m, from)
+	m[to] = v
+}
