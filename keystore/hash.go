@@ -76,8 +76,15 @@ func (h *Hasher) Digest(s Secret) Digest {
 // scheme first: with a pepper, the HMAC digest and then the plain SHA-256
 // digest of keys created before the pepper was configured.
 func (h *Hasher) Candidates(s Secret) []Digest {
-	if len(h.pepper) == 0 {
-		return []Digest{h.Digest(s)}
+	return h.AppendCandidates(nil, s)
+}
+
+// AppendCandidates appends the candidate digests of s to dst, so that the
+// decision path can keep them on its stack.
+func (h *Hasher) AppendCandidates(dst []Digest, s Secret) []Digest {
+	dst = append(dst, h.Digest(s))
+	if len(h.pepper) > 0 {
+		dst = append(dst, sha256.Sum256([]byte(s)))
 	}
-	return []Digest{h.Digest(s), sha256.Sum256([]byte(s))}
+	return dst
 }

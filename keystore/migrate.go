@@ -21,6 +21,9 @@ var migrationFiles embed.FS
 // migrations (replicas starting together). It spells "keygate" in ASCII.
 const migrationLockID = 0x6b657967617465
 
+// migrationsTable records which migrations a database has.
+const migrationsTable = "keygate_schema_migrations"
+
 // MigrationsFS returns the embedded schema migrations.
 func MigrationsFS() fs.FS {
 	sub, err := fs.Sub(migrationFiles, "migrations")
@@ -57,7 +60,7 @@ func migrateDB(ctx context.Context, db *sql.DB, logger *slog.Logger) ([]Migratio
 	p, err := goose.NewProvider(goose.DialectPostgres, db, MigrationsFS(),
 		goose.WithSessionLocker(locker),
 		goose.WithDisableGlobalRegistry(true),
-		goose.WithTableName("keygate_schema_migrations"),
+		goose.WithTableName(migrationsTable),
 		goose.WithSlog(logger),
 	)
 	if err != nil {
@@ -72,4 +75,21 @@ func migrateDB(ctx context.Context, db *sql.DB, logger *slog.Logger) ([]Migratio
 		out = append(out, MigrationResult{Version: r.Source.Version, Name: r.Source.Path})
 	}
 	return out, nil
+}
+
+// PendingMigrations reports whether the database lacks migrations this
+// build knows, so that serve can refuse to run against an old schema.
+func PendingMigrations(ctx context.Context, connConfig *pgx.ConnConfig) (bool, error) {
+	db := stdlib.OpenDB(*connConfig)
+	defer db.Close()
+	p, err := goose.NewProvider(goose.DialectPostgres, db, MigrationsFS(),
+		goose.WithDisableGlobalRegistry(true), goose.WithTableName(migrationsTable))
+	if err != nil {
+		return false, fmt.Errorf("keystore: migrations: %w", err)
+	}
+	pending, err := p.HasPending(ctx)
+	if err != nil {
+		return false, fmt.Errorf("keystore: migrations: %w", err)
+	}
+	return pending, nil
 }

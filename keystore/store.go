@@ -589,3 +589,11 @@ func nullIfEmpty(s string) *string {
 	}
 	return &s
 }
+
+// Ping checks that the database answers.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.pool.Ping(ctx); err != nil {
+		return fmt.Errorf("keystore: ping: %w: %w", ErrUnavailable, err)
+	}
+	return nil
+}

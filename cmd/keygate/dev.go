@@ -1,7 +1,126 @@
 package main
 
-import "errors"
+import (
+	"context"
+	"fmt"
+	"net"
+	"strconv"
+	"time"
 
-type devCmd struct{}
+	"github.com/keygate/keygate/internal/pgcluster"
+	"github.com/keygate/keygate/keystore"
+)
 
-func (devCmd) Run(e *env) error { return errors.New("not yet") }
+type devCmd struct {
+	dbFlags
+	keyFlags
+	serveFlags
+	LogFormat string `enum:"json,text" default:"text" help:"Log format: json or text."`
+	LogLevel  string `default:"info" enum:"debug,info,warn,error" help:"Least severe level logged."`
+}
+
+// Run starts a throwaway PostgreSQL unless a database is configured,
+// migrates it, creates a demo key, prints how to use it, and serves.
+func (c *devCmd) Run(e *env) error {
+	logger, err := newLogger(e.stderr, c.LogFormat, c.LogLevel)
+	if err != nil {
+		return err
+	}
+	throwaway := c.DatabaseURL == "" && e.getenv("PGHOST") == ""
+	if throwaway {
+		fmt.Fprintln(e.stdout, "Starting a throwaway PostgreSQL (set DATABASE_URL to use your own)…")
+		cluster, err := pgcluster.Start()
+		if err != nil {
+			return fmt.Errorf("starting PostgreSQL: %w", err)
+		}
+		defer cluster.Destroy()
+		c.DatabaseURL = cluster.URL()
+	}
+	if err := prepareSchema(e.ctx, c.dbFlags, true, logger); err != nil {
+		return err
+	}
+	c.Migrate = false // done
+	secret, err := c.demoKey(e.ctx)
+	if err != nil {
+		return err
+	}
+	return serve(e, logger, c.dbFlags, c.keyFlags, c.serveFlags, func(grpcAddr, httpAddr net.Addr) {
+		printDevGuide(e, secret, grpcAddr, httpAddr, c.DatabaseURL, throwaway)
+	})
+}
+
+// demoKey creates a key for the guide: account "demo", a day to live.
+func (c *devCmd) demoKey(ctx context.Context) (keystore.Secret, error) {
+	pool, err := c.pool(ctx)
+	if err != nil {
+		return "", err
+	}
+	defer pool.Close()
+	store, err := c.store(pool)
+	if err != nil {
+		return "", err
+	}
+	_, secret, err := store.Create(ctx, keystore.CreateParams{
+		AccountID: "demo", Name: "keygate dev demo key", Description: "created by keygate dev",
+		Expiry: keystore.Expiry{In: 24 * time.Hour}, Actor: "keygate dev",
+	})
+	if err != nil {
+		return "", storeError(err, "")
+	}
+	return secret, nil
+}
+
+func printDevGuide(e *env, secret keystore.Secret, grpcAddr, httpAddr net.Addr, dbURL string, throwaway bool) {
+	g, h := dialable(grpcAddr), dialable(httpAddr)
+	check := func(method, path string) string {
+		body := fmt.Sprintf(`{"attributes":{"request":{"http":{"method":%q,"path":%q,"headers":{"x-api-key":%q}}}}}`,
+			method, path, secret.Reveal())
+		return fmt.Sprintf("grpcurl -plaintext -d '%s' %s envoy.service.auth.v3.Authorization/Check", body, g)
+	}
+	fmt.Fprintf(e.stdout, `
+keygate is running.
+
+  Demo key (account "demo", expires in 24h; shown once):
+
+    %s
+
+  Allowed: projects is open to API keys (status {} and okResponse with x-keygate-* headers):
+
+    %s
+
+  Denied: users is closed to API keys (status code 7, 403 module_forbidden):
+
+    %s
+
+  Health and metrics:
+
+    curl -s http://%s/readyz
+    curl -s http://%s/metrics | grep keygate_
+
+  No grpcurl? 'go install github.com/fullstorydev/grpcurl/cmd/grpcurl@latest', or inside the
+  keygate repository use 'go tool grpcurl'.
+
+  More keys, in another terminal:
+
+    DATABASE_URL='%s' keygate keys create --account demo --name second
+
+Press Ctrl-C to stop.
+`, secret.Reveal(), check("GET", "/api/v1/projects"), check("GET", "/api/v1/users/42"), h, h, redact(dbURL))
+	if throwaway {
+		fmt.Fprintln(e.stdout, "The throwaway database is deleted when keygate dev stops.")
+	}
+}
+
+// dialable turns a listener address into one a client on this machine can
+// dial: an unspecified host becomes localhost.
+func dialable(a net.Addr) string {
+	tcp, ok := a.(*net.TCPAddr)
+	if !ok {
+		return a.String()
+	}
+	host := tcp.IP.String()
+	if tcp.IP == nil || tcp.IP.IsUnspecified() {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, strconv.Itoa(tcp.Port))
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -179,4 +180,21 @@ func storeError(err error, id string) error {
 		return errors.New(strings.ReplaceAll(err.Error(), "keystore: ", ""))
 	}
 	return errors.New(oneLineError(err))
+}
+
+// redact hides the password of a connection string, URL or key=value.
+func redact(conn string) string {
+	if u, err := url.Parse(conn); err == nil && u.Scheme != "" {
+		if _, ok := u.User.Password(); ok {
+			u.User = url.UserPassword(u.User.Username(), "REDACTED")
+		}
+		return u.String()
+	}
+	fields := strings.Fields(conn)
+	for i, f := range fields {
+		if strings.HasPrefix(f, "password=") {
+			fields[i] = "password=REDACTED"
+		}
+	}
+	return strings.Join(fields, " ")
 }

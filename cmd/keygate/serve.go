@@ -1,7 +1,210 @@
 package main
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
 
-type serveCmd struct{}
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
 
-func (serveCmd) Run(e *env) error { return errors.New("not yet") }
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/policy"
+)
+
+// serveFlags configure the servers; serve and dev share them.
+type serveFlags struct {
+	GRPCAddr        string   `name:"grpc-addr" default:":9001" help:"Address of the gRPC listener: ext_authz Check, health, reflection."`
+	HTTPAddr        string   `name:"http-addr" default:":9002" help:"Address of the HTTP listener: /healthz, /readyz, /metrics."`
+	Policy          string   `placeholder:"FILE" help:"Policy file (YAML). Default: the built-in example, where accounts, users and authentication are closed to API keys."`
+	KeyHeader       []string `default:"x-api-key,authorization" placeholder:"HEADER" help:"Headers the key is read from, in order; authorization means 'Bearer <key>'."`
+	IdentityPrefix  string   `default:"x-keygate-" help:"Prefix of the identity headers set upstream (key-id, account-id, scopes, module)."`
+	KeepCredentials bool     `help:"Forward the key header upstream instead of removing it."`
+	LookupTimeout   duration `default:"100ms" placeholder:"DURATION" help:"Deadline of one key lookup in the database; keep it well under Envoy's ext_authz timeout (200ms by default)."`
+	ShutdownTimeout duration `default:"15s" placeholder:"DURATION" help:"How long a shutdown waits for in-flight requests before closing connections."`
+	Migrate         bool     `help:"Apply pending schema migrations before serving."`
+}
+
+type serveCmd struct {
+	dbFlags
+	keyFlags
+	logFlags
+	serveFlags
+}
+
+func (c *serveCmd) Run(e *env) error {
+	logger, err := c.logger(e.stderr)
+	if err != nil {
+		return err
+	}
+	return serve(e, logger, c.dbFlags, c.keyFlags, c.serveFlags, nil)
+}
+
+// loadPolicy reads --policy, or takes the built-in example and says so.
+func loadPolicy(path string, logger *slog.Logger) (*policy.Policy, error) {
+	if path == "" {
+		logger.Info("no --policy given: using the built-in example policy; accounts, users and authentication are closed to API keys")
+		return policy.Example(), nil
+	}
+	p, err := policy.Load(path)
+	if err != nil {
+		return nil, usageError("--policy: %v", err)
+	}
+	return p, nil
+}
+
+// serve runs the servers until e.ctx ends, then shuts down in order:
+// health NOT_SERVING, stop accepting and drain, flush, close the pool.
+// onServing, if set, is called once both listeners accept connections.
+func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, onServing func(grpcAddr, httpAddr net.Addr)) error {
+	if sf.LookupTimeout <= 0 {
+		return usageError("--lookup-timeout: must be positive")
+	}
+	pol, err := loadPolicy(sf.Policy, logger)
+	if err != nil {
+		return err
+	}
+	poolCfg, err := db.poolConfig()
+	if err != nil {
+		return err
+	}
+	if err := prepareSchema(e.ctx, db, sf.Migrate, logger); err != nil {
+		return err
+	}
+	pool, err := pgxpool.NewWithConfig(e.ctx, poolCfg)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	defer pool.Close()
+	store, err := kf.store(pool)
+	if err != nil {
+		return err
+	}
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	authzServer, err := authz.NewServer(authz.Config{
+		Lookup:          store,
+		Policy:          pol,
+		Hasher:          store.Hasher(),
+		KeyHeaders:      sf.KeyHeader,
+		IdentityPrefix:  sf.IdentityPrefix,
+		KeepCredentials: sf.KeepCredentials,
+		LookupTimeout:   time.Duration(sf.LookupTimeout),
+		Metrics:         authz.NewMetrics(reg),
+		Logger:          logger,
+	})
+	if err != nil {
+		return usageError("%v", err)
+	}
+
+	grpcLis, err := net.Listen("tcp", sf.GRPCAddr)
+	if err != nil {
+		return usageError("--grpc-addr: %v", err)
+	}
+	defer grpcLis.Close()
+	httpLis, err := net.Listen("tcp", sf.HTTPAddr)
+	if err != nil {
+		return usageError("--http-addr: %v", err)
+	}
+	defer httpLis.Close()
+
+	healthServer := health.NewServer()
+	grpcServer := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(grpcServer, authzServer)
+	healthpb.RegisterHealthServer(grpcServer, healthServer)
+	reflection.Register(grpcServer)
+	ready := newReadiness(healthServer)
+
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", ready.ServeHTTP)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	httpServer := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+
+	ctx, cancel := context.WithCancel(e.ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	wg.Go(func() { errs <- grpcServer.Serve(grpcLis) })
+	wg.Go(func() {
+		if err := httpServer.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
+			errs <- err
+		}
+	})
+	wg.Go(func() { watchStore(ctx, store, ready, logger) })
+	logger.Info("keygate serving", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String(),
+		"policy_modules", len(pol.Modules), "version", version)
+	if onServing != nil {
+		onServing(grpcLis.Addr(), httpLis.Addr())
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errs:
+		logger.Error("a listener failed; shutting down", "error", serveErr)
+	}
+
+	// Shutdown, in order.
+	logger.Info("shutting down")
+	ready.shutdown()
+	cancel()
+	stopped := make(chan struct{})
+	go func() { grpcServer.GracefulStop(); close(stopped) }()
+	timer := time.NewTimer(time.Duration(sf.ShutdownTimeout))
+	select {
+	case <-stopped:
+	case <-timer.C:
+		logger.Warn("graceful stop timed out; closing connections")
+		grpcServer.Stop()
+	}
+	timer.Stop()
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancelShutdown()
+	_ = httpServer.Shutdown(shutdownCtx)
+	wg.Wait()
+	logger.Info("stopped")
+	return serveErr
+}
+
+// prepareSchema applies migrations when asked, and otherwise refuses to
+// serve an out-of-date schema. An unreachable database is not fatal: serve
+// starts NOT_SERVING and recovers when the database returns.
+func prepareSchema(ctx context.Context, db dbFlags, migrate bool, logger *slog.Logger) error {
+	cfg, err := db.connConfig()
+	if err != nil {
+		return err
+	}
+	if migrate {
+		applied, err := keystore.Migrate(ctx, cfg, logger)
+		if err != nil {
+			return fmt.Errorf("--migrate: %s", oneLineError(err))
+		}
+		logger.Info("schema migrated", "applied", len(applied))
+		return nil
+	}
+	checkCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	pending, err := keystore.PendingMigrations(checkCtx, cfg)
+	switch {
+	case err != nil:
+		logger.Warn("database unreachable at start; serving NOT_SERVING until it answers", "error", oneLineError(err))
+	case pending:
+		return errors.New("the database schema is not up to date: run 'keygate migrate' (or serve with --migrate)")
+	}
+	return nil
+}

@@ -1,238 +1,49 @@
 package pgtest
 
 import (
-	"bytes"
-	"context"
-	"errors"
-	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
 	"testing"
-	"time"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/keygate/keygate/internal/pgcluster"
 )
 
-// Cluster is a throwaway PostgreSQL cluster in a temporary directory,
-// listening on 127.0.0.1 only.
-type Cluster struct {
-	dir     string // data directory
-	port    int
-	bin     string
-	runAs   string // "" or "postgres" when running as root
-	running bool
-}
+// Cluster is a PostgreSQL cluster of one test's own, which it may stop and
+// start.
+type Cluster struct{ *pgcluster.Cluster }
 
 // NewCluster starts a cluster that only this test uses, so that the test
 // may stop and start it. It is stopped and deleted when the test ends.
 func NewCluster(tb testing.TB) *Cluster {
 	tb.Helper()
-	c, err := startCluster()
+	c, err := pgcluster.Start()
 	if err != nil {
 		tb.Fatalf("pgtest: %v", err)
 	}
-	tb.Cleanup(c.destroy)
-	return c
+	tb.Cleanup(c.Destroy)
+	return &Cluster{c}
 }
 
-// URL is the connection string of the cluster's "postgres" database.
-func (c *Cluster) URL() string {
-	return fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.port)
-}
-
-// Port is the TCP port the cluster listens on.
-func (c *Cluster) Port() int { return c.port }
-
-// Stop shuts the cluster down at once, closing every connection, as a
-// crash or an outage would.
+// Stop shuts the cluster down at once, as a crash or an outage would.
 func (c *Cluster) Stop(tb testing.TB) {
 	tb.Helper()
-	if err := c.pgctl("-m", "immediate", "stop"); err != nil {
+	if err := c.Cluster.Stop(); err != nil {
 		tb.Fatalf("pgtest: stopping cluster: %v", err)
 	}
-	c.running = false
 }
 
-// Start starts a stopped cluster again on the same port.
+// Start starts the stopped cluster again on the same port.
 func (c *Cluster) Start(tb testing.TB) {
 	tb.Helper()
-	if err := c.start(); err != nil {
+	if err := c.Cluster.Start(); err != nil {
 		tb.Fatalf("pgtest: starting cluster: %v", err)
 	}
 }
 
-func startCluster() (*Cluster, error) {
-	bin, err := findBinaries()
-	if err != nil {
-		return nil, err
-	}
-	c := &Cluster{bin: bin}
-	if os.Geteuid() == 0 {
-		if _, err := user.Lookup("postgres"); err != nil {
-			return nil, errors.New("running as root, and initdb refuses root: create a 'postgres' user or run the tests as another user")
-		}
-		c.runAs = "postgres"
-	}
-	if c.dir, err = os.MkdirTemp("", "keygate-pgtest-"); err != nil {
-		return nil, err
-	}
-	if c.runAs != "" {
-		if out, err := exec.Command("chown", c.runAs, c.dir).CombinedOutput(); err != nil {
-			os.RemoveAll(c.dir)
-			return nil, fmt.Errorf("chown %s: %v: %s", c.dir, err, out)
-		}
-	}
-	data := filepath.Join(c.dir, "data")
-	if out, err := c.command("initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
-		"--locale=C", "--no-sync").CombinedOutput(); err != nil {
-		os.RemoveAll(c.dir)
-		return nil, fmt.Errorf("initdb: %v: %s", err, out)
-	}
-	if c.port, err = freePort(); err != nil {
-		os.RemoveAll(c.dir)
-		return nil, err
-	}
-	conf := strings.Join([]string{
-		"listen_addresses = '127.0.0.1'",
-		"port = " + strconv.Itoa(c.port),
-		"unix_socket_directories = ''",
-		"max_connections = 300",
-		"fsync = off",
-		"synchronous_commit = off",
-		"full_page_writes = off",
-		"log_min_messages = warning",
-	}, "\n") + "\n"
-	f, err := os.OpenFile(filepath.Join(data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
-	if err == nil {
-		_, err = f.WriteString(conf)
-		f.Close()
-	}
-	if err != nil {
-		os.RemoveAll(c.dir)
-		return nil, err
-	}
-	if err := c.start(); err != nil {
-		c.destroy()
-		return nil, err
-	}
-	return c, nil
-}
-
-func (c *Cluster) start() error {
-	if err := c.pgctl("-w", "-t", "60", "-l", filepath.Join(c.dir, "postgres.log"), "start"); err != nil {
-		log, _ := os.ReadFile(filepath.Join(c.dir, "postgres.log"))
-		return fmt.Errorf("%v\n%s", err, log)
-	}
-	c.running = true
-	// pg_ctl -w waits for the server; make sure TCP answers too.
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	for {
-		conn, err := pgx.Connect(ctx, c.URL())
-		if err == nil {
-			conn.Close(ctx)
-			return nil
-		}
-		if ctx.Err() != nil {
-			return fmt.Errorf("cluster started but does not accept connections: %w", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (c *Cluster) destroy() {
-	if c.running {
-		_ = c.pgctl("-m", "immediate", "stop")
-		c.running = false
-	}
-	os.RemoveAll(c.dir)
-}
-
-func (c *Cluster) pgctl(args ...string) error {
-	args = append([]string{"-D", filepath.Join(c.dir, "data")}, args...)
-	out, err := c.command("pg_ctl", args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("pg_ctl %s: %v: %s", strings.Join(args, " "), err, out)
-	}
-	return nil
-}
-
-// command runs a PostgreSQL program, as the postgres user when root.
-func (c *Cluster) command(name string, args ...string) *exec.Cmd {
-	path := filepath.Join(c.bin, name)
-	if c.runAs != "" {
-		return exec.Command("runuser", append([]string{"-u", c.runAs, "--", path}, args...)...)
-	}
-	return exec.Command(path, args...)
-}
-
-// findBinaries returns the directory holding initdb and pg_ctl: from PATH,
-// or the newest /usr/lib/postgresql/*/bin.
-func findBinaries() (string, error) {
-	if p, err := exec.LookPath("initdb"); err == nil {
-		if real, err := filepath.EvalSymlinks(p); err == nil {
-			p = real // Debian links /usr/lib/postgresql/N/bin/initdb onto PATH
-		}
-		dir := filepath.Dir(p)
-		if _, err := os.Stat(filepath.Join(dir, "pg_ctl")); err == nil {
-			return dir, nil
-		}
-	}
-	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
-	slices.SortFunc(dirs, func(a, b string) int {
-		va, _ := strconv.Atoi(filepath.Base(filepath.Dir(a)))
-		vb, _ := strconv.Atoi(filepath.Base(filepath.Dir(b)))
-		return vb - va
-	})
-	for _, d := range dirs {
-		if _, err := os.Stat(filepath.Join(d, "initdb")); err == nil {
-			return d, nil
-		}
-	}
-	return "", errors.New("no PostgreSQL found: set DATABASE_URL to a server the tests may create databases on, " +
-		"or install the server binaries (Debian: apt-get install postgresql) so that initdb and pg_ctl " +
-		"are on PATH or under /usr/lib/postgresql/*/bin")
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// Dump returns a plain-text pg_dump of the database at url, schema and
-// data, for tests that check what is (not) stored.
+// Dump returns a plain-text pg_dump of the database at url.
 func Dump(tb testing.TB, url string) []byte {
 	tb.Helper()
-	bin, err := findBinaries()
+	out, err := pgcluster.Dump(url)
 	if err != nil {
 		tb.Fatalf("pgtest: %v", err)
 	}
-	out, err := exec.Command(filepath.Join(bin, "pg_dump"), "--no-owner", "--dbname", url).Output()
-	if err != nil {
-		var stderr []byte
-		if ee, ok := err.(*exec.ExitError); ok {
-			stderr = ee.Stderr
-		}
-		tb.Fatalf("pgtest: pg_dump: %v: %s", err, stderr)
-	}
-	// Recent pg_dump versions wrap the dump in \restrict lines with a
-	// random key; drop them so that two dumps of one state are equal.
-	lines := bytes.Split(out, []byte("\n"))
-	kept := lines[:0]
-	for _, l := range lines {
-		if !bytes.HasPrefix(l, []byte(`\restrict `)) && !bytes.HasPrefix(l, []byte(`\unrestrict `)) {
-			kept = append(kept, l)
-		}
-	}
-	return bytes.Join(kept, []byte("\n"))
+	return out
 }

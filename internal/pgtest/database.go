@@ -18,6 +18,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/keygate/keygate/internal/pgcluster"
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -26,7 +27,7 @@ var (
 	shared     struct {
 		once    sync.Once
 		url     string
-		cluster *Cluster
+		cluster *pgcluster.Cluster
 		err     error
 	}
 	template struct {
@@ -42,7 +43,7 @@ func Main(m *testing.M) {
 	mainCalled = true
 	code := m.Run()
 	if shared.cluster != nil {
-		shared.cluster.destroy()
+		shared.cluster.Destroy()
 	}
 	os.Exit(code)
 }
@@ -60,7 +61,7 @@ func ServerURL(tb testing.TB) string {
 			shared.url = u
 			return
 		}
-		shared.cluster, shared.err = startCluster()
+		shared.cluster, shared.err = pgcluster.Start()
 		if shared.err == nil {
 			shared.url = shared.cluster.URL()
 		}

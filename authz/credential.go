@@ -1,0 +1,163 @@
+package authz
+
+import (
+	"fmt"
+	"strings"
+)
+
+// DefaultKeyHeaders are where keys are read from: X-API-Key, then
+// Authorization with the Bearer scheme.
+var DefaultKeyHeaders = []string{"x-api-key", "authorization"}
+
+// DefaultIdentityPrefix starts the upstream headers keygate sets.
+const DefaultIdentityPrefix = "x-keygate-"
+
+// maxKeyHeaders bounds the configured key headers (a bit mask tracks which
+// ones carried the key).
+const maxKeyHeaders = 8
+
+// keyHeader is one header keys are read from.
+type keyHeader struct {
+	name   string // lower case
+	bearer bool   // the value is "Bearer <key>" (Authorization-style)
+}
+
+func newKeyHeaders(names []string, identityPrefix string) ([]keyHeader, error) {
+	if len(names) == 0 {
+		return nil, fmt.Errorf("authz: at least one key header is needed")
+	}
+	if len(names) > maxKeyHeaders {
+		return nil, fmt.Errorf("authz: at most %d key headers, got %d", maxKeyHeaders, len(names))
+	}
+	out := make([]keyHeader, 0, len(names))
+	for _, n := range names {
+		n = strings.ToLower(strings.TrimSpace(n))
+		if !validHeaderName(n) || n[0] == ':' {
+			return nil, fmt.Errorf("authz: key header %q is not a valid header name", n)
+		}
+		if strings.HasPrefix(n, identityPrefix) {
+			return nil, fmt.Errorf("authz: key header %q must not start with the identity prefix %q", n, identityPrefix)
+		}
+		for _, h := range out {
+			if h.name == n {
+				return nil, fmt.Errorf("authz: key header %q is listed twice", n)
+			}
+		}
+		out = append(out, keyHeader{name: n, bearer: n == "authorization" || n == "proxy-authorization"})
+	}
+	return out, nil
+}
+
+// validHeaderName reports whether s is an HTTP field name (RFC 9110 token).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// credential is what a request's headers say about its key.
+type credential struct {
+	value    string // the presented key, white space trimmed
+	found    bool   // some key header carried a key
+	several  bool   // several different keys, or a comma-merged header
+	carriers uint8  // bit i: keyHeaders[i] carried the key
+}
+
+// headerScan gathers, in one pass over a request's headers, the key and
+// the client-sent headers that impersonate keygate's identity headers.
+type headerScan struct {
+	cred         credential
+	spoofed      []string // client-sent headers with the identity prefix, lower case
+	method, path string   // the :method and :path pseudo-headers
+}
+
+// scanHeader looks at one header. name must be lower case, as Envoy sends
+// it.
+func (s *Server) scanHeader(sc *headerScan, name, value string) {
+	if len(name) > 0 && name[0] == ':' {
+		switch name {
+		case ":path":
+			sc.path = value
+		case ":method":
+			sc.method = value
+		}
+		return
+	}
+	for i := range s.keyHeaders {
+		h := &s.keyHeaders[i]
+		if name != h.name {
+			continue
+		}
+		v := trimOWS(value)
+		if h.bearer {
+			token, ok := bearerToken(v)
+			if !ok {
+				return // another scheme (Basic, say) is for someone else
+			}
+			v = token
+		} else if v == "" {
+			return
+		}
+		c := &sc.cred
+		if strings.IndexByte(v, ',') >= 0 || (c.found && v != c.value) {
+			c.several = true
+		}
+		c.value, c.found = v, true
+		c.carriers |= 1 << i
+		return
+	}
+	if strings.HasPrefix(name, s.identityPrefix) {
+		sc.spoofed = append(sc.spoofed, name)
+	}
+}
+
+// bearerToken returns the token of an Authorization value with the
+// Bearer scheme (case-insensitive); ok is false for other schemes. A Bearer
+// value with no token yields "", which no key matches.
+func bearerToken(v string) (token string, ok bool) {
+	const scheme = "bearer"
+	if len(v) < len(scheme) || !strings.EqualFold(v[:len(scheme)], scheme) {
+		return "", false
+	}
+	rest := v[len(scheme):]
+	if rest == "" {
+		return "", true
+	}
+	if rest[0] != ' ' && rest[0] != '\t' {
+		return "", false // "Bearerx…" is some other scheme
+	}
+	return trimOWS(rest), true
+}
+
+// trimOWS trims the optional white space (spaces and tabs) HTTP allows
+// around a field value.
+func trimOWS(s string) string {
+	for len(s) > 0 && (s[0] == ' ' || s[0] == '\t') {
+		s = s[1:]
+	}
+	for len(s) > 0 && (s[len(s)-1] == ' ' || s[len(s)-1] == '\t') {
+		s = s[:len(s)-1]
+	}
+	return s
+}
+
+// lowerASCII returns s in lower case, without allocating when it already
+// is.
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			return strings.ToLower(s)
+		}
+	}
+	return s
+}

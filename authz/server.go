@@ -1,0 +1,124 @@
+package authz
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/policy"
+)
+
+// Config configures a Server. Policy, Hasher and Lookup are required; the
+// zero value of every other field selects the documented default.
+type Config struct {
+	// Lookup finds keys by digest: the cache in front of the store.
+	Lookup KeyLookup
+	// Policy maps paths to modules and closes modules to API keys.
+	Policy *policy.Policy
+	// Hasher hashes presented keys the way the store hashed them.
+	Hasher *keystore.Hasher
+	// KeyHeaders are read for the key, in order. Default: DefaultKeyHeaders.
+	// "authorization" and "proxy-authorization" carry "Bearer <key>".
+	KeyHeaders []string
+	// IdentityPrefix starts the upstream identity headers (key-id,
+	// account-id, scopes, module). Default: DefaultIdentityPrefix.
+	IdentityPrefix string
+	// KeepCredentials forwards the key header upstream; by default it is
+	// removed, so that the upstream never sees the key.
+	KeepCredentials bool
+	// LookupTimeout bounds one key lookup, well inside Envoy's 200 ms.
+	// Default: DefaultLookupTimeout.
+	LookupTimeout time.Duration
+	// Usage, when set, learns of every allowed request.
+	Usage UsageRecorder
+	// Metrics, when set, counts decisions.
+	Metrics *Metrics
+	// Logger logs decisions at debug level and recovered panics at error.
+	// Default: discard.
+	Logger *slog.Logger
+	// Now is the clock expiry is checked against. Default: time.Now.
+	Now func() time.Time
+}
+
+// DefaultLookupTimeout is the deadline of one key lookup.
+const DefaultLookupTimeout = 100 * time.Millisecond
+
+// Server makes authorization decisions and answers them over Envoy's
+// ext_authz gRPC protocol (Check). It is safe for concurrent use.
+type Server struct {
+	lookup          KeyLookup
+	policy          *policy.Policy
+	hasher          *keystore.Hasher
+	keyHeaders      []keyHeader
+	identityPrefix  string
+	keepCredentials bool
+	lookupTimeout   time.Duration
+	usage           UsageRecorder
+	metrics         *Metrics
+	logger          *slog.Logger
+	now             func() time.Time
+
+	names    identityNames
+	denials  [numCodes]*denial // prebuilt, shared, never modified
+	debugLog bool
+}
+
+// identityNames are the upstream header names, computed once.
+type identityNames struct {
+	keyID, accountID, scopes, module string
+}
+
+// NewServer checks cfg and returns a Server.
+func NewServer(cfg Config) (*Server, error) {
+	if cfg.Lookup == nil || cfg.Policy == nil || cfg.Hasher == nil {
+		return nil, errors.New("authz: Lookup, Policy and Hasher are required")
+	}
+	s := &Server{
+		lookup:          cfg.Lookup,
+		policy:          cfg.Policy,
+		hasher:          cfg.Hasher,
+		identityPrefix:  strings.ToLower(cfg.IdentityPrefix),
+		keepCredentials: cfg.KeepCredentials,
+		lookupTimeout:   cfg.LookupTimeout,
+		usage:           cfg.Usage,
+		metrics:         cfg.Metrics,
+		logger:          cfg.Logger,
+		now:             cfg.Now,
+	}
+	if s.identityPrefix == "" {
+		s.identityPrefix = DefaultIdentityPrefix
+	}
+	if !validHeaderName(s.identityPrefix) {
+		return nil, fmt.Errorf("authz: identity prefix %q is not a valid header name prefix", s.identityPrefix)
+	}
+	headers := cfg.KeyHeaders
+	if len(headers) == 0 {
+		headers = DefaultKeyHeaders
+	}
+	var err error
+	if s.keyHeaders, err = newKeyHeaders(headers, s.identityPrefix); err != nil {
+		return nil, err
+	}
+	if s.lookupTimeout <= 0 {
+		s.lookupTimeout = DefaultLookupTimeout
+	}
+	if s.logger == nil {
+		s.logger = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	s.names = identityNames{
+		keyID:     s.identityPrefix + "key-id",
+		accountID: s.identityPrefix + "account-id",
+		scopes:    s.identityPrefix + "scopes",
+		module:    s.identityPrefix + "module",
+	}
+	for c := MissingKey; c < numCodes; c++ {
+		s.denials[c] = newDenial(c)
+	}
+	return s, nil
+}

@@ -1,0 +1,108 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/keygate/keygate/keystore"
+)
+
+// authorizationService is the gRPC service name Envoy's health check may
+// ask about, besides "" (the whole server).
+const authorizationService = "envoy.service.auth.v3.Authorization"
+
+// readiness is whether keygate can make decisions: the store answers and
+// it is not shutting down. It drives gRPC health and /readyz together.
+type readiness struct {
+	health *health.Server
+
+	mu       sync.Mutex
+	ready    bool
+	stopping bool
+	reason   string
+}
+
+func newReadiness(h *health.Server) *readiness {
+	r := &readiness{health: h, reason: "starting"}
+	r.apply()
+	return r
+}
+
+func (r *readiness) set(ready bool, reason string) (changed bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	changed = r.ready != ready || r.reason != reason
+	r.ready, r.reason = ready, reason
+	r.apply()
+	return changed
+}
+
+func (r *readiness) shutdown() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.stopping, r.reason = true, "shutting down"
+	r.apply()
+}
+
+// apply pushes the state to the health server; r.mu is held.
+func (r *readiness) apply() {
+	status := healthpb.HealthCheckResponse_NOT_SERVING
+	if r.ready && !r.stopping {
+		status = healthpb.HealthCheckResponse_SERVING
+	}
+	if r.stopping {
+		r.health.Shutdown() // NOT_SERVING for every service, for good
+		return
+	}
+	r.health.SetServingStatus("", status)
+	r.health.SetServingStatus(authorizationService, status)
+}
+
+// ServeHTTP answers /readyz: 200 when ready, 503 with the reason if not.
+func (r *readiness) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
+	r.mu.Lock()
+	ready, reason := r.ready && !r.stopping, r.reason
+	r.mu.Unlock()
+	if !ready {
+		http.Error(w, "not ready: "+reason, http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+// storeCheckInterval is how often the store's reachability is checked.
+const storeCheckInterval = time.Second
+
+// watchStore pings the store every second and sets readiness from the
+// answer, logging each change once.
+func watchStore(ctx context.Context, store *keystore.Store, r *readiness, logger *slog.Logger) {
+	t := time.NewTicker(storeCheckInterval)
+	defer t.Stop()
+	for {
+		pingCtx, cancel := context.WithTimeout(ctx, storeCheckInterval)
+		err := store.Ping(pingCtx)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			if r.set(false, "database unreachable") {
+				logger.Warn("database unreachable: NOT_SERVING; cached keys keep working, others get 503", "error", oneLineError(err))
+			}
+		} else if r.set(true, "ok") {
+			logger.Info("database reachable: SERVING")
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

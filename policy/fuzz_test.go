@@ -1,0 +1,253 @@
+package policy
+
+import (
+	"errors"
+	"math/rand/v2"
+	"net/url"
+	"path"
+	"regexp"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// Seeds in code; more under testdata/fuzz/<FuzzName>/.
+
+func FuzzCanonicalize(f *testing.F) {
+	for _, p := range testPaths() {
+		f.Add(p)
+	}
+	ex := Example()
+	f.Fuzz(func(t *testing.T, raw string) {
+		c, err := Canonicalize(raw)
+		r, rerr := ex.Route(raw)
+		if err != nil {
+			checkPathError(t, err)
+			if rerr == nil {
+				t.Fatalf("Canonicalize(%q) refuses (%v), Route accepts", raw, err)
+			}
+			return
+		}
+		if rerr != nil {
+			t.Fatalf("Route(%q) refuses (%v), Canonicalize accepts", raw, rerr)
+		}
+		checkCanonical(t, raw, c)
+		if c2, err := Canonicalize(c); err != nil || c2 != c {
+			t.Fatalf("Canonicalize not idempotent: %q -> %q -> %q, %v", raw, c, c2, err)
+		}
+		if want := longestPrefix(ex, c); r.Module != want {
+			t.Fatalf("Route(%q).Module = %q; the longest policy path matching canonical %q is in %q", raw, r.Module, c, want)
+		}
+	})
+}
+
+// checkCanonical checks the form of c = Canonicalize(raw).
+func checkCanonical(t *testing.T, raw, c string) {
+	t.Helper()
+	fail := func(why string) {
+		t.Helper()
+		t.Fatalf("Canonicalize(%q) = %q: %s", raw, c, why)
+	}
+	if !strings.HasPrefix(c, "/") {
+		fail(`does not start with "/"`)
+	}
+	if len(c) > len(raw) {
+		fail("longer than its input")
+	}
+	if c != "/" && strings.HasSuffix(c, "/") {
+		fail(`ends with "/"`)
+	}
+	if !utf8.ValidString(c) {
+		fail("invalid UTF-8")
+	}
+	for _, bad := range []string{"//", "/./", "/../", `\`, ";", "?", "#", " "} {
+		if strings.Contains(c, bad) {
+			fail("contains " + bad)
+		}
+	}
+	for _, seg := range strings.Split(c[1:], "/") {
+		if seg == "." || seg == ".." {
+			fail("has a dot segment")
+		}
+	}
+	for i := 0; i < len(c); i++ {
+		switch b := c[i]; {
+		case b < 0x20 || b == 0x7f:
+			fail("contains a control character")
+		case 'A' <= b && b <= 'Z':
+			fail("contains upper case")
+		case b == '%':
+			e, ok := unescape(c, i)
+			if !ok || c[i+1] >= 'A' && c[i+1] <= 'F' || c[i+2] >= 'A' && c[i+2] <= 'F' {
+				fail("contains a malformed or upper-case escape")
+			}
+			// Only ASCII characters that may not appear raw stay escaped.
+			if e >= 0x80 || class[e]&cRaw != 0 || e < 0x20 || e == 0x7f {
+				fail("contains an escape that should be decoded or refused")
+			}
+		}
+	}
+}
+
+// longestPrefix returns the module of the longest policy path that is a
+// whole-segment prefix of canonical path c: a plain string search, unlike
+// the trie walk.
+func longestPrefix(p *Policy, c string) string {
+	best, bestLen := "", 0
+	for _, m := range p.Modules {
+		for _, pp := range m.Paths {
+			if (c == pp || strings.HasPrefix(c, pp+"/")) && len(pp) > bestLen {
+				best, bestLen = m.Name, len(pp)
+			}
+		}
+	}
+	return best
+}
+
+func FuzzRoute(f *testing.F) {
+	for _, p := range testPaths() {
+		f.Add(p)
+	}
+	policies := []*Policy{Example(), mustParse(f, nestedYAML)}
+	f.Fuzz(func(t *testing.T, raw string) {
+		for _, p := range policies {
+			checkRoute(t, p, raw)
+		}
+	})
+}
+
+// checkRoute checks Route against naive readings of raw.
+func checkRoute(t *testing.T, p *Policy, raw string) {
+	t.Helper()
+	r, err := p.Route(raw)
+	checkFastPath(t, p, raw)
+	if err != nil {
+		checkPathError(t, err)
+		return
+	}
+	if _, err := Canonicalize(raw); err != nil {
+		t.Fatalf("Route(%q) accepts, Canonicalize refuses: %v", raw, err)
+	}
+	if r.RestrictedModule != "" {
+		if m, ok := p.Module(r.RestrictedModule); !ok || m.APIKeys != AccessDeny || !r.Restricted {
+			t.Fatalf("Route(%q) = %+v: RestrictedModule is not a denied module", raw, r)
+		}
+	}
+	if _, ok := p.Module(r.Module); r.Module != "" && !ok {
+		t.Fatalf("Route(%q) = %+v: no such module", raw, r)
+	}
+	if r.Restricted {
+		return
+	}
+	for _, reading := range naiveReadings(raw) {
+		m := longestPrefix(p, reading)
+		mod, _ := p.Module(m)
+		if m != "" && mod.APIKeys == AccessDeny || m == "" && p.Default == AccessDeny {
+			t.Fatalf("Route(%q) = %+v, not restricted, but the naive reading %q lands in %q, which is denied", raw, r, reading, m)
+		}
+	}
+}
+
+var naiveParams = regexp.MustCompile(`;[^/]*`)
+
+// naiveReadings decodes raw the way simple HTTP stacks do, independently of
+// the package's code: fragment dropped or not, "\" as "/" or not, ;params
+// dropped or not, then url.PathUnescape, path.Clean and strings.ToLower.
+func naiveReadings(raw string) []string {
+	p, _, _ := strings.Cut(raw, "?")
+	var out []string
+	for _, frag := range []bool{false, true} {
+		p := p
+		if frag {
+			p, _, _ = strings.Cut(p, "#")
+		}
+		for _, bs := range []bool{false, true} {
+			p := p
+			if bs {
+				p = strings.ReplaceAll(p, `\`, "/")
+			}
+			for _, params := range []bool{false, true} {
+				p := p
+				if params {
+					p = naiveParams.ReplaceAllString(p, "")
+				}
+				u, err := url.PathUnescape(p)
+				if err != nil || !strings.HasPrefix(u, "/") {
+					continue
+				}
+				out = append(out, strings.ToLower(path.Clean(u)))
+			}
+		}
+	}
+	return out
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(exampleYAML)
+	f.Add(nestedYAML)
+	f.Add("modules: {}\n")
+	f.Add("default: deny\nmodules:\n  a:\n    paths: [/A/b, /a/b/c]\n    api_keys: deny\n")
+	f.Add("modules:\n  a: &x {paths: [/a]}\n  b: *x\n")
+	f.Add("modules:\n  a: {paths: [/a//b/../c/]}\n")
+	f.Fuzz(func(t *testing.T, data string) {
+		p, err := Parse("f.yaml", []byte(data))
+		if err != nil {
+			var pe *ParseError
+			if !errors.As(err, &pe) {
+				t.Fatalf("Parse error %v is not a *ParseError", err)
+			}
+			for _, line := range strings.Split(err.Error(), "\n") {
+				if !parseErrorLine.MatchString(line) {
+					t.Fatalf("Parse error line %q does not start with file:line:", line)
+				}
+			}
+			return
+		}
+		if p.Default != AccessAllow && p.Default != AccessDeny {
+			t.Fatalf("Default = %v", p.Default)
+		}
+		for _, m := range p.Modules {
+			if !moduleNameRE.MatchString(m.Name) || len(m.Paths) == 0 {
+				t.Fatalf("module %+v: bad name or no paths", m)
+			}
+			for _, pp := range m.Paths {
+				if c, err := Canonicalize(pp); err != nil || c != pp || pp == "/" {
+					t.Fatalf("module %q path %q is not canonical: %q, %v", m.Name, pp, c, err)
+				}
+				r, err := p.Route(pp)
+				if err != nil || r.Module != m.Name || m.APIKeys == AccessDeny && !r.Restricted {
+					t.Fatalf("Route(%q) = %+v, %v; want module %q (%v)", pp, r, err, m.Name, m.APIKeys)
+				}
+			}
+		}
+	})
+}
+
+var parseErrorLine = regexp.MustCompile(`^f\.yaml:[1-9][0-9]*: \S`)
+
+// TestRouteSpellings checks Route against the naive readings on paths made
+// of the pieces path tricks are made of, which random bytes rarely hit.
+func TestRouteSpellings(t *testing.T) {
+	pieces := []string{
+		"/", "/", "/", "/", `\`, "//", "api", "API", "v1", "users", "Users", "projects", "admin", "public",
+		"auth", "accounts", "..", "..", ".", "..;", ";x", ";", "#", "?", "%75", "%2e", "%2f", "%20",
+		".json", ":x", "ſ", "%C5%BF", "İ", "x", "42",
+	}
+	policies := []*Policy{Example(), mustParse(t, nestedYAML)}
+	rng := rand.New(rand.NewPCG(1, 2))
+	n := 200000
+	if testing.Short() {
+		n = 20000
+	}
+	var b strings.Builder
+	for range n {
+		b.Reset()
+		b.WriteString("/")
+		for range 1 + rng.IntN(12) {
+			b.WriteString(pieces[rng.IntN(len(pieces))])
+		}
+		for _, p := range policies {
+			checkRoute(t, p, b.String())
+		}
+	}
+}

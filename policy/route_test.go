@@ -1,0 +1,580 @@
+package policy
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// outcome is what keygate answers for a path with an API key.
+type outcome int
+
+const (
+	allowed    outcome = iota // the key's scopes decide
+	forbidden                 // 403 module_forbidden: Route.Restricted
+	badRequest                // 400 invalid_path: Route returns ErrInvalidPath
+)
+
+func (o outcome) String() string {
+	return [...]string{"allowed", "forbidden (403)", "invalid (400)"}[o]
+}
+
+func outcomeOf(r Route, err error) outcome {
+	switch {
+	case err != nil:
+		return badRequest
+	case r.Restricted:
+		return forbidden
+	}
+	return allowed
+}
+
+// restrictedPaths are spellings of paths in the restricted modules of the
+// example policy (accounts, users, authentication). Each must be refused:
+// forbidden with the module named, or invalid.
+var restrictedPaths = []struct {
+	name   string
+	path   string
+	want   outcome
+	module string // RestrictedModule when want is forbidden
+}{
+	// Plain spellings and case.
+	{"plain", "/api/v1/users", forbidden, "users"},
+	{"trailing slash", "/api/v1/users/", forbidden, "users"},
+	{"sub-resource", "/api/v1/users/42", forbidden, "users"},
+	{"upper case", "/API/V1/USERS", forbidden, "users"},
+	{"mixed case", "/Api/V1/Users/42", forbidden, "users"},
+	{"accounts", "/api/v1/accounts", forbidden, "accounts"},
+	{"auth", "/api/v1/auth/login", forbidden, "authentication"},
+	{"api-keys", "/api/v1/api-keys", forbidden, "authentication"},
+	{"api-keys upper case", "/api/v1/API-KEYS/7", forbidden, "authentication"},
+	{"query", "/api/v1/users?x=1", forbidden, "users"},
+	{"query with another path", "/api/v1/users/?next=/api/v1/projects", forbidden, "users"},
+	{"fragment", "/api/v1/users#frag", forbidden, "users"},
+	{"fragment with another path", "/api/v1/users#/../projects", forbidden, "users"},
+
+	// Dot segments.
+	{"leading dot", "/./api/v1/users", forbidden, "users"},
+	{"inner dot", "/api/./v1/users", forbidden, "users"},
+	{"dot before module", "/api/v1/./users", forbidden, "users"},
+	{"trailing dot segment", "/api/v1/users/.", forbidden, "users"},
+	{"dot-dot from sibling", "/api/v1/projects/../users", forbidden, "users"},
+	{"two dot-dots", "/api/v1/projects/42/../../users", forbidden, "users"},
+	{"dot-dot across versions", "/api/v2/../v1/users", forbidden, "users"},
+	{"dot-dot above root", "/../api/v1/users", forbidden, "users"},
+	{"many dot-dots above root", "/../../../../api/v1/users", forbidden, "users"},
+	{"dot-dot back into module", "/api/v1/users/x/..", forbidden, "users"},
+	{"empty segment then dot-dot", "/api/v1/projects//../users", forbidden, "users"},
+	{"empty segment then two dot-dots", "/api/v1/projects/x//../../users", forbidden, "users"},
+
+	// Encoded dots and double encoding.
+	{"encoded dot-dot", "/api/v1/projects/%2e%2e/users", badRequest, ""},
+	{"encoded dot-dot upper", "/api/v1/projects/%2E%2E/users", badRequest, ""},
+	{"half-encoded dot-dot", "/api/v1/projects/.%2e/users", badRequest, ""},
+	{"encoded dot", "/api/v1/%2e/users", badRequest, ""},
+	{"double-encoded dot-dot", "/api/v1/projects/%252e%252e/users", badRequest, ""},
+	{"double-encoded dot upper", "/api/v1/projects/%252E./users", badRequest, ""},
+	{"escaped percent of escape", "/api/v1/projects/%25%32%65%25%32%65/users", badRequest, ""},
+
+	// Encoded separators.
+	{"encoded slash", "/api/v1%2fusers", badRequest, ""},
+	{"encoded slashes upper", "/api%2Fv1%2Fusers", badRequest, ""},
+	{"dot-dot encoded slash", "/api/v1/projects/..%2fusers", badRequest, ""},
+	{"encoded slash dot-dot", "/api/v1/users%2f..", badRequest, ""},
+	{"encoded backslash", "/api/v1/projects%5c..%5cusers", badRequest, ""},
+	{"double-encoded slash", "/api/v1/%252fusers", badRequest, ""},
+	{"double-encoded backslash", "/api%255cv1%255cusers", badRequest, ""},
+
+	// Backslashes.
+	{"backslashes", `/api\v1\users`, forbidden, "users"},
+	{"backslash dot-dot", `/api/v1/projects\..\users`, forbidden, "users"},
+	{"last separator backslash", `/api/v1\users`, forbidden, "users"},
+	{"dot-dot backslash", `/api/v1/projects/..\users`, forbidden, "users"},
+	{"leading backslash", `\api\v1\users`, badRequest, ""},
+	{"backslash dot-dots read literally", `/api/v1/users/x\..\..\..\projects`, forbidden, "users"},
+
+	// Repeated slashes.
+	{"doubled slashes", "//api//v1//users", forbidden, "users"},
+	{"tripled slash", "/api///v1/users", forbidden, "users"},
+	{"doubled before module", "/api/v1//users", forbidden, "users"},
+	{"leading slashes", "///api/v1/users", forbidden, "users"},
+	{"network-path reference", "//x/api/v1/users", forbidden, "users"},
+
+	// ;params.
+	{"params", "/api/v1/users;x=1", forbidden, "users"},
+	{"params on segments", "/api;x=1/v1/users;y", forbidden, "users"},
+	{"params on dot-dot", "/api/v1/projects/..;/users", forbidden, "users"},
+	{"params then dot-dot", "/api/v1/projects;/../users", forbidden, "users"},
+	{"params hide the rest", "/api/v1/users;/../projects", forbidden, "users"},
+	{"params-only segment", "/api/v1/;x/users", forbidden, "users"},
+	{"params dot-dot backslash", `/api/v1/projects\..;\users`, forbidden, "users"},
+	{"params then backslash dot-dot", `/api/v1/projects;/..\users`, forbidden, "users"},
+	{"encoded semicolon", "/api/v1/users%3bx", badRequest, ""},
+	{"encoded semicolon on dot-dot", "/api/v1/projects/..%3b/users", badRequest, ""},
+
+	// NUL and control characters.
+	{"encoded NUL", "/api/v1/users%00", badRequest, ""},
+	{"raw NUL", "/api/v1/users\x00", badRequest, ""},
+	{"encoded NUL before dot-dot", "/api/v1/projects%00/../users", badRequest, ""},
+	{"raw tab", "/api/v1/us\ters", badRequest, ""},
+	{"trailing tab", "/api/v1/users\t", badRequest, ""},
+	{"encoded tab", "/api/v1/us%09ers", badRequest, ""},
+	{"raw CR LF", "/api/v1/users\r\n", badRequest, ""},
+	{"encoded CR LF", "/api/v1/users%0d%0a", badRequest, ""},
+	{"encoded DEL", "/api/v1/users%7f", badRequest, ""},
+	{"raw DEL", "/api/v1/users\x7f", badRequest, ""},
+	{"encoded C1 NEL", "/api/v1/users%c2%85", badRequest, ""},
+	{"control character in query", "/api/v1/users?x=\x00", badRequest, ""},
+	{"raw space", "/api/v1/users ", badRequest, ""},
+	{"encoded trailing space", "/api/v1/users%20", forbidden, "users"},
+	{"dot-dot with escaped space", "/api/v1/projects/..%20/users", badRequest, ""},
+	{"three dots", "/api/v1/projects/x/.../users", badRequest, ""},
+	{"dot with escaped space", "/api/v1/projects/.%20/../users", badRequest, ""},
+
+	// Invalid and overlong UTF-8.
+	{"overlong dots", "/api/v1/projects/%c0%ae%c0%ae/users", badRequest, ""},
+	{"overlong slash", "/api/v1/projects%c0%af..%c0%afusers", badRequest, ""},
+	{"3-byte overlong dots", "/api/v1/projects/%e0%80%ae%e0%80%ae/users", badRequest, ""},
+	{"3-byte overlong slash", "/api/v1/projects%e0%80%afusers", badRequest, ""},
+	{"overlong backslash", "/api/v1/projects%c1%9c..%c1%9cusers", badRequest, ""},
+	{"raw overlong dot", "/api/v1/users/\xc0\xae\xc0\xae", badRequest, ""},
+	{"encoded surrogate", "/api/v1/users%ed%a0%80", badRequest, ""},
+	{"encoded 0xff", "/api/v1/users%ff", badRequest, ""},
+	{"truncated sequence", "/api/v1/users%c3", badRequest, ""},
+	{"sequence half raw", "/api/v1/users%c3\xa9", badRequest, ""},
+	{"above U+10FFFF", "/api/v1/users%f4%90%80%80", badRequest, ""},
+
+	// Malformed escapes.
+	{"bad hex", "/api/v1/users%zz", badRequest, ""},
+	{"short escape", "/api/v1/users%4", badRequest, ""},
+	{"bare percent", "/api/v1/users%", badRequest, ""},
+	{"IIS %u escape", "/api/v1/%u0075sers", badRequest, ""},
+
+	// Escapes of unreserved characters are decoded.
+	{"encoded letter", "/api/v1/%75sers", forbidden, "users"},
+	{"encoded upper-case letter", "/api/v1/%55SERS", forbidden, "users"},
+	{"encoded first segment", "/%61pi/v1/users", forbidden, "users"},
+	{"encoded last letter", "/api/v1/user%73", forbidden, "users"},
+	{"encoded accounts", "/api/v1/%61ccounts", forbidden, "accounts"},
+	{"encoded hyphen", "/api/v1/api%2dkeys", forbidden, "authentication"},
+	{"encoded with dot-dot", "/api/v1/projects/..;x=1/%75sers", forbidden, "users"},
+
+	// Fragments and encoded delimiters.
+	{"fragment read as path", "/api/v1/projects#/../users", forbidden, "users"},
+	{"encoded hash", "/api/v1/projects%23/../users", badRequest, ""},
+	{"encoded question mark", "/api/v1/users%3f/../../projects", badRequest, ""},
+
+	// Targets that are not origin-form.
+	{"absolute-form", "http://x/api/v1/users", badRequest, ""},
+	{"absolute-form https with port", "https://evil.example:443/api/v1/users", badRequest, ""},
+	{"absolute-form upper-case scheme", "HTTP://x/api/v1/users", badRequest, ""},
+	{"authority-form", "x:80", badRequest, ""},
+	{"asterisk-form", "*", badRequest, ""},
+	{"empty", "", badRequest, ""},
+	{"relative", "api/v1/users", badRequest, ""},
+	{"query only", "?/api/v1/users", badRequest, ""},
+
+	// Suffixes some backends ignore.
+	{"format suffix", "/api/v1/users.json", forbidden, "users"},
+	{"trailing dot", "/api/v1/users.", forbidden, "users"},
+	{"trailing dots inside", "/api/v1/users../42", forbidden, "users"},
+	{"custom method", "/api/v1/users:search", forbidden, "users"},
+	{"encoded custom method", "/api/v1/users%3Asearch", forbidden, "users"},
+	{"format suffix auth", "/api/v1/auth.php", forbidden, "authentication"},
+
+	// Non-ASCII letters that case mapping turns into ASCII.
+	{"long s encoded", "/api/v1/u%C5%BFers", forbidden, "users"},
+	{"long s raw", "/api/v1/uſers", forbidden, "users"},
+	{"dotless i", "/apı/v1/users", forbidden, "users"},
+	{"dotted capital I", "/apİ/v1/users", forbidden, "users"},
+	{"Kelvin sign", "/api/v1/api-\u212Aeys", forbidden, "authentication"},
+
+	// Unicode look-alikes of delimiters and invisible characters.
+	{"fullwidth dots", "/api/v1/projects/%ef%bc%8e%ef%bc%8e/users", badRequest, ""},
+	{"fullwidth solidus", "/api/v1/projects%ef%bc%8f..%ef%bc%8fusers", badRequest, ""},
+	{"two dot leader raw", "/api/v1/projects/‥/users", badRequest, ""},
+	{"division slash", "/api/v1/projects%e2%88%95..%e2%88%95users", badRequest, ""},
+	{"zero-width space", "/api/v1/users%e2%80%8b", badRequest, ""},
+	{"soft hyphen", "/api/v1/us%c2%aders", badRequest, ""},
+	{"right-to-left override", "/api/v1/users%e2%80%ae", badRequest, ""},
+	{"no-break space", "/api/v1/users%c2%a0", badRequest, ""},
+
+	// Size limits.
+	{"too long", "/api/v1/users/" + strings.Repeat("x", MaxPathLength), badRequest, ""},
+	{"too many segments", strings.Repeat("/a", MaxSegments) + strings.Repeat("/..", MaxSegments) + "/api/v1/users", badRequest, ""},
+
+	// Several tricks at once.
+	{"everything", `//api\v1/./users;x?y#z`, forbidden, "users"},
+	{"case, dots, params, escapes", `/API/V1/Projects/..;/%55sers/`, forbidden, "users"},
+}
+
+// allowedPaths look like restricted paths but are not: over-blocking is a
+// bug too. Each must be allowed, in the module named.
+var allowedPaths = []struct {
+	name   string
+	path   string
+	module string
+}{
+	{"longer segment", "/api/v1/administrator", ""},
+	{"users prefix of segment", "/api/v1/usersettings", ""},
+	{"shorter segment", "/api/v1/user", ""},
+	{"users with suffix word", "/api/v1/users-export", ""},
+	{"accounts prefix of segment", "/api/v1/accountsx", ""},
+	{"auth prefix of segment", "/api/v1/authentication", ""},
+	{"authorize", "/api/v1/authorize", ""},
+	{"api-keys prefix of segment", "/api/v1/api-keysmith", ""},
+	{"other version", "/api/v2/users", ""},
+	{"no version", "/api/users", ""},
+	{"no api", "/v1/users", ""},
+	{"bare users", "/users", ""},
+	{"root", "/", ""},
+	{"health", "/healthz", ""},
+	{"projects", "/api/v1/projects", "projects"},
+	{"projects upper case", "/API/V1/Projects/42", "projects"},
+	{"users inside projects", "/api/v1/projects/users", "projects"},
+	{"users under a project", "/api/v1/projects/42/users", "projects"},
+	{"user under a project", "/api/v1/projects/42/users/7", "projects"},
+	{"auth inside projects", "/api/v1/projects/auth", "projects"},
+	{"format suffix inside projects", "/api/v1/projects/users.json", "projects"},
+	{"custom method inside projects", "/api/v1/projects/42:archive", "projects"},
+	{"params inside projects", "/api/v1/projects/a;b/users", "projects"},
+	{"session params on module", "/api/v1/projects;jsessionid=1", "projects"},
+	{"path in query", "/api/v1/projects?next=/api/v1/users", "projects"},
+	{"dot-dots in query", "/api/v1/projects?r=../../users", "projects"},
+	{"encoded slash in query", "/api/v1/projects?r=..%2f..%2fusers", "projects"},
+	{"invalid escape in query", "/api/v1/projects?q=%zz", "projects"},
+	{"path in fragment", "/api/v1/projects#/api/v1/users", "projects"},
+	{"dots then letters", "/api/v1/projects/..users", "projects"},
+	{"dot-dot out of users", "/api/v1/users/../projects", "projects"},
+	{"dot-dot out of auth", "/api/v1/auth/../projects/1", "projects"},
+	{"dot-dot within projects", "/api/v1/projects/x/../42", "projects"},
+	{"doubled slash within projects", "/api/v1/projects//42", "projects"},
+	{"dot within projects", "/api/v1/projects/./42", "projects"},
+	{"leading double slash", "//api/v1/projects", "projects"},
+	{"deployments", "/api/v1/deployments/7/logs", "deployments"},
+	{"escaped UTF-8", "/api/v1/projects/caf%C3%A9", "projects"},
+	{"raw UTF-8", "/api/v1/projects/café", "projects"},
+	{"dotless i in a project name", "/api/v1/projects/kapı", "projects"},
+	{"escaped space", "/api/v1/projects/my%20project", "projects"},
+	{"escaped tilde", "/api/v1/projects/%7Eme", "projects"},
+	{"sub-delims and colon", "/api/v1/projects/a!$&'()*+,=:@b", "projects"},
+	// Fullwidth letters are other code points, not "users"; keygate
+	// does not apply compatibility normalization (see the package doc).
+	{"fullwidth u", "/api/v1/ｕsers", ""},
+	{"fullwidth users", "/api/v1/%EF%BD%95%EF%BD%93%EF%BD%85%EF%BD%92%EF%BD%93", ""},
+}
+
+func TestRouteRestricted(t *testing.T) {
+	if len(restrictedPaths) < 70 {
+		t.Fatalf("only %d restricted spellings; keep at least 70", len(restrictedPaths))
+	}
+	p := Example()
+	for _, tt := range restrictedPaths {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := p.Route(tt.path)
+			if got := outcomeOf(r, err); got != tt.want {
+				t.Fatalf("Route(%q) = %+v, %v: %v, want %v", tt.path, r, err, got, tt.want)
+			}
+			if err != nil {
+				checkPathError(t, err)
+				return
+			}
+			if r.RestrictedModule != tt.module {
+				t.Errorf("Route(%q).RestrictedModule = %q, want %q", tt.path, r.RestrictedModule, tt.module)
+			}
+		})
+	}
+}
+
+func TestRouteAllowed(t *testing.T) {
+	p := Example()
+	for _, tt := range allowedPaths {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := p.Route(tt.path)
+			if want := (Route{Module: tt.module}); err != nil || r != want {
+				t.Errorf("Route(%q) = %+v, %v; want %+v, nil", tt.path, r, err, want)
+			}
+		})
+	}
+}
+
+// checkPathError checks the error contract of Route and Canonicalize.
+func checkPathError(t *testing.T, err error) {
+	t.Helper()
+	if !errors.Is(err, ErrInvalidPath) {
+		t.Errorf("error %v does not wrap ErrInvalidPath", err)
+	}
+	var pe *PathError
+	if !errors.As(err, &pe) {
+		t.Errorf("error %v is not a *PathError", err)
+	}
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "invalid path: ") || len(msg) > 100 {
+		t.Errorf("error text %q: want a short text starting with %q", msg, "invalid path: ")
+	}
+	for _, c := range msg {
+		if c < 0x20 || c >= 0x7f {
+			t.Errorf("error text %q holds %U; want printable ASCII only", msg, c)
+		}
+	}
+}
+
+// A policy with nested modules, a carve-out and default deny.
+const nestedYAML = `
+default: deny
+modules:
+  projects: {paths: [/api/v1/projects]}
+  admin:    {paths: [/api/v1/projects/admin], api_keys: deny}
+  users:    {paths: [/api/v1/users], api_keys: deny}
+  public:   {paths: [/api/v1/users/public]}
+`
+
+func mustParse(tb testing.TB, yaml string) *Policy {
+	tb.Helper()
+	p, err := Parse("test.yaml", []byte(yaml))
+	if err != nil {
+		tb.Fatalf("Parse: %v", err)
+	}
+	return p
+}
+
+func TestRouteNested(t *testing.T) {
+	p := mustParse(t, nestedYAML)
+	tests := []struct {
+		name string
+		path string
+		want Route
+	}{
+		{"allowed module", "/api/v1/projects/42", Route{Module: "projects"}},
+		{"allowed module, trailing slash", "/api/v1/projects/", Route{Module: "projects"}},
+		{"denied module inside allowed", "/api/v1/projects/admin", Route{Module: "admin", Restricted: true, RestrictedModule: "admin"}},
+		{"denied module inside allowed, case", "/api/v1/projects/ADMIN/x", Route{Module: "admin", Restricted: true, RestrictedModule: "admin"}},
+		{"denied module, escaped", "/api/v1/projects/%61dmin", Route{Module: "admin", Restricted: true, RestrictedModule: "admin"}},
+		{"admin-like name", "/api/v1/projects/administrator", Route{Module: "projects"}},
+		{"carve-out", "/api/v1/users/public", Route{Module: "public"}},
+		{"carve-out sub-path", "/api/v1/users/public/x", Route{Module: "public"}},
+		// A stack that does not decode, or does not merge slashes, or
+		// keeps ;params, reaches users, not public.
+		{"carve-out escaped", "/api/v1/users/%70ublic", Route{Module: "public", Restricted: true, RestrictedModule: "users"}},
+		{"carve-out after empty segment", "/api/v1/users//public", Route{Module: "public", Restricted: true, RestrictedModule: "users"}},
+		{"carve-out with params", "/api/v1/users/public;x", Route{Module: "public", Restricted: true, RestrictedModule: "users"}},
+		{"out of carve-out", "/api/v1/users/public/../42", Route{Module: "users", Restricted: true, RestrictedModule: "users"}},
+		// Default deny: readings that land in no module count.
+		{"no module", "/api/v1/other", Route{Restricted: true}},
+		{"root", "/", Route{Restricted: true}},
+		{"escaped module segment", "/api/v1/%70rojects", Route{Module: "projects", Restricted: true}},
+		{"params on module segment", "/api/v1/projects;v=1", Route{Module: "projects", Restricted: true}},
+		{"params below module", "/api/v1/projects/42;v=1", Route{Module: "projects"}},
+		{"escape below module", "/api/v1/projects/%34%32", Route{Module: "projects"}},
+		{"leading empty segment", "//api/v1/projects", Route{Module: "projects", Restricted: true}},
+		// Heuristic readings count only when they land in a denied module.
+		{"format suffix on allowed module", "/api/v1/projects.json", Route{Restricted: true}},
+		{"format suffix below module", "/api/v1/projects/x.json", Route{Module: "projects"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r, err := p.Route(tt.path)
+			if err != nil || r != tt.want {
+				t.Errorf("Route(%q) = %+v, %v; want %+v, nil", tt.path, r, err, tt.want)
+			}
+		})
+	}
+}
+
+// TestRouteDottedPolicy checks readings on a policy whose paths end with a
+// dotted segment.
+func TestRouteDottedPolicy(t *testing.T) {
+	p := mustParse(t, "modules:\n  assets: {paths: [/static/app.js, /rpc/users:list], api_keys: deny}\n")
+	tests := []struct {
+		path string
+		want Route
+	}{
+		{"/static/app.js", Route{Module: "assets", Restricted: true, RestrictedModule: "assets"}},
+		{"/STATIC/APP.JS", Route{Module: "assets", Restricted: true, RestrictedModule: "assets"}},
+		{"/static/app.js/x", Route{Module: "assets", Restricted: true, RestrictedModule: "assets"}},
+		{"/static/app.j%C5%BF", Route{Restricted: true, RestrictedModule: "assets"}},
+		{"/rpc/users:li%C5%BFt", Route{Restricted: true, RestrictedModule: "assets"}},
+		{"/rpc/users%3alist", Route{Module: "assets", Restricted: true, RestrictedModule: "assets"}},
+		{"/static/app.js.map", Route{}},
+		{"/static/app", Route{}},
+		{"/rpc/users:get", Route{}},
+	}
+	for _, tt := range tests {
+		if r, err := p.Route(tt.path); err != nil || r != tt.want {
+			t.Errorf("Route(%q) = %+v, %v; want %+v, nil", tt.path, r, err, tt.want)
+		}
+	}
+}
+
+func TestRouteZeroPolicy(t *testing.T) {
+	for _, p := range []*Policy{nil, {}, {Default: AccessAllow}} {
+		r, err := p.Route("/api/v1/projects")
+		if err != nil || r != (Route{Restricted: true}) {
+			t.Errorf("%#v.Route = %+v, %v; want restricted (a Policy not made by Parse fails closed)", p, r, err)
+		}
+		if _, err := p.Route("/a%2fb"); !errors.Is(err, ErrInvalidPath) {
+			t.Errorf("%#v.Route(invalid) error = %v, want ErrInvalidPath", p, err)
+		}
+	}
+}
+
+// TestFastPathAgrees checks that the fast path answers as the full
+// computation of readings does, wherever it answers.
+func TestFastPathAgrees(t *testing.T) {
+	for _, p := range []*Policy{Example(), mustParse(t, nestedYAML)} {
+		for _, path := range testPaths() {
+			checkFastPath(t, p, path)
+		}
+	}
+}
+
+func checkFastPath(t *testing.T, p *Policy, path string) {
+	t.Helper()
+	fast, ok := p.ix.fast(path)
+	if !ok {
+		return
+	}
+	slow, err := p.ix.slow(path)
+	if err != nil || fast != slow {
+		t.Errorf("path %q: fast path gives %+v, full computation %+v, %v", path, fast, slow, err)
+	}
+}
+
+// testPaths returns every path of the tables in this file.
+func testPaths() []string {
+	var paths []string
+	for _, tt := range restrictedPaths {
+		paths = append(paths, tt.path)
+	}
+	for _, tt := range allowedPaths {
+		paths = append(paths, tt.path)
+	}
+	return append(paths, "/api/v1/projects/42/tasks", "/api/v1/users/public/", "/a/b/c/d/e/f/g/h/i/j/k/l/m/n/o/p/q/r/s/t/u/v/w/x/y/z/1/2/3/4/5/6/7/8/9/0/a/b/c/d")
+}
+
+func TestCanonicalize(t *testing.T) {
+	tests := []struct {
+		raw, want string
+	}{
+		{"/", "/"},
+		{"/api/v1/users", "/api/v1/users"},
+		{"/API/V1/Users/", "/api/v1/users"},
+		{"/api/v1/users?x=1#y", "/api/v1/users"},
+		{"/api/v1/users#y?x", "/api/v1/users"},
+		{"/api;x=1/v1/users;y", "/api/v1/users"},
+		{`/api\v1\users`, "/api/v1/users"},
+		{"//api///v1//users//", "/api/v1/users"},
+		{"/./api/./v1/../v1/users/.", "/api/v1/users"},
+		{"/../../a", "/a"},
+		{"/a/b/..", "/a"},
+		{"/a/..", "/"},
+		{"/..", "/"},
+		{"/.", "/"},
+		{"/;x", "/"},
+		{"/?", "/"},
+		{"/#", "/"},
+		// Envoy's order: dot segments first, then repeated slashes.
+		{"/api/v1/projects//../users", "/api/v1/projects/users"},
+		{"/a/..;x/b", "/b"},
+		{"/a/.;x/b", "/a/b"},
+		// Escapes of characters allowed in a path are decoded.
+		{"/%41%62%7e%2D%5F", "/ab~-_"},
+		{"/%21%24%26%27%28%29%2a%2B%2c%3d%3A%40", "/!$&'()*+,=:@"},
+		// Escapes of other ASCII characters stay, with lower-case hex.
+		{"/a%20b%22%3C%3E%5B%5D%5E%60%7B%7C%7D", "/a%20b%22%3c%3e%5b%5d%5e%60%7b%7c%7d"},
+		// Escaped UTF-8 is decoded; raw UTF-8 stays; neither is lower-cased.
+		{"/caf%C3%A9/%C3%89/É", "/café/É/É"},
+		{"/a.b/..c/c..", "/a.b/..c/c.."},
+	}
+	for _, tt := range tests {
+		got, err := Canonicalize(tt.raw)
+		if err != nil || got != tt.want {
+			t.Errorf("Canonicalize(%q) = %q, %v; want %q", tt.raw, got, err, tt.want)
+		}
+	}
+	for _, tt := range restrictedPaths {
+		if tt.want != badRequest {
+			continue
+		}
+		if got, err := Canonicalize(tt.path); err == nil {
+			t.Errorf("Canonicalize(%q) = %q, want ErrInvalidPath", tt.path, got)
+		} else {
+			checkPathError(t, err)
+		}
+	}
+}
+
+func TestPathErrorText(t *testing.T) {
+	tests := []struct {
+		raw, want string
+	}{
+		{"", "invalid path: empty path"},
+		{"*", "invalid path: asterisk-form request target"},
+		{"http://x/", "invalid path: absolute-form request target (scheme://host/...)"},
+		{"x", `invalid path: does not start with "/" at byte 0`},
+		{"/a%2fb", `invalid path: encoded "/" (%2F) at byte 2`},
+		{"/a%252e", `invalid path: encoded "%" (%25, double encoding) at byte 2`},
+		{"/a%zz", "invalid path: malformed percent-escape at byte 2"},
+		{"/ab\x00", "invalid path: control character at byte 3"},
+		{"/ab%e2%80%8b", "invalid path: encoded invisible Unicode format character at byte 3"},
+		{"/ab\xff", "invalid path: invalid UTF-8 at byte 3"},
+		{"/a|b", "invalid path: character not allowed in a request target at byte 2"},
+		{"/" + strings.Repeat("a", MaxPathLength), "invalid path: longer than 8192 bytes"},
+	}
+	for _, tt := range tests {
+		_, err := Canonicalize(tt.raw)
+		if err == nil || err.Error() != tt.want {
+			t.Errorf("Canonicalize(%q) error = %v, want %s", tt.raw, err, tt.want)
+		}
+	}
+}
+
+// ExamplePolicy_Route and ExampleCanonicalize are in example_test.go.
+
+var benchPaths = []struct{ name, path string }{
+	{"plain", "/api/v1/projects/42/tasks?page=2"},
+	{"plain-restricted", "/api/v1/users/42"},
+	{"escaped", "/api/v1/projects/caf%C3%A9/tasks.json"},
+	{"hostile", `//api\v1/projects/x//..;y/%2E%2e/../%75sers;z/42#/../x`},
+	{"hostile-valid", `//api\v1/projects/x//..;y/./../%75sers;z/42.json#/../x`},
+	{"long", "/api/v1/projects/" + strings.Repeat("abcdefgh/", 800)},
+	{"long-hostile", "//api/v1/projects;x/" + strings.Repeat(`a\b;c/./`, 31) + "#/..?q"},
+	{"worst", worstPath()},
+}
+
+// worstPath is a valid path for which Route computes every reading: 8 KiB
+// with "\", ";", "#", "%", ".", a leading "//" and "//.." everywhere, and no
+// reading that lands in a denied module (which would end the work early).
+func worstPath() string {
+	seg := `/` + strings.Repeat("%41", 8) + `\b;` + strings.Repeat("c", 60) + `//..`
+	var b strings.Builder
+	b.WriteString("//x/api/v1/projects")
+	for b.Len()+len(seg)+4 < MaxPathLength && strings.Count(b.String(), "/")+strings.Count(b.String(), `\`)+4 < MaxSegments {
+		b.WriteString(seg)
+	}
+	b.WriteString("#/.x")
+	return b.String()
+}
+
+func BenchmarkRoute(b *testing.B) {
+	p := Example()
+	for _, bp := range benchPaths {
+		b.Run(bp.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _ = p.Route(bp.path)
+			}
+		})
+	}
+}
+
+func BenchmarkCanonicalize(b *testing.B) {
+	for _, bp := range benchPaths {
+		b.Run(bp.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_, _ = Canonicalize(bp.path)
+			}
+		})
+	}
+}
