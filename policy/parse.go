@@ -55,8 +55,9 @@ const maxErrors = 20
 // silently opens access. Each PATH starts with "/", is canonical (no empty,
 // "." or ".." segment, no trailing "/", no escape, ";", "?", "#" or "\"),
 // is not "/" alone (that is what default is for), holds only ASCII letters,
-// digits and -._~!$&'()*+,=:@ besides "/", and is listed once in the whole
-// file, compared case-insensitively; it is stored lower-case. A path may
+// digits and -._~!$&'()*+,=:@ besides "/", is at most 1024 bytes long with
+// segments of at most 128 bytes, and is listed once in the whole file,
+// compared case-insensitively; it is stored lower-case. A path may
 // lie under another module's path: the longest prefix wins.
 func Parse(filename string, data []byte) (*Policy, error) {
 	ps := &parser{file: filename, seen: make(map[string]seenPath)}
@@ -78,6 +79,7 @@ func Parse(filename string, data []byte) (*Policy, error) {
 type parser struct {
 	file string
 	errs []*ParseError
+	more *ParseError         // the first mistake past maxErrors
 	seen map[string]seenPath // lower-case path -> where it was listed
 }
 
@@ -87,26 +89,30 @@ type seenPath struct {
 }
 
 func (ps *parser) errorf(line int, format string, args ...any) {
-	if len(ps.errs) > maxErrors {
-		return
+	e := &ParseError{File: ps.file, Line: max(line, 1), Msg: fmt.Sprintf(format, args...)}
+	switch {
+	case len(ps.errs) < maxErrors:
+		ps.errs = append(ps.errs, e)
+	case ps.more == nil:
+		e.Msg = "too many errors"
+		ps.more = e
 	}
-	if len(ps.errs) == maxErrors {
-		format, args = "too many errors", nil
-	}
-	ps.errs = append(ps.errs, &ParseError{File: ps.file, Line: max(line, 1), Msg: fmt.Sprintf(format, args...)})
 }
 
 func (ps *parser) err() error {
-	switch len(ps.errs) {
-	case 0:
+	switch {
+	case len(ps.errs) == 0:
 		return nil
-	case 1:
+	case len(ps.errs) == 1:
 		return ps.errs[0]
 	}
 	slices.SortStableFunc(ps.errs, func(a, b *ParseError) int { return cmp.Compare(a.Line, b.Line) })
-	errs := make([]error, len(ps.errs))
-	for i, e := range ps.errs {
-		errs[i] = e
+	errs := make([]error, 0, len(ps.errs)+1)
+	for _, e := range ps.errs {
+		errs = append(errs, e)
+	}
+	if ps.more != nil {
+		errs = append(errs, ps.more)
 	}
 	return errors.Join(errs...)
 }

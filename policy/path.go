@@ -335,8 +335,9 @@ func badRune(r rune) string {
 }
 
 // delimiterLookalikes lists, sorted, the code points that Unicode
-// compatibility normalization (NFKC, computed from the Unicode 15 tables) or
-// Windows "best fit" mapping turn into text holding one of / \ . ; ? # %.
+// compatibility normalization (NFKC; the list was computed with
+// golang.org/x/text/unicode/norm) or Windows "best fit" mapping turn into
+// text holding one of / \ . ; ? # %.
 // A stack that applies such a mapping would see a different path structure,
 // so these code points make a path invalid.
 var delimiterLookalikes = [...][2]rune{

@@ -2,6 +2,7 @@ package policy
 
 import (
 	"errors"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -576,5 +577,45 @@ func BenchmarkCanonicalize(b *testing.B) {
 				_, _ = Canonicalize(bp.path)
 			}
 		})
+	}
+}
+
+func TestDelimiterLookalikes(t *testing.T) {
+	for i, rg := range delimiterLookalikes {
+		if rg[0] > rg[1] || i > 0 && rg[0] <= delimiterLookalikes[i-1][1] {
+			t.Fatalf("delimiterLookalikes[%d] = %U..%U: not sorted or overlapping", i, rg[0], rg[1])
+		}
+		for _, r := range []rune{rg[0], rg[1]} {
+			raw := "/a" + string(r) + "b"
+			enc := "/a" + url.PathEscape(string(r)) + "b"
+			for _, path := range []string{raw, enc} {
+				if _, err := Canonicalize(path); !errors.Is(err, ErrInvalidPath) {
+					t.Errorf("Canonicalize(%q) error = %v, want ErrInvalidPath (%U)", path, err, r)
+				}
+			}
+		}
+	}
+	for _, r := range []rune{0x2023, 0x2027, 0xff0d, 0xff10, 0xfe53, 'é', 'ı', 'ｕ'} {
+		if _, err := Canonicalize("/a" + string(r)); err != nil {
+			t.Errorf("Canonicalize(%q) error = %v, want none (%U)", "/a"+string(r), err, r)
+		}
+	}
+}
+
+func TestRouteConcurrent(t *testing.T) {
+	p := Example()
+	paths := testPaths()
+	done := make(chan struct{})
+	for range 4 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for _, path := range paths {
+				_, _ = p.Route(path)
+				_, _ = p.Module("users")
+			}
+		}()
+	}
+	for range 4 {
+		<-done
 	}
 }
