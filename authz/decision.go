@@ -61,22 +61,22 @@ type Reason uint8
 
 // The reasons.
 const (
-	ReasonAllowed     Reason = iota // allowed
-	ReasonMissingKey                // no key in any configured header
-	ReasonMalformed                 // not a well-formed key (shape or checksum)
-	ReasonSeveralKeys               // several different keys, or a comma-merged header
-	ReasonUnknown                   // well formed, but no such key
-	ReasonRevoked                   // the key is revoked
-	ReasonExpired                   // the key has expired (or its rotation grace ended)
-	ReasonInvalidPath               // the path cannot be read one way
-	ReasonRestricted                // the module is closed to API keys
-	ReasonDefaultDeny               // no module matched and the policy's default is deny
-	ReasonUnknownModule             // the proxy named a module the policy does not know
-	ReasonScope                     // the key's scopes do not cover module and action
-	ReasonStoreError                // the store failed and the key is not cached
-	ReasonTimeout                   // the lookup deadline passed
-	ReasonCanceled                  // the caller gave up
-	ReasonPanic                     // a bug: recovered, and denied
+	ReasonAllowed       Reason = iota // allowed
+	ReasonMissingKey                  // no key in any configured header
+	ReasonMalformed                   // not a well-formed key (shape or checksum)
+	ReasonSeveralKeys                 // several different keys, or a comma-merged header
+	ReasonUnknown                     // well formed, but no such key
+	ReasonRevoked                     // the key is revoked
+	ReasonExpired                     // the key has expired (or its rotation grace ended)
+	ReasonInvalidPath                 // the path cannot be read one way
+	ReasonRestricted                  // the module is closed to API keys
+	ReasonDefaultDeny                 // no module matched and the policy's default is deny
+	ReasonUnknownModule               // the proxy named a module the policy does not know
+	ReasonScope                       // the key's scopes do not cover module and action
+	ReasonStoreError                  // the store failed and the key is not cached
+	ReasonTimeout                     // the lookup deadline passed
+	ReasonCanceled                    // the caller gave up
+	ReasonPanic                       // a bug: recovered, and denied
 	numReasons
 )
 

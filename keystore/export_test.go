@@ -7,3 +7,7 @@ func CountMigrationFiles() (int, error) {
 	entries, err := fs.ReadDir(MigrationsFS(), ".")
 	return len(entries), err
 }
+
+// SetSecretGenerator replaces how s generates secrets, so that a test can
+// know a key's secret before the key exists.
+func SetSecretGenerator(s *Store, f func(prefix string) (Secret, error)) { s.generate = f }

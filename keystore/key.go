@@ -26,6 +26,7 @@ type Key struct {
 	LastUsedAt    *time.Time // approximate: recorded in batches
 	RotatedFrom   string     // id of the key this one replaced, "" if none
 	Digest        Digest     // the hash the key is stored under
+	UpdatedAt     time.Time  // database time of the last lifecycle change: the record's version
 }
 
 // State is where a key stands at a given instant.

@@ -42,6 +42,7 @@ type Store struct {
 	prefix      string
 	maxLifetime time.Duration
 	now         func() time.Time
+	generate    func(prefix string) (Secret, error)
 }
 
 // New returns a Store on pool, which must point at a migrated database.
@@ -62,6 +63,7 @@ func New(pool *pgxpool.Pool, opts Options) (*Store, error) {
 	if s.now == nil {
 		s.now = time.Now
 	}
+	s.generate = GenerateSecret
 	return s, nil
 }
 
@@ -186,7 +188,7 @@ func (s *Store) insert(ctx context.Context, tx pgx.Tx, k *Key) (Secret, error) {
 	k.ID = id.String()
 	k.HashScheme = s.hasher.Scheme()
 	for attempt := 0; ; attempt++ {
-		secret, err := GenerateSecret(s.prefix)
+		secret, err := s.generate(s.prefix)
 		if err != nil {
 			return "", err
 		}
@@ -196,12 +198,14 @@ func (s *Store) insert(ctx context.Context, tx pgx.Tx, k *Key) (Secret, error) {
 		if err != nil {
 			return "", err
 		}
-		_, err = tx.Exec(ctx, `
+		err = tx.QueryRow(ctx, `
 			INSERT INTO api_keys (id, account_id, name, description, display_prefix, digest, hash_scheme,
 			                      scopes, created_at, created_by, expires_at, rotated_from)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+			RETURNING updated_at`,
 			k.ID, k.AccountID, k.Name, k.Description, k.DisplayPrefix, k.Digest[:], k.HashScheme,
-			k.Scopes, k.CreatedAt, k.CreatedBy, k.ExpiresAt, nullIfEmpty(k.RotatedFrom))
+			k.Scopes, k.CreatedAt, k.CreatedBy, k.ExpiresAt, nullIfEmpty(k.RotatedFrom)).Scan(&k.UpdatedAt)
+		k.UpdatedAt = k.UpdatedAt.UTC()
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "api_keys_digest" && attempt < 3 {
 			if _, err := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT insert_key`); err != nil {
@@ -218,7 +222,7 @@ func (s *Store) insert(ctx context.Context, tx pgx.Tx, k *Key) (Secret, error) {
 
 // keyColumns are the columns scanned into a Key, in scanKey's order.
 const keyColumns = `id::text, account_id, name, description, display_prefix, digest, hash_scheme, scopes,
-	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from::text`
+	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from::text, updated_at`
 
 func scanKey(row pgx.CollectableRow) (*Key, error) {
 	var (
@@ -227,7 +231,7 @@ func scanKey(row pgx.CollectableRow) (*Key, error) {
 		rotatedFrom *string
 	)
 	err := row.Scan(&k.ID, &k.AccountID, &k.Name, &k.Description, &k.DisplayPrefix, &digest, &k.HashScheme,
-		&k.Scopes, &k.CreatedAt, &k.CreatedBy, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt, &rotatedFrom)
+		&k.Scopes, &k.CreatedAt, &k.CreatedBy, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt, &rotatedFrom, &k.UpdatedAt)
 	if err != nil {
 		return nil, err
 	}
@@ -238,7 +242,7 @@ func scanKey(row pgx.CollectableRow) (*Key, error) {
 	if rotatedFrom != nil {
 		k.RotatedFrom = *rotatedFrom
 	}
-	k.CreatedAt = k.CreatedAt.UTC()
+	k.CreatedAt, k.UpdatedAt = k.CreatedAt.UTC(), k.UpdatedAt.UTC()
 	for _, t := range []*time.Time{k.ExpiresAt, k.RevokedAt, k.LastUsedAt} {
 		if t != nil {
 			*t = t.UTC()
@@ -594,6 +598,54 @@ func nullIfEmpty(s string) *string {
 func (s *Store) Ping(ctx context.Context) error {
 	if err := s.pool.Ping(ctx); err != nil {
 		return fmt.Errorf("keystore: ping: %w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// ChangedSince returns the keys whose lifecycle changed after since
+// (database time), and the database time the answer is complete up to:
+// pass it, minus a margin for transactions still committing, to the next
+// call. The delta poll uses it as the safety net for lost notifications.
+func (s *Store) ChangedSince(ctx context.Context, since time.Time) ([]*Key, time.Time, error) {
+	var now time.Time
+	var keys []*Key
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
+			return err
+		}
+		var err error
+		keys, err = queryKeys(ctx, tx, `SELECT `+keyColumns+` FROM api_keys WHERE updated_at > $1 ORDER BY updated_at`, since)
+		return err
+	})
+	if err != nil {
+		return nil, time.Time{}, fmt.Errorf("keystore: changes: %w: %w", ErrUnavailable, err)
+	}
+	return keys, now, nil
+}
+
+// LastUsed is one key's latest use, for RecordLastUsed.
+type LastUsed struct {
+	KeyID string
+	At    time.Time
+}
+
+// RecordLastUsed writes a batch of last-use times in one statement; a time
+// older than the one stored is ignored. It is not a lifecycle change: no
+// audit row, no notification.
+func (s *Store) RecordLastUsed(ctx context.Context, batch []LastUsed) error {
+	if len(batch) == 0 {
+		return nil
+	}
+	ids := make([]string, len(batch))
+	ats := make([]time.Time, len(batch))
+	for i, u := range batch {
+		ids[i], ats[i] = u.KeyID, u.At
+	}
+	_, err := s.pool.Exec(ctx, `UPDATE api_keys AS k SET last_used_at = u.at
+		FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at)
+		WHERE k.id = u.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)`, ids, ats)
+	if err != nil {
+		return fmt.Errorf("keystore: last used: %w", err)
 	}
 	return nil
 }

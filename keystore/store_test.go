@@ -88,7 +88,10 @@ func TestCreateGetLookup(t *testing.T) {
 		ID: k.ID, AccountID: "acct-1", Name: "deploy bot", Description: "used by CI\nline two",
 		DisplayPrefix: k.DisplayPrefix, Scopes: []string{"projects:read", "projects:write"},
 		HashScheme: keystore.SchemeSHA256, CreatedAt: clk.Now(), CreatedBy: "cli:alice", ExpiresAt: &wantExpiry,
-		Digest: s.Hasher().Digest(secret),
+		Digest: s.Hasher().Digest(secret), UpdatedAt: k.UpdatedAt,
+	}
+	if k.UpdatedAt.IsZero() {
+		t.Fatal("Create did not return the record's version (updated_at)")
 	}
 	if diff := cmp.Diff(want, k); diff != "" {
 		t.Fatalf("Create returned (-want +got):\n%s", diff)

@@ -36,6 +36,13 @@ type serveFlags struct {
 	LookupTimeout   duration `default:"100ms" placeholder:"DURATION" help:"Deadline of one key lookup in the database; keep it well under Envoy's ext_authz timeout (200ms by default)."`
 	ShutdownTimeout duration `default:"15s" placeholder:"DURATION" help:"How long a shutdown waits for in-flight requests before closing connections."`
 	Migrate         bool     `help:"Apply pending schema migrations before serving."`
+
+	CacheSize        int      `default:"100000" placeholder:"N" help:"Most keys (valid, revoked or unknown) held in memory."`
+	CacheFresh       duration `default:"1m" placeholder:"DURATION" help:"Age after which a cached key is refreshed in the background; changes usually arrive sooner by notification."`
+	CacheMaxStale    duration `default:"15m" placeholder:"DURATION" help:"How long past --cache-fresh a cached key keeps working while the database is unreachable."`
+	NegativeTTL      duration `default:"5s" placeholder:"DURATION" help:"How long an unknown key is remembered as unknown (creating it clears that at once)."`
+	PollInterval     duration `default:"5s" placeholder:"DURATION" help:"Interval of the delta poll that catches changes whose notification was lost."`
+	LastUsedInterval duration `default:"10s" placeholder:"DURATION" help:"Interval of the batched last-used writes."`
 }
 
 type serveCmd struct {
@@ -93,11 +100,28 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	if err != nil {
 		return err
 	}
+	if sf.CacheSize <= 0 {
+		return usageError("--cache-size: must be positive")
+	}
+	cache, err := keystore.NewCache(store, keystore.CacheOptions{MaxKeys: sf.CacheSize, Fresh: time.Duration(sf.CacheFresh),
+		MaxStale: time.Duration(sf.CacheMaxStale), NegativeTTL: time.Duration(sf.NegativeTTL)})
+	if err != nil {
+		return usageError("%v", err)
+	}
+	listenCfg, err := db.connConfig()
+	if err != nil {
+		return err
+	}
+	watcher := keystore.NewWatcher(listenCfg, store, cache, keystore.WatchOptions{
+		PollInterval: time.Duration(sf.PollInterval), Logger: logger})
+	usage := keystore.NewUsageRecorder(store, time.Duration(sf.LastUsedInterval), logger)
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registerStoreMetrics(reg, cache, watcher, usage)
 	authzServer, err := authz.NewServer(authz.Config{
-		Lookup:          store,
+		Lookup:          cache,
+		Usage:           usage,
 		Policy:          pol,
 		Hasher:          store.Hasher(),
 		KeyHeaders:      sf.KeyHeader,
@@ -135,8 +159,10 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	httpServer := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 
-	ctx, cancel := context.WithCancel(e.ctx)
-	defer cancel()
+	// Background work runs until the servers have drained, so that the
+	// last requests' uses are flushed too.
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(e.ctx))
+	defer stopWork()
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
 	wg.Go(func() { errs <- grpcServer.Serve(grpcLis) })
@@ -145,7 +171,9 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 			errs <- err
 		}
 	})
-	wg.Go(func() { watchStore(ctx, store, ready, logger) })
+	wg.Go(func() { watchStore(workCtx, store, ready, logger) })
+	wg.Go(func() { watcher.Run(workCtx) })
+	wg.Go(func() { usage.Run(workCtx) })
 	logger.Info("keygate serving", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String(),
 		"policy_modules", len(pol.Modules), "version", version)
 	if onServing != nil {
@@ -154,15 +182,14 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 
 	var serveErr error
 	select {
-	case <-ctx.Done():
+	case <-e.ctx.Done():
 	case serveErr = <-errs:
 		logger.Error("a listener failed; shutting down", "error", serveErr)
 	}
 
-	// Shutdown, in order.
+	// Shutdown, in order: NOT_SERVING, drain, flush, close the pool.
 	logger.Info("shutting down")
 	ready.shutdown()
-	cancel()
 	stopped := make(chan struct{})
 	go func() { grpcServer.GracefulStop(); close(stopped) }()
 	timer := time.NewTimer(time.Duration(sf.ShutdownTimeout))
@@ -176,6 +203,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancelShutdown()
 	_ = httpServer.Shutdown(shutdownCtx)
+	stopWork() // the usage recorder flushes once more
 	wg.Wait()
 	logger.Info("stopped")
 	return serveErr

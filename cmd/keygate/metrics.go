@@ -1,0 +1,46 @@
+package main
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/keygate/keygate/keystore"
+)
+
+// registerStoreMetrics exposes the cache's, the watcher's and the usage
+// recorder's counters. They are read when Prometheus scrapes, so the hot
+// path only bumps atomic counters.
+func registerStoreMetrics(reg prometheus.Registerer, cache *keystore.Cache, w *keystore.Watcher, u *keystore.UsageRecorder) {
+	counter := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
+	}
+	gauge := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: name, Help: help}, f)
+	}
+	cs, ws := cache.Stats(), w.Stats()
+	load := func(v interface{ Load() uint64 }) func() float64 { return func() float64 { return float64(v.Load()) } }
+	reg.MustRegister(
+		counter("keygate_cache_hits_total", "Lookups answered from a fresh cached key.", load(&cs.Hits)),
+		counter("keygate_cache_negative_hits_total", "Lookups answered from a cached unknown-key entry.", load(&cs.NegativeHits)),
+		counter("keygate_cache_stale_total", "Lookups answered from a cached key older than --cache-fresh (refreshed in the background, or kept while the database is down).", load(&cs.StaleServed)),
+		counter("keygate_cache_misses_total", "Lookups that had to ask the database.", load(&cs.Misses)),
+		counter("keygate_cache_loads_total", "Database lookups made by the cache (concurrent misses of one key share one).", load(&cs.Loads)),
+		counter("keygate_cache_load_errors_total", "Database lookups that failed.", load(&cs.LoadErrors)),
+		counter("keygate_cache_invalidations_total", "Cache entries dropped or replaced because a key changed.", load(&cs.Invalidations)),
+		gauge("keygate_cache_entries", "Digests held in the cache.", func() float64 { return float64(cache.Len()) }),
+		counter("keygate_notifications_total", "Change notifications received.", load(&ws.Notifications)),
+		counter("keygate_listener_reconnects_total", "Times the change listener lost its connection.", load(&ws.Reconnects)),
+		counter("keygate_cache_resyncs_total", "Full cache resyncs after the listener reconnected.", load(&ws.Resyncs)),
+		counter("keygate_poll_changes_total", "Changed keys found by the delta poll (usually already known by notification).", load(&ws.PolledChanges)),
+		counter("keygate_poll_errors_total", "Delta polls that failed.", load(&ws.PollErrors)),
+		gauge("keygate_listener_up", "1 while the change listener is connected.", func() float64 {
+			if ws.Listening.Load() {
+				return 1
+			}
+			return 0
+		}),
+		counter("keygate_last_used_written_total", "Last-used times written to the database.", func() float64 {
+			_, n := u.Stats()
+			return float64(n)
+		}),
+	)
+}

@@ -1,0 +1,271 @@
+package keystore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/maypok86/otter/v2"
+	"golang.org/x/sync/singleflight"
+)
+
+// CacheOptions configure a Cache. The zero value of every field selects
+// the default the field names.
+type CacheOptions struct {
+	// MaxKeys bounds the number of digests held (valid, revoked or
+	// unknown). Default 100,000; about 1 KiB each (see the README).
+	MaxKeys int
+	// Fresh is how long a cached key is used without asking the store;
+	// after it, the next use refreshes it in the background while the
+	// cached record keeps answering. Changes reach the cache sooner
+	// through notifications and the delta poll. Default 1 minute.
+	Fresh time.Duration
+	// MaxStale is how long past Fresh a key may still be used while the
+	// store cannot answer. After it, the key needs the store (503 while it
+	// is down). Default 15 minutes.
+	MaxStale time.Duration
+	// NegativeTTL is how long a well-formed but unknown key is remembered
+	// as unknown, so that a flood of made-up keys costs no queries. A key
+	// created meanwhile is announced and clears the entry at once.
+	// Default 5 seconds.
+	NegativeTTL time.Duration
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+}
+
+// Source is what the cache reads through to: the store.
+type Source interface {
+	Lookup(ctx context.Context, d Digest) (*Key, error)
+}
+
+// Cache is a read-through cache of keys by digest in front of the store,
+// with the same Lookup method, so that the decision path cannot tell them
+// apart. It is bounded (otter, S3-FIFO eviction), deduplicates concurrent
+// misses of one digest into one query, remembers unknown digests briefly,
+// refreshes entries in the background once they are older than Fresh, and
+// keeps answering from entries up to Fresh+MaxStale old while the store is
+// unreachable. It holds records, not decisions: expiry and revocation are
+// checked by the caller on every use.
+type Cache struct {
+	src                      Source
+	entries                  *otter.Cache[Digest, *cacheEntry]
+	loads                    singleflight.Group
+	fresh, maxStale, negTTL  time.Duration
+	now                      func() time.Time
+	lookupTimeout            time.Duration // for background refreshes
+	generation               atomic.Uint64 // bumped by every invalidation
+	stats                    CacheStats
+	refreshes, refreshErrors atomic.Uint64
+}
+
+// cacheEntry is one digest's cached answer: a key record, or nil for
+// "no such key".
+type cacheEntry struct {
+	key        *Key
+	fetched    time.Time
+	refreshing atomic.Bool
+	lastTry    atomic.Int64 // unix nanoseconds of the last background refresh
+}
+
+// refreshEvery spaces background refreshes of one entry, so that a store
+// outage costs one failed query per stale key per interval, not one per
+// request.
+const refreshEvery = 500 * time.Millisecond
+
+// CacheStats are counters for metrics; read them with Stats.
+type CacheStats struct {
+	Hits, NegativeHits, Misses, StaleServed, Invalidations, Loads, LoadErrors atomic.Uint64
+}
+
+// Defaults of CacheOptions.
+const (
+	DefaultCacheKeys   = 100_000
+	DefaultFresh       = time.Minute
+	DefaultMaxStale    = 15 * time.Minute
+	DefaultNegativeTTL = 5 * time.Second
+)
+
+// NewCache returns a cache in front of src.
+func NewCache(src Source, opts CacheOptions) (*Cache, error) {
+	c := &Cache{src: src, fresh: opts.Fresh, maxStale: opts.MaxStale, negTTL: opts.NegativeTTL, now: opts.Now,
+		lookupTimeout: time.Second}
+	if opts.MaxKeys == 0 {
+		opts.MaxKeys = DefaultCacheKeys
+	}
+	if c.fresh == 0 {
+		c.fresh = DefaultFresh
+	}
+	if c.maxStale == 0 {
+		c.maxStale = DefaultMaxStale
+	}
+	if c.negTTL == 0 {
+		c.negTTL = DefaultNegativeTTL
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	switch {
+	case opts.MaxKeys < 0:
+		return nil, errors.New("keystore: cache size must be positive")
+	case c.fresh < 0 || c.maxStale < 0 || c.negTTL < 0:
+		return nil, errors.New("keystore: cache durations must not be negative")
+	}
+	var err error
+	c.entries, err = otter.New(&otter.Options[Digest, *cacheEntry]{
+		MaximumSize: opts.MaxKeys,
+		// Entries leave on their own once no rule could use them any
+		// more; the rules themselves use the injected clock.
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[Digest, *cacheEntry]) time.Duration {
+			if e.Value.key == nil {
+				return c.negTTL
+			}
+			return c.fresh + c.maxStale
+		}),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keystore: cache: %w", err)
+	}
+	return c, nil
+}
+
+// Lookup returns the key stored under d, from memory when it can.
+func (c *Cache) Lookup(ctx context.Context, d Digest) (*Key, error) {
+	e, ok := c.entries.GetIfPresent(d)
+	if ok {
+		age := c.now().Sub(e.fetched)
+		if e.key == nil {
+			if age < c.negTTL {
+				c.stats.NegativeHits.Add(1)
+				return nil, ErrNotFound
+			}
+		} else if age < c.fresh {
+			c.stats.Hits.Add(1)
+			return e.key, nil
+		} else if age < c.fresh+c.maxStale {
+			// Stale: answer now and refresh behind the request (within
+			// milliseconds when the store answers). While the store is
+			// down the refreshes fail and the entry keeps answering until
+			// it is older than Fresh+MaxStale.
+			c.stats.StaleServed.Add(1)
+			c.refreshInBackground(d, e)
+			return e.key, nil
+		}
+	}
+	c.stats.Misses.Add(1)
+	return c.load(ctx, d)
+}
+
+// load reads d from the store, one query for all concurrent callers, and
+// caches the answer unless an invalidation raced with the query.
+func (c *Cache) load(ctx context.Context, d Digest) (*Key, error) {
+	ch := c.loads.DoChan(string(d[:]), func() (any, error) {
+		return c.fetch(ctx, d)
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		k, _ := r.Val.(*Key)
+		if k == nil {
+			return nil, ErrNotFound
+		}
+		return k, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("keystore: lookup: %w: %w", ErrUnavailable, ctx.Err())
+	}
+}
+
+// fetch queries the store and caches the answer (a key, or nil for none).
+func (c *Cache) fetch(ctx context.Context, d Digest) (*Key, error) {
+	gen := c.generation.Load()
+	started := c.now()
+	c.stats.Loads.Add(1)
+	k, err := c.src.Lookup(ctx, d)
+	switch {
+	case err == nil, errors.Is(err, ErrNotFound):
+		if c.generation.Load() == gen {
+			// No change was announced while the query ran, so its answer
+			// is at least as new as anything the cache has heard of.
+			c.entries.Set(d, &cacheEntry{key: k, fetched: started})
+		}
+		return k, nil
+	default:
+		c.stats.LoadErrors.Add(1)
+		return nil, err
+	}
+}
+
+// refreshInBackground reloads a stale entry without holding up the
+// request that found it; one refresh per entry at a time.
+func (c *Cache) refreshInBackground(d Digest, e *cacheEntry) {
+	now := c.now().UnixNano()
+	if now-e.lastTry.Load() < int64(refreshEvery) || !e.refreshing.CompareAndSwap(false, true) {
+		return
+	}
+	e.lastTry.Store(now)
+	go func() {
+		defer e.refreshing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), c.lookupTimeout)
+		defer cancel()
+		c.refreshes.Add(1)
+		if _, err, _ := c.loads.Do(string(d[:]), func() (any, error) { return c.fetch(ctx, d) }); err != nil {
+			c.refreshErrors.Add(1)
+		}
+	}()
+}
+
+// Invalidate forgets what the cache knows of d, so that the next lookup
+// asks the store; a query already running for d will not cache its
+// (possibly older) answer. Change notifications call it.
+func (c *Cache) Invalidate(d Digest) {
+	c.generation.Add(1)
+	c.stats.Invalidations.Add(1)
+	c.entries.Invalidate(d)
+}
+
+// Update replaces the cached record of k, if the cache holds its digest
+// at all, with a record just read from the store; the delta poll and the
+// resync call it. Unknown-key entries are dropped.
+func (c *Cache) Update(k *Key, fetched time.Time) {
+	e, ok := c.entries.GetIfPresent(k.Digest)
+	if !ok || (e.key != nil && e.key.UpdatedAt.Equal(k.UpdatedAt)) {
+		return // not cached, or cached at this version already
+	}
+	c.generation.Add(1)
+	c.stats.Invalidations.Add(1)
+	if e.key == nil {
+		c.entries.Invalidate(k.Digest)
+		return
+	}
+	c.entries.Set(k.Digest, &cacheEntry{key: k, fetched: fetched})
+}
+
+// Digests returns the digests of the cached keys (not of unknown keys).
+func (c *Cache) Digests() []Digest {
+	out := make([]Digest, 0, c.entries.EstimatedSize())
+	for d, e := range c.entries.All() {
+		if e.key != nil {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// ForgetUnknown drops every unknown-key entry.
+func (c *Cache) ForgetUnknown() {
+	c.generation.Add(1)
+	for d, e := range c.entries.All() {
+		if e.key == nil {
+			c.entries.Invalidate(d)
+		}
+	}
+}
+
+// Len is the number of cached digests.
+func (c *Cache) Len() int { return c.entries.EstimatedSize() }
+
+// Stats returns the cache's counters.
+func (c *Cache) Stats() *CacheStats { return &c.stats }

@@ -1,0 +1,133 @@
+package keystore
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// UsageRecorder collects the last use of each key in memory and writes
+// them in batches, so that the decision path never writes to the
+// database. Used is lock-free for keys seen before; Run flushes every
+// interval and once more when its context ends, so a graceful shutdown
+// loses nothing.
+type UsageRecorder struct {
+	store    *Store
+	interval time.Duration
+	logger   *slog.Logger
+	keys     sync.Map // key id → *usage
+	flushes  atomic.Uint64
+	written  atomic.Uint64
+}
+
+type usage struct {
+	last    atomic.Int64 // unix nanoseconds of the latest use
+	flushed atomic.Int64 // the value last written
+}
+
+// DefaultUsageFlushInterval spaces last-used writes.
+const DefaultUsageFlushInterval = 10 * time.Second
+
+// forgetIdleAfter drops a key from the recorder's memory once it has been
+// written and not used for this long.
+const forgetIdleAfter = 10 * time.Minute
+
+// NewUsageRecorder returns a recorder writing to store every interval.
+func NewUsageRecorder(store *Store, interval time.Duration, logger *slog.Logger) *UsageRecorder {
+	if interval <= 0 {
+		interval = DefaultUsageFlushInterval
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &UsageRecorder{store: store, interval: interval, logger: logger}
+}
+
+// Used records that keyID was used at at. It never blocks on I/O.
+func (u *UsageRecorder) Used(keyID string, at time.Time) {
+	v, ok := u.keys.Load(keyID)
+	if !ok {
+		v, _ = u.keys.LoadOrStore(keyID, &usage{})
+	}
+	rec := v.(*usage)
+	t := at.UnixNano()
+	for {
+		old := rec.last.Load()
+		if t <= old || rec.last.CompareAndSwap(old, t) {
+			return
+		}
+	}
+}
+
+// Run flushes every interval until ctx ends, then flushes once more with
+// a fresh deadline.
+func (u *UsageRecorder) Run(ctx context.Context) {
+	t := time.NewTicker(u.interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			flushCtx, cancel := context.WithTimeout(ctx, u.interval)
+			if err := u.Flush(flushCtx); err != nil {
+				u.logger.Warn("writing last-used times failed; will retry", "error", oneLine(err))
+			}
+			cancel()
+		case <-ctx.Done():
+			flushCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			if err := u.Flush(flushCtx); err != nil {
+				u.logger.Error("writing last-used times at shutdown failed", "error", oneLine(err))
+			}
+			cancel()
+			return
+		}
+	}
+}
+
+// Flush writes every use not yet written, in batches of 1000.
+func (u *UsageRecorder) Flush(ctx context.Context) error {
+	u.flushes.Add(1)
+	var batch []LastUsed
+	var recs []*usage
+	var firstErr error
+	write := func() {
+		if len(batch) == 0 {
+			return
+		}
+		if err := u.store.RecordLastUsed(ctx, batch); err != nil {
+			if firstErr == nil {
+				firstErr = err
+			}
+		} else {
+			for i, r := range recs {
+				r.flushed.Store(batch[i].At.UnixNano())
+			}
+			u.written.Add(uint64(len(batch)))
+		}
+		batch, recs = batch[:0], recs[:0]
+	}
+	idle := time.Now().Add(-forgetIdleAfter).UnixNano()
+	u.keys.Range(func(k, v any) bool {
+		rec := v.(*usage)
+		last := rec.last.Load()
+		if last == rec.flushed.Load() {
+			if last < idle && u.keys.CompareAndDelete(k, v) && rec.last.Load() != last {
+				u.keys.LoadOrStore(k, v) // used while being forgotten: keep it
+			}
+			return true
+		}
+		batch = append(batch, LastUsed{KeyID: k.(string), At: time.Unix(0, last).UTC()})
+		recs = append(recs, rec)
+		if len(batch) == 1000 {
+			write()
+		}
+		return true
+	})
+	write()
+	return firstErr
+}
+
+// Stats reports how many flushes ran and how many last-used times were
+// written.
+func (u *UsageRecorder) Stats() (flushes, written uint64) { return u.flushes.Load(), u.written.Load() }

@@ -1,0 +1,77 @@
+package keystore_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/keystore"
+)
+
+func TestUsageRecorder(t *testing.T) {
+	s, pool := newStore(t, keystore.Options{})
+	a, _ := mustCreate(t, s, keystore.CreateParams{})
+	b, _ := mustCreate(t, s, keystore.CreateParams{})
+	unused, _ := mustCreate(t, s, keystore.CreateParams{})
+	u := keystore.NewUsageRecorder(s, time.Hour, nil)
+	base := time.Date(2026, 5, 1, 10, 0, 0, 0, time.UTC)
+	var wg sync.WaitGroup
+	for g := 0; g < 8; g++ {
+		wg.Go(func() {
+			for i := 0; i < 1000; i++ {
+				u.Used(a.ID, base.Add(time.Duration(i)*time.Millisecond))
+				u.Used(b.ID, base.Add(-time.Duration(i)*time.Second))
+			}
+		})
+	}
+	wg.Wait()
+	var before int64
+	pool.QueryRow(context.Background(), `SELECT n_tup_upd FROM pg_stat_user_tables WHERE relname = 'api_keys'`).Scan(&before)
+	if err := u.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for id, want := range map[string]*time.Time{a.ID: ptr(base.Add(999 * time.Millisecond)), b.ID: &base, unused.ID: nil} {
+		k, err := s.Get(context.Background(), id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (want == nil) != (k.LastUsedAt == nil) || (want != nil && !k.LastUsedAt.Equal(*want)) {
+			t.Errorf("key %s: last_used_at %v, want %v", id, k.LastUsedAt, want)
+		}
+	}
+	// Nothing new: a second flush writes nothing. An older time never
+	// overwrites a newer one.
+	if err := u.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, written := u.Stats(); written != 2 {
+		t.Fatalf("%d last-used times written, want 2 (one per used key, once)", written)
+	}
+	old := keystore.NewUsageRecorder(s, time.Hour, nil)
+	old.Used(a.ID, base.Add(-time.Hour))
+	old.Flush(context.Background())
+	if k, _ := s.Get(context.Background(), a.ID); !k.LastUsedAt.Equal(base.Add(999 * time.Millisecond)) {
+		t.Fatalf("an older use overwrote a newer one: %v", k.LastUsedAt)
+	}
+	// Recording use is not a lifecycle change.
+	if events, _ := s.Events(context.Background(), a.ID); len(events) != 1 {
+		t.Fatalf("last-used writes added audit events: %v", events)
+	}
+}
+
+func TestUsageRecorderFlushesOnStop(t *testing.T) {
+	s, _ := newStore(t, keystore.Options{})
+	a, _ := mustCreate(t, s, keystore.CreateParams{})
+	u := keystore.NewUsageRecorder(s, time.Hour, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { u.Run(ctx); close(done) }()
+	at := time.Now().UTC().Truncate(time.Microsecond)
+	u.Used(a.ID, at)
+	cancel()
+	<-done
+	if k, _ := s.Get(context.Background(), a.ID); k.LastUsedAt == nil || !k.LastUsedAt.Equal(at) {
+		t.Fatalf("after stop, last_used_at = %v, want %v", k.LastUsedAt, at)
+	}
+}
