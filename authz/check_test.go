@@ -243,14 +243,17 @@ func TestStoreFailuresFailClosed(t *testing.T) {
 	}{
 		{"store unavailable", &fakeLookup{err: fmt.Errorf("lookup: %w: connection refused", keystore.ErrUnavailable)}, ReasonStoreError},
 		{"unexpected error", &fakeLookup{err: errors.New("something else")}, ReasonStoreError},
-		{"hung store", &fakeLookup{block: true}, ReasonTimeout},
+		{"hung store, caller's deadline passes", &fakeLookup{block: true}, ReasonTimeout},
 		{"panicking store", &fakeLookup{panic: true}, ReasonPanic},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			s := newTestServer(t, c.lookup, nil)
 			start := time.Now()
-			resp, err := s.Check(context.Background(), req)
+			// gRPC gives the handler Envoy's deadline (grpc-timeout).
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			resp, err := s.Check(ctx, req)
 			if err != nil {
 				t.Fatalf("gRPC error %v; want a 503 CheckResponse", err)
 			}
@@ -258,7 +261,7 @@ func TestStoreFailuresFailClosed(t *testing.T) {
 				t.Fatalf("(-want +got):\n%s", diff)
 			}
 			if took := time.Since(start); took > time.Second {
-				t.Fatalf("took %v; the lookup deadline is 50ms", took)
+				t.Fatalf("took %v; the caller's deadline is 50ms", took)
 			}
 		})
 	}

@@ -106,7 +106,9 @@ type Decision struct {
 
 // KeyLookup finds the key stored under a digest: ErrNotFound when there is
 // none, an error matching keystore.ErrUnavailable when the store cannot
-// answer. *keystore.Store and the cache in front of it satisfy it.
+// answer. *keystore.Cache (which bounds each store query with its own
+// deadline) and *keystore.Store satisfy it. Lookup must return when ctx
+// ends.
 type KeyLookup interface {
 	Lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, error)
 }
@@ -119,7 +121,8 @@ type UsageRecorder interface {
 
 // request is what a decision needs from a transport.
 type request struct {
-	method string // HTTP method; "" is treated as a write
+	at     time.Time // when the request arrived: expiry is checked against it
+	method string    // HTTP method; "" is treated as a write
 	path   string // request target as received: query included, not decoded
 	module string // module named by the proxy's route, "" if none
 	cred   credential
@@ -147,21 +150,21 @@ func (s *Server) decide(ctx context.Context, r *request) Decision {
 	}
 	module, restricted := route.Module, route.Restricted
 	if r.module != "" {
-		m, ok := s.policy.Module(r.module)
+		access, ok := s.policy.Access(r.module)
 		if !ok {
 			// Envoy names a module the policy does not know: the two
 			// configurations disagree, so refuse rather than guess.
 			return Decision{Code: ModuleForbidden, Reason: ReasonUnknownModule, Module: r.module}
 		}
-		module = m.Name
-		restricted = restricted || m.APIKeys != policy.AccessAllow
+		module = r.module
+		restricted = restricted || access != policy.AccessAllow
 	}
 
 	// 3. The key itself: the one step that may touch the store.
 	if err := ctx.Err(); err != nil {
 		return Decision{Code: Unavailable, Reason: ReasonCanceled, Module: module}
 	}
-	key, reason := s.authenticate(ctx, secret)
+	key, reason := s.authenticate(ctx, secret, r.at)
 	switch reason {
 	case ReasonAllowed:
 	case ReasonStoreError, ReasonTimeout, ReasonCanceled:
@@ -186,15 +189,13 @@ func (s *Server) decide(ctx context.Context, r *request) Decision {
 
 // authenticate finds the key behind secret and checks that it is usable
 // now. It returns the key, or a reason why not.
-func (s *Server) authenticate(ctx context.Context, secret keystore.Secret) (*keystore.Key, Reason) {
-	ctx, cancel := context.WithTimeout(ctx, s.lookupTimeout)
-	defer cancel()
+func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now time.Time) (*keystore.Key, Reason) {
 	var digests [2]keystore.Digest
 	for _, d := range s.hasher.AppendCandidates(digests[:0], secret) {
 		key, err := s.lookup.Lookup(ctx, d)
 		switch {
 		case err == nil:
-			switch key.StateAt(s.now()) {
+			switch key.StateAt(now) {
 			case keystore.StateActive:
 				return key, ReasonAllowed
 			case keystore.StateRevoked:

@@ -85,8 +85,7 @@ func (f *fakeLookup) add(t testing.TB, id string, scopes []string, mutate func(*
 func newTestServer(t testing.TB, lookup KeyLookup, mutate func(*Config)) *Server {
 	t.Helper()
 	h, _ := keystore.NewHasher(nil)
-	cfg := Config{Lookup: lookup, Policy: policy.Example(), Hasher: h, Now: func() time.Time { return testNow },
-		LookupTimeout: 50 * time.Millisecond}
+	cfg := Config{Lookup: lookup, Policy: policy.Example(), Hasher: h, Now: func() time.Time { return testNow }}
 	if mutate != nil {
 		mutate(&cfg)
 	}

@@ -7,6 +7,9 @@ import (
 	"strings"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/maypok86/otter/v2"
+
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
@@ -29,9 +32,6 @@ type Config struct {
 	// KeepCredentials forwards the key header upstream; by default it is
 	// removed, so that the upstream never sees the key.
 	KeepCredentials bool
-	// LookupTimeout bounds one key lookup, well inside Envoy's 200 ms.
-	// Default: DefaultLookupTimeout.
-	LookupTimeout time.Duration
 	// Usage, when set, learns of every allowed request.
 	Usage UsageRecorder
 	// Metrics, when set, counts decisions.
@@ -43,9 +43,6 @@ type Config struct {
 	Now func() time.Time
 }
 
-// DefaultLookupTimeout is the deadline of one key lookup.
-const DefaultLookupTimeout = 100 * time.Millisecond
-
 // Server makes authorization decisions and answers them over Envoy's
 // ext_authz gRPC protocol (Check). It is safe for concurrent use.
 type Server struct {
@@ -55,13 +52,13 @@ type Server struct {
 	keyHeaders      []keyHeader
 	identityPrefix  string
 	keepCredentials bool
-	lookupTimeout   time.Duration
 	usage           UsageRecorder
 	metrics         *Metrics
 	logger          *slog.Logger
 	now             func() time.Time
 
 	names    identityNames
+	grants   *otter.Cache[grantKey, *authv3.CheckResponse]
 	denials  [numCodes]*denial // prebuilt, shared, never modified
 	debugLog bool
 }
@@ -82,7 +79,6 @@ func NewServer(cfg Config) (*Server, error) {
 		hasher:          cfg.Hasher,
 		identityPrefix:  strings.ToLower(cfg.IdentityPrefix),
 		keepCredentials: cfg.KeepCredentials,
-		lookupTimeout:   cfg.LookupTimeout,
 		usage:           cfg.Usage,
 		metrics:         cfg.Metrics,
 		logger:          cfg.Logger,
@@ -102,9 +98,6 @@ func NewServer(cfg Config) (*Server, error) {
 	if s.keyHeaders, err = newKeyHeaders(headers, s.identityPrefix); err != nil {
 		return nil, err
 	}
-	if s.lookupTimeout <= 0 {
-		s.lookupTimeout = DefaultLookupTimeout
-	}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
@@ -120,5 +113,6 @@ func NewServer(cfg Config) (*Server, error) {
 	for c := MissingKey; c < numCodes; c++ {
 		s.denials[c] = newDenial(c)
 	}
+	s.grants = otter.Must(&otter.Options[grantKey, *authv3.CheckResponse]{MaximumSize: grantCacheSize})
 	return s, nil
 }

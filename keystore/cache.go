@@ -26,6 +26,9 @@ type CacheOptions struct {
 	// store cannot answer. After it, the key needs the store (503 while it
 	// is down). Default 15 minutes.
 	MaxStale time.Duration
+	// LoadTimeout bounds one query to the store, well inside Envoy's
+	// ext_authz timeout (200 ms by default). Default 100 ms.
+	LoadTimeout time.Duration
 	// NegativeTTL is how long a well-formed but unknown key is remembered
 	// as unknown, so that a flood of made-up keys costs no queries. A key
 	// created meanwhile is announced and clears the entry at once.
@@ -54,7 +57,7 @@ type Cache struct {
 	loads                    singleflight.Group
 	fresh, maxStale, negTTL  time.Duration
 	now                      func() time.Time
-	lookupTimeout            time.Duration // for background refreshes
+	loadTimeout              time.Duration
 	generation               atomic.Uint64 // bumped by every invalidation
 	stats                    CacheStats
 	refreshes, refreshErrors atomic.Uint64
@@ -85,12 +88,13 @@ const (
 	DefaultFresh       = time.Minute
 	DefaultMaxStale    = 15 * time.Minute
 	DefaultNegativeTTL = 5 * time.Second
+	DefaultLoadTimeout = 100 * time.Millisecond
 )
 
 // NewCache returns a cache in front of src.
 func NewCache(src Source, opts CacheOptions) (*Cache, error) {
 	c := &Cache{src: src, fresh: opts.Fresh, maxStale: opts.MaxStale, negTTL: opts.NegativeTTL, now: opts.Now,
-		lookupTimeout: time.Second}
+		loadTimeout: opts.LoadTimeout}
 	if opts.MaxKeys == 0 {
 		opts.MaxKeys = DefaultCacheKeys
 	}
@@ -103,13 +107,16 @@ func NewCache(src Source, opts CacheOptions) (*Cache, error) {
 	if c.negTTL == 0 {
 		c.negTTL = DefaultNegativeTTL
 	}
+	if c.loadTimeout == 0 {
+		c.loadTimeout = DefaultLoadTimeout
+	}
 	if c.now == nil {
 		c.now = time.Now
 	}
 	switch {
 	case opts.MaxKeys < 0:
 		return nil, errors.New("keystore: cache size must be positive")
-	case c.fresh < 0 || c.maxStale < 0 || c.negTTL < 0:
+	case c.fresh < 0 || c.maxStale < 0 || c.negTTL < 0 || c.loadTimeout < 0:
 		return nil, errors.New("keystore: cache durations must not be negative")
 	}
 	var err error
@@ -158,10 +165,14 @@ func (c *Cache) Lookup(ctx context.Context, d Digest) (*Key, error) {
 }
 
 // load reads d from the store, one query for all concurrent callers, and
-// caches the answer unless an invalidation raced with the query.
+// caches the answer unless an invalidation raced with the query. The query
+// has its own deadline (LoadTimeout), and the caller stops waiting when
+// its context ends; the query then still fills the cache for the next one.
 func (c *Cache) load(ctx context.Context, d Digest) (*Key, error) {
 	ch := c.loads.DoChan(string(d[:]), func() (any, error) {
-		return c.fetch(ctx, d)
+		loadCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.loadTimeout)
+		defer cancel()
+		return c.fetch(loadCtx, d)
 	})
 	select {
 	case r := <-ch:
@@ -208,7 +219,7 @@ func (c *Cache) refreshInBackground(d Digest, e *cacheEntry) {
 	e.lastTry.Store(now)
 	go func() {
 		defer e.refreshing.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), c.lookupTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), c.loadTimeout)
 		defer cancel()
 		c.refreshes.Add(1)
 		if _, err, _ := c.loads.Do(string(d[:]), func() (any, error) { return c.fetch(ctx, d) }); err != nil {

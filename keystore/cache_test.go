@@ -203,3 +203,17 @@ func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestCacheLoadTimeout(t *testing.T) {
+	clk := newClock()
+	s, _ := newStore(t, keystore.Options{Now: clk.Now})
+	src := &gatedSource{store: s}
+	src.delay.Store(int64(5 * time.Second)) // a hung database
+	c := newCache(t, src, clk, keystore.CacheOptions{LoadTimeout: 50 * time.Millisecond})
+	_, secret := mustCreate(t, s, keystore.CreateParams{})
+	start := time.Now()
+	_, err := c.Lookup(context.Background(), s.Hasher().Digest(secret))
+	if took := time.Since(start); !errors.Is(err, keystore.ErrUnavailable) || took > 500*time.Millisecond {
+		t.Fatalf("lookup against a hung store: %v after %v; want ErrUnavailable within the 50ms load timeout", err, took)
+	}
+}

@@ -61,7 +61,7 @@ func (h *Hasher) Scheme() string {
 // Digest hashes s with the current scheme.
 func (h *Hasher) Digest(s Secret) Digest {
 	if len(h.pepper) == 0 {
-		return sha256.Sum256([]byte(s))
+		return plainDigest(s)
 	}
 	m := h.pool.Get().(hash.Hash)
 	m.Reset()
@@ -70,6 +70,16 @@ func (h *Hasher) Digest(s Secret) Digest {
 	m.Sum(d[:0])
 	h.pool.Put(m)
 	return d
+}
+
+// plainDigest is SHA-256 of s, computed from a stack copy when s is short
+// (every well-formed key is) so that hashing allocates nothing.
+func plainDigest(s Secret) Digest {
+	var buf [MaxSecretLen]byte
+	if len(s) <= len(buf) {
+		return sha256.Sum256(append(buf[:0], s...))
+	}
+	return sha256.Sum256([]byte(s))
 }
 
 // Candidates returns the digests under which s may be stored, current
@@ -84,7 +94,7 @@ func (h *Hasher) Candidates(s Secret) []Digest {
 func (h *Hasher) AppendCandidates(dst []Digest, s Secret) []Digest {
 	dst = append(dst, h.Digest(s))
 	if len(h.pepper) > 0 {
-		dst = append(dst, sha256.Sum256([]byte(s)))
+		dst = append(dst, plainDigest(s))
 	}
 	return dst
 }

@@ -90,6 +90,20 @@ func (p *Policy) Module(name string) (m Module, ok bool) {
 	return cloneModule(p.mods[i]), true
 }
 
+// Access returns whether API keys may use the module with this exact
+// name, without copying anything: the decision path's form of Module. ok is
+// false if the policy has no such module.
+func (p *Policy) Access(name string) (a Access, ok bool) {
+	if p == nil {
+		return AccessDeny, false
+	}
+	i, ok := p.byName[name]
+	if !ok {
+		return AccessDeny, false
+	}
+	return p.mods[i].APIKeys, true
+}
+
 // Route reads rawPath, the request target as Envoy sends it in :path
 // (origin-form, query included, not decoded), in every reasonable way (see
 // the package documentation) and says which module the canonical path

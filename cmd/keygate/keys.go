@@ -208,7 +208,7 @@ type keysRotateCmd struct {
 	outputFlag
 	actorFlag
 	ID    string   `arg:"" help:"Key id."`
-	Grace duration `default:"24h" placeholder:"DURATION" help:"How long the old secret keeps working, like 24h or 7d; 0 ends it at once."`
+	Grace duration `default:"24h" placeholder:"DURATION" help:"How long the old secret keeps working, like 24h or 7d; 0 ends it at once (default ${default})."`
 }
 
 func (c *keysRotateCmd) Run(e *env) error {

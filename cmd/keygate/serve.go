@@ -33,16 +33,16 @@ type serveFlags struct {
 	KeyHeader       []string `default:"x-api-key,authorization" placeholder:"HEADER" help:"Headers the key is read from, in order; authorization means 'Bearer <key>'."`
 	IdentityPrefix  string   `default:"x-keygate-" help:"Prefix of the identity headers set upstream (key-id, account-id, scopes, module)."`
 	KeepCredentials bool     `help:"Forward the key header upstream instead of removing it."`
-	LookupTimeout   duration `default:"100ms" placeholder:"DURATION" help:"Deadline of one key lookup in the database; keep it well under Envoy's ext_authz timeout (200ms by default)."`
-	ShutdownTimeout duration `default:"15s" placeholder:"DURATION" help:"How long a shutdown waits for in-flight requests before closing connections."`
+	LookupTimeout   duration `default:"100ms" placeholder:"DURATION" help:"Deadline of one database query for a key that is not cached; keep it well under Envoy's ext_authz timeout (default ${default})."`
+	ShutdownTimeout duration `default:"15s" placeholder:"DURATION" help:"How long a shutdown waits for in-flight requests before closing connections (default ${default})."`
 	Migrate         bool     `help:"Apply pending schema migrations before serving."`
 
-	CacheSize        int      `default:"100000" placeholder:"N" help:"Most keys (valid, revoked or unknown) held in memory."`
-	CacheFresh       duration `default:"1m" placeholder:"DURATION" help:"Age after which a cached key is refreshed in the background; changes usually arrive sooner by notification."`
-	CacheMaxStale    duration `default:"15m" placeholder:"DURATION" help:"How long past --cache-fresh a cached key keeps working while the database is unreachable."`
-	NegativeTTL      duration `default:"5s" placeholder:"DURATION" help:"How long an unknown key is remembered as unknown (creating it clears that at once)."`
-	PollInterval     duration `default:"5s" placeholder:"DURATION" help:"Interval of the delta poll that catches changes whose notification was lost."`
-	LastUsedInterval duration `default:"10s" placeholder:"DURATION" help:"Interval of the batched last-used writes."`
+	CacheSize        int      `default:"100000" placeholder:"N" help:"Most keys (valid, revoked or unknown) held in memory (default ${default})."`
+	CacheFresh       duration `default:"1m" placeholder:"DURATION" help:"Age after which a cached key is refreshed in the background; changes usually arrive sooner by notification (default ${default})."`
+	CacheMaxStale    duration `default:"15m" placeholder:"DURATION" help:"How long past --cache-fresh a cached key keeps working while the database is unreachable (default ${default})."`
+	NegativeTTL      duration `default:"5s" placeholder:"DURATION" help:"How long an unknown key is remembered as unknown (creating it clears that at once) (default ${default})."`
+	PollInterval     duration `default:"5s" placeholder:"DURATION" help:"Interval of the delta poll that catches changes whose notification was lost (default ${default})."`
+	LastUsedInterval duration `default:"10s" placeholder:"DURATION" help:"Interval of the batched last-used writes (default ${default})."`
 }
 
 type serveCmd struct {
@@ -104,7 +104,8 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		return usageError("--cache-size: must be positive")
 	}
 	cache, err := keystore.NewCache(store, keystore.CacheOptions{MaxKeys: sf.CacheSize, Fresh: time.Duration(sf.CacheFresh),
-		MaxStale: time.Duration(sf.CacheMaxStale), NegativeTTL: time.Duration(sf.NegativeTTL)})
+		MaxStale: time.Duration(sf.CacheMaxStale), NegativeTTL: time.Duration(sf.NegativeTTL),
+		LoadTimeout: time.Duration(sf.LookupTimeout)})
 	if err != nil {
 		return usageError("%v", err)
 	}
@@ -127,7 +128,6 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		KeyHeaders:      sf.KeyHeader,
 		IdentityPrefix:  sf.IdentityPrefix,
 		KeepCredentials: sf.KeepCredentials,
-		LookupTimeout:   time.Duration(sf.LookupTimeout),
 		Metrics:         authz.NewMetrics(reg),
 		Logger:          logger,
 	})
