@@ -123,8 +123,8 @@ type UsageRecorder interface {
 type request struct {
 	at     time.Time // when the request arrived: expiry is checked against it
 	method string    // HTTP method; "" is treated as a write
-	path   string // request target as received: query included, not decoded
-	module string // module named by the proxy's route, "" if none
+	path   string    // request target as received: query included, not decoded
+	module string    // module named by the proxy's route, "" if none
 	cred   credential
 }
 
