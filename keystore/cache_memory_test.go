@@ -1,0 +1,72 @@
+package keystore_test
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/keygate/keygate/keystore"
+)
+
+// recordSource answers every lookup with a realistic key record made up on
+// the spot, to measure what the cache holds per key without a database.
+type recordSource struct{}
+
+func (recordSource) Lookup(_ context.Context, d keystore.Digest) (*keystore.Key, error) {
+	n := binary.BigEndian.Uint64(d[:8])
+	id, _ := uuid.NewV7()
+	created := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	expires := created.Add(90 * 24 * time.Hour)
+	return &keystore.Key{
+		ID:            id.String(),
+		AccountID:     fmt.Sprintf("acct-%06d", n%100000),
+		Name:          "ci deploy key",
+		Description:   "used by the deploy pipeline",
+		DisplayPrefix: "kg_AbC123",
+		Scopes:        []string{"deployments:write", "projects:read"},
+		HashScheme:    keystore.SchemeSHA256,
+		CreatedAt:     created,
+		CreatedBy:     "cli:alice",
+		ExpiresAt:     &expires,
+		Digest:        d,
+		UpdatedAt:     created,
+	}, nil
+}
+
+// BenchmarkCacheMemory measures the heap a cached key costs: it fills a
+// cache with b.N keys (run it with -benchtime=1000000x for a million) and
+// reports bytes per key, record included.
+//
+//	go test ./keystore -run '^$' -bench CacheMemory -benchtime 1000000x
+func BenchmarkCacheMemory(b *testing.B) {
+	c, err := keystore.NewCache(recordSource{}, keystore.CacheOptions{MaxKeys: b.N + 1})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	ctx := context.Background()
+	var d keystore.Digest
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		binary.BigEndian.PutUint64(d[:8], uint64(i))
+		if _, err := c.Lookup(ctx, d); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	if c.Len() < b.N*9/10 {
+		b.Fatalf("cache holds %d of %d keys", c.Len(), b.N)
+	}
+	b.ReportMetric(float64(after.HeapAlloc-before.HeapAlloc)/float64(c.Len()), "heap-bytes/key")
+	b.ReportMetric(float64(c.Len()), "keys")
+	runtime.KeepAlive(c)
+}
