@@ -80,6 +80,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	if sf.LookupTimeout <= 0 {
 		return usageError("--lookup-timeout: must be positive")
 	}
+	gc := tuneGC(e.getenv, logger)
 	pol, err := loadPolicy(sf.Policy, logger)
 	if err != nil {
 		return err
@@ -175,7 +176,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	wg.Go(func() { watcher.Run(workCtx) })
 	wg.Go(func() { usage.Run(workCtx) })
 	logger.Info("keygate serving", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String(),
-		"policy_modules", len(pol.Modules), "version", version)
+		"policy_modules", len(pol.Modules), "version", version, "gogc", gc.gogc, "gomemlimit", gc.memoryLimit)
 	if onServing != nil {
 		onServing(grpcLis.Addr(), httpLis.Addr())
 	}
