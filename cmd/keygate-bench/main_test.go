@@ -1,0 +1,230 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+
+	"github.com/keygate/keygate/internal/pgtest"
+)
+
+func TestMain(m *testing.M) {
+	// The benchmark re-executes its own binary as the reference servers;
+	// under test, that binary is this one.
+	if len(os.Args) > 1 && (os.Args[1] == baselineKind || os.Args[1] == pgxKind) {
+		main()
+		return
+	}
+	pgtest.Main(m)
+}
+
+// TestBench runs the whole benchmark briefly against a fresh database:
+// keygate built from this tree, both paths, every answer an allow.
+func TestBench(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds keygate and runs both paths")
+	}
+	dbURL := pgtest.NewEmptyDatabase(t)
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), []string{"--database-url", dbURL, "--duration", "300ms", "--warmup", "100ms",
+		"--rounds", "2", "--concurrency", "1,4", "--keys", "20"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"cached path: keygate, every key cached",
+		"uncached path: keygate --cache-size 1",
+		"keygate cache during the runs: 100.0% fresh hits",
+		"database connections seen: pgx ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "first error") {
+		t.Errorf("errors:\n%s", out)
+	}
+	// Every table row has 0 in the errors column.
+	rows, errCol := 0, -1
+	for line := range strings.Lines(out) {
+		f := strings.Fields(line)
+		if len(f) > 0 && f[0] == "conc" {
+			errCol = slices.Index(f, "errors")
+		}
+		if len(f) > 2 && (f[1] == "baseline" || f[1] == "pgx" || f[1] == "keygate") {
+			rows++
+			if errCol < 1 || errCol >= len(f) || f[errCol] != "0" {
+				t.Errorf("row with errors (column %d): %s", errCol, line)
+			}
+		}
+	}
+	if rows != 8 {
+		t.Errorf("got %d table rows, want 8:\n%s", rows, out)
+	}
+}
+
+// TestLoadCountsDenials: an answer that is not the expected allow is an
+// error, never a measured request.
+func TestLoadCountsDenials(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(s, baselineServer{})
+	go s.Serve(lis)
+	t.Cleanup(s.Stop)
+
+	reqs := []*authv3.CheckRequest{checkRequest("kg_a"), checkRequest("kg_b")}
+	for _, tc := range []struct {
+		name       string
+		verify     verifier
+		wantErrors bool
+	}{
+		{"status 0 is an allow", allowed, false},
+		{"status 0 without OkResponse is not keygate's allow", allowedWithHeaders, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tg, err := dial(lis.Addr().String(), 2, tc.verify)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tg.close()
+			marks := 0
+			t0 := time.Now().Add(50 * time.Millisecond)
+			got := tg.load(t.Context(), reqs, 3, time.Second, t0, t0.Add(200*time.Millisecond), func(bool) { marks++ })
+			if marks != 2 {
+				t.Errorf("mark called %d times, want 2", marks)
+			}
+			if tc.wantErrors {
+				if got.ok != 0 || got.errors == 0 || !strings.Contains(got.firstError, "OkResponse") {
+					t.Errorf("got ok %d, errors %d (%q), want only errors", got.ok, got.errors, got.firstError)
+				}
+				return
+			}
+			if got.ok == 0 || got.errors != 0 || len(got.latencies) != got.ok {
+				t.Errorf("got ok %d, errors %d (%q), %d latencies", got.ok, got.errors, got.firstError, len(got.latencies))
+			}
+		})
+	}
+}
+
+func TestReferenceServerReportsGC(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	r, w := net.Pipe()
+	done := make(chan error, 1)
+	go func() { done <- runReferenceServer(ctx, baselineKind, []string{"--addr", "127.0.0.1:0"}, w, os.Stderr) }()
+	buf := make([]byte, 4096)
+	n, err := r.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	line := string(buf[:n])
+	for _, want := range []string{`"addr":"127.0.0.1:`, `"gogc":`, `"gomemlimit":`, `"gomaxprocs":`} {
+		if !strings.Contains(line, want) {
+			t.Errorf("ready line %s lacks %s", line, want)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Error(err)
+	}
+}
+
+func TestParseStat(t *testing.T) {
+	clk := clockTick
+	for _, tc := range []struct {
+		name, stat string
+		cpu        time.Duration
+		comm       string
+	}{
+		{"plain", "4242 (postgres) S 1 4242 4242 0 -1 4194560 913 0 0 0 150 50 0 0 20 0 1 0 100 0 0",
+			200 * clk, "postgres"},
+		{"spaces and parentheses in the name", "17 (a (b) c) R 1 17 17 0 -1 0 0 0 0 0 7 3 0 0 20 0 1 0",
+			10 * clk, "a (b) c"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cpu, comm, err := parseStat([]byte(tc.stat))
+			if err != nil || cpu != tc.cpu || comm != tc.comm {
+				t.Errorf("got %v %q %v, want %v %q", cpu, comm, err, tc.cpu, tc.comm)
+			}
+		})
+	}
+	if _, _, err := parseStat([]byte("17 (x) R 1")); err == nil {
+		t.Error("short line: got no error")
+	}
+	cpu, comm, err := procCPU(os.Getpid())
+	if err != nil || cpu < 0 || comm == "" {
+		t.Errorf("own /proc stat: %v %q %v", cpu, comm, err)
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	var d []time.Duration
+	for i := 1; i <= 100; i++ {
+		d = append(d, time.Duration(i))
+	}
+	for _, tc := range []struct {
+		p    float64
+		want time.Duration
+	}{{50, 50}, {99, 99}, {100, 100}, {0.1, 1}} {
+		if got := percentile(d, tc.p); got != tc.want {
+			t.Errorf("p%v: got %v, want %v", tc.p, got, tc.want)
+		}
+	}
+	if got := percentile(nil, 50); got != 0 {
+		t.Errorf("empty: got %v", got)
+	}
+}
+
+func TestParseMetrics(t *testing.T) {
+	m, err := parseMetrics(strings.NewReader(`# HELP go_gc_gogc_percent Heap size target percentage.
+# TYPE go_gc_gogc_percent gauge
+go_gc_gogc_percent 100
+go_gc_gomemlimit_bytes 9.223372036854776e+18
+keygate_decisions_total{code="ok",reason="allowed"} 12
+keygate_cache_hits_total 42
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]float64{"go_gc_gogc_percent": 100, "go_gc_gomemlimit_bytes": 9.223372036854776e+18, "keygate_cache_hits_total": 42,
+		`keygate_decisions_total{code="ok",reason="allowed"}`: 12}
+	if len(m) != len(want) {
+		t.Errorf("got %v, want %v", m, want)
+	}
+	for k, v := range want {
+		if m[k] != v {
+			t.Errorf("%s: got %v, want %v", k, m[k], v)
+		}
+	}
+}
+
+func TestConnectionStrings(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"url", "postgres://u@127.0.0.1:5432/db?sslmode=disable", "postgres://u@127.0.0.1:5432/db?application_name=x&sslmode=disable"},
+		{"key=value", "host=/tmp dbname=db", "host=/tmp dbname=db application_name=x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := withAppName(tc.in, "x"); got != tc.want {
+				t.Errorf("got %q, want %q", got, tc.want)
+			}
+		})
+	}
+	got := commandLine([]string{"--database-url=postgres://u:secret@h/db", "--database-url", "host=h password=secret dbname=d", "--keys", "5"})
+	if strings.Contains(got, "secret") {
+		t.Errorf("command line shows the password: %s", got)
+	}
+	if !isLocal("postgres://u@127.0.0.1/db") || isLocal("postgres://u@db.example.com/db") {
+		t.Error("isLocal")
+	}
+}
