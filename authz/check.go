@@ -26,13 +26,19 @@ var okStatus = &status.Status{}
 // Check answers Envoy's ext_authz Check. Every outcome, including a store
 // failure or a recovered panic, is a CheckResponse, never a gRPC error, so
 // that keygate fails closed whatever the filter's failure_mode_allow says.
-func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return s.respond(ctx, req).msg, nil
+}
+
+// respond decides and returns the response, encoded already when it is one
+// of the shared ones.
+func (s *Server) respond(ctx context.Context, req *authv3.CheckRequest) (resp *response) {
 	start := s.now()
 	defer func() {
 		if p := recover(); p != nil {
 			s.logger.Error("recovered from a panic in Check; denying", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			s.metrics.observe(Unavailable, ReasonPanic, start)
-			resp, err = s.denials[Unavailable].check, nil
+			resp = s.denials[Unavailable].response
 		}
 	}()
 	var sc headerScan
@@ -66,9 +72,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (resp *aut
 	d := s.decide(ctx, &r)
 	s.finish(ctx, &d, start)
 	if d.Code != Allow {
-		return s.denials[d.Code].check, nil
+		return s.denials[d.Code].response
 	}
-	return s.okResponse(&d, &sc), nil
+	return s.okResponse(&d, &sc)
 }
 
 // finish records a decision: metrics, the debug log, and last use.
@@ -102,17 +108,18 @@ const grantCacheSize = 16 << 10
 
 // okResponse lets the request through with the key's identity set on it,
 // the credential removed, and any client-sent identity header dropped.
-// Responses are immutable and shared: the common case (no forged identity
-// headers) costs a map lookup instead of some twenty allocations.
-func (s *Server) okResponse(d *Decision, sc *headerScan) *authv3.CheckResponse {
+// Responses are immutable, encoded once and shared: the common case (no
+// forged identity headers) costs a map lookup instead of building and
+// encoding some twenty messages.
+func (s *Server) okResponse(d *Decision, sc *headerScan) *response {
 	if len(sc.spoofed) > 0 {
-		return s.buildOK(d, sc)
+		return &response{msg: s.buildOK(d, sc)}
 	}
 	gk := grantKey{key: d.Key, module: d.Module, carriers: sc.cred.carriers}
 	if resp, ok := s.grants.GetIfPresent(gk); ok {
 		return resp
 	}
-	resp := s.buildOK(d, sc)
+	resp := encoded(s.buildOK(d, sc))
 	s.grants.Set(gk, resp)
 	return resp
 }

@@ -18,10 +18,10 @@ const RetryAfterSeconds = "2"
 // and shared by every request (protobuf messages are safe to marshal
 // concurrently as long as nobody modifies them).
 type denial struct {
-	status  int         // HTTP status
-	headers [][2]string // response headers, lower-case names
-	body    []byte      // {"error":{"code":…,"message":…}}
-	check   *authv3.CheckResponse
+	status   int         // HTTP status
+	headers  [][2]string // response headers, lower-case names
+	body     []byte      // {"error":{"code":…,"message":…}}
+	response *response   // the CheckResponse, encoded
 }
 
 // errorBody is the JSON body of every denial.
@@ -56,14 +56,14 @@ func newDenial(c Code) *denial {
 	for _, h := range d.headers {
 		headers = append(headers, setHeader(h[0], h[1]))
 	}
-	d.check = &authv3.CheckResponse{
+	d.response = encoded(&authv3.CheckResponse{
 		Status: &status.Status{Code: int32(grpcCode(c)), Message: c.String()},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.status)},
 			Headers: headers,
 			Body:    string(body),
 		}},
-	}
+	})
 	return d
 }
 

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/maypok86/otter/v2"
 
 	"github.com/keygate/keygate/keystore"
@@ -58,7 +57,7 @@ type Server struct {
 	now             func() time.Time
 
 	names    identityNames
-	grants   *otter.Cache[grantKey, *authv3.CheckResponse]
+	grants   *otter.Cache[grantKey, *response]
 	denials  [numCodes]*denial // prebuilt, shared, never modified
 	debugLog bool
 }
@@ -113,6 +112,6 @@ func NewServer(cfg Config) (*Server, error) {
 	for c := MissingKey; c < numCodes; c++ {
 		s.denials[c] = newDenial(c)
 	}
-	s.grants = otter.Must(&otter.Options[grantKey, *authv3.CheckResponse]{MaximumSize: grantCacheSize})
+	s.grants = otter.Must(&otter.Options[grantKey, *response]{MaximumSize: grantCacheSize})
 	return s, nil
 }

@@ -8,7 +8,8 @@ import (
 	"time"
 )
 
-// UsageRecorder collects the last use of each key in memory and writes
+// UsageRecorder collects the last use of each key in memory (to 100 ms)
+// and writes
 // them in batches, so that the decision path never writes to the
 // database. Used is lock-free for keys seen before; Run flushes every
 // interval and once more when its context ends, so a graceful shutdown
@@ -55,11 +56,16 @@ func (u *UsageRecorder) Used(keyID string, at time.Time) {
 	t := at.UnixNano()
 	for {
 		old := rec.last.Load()
-		if t <= old || rec.last.CompareAndSwap(old, t) {
+		// Within usageResolution of the recorded use there is nothing to
+		// write: busy keys cost a shared read, not a contended write.
+		if t < old+int64(usageResolution) || rec.last.CompareAndSwap(old, t) {
 			return
 		}
 	}
 }
+
+// usageResolution is the precision of last-used times.
+const usageResolution = 100 * time.Millisecond
 
 // Run flushes every interval until ctx ends, then flushes once more with
 // a fresh deadline.

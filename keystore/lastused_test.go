@@ -20,7 +20,7 @@ func TestUsageRecorder(t *testing.T) {
 	for g := 0; g < 8; g++ {
 		wg.Go(func() {
 			for i := 0; i < 1000; i++ {
-				u.Used(a.ID, base.Add(time.Duration(i)*time.Millisecond))
+				u.Used(a.ID, base.Add(time.Duration(i)*time.Second))
 				u.Used(b.ID, base.Add(-time.Duration(i)*time.Second))
 			}
 		})
@@ -31,7 +31,7 @@ func TestUsageRecorder(t *testing.T) {
 	if err := u.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	for id, want := range map[string]*time.Time{a.ID: ptr(base.Add(999 * time.Millisecond)), b.ID: &base, unused.ID: nil} {
+	for id, want := range map[string]*time.Time{a.ID: ptr(base.Add(999 * time.Second)), b.ID: &base, unused.ID: nil} {
 		k, err := s.Get(context.Background(), id)
 		if err != nil {
 			t.Fatal(err)
@@ -51,8 +51,17 @@ func TestUsageRecorder(t *testing.T) {
 	old := keystore.NewUsageRecorder(s, time.Hour, nil)
 	old.Used(a.ID, base.Add(-time.Hour))
 	old.Flush(context.Background())
-	if k, _ := s.Get(context.Background(), a.ID); !k.LastUsedAt.Equal(base.Add(999 * time.Millisecond)) {
+	if k, _ := s.Get(context.Background(), a.ID); !k.LastUsedAt.Equal(base.Add(999 * time.Second)) {
 		t.Fatalf("an older use overwrote a newer one: %v", k.LastUsedAt)
+	}
+	// Uses closer together than the resolution are one use.
+	c, _ := mustCreate(t, s, keystore.CreateParams{})
+	fine := keystore.NewUsageRecorder(s, time.Hour, nil)
+	fine.Used(c.ID, base)
+	fine.Used(c.ID, base.Add(50*time.Millisecond))
+	fine.Flush(context.Background())
+	if k, _ := s.Get(context.Background(), c.ID); !k.LastUsedAt.Equal(base) {
+		t.Fatalf("uses 50ms apart: last_used_at %v, want the first (%v)", k.LastUsedAt, base)
 	}
 	// Recording use is not a lifecycle change.
 	if events, _ := s.Events(context.Background(), a.ID); len(events) != 1 {

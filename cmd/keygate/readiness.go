@@ -21,7 +21,7 @@ const authorizationService = "envoy.service.auth.v3.Authorization"
 // readiness is whether keygate can make decisions: the store answers and
 // it is not shutting down. It drives gRPC health and /readyz together.
 type readiness struct {
-	health *health.Server
+	health *healthService
 
 	mu       sync.Mutex
 	ready    bool
@@ -29,7 +29,7 @@ type readiness struct {
 	reason   string
 }
 
-func newReadiness(h *health.Server) *readiness {
+func newReadiness(h *healthService) *readiness {
 	r := &readiness{health: h, reason: "starting"}
 	r.apply()
 	return r
@@ -38,6 +38,9 @@ func newReadiness(h *health.Server) *readiness {
 func (r *readiness) set(ready bool, reason string) (changed bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.stopping {
+		return false // shutting down is final
+	}
 	changed = r.ready != ready || r.reason != reason
 	r.ready, r.reason = ready, reason
 	r.apply()
@@ -58,7 +61,7 @@ func (r *readiness) apply() {
 		status = healthpb.HealthCheckResponse_SERVING
 	}
 	if r.stopping {
-		r.health.Shutdown() // NOT_SERVING for every service, for good
+		r.health.shutdown() // NOT_SERVING for every service, for good
 		return
 	}
 	r.health.SetServingStatus("", status)
@@ -106,3 +109,48 @@ func watchStore(ctx context.Context, store *keystore.Store, r *readiness, logger
 		}
 	}
 }
+
+// healthService is grpc-go's health server, whose Watch streams end when
+// shutdown starts (after telling the watcher NOT_SERVING): an open Watch,
+// as gRPC clients with client-side health checking keep, must not hold
+// GracefulStop until the shutdown timeout.
+type healthService struct {
+	*health.Server
+	stopping chan struct{}
+	once     sync.Once
+}
+
+func newHealthService() *healthService {
+	return &healthService{Server: health.NewServer(), stopping: make(chan struct{})}
+}
+
+func (h *healthService) shutdown() {
+	h.once.Do(func() {
+		h.Server.Shutdown()
+		close(h.stopping)
+	})
+}
+
+// Watch is health.Server's Watch on a stream whose context also ends at
+// shutdown.
+func (h *healthService) Watch(req *healthpb.HealthCheckRequest, stream healthpb.Health_WatchServer) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	go func() {
+		select {
+		case <-h.stopping:
+			// Let the NOT_SERVING update reach the watcher first.
+			time.Sleep(50 * time.Millisecond)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return h.Server.Watch(req, watchStream{stream, ctx})
+}
+
+type watchStream struct {
+	healthpb.Health_WatchServer
+	ctx context.Context
+}
+
+func (w watchStream) Context() context.Context { return w.ctx }

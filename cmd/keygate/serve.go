@@ -7,16 +7,15 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
@@ -147,9 +146,8 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	}
 	defer httpLis.Close()
 
-	healthServer := health.NewServer()
-	grpcServer := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(grpcServer, authzServer)
+	healthServer := newHealthService()
+	grpcServer := authz.NewGRPCServer(authzServer, grpcServerOptions()...)
 	healthpb.RegisterHealthServer(grpcServer, healthServer)
 	reflection.Register(grpcServer)
 	ready := newReadiness(healthServer)
@@ -236,4 +234,13 @@ func prepareSchema(ctx context.Context, db dbFlags, migrate bool, logger *slog.L
 		return errors.New("the database schema is not up to date: run 'keygate migrate' (or serve with --migrate)")
 	}
 	return nil
+}
+
+// grpcServerOptions tune the gRPC server for many small unary calls: a
+// fixed set of workers serves the streams, so that a Check does not start
+// a goroutine (and grow its stack) per request.
+func grpcServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
+	}
 }

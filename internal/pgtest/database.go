@@ -37,15 +37,19 @@ var (
 	}
 )
 
-// Main runs the package's tests and then stops the throwaway cluster, if
-// one was started. Call it from TestMain.
-func Main(m *testing.M) {
+// Main runs the package's tests, stops the throwaway cluster if one was
+// started, and exits. Call it from TestMain.
+func Main(m *testing.M) { os.Exit(Run(m)) }
+
+// Run is Main without the exit, for a TestMain with its own cleanup to do:
+// it returns the exit code.
+func Run(m *testing.M) int {
 	mainCalled = true
 	code := m.Run()
 	if shared.cluster != nil {
 		shared.cluster.Destroy()
 	}
-	os.Exit(code)
+	return code
 }
 
 // ServerURL returns the connection string of the server tests create

@@ -1,0 +1,159 @@
+//go:build unix
+
+package test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/internal/pgtest"
+)
+
+// binaries are the programs under test, built once by TestMain.
+var binaries struct {
+	keygate, grpcurl string
+	err              error // why they could not be built
+}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "keygate-e2e-")
+	if err != nil {
+		binaries.err = err
+	} else {
+		binaries.keygate, binaries.grpcurl, binaries.err = build(dir)
+	}
+	code := pgtest.Run(m) // runs the tests and stops the throwaway cluster
+	if dir != "" {
+		os.RemoveAll(dir)
+	}
+	os.Exit(code)
+}
+
+// build compiles keygate and grpcurl, from the module the tests belong to,
+// into dir.
+func build(dir string) (keygate, grpcurl string, err error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", "", fmt.Errorf("go env GOMOD: %v", err)
+	}
+	gomod := strings.TrimSpace(string(out))
+	if gomod == "" || gomod == os.DevNull {
+		return "", "", errors.New("go env GOMOD: not inside the keygate module")
+	}
+	for _, b := range []struct{ pkg, out string }{
+		{"./cmd/keygate", filepath.Join(dir, "keygate")},
+		{"github.com/fullstorydev/grpcurl/cmd/grpcurl", filepath.Join(dir, "grpcurl")},
+	} {
+		cmd := exec.Command("go", "build", "-o", b.out, b.pkg)
+		cmd.Dir = filepath.Dir(gomod)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", "", fmt.Errorf("go build -o %s %s: %v\n%s", b.out, b.pkg, err, out)
+		}
+	}
+	return filepath.Join(dir, "keygate"), filepath.Join(dir, "grpcurl"), nil
+}
+
+// keygateBin returns the keygate binary, failing tb if it could not be built.
+func keygateBin(tb testing.TB) string {
+	tb.Helper()
+	if binaries.err != nil {
+		tb.Fatalf("building the binaries under test failed: %v", binaries.err)
+	}
+	return binaries.keygate
+}
+
+// grpcurlBin returns the grpcurl binary, failing tb if it could not be built.
+func grpcurlBin(tb testing.TB) string {
+	tb.Helper()
+	keygateBin(tb)
+	return binaries.grpcurl
+}
+
+// environ is this process's environment for a keygate subprocess: no
+// KEYGATE_* setting leaks in, and DATABASE_URL is dbURL.
+func environ(dbURL string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if strings.HasPrefix(kv, "KEYGATE_") || strings.HasPrefix(kv, "DATABASE_URL=") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "DATABASE_URL="+dbURL, "USER=e2e")
+}
+
+// cli runs a keygate command against dbURL and returns its standard
+// output, failing tb unless it exits 0.
+func cli(tb testing.TB, dbURL string, args ...string) []byte {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, keygateBin(tb), args...)
+	cmd.Env = environ(dbURL)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		tb.Fatalf("keygate %s: %v\n%s", strings.Join(args, " "), err, stderr.Bytes())
+	}
+	return stdout.Bytes()
+}
+
+// cliKey is the JSON that `keygate keys create -o json` prints.
+type cliKey struct {
+	ID        string     `json:"id"`
+	Secret    string     `json:"secret"`
+	AccountID string     `json:"account_id"`
+	Scopes    []string   `json:"scopes"`
+	ExpiresAt *time.Time `json:"expires_at"`
+}
+
+// createKey creates a key with `keygate keys create`; args add flags.
+func createKey(tb testing.TB, dbURL, account, name string, args ...string) cliKey {
+	tb.Helper()
+	out := cli(tb, dbURL, append([]string{"keys", "create", "--account", account, "--name", name, "-o", "json"}, args...)...)
+	var k cliKey
+	if err := json.Unmarshal(out, &k); err != nil || k.ID == "" || k.Secret == "" {
+		tb.Fatalf("keygate keys create -o json printed %q (%v); want an object with id and secret", out, err)
+	}
+	return k
+}
+
+// revokeKey revokes a key with `keygate keys revoke`.
+func revokeKey(tb testing.TB, dbURL, id string) {
+	tb.Helper()
+	cli(tb, dbURL, "keys", "revoke", id)
+}
+
+// eventually polls cond every 20ms until it holds, failing tb after limit.
+func eventually(tb testing.TB, limit time.Duration, what string, cond func() bool) time.Duration {
+	tb.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > limit {
+			tb.Fatalf("timed out after %v waiting for %s", limit, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// rotateKey rotates a key with `keygate keys rotate --grace` and returns
+// the successor with its secret.
+func rotateKey(tb testing.TB, dbURL, id, grace string) cliKey {
+	tb.Helper()
+	out := cli(tb, dbURL, "keys", "rotate", id, "--grace", grace, "-o", "json")
+	var k cliKey
+	if err := json.Unmarshal(out, &k); err != nil || k.ID == "" || k.Secret == "" || k.ID == id {
+		tb.Fatalf("keygate keys rotate -o json printed %q (%v); want the successor's id and secret", out, err)
+	}
+	return k
+}

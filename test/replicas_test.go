@@ -1,0 +1,331 @@
+//go:build unix
+
+package test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/grpc/codes"
+
+	"github.com/keygate/keygate/internal/pgtest"
+)
+
+// TestReplicasSeeRevocation runs three replicas on one database and
+// measures how long changes made with the CLI take to reach each of them
+// (DESIGN.md §6): revocations through LISTEN/NOTIFY, rotation, a
+// revocation whose notification is lost (only the delta poll can catch
+// it), and a revocation right after every replica's listener connection
+// was killed (the resync on reconnect, or the poll, must catch it).
+func TestReplicasSeeRevocation(t *testing.T) {
+	const (
+		pollInterval = 2 * time.Second
+		trials       = 24
+		bound        = time.Second // DESIGN.md §6: p99 across replicas
+	)
+	db := pgtest.NewDatabase(t)
+	replicas := make([]*server, 3)
+	for i := range replicas {
+		replicas[i] = startServer(t, db, "--poll-interval", pollInterval.String())
+	}
+
+	var fromReturn, fromStart []time.Duration
+	deniedAtFirstPoll, uncachedLoads := 0, 0
+	for trial := range trials {
+		k := createKey(t, db, "acme", fmt.Sprintf("trial %d", trial))
+		req := keyCheck(k.Secret, "/api/v1/projects")
+		// A key just created works on every replica at the first try (no
+		// replica may answer from a negative cache entry), and is then
+		// cached everywhere.
+		for _, r := range replicas {
+			if cacheKey(t, r, req) > 2 {
+				uncachedLoads++
+			}
+		}
+		started := time.Now()
+		revokeKey(t, db, k.ID)
+		returned := time.Now()
+		for i, d := range waitDenied(replicas, req, 5*time.Second) {
+			if d.err != nil {
+				t.Errorf("trial %d: replica %d: %v", trial, i, d.err)
+				continue
+			}
+			fromReturn = append(fromReturn, d.at.Sub(returned))
+			fromStart = append(fromStart, d.at.Sub(started))
+			if d.polls == 1 {
+				deniedAtFirstPoll++
+			}
+		}
+	}
+	p50, p99, worst := percentile(fromReturn, 50), percentile(fromReturn, 99), percentile(fromReturn, 100)
+	t.Logf("revocation → denial on every replica, %d samples (%d trials × %d replicas), from `keygate keys revoke` returning: p50 %s, p99 %s, max %s",
+		len(fromReturn), trials, len(replicas), ms(p50), ms(p99), ms(worst))
+	t.Logf("same, from the CLI starting: p50 %s, p99 %s, max %s; %d of %d replicas already denied at the first Check after the CLI returned; "+
+		"%d of %d first loads were not cached (they overlapped a change notification) and needed another Check",
+		ms(percentile(fromStart, 50)), ms(percentile(fromStart, 99)), ms(percentile(fromStart, 100)), deniedAtFirstPoll, len(fromReturn),
+		uncachedLoads, trials*len(replicas))
+	if p99 > bound {
+		t.Errorf("revocation p99 across replicas = %v, want ≤ %v", p99, bound)
+	}
+
+	// Rotation: with a grace period both secrets work everywhere (the new
+	// one at the first try); rotating with no grace ends the old secret on
+	// every replica as a revocation would.
+	old := createKey(t, db, "acme", "rotated")
+	oldReq := keyCheck(old.Secret, "/api/v1/projects")
+	for i, r := range replicas {
+		if code, resp := r.mustCheck(t, oldReq); code != codes.OK {
+			t.Fatalf("replica %d: key to rotate: %s; want allowed", i, describe(resp))
+		}
+	}
+	rotated := rotateKey(t, db, old.ID, "1h")
+	rotatedReq := keyCheck(rotated.Secret, "/api/v1/projects")
+	for i, r := range replicas {
+		if code, resp := r.mustCheck(t, rotatedReq); code != codes.OK || upstreamHeaders(resp)["x-keygate-key-id"] != rotated.ID {
+			t.Errorf("replica %d: first Check with the rotated secret: %s; want allowed as %s", i, describe(resp), rotated.ID)
+		}
+		if code, resp := r.mustCheck(t, oldReq); code != codes.OK {
+			t.Errorf("replica %d: old secret within its 1h grace period: %s; want allowed", i, describe(resp))
+		}
+	}
+	rotateKey(t, db, rotated.ID, "0s")
+	rotatedAt := time.Now()
+	var figures []string
+	for i, d := range waitDenied(replicas, rotatedReq, 5*time.Second) {
+		if d.err != nil {
+			t.Errorf("rotated with no grace: replica %d: %v", i, d.err)
+			continue
+		}
+		took := d.at.Sub(rotatedAt)
+		figures = append(figures, fmt.Sprintf("replica %d %s", i, ms(took)))
+		if took > bound {
+			t.Errorf("rotated with no grace: replica %d still allowed the old secret %v after the CLI returned, want ≤ %v", i, took, bound)
+		}
+	}
+	t.Logf("rotation with --grace 0s: old secret refused after the CLI returned: %s", strings.Join(figures, ", "))
+
+	// A lost notification: a revocation written with SQL that notifies
+	// nobody. Only the delta poll can tell the replicas.
+	k := createKey(t, db, "acme", "silently revoked")
+	req := keyCheck(k.Secret, "/api/v1/projects")
+	time.Sleep(100 * time.Millisecond) // let the creation's notification land first
+	for _, r := range replicas {
+		cacheKey(t, r, req)
+	}
+	silentAt := revokeWithoutNotify(t, db, k.ID)
+	limit := pollInterval + time.Second
+	figures = nil
+	for i, d := range waitDenied(replicas, req, limit+2*time.Second) {
+		if d.err != nil {
+			t.Errorf("notification lost: replica %d: %v", i, d.err)
+			continue
+		}
+		took := d.at.Sub(silentAt)
+		figures = append(figures, fmt.Sprintf("replica %d %s", i, ms(took)))
+		if took > limit {
+			t.Errorf("notification lost: replica %d denied the revoked key %v after the commit, want ≤ poll interval + 1s = %v", i, took, limit)
+		}
+	}
+	t.Logf("revocation without a notification (delta poll every %v): refused after the commit on %s", pollInterval, strings.Join(figures, ", "))
+
+	// Notifications lost: kill every replica's LISTEN connection, then
+	// revoke a key every replica holds in its cache.
+	k = createKey(t, db, "acme", "listener killed")
+	req = keyCheck(k.Secret, "/api/v1/projects")
+	time.Sleep(100 * time.Millisecond) // let the creation's notification land first
+	for _, r := range replicas {
+		cacheKey(t, r, req)
+	}
+	reconnects := make([]float64, len(replicas))
+	for i, r := range replicas {
+		reconnects[i] = r.metric(t, "keygate_listener_reconnects_total")
+	}
+	killed := terminateListeners(t, db, replicas)
+	started := time.Now()
+	revokeKey(t, db, k.ID)
+	returned := time.Now()
+	figures = nil
+	for i, d := range waitDenied(replicas, req, limit+2*time.Second) {
+		if d.err != nil {
+			t.Errorf("listeners killed: replica %d: %v", i, d.err)
+			continue
+		}
+		took := d.at.Sub(returned)
+		figures = append(figures, fmt.Sprintf("replica %d %s", i, ms(took)))
+		if took > limit {
+			t.Errorf("listeners killed: replica %d denied the revoked key %v after the CLI returned, want ≤ poll interval + 1s = %v", i, took, limit)
+		}
+	}
+	t.Logf("listeners killed (%s), revoke CLI took %s; denial after the CLI returned: %s",
+		strings.Join(killed, ", "), ms(returned.Sub(started)), strings.Join(figures, ", "))
+	// Every replica noticed: its listener reconnected (so the connection
+	// killed was indeed its listener).
+	for i, r := range replicas {
+		eventually(t, 5*time.Second, fmt.Sprintf("replica %d's listener to reconnect", i), func() bool {
+			return r.metric(t, "keygate_listener_reconnects_total") > reconnects[i] && r.metric(t, "keygate_listener_up") == 1
+		})
+	}
+
+	// A key used on one replica only is new to the others: their first
+	// use must be allowed too.
+	k = createKey(t, db, "acme", "one replica")
+	req = keyCheck(k.Secret, "/api/v1/projects")
+	for i, r := range replicas {
+		if code, resp := r.mustCheck(t, req); code != codes.OK {
+			t.Errorf("key used on replica 0 only: first use on replica %d: %s; want allowed", i, describe(resp))
+		}
+	}
+}
+
+// cacheKey makes sure r holds the valid key of req in its cache, so that
+// only news of a change can make r refuse it: it checks req until a Check
+// is answered without a database load (keygate_cache_loads_total stays),
+// and returns the number of Checks. 2 is the norm for a new key (a load,
+// then a hit); a load that overlaps the notification of any key change is
+// not cached, by design, hence the retries.
+func cacheKey(tb testing.TB, r *server, req *authv3.CheckRequest) (checks int) {
+	tb.Helper()
+	for checks = 1; checks <= 10; checks++ {
+		loads := r.metric(tb, "keygate_cache_loads_total")
+		if code, resp := r.mustCheck(tb, req); code != codes.OK {
+			tb.Fatalf("replica %s, Check %d with a valid key: %s; want allowed", r.grpcAddr, checks, describe(resp))
+		}
+		if r.metric(tb, "keygate_cache_loads_total") == loads {
+			return checks
+		}
+	}
+	tb.Fatalf("replica %s loads the key from the database on every Check: it never caches it", r.grpcAddr)
+	return checks
+}
+
+// denial is when one replica first refused a revoked key.
+type denial struct {
+	at    time.Time // when the refusing response arrived
+	polls int       // Checks sent until then
+	err   error
+}
+
+// waitDenied checks req on every replica concurrently, every 5ms, until
+// each answers 401 (invalid_api_key), and reports when.
+func waitDenied(replicas []*server, req *authv3.CheckRequest, limit time.Duration) []denial {
+	out := make([]denial, len(replicas))
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(limit)
+	for i, r := range replicas {
+		wg.Go(func() {
+			d := &out[i]
+			for {
+				d.polls++
+				resp, err := r.check(req, time.Second)
+				now := time.Now()
+				switch {
+				case err != nil:
+					d.err = fmt.Errorf("Check: gRPC error %v", err)
+					return
+				case codes.Code(resp.GetStatus().GetCode()) == codes.Unauthenticated:
+					d.at = now
+					return
+				case codes.Code(resp.GetStatus().GetCode()) != codes.OK:
+					d.err = fmt.Errorf("revoked key: %s; want 401 invalid_api_key", describe(resp))
+					return
+				case now.After(deadline):
+					d.err = fmt.Errorf("revoked key still allowed %v later (%d Checks)", limit, d.polls)
+					return
+				}
+				time.Sleep(5 * time.Millisecond)
+			}
+		})
+	}
+	wg.Wait()
+	return out
+}
+
+// terminateListeners kills every replica's LISTEN connection with
+// pg_terminate_backend and returns "pid: query" for each. A listener runs
+// nothing but LISTEN and, after 2s without a notification, pgx's "-- ping",
+// which pool connections run too; so when some listener's last statement
+// is no longer LISTEN, every listener is first made to reconnect (killing
+// each keygate connection whose last statement is LISTEN or "-- ping"),
+// and the fresh listeners, whose last statement is LISTEN, are killed.
+// The test's database has no other clients that LISTEN or ping.
+func terminateListeners(tb testing.TB, dbURL string, replicas []*server) []string {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	terminate := func(where string) []string {
+		tb.Helper()
+		rows, err := conn.Query(ctx, `
+			SELECT pid::text || ': ' || query, pg_terminate_backend(pid)
+			FROM pg_stat_activity
+			WHERE datname = current_database() AND pid <> pg_backend_pid() AND `+where)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		var killed []string
+		var ok bool
+		var row string
+		if _, err := pgx.ForEachRow(rows, []any{&row, &ok}, func() error {
+			if !ok {
+				return fmt.Errorf("pg_terminate_backend failed for %s", row)
+			}
+			killed = append(killed, row)
+			return nil
+		}); err != nil {
+			tb.Fatal(err)
+		}
+		return killed
+	}
+	var listening int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity
+		WHERE datname = current_database() AND query LIKE 'LISTEN%'`).Scan(&listening); err != nil {
+		tb.Fatal(err)
+	}
+	if listening != len(replicas) {
+		before := make([]float64, len(replicas))
+		for i, r := range replicas {
+			before[i] = r.metric(tb, "keygate_listener_reconnects_total")
+		}
+		primed := terminate(`(query LIKE 'LISTEN%' OR query = '-- ping')`)
+		tb.Logf("%d of %d listeners' last statement is LISTEN: made every listener reconnect first (terminated %s)",
+			listening, len(replicas), strings.Join(primed, ", "))
+		for i, r := range replicas {
+			eventually(tb, 5*time.Second, fmt.Sprintf("replica %d's listener to reconnect", i), func() bool {
+				return r.metric(tb, "keygate_listener_reconnects_total") > before[i] && r.metric(tb, "keygate_listener_up") == 1
+			})
+		}
+	}
+	killed := terminate(`query LIKE 'LISTEN%'`)
+	if len(killed) != len(replicas) {
+		tb.Fatalf("terminated %d LISTEN connections (%v), want one per replica (%d)", len(killed), killed, len(replicas))
+	}
+	return killed
+}
+
+// revokeWithoutNotify revokes a key the way the CLI does, minus the
+// notification, and returns when the change committed.
+func revokeWithoutNotify(tb testing.TB, dbURL, id string) time.Time {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	tag, err := conn.Exec(ctx, `UPDATE api_keys SET revoked_at = now(), updated_at = clock_timestamp() WHERE id = $1`, id)
+	if err != nil || tag.RowsAffected() != 1 {
+		tb.Fatalf("revoking %s with SQL: %v, %d rows", id, err, tag.RowsAffected())
+	}
+	return time.Now()
+}
