@@ -12,8 +12,6 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/types/known/structpb"
-
-	"github.com/keygate/keygate/keystore"
 )
 
 // MetadataNamespace is where Envoy files the dynamic metadata of an
@@ -94,10 +92,12 @@ func (s *Server) finish(ctx context.Context, d *Decision, start time.Time) {
 }
 
 // grantKey identifies an allow response that does not depend on anything
-// else in the request: the key record (immutable while cached; a change
-// makes a new record), the module, and which headers carried the key.
+// else in the request: the key record's id and version (every lifecycle
+// change gives a new version, and a record read again at the same version
+// is the same record), the module, and which headers carried the key.
 type grantKey struct {
-	key      *keystore.Key
+	keyID    string
+	version  int64 // UpdatedAt in unix microseconds
 	module   string
 	carriers uint8
 }
@@ -115,7 +115,7 @@ func (s *Server) okResponse(d *Decision, sc *headerScan) *response {
 	if len(sc.spoofed) > 0 {
 		return &response{msg: s.buildOK(d, sc)}
 	}
-	gk := grantKey{key: d.Key, module: d.Module, carriers: sc.cred.carriers}
+	gk := grantKey{keyID: d.Key.ID, version: d.Key.UpdatedAt.UnixMicro(), module: d.Module, carriers: sc.cred.carriers}
 	if resp, ok := s.grants.GetIfPresent(gk); ok {
 		return resp
 	}

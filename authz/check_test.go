@@ -349,3 +349,40 @@ func flipChar(c byte) string {
 	}
 	return "A"
 }
+
+func TestSharedAllowResponses(t *testing.T) {
+	w := newWorld(t)
+	s := newTestServer(t, w.lookup, nil)
+	plain := envoyRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.plain.secret}, nil)
+	first, _ := s.Check(context.Background(), plain)
+	second, _ := s.Check(context.Background(), plain)
+	if first != second {
+		t.Fatal("two identical allows built two responses; want one shared response")
+	}
+	// Forged identity headers make a response of their own.
+	forged := envoyRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.plain.secret, "x-keygate-role": "admin"}, nil)
+	resp, _ := s.Check(context.Background(), forged)
+	if resp == first || !slices.Contains(resp.GetOkResponse().GetHeadersToRemove(), "x-keygate-role") {
+		t.Fatalf("a forged identity header was not removed: %v", resp.GetOkResponse().GetHeadersToRemove())
+	}
+	// Another module, or the key in another header, is another response.
+	bearer := envoyRequest("GET", "/api/v1/projects", map[string]string{"authorization": "Bearer " + w.plain.secret}, nil)
+	if resp, _ := s.Check(context.Background(), bearer); resp == first || !slices.Contains(resp.GetOkResponse().GetHeadersToRemove(), "authorization") {
+		t.Fatal("the bearer request got the x-api-key request's response")
+	}
+	other := envoyRequest("GET", "/api/v1/deployments", map[string]string{"x-api-key": w.plain.secret}, nil)
+	if resp, _ := s.Check(context.Background(), other); resp == first {
+		t.Fatal("another module got the projects response")
+	}
+	// A new version of the record (any lifecycle change) is a new response.
+	w.lookup.mu.Lock()
+	changed := *w.plain.key
+	changed.UpdatedAt = changed.UpdatedAt.Add(time.Second)
+	changed.AccountID = "acct-moved"
+	w.lookup.keys[changed.Digest] = &changed
+	w.lookup.mu.Unlock()
+	resp, _ = s.Check(context.Background(), plain)
+	if got := resp.GetDynamicMetadata().GetFields()["account_id"].GetStringValue(); got != "acct-moved" {
+		t.Fatalf("after a change the response still says account %q", got)
+	}
+}
