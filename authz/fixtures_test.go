@@ -8,10 +8,7 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"google.golang.org/protobuf/types/known/timestamppb"
-
+	"github.com/keygate/keygate/internal/envoytest"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
@@ -96,59 +93,8 @@ func newTestServer(t testing.TB, lookup KeyLookup, mutate func(*Config)) *Server
 	return s
 }
 
-// envoyRequest builds a CheckRequest the way Envoy's ext_authz filter does
-// in gRPC mode: lower-case header keys including the pseudo-headers, the
-// path with its query as received, addresses, and the route's context
-// extensions. extra headers are added to a realistic browser/SDK set.
-func envoyRequest(method, path string, extra map[string]string, contextExtensions map[string]string) *authv3.CheckRequest {
-	headers := map[string]string{
-		":authority":                     "api.example.com",
-		":method":                        method,
-		":path":                          path,
-		":scheme":                        "https",
-		"accept":                         "application/json",
-		"accept-encoding":                "gzip, br",
-		"user-agent":                     "example-sdk/2.3.1 go1.26",
-		"x-forwarded-proto":              "https",
-		"x-forwarded-for":                "203.0.113.7",
-		"x-request-id":                   "5f0b0a58-6a55-4a8e-9a53-0c8e0f8f3e1d",
-		"x-envoy-expected-rq-timeout-ms": "15000",
-		"content-type":                   "application/json",
-	}
-	for k, v := range extra {
-		headers[k] = v
-	}
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
-			SocketAddress: &corev3.SocketAddress{Address: "10.0.3.17", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 51234}}}}},
-		Destination: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
-			SocketAddress: &corev3.SocketAddress{Address: "10.0.1.5", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 8080}}}}},
-		Request: &authv3.AttributeContext_Request{
-			Time: timestamppb.New(testNow),
-			Http: &authv3.AttributeContext_HttpRequest{
-				Id:       "14877394212342345",
-				Method:   method,
-				Headers:  headers,
-				Path:     path,
-				Host:     "api.example.com",
-				Scheme:   "https",
-				Protocol: "HTTP/1.1",
-			},
-		},
-		ContextExtensions: contextExtensions,
-	}}
-}
-
-// rawRequest is envoyRequest with encode_raw_headers on: header_map with
-// repeated headers kept apart and values in raw_value, headers empty.
-func rawRequest(method, path string, headers [][2]string) *authv3.CheckRequest {
-	req := envoyRequest(method, path, nil, nil)
-	hm := &corev3.HeaderMap{}
-	for _, h := range append([][2]string{{":method", method}, {":path", path}, {":authority", "api.example.com"}}, headers...) {
-		hm.Headers = append(hm.Headers, &corev3.HeaderValue{Key: h[0], RawValue: []byte(h[1])})
-	}
-	http := req.Attributes.Request.Http
-	http.Headers = nil
-	http.HeaderMap = hm
-	return req
-}
+// envoyRequest and rawRequest build CheckRequests as Envoy does.
+var (
+	envoyRequest = envoytest.CheckRequest
+	rawRequest   = envoytest.RawCheckRequest
+)

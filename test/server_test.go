@@ -19,13 +19,13 @@ import (
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/keygate/keygate/internal/envoytest"
 )
 
 // server is one `keygate serve` process with a gRPC client connected to it.
@@ -247,50 +247,8 @@ func (s *server) buckets(tb testing.TB, name string) map[string]float64 {
 	return out
 }
 
-// envoyCheck builds a CheckRequest the way Envoy's ext_authz filter does in
-// gRPC mode: lower-case header keys including the pseudo-headers, the
-// request target as received (query included, nothing decoded), the
-// request attributes, peers, and the route's context extensions. headers
-// are added to a realistic SDK request's set.
-func envoyCheck(method, path string, headers map[string]string, contextExtensions map[string]string) *authv3.CheckRequest {
-	h := map[string]string{
-		":authority":                     "api.example.com",
-		":method":                        method,
-		":path":                          path,
-		":scheme":                        "https",
-		"accept":                         "application/json",
-		"accept-encoding":                "gzip, br",
-		"user-agent":                     "example-sdk/2.3.1 go1.26",
-		"x-forwarded-proto":              "https",
-		"x-forwarded-for":                "203.0.113.7",
-		"x-request-id":                   "5f0b0a58-6a55-4a8e-9a53-0c8e0f8f3e1d",
-		"x-envoy-expected-rq-timeout-ms": "15000",
-	}
-	for k, v := range headers {
-		h[k] = v
-	}
-	peer := func(addr string, port uint32) *authv3.AttributeContext_Peer {
-		return &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
-			SocketAddress: &corev3.SocketAddress{Address: addr, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}}}
-	}
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source:      peer("10.0.3.17", 51234),
-		Destination: peer("10.0.1.5", 8080),
-		Request: &authv3.AttributeContext_Request{
-			Time: timestamppb.Now(),
-			Http: &authv3.AttributeContext_HttpRequest{
-				Id:       "14877394212342345",
-				Method:   method,
-				Headers:  h,
-				Path:     path,
-				Host:     "api.example.com",
-				Scheme:   "https",
-				Protocol: "HTTP/1.1",
-			},
-		},
-		ContextExtensions: contextExtensions,
-	}}
-}
+// envoyCheck builds a CheckRequest as Envoy's ext_authz filter does.
+var envoyCheck = envoytest.CheckRequest
 
 // keyCheck is a GET of path with the key in x-api-key.
 func keyCheck(secret, path string) *authv3.CheckRequest {

@@ -9,55 +9,21 @@ import (
 	"sync"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/keygate/keygate/internal/envoytest"
 )
 
 // benchPath is the request target of every Check: a module open to keys
 // without scopes in keygate's built-in example policy.
 const benchPath = "/api/v1/projects/42/builds?page=2"
 
-// checkRequest builds a CheckRequest for one key the way Envoy's ext_authz
-// filter does in gRPC mode (as authz's test fixtures do): lower-case
-// header keys including the pseudo-headers, the path with its query,
-// addresses, and a timestamp.
+// checkRequest is a GET of benchPath with secret in x-api-key, as
+// Envoy's ext_authz filter sends it.
 func checkRequest(secret string) *authv3.CheckRequest {
-	headers := map[string]string{
-		":authority":                     "api.example.com",
-		":method":                        "GET",
-		":path":                          benchPath,
-		":scheme":                        "https",
-		"accept":                         "application/json",
-		"accept-encoding":                "gzip, br",
-		"user-agent":                     "example-sdk/2.3.1 go1.26",
-		"x-forwarded-proto":              "https",
-		"x-forwarded-for":                "203.0.113.7",
-		"x-request-id":                   "5f0b0a58-6a55-4a8e-9a53-0c8e0f8f3e1d",
-		"x-envoy-expected-rq-timeout-ms": "15000",
-		"content-type":                   "application/json",
-		"x-api-key":                      secret,
-	}
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		Source: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
-			SocketAddress: &corev3.SocketAddress{Address: "10.0.3.17", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 51234}}}}},
-		Destination: &authv3.AttributeContext_Peer{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{
-			SocketAddress: &corev3.SocketAddress{Address: "10.0.1.5", PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: 8080}}}}},
-		Request: &authv3.AttributeContext_Request{
-			Time: timestamppb.Now(),
-			Http: &authv3.AttributeContext_HttpRequest{
-				Id:       "14877394212342345",
-				Method:   "GET",
-				Headers:  headers,
-				Path:     benchPath,
-				Host:     "api.example.com",
-				Scheme:   "https",
-				Protocol: "HTTP/1.1",
-			},
-		},
-	}}
+	return envoytest.CheckRequest("GET", benchPath, map[string]string{"x-api-key": secret}, nil)
 }
 
 // verifier checks that a response is the allow the benchmark expects.

@@ -51,15 +51,11 @@ func (c *devCmd) Run(e *env) error {
 
 // demoKey creates a key for the guide: account "demo", a day to live.
 func (c *devCmd) demoKey(ctx context.Context) (keystore.Secret, error) {
-	pool, err := c.pool(ctx)
+	store, closeStore, err := openStore(ctx, c.dbFlags, &c.keyFlags)
 	if err != nil {
 		return "", err
 	}
-	defer pool.Close()
-	store, err := c.store(pool)
-	if err != nil {
-		return "", err
-	}
+	defer closeStore()
 	_, secret, err := store.Create(ctx, keystore.CreateParams{
 		AccountID: "demo", Name: "keygate dev demo key", Description: "created by keygate dev",
 		Expiry: keystore.Expiry{In: 24 * time.Hour}, Actor: "keygate dev",

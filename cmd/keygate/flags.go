@@ -146,6 +146,27 @@ func (f keyFlags) store(pool *pgxpool.Pool) (*keystore.Store, error) {
 	return keystore.New(pool, keystore.Options{Hasher: h, Prefix: f.KeyPrefix, MaxLifetime: time.Duration(f.MaxKeyLifetime)})
 }
 
+// openStore connects to the database and returns a store, shaped by kf
+// when the command creates keys (nil: the defaults, enough to read and
+// revoke), and the function that closes it.
+func openStore(ctx context.Context, db dbFlags, kf *keyFlags) (*keystore.Store, func(), error) {
+	pool, err := db.pool(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	var store *keystore.Store
+	if kf != nil {
+		store, err = kf.store(pool)
+	} else {
+		store, err = keystore.New(pool, keystore.Options{})
+	}
+	if err != nil {
+		pool.Close()
+		return nil, nil, err
+	}
+	return store, pool.Close, nil
+}
+
 // flagOfField names the flag behind a keystore validation error's field.
 var flagOfField = map[string]string{
 	"account_id":  "--account",

@@ -69,15 +69,11 @@ func (c *keysCreateCmd) Run(e *env) error {
 		}
 		expiry.At = t
 	}
-	pool, err := c.pool(e.ctx)
+	store, closeStore, err := openStore(e.ctx, c.dbFlags, &c.keyFlags)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store, err := c.store(pool)
-	if err != nil {
-		return err
-	}
+	defer closeStore()
 	k, secret, err := store.Create(e.ctx, keystore.CreateParams{
 		AccountID: c.Account, Name: c.Name, Description: c.Description, Scopes: c.Scope, Expiry: expiry, Actor: c.actor(e),
 	})
@@ -95,15 +91,11 @@ type keysListCmd struct {
 }
 
 func (c *keysListCmd) Run(e *env) error {
-	pool, err := c.pool(e.ctx)
+	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store, err := keystore.New(pool, keystore.Options{})
-	if err != nil {
-		return err
-	}
+	defer closeStore()
 	keys, err := store.List(e.ctx, keystore.ListParams{AccountID: c.Account, All: c.All})
 	if err != nil {
 		return storeError(err, "")
@@ -132,15 +124,11 @@ type keysShowCmd struct {
 }
 
 func (c *keysShowCmd) Run(e *env) error {
-	pool, err := c.pool(e.ctx)
+	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store, err := keystore.New(pool, keystore.Options{})
-	if err != nil {
-		return err
-	}
+	defer closeStore()
 	k, err := store.Get(e.ctx, c.ID)
 	if err != nil {
 		return storeError(err, c.ID)
@@ -158,15 +146,11 @@ type keysUpdateCmd struct {
 }
 
 func (c *keysUpdateCmd) Run(e *env) error {
-	pool, err := c.pool(e.ctx)
+	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store, err := keystore.New(pool, keystore.Options{})
-	if err != nil {
-		return err
-	}
+	defer closeStore()
 	k, err := store.Update(e.ctx, c.ID, keystore.UpdateParams{Name: c.Name, Description: c.Description, Actor: c.actor(e)})
 	if err != nil {
 		return storeError(err, c.ID)
@@ -182,15 +166,11 @@ type keysRevokeCmd struct {
 }
 
 func (c *keysRevokeCmd) Run(e *env) error {
-	pool, err := c.pool(e.ctx)
+	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store, err := keystore.New(pool, keystore.Options{})
-	if err != nil {
-		return err
-	}
+	defer closeStore()
 	k, err := store.Revoke(e.ctx, c.ID, c.actor(e))
 	if err != nil {
 		return storeError(err, c.ID)
@@ -212,15 +192,11 @@ type keysRotateCmd struct {
 }
 
 func (c *keysRotateCmd) Run(e *env) error {
-	pool, err := c.pool(e.ctx)
+	store, closeStore, err := openStore(e.ctx, c.dbFlags, &c.keyFlags)
 	if err != nil {
 		return err
 	}
-	defer pool.Close()
-	store, err := c.store(pool)
-	if err != nil {
-		return err
-	}
+	defer closeStore()
 	r, err := store.Rotate(e.ctx, c.ID, keystore.RotateParams{Grace: time.Duration(c.Grace), Actor: c.actor(e)})
 	if err != nil {
 		return storeError(err, c.ID)

@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/keygate/keygate/internal/envoytest"
 	"github.com/keygate/keygate/internal/pgtest"
 )
 
@@ -124,19 +125,11 @@ func (inst *instance) health(t *testing.T) healthpb.HealthCheckResponse_ServingS
 
 // checkRequest builds a CheckRequest as Envoy does in gRPC mode.
 func checkRequest(method, path string, headers map[string]string, module string) *authv3.CheckRequest {
-	h := map[string]string{":method": method, ":path": path, ":authority": "api.example.com", ":scheme": "http",
-		"user-agent": "curl/8.5.0", "accept": "*/*", "x-request-id": "0e4c7d1c-3bb4-4b53-9a4e-5d3c0c4ae8c1",
-		"x-forwarded-proto": "http"}
-	for k, v := range headers {
-		h[k] = v
-	}
-	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
-		Http: &authv3.AttributeContext_HttpRequest{Method: method, Path: path, Headers: h, Host: "api.example.com",
-			Scheme: "http", Protocol: "HTTP/1.1", Id: "1"}}}}
+	var ext map[string]string
 	if module != "" {
-		req.Attributes.ContextExtensions = map[string]string{"module": module}
+		ext = map[string]string{"module": module}
 	}
-	return req
+	return envoytest.CheckRequest(method, path, headers, ext)
 }
 
 // createKey makes a key through the CLI and returns its id and secret.
