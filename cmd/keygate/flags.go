@@ -11,6 +11,7 @@ import (
 
 	"github.com/alecthomas/kong"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keygate/keygate/keystore"
@@ -197,10 +198,17 @@ func storeError(err error, id string) error {
 		return usageError("%s: %s", name, ve.Problem)
 	case errors.Is(err, keystore.ErrNotFound):
 		return fmt.Errorf("no key with id %s", id)
-	case errors.Is(err, keystore.ErrRevoked), errors.Is(err, keystore.ErrExpired), errors.Is(err, keystore.ErrRotated):
-		return errors.New(strings.ReplaceAll(err.Error(), "keystore: ", ""))
+	case isUndefinedTable(err):
+		return errors.New("the database has no keygate schema: run 'keygate migrate' first")
 	}
-	return errors.New(oneLineError(err))
+	return errors.New(strings.ReplaceAll(oneLineError(err), "keystore: ", ""))
+}
+
+// isUndefinedTable reports a query against a database that was never
+// migrated.
+func isUndefinedTable(err error) bool {
+	var pgErr *pgconn.PgError
+	return errors.As(err, &pgErr) && pgErr.Code == "42P01"
 }
 
 // redact hides the password of a connection string, URL or key=value.

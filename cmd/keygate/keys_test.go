@@ -217,6 +217,14 @@ func TestMigrateCommand(t *testing.T) {
 	mustRun(t, fresh, "keys", "list")
 }
 
+func TestUnmigratedDatabase(t *testing.T) {
+	db := pgtest.NewEmptyDatabase(t)
+	r := runCLI(t, db, "keys", "list")
+	if r.code != 1 || !strings.Contains(r.stderr, "keygate migrate") {
+		t.Fatalf("keys list on an empty database: exit %d, %q; want a pointer to keygate migrate", r.code, r.stderr)
+	}
+}
+
 func TestStoppedDatabase(t *testing.T) {
 	start := time.Now()
 	r := runCLI(t, "postgres://keygate@127.0.0.1:1/keygate", "keys", "list")

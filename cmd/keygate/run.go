@@ -83,6 +83,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			err = ex
 		}
 	}()
+	if len(args) == 0 {
+		args = []string{"--help"} // a bare `keygate` shows what it can do
+	}
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		help := "keygate --help"
