@@ -11,6 +11,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 )
 
@@ -24,8 +25,10 @@ var okStatus = &status.Status{}
 // Check answers Envoy's ext_authz Check. Every outcome, including a store
 // failure or a recovered panic, is a CheckResponse, never a gRPC error, so
 // that keygate fails closed whatever the filter's failure_mode_allow says.
+// The response is the caller's to keep and change (NewGRPCServer's
+// service shares and pre-encodes responses instead).
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	return s.respond(ctx, req).msg, nil
+	return proto.Clone(s.respond(ctx, req).msg).(*authv3.CheckResponse), nil
 }
 
 // respond decides and returns the response, encoded already when it is one

@@ -353,26 +353,32 @@ func flipChar(c byte) string {
 func TestSharedAllowResponses(t *testing.T) {
 	w := newWorld(t)
 	s := newTestServer(t, w.lookup, nil)
+	shared := func(req *authv3.CheckRequest) *authv3.CheckResponse { return s.respond(context.Background(), req).msg }
 	plain := envoyRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.plain.secret}, nil)
-	first, _ := s.Check(context.Background(), plain)
-	second, _ := s.Check(context.Background(), plain)
-	if first != second {
+	first := shared(plain)
+	if second := shared(plain); first != second {
 		t.Fatal("two identical allows built two responses; want one shared response")
 	}
 	// Forged identity headers make a response of their own.
 	forged := envoyRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.plain.secret, "x-keygate-role": "admin"}, nil)
-	resp, _ := s.Check(context.Background(), forged)
+	resp := shared(forged)
 	if resp == first || !slices.Contains(resp.GetOkResponse().GetHeadersToRemove(), "x-keygate-role") {
 		t.Fatalf("a forged identity header was not removed: %v", resp.GetOkResponse().GetHeadersToRemove())
 	}
 	// Another module, or the key in another header, is another response.
 	bearer := envoyRequest("GET", "/api/v1/projects", map[string]string{"authorization": "Bearer " + w.plain.secret}, nil)
-	if resp, _ := s.Check(context.Background(), bearer); resp == first || !slices.Contains(resp.GetOkResponse().GetHeadersToRemove(), "authorization") {
+	if resp := shared(bearer); resp == first || !slices.Contains(resp.GetOkResponse().GetHeadersToRemove(), "authorization") {
 		t.Fatal("the bearer request got the x-api-key request's response")
 	}
 	other := envoyRequest("GET", "/api/v1/deployments", map[string]string{"x-api-key": w.plain.secret}, nil)
-	if resp, _ := s.Check(context.Background(), other); resp == first {
+	if resp := shared(other); resp == first {
 		t.Fatal("another module got the projects response")
+	}
+	// Check hands out copies: changing one changes nothing else.
+	mine, _ := s.Check(context.Background(), plain)
+	mine.GetOkResponse().Headers[0].Header.Value = "someone-else"
+	if again, _ := s.Check(context.Background(), plain); again.GetOkResponse().GetHeaders()[0].GetHeader().GetValue() != "k-plain" {
+		t.Fatal("changing a response from Check changed the next one")
 	}
 	// A new version of the record (any lifecycle change) is a new response.
 	w.lookup.mu.Lock()
@@ -384,5 +390,67 @@ func TestSharedAllowResponses(t *testing.T) {
 	resp, _ = s.Check(context.Background(), plain)
 	if got := resp.GetDynamicMetadata().GetFields()["account_id"].GetStringValue(); got != "acct-moved" {
 		t.Fatalf("after a change the response still says account %q", got)
+	}
+}
+
+func TestUnderscoreIdentityHeadersRemoved(t *testing.T) {
+	w := newWorld(t)
+	s := newTestServer(t, w.lookup, nil)
+	resp, _ := s.Check(context.Background(), envoyRequest("GET", "/api/v1/projects", map[string]string{
+		"x-api-key": w.plain.secret, "x_keygate_scopes": "*", "x_keygate-account_id": "victim"}, nil))
+	removed := resp.GetOkResponse().GetHeadersToRemove()
+	for _, h := range []string{"x_keygate_scopes", "x_keygate-account_id"} {
+		if !slices.Contains(removed, h) {
+			t.Errorf("forged %s not removed (removals %v)", h, removed)
+		}
+	}
+}
+
+func TestRouteModuleUnderDefaultDeny(t *testing.T) {
+	w := newWorld(t)
+	p, err := policy.Parse("strict.yaml", []byte("default: deny\nmodules:\n  reports: { paths: [/api/v1/reports] }\n  users: { paths: [/api/v1/users], api_keys: deny }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestServer(t, w.lookup, func(c *Config) { c.Policy = p })
+	cases := []struct {
+		path string
+		want codes.Code
+	}{
+		{"/v2/reports/7", codes.OK},                                // the route says reports; the table knows no such path
+		{"/v2/reports/../../api/v1/users", codes.PermissionDenied}, // a reading lands in a closed module
+	}
+	for _, c := range cases {
+		resp, _ := s.Check(context.Background(), envoyRequest("GET", c.path, map[string]string{"x-api-key": w.plain.secret}, map[string]string{"module": "reports"}))
+		if got := codes.Code(resp.GetStatus().GetCode()); got != c.want {
+			t.Errorf("%s with route module reports: %v, want %v", c.path, got, c.want)
+		}
+	}
+}
+
+// pepperedLookup finds keys under their plain SHA-256 digest only, and
+// fails for every other digest, like a database that is down while the
+// key is cached under its pre-pepper digest.
+type pepperedLookup struct{ plain *fakeLookup }
+
+func (p pepperedLookup) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, error) {
+	if k, err := p.plain.Lookup(ctx, d); err == nil {
+		return k, nil
+	}
+	return nil, fmt.Errorf("lookup: %w: connection refused", keystore.ErrUnavailable)
+}
+
+func TestPepperCandidatesSurviveOneFailure(t *testing.T) {
+	w := newWorld(t)
+	h, _ := keystore.NewHasher([]byte(strings.Repeat("p", 32)))
+	s := newTestServer(t, pepperedLookup{w.lookup}, func(c *Config) { c.Hasher = h })
+	resp, _ := s.Check(context.Background(), envoyRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.plain.secret}, nil))
+	if codes.Code(resp.GetStatus().GetCode()) != codes.OK {
+		t.Fatalf("a key found under its second candidate digest was refused: %v", resp.GetStatus())
+	}
+	unknown, _ := keystore.GenerateSecret("kg")
+	resp, _ = s.Check(context.Background(), envoyRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": unknown.Reveal()}, nil))
+	if codes.Code(resp.GetStatus().GetCode()) != codes.Unavailable {
+		t.Fatalf("an unknown key with the store failing: %v, want UNAVAILABLE", resp.GetStatus())
 	}
 }

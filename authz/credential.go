@@ -116,9 +116,29 @@ func (s *Server) scanHeader(sc *headerScan, name, value string) {
 		c.carriers |= 1 << i
 		return
 	}
-	if strings.HasPrefix(name, s.identityPrefix) {
+	if hasIdentityPrefix(name, s.identityPrefix) {
 		sc.spoofed = append(sc.spoofed, name)
 	}
+}
+
+// hasIdentityPrefix reports whether name starts with prefix, reading '_'
+// as '-': many backends (CGI, WSGI, Rack, PHP) give x_keygate_scopes and
+// x-keygate-scopes the same name, so a forged underscore spelling must go
+// too.
+func hasIdentityPrefix(name, prefix string) bool {
+	if len(name) < len(prefix) {
+		return false
+	}
+	for i := 0; i < len(prefix); i++ {
+		c := name[i]
+		if c == '_' {
+			c = '-'
+		}
+		if c != prefix[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // bearerToken returns the token of an Authorization value with the

@@ -156,8 +156,11 @@ func (s *Server) decide(ctx context.Context, r *request) Decision {
 			// configurations disagree, so refuse rather than guess.
 			return Decision{Code: ModuleForbidden, Reason: ReasonUnknownModule, Module: r.module}
 		}
+		// The route names a known module: it decides, unless some reading
+		// of the path lands in a closed module (the policy's default for
+		// paths in no module does not override the route).
 		module = r.module
-		restricted = restricted || access != policy.AccessAllow
+		restricted = route.RestrictedModule != "" || access != policy.AccessAllow
 	}
 
 	// 3. The key itself: the one step that may touch the store.
@@ -191,6 +194,10 @@ func (s *Server) decide(ctx context.Context, r *request) Decision {
 // now. It returns the key, or a reason why not.
 func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now time.Time) (*keystore.Key, Reason) {
 	var digests [2]keystore.Digest
+	failure := ReasonUnknown // what to say if no candidate finds the key
+	// With a pepper there are two candidate digests (the current scheme's
+	// and the one before the pepper): a failure to look up one must not
+	// hide the other, which may well be cached.
 	for _, d := range s.hasher.AppendCandidates(digests[:0], secret) {
 		key, err := s.lookup.Lookup(ctx, d)
 		switch {
@@ -204,16 +211,15 @@ func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now t
 				return nil, ReasonExpired
 			}
 		case errors.Is(err, keystore.ErrNotFound):
-			continue
 		case errors.Is(err, context.DeadlineExceeded):
-			return nil, ReasonTimeout
+			failure = ReasonTimeout
 		case errors.Is(err, context.Canceled):
-			return nil, ReasonCanceled
+			failure = ReasonCanceled
 		default:
-			return nil, ReasonStoreError
+			failure = ReasonStoreError
 		}
 	}
-	return nil, ReasonUnknown
+	return nil, failure
 }
 
 // action is the scope action a method needs: safe methods read, the rest

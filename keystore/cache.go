@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,7 +26,8 @@ type CacheOptions struct {
 	Fresh time.Duration
 	// MaxStale is how long past Fresh a key may still be used while the
 	// store cannot answer. After it, the key needs the store (503 while it
-	// is down). Default 15 minutes.
+	// is down). Default 15 minutes; NoMaxStale allows no stale answers at
+	// all.
 	MaxStale time.Duration
 	// LoadTimeout bounds one query to the store, well inside Envoy's
 	// ext_authz timeout (200 ms by default). Default 100 ms.
@@ -38,6 +40,10 @@ type CacheOptions struct {
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 }
+
+// NoMaxStale, as CacheOptions.MaxStale, makes every key older than Fresh
+// need the store: no stale answers while it is down.
+const NoMaxStale time.Duration = -1
 
 // Source is what the cache reads through to: the store.
 type Source interface {
@@ -53,13 +59,18 @@ type Source interface {
 // unreachable. It holds records, not decisions: expiry and revocation are
 // checked by the caller on every use.
 type Cache struct {
-	src                      Source
-	entries                  *otter.Cache[Digest, *cacheEntry]
-	loads                    singleflight.Group
-	fresh, maxStale, negTTL  time.Duration
-	now                      func() time.Time
-	loadTimeout              time.Duration
-	generation               atomic.Uint64 // bumped by every invalidation
+	src                     Source
+	entries                 *otter.Cache[Digest, *cacheEntry]
+	loads                   singleflight.Group
+	fresh, maxStale, negTTL time.Duration
+	now                     func() time.Time
+	loadTimeout             time.Duration
+	// generations are bumped by every invalidation of a digest in their
+	// stripe (the digest's first byte), so that a query that was running
+	// meanwhile does not cache its possibly older answer; mu makes "check
+	// the generation, then store" atomic with respect to invalidations.
+	generations              [256]atomic.Uint64
+	mu                       sync.RWMutex
 	stats                    CacheStats
 	refreshes, refreshErrors atomic.Uint64
 }
@@ -102,8 +113,11 @@ func NewCache(src Source, opts CacheOptions) (*Cache, error) {
 	if c.fresh == 0 {
 		c.fresh = DefaultFresh
 	}
-	if c.maxStale == 0 {
+	switch {
+	case c.maxStale == 0:
 		c.maxStale = DefaultMaxStale
+	case c.maxStale == NoMaxStale:
+		c.maxStale = 0
 	}
 	if c.negTTL == 0 {
 		c.negTTL = DefaultNegativeTTL
@@ -191,18 +205,29 @@ func (c *Cache) load(ctx context.Context, d Digest) (*Key, error) {
 }
 
 // fetch queries the store and caches the answer (a key, or nil for none).
-func (c *Cache) fetch(ctx context.Context, d Digest) (*Key, error) {
-	gen := c.generation.Load()
+// A panic in the store becomes an error: fetch runs on goroutines of its
+// own, where nobody else could recover it.
+func (c *Cache) fetch(ctx context.Context, d Digest) (k *Key, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			k, err = nil, fmt.Errorf("keystore: lookup panicked (%v): %w", p, ErrUnavailable)
+		}
+	}()
+	gen := &c.generations[d[0]]
+	before := gen.Load()
 	started := c.now()
 	c.stats.Loads.Add(1)
-	k, err := c.src.Lookup(ctx, d)
+	k, err = c.src.Lookup(ctx, d)
 	switch {
 	case err == nil, errors.Is(err, ErrNotFound):
-		if c.generation.Load() == gen {
-			// No change was announced while the query ran, so its answer
-			// is at least as new as anything the cache has heard of.
+		c.mu.RLock()
+		if gen.Load() == before {
+			// No change to this digest was announced while the query ran,
+			// so its answer is at least as new as anything the cache has
+			// heard of.
 			c.entries.Set(d, &cacheEntry{key: k, fetched: started})
 		}
+		c.mu.RUnlock()
 		return k, nil
 	default:
 		c.stats.LoadErrors.Add(1)
@@ -219,7 +244,7 @@ func (c *Cache) refreshInBackground(d Digest, e *cacheEntry) {
 	}
 	e.lastTry.Store(now)
 	go func() {
-		defer e.refreshing.Store(false)
+		defer e.refreshing.Store(false) // fetch recovers panics itself
 		ctx, cancel := context.WithTimeout(context.Background(), c.loadTimeout)
 		defer cancel()
 		c.refreshes.Add(1)
@@ -233,20 +258,24 @@ func (c *Cache) refreshInBackground(d Digest, e *cacheEntry) {
 // asks the store; a query already running for d will not cache its
 // (possibly older) answer. Change notifications call it.
 func (c *Cache) Invalidate(d Digest) {
-	c.generation.Add(1)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.generations[d[0]].Add(1)
 	c.stats.Invalidations.Add(1)
 	c.entries.Invalidate(d)
 }
 
 // Update replaces the cached record of k, if the cache holds its digest
-// at all, with a record just read from the store; the delta poll and the
-// resync call it. Unknown-key entries are dropped.
+// at all and k is a newer version, with a record just read from the store;
+// the delta poll and the resync call it. Unknown-key entries are dropped.
 func (c *Cache) Update(k *Key, fetched time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	e, ok := c.entries.GetIfPresent(k.Digest)
-	if !ok || (e.key != nil && e.key.UpdatedAt.Equal(k.UpdatedAt)) {
-		return // not cached, or cached at this version already
+	if !ok || (e.key != nil && !k.UpdatedAt.After(e.key.UpdatedAt)) {
+		return // not cached, or cached at this version or a newer one
 	}
-	c.generation.Add(1)
+	c.generations[k.Digest[0]].Add(1)
 	c.stats.Invalidations.Add(1)
 	if e.key == nil {
 		c.entries.Invalidate(k.Digest)
@@ -268,10 +297,9 @@ func (c *Cache) Digests() []Digest {
 
 // ForgetUnknown drops every unknown-key entry.
 func (c *Cache) ForgetUnknown() {
-	c.generation.Add(1)
 	for d, e := range c.entries.All() {
 		if e.key == nil {
-			c.entries.Invalidate(d)
+			c.Invalidate(d)
 		}
 	}
 }

@@ -217,3 +217,58 @@ func TestCacheLoadTimeout(t *testing.T) {
 		t.Fatalf("lookup against a hung store: %v after %v; want ErrUnavailable within the 50ms load timeout", err, took)
 	}
 }
+
+func TestCacheUpdateNeverGoesBackInTime(t *testing.T) {
+	clk := newClock()
+	s, _ := newStore(t, keystore.Options{Now: clk.Now})
+	c := newCache(t, s, clk, keystore.CacheOptions{})
+	ctx := context.Background()
+	k, secret := mustCreate(t, s, keystore.CreateParams{})
+	d := s.Hasher().Digest(secret)
+	before, _ := s.Get(ctx, k.ID) // a poll's snapshot, taken before the revocation
+	if _, err := s.Revoke(ctx, k.ID, ""); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := c.Lookup(ctx, d); got.RevokedAt == nil {
+		t.Fatal("the cache loaded an unrevoked record after the revocation")
+	}
+	c.Update(before, clk.Now())
+	if got, _ := c.Lookup(ctx, d); got.RevokedAt == nil {
+		t.Fatal("an older record (a late poll) replaced the revoked one")
+	}
+}
+
+// panicSource panics on every lookup, like a bug below the cache.
+type panicSource struct{}
+
+func (panicSource) Lookup(context.Context, keystore.Digest) (*keystore.Key, error) {
+	panic("boom in store")
+}
+
+func TestCacheContainsPanicsBelowIt(t *testing.T) {
+	clk := newClock()
+	c := newCache(t, panicSource{}, clk, keystore.CacheOptions{})
+	secret, _ := keystore.GenerateSecret("kg")
+	h, _ := keystore.NewHasher(nil)
+	// The load runs on a goroutine of its own: an unrecovered panic there
+	// would end the whole process, not just this test.
+	_, err := c.Lookup(context.Background(), h.Digest(secret))
+	if !errors.Is(err, keystore.ErrUnavailable) {
+		t.Fatalf("lookup through a panicking store: %v, want ErrUnavailable", err)
+	}
+}
+
+func TestCacheNoMaxStale(t *testing.T) {
+	clk := newClock()
+	s, _ := newStore(t, keystore.Options{Now: clk.Now})
+	src := &gatedSource{store: s}
+	c := newCache(t, src, clk, keystore.CacheOptions{Fresh: time.Minute, MaxStale: keystore.NoMaxStale})
+	_, secret := mustCreate(t, s, keystore.CreateParams{})
+	d := s.Hasher().Digest(secret)
+	c.Lookup(context.Background(), d)
+	src.down.Store(true)
+	clk.Advance(time.Minute + time.Second)
+	if _, err := c.Lookup(context.Background(), d); !errors.Is(err, keystore.ErrUnavailable) {
+		t.Fatalf("with no max-stale, a key past Fresh with the store down: %v, want ErrUnavailable", err)
+	}
+}

@@ -52,10 +52,13 @@ func (s State) String() string {
 	return "unknown"
 }
 
-// StateAt reports the key's state at now. Revocation wins over expiry.
+// StateAt reports the key's state at now. A revoked key is revoked
+// whatever its revocation time says (revocation is never scheduled, so a
+// clock running behind the database's must not delay it); revocation wins
+// over expiry.
 func (k *Key) StateAt(now time.Time) State {
 	switch {
-	case k.RevokedAt != nil && !now.Before(*k.RevokedAt):
+	case k.RevokedAt != nil:
 		return StateRevoked
 	case k.ExpiresAt != nil && !now.Before(*k.ExpiresAt):
 		return StateExpired

@@ -105,6 +105,7 @@ func TestStateAt(t *testing.T) {
 		{"expired", Key{ExpiresAt: &past}, StateExpired},
 		{"expires exactly now", Key{ExpiresAt: &now}, StateExpired},
 		{"revoked", Key{RevokedAt: &past}, StateRevoked},
+		{"revoked by a clock ahead of ours", Key{RevokedAt: &future}, StateRevoked},
 		{"revoked and expired", Key{RevokedAt: &past, ExpiresAt: &past}, StateRevoked},
 	}
 	for _, c := range cases {

@@ -31,7 +31,10 @@ type Options struct {
 	// MaxLifetime, when positive, caps how far in the future a new key may
 	// expire and forbids keys that never expire.
 	MaxLifetime time.Duration
-	// Now is the clock. Default: time.Now.
+	// Now is the clock of lifecycle changes, for tests. Default: the
+	// database's clock (its transaction time), so that creation, expiry
+	// and revocation times never depend on the clock of the machine that
+	// runs the CLI.
 	Now func() time.Time
 }
 
@@ -60,9 +63,6 @@ func New(pool *pgxpool.Pool, opts Options) (*Store, error) {
 	if s.maxLifetime < 0 {
 		return nil, errors.New("keystore: max lifetime must not be negative")
 	}
-	if s.now == nil {
-		s.now = time.Now
-	}
 	s.generate = GenerateSecret
 	return s, nil
 }
@@ -71,8 +71,19 @@ func New(pool *pgxpool.Pool, opts Options) (*Store, error) {
 // decision path hashes presented keys the same way.
 func (s *Store) Hasher() *Hasher { return s.hasher }
 
-// clock returns the current time at the database's precision.
-func (s *Store) clock() time.Time { return s.now().UTC().Truncate(time.Microsecond) }
+// txNow is the time of a lifecycle change made in tx: the injected clock
+// if there is one, else the database's transaction time; at the
+// database's precision either way.
+func (s *Store) txNow(ctx context.Context, tx pgx.Tx) (time.Time, error) {
+	if s.now != nil {
+		return s.now().UTC().Truncate(time.Microsecond), nil
+	}
+	var t time.Time
+	if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&t); err != nil {
+		return time.Time{}, err
+	}
+	return t.UTC().Truncate(time.Microsecond), nil
+}
 
 // Expiry is a key's chosen lifetime: at most one of its fields is set. The
 // zero value means DefaultLifetime (capped by the store's MaxLifetime).
@@ -102,7 +113,7 @@ func (e Expiry) resolve(now time.Time, maxLifetime time.Duration) (*time.Time, e
 	case e.In < 0:
 		return nil, invalid("expiry", "lifetime must be positive")
 	case e.In > 0:
-		at = now.Add(e.In)
+		at = now.Add(e.In).Truncate(time.Microsecond)
 	case !e.At.IsZero():
 		at = e.At.UTC().Truncate(time.Microsecond)
 		if !at.After(now) {
@@ -133,7 +144,6 @@ type CreateParams struct {
 // Create issues a new key and returns its record and its secret, which is
 // never available again.
 func (s *Store) Create(ctx context.Context, p CreateParams) (*Key, Secret, error) {
-	now := s.clock()
 	if err := validateText("account_id", p.AccountID, MaxAccountIDLen, true, false); err != nil {
 		return nil, "", err
 	}
@@ -147,22 +157,23 @@ func (s *Store) Create(ctx context.Context, p CreateParams) (*Key, Secret, error
 	if err != nil {
 		return nil, "", err
 	}
-	expiresAt, err := p.Expiry.resolve(now, s.maxLifetime)
-	if err != nil {
-		return nil, "", err
-	}
 	k := &Key{
 		AccountID:   p.AccountID,
 		Name:        p.Name,
 		Description: p.Description,
 		Scopes:      scopes,
-		CreatedAt:   now,
 		CreatedBy:   p.Actor,
-		ExpiresAt:   expiresAt,
 	}
 	var secret Secret
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var err error
+		now, err := s.txNow(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if k.ExpiresAt, err = p.Expiry.resolve(now, s.maxLifetime); err != nil {
+			return err
+		}
+		k.CreatedAt = now
 		secret, err = s.insert(ctx, tx, k)
 		if err != nil {
 			return err
@@ -345,10 +356,15 @@ func (s *Store) List(ctx context.Context, p ListParams) ([]*Key, error) {
 			return nil, err
 		}
 	}
+	var now *time.Time // nil: the database's clock
+	if s.now != nil {
+		t := s.now()
+		now = &t
+	}
 	keys, err := queryKeys(ctx, s.pool, `SELECT `+keyColumns+` FROM api_keys
 		WHERE ($1 = '' OR account_id = $1)
-		  AND ($2 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $3)))
-		ORDER BY created_at, id`, p.AccountID, p.All, s.clock())
+		  AND ($2 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > coalesce($3, now()))))
+		ORDER BY created_at, id`, p.AccountID, p.All, now)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: list: %w", err)
 	}
@@ -385,10 +401,12 @@ func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, er
 	if len(detail) == 0 {
 		return nil, invalid("update", "nothing to change: give a name or a description")
 	}
-	now := s.clock()
 	var k *Key
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var err error
+		now, err := s.txNow(ctx, tx)
+		if err != nil {
+			return err
+		}
 		k, err = queryKey(ctx, tx, `UPDATE api_keys SET
 				name = COALESCE($2, name), description = COALESCE($3, description), updated_at = clock_timestamp()
 			WHERE id = $1 RETURNING `+keyColumns, u, p.Name, p.Description)
@@ -413,10 +431,12 @@ func (s *Store) Revoke(ctx context.Context, id, actor string) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	now := s.clock()
 	var k *Key
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		var err error
+		now, err := s.txNow(ctx, tx)
+		if err != nil {
+			return err
+		}
 		if k, err = lockKey(ctx, tx, u); err != nil {
 			return err
 		}
@@ -464,9 +484,12 @@ func (s *Store) Rotate(ctx context.Context, id string, p RotateParams) (*Rotatio
 	if p.Grace < 0 {
 		return nil, invalid("grace", "must not be negative")
 	}
-	now := s.clock()
 	var r Rotation
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		now, err := s.txNow(ctx, tx)
+		if err != nil {
+			return err
+		}
 		old, err := lockKey(ctx, tx, u)
 		if err != nil {
 			return err
@@ -493,6 +516,12 @@ func (s *Store) Rotate(ctx context.Context, id string, p RotateParams) (*Rotatio
 			CreatedBy:   p.Actor,
 			ExpiresAt:   old.ExpiresAt,
 			RotatedFrom: old.ID,
+		}
+		if s.maxLifetime > 0 {
+			// Rotation must not outlive the server's maximum lifetime.
+			if limit := now.Add(s.maxLifetime); r.New.ExpiresAt == nil || r.New.ExpiresAt.After(limit) {
+				r.New.ExpiresAt = &limit
+			}
 		}
 		if r.Secret, err = s.insert(ctx, tx, r.New); err != nil {
 			return err

@@ -557,3 +557,40 @@ func TestPepperedStoreFindsLegacyKeys(t *testing.T) {
 		t.Fatal("an HMAC key was found under its plain SHA-256 digest")
 	}
 }
+
+func TestLifecycleTimesComeFromTheDatabase(t *testing.T) {
+	s, pool := newStore(t, keystore.Options{}) // no injected clock
+	ctx := context.Background()
+	k, _ := mustCreate(t, s, keystore.CreateParams{Expiry: keystore.Expiry{In: time.Hour}})
+	revoked, err := s.Revoke(ctx, k.ID, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dbNow time.Time
+	if err := pool.QueryRow(ctx, `SELECT now()`).Scan(&dbNow); err != nil {
+		t.Fatal(err)
+	}
+	for name, at := range map[string]time.Time{"created_at": k.CreatedAt, "revoked_at": *revoked.RevokedAt} {
+		if at.After(dbNow) || dbNow.Sub(at) > 10*time.Second {
+			t.Errorf("%s = %v, want the database's time (now %v)", name, at, dbNow)
+		}
+	}
+	if !k.ExpiresAt.Equal(k.CreatedAt.Add(time.Hour)) {
+		t.Errorf("expires_at %v, want created_at + 1h", k.ExpiresAt)
+	}
+}
+
+func TestRotateRespectsMaxLifetime(t *testing.T) {
+	clk := newClock()
+	pool := pgtest.NewPool(t)
+	open, _ := keystore.New(pool, keystore.Options{Now: clk.Now})
+	k, _ := mustCreate(t, open, keystore.CreateParams{Expiry: keystore.Expiry{Never: true}})
+	capped, _ := keystore.New(pool, keystore.Options{Now: clk.Now, MaxLifetime: 30 * 24 * time.Hour})
+	r, err := capped.Rotate(context.Background(), k.ID, keystore.RotateParams{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := clk.Now().Add(30 * 24 * time.Hour); r.New.ExpiresAt == nil || !r.New.ExpiresAt.Equal(want) {
+		t.Fatalf("successor of a never-expiring key under a 30d maximum expires at %v, want %v", r.New.ExpiresAt, want)
+	}
+}

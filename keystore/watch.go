@@ -31,8 +31,9 @@ const (
 	DefaultPingInterval = 2 * time.Second
 	// pollMargin re-reads changes this far back, for transactions that
 	// stamped updated_at before the previous poll but committed after it.
-	pollMargin  = 30 * time.Second
-	resyncBatch = 5000
+	pollMargin         = 30 * time.Second
+	resyncBatch        = 5000
+	resyncBatchTimeout = 30 * time.Second
 )
 
 // Watcher keeps a Cache in step with the database: it LISTENs for change
@@ -87,11 +88,11 @@ func (w *Watcher) listen(ctx context.Context) {
 	retry.MaxInterval = 2 * time.Second
 	first := true
 	for ctx.Err() == nil {
-		started := time.Now()
 		err := w.session(ctx, first)
 		first = false
-		if time.Since(started) > time.Minute {
-			retry.Reset() // a long session: this is a new outage, start the backoff over
+		connected := w.stats.Listening.Load()
+		if connected {
+			retry.Reset() // it was listening: a new interruption, start the backoff over
 		}
 		w.stats.Listening.Store(false)
 		if ctx.Err() != nil {
@@ -99,7 +100,13 @@ func (w *Watcher) listen(ctx context.Context) {
 		}
 		w.stats.Reconnects.Add(1)
 		wait := retry.NextBackOff()
-		w.logger.Warn("change listener disconnected; reconnecting", "error", oneLine(err), "retry_in", wait)
+		// The first failure of an outage is a warning; the retries that
+		// follow are not news.
+		level := slog.LevelDebug
+		if connected {
+			level = slog.LevelWarn
+		}
+		w.logger.Log(ctx, level, "change listener disconnected; reconnecting", "error", oneLine(err), "retry_in", wait)
 		select {
 		case <-ctx.Done():
 			return
@@ -172,7 +179,9 @@ func (w *Watcher) resync(ctx context.Context) error {
 	for start := 0; start < len(digests); start += resyncBatch {
 		batch := digests[start:min(start+resyncBatch, len(digests))]
 		fetched := w.cache.now()
-		keys, err := w.store.LookupMany(ctx, batch)
+		batchCtx, cancel := context.WithTimeout(ctx, resyncBatchTimeout)
+		keys, err := w.store.LookupMany(batchCtx, batch)
+		cancel()
 		if err != nil {
 			return err
 		}

@@ -101,10 +101,20 @@ keygate is running.
     DATABASE_URL='%s' keygate keys create --account demo --name second
 
 Press Ctrl-C to stop.
-`, secret.Reveal(), check("GET", "/api/v1/projects"), check("GET", "/api/v1/users/42"), h, h, redact(dbURL))
+`, secret.Reveal(), check("GET", "/api/v1/projects"), check("GET", "/api/v1/users/42"), h, h, devDatabase(dbURL, throwaway))
 	if throwaway {
 		fmt.Fprintln(e.stdout, "The throwaway database is deleted when keygate dev stops.")
 	}
+}
+
+// devDatabase is the connection string to show: the throwaway cluster's
+// (no password), or a stand-in for the user's own, whose password must
+// not be printed.
+func devDatabase(url string, throwaway bool) string {
+	if throwaway {
+		return url
+	}
+	return "<your DATABASE_URL>"
 }
 
 // dialable turns a listener address into one a client on this machine can

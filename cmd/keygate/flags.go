@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -57,10 +56,18 @@ func (f dbFlags) connConfig() (*pgx.ConnConfig, error) {
 	return cfg, nil
 }
 
+// defaultPoolSize is the most connections a process opens when the
+// connection string sets no pool_max_conns: lookups of uncached keys share
+// the pool with the delta poll, last-used writes and health pings.
+const defaultPoolSize = 10
+
 func (f dbFlags) poolConfig() (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(f.DatabaseURL)
 	if err != nil {
 		return nil, usageError("--database-url: %v", redactConnError(err))
+	}
+	if !strings.Contains(f.DatabaseURL, "pool_max_conns") {
+		cfg.MaxConns = max(cfg.MaxConns, defaultPoolSize)
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = connectTimeout
@@ -112,7 +119,8 @@ type keyFlags struct {
 }
 
 func (f keyFlags) hasher() (*keystore.Hasher, error) {
-	pepper := []byte(f.Pepper)
+	const source = "pepper (--pepper-file or KEYGATE_PEPPER)"
+	pepper := f.Pepper
 	if f.PepperFile != "" {
 		if f.Pepper != "" {
 			return nil, usageError("--pepper-file and KEYGATE_PEPPER can't be used together")
@@ -121,14 +129,16 @@ func (f keyFlags) hasher() (*keystore.Hasher, error) {
 		if err != nil {
 			return nil, usageError("--pepper-file: %v", err)
 		}
-		pepper = []byte(strings.TrimRight(string(b), "\r\n"))
-		if len(pepper) == 0 {
+		if pepper = string(b); strings.TrimSpace(pepper) == "" {
 			return nil, usageError("--pepper-file: %s is empty", f.PepperFile)
 		}
 	}
-	h, err := keystore.NewHasher(pepper)
+	// A trailing newline is the file's, not the secret's: trimmed the same
+	// way from either source, so that a server and a CLI configured
+	// differently hash alike.
+	h, err := keystore.NewHasher([]byte(strings.TrimRight(pepper, "\r\n")))
 	if err != nil {
-		return nil, usageError("--pepper-file: %v", strings.TrimPrefix(err.Error(), "keystore: "))
+		return nil, usageError("%s: %v", source, strings.TrimPrefix(err.Error(), "keystore: "))
 	}
 	return h, nil
 }
@@ -209,21 +219,4 @@ func storeError(err error, id string) error {
 func isUndefinedTable(err error) bool {
 	var pgErr *pgconn.PgError
 	return errors.As(err, &pgErr) && pgErr.Code == "42P01"
-}
-
-// redact hides the password of a connection string, URL or key=value.
-func redact(conn string) string {
-	if u, err := url.Parse(conn); err == nil && u.Scheme != "" {
-		if _, ok := u.User.Password(); ok {
-			u.User = url.UserPassword(u.User.Username(), "REDACTED")
-		}
-		return u.String()
-	}
-	fields := strings.Fields(conn)
-	for i, f := range fields {
-		if strings.HasPrefix(f, "password=") {
-			fields[i] = "password=REDACTED"
-		}
-	}
-	return strings.Join(fields, " ")
 }

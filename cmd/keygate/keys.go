@@ -86,8 +86,8 @@ func (c *keysCreateCmd) Run(e *env) error {
 type keysListCmd struct {
 	dbFlags
 	outputFlag
-	Account string `placeholder:"ID" help:"Only this account's keys."`
-	All     bool   `help:"Include revoked and expired keys."`
+	Account *string `placeholder:"ID" help:"Only this account's keys."`
+	All     bool    `help:"Include revoked and expired keys."`
 }
 
 func (c *keysListCmd) Run(e *env) error {
@@ -96,7 +96,15 @@ func (c *keysListCmd) Run(e *env) error {
 		return err
 	}
 	defer closeStore()
-	keys, err := store.List(e.ctx, keystore.ListParams{AccountID: c.Account, All: c.All})
+	var account string
+	if c.Account != nil {
+		// An empty --account (an unset variable in a script, say) must
+		// not turn into every account.
+		if account = *c.Account; account == "" {
+			return usageError("--account: must not be empty; leave the flag out to list every account")
+		}
+	}
+	keys, err := store.List(e.ctx, keystore.ListParams{AccountID: account, All: c.All})
 	if err != nil {
 		return storeError(err, "")
 	}

@@ -3,12 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/keystore"
 )
 
 // keyOut mirrors the documented -o json shape.
@@ -271,4 +273,42 @@ func lineDiff(a, b string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+func TestListEmptyAccountIsAnError(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	mustRun(t, db, "keys", "create", "--account", "a", "--name", "n")
+	if r := runCLI(t, db, "keys", "list", "--account", ""); r.code != 2 || !strings.Contains(r.stderr, "--account") {
+		t.Fatalf("keys list --account '': exit %d, %q; want exit 2 (not every account's keys)", r.code, r.stderr)
+	}
+}
+
+func TestPepperFromFileOrEnvironmentHashesAlike(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	file := t.TempDir() + "/pepper"
+	pepper := strings.Repeat("s3cr3t-", 6)
+	if err := os.WriteFile(file, []byte(pepper+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	viaFile := decode[keyOut](t, mustRun(t, db, "keys", "create", "--account", "a", "--name", "f", "--pepper-file", file, "-o", "json"))
+	env := map[string]string{"DATABASE_URL": db, "KEYGATE_PEPPER": pepper + "\n"}
+	r := runWithEnv(t, env, "keys", "create", "--account", "a", "--name", "e", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("exit %d: %s", r.code, r.stderr)
+	}
+	// Both keys verify with the same hasher: find both by their digests.
+	pool := pgtest.Connect(t, db)
+	var n int
+	h, _ := keystore.NewHasher([]byte(pepper))
+	viaEnv := decode[keyOut](t, r.stdout)
+	for _, secret := range []string{*viaFile.Secret, *viaEnv.Secret} {
+		s, _ := keystore.ParseSecret(secret)
+		d := h.Digest(s)
+		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM api_keys WHERE digest = $1 AND hash_scheme = 'hmac-sha256'`, d[:]).Scan(&n); err != nil || n != 1 {
+			t.Fatalf("a key peppered via file or environment is not stored under HMAC(pepper): %v, %d", err, n)
+		}
+	}
+	if r := runWithEnv(t, map[string]string{"DATABASE_URL": db, "KEYGATE_PEPPER": "short"}, "keys", "create", "--account", "a", "--name", "x"); r.code != 2 || !strings.Contains(r.stderr, "KEYGATE_PEPPER") {
+		t.Fatalf("a short KEYGATE_PEPPER: exit %d, %q; want exit 2 naming it", r.code, r.stderr)
+	}
 }

@@ -1,13 +1,8 @@
 package main
 
 import (
-	"context"
 	"io"
 	"log/slog"
-
-	"github.com/jackc/pgx/v5"
-
-	"github.com/keygate/keygate/keystore"
 )
 
 // logFlags choose the log format and level.
@@ -18,11 +13,4 @@ type logFlags struct {
 
 func (f logFlags) logger(w io.Writer) (*slog.Logger, error) {
 	return newLogger(w, f.LogFormat, f.LogLevel)
-}
-
-// migrate applies the schema migrations, with a bound on the whole run.
-func migrate(e *env, cfg *pgx.ConnConfig, logger *slog.Logger) ([]keystore.MigrationResult, error) {
-	ctx, cancel := context.WithCancel(e.ctx)
-	defer cancel()
-	return keystore.Migrate(ctx, cfg, logger)
 }

@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+
+	"github.com/keygate/keygate/keystore"
 )
 
 type migrateCmd struct {
@@ -18,7 +20,7 @@ func (c *migrateCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	applied, err := migrate(e, cfg, logger)
+	applied, err := keystore.Migrate(e.ctx, cfg, logger)
 	if err != nil {
 		return err
 	}

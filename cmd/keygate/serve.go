@@ -38,7 +38,7 @@ type serveFlags struct {
 
 	CacheSize        int      `default:"100000" placeholder:"N" help:"Most keys (valid, revoked or unknown) held in memory (default ${default})."`
 	CacheFresh       duration `default:"1m" placeholder:"DURATION" help:"Age after which a cached key is refreshed in the background; changes usually arrive sooner by notification (default ${default})."`
-	CacheMaxStale    duration `default:"15m" placeholder:"DURATION" help:"How long past --cache-fresh a cached key keeps working while the database is unreachable (default ${default})."`
+	CacheMaxStale    duration `default:"15m" placeholder:"DURATION" help:"How long past --cache-fresh a cached key keeps working while the database is unreachable; 0: not at all (default ${default})."`
 	NegativeTTL      duration `default:"5s" placeholder:"DURATION" help:"How long an unknown key is remembered as unknown (creating it clears that at once) (default ${default})."`
 	PollInterval     duration `default:"5s" placeholder:"DURATION" help:"Interval of the delta poll that catches changes whose notification was lost (default ${default})."`
 	LastUsedInterval duration `default:"10s" placeholder:"DURATION" help:"Interval of the batched last-used writes (default ${default})."`
@@ -57,6 +57,28 @@ func (c *serveCmd) Run(e *env) error {
 		return err
 	}
 	return serve(e, logger, c.dbFlags, c.keyFlags, c.serveFlags, nil)
+}
+
+// validateCache rejects cache and background settings that would
+// silently mean something else: every interval must be positive
+// (--cache-max-stale may be 0: no stale answers while the database is
+// down).
+func (sf serveFlags) validateCache() error {
+	if sf.CacheSize <= 0 {
+		return usageError("--cache-size: must be positive")
+	}
+	for _, f := range []struct {
+		name string
+		d    duration
+	}{
+		{"--cache-fresh", sf.CacheFresh}, {"--negative-ttl", sf.NegativeTTL},
+		{"--poll-interval", sf.PollInterval}, {"--last-used-interval", sf.LastUsedInterval},
+	} {
+		if f.d <= 0 {
+			return usageError("%s: must be positive, like 5s", f.name)
+		}
+	}
+	return nil
 }
 
 // loadPolicy reads --policy, or takes the built-in example and says so.
@@ -100,12 +122,15 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	if err != nil {
 		return err
 	}
-	if sf.CacheSize <= 0 {
-		return usageError("--cache-size: must be positive")
+	if err := sf.validateCache(); err != nil {
+		return err
+	}
+	maxStale := time.Duration(sf.CacheMaxStale)
+	if maxStale == 0 {
+		maxStale = keystore.NoMaxStale
 	}
 	cache, err := keystore.NewCache(store, keystore.CacheOptions{MaxKeys: sf.CacheSize, Fresh: time.Duration(sf.CacheFresh),
-		MaxStale: time.Duration(sf.CacheMaxStale), NegativeTTL: time.Duration(sf.NegativeTTL),
-		LoadTimeout: time.Duration(sf.LookupTimeout)})
+		MaxStale: maxStale, NegativeTTL: time.Duration(sf.NegativeTTL), LoadTimeout: time.Duration(sf.LookupTimeout)})
 	if err != nil {
 		return usageError("%v", err)
 	}
