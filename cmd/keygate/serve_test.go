@@ -355,6 +355,11 @@ func TestServeBadFlags(t *testing.T) {
 		"zero lookup":        {"serve", "--lookup-timeout", "0s"},
 		"bad key header":     {"serve", "--key-header", "x api key"},
 		"bad prefix":         {"serve", "--identity-prefix", "x keygate"},
+		"zero cache-fresh":   {"serve", "--cache-fresh", "0s"},
+		"zero negative-ttl":  {"serve", "--negative-ttl", "0s"},
+		"zero poll interval": {"serve", "--poll-interval", "0s"},
+		"zero cache size":    {"serve", "--cache-size", "0"},
+		"malformed policy":   {"serve", "--policy", "/nonexistent/policy.yaml"},
 	}
 	db := pgtest.NewDatabase(t)
 	for name, args := range cases {
