@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -150,7 +151,7 @@ func (s *setup) runMode(ctx context.Context, mode string, stdout io.Writer) erro
 	refKind, refName, refApp, refArgs := baselineKind, "baseline", "", []string(nil)
 	if mode == "uncached" {
 		refKind, refName, refApp = pgxKind, "pgx", "keygate-bench-pgx"
-		refArgs = []string{"--database-url", withAppName(s.dbURL, refApp)}
+		refArgs = []string{"--database-url", serverURL(s.dbURL, refApp, s.cfg.poolSize)}
 	}
 	progress(s.stderr, "%s path: starting the servers", mode)
 	ref, err := startReference(ctx, s.self, refKind, refArgs, s.env)
@@ -160,7 +161,7 @@ func (s *setup) runMode(ctx context.Context, mode string, stdout io.Writer) erro
 	defer ref.stop()
 	ref.name, ref.dbApp = refName, refApp
 	kgApp := "keygate-bench-keygate-" + mode
-	kg, err := startKeygate(ctx, s.bin, "keygate", withAppName(s.dbURL, kgApp), kgArgs(mode, cfg), s.env)
+	kg, err := startKeygate(ctx, s.bin, "keygate", serverURL(s.dbURL, kgApp, s.cfg.poolSize), kgArgs(mode, cfg), s.env)
 	if err != nil {
 		return err
 	}
@@ -388,14 +389,18 @@ func buildKeygate(ctx context.Context, out string) error {
 
 // withAppName sets application_name in a connection string, so that the
 // benchmark can find each server's backends in pg_stat_activity.
-func withAppName(conn, name string) string {
+// serverURL is conn for one server under test: its connections named
+// name (to find their CPU) and its pool at poolSize, the same for every
+// server so that the uncached comparison is like for like.
+func serverURL(conn, name string, poolSize int) string {
 	if u, err := url.Parse(conn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
 		q := u.Query()
 		q.Set("application_name", name)
+		q.Set("pool_max_conns", strconv.Itoa(poolSize))
 		u.RawQuery = q.Encode()
 		return u.String()
 	}
-	return conn + " application_name=" + name
+	return conn + " application_name=" + name + " pool_max_conns=" + strconv.Itoa(poolSize)
 }
 
 // isLocal reports whether the database of conn runs on this machine.

@@ -7,7 +7,8 @@
 //   - uncached path: keygate serve with --cache-size 1, so that nearly every
 //     Check misses the cache and queries PostgreSQL, against a Check server
 //     that makes one raw pgx point query by digest (the same columns, a
-//     pgxpool with the same defaults) and answers OK.
+//     pgxpool of the same size, --pool-size, 10 by default like keygate's)
+//     and answers OK.
 //
 // A cache of one key is the honest way to miss: --cache-fresh 1ns would
 // measure stale hits refreshed in the background, and a fresh key per

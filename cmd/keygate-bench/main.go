@@ -62,6 +62,7 @@ type config struct {
 	keys        int
 	timeout     time.Duration
 	databaseURL string
+	poolSize    int
 	keygateBin  string
 	keygateArgs []string
 	gogc        string
@@ -85,6 +86,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.conns, "conns", runtime.NumCPU(), "most gRPC connections per server (Envoy opens one per worker thread, one worker per CPU by default); workers share them round-robin")
 	fs.IntVar(&cfg.keys, "keys", 1000, "keys seeded and cycled over")
 	fs.DurationVar(&cfg.timeout, "timeout", 200*time.Millisecond, "deadline of each Check (Envoy's ext_authz default)")
+	fs.IntVar(&cfg.poolSize, "pool-size", 10, "pool_max_conns of every server under test (keygate's own default is 10)")
 	fs.StringVar(&cfg.databaseURL, "database-url", "", "PostgreSQL to seed and query (keys are added to account keygate-bench); default: a throwaway cluster")
 	fs.StringVar(&cfg.keygateBin, "keygate-bin", "", "keygate binary; default: go build ./cmd/keygate into a temporary directory")
 	fs.Func("keygate-arg", "extra argument to keygate serve, repeatable (e.g. --keygate-arg=--cache-fresh=10m)", func(s string) error {

@@ -211,11 +211,11 @@ keygate_cache_hits_total 42
 
 func TestConnectionStrings(t *testing.T) {
 	for _, tc := range []struct{ name, in, want string }{
-		{"url", "postgres://u@127.0.0.1:5432/db?sslmode=disable", "postgres://u@127.0.0.1:5432/db?application_name=x&sslmode=disable"},
-		{"key=value", "host=/tmp dbname=db", "host=/tmp dbname=db application_name=x"},
+		{"url", "postgres://u@127.0.0.1:5432/db?sslmode=disable", "postgres://u@127.0.0.1:5432/db?application_name=x&pool_max_conns=7&sslmode=disable"},
+		{"key=value", "host=/tmp dbname=db", "host=/tmp dbname=db application_name=x pool_max_conns=7"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := withAppName(tc.in, "x"); got != tc.want {
+			if got := serverURL(tc.in, "x", 7); got != tc.want {
 				t.Errorf("got %q, want %q", got, tc.want)
 			}
 		})

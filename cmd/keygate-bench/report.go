@@ -155,7 +155,7 @@ func (s *setup) printMode(w io.Writer, mode string, servers []*server, rows map[
 		fmt.Fprintf(w, "  keygate refused %.0f Checks with %s (its keygate_decisions_total)\n", c.refusals[labels], labels)
 	}
 	if ref.dbApp != "" {
-		fmt.Fprintf(w, "  database connections seen: %s %d (pgxpool max %d), keygate %d (its pool, same defaults, + LISTEN)\n",
+		fmt.Fprintf(w, "  database connections seen: %s %d (pgxpool max %d), keygate %d (the same pool size, + LISTEN)\n",
 			ref.name, ref.dbConns, ref.maxConns, kg.dbConns)
 	}
 	for _, e := range errs {
