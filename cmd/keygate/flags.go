@@ -42,18 +42,16 @@ type dbFlags struct {
 // database when the connection string sets no connect_timeout.
 const connectTimeout = 5 * time.Second
 
+// connConfig is the configuration of a single connection (migrations,
+// the change listener). It is read through the pool's parser, which takes
+// out the pool's own settings (pool_max_conns…): passed to the server as
+// parameters, they would make it refuse the connection.
 func (f dbFlags) connConfig() (*pgx.ConnConfig, error) {
-	cfg, err := pgx.ParseConfig(f.DatabaseURL)
+	cfg, err := f.poolConfig()
 	if err != nil {
-		return nil, usageError("--database-url: %v", redactConnError(err))
+		return nil, err
 	}
-	if cfg.ConnectTimeout == 0 {
-		cfg.ConnectTimeout = connectTimeout
-	}
-	if cfg.RuntimeParams["application_name"] == "" {
-		cfg.RuntimeParams["application_name"] = "keygate"
-	}
-	return cfg, nil
+	return cfg.ConnConfig.Copy(), nil
 }
 
 // defaultPoolSize is the most connections a process opens when the

@@ -371,3 +371,26 @@ func TestServeBadFlags(t *testing.T) {
 		})
 	}
 }
+
+// Pool settings in the connection string (pool_max_conns…) are the pool's:
+// the single connections of migrate and the change listener must not pass
+// them to the server, which would refuse them.
+func TestPoolSettingsInDatabaseURL(t *testing.T) {
+	db := pgtest.NewEmptyDatabase(t)
+	sep := "?"
+	if strings.Contains(db, "?") {
+		sep = "&"
+	}
+	db += sep + "pool_max_conns=3"
+	mustRun(t, db, "migrate")
+	inst := startServe(t, db)
+	waitFor(t, 5*time.Second, "the change listener to connect", func() bool {
+		resp, err := http.Get("http://" + inst.httpAddr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return bytes.Contains(b, []byte("keygate_listener_up 1"))
+	})
+}
