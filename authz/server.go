@@ -59,7 +59,6 @@ type Server struct {
 	names    identityNames
 	grants   *otter.Cache[grantKey, *response]
 	denials  [numCodes]*denial // prebuilt, shared, never modified
-	debugLog bool
 }
 
 // identityNames are the upstream header names, computed once.
