@@ -56,9 +56,9 @@ type Server struct {
 	logger          *slog.Logger
 	now             func() time.Time
 
-	names    identityNames
-	grants   *otter.Cache[grantKey, *response]
-	denials  [numCodes]*denial // prebuilt, shared, never modified
+	names   identityNames
+	grants  *otter.Cache[grantKey, *response]
+	denials [numCodes]*denial // prebuilt, shared, never modified
 }
 
 // identityNames are the upstream header names, computed once.
