@@ -39,7 +39,7 @@ func (s *Server) respond(ctx context.Context, req *authv3.CheckRequest) (resp *r
 		if p := recover(); p != nil {
 			s.logger.Error("recovered from a panic in Check; denying", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			s.metrics.observe(Unavailable, ReasonPanic, start)
-			resp = s.denials[Unavailable].response
+			resp = s.denials[Unavailable]
 		}
 	}()
 	var sc headerScan
@@ -73,7 +73,7 @@ func (s *Server) respond(ctx context.Context, req *authv3.CheckRequest) (resp *r
 	d := s.decide(ctx, &r)
 	s.finish(ctx, &d, start)
 	if d.Code != Allow {
-		return s.denials[d.Code].response
+		return s.denials[d.Code]
 	}
 	return s.okResponse(&d, &sc)
 }

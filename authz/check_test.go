@@ -41,7 +41,7 @@ func newWorld(t testing.TB) *world {
 }
 
 // want describes an expected denial.
-func deniedWith(c Code) *authv3.CheckResponse { return newDenial(c).response.msg }
+func deniedWith(c Code) *authv3.CheckResponse { return newDenial(c).msg }
 
 func TestCheckDecisionTable(t *testing.T) {
 	w := newWorld(t)
@@ -128,7 +128,7 @@ func TestDenialResponses(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.code.String(), func(t *testing.T) {
-			resp := newDenial(c.code).response.msg
+			resp := newDenial(c.code).msg
 			if codes.Code(resp.GetStatus().GetCode()) != c.grpc {
 				t.Errorf("status %v, want %v", resp.GetStatus().GetCode(), c.grpc)
 			}

@@ -14,16 +14,6 @@ import (
 // back, or the key gets cached, within seconds.
 const RetryAfterSeconds = "2"
 
-// denial is everything a refusal with one Code sends, built once at start
-// and shared by every request (protobuf messages are safe to marshal
-// concurrently as long as nobody modifies them).
-type denial struct {
-	status   int         // HTTP status
-	headers  [][2]string // response headers, lower-case names
-	body     []byte      // {"error":{"code":…,"message":…}}
-	response *response   // the CheckResponse, encoded
-}
-
 // errorBody is the JSON body of every denial.
 type errorBody struct {
 	Error struct {
@@ -32,7 +22,11 @@ type errorBody struct {
 	} `json:"error"`
 }
 
-func newDenial(c Code) *denial {
+// newDenial builds the refusal with one Code: status, JSON body and
+// headers, built and encoded once at start and shared by every request
+// (protobuf messages are safe to marshal concurrently as long as nobody
+// modifies them).
+func newDenial(c Code) *response {
 	var b errorBody
 	b.Error.Code = c.String()
 	b.Error.Message = codeInfo[c].message
@@ -40,31 +34,26 @@ func newDenial(c Code) *denial {
 	if err != nil {
 		panic(err) // constant input
 	}
-	d := &denial{status: c.HTTPStatus(), body: body, headers: [][2]string{
-		{"content-type", "application/json"},
-		{"cache-control", "no-store"},
-	}}
+	headers := []*corev3.HeaderValueOption{
+		setHeader("content-type", "application/json"),
+		setHeader("cache-control", "no-store"),
+	}
 	switch c {
 	case MissingKey:
-		d.headers = append(d.headers, [2]string{"www-authenticate", `Bearer realm="api"`})
+		headers = append(headers, setHeader("www-authenticate", `Bearer realm="api"`))
 	case InvalidKey:
-		d.headers = append(d.headers, [2]string{"www-authenticate", `Bearer realm="api", error="invalid_token"`})
+		headers = append(headers, setHeader("www-authenticate", `Bearer realm="api", error="invalid_token"`))
 	case Unavailable:
-		d.headers = append(d.headers, [2]string{"retry-after", RetryAfterSeconds})
+		headers = append(headers, setHeader("retry-after", RetryAfterSeconds))
 	}
-	headers := make([]*corev3.HeaderValueOption, 0, len(d.headers))
-	for _, h := range d.headers {
-		headers = append(headers, setHeader(h[0], h[1]))
-	}
-	d.response = encoded(&authv3.CheckResponse{
+	return encoded(&authv3.CheckResponse{
 		Status: &status.Status{Code: int32(grpcCode(c)), Message: c.String()},
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
-			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.status)},
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(c.HTTPStatus())},
 			Headers: headers,
 			Body:    string(body),
 		}},
 	})
-	return d
 }
 
 // grpcCode is the CheckResponse status of an outcome.

@@ -58,7 +58,7 @@ type Server struct {
 
 	names   identityNames
 	grants  *otter.Cache[grantKey, *response]
-	denials [numCodes]*denial // prebuilt, shared, never modified
+	denials [numCodes]*response // prebuilt, shared, never modified
 }
 
 // identityNames are the upstream header names, computed once.

@@ -69,10 +69,9 @@ type Cache struct {
 	// stripe (the digest's first byte), so that a query that was running
 	// meanwhile does not cache its possibly older answer; mu makes "check
 	// the generation, then store" atomic with respect to invalidations.
-	generations              [256]atomic.Uint64
-	mu                       sync.RWMutex
-	stats                    CacheStats
-	refreshes, refreshErrors atomic.Uint64
+	generations [256]atomic.Uint64
+	mu          sync.RWMutex
+	stats       CacheStats
 }
 
 // cacheEntry is one digest's cached answer: a key record, or nil for
@@ -247,10 +246,9 @@ func (c *Cache) refreshInBackground(d Digest, e *cacheEntry) {
 		defer e.refreshing.Store(false) // fetch recovers panics itself
 		ctx, cancel := context.WithTimeout(context.Background(), c.loadTimeout)
 		defer cancel()
-		c.refreshes.Add(1)
-		if _, err, _ := c.loads.Do(string(d[:]), func() (any, error) { return c.fetch(ctx, d) }); err != nil {
-			c.refreshErrors.Add(1)
-		}
+		// A failure is counted by fetch (LoadErrors); the entry keeps
+		// answering until it is too old.
+		c.loads.Do(string(d[:]), func() (any, error) { return c.fetch(ctx, d) })
 	}()
 }
 

@@ -189,9 +189,7 @@ var flagOfField = map[string]string{
 }
 
 // oneLineError flattens pgx's multi-line connection errors.
-func oneLineError(err error) string {
-	return strings.Join(strings.Fields(err.Error()), " ")
-}
+func oneLineError(err error) string { return oneLine(err.Error()) }
 
 // storeError maps an error from the store to what the user sees: bad input
 // is a usage error naming the flag (exit 2); the rest exit 1.

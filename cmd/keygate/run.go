@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 
 	"github.com/alecthomas/kong"
@@ -142,20 +141,4 @@ func documentEnv(k *kong.Kong) error {
 		}
 		return next(nil)
 	})
-}
-
-// newLogger returns the structured logger commands write to stderr.
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lvl slog.Level
-	if err := lvl.UnmarshalText([]byte(level)); err != nil {
-		return nil, usageError("--log-level: want debug, info, warn or error, got %q", level)
-	}
-	opts := &slog.HandlerOptions{Level: lvl}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
-	}
-	return nil, errors.New("unreachable: kong validates --log-format")
 }
