@@ -3,105 +3,37 @@ package authz
 import (
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"runtime/debug"
 	"time"
 
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
 
-// Code is the outcome of a decision. Every code but Allow is a denial,
-// with the HTTP status and JSON error.code of DESIGN.md's decision table.
-type Code uint8
-
-// The outcomes, in the order the decision reaches them.
-const (
-	Allow             Code = iota
-	MissingKey             // 401 missing_api_key: no key in any configured header
-	InvalidKey             // 401 invalid_api_key: malformed, unknown, revoked, expired, or several keys
-	InvalidPath            // 400 invalid_path: the path cannot be read one way
-	ModuleForbidden        // 403 module_forbidden: the module is closed to API keys
-	InsufficientScope      // 403 insufficient_scope: the key's scopes do not cover module and action
-	Unavailable            // 503 unavailable: the store cannot answer and the key is not cached
-	numCodes
-)
-
-// String returns the JSON error.code of the outcome ("ok" for Allow).
-func (c Code) String() string {
-	if c < numCodes {
-		return codeInfo[c].name
-	}
-	return "unknown"
-}
-
-// HTTPStatus is the status the client receives.
-func (c Code) HTTPStatus() int {
-	if c < numCodes {
-		return codeInfo[c].status
-	}
-	return 503
-}
-
-var codeInfo = [numCodes]struct {
-	name    string
-	status  int
-	message string
-}{
-	Allow:             {"ok", 200, ""},
-	MissingKey:        {"missing_api_key", 401, "An API key is required: send it in the X-API-Key header or as Authorization: Bearer."},
-	InvalidKey:        {"invalid_api_key", 401, "The API key is not valid."},
-	InvalidPath:       {"invalid_path", 400, "The request path cannot be interpreted unambiguously."},
-	ModuleForbidden:   {"module_forbidden", 403, "This part of the API cannot be used with an API key."},
-	InsufficientScope: {"insufficient_scope", 403, "The API key's scopes do not allow this request."},
-	Unavailable:       {"unavailable", 503, "Authorization is temporarily unavailable; retry shortly."},
-}
-
-// Reason explains a decision in logs and metrics, never to the client:
-// every InvalidKey denial looks the same from outside.
-type Reason uint8
-
-// The reasons.
-const (
-	ReasonAllowed       Reason = iota // allowed
-	ReasonMissingKey                  // no key in any configured header
-	ReasonMalformed                   // not a well-formed key (shape or checksum)
-	ReasonSeveralKeys                 // several different keys, or a comma-merged header
-	ReasonUnknown                     // well formed, but no such key
-	ReasonRevoked                     // the key is revoked
-	ReasonExpired                     // the key has expired (or its rotation grace ended)
-	ReasonInvalidPath                 // the path cannot be read one way
-	ReasonRestricted                  // the module is closed to API keys
-	ReasonDefaultDeny                 // no module matched and the policy's default is deny
-	ReasonUnknownModule               // the proxy named a module the policy does not know
-	ReasonScope                       // the key's scopes do not cover module and action
-	ReasonStoreError                  // the store failed and the key is not cached
-	ReasonTimeout                     // the lookup deadline passed
-	ReasonCanceled                    // the caller gave up
-	ReasonPanic                       // a bug: recovered, and denied
-	numReasons
-)
-
-var reasonNames = [numReasons]string{
-	"allowed", "missing", "malformed", "several_keys", "unknown", "revoked", "expired", "invalid_path",
-	"restricted", "default_deny", "unknown_module", "scope", "store_error", "timeout", "canceled", "panic",
-}
-
-// String names the reason as logs and metrics spell it.
-func (r Reason) String() string {
-	if r < numReasons {
-		return reasonNames[r]
-	}
-	return "unknown_reason"
-}
-
 // Decision is the outcome of one authorization check, independent of the
 // transport that asked.
 type Decision struct {
-	Code   Code
-	Reason Reason
+	Outcome Outcome
+	Reason  Reason
 	// Key is the authenticated key; nil unless the key was found and valid.
 	Key *keystore.Key
 	// Module is the module the request reaches ("" if none).
 	Module string
+
+	carriers uint8    // which key headers carried the key (Request.cred)
+	spoofed  []string // client-sent identity headers (Request.spoofed)
+}
+
+// Forged reports whether the request carried client-sent headers with the
+// identity prefix, which an allow must remove.
+func (d *Decision) Forged() bool { return len(d.spoofed) > 0 }
+
+// because is the decision a reason alone makes: its outcome follows from
+// the reasons table.
+func because(r Reason, key *keystore.Key, module string) Decision {
+	return Decision{Outcome: r.Outcome(), Reason: r, Key: key, Module: module}
 }
 
 // KeyLookup finds the key stored under a digest: ErrNotFound when there is
@@ -119,61 +51,84 @@ type UsageRecorder interface {
 	Used(keyID string, at time.Time)
 }
 
-// request is what a decision needs from a transport.
-type request struct {
-	at     time.Time // when the request arrived: expiry is checked against it
-	method string    // HTTP method; "" is treated as a write
-	path   string    // request target as received: query included, not decoded
-	module string    // module named by the proxy's route, "" if none
-	cred   credential
+// Decide decides r. Every outcome, a store failure or a recovered panic
+// included, is a Decision: a bug can only deny. It counts the decision,
+// logs it at debug level, and reports an allowed key's use.
+func (s *Server) Decide(ctx context.Context, r *Request) (d Decision) {
+	start := s.now()
+	if r.At.IsZero() {
+		r.At = start
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			s.logger.Error("recovered from a panic in a decision; denying", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			d = because(ReasonPanic, nil, "")
+		}
+		s.finish(ctx, &d, start)
+	}()
+	d = s.decide(ctx, r)
+	d.carriers, d.spoofed = r.cred.carriers, r.spoofed
+	return d
+}
+
+// finish records a decision: metrics, the debug log, and last use.
+func (s *Server) finish(ctx context.Context, d *Decision, start time.Time) {
+	s.metrics.observe(d.Reason, start)
+	if d.Outcome == Allow && s.usage != nil {
+		s.usage.Used(d.Key.ID, start)
+	}
+	if s.logger.Enabled(ctx, slog.LevelDebug) {
+		attrs := []slog.Attr{slog.String("code", d.Outcome.String()), slog.String("reason", d.Reason.String()),
+			slog.String("module", d.Module)}
+		if d.Key != nil {
+			attrs = append(attrs, slog.String("key_id", d.Key.ID), slog.String("account_id", d.Key.AccountID))
+		}
+		s.logger.LogAttrs(ctx, slog.LevelDebug, "decision", attrs...)
+	}
 }
 
 // decide makes the decision. It is the one place the decision table
 // lives; transports only translate in and out.
-func (s *Server) decide(ctx context.Context, r *request) Decision {
+func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	// 1. A key, well formed, checked without I/O.
 	switch {
 	case r.cred.several:
-		return Decision{Code: InvalidKey, Reason: ReasonSeveralKeys}
+		return because(ReasonSeveralKeys, nil, "")
 	case !r.cred.found:
-		return Decision{Code: MissingKey, Reason: ReasonMissingKey}
+		return because(ReasonMissingKey, nil, "")
 	}
 	secret, err := keystore.ParseSecret(r.cred.value)
 	if err != nil {
-		return Decision{Code: InvalidKey, Reason: ReasonMalformed}
+		return because(ReasonMalformed, nil, "")
 	}
 
 	// 2. A path that reads one way, and the module it reaches.
-	route, err := s.policy.Route(r.path)
+	route, err := s.policy.Route(r.Path)
 	if err != nil {
-		return Decision{Code: InvalidPath, Reason: ReasonInvalidPath}
+		return because(ReasonInvalidPath, nil, "")
 	}
 	module, restricted := route.Module, route.Restricted
-	if r.module != "" {
-		access, ok := s.policy.Access(r.module)
+	if r.Module != "" {
+		access, ok := s.policy.Access(r.Module)
 		if !ok {
 			// Envoy names a module the policy does not know: the two
 			// configurations disagree, so refuse rather than guess.
-			return Decision{Code: ModuleForbidden, Reason: ReasonUnknownModule, Module: r.module}
+			return because(ReasonUnknownModule, nil, r.Module)
 		}
 		// The route names a known module: it decides, unless some reading
 		// of the path lands in a closed module (the policy's default for
 		// paths in no module does not override the route).
-		module = r.module
+		module = r.Module
 		restricted = route.RestrictedModule != "" || access != policy.AccessAllow
 	}
 
 	// 3. The key itself: the one step that may touch the store.
 	if err := ctx.Err(); err != nil {
-		return Decision{Code: Unavailable, Reason: ReasonCanceled, Module: module}
+		return because(ReasonCanceled, nil, module)
 	}
-	key, reason := s.authenticate(ctx, secret, r.at)
-	switch reason {
-	case ReasonAllowed:
-	case ReasonStoreError, ReasonTimeout, ReasonCanceled:
-		return Decision{Code: Unavailable, Reason: reason, Module: module}
-	default:
-		return Decision{Code: InvalidKey, Reason: reason, Module: module}
+	key, reason := s.authenticate(ctx, secret, r.At)
+	if reason != ReasonAllowed {
+		return because(reason, nil, module)
 	}
 
 	// 4. What the key may do here.
@@ -182,12 +137,12 @@ func (s *Server) decide(ctx context.Context, r *request) Decision {
 		if module == "" {
 			reason = ReasonDefaultDeny
 		}
-		return Decision{Code: ModuleForbidden, Reason: reason, Key: key, Module: module}
+		return because(reason, key, module)
 	}
-	if !keystore.Allows(key.Scopes, module, action(r.method)) {
-		return Decision{Code: InsufficientScope, Reason: ReasonScope, Key: key, Module: module}
+	if !keystore.Allows(key.Scopes, module, action(r.Method)) {
+		return because(ReasonScope, key, module)
 	}
-	return Decision{Code: Allow, Reason: ReasonAllowed, Key: key, Module: module}
+	return because(ReasonAllowed, key, module)
 }
 
 // authenticate finds the key behind secret and checks that it is usable

@@ -10,20 +10,8 @@ import (
 // sets (codes and reasons), never from requests, so cardinality is bounded
 // and no secret can become a label.
 type Metrics struct {
-	vec       *prometheus.CounterVec
-	decisions [numCodes][numReasons]prometheus.Counter // the pairs that occur, resolved once
+	decisions [numReasons]prometheus.Counter // one per reason (a reason has one outcome), resolved once
 	duration  prometheus.Histogram
-}
-
-// reasonsOf lists the reasons each outcome can have.
-var reasonsOf = [numCodes][]Reason{
-	Allow:             {ReasonAllowed},
-	MissingKey:        {ReasonMissingKey},
-	InvalidKey:        {ReasonMalformed, ReasonSeveralKeys, ReasonUnknown, ReasonRevoked, ReasonExpired},
-	InvalidPath:       {ReasonInvalidPath},
-	ModuleForbidden:   {ReasonRestricted, ReasonDefaultDeny, ReasonUnknownModule},
-	InsufficientScope: {ReasonScope},
-	Unavailable:       {ReasonStoreError, ReasonTimeout, ReasonCanceled, ReasonPanic},
 }
 
 // NewMetrics registers keygate's decision metrics with reg.
@@ -38,23 +26,19 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		Buckets: []float64{.00001, .00005, .0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25},
 	})
 	reg.MustRegister(decisions, duration)
-	m := &Metrics{vec: decisions, duration: duration}
-	for c, reasons := range reasonsOf {
-		for _, r := range reasons {
-			m.decisions[c][r] = decisions.WithLabelValues(Code(c).String(), r.String())
-		}
+	m := &Metrics{duration: duration}
+	for r := range numReasons {
+		m.decisions[r] = decisions.WithLabelValues(r.Outcome().String(), r.String())
 	}
 	return m
 }
 
-func (m *Metrics) observe(c Code, r Reason, start time.Time) {
-	if m == nil || c >= numCodes || r >= numReasons {
+// observe counts a decision by its reason; the outcome label is the
+// reason's (decisions are built from their reason), so the two agree.
+func (m *Metrics) observe(r Reason, start time.Time) {
+	if m == nil || r >= numReasons {
 		return
 	}
-	if counter := m.decisions[c][r]; counter != nil {
-		counter.Inc()
-	} else {
-		m.vec.WithLabelValues(c.String(), r.String()).Inc()
-	}
+	m.decisions[r].Inc()
 	m.duration.Observe(time.Since(start).Seconds())
 }

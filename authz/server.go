@@ -7,8 +7,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/maypok86/otter/v2"
-
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
@@ -28,8 +26,9 @@ type Config struct {
 	// IdentityPrefix starts the upstream identity headers (key-id,
 	// account-id, scopes, module). Default: DefaultIdentityPrefix.
 	IdentityPrefix string
-	// KeepCredentials forwards the key header upstream; by default it is
-	// removed, so that the upstream never sees the key.
+	// KeepCredentials forwards the key header upstream; by default
+	// Identity lists it for removal, so that the upstream never sees the
+	// key.
 	KeepCredentials bool
 	// Usage, when set, learns of every allowed request.
 	Usage UsageRecorder
@@ -42,8 +41,9 @@ type Config struct {
 	Now func() time.Time
 }
 
-// Server makes authorization decisions and answers them over Envoy's
-// ext_authz gRPC protocol (Check). It is safe for concurrent use.
+// Server makes authorization decisions for any transport: adapters build
+// a Request, call Decide, and render the Decision with Identity and
+// Denial. It is safe for concurrent use.
 type Server struct {
 	lookup          KeyLookup
 	policy          *policy.Policy
@@ -56,12 +56,10 @@ type Server struct {
 	logger          *slog.Logger
 	now             func() time.Time
 
-	names   identityNames
-	grants  *otter.Cache[grantKey, *response]
-	denials [numCodes]*response // prebuilt, shared, never modified
+	names identityNames
 }
 
-// identityNames are the upstream header names, computed once.
+// identityNames are the upstream identity header names, computed once.
 type identityNames struct {
 	keyID, accountID, scopes, module string
 }
@@ -108,9 +106,5 @@ func NewServer(cfg Config) (*Server, error) {
 		scopes:    s.identityPrefix + "scopes",
 		module:    s.identityPrefix + "module",
 	}
-	for c := MissingKey; c < numCodes; c++ {
-		s.denials[c] = newDenial(c)
-	}
-	s.grants = otter.Must(&otter.Options[grantKey, *response]{MaximumSize: grantCacheSize})
 	return s, nil
 }

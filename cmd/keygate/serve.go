@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/reflection"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/extauthz"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
@@ -172,7 +173,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	defer httpLis.Close()
 
 	healthServer := newHealthService()
-	grpcServer := authz.NewGRPCServer(authzServer, grpcServerOptions()...)
+	grpcServer := extauthz.NewGRPCServer(extauthz.New(authzServer, logger), grpcServerOptions()...)
 	healthpb.RegisterHealthServer(grpcServer, healthServer)
 	reflection.Register(grpcServer)
 	ready := newReadiness(healthServer)

@@ -1,4 +1,4 @@
-package authz
+package extauthz
 
 import (
 	"context"
@@ -8,25 +8,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	protocodec "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
-	"google.golang.org/protobuf/proto"
 )
-
-// response is a CheckResponse, with its wire encoding when it is shared by
-// many requests (denials, and allows without forged identity headers), so
-// that it is encoded once rather than once per request.
-type response struct {
-	msg  *authv3.CheckResponse
-	wire []byte // nil: encode msg when sending
-}
-
-// encoded returns m with its wire encoding.
-func encoded(m *authv3.CheckResponse) *response {
-	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
-	if err != nil {
-		panic("authz: encoding a CheckResponse: " + err.Error()) // well-formed by construction
-	}
-	return &response{msg: m, wire: b}
-}
 
 // NewGRPCServer returns a gRPC server answering Envoy's
 // envoy.service.auth.v3.Authorization service with s. Its codec sends the

@@ -1,4 +1,4 @@
-package authz
+package extauthz
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/authztest"
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -15,18 +17,18 @@ import (
 // the real keystore.Cache, metrics on, from decoded request to encoded
 // response (gRPC transport excluded).
 func BenchmarkCheck(b *testing.B) {
-	w := newWorld(b)
-	cache, err := keystore.NewCache(w.lookup, keystore.CacheOptions{})
+	w := authztest.NewWorld(b)
+	cache, err := keystore.NewCache(w.Lookup, keystore.CacheOptions{})
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := newTestServer(b, cache, func(c *Config) {
-		c.Metrics = NewMetrics(prometheus.NewRegistry())
+	s := newTestServer(b, cache, func(c *authz.Config) {
+		c.Metrics = authz.NewMetrics(prometheus.NewRegistry())
 		c.Now = nil // the real clock: cache freshness and metrics use it
 	})
 	cases := map[string]map[string]string{
-		"allow":        {"x-api-key": w.plain.secret},
-		"allow-bearer": {"authorization": "Bearer " + w.plain.secret},
+		"allow":        {"x-api-key": w.Plain.Secret},
+		"allow-bearer": {"authorization": "Bearer " + w.Plain.Secret},
 		"deny-missing": {},
 		"deny-invalid": {"x-api-key": "kg_not-a-key"},
 	}
@@ -42,7 +44,7 @@ func BenchmarkCheck(b *testing.B) {
 			}
 		})
 	}
-	req := envoyRequest("GET", "/api/v1/projects/42", map[string]string{"x-api-key": w.plain.secret}, map[string]string{"module": "projects"})
+	req := envoyRequest("GET", "/api/v1/projects/42", map[string]string{"x-api-key": w.Plain.Secret}, map[string]string{"module": "projects"})
 	b.Run("allow-route-module", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {

@@ -2,7 +2,9 @@ package authz
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
+	"time"
 )
 
 // DefaultKeyHeaders are where keys are read from: X-API-Key, then
@@ -65,6 +67,27 @@ func validHeaderName(s string) bool {
 	return true
 }
 
+// Request is one request to decide, as a transport read it. The adapter
+// fills the fields it knows and passes every header of the request to
+// Server.ReadHeader; the zero value is a request with no key.
+type Request struct {
+	// Method is the HTTP method; "" is treated as a write.
+	Method string
+	// Path is the request target as the client sent it: query included,
+	// nothing decoded.
+	Path string
+	// Module is the module the proxy's route names, "" if none.
+	Module string
+	// Source is the client's address, when the transport knows it.
+	Source netip.Addr
+	// At is when the request arrived: expiry is checked against it. Zero
+	// means the server's clock at Decide.
+	At time.Time
+
+	cred    credential
+	spoofed []string // client-sent headers with the identity prefix, lower case
+}
+
 // credential is what a request's headers say about its key.
 type credential struct {
 	value    string // the presented key, white space trimmed
@@ -73,29 +96,13 @@ type credential struct {
 	carriers uint8  // bit i: keyHeaders[i] carried the key
 }
 
-// headerScan gathers, in one pass over a request's headers, the key and
-// the client-sent headers that impersonate keygate's identity headers.
-type headerScan struct {
-	cred         credential
-	spoofed      []string // client-sent headers with the identity prefix, lower case
-	method, path string   // the :method and :path pseudo-headers
-}
-
-// scanHeader looks at one header. name must be lower case, as Envoy sends
-// it.
-func (s *Server) scanHeader(sc *headerScan, name, value string) {
-	if len(name) > 0 && name[0] == ':' {
-		switch name {
-		case ":path":
-			sc.path = value
-		case ":method":
-			sc.method = value
-		}
-		return
-	}
+// ReadHeader reads one header of r: the key, when name is one of the key
+// headers, or a client-sent header impersonating an identity header. name
+// may be in any case; a header repeated is read once per value.
+func (s *Server) ReadHeader(r *Request, name, value string) {
 	for i := range s.keyHeaders {
 		h := &s.keyHeaders[i]
-		if name != h.name {
+		if !equalFoldASCII(name, h.name) {
 			continue
 		}
 		v := trimOWS(value)
@@ -108,7 +115,7 @@ func (s *Server) scanHeader(sc *headerScan, name, value string) {
 		} else if v == "" {
 			return
 		}
-		c := &sc.cred
+		c := &r.cred
 		if strings.IndexByte(v, ',') >= 0 || (c.found && v != c.value) {
 			c.several = true
 		}
@@ -117,12 +124,30 @@ func (s *Server) scanHeader(sc *headerScan, name, value string) {
 		return
 	}
 	if hasIdentityPrefix(name, s.identityPrefix) {
-		sc.spoofed = append(sc.spoofed, name)
+		r.spoofed = append(r.spoofed, lowerASCII(name))
 	}
 }
 
-// hasIdentityPrefix reports whether name starts with prefix, reading '_'
-// as '-': many backends (CGI, WSGI, Rack, PHP) give x_keygate_scopes and
+// equalFoldASCII reports whether a equals lower, a lower-case ASCII name,
+// ignoring ASCII case.
+func equalFoldASCII(a, lower string) bool {
+	if len(a) != len(lower) {
+		return false
+	}
+	for i := 0; i < len(a); i++ {
+		c := a[i]
+		if c >= 'A' && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// hasIdentityPrefix reports whether name starts with prefix (lower case),
+// ignoring ASCII case and reading '_' as '-': many backends (CGI, WSGI, Rack, PHP) give x_keygate_scopes and
 // x-keygate-scopes the same name, so a forged underscore spelling must go
 // too.
 func hasIdentityPrefix(name, prefix string) bool {
@@ -131,8 +156,11 @@ func hasIdentityPrefix(name, prefix string) bool {
 	}
 	for i := 0; i < len(prefix); i++ {
 		c := name[i]
-		if c == '_' {
+		switch {
+		case c == '_':
 			c = '-'
+		case c >= 'A' && c <= 'Z':
+			c += 'a' - 'A'
 		}
 		if c != prefix[i] {
 			return false

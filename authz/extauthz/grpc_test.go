@@ -1,4 +1,4 @@
-package authz
+package extauthz
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
+
+	"github.com/keygate/keygate/internal/authztest"
 )
 
 // serveGRPC runs NewGRPCServer on loopback and returns a client.
@@ -33,8 +35,8 @@ func serveGRPC(t *testing.T, s *Server, opts ...grpc.ServerOption) authv3.Author
 
 // The pre-encoded responses on the wire are exactly what Check returns.
 func TestGRPCServerSendsTheDecision(t *testing.T) {
-	w := newWorld(t)
-	s := newTestServer(t, w.lookup, nil)
+	w := authztest.NewWorld(t)
+	s := newTestServer(t, w.Lookup, nil)
 	var intercepted []any
 	plainClient := serveGRPC(t, s)
 	interceptedClient := serveGRPC(t, s, grpc.UnaryInterceptor(
@@ -44,9 +46,9 @@ func TestGRPCServerSendsTheDecision(t *testing.T) {
 			return resp, err
 		}))
 	for name, req := range map[string]*authv3.CheckRequest{
-		"allow":  envoyRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.plain.secret}, nil),
-		"forged": envoyRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.plain.secret, "x-keygate-x": "1"}, nil),
-		"deny":   envoyRequest("GET", "/api/v1/users", map[string]string{"x-api-key": w.plain.secret}, nil),
+		"allow":  envoyRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.Plain.Secret}, nil),
+		"forged": envoyRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.Plain.Secret, "x-keygate-x": "1"}, nil),
+		"deny":   envoyRequest("GET", "/api/v1/users", map[string]string{"x-api-key": w.Plain.Secret}, nil),
 	} {
 		want, _ := s.Check(context.Background(), req)
 		for _, client := range []authv3.AuthorizationClient{plainClient, interceptedClient} {

@@ -1,0 +1,421 @@
+package authz
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/internal/authztest"
+	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/policy"
+)
+
+// The store and the cache are what the decision path depends on.
+var (
+	_ KeyLookup = (*keystore.Store)(nil)
+	_ KeyLookup = (*keystore.Cache)(nil)
+	_ KeyLookup = (*authztest.Lookup)(nil)
+)
+
+func newTestServer(tb testing.TB, lookup KeyLookup, mutate func(*Config)) *Server {
+	tb.Helper()
+	h, _ := keystore.NewHasher(nil)
+	cfg := Config{Lookup: lookup, Policy: policy.Example(), Hasher: h, Now: func() time.Time { return authztest.Now }}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	s, err := NewServer(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
+}
+
+// request builds a Request the way every adapter does: its fields, and
+// each header through ReadHeader.
+func (s *Server) request(method, path string, headers map[string]string, module string) *Request {
+	r := &Request{Method: method, Path: path, Module: module}
+	for name, value := range headers {
+		s.ReadHeader(r, name, value)
+	}
+	return r
+}
+
+func (s *Server) decideRequest(method, path string, headers map[string]string, module string) Decision {
+	return s.Decide(context.Background(), s.request(method, path, headers, module))
+}
+
+func TestDecisionTable(t *testing.T) {
+	w := authztest.NewWorld(t)
+	s := newTestServer(t, w.Lookup, nil)
+	for _, c := range w.DecisionTable(t) {
+		t.Run(c.Name, func(t *testing.T) {
+			d := s.decideRequest(c.Method, c.Path, c.Headers, c.Module)
+			if got := d.Outcome.String(); got != c.Want {
+				t.Fatalf("outcome %s (reason %s), want %s", got, d.Reason, c.Want)
+			}
+			if d.Outcome == Allow && d.Key == nil {
+				t.Fatal("an allow without a key")
+			}
+		})
+	}
+	// Header names in any case, as net/http canonicalizes them.
+	d := s.decideRequest("GET", "/api/v1/projects", map[string]string{"X-Api-Key": w.Plain.Secret, "X-Keygate-Scopes": "*"}, "")
+	if d.Outcome != Allow || !d.Forged() {
+		t.Fatalf("canonical-case headers: %s, forged %v", d.Outcome, d.Forged())
+	}
+}
+
+func TestOutcomeAndReasonTables(t *testing.T) {
+	names := map[string]bool{}
+	for o := range numOutcomes {
+		info := outcomes[o]
+		if info.name == "" || names[info.name] {
+			t.Errorf("outcome %d: name %q empty or repeated", o, info.name)
+		}
+		names[info.name] = true
+		// The statuses are the ones net/http names, so that every
+		// transport and Envoy agree.
+		if http.StatusText(o.HTTPStatus()) == "" {
+			t.Errorf("%s: %d is not an HTTP status", o, o.HTTPStatus())
+		}
+		if (o == Allow) != (info.message == "") || (o == Allow) != (o.GRPCCode() == grpcOK) {
+			t.Errorf("%s: only Allow has no message and gRPC status OK", o)
+		}
+		if !slices.ContainsFunc(reasons[:], func(r reasonInfo) bool { return r.outcome == o }) {
+			t.Errorf("%s: no reason leads to it", o)
+		}
+	}
+	reasonNames := map[string]bool{}
+	for r := range numReasons {
+		if n := r.String(); n == "" || reasonNames[n] {
+			t.Errorf("reason %d: name %q empty or repeated", r, n)
+		}
+		reasonNames[r.String()] = true
+	}
+	if Outcome(200).String() != "unavailable" || Outcome(200).Denial() != Unavailable.Denial() {
+		t.Error("an outcome out of range must read as unavailable")
+	}
+}
+
+func TestDenials(t *testing.T) {
+	cases := []struct {
+		outcome    Outcome
+		httpStatus int
+		header     string // a header this denial must carry
+	}{
+		{MissingKey, 401, "www-authenticate"},
+		{InvalidKey, 401, "www-authenticate"},
+		{InvalidPath, 400, "content-type"},
+		{ModuleForbidden, 403, "content-type"},
+		{InsufficientScope, 403, "content-type"},
+		{Unavailable, 503, "retry-after"},
+	}
+	for _, c := range cases {
+		t.Run(c.outcome.String(), func(t *testing.T) {
+			d := c.outcome.Denial()
+			if d.Status != c.httpStatus || d.Outcome != c.outcome {
+				t.Errorf("status %d, want %d", d.Status, c.httpStatus)
+			}
+			var body struct {
+				Error struct{ Code, Message string } `json:"error"`
+			}
+			if err := json.Unmarshal([]byte(d.Body), &body); err != nil || body.Error.Code != c.outcome.String() || body.Error.Message != c.outcome.Message() {
+				t.Errorf("body %q: want {\"error\":{\"code\":%q,\"message\":…}}", d.Body, c.outcome)
+			}
+			headers := map[string]string{}
+			for _, h := range d.Headers {
+				headers[h.Name] = h.Value
+			}
+			if headers["content-type"] != "application/json" || headers["cache-control"] != "no-store" || headers[c.header] == "" {
+				t.Errorf("headers %v: want content-type application/json, cache-control no-store and %s", headers, c.header)
+			}
+		})
+	}
+}
+
+func TestIdentity(t *testing.T) {
+	w := authztest.NewWorld(t)
+	s := newTestServer(t, w.Lookup, nil)
+	d := s.decideRequest("POST", "/api/v1/projects/7/builds?dry=1", map[string]string{
+		"x-api-key":            w.Plain.Secret,
+		"authorization":        "Basic dXNlcjpwYXNz",
+		"x-keygate-key-id":     "forged",
+		"x-keygate-account-id": "forged",
+		"x-keygate-scopes":     "*",
+		"x-keygate-admin":      "true",
+		"X_Keygate_Role":       "admin",
+	}, "projects")
+	if d.Outcome != Allow {
+		t.Fatalf("outcome %s (%s)", d.Outcome, d.Reason)
+	}
+	id := s.Identity(&d)
+	want := [4]Field{{"x-keygate-key-id", "k-plain"}, {"x-keygate-account-id", "acct-k-plain"}, {"x-keygate-scopes", ""}, {"x-keygate-module", "projects"}}
+	if id.Headers != want {
+		t.Fatalf("identity headers %v, want %v", id.Headers, want)
+	}
+	// The key's header goes; Basic credentials are someone else's and
+	// stay; forged identity headers are either identity headers (set or
+	// removed by the adapter) or removed here, lower-cased.
+	slices.Sort(id.Remove)
+	if !slices.Equal(id.Remove, []string{"x-api-key", "x-keygate-admin", "x_keygate_role"}) {
+		t.Fatalf("removals %v", id.Remove)
+	}
+	if got := s.IdentityHeaders(); got != [4]string{want[0].Name, want[1].Name, want[2].Name, want[3].Name} {
+		t.Fatalf("IdentityHeaders %v", got)
+	}
+
+	// A scoped key, bearer-style, on a path the table puts in projects.
+	d = s.decideRequest("GET", "/api/v1/projects", map[string]string{"authorization": "Bearer " + w.ReadOnly.Secret}, "")
+	id = s.Identity(&d)
+	if id.Headers[2].Value != "projects:read" || id.Headers[3].Value != "projects" || !slices.Equal(id.Remove, []string{"authorization"}) {
+		t.Fatalf("headers %v, removals %v", id.Headers, id.Remove)
+	}
+}
+
+func TestKeepCredentialsAndPrefix(t *testing.T) {
+	w := authztest.NewWorld(t)
+	s := newTestServer(t, w.Lookup, func(c *Config) { c.KeepCredentials = true; c.IdentityPrefix = "X-Auth-" })
+	d := s.decideRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.Plain.Secret, "x-auth-scopes": "*"}, "")
+	id := s.Identity(&d)
+	if slices.Contains(id.Remove, "x-api-key") {
+		t.Fatal("KeepCredentials: the key header was removed")
+	}
+	if id.Headers[0].Name != "x-auth-key-id" || !d.Forged() {
+		t.Fatalf("identity prefix not applied: %v (forged %v)", id.Headers, d.Forged())
+	}
+}
+
+func TestNoLookupForMalformedKeys(t *testing.T) {
+	w := authztest.NewWorld(t)
+	s := newTestServer(t, w.Lookup, nil)
+	plain := w.Plain.Secret
+	for _, v := range []string{"x", strings.Repeat("k", 5000), plain[:len(plain)-1] + authztest.FlipChar(plain[len(plain)-1])} {
+		s.decideRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": v}, "")
+	}
+	s.decideRequest("GET", "/api/v1/%2e%2e/users", map[string]string{"x-api-key": plain}, "")
+	if n := w.Lookup.Calls.Load(); n != 0 {
+		t.Fatalf("%d store lookups for malformed keys or invalid paths, want 0", n)
+	}
+}
+
+func TestStoreFailuresFailClosed(t *testing.T) {
+	w := authztest.NewWorld(t)
+	headers := map[string]string{"x-api-key": w.Plain.Secret}
+	cases := []struct {
+		name   string
+		lookup *authztest.Lookup
+		reason Reason
+	}{
+		{"store unavailable", &authztest.Lookup{Err: fmt.Errorf("lookup: %w: connection refused", keystore.ErrUnavailable)}, ReasonStoreError},
+		{"unexpected error", &authztest.Lookup{Err: errors.New("something else")}, ReasonStoreError},
+		{"hung store, caller's deadline passes", &authztest.Lookup{Block: true}, ReasonTimeout},
+		{"panicking store", &authztest.Lookup{Panic: true}, ReasonPanic},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			s := newTestServer(t, c.lookup, nil)
+			start := time.Now()
+			ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+			defer cancel()
+			d := s.Decide(ctx, s.request("GET", "/api/v1/projects", headers, ""))
+			if d.Outcome != Unavailable || d.Reason != c.reason || d.Key != nil {
+				t.Fatalf("%s (%s), want unavailable (%s)", d.Outcome, d.Reason, c.reason)
+			}
+			if took := time.Since(start); took > time.Second {
+				t.Fatalf("took %v; the caller's deadline is 50ms", took)
+			}
+		})
+	}
+	t.Run("caller gave up", func(t *testing.T) {
+		s := newTestServer(t, w.Lookup, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if d := s.Decide(ctx, s.request("GET", "/api/v1/projects", headers, "")); d.Outcome != Unavailable || d.Reason != ReasonCanceled {
+			t.Fatalf("%s (%s), want unavailable (canceled)", d.Outcome, d.Reason)
+		}
+	})
+}
+
+func TestDefaultDenyPolicy(t *testing.T) {
+	w := authztest.NewWorld(t)
+	p, err := policy.Parse("strict.yaml", []byte("default: deny\nmodules:\n  projects: { paths: [/api/v1/projects] }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestServer(t, w.Lookup, func(c *Config) { c.Policy = p })
+	for path, want := range map[string]Outcome{
+		"/api/v1/projects/1": Allow,
+		"/api/v1/other":      ModuleForbidden,
+		"/":                  ModuleForbidden,
+	} {
+		if got := s.decideRequest("GET", path, map[string]string{"x-api-key": w.Plain.Secret}, ""); got.Outcome != want {
+			t.Errorf("%s: %s, want %s", path, got.Outcome, want)
+		}
+	}
+}
+
+type usageLog struct{ ids []string }
+
+func (u *usageLog) Used(id string, _ time.Time) { u.ids = append(u.ids, id) }
+
+func TestUsageRecorded(t *testing.T) {
+	w := authztest.NewWorld(t)
+	rec := &usageLog{}
+	s := newTestServer(t, w.Lookup, func(c *Config) { c.Usage = rec })
+	s.decideRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.Plain.Secret}, "")
+	s.decideRequest("GET", "/api/v1/users", map[string]string{"x-api-key": w.Plain.Secret}, "")
+	s.decideRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.Revoked.Secret}, "")
+	if !slices.Equal(rec.ids, []string{"k-plain"}) {
+		t.Fatalf("usage recorded for %v, want only the one allowed request", rec.ids)
+	}
+}
+
+func TestNewServerRejectsBadConfig(t *testing.T) {
+	h, _ := keystore.NewHasher(nil)
+	base := func() Config { return Config{Lookup: &authztest.Lookup{}, Policy: policy.Example(), Hasher: h} }
+	cases := map[string]func(*Config){
+		"no lookup":                  func(c *Config) { c.Lookup = nil },
+		"no policy":                  func(c *Config) { c.Policy = nil },
+		"bad key header":             func(c *Config) { c.KeyHeaders = []string{"x api key"} },
+		"pseudo-header":              func(c *Config) { c.KeyHeaders = []string{":path"} },
+		"duplicate key header":       func(c *Config) { c.KeyHeaders = []string{"x-api-key", "X-API-Key"} },
+		"key header with the prefix": func(c *Config) { c.KeyHeaders = []string{"x-keygate-key"} },
+		"bad identity prefix":        func(c *Config) { c.IdentityPrefix = "x keygate" },
+		"too many key headers":       func(c *Config) { c.KeyHeaders = strings.Split("a,b,c,d,e,f,g,h,i", ",") },
+	}
+	for name, mutate := range cases {
+		cfg := base()
+		mutate(&cfg)
+		if _, err := NewServer(cfg); err == nil {
+			t.Errorf("%s: NewServer accepted it", name)
+		}
+	}
+}
+
+func TestUnderscoreIdentityHeadersRemoved(t *testing.T) {
+	w := authztest.NewWorld(t)
+	s := newTestServer(t, w.Lookup, nil)
+	d := s.decideRequest("GET", "/api/v1/projects", map[string]string{
+		"x-api-key": w.Plain.Secret, "x_keygate_scopes": "*", "x_keygate-account_id": "victim"}, "")
+	removed := s.Identity(&d).Remove
+	for _, h := range []string{"x_keygate_scopes", "x_keygate-account_id"} {
+		if !slices.Contains(removed, h) {
+			t.Errorf("forged %s not removed (removals %v)", h, removed)
+		}
+	}
+}
+
+func TestRouteModuleUnderDefaultDeny(t *testing.T) {
+	w := authztest.NewWorld(t)
+	p, err := policy.Parse("strict.yaml", []byte("default: deny\nmodules:\n  reports: { paths: [/api/v1/reports] }\n  users: { paths: [/api/v1/users], api_keys: deny }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestServer(t, w.Lookup, func(c *Config) { c.Policy = p })
+	cases := []struct {
+		path string
+		want Outcome
+	}{
+		{"/v2/reports/7", Allow},                            // the route says reports; the table knows no such path
+		{"/v2/reports/../../api/v1/users", ModuleForbidden}, // a reading lands in a closed module
+	}
+	for _, c := range cases {
+		if got := s.decideRequest("GET", c.path, map[string]string{"x-api-key": w.Plain.Secret}, "reports"); got.Outcome != c.want {
+			t.Errorf("%s with route module reports: %s, want %s", c.path, got.Outcome, c.want)
+		}
+	}
+}
+
+// pepperedLookup finds keys under their plain SHA-256 digest only, and
+// fails for every other digest, like a database that is down while the
+// key is cached under its pre-pepper digest.
+type pepperedLookup struct{ plain *authztest.Lookup }
+
+func (p pepperedLookup) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, error) {
+	if k, err := p.plain.Lookup(ctx, d); err == nil {
+		return k, nil
+	}
+	return nil, fmt.Errorf("lookup: %w: connection refused", keystore.ErrUnavailable)
+}
+
+func TestPepperCandidatesSurviveOneFailure(t *testing.T) {
+	w := authztest.NewWorld(t)
+	h, _ := keystore.NewHasher([]byte(strings.Repeat("p", 32)))
+	s := newTestServer(t, pepperedLookup{w.Lookup}, func(c *Config) { c.Hasher = h })
+	if d := s.decideRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.Plain.Secret}, ""); d.Outcome != Allow {
+		t.Fatalf("a key found under its second candidate digest was refused: %s (%s)", d.Outcome, d.Reason)
+	}
+	unknown, _ := keystore.GenerateSecret("kg")
+	if d := s.decideRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": unknown.Reveal()}, ""); d.Outcome != Unavailable {
+		t.Fatalf("an unknown key with the store failing: %s, want unavailable", d.Outcome)
+	}
+}
+
+func TestGrantsShareRenderings(t *testing.T) {
+	w := authztest.NewWorld(t)
+	s := newTestServer(t, w.Lookup, nil)
+	g := NewGrants[*Identity]()
+	builds := 0
+	render := func(d Decision) *Identity { builds++; id := s.Identity(&d); return &id }
+	get := func(headers map[string]string, path string) *Identity {
+		d := s.decideRequest("GET", path, headers, "")
+		return g.Get(&d, render)
+	}
+	plain := map[string]string{"x-api-key": w.Plain.Secret}
+	first := get(plain, "/api/v1/projects")
+	if second := get(plain, "/api/v1/projects/2"); second != first || builds != 1 {
+		t.Fatalf("two allows of one key, module and header built %d renderings; want one shared", builds)
+	}
+	if forged := get(map[string]string{"x-api-key": w.Plain.Secret, "x-keygate-role": "admin"}, "/api/v1/projects"); forged == first || !slices.Contains(forged.Remove, "x-keygate-role") {
+		t.Fatal("a request with forged identity headers got the shared rendering")
+	}
+	if bearer := get(map[string]string{"authorization": "Bearer " + w.Plain.Secret}, "/api/v1/projects"); bearer == first {
+		t.Fatal("the key in another header got the x-api-key rendering")
+	}
+	if other := get(plain, "/api/v1/deployments"); other == first {
+		t.Fatal("another module got the projects rendering")
+	}
+	// A new version of the record (any lifecycle change) is a new rendering.
+	changed := *w.Plain.Record
+	changed.UpdatedAt = changed.UpdatedAt.Add(time.Second)
+	changed.AccountID = "acct-moved"
+	w.Lookup.Put(&changed)
+	if got := get(plain, "/api/v1/projects"); got.Headers[1].Value != "acct-moved" {
+		t.Fatalf("after a change the rendering still says account %q", got.Headers[1].Value)
+	}
+}
+
+// BenchmarkDecide measures the transport-neutral cached decision with the
+// real keystore.Cache and metrics on: reading the headers of a typical
+// request, deciding, and the identity's shared rendering.
+func BenchmarkDecide(b *testing.B) {
+	w := authztest.NewWorld(b)
+	cache, err := keystore.NewCache(w.Lookup, keystore.CacheOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := newTestServer(b, cache, func(c *Config) { c.Now = nil })
+	g := NewGrants[*Identity]()
+	render := func(d Decision) *Identity { id := s.Identity(&d); return &id }
+	headers := [][2]string{{"accept", "application/json"}, {"user-agent", "example-sdk/2.3.1"}, {"x-request-id", "5f0b0a58"},
+		{"x-forwarded-for", "203.0.113.7"}, {"content-type", "application/json"}, {"x-api-key", w.Plain.Secret}}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		r := Request{Method: "GET", Path: "/api/v1/projects/42/builds?page=2"}
+		for _, h := range headers {
+			s.ReadHeader(&r, h[0], h[1])
+		}
+		d := s.Decide(ctx, &r)
+		if d.Outcome != Allow || g.Get(&d, render) == nil {
+			b.Fatal("not allowed")
+		}
+	}
+}

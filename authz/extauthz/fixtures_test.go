@@ -1,0 +1,34 @@
+package extauthz
+
+import (
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/authztest"
+	"github.com/keygate/keygate/internal/envoytest"
+	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/policy"
+)
+
+// newTestServer returns the adapter over a core deciding with lookup under
+// the example policy, at authztest.Now; mutate changes the core's config.
+func newTestServer(tb testing.TB, lookup authz.KeyLookup, mutate func(*authz.Config)) *Server {
+	tb.Helper()
+	h, _ := keystore.NewHasher(nil)
+	cfg := authz.Config{Lookup: lookup, Policy: policy.Example(), Hasher: h, Now: func() time.Time { return authztest.Now }}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	core, err := authz.NewServer(cfg)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return New(core, nil)
+}
+
+// envoyRequest and rawRequest build CheckRequests as Envoy does.
+var (
+	envoyRequest = envoytest.CheckRequest
+	rawRequest   = envoytest.RawCheckRequest
+)

@@ -1,0 +1,96 @@
+package extauthz
+
+import (
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/keygate/keygate/authz"
+)
+
+// MetadataNamespace is where Envoy files the dynamic metadata of an
+// ext_authz response; access logs and rate-limit descriptors read key_id,
+// account_id and module from it.
+const MetadataNamespace = "envoy.filters.http.ext_authz"
+
+// response is a CheckResponse, with its wire encoding when it is shared by
+// many requests (denials, and allows without forged identity headers), so
+// that it is encoded once rather than once per request.
+type response struct {
+	msg  *authv3.CheckResponse
+	wire []byte // nil: encode msg when sending
+}
+
+// encoded returns m with its wire encoding.
+func encoded(m *authv3.CheckResponse) *response {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		panic("extauthz: encoding a CheckResponse: " + err.Error()) // well-formed by construction
+	}
+	return &response{msg: m, wire: b}
+}
+
+// denied renders the core's refusal as a CheckResponse: built and encoded
+// once at start and shared by every request (protobuf messages are safe to
+// marshal concurrently as long as nobody modifies them).
+func denied(d *authz.Denial) *response {
+	headers := make([]*corev3.HeaderValueOption, 0, len(d.Headers))
+	for _, h := range d.Headers {
+		headers = append(headers, setHeader(h.Name, h.Value))
+	}
+	return encoded(&authv3.CheckResponse{
+		Status: &status.Status{Code: int32(d.Outcome.GRPCCode()), Message: d.Outcome.String()},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+			Headers: headers,
+			Body:    d.Body,
+		}},
+	})
+}
+
+var okStatus = &status.Status{}
+
+// allowed renders an allow: the identity headers set (an empty one
+// removed, so that a client-sent copy cannot survive), the credential and
+// forged identity headers removed, and the identity in dynamic metadata.
+// Shared renderings (authz.Grants) are encoded once.
+func (s *Server) allowed(d authz.Decision) *response {
+	id := s.core.Identity(&d)
+	headers := make([]*corev3.HeaderValueOption, 0, len(id.Headers))
+	var remove []string
+	for _, h := range id.Headers {
+		if h.Value == "" {
+			remove = append(remove, h.Name)
+		} else {
+			headers = append(headers, setHeader(h.Name, h.Value))
+		}
+	}
+	m := &authv3.CheckResponse{
+		Status: okStatus,
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers:         headers,
+			HeadersToRemove: append(remove, id.Remove...),
+		}},
+		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
+			"key_id":     structpb.NewStringValue(d.Key.ID),
+			"account_id": structpb.NewStringValue(d.Key.AccountID),
+			"module":     structpb.NewStringValue(d.Module),
+		}},
+	}
+	if d.Forged() {
+		return &response{msg: m} // this request's own: not worth encoding ahead
+	}
+	return encoded(m)
+}
+
+// setHeader is a header mutation that replaces any existing value: Envoy
+// versions differ on the default append action, so it is always explicit.
+func setHeader(name, value string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: name, Value: value},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}

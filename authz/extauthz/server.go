@@ -1,0 +1,108 @@
+package extauthz
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"runtime/debug"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/keygate/keygate/authz"
+)
+
+// Server answers Check with the decisions of an authz.Server. It is safe
+// for concurrent use.
+type Server struct {
+	core    *authz.Server
+	logger  *slog.Logger
+	grants  *authz.Grants[*response]
+	denials [authz.NumOutcomes]*response // prebuilt, shared, never modified
+}
+
+// New returns a Server deciding with core; logger (nil: discard) learns of
+// recovered panics.
+func New(core *authz.Server, logger *slog.Logger) *Server {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Server{core: core, logger: logger, grants: authz.NewGrants[*response]()}
+	for o := range authz.NumOutcomes {
+		s.denials[o] = denied(authz.Outcome(o).Denial())
+	}
+	return s
+}
+
+// Check answers Envoy's ext_authz Check. Every outcome, including a store
+// failure or a recovered panic, is a CheckResponse, never a gRPC error, so
+// that keygate fails closed whatever the filter's failure_mode_allow says.
+// The response is the caller's to keep and change (NewGRPCServer's service
+// shares and pre-encodes responses instead).
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return proto.Clone(s.respond(ctx, req).msg).(*authv3.CheckResponse), nil
+}
+
+// respond decides and returns the response, encoded already when it is one
+// of the shared ones.
+func (s *Server) respond(ctx context.Context, req *authv3.CheckRequest) (resp *response) {
+	defer func() {
+		// The decision recovers its own panics; this is for the
+		// translation around it.
+		if p := recover(); p != nil {
+			s.logger.Error("recovered from a panic in Check; denying", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			resp = s.denials[authz.Unavailable]
+		}
+	}()
+	var r authz.Request
+	s.read(&r, req)
+	d := s.core.Decide(ctx, &r)
+	if d.Outcome != authz.Allow {
+		return s.denials[d.Outcome]
+	}
+	return s.grants.Get(&d, s.allowed)
+}
+
+// read translates a CheckRequest into r.
+func (s *Server) read(r *authz.Request, req *authv3.CheckRequest) {
+	attrs := req.GetAttributes()
+	httpReq := attrs.GetRequest().GetHttp()
+	var method, path string // the pseudo-headers: the fallback for an empty method or path
+	header := func(name, value string) {
+		if len(name) > 0 && name[0] == ':' {
+			switch name {
+			case ":method":
+				method = value
+			case ":path":
+				path = value
+			}
+			return
+		}
+		s.core.ReadHeader(r, name, value)
+	}
+	if raw := httpReq.GetHeaderMap().GetHeaders(); len(raw) > 0 {
+		for _, h := range raw {
+			v := h.GetValue()
+			if len(h.GetRawValue()) > 0 {
+				v = string(h.GetRawValue())
+			}
+			header(h.GetKey(), v)
+		}
+	} else {
+		for k, v := range httpReq.GetHeaders() {
+			header(k, v)
+		}
+	}
+	r.Method, r.Path = httpReq.GetMethod(), httpReq.GetPath()
+	if r.Method == "" {
+		r.Method = method
+	}
+	if r.Path == "" {
+		r.Path = path
+	}
+	r.Module = attrs.GetContextExtensions()["module"]
+	if a, err := netip.ParseAddr(attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()); err == nil {
+		r.Source = a.Unmap()
+	}
+}

@@ -1,0 +1,161 @@
+package authz
+
+import (
+	"encoding/json"
+	"strings"
+
+	"github.com/maypok86/otter/v2"
+)
+
+// Field is one HTTP header: a lower-case name and its value.
+type Field struct {
+	Name, Value string
+}
+
+// Identity is what an allowed request carries upstream, whatever the
+// transport: the identity headers and the headers to remove first.
+type Identity struct {
+	// Headers are the identity headers in a fixed order: key id, account
+	// id, scopes (comma-separated) and module. Scopes and module have an
+	// empty Value when the key has no scopes or the path is in no module;
+	// an adapter removes such a header, or sends it empty, but never lets a
+	// client-sent value through.
+	Headers [4]Field
+	// Remove lists the headers to remove upstream that are not identity
+	// headers: the ones that carried the key (unless KeepCredentials) and
+	// client-sent headers with the identity prefix.
+	Remove []string
+}
+
+// Identity returns what the allow d carries upstream. d must be an Allow
+// from Decide.
+func (s *Server) Identity(d *Decision) Identity {
+	k := d.Key
+	id := Identity{Headers: [4]Field{
+		{s.names.keyID, k.ID},
+		{s.names.accountID, k.AccountID},
+		{s.names.scopes, strings.Join(k.Scopes, ",")},
+		{s.names.module, d.Module},
+	}}
+	if !s.keepCredentials {
+		for i := range s.keyHeaders {
+			if d.carriers&(1<<i) != 0 {
+				id.Remove = append(id.Remove, s.keyHeaders[i].name)
+			}
+		}
+	}
+	for _, name := range d.spoofed {
+		switch name {
+		case s.names.keyID, s.names.accountID, s.names.scopes, s.names.module:
+			// identity headers: set or removed by every adapter
+		default:
+			id.Remove = append(id.Remove, name)
+		}
+	}
+	return id
+}
+
+// IdentityHeaders are the names of the identity headers, in Identity's
+// order.
+func (s *Server) IdentityHeaders() [4]string {
+	return [4]string{s.names.keyID, s.names.accountID, s.names.scopes, s.names.module}
+}
+
+// Denial is what the client receives when a request is refused, whatever
+// the transport: the status, the headers and the JSON body
+// {"error":{"code":"…","message":"…"}}.
+type Denial struct {
+	Outcome Outcome
+	Status  int
+	// Headers are content-type and cache-control, and www-authenticate on
+	// a 401 or retry-after on a 503.
+	Headers []Field
+	Body    string
+}
+
+// denials are built once; they are shared and never modified.
+var denials = func() (d [numOutcomes]*Denial) {
+	for o := range numOutcomes {
+		d[o] = newDenial(o)
+	}
+	return d
+}()
+
+// Denial is the refusal with outcome o; the same shared value every time,
+// which callers must not modify.
+func (o Outcome) Denial() *Denial {
+	if o >= numOutcomes {
+		o = Unavailable
+	}
+	return denials[o]
+}
+
+func newDenial(o Outcome) *Denial {
+	info := o.info()
+	var b struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	b.Error.Code, b.Error.Message = info.name, info.message
+	body, err := json.Marshal(b)
+	if err != nil {
+		panic(err) // constant input
+	}
+	headers := []Field{{"content-type", "application/json"}, {"cache-control", "no-store"}}
+	if info.challenge != "" {
+		headers = append(headers, Field{"www-authenticate", info.challenge})
+	}
+	if info.retryAfter != "" {
+		headers = append(headers, Field{"retry-after", info.retryAfter})
+	}
+	return &Denial{Outcome: o, Status: info.status, Headers: headers, Body: string(body)}
+}
+
+// Grants remembers a transport's rendering of allow responses, so that
+// the common allow costs a map lookup instead of building and encoding a
+// response. A rendering depends on the key record's id and version (every
+// lifecycle change gives a new version), the module and which headers
+// carried the key; a request that forged identity headers gets a
+// rendering of its own, built each time. Safe for concurrent use.
+type Grants[T any] struct {
+	cache *otter.Cache[grantKey, T]
+}
+
+// grantKey identifies an allow response that does not depend on anything
+// else in the request.
+type grantKey struct {
+	keyID    string
+	version  int64 // UpdatedAt in unix microseconds
+	module   string
+	carriers uint8
+}
+
+// GrantCacheSize bounds the renderings a Grants keeps.
+const GrantCacheSize = 16 << 10
+
+// NewGrants returns an empty Grants.
+func NewGrants[T any]() *Grants[T] {
+	return &Grants[T]{cache: otter.Must(&otter.Options[grantKey, T]{MaximumSize: GrantCacheSize})}
+}
+
+// Get returns the rendering of the allow d, calling build for one it does
+// not have (or, for a request that forged identity headers, every time).
+// What build returns is shared by every request with the same key
+// version, module and key headers: it must not be modified.
+func (g *Grants[T]) Get(d *Decision, build func(Decision) T) T {
+	if d.Forged() {
+		return build(*d)
+	}
+	gk := grantKey{keyID: d.Key.ID, version: d.Key.UpdatedAt.UnixMicro(), module: d.Module, carriers: d.carriers}
+	if r, ok := g.cache.GetIfPresent(gk); ok {
+		return r
+	}
+	r := build(*d)
+	g.cache.Set(gk, r)
+	return r
+}
+
+// Len is the number of renderings kept (an estimate).
+func (g *Grants[T]) Len() int { return g.cache.EstimatedSize() }

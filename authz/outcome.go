@@ -1,0 +1,158 @@
+package authz
+
+// Outcome is what a decision answers. Every outcome but Allow is a denial;
+// each has one row in the outcomes table: its name (the JSON error.code),
+// HTTP status, client message, gRPC status code and challenge headers.
+type Outcome uint8
+
+// The outcomes, in the order the decision reaches them.
+const (
+	Allow             Outcome = iota // 200: the request goes upstream
+	MissingKey                       // 401 missing_api_key: no key in any configured header
+	InvalidKey                       // 401 invalid_api_key: malformed, unknown, revoked, expired, or several keys
+	InvalidPath                      // 400 invalid_path: the path cannot be read one way
+	ModuleForbidden                  // 403 module_forbidden: the module is closed to API keys
+	InsufficientScope                // 403 insufficient_scope: the key's scopes do not cover module and action
+	Unavailable                      // 503 unavailable: the store cannot answer and the key is not cached
+	numOutcomes
+)
+
+// NumOutcomes is the number of outcomes: Outcome(0) to Outcome(NumOutcomes-1)
+// are all of them, so that adapters can prebuild one response per outcome.
+const NumOutcomes = int(numOutcomes)
+
+// gRPC status codes (google.golang.org/grpc/codes, fixed by the gRPC
+// specification), spelled here so that the core imports nothing of gRPC.
+const (
+	grpcOK                = 0
+	grpcInvalidArgument   = 3
+	grpcPermissionDenied  = 7
+	grpcResourceExhausted = 8
+	grpcUnavailable       = 14
+	grpcUnauthenticated   = 16
+)
+
+// RetryAfterSeconds is the Retry-After of a 503: the store usually comes
+// back, or the key gets cached, within seconds.
+const RetryAfterSeconds = "2"
+
+// outcomeInfo is one row of the outcomes table.
+type outcomeInfo struct {
+	name       string // JSON error.code; "ok" for Allow
+	status     int    // HTTP status the client receives
+	grpc       uint32 // CheckResponse status code
+	message    string // JSON error.message
+	challenge  string // WWW-Authenticate, "" for none
+	retryAfter string // Retry-After, "" for none
+}
+
+// outcomes is the decision table. Adding an outcome is one constant and
+// one row here; names, statuses and metric labels follow from it.
+var outcomes = [numOutcomes]outcomeInfo{
+	Allow: {name: "ok", status: 200, grpc: grpcOK},
+	MissingKey: {name: "missing_api_key", status: 401, grpc: grpcUnauthenticated,
+		message:   "An API key is required: send it in the X-API-Key header or as Authorization: Bearer.",
+		challenge: `Bearer realm="api"`},
+	InvalidKey: {name: "invalid_api_key", status: 401, grpc: grpcUnauthenticated,
+		message:   "The API key is not valid.",
+		challenge: `Bearer realm="api", error="invalid_token"`},
+	InvalidPath: {name: "invalid_path", status: 400, grpc: grpcInvalidArgument,
+		message: "The request path cannot be interpreted unambiguously."},
+	ModuleForbidden: {name: "module_forbidden", status: 403, grpc: grpcPermissionDenied,
+		message: "This part of the API cannot be used with an API key."},
+	InsufficientScope: {name: "insufficient_scope", status: 403, grpc: grpcPermissionDenied,
+		message: "The API key's scopes do not allow this request."},
+	Unavailable: {name: "unavailable", status: 503, grpc: grpcUnavailable,
+		message:    "Authorization is temporarily unavailable; retry shortly.",
+		retryAfter: RetryAfterSeconds},
+}
+
+// info returns o's row; an out-of-range outcome reads as Unavailable, so
+// that a bug can only deny.
+func (o Outcome) info() *outcomeInfo {
+	if o < numOutcomes {
+		return &outcomes[o]
+	}
+	return &outcomes[Unavailable]
+}
+
+// String returns the JSON error.code of the outcome ("ok" for Allow).
+func (o Outcome) String() string { return o.info().name }
+
+// HTTPStatus is the status the client receives.
+func (o Outcome) HTTPStatus() int { return o.info().status }
+
+// GRPCCode is the status code of Envoy's CheckResponse for the outcome, a
+// google.golang.org/grpc/codes value.
+func (o Outcome) GRPCCode() uint32 { return o.info().grpc }
+
+// Message is the human-readable error.message of a denial ("" for Allow).
+func (o Outcome) Message() string { return o.info().message }
+
+// Reason explains a decision in logs and metrics, never to the client:
+// every InvalidKey denial looks the same from outside.
+type Reason uint8
+
+// The reasons.
+const (
+	ReasonAllowed       Reason = iota // allowed
+	ReasonMissingKey                  // no key in any configured header
+	ReasonMalformed                   // not a well-formed key (shape or checksum)
+	ReasonSeveralKeys                 // several different keys, or a comma-merged header
+	ReasonUnknown                     // well formed, but no such key
+	ReasonRevoked                     // the key is revoked
+	ReasonExpired                     // the key has expired (or its rotation grace ended)
+	ReasonInvalidPath                 // the path cannot be read one way
+	ReasonRestricted                  // the module is closed to API keys
+	ReasonDefaultDeny                 // no module matched and the policy's default is deny
+	ReasonUnknownModule               // the proxy named a module the policy does not know
+	ReasonScope                       // the key's scopes do not cover module and action
+	ReasonStoreError                  // the store failed and the key is not cached
+	ReasonTimeout                     // the lookup deadline passed
+	ReasonCanceled                    // the caller gave up
+	ReasonPanic                       // a bug: recovered, and denied
+	numReasons
+)
+
+// reasonInfo is one row of the reasons table.
+type reasonInfo struct {
+	name    string  // as logs and metrics spell it
+	outcome Outcome // the outcome a decision with this reason has
+}
+
+// reasons names each reason and the outcome it belongs to; the metric
+// label pairs are derived from it.
+var reasons = [numReasons]reasonInfo{
+	ReasonAllowed:       {"allowed", Allow},
+	ReasonMissingKey:    {"missing", MissingKey},
+	ReasonMalformed:     {"malformed", InvalidKey},
+	ReasonSeveralKeys:   {"several_keys", InvalidKey},
+	ReasonUnknown:       {"unknown", InvalidKey},
+	ReasonRevoked:       {"revoked", InvalidKey},
+	ReasonExpired:       {"expired", InvalidKey},
+	ReasonInvalidPath:   {"invalid_path", InvalidPath},
+	ReasonRestricted:    {"restricted", ModuleForbidden},
+	ReasonDefaultDeny:   {"default_deny", ModuleForbidden},
+	ReasonUnknownModule: {"unknown_module", ModuleForbidden},
+	ReasonScope:         {"scope", InsufficientScope},
+	ReasonStoreError:    {"store_error", Unavailable},
+	ReasonTimeout:       {"timeout", Unavailable},
+	ReasonCanceled:      {"canceled", Unavailable},
+	ReasonPanic:         {"panic", Unavailable},
+}
+
+// String names the reason as logs and metrics spell it.
+func (r Reason) String() string {
+	if r < numReasons {
+		return reasons[r].name
+	}
+	return "unknown_reason"
+}
+
+// Outcome is the outcome a decision with this reason has.
+func (r Reason) Outcome() Outcome {
+	if r < numReasons {
+		return reasons[r].outcome
+	}
+	return Unavailable
+}

@@ -1,0 +1,177 @@
+// Package authztest holds what the tests of the decision and of its
+// transports share: an in-memory key lookup (the one seam where those
+// tests use a fake; the store and the cache have real-database tests), a
+// world of keys of every kind, and the decision table as transport-neutral
+// cases that each transport's tests replay through their own wire format.
+package authztest
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/keystore"
+)
+
+// Now is the clock of the world: keys were created an hour before it.
+var Now = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+
+// Lookup is an in-memory key lookup (authz.KeyLookup).
+type Lookup struct {
+	// Err, when set, is returned for every lookup.
+	Err error
+	// Block makes every lookup wait for its context to end, like a hung
+	// database.
+	Block bool
+	// Panic makes every lookup panic.
+	Panic bool
+	// Calls counts lookups.
+	Calls atomic.Int64
+
+	mu   sync.Mutex
+	keys map[keystore.Digest]*keystore.Key
+}
+
+// Lookup finds the key stored under d.
+func (f *Lookup) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, error) {
+	f.Calls.Add(1)
+	if f.Panic {
+		panic("lookup exploded")
+	}
+	if f.Block {
+		<-ctx.Done()
+		return nil, errors.Join(keystore.ErrUnavailable, ctx.Err())
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.Err != nil {
+		return nil, f.Err
+	}
+	k, ok := f.keys[d]
+	if !ok {
+		return nil, keystore.ErrNotFound
+	}
+	return k, nil
+}
+
+// Put stores k under its digest, replacing any record there.
+func (f *Lookup) Put(k *keystore.Key) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.keys == nil {
+		f.keys = map[keystore.Digest]*keystore.Key{}
+	}
+	f.keys[k.Digest] = k
+}
+
+// Key is a key the lookup knows, with its secret.
+type Key struct {
+	Secret string
+	Record *keystore.Key
+}
+
+// Add stores a new key with the given scopes, hashed with SHA-256 (no
+// pepper); mutate, if set, changes the record first (revocation, expiry).
+func (f *Lookup) Add(tb testing.TB, id string, scopes []string, mutate func(*keystore.Key)) Key {
+	tb.Helper()
+	secret, err := keystore.GenerateSecret("kg")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h, _ := keystore.NewHasher(nil)
+	k := &keystore.Key{ID: id, AccountID: "acct-" + id, Name: id, Scopes: scopes, CreatedAt: Now.Add(-time.Hour),
+		Digest: h.Digest(secret), DisplayPrefix: secret.DisplayPrefix()}
+	if mutate != nil {
+		mutate(k)
+	}
+	f.Put(k)
+	return Key{Secret: secret.Reveal(), Record: k}
+}
+
+// World is a lookup with one key of each kind.
+type World struct {
+	Lookup *Lookup
+	// Plain has no scopes; ReadOnly has projects:read; Star has *.
+	Plain, ReadOnly, Revoked, Expired, Star Key
+}
+
+// NewWorld returns a World.
+func NewWorld(tb testing.TB) *World {
+	w := &World{Lookup: &Lookup{}}
+	past := Now.Add(-time.Minute)
+	w.Plain = w.Lookup.Add(tb, "k-plain", nil, nil)
+	w.ReadOnly = w.Lookup.Add(tb, "k-read", []string{"projects:read"}, nil)
+	w.Revoked = w.Lookup.Add(tb, "k-revoked", nil, func(k *keystore.Key) { k.RevokedAt = &past })
+	w.Expired = w.Lookup.Add(tb, "k-expired", nil, func(k *keystore.Key) { k.ExpiresAt = &past })
+	w.Star = w.Lookup.Add(tb, "k-star", []string{"*"}, nil)
+	return w
+}
+
+// Case is one row of the decision table under the example policy: a
+// request and the outcome it must get, by its JSON error.code ("ok" for an
+// allow).
+type Case struct {
+	Name         string
+	Method, Path string
+	Headers      map[string]string // header name → value, as the client sent them
+	Module       string            // the route's module, "" if none
+	Want         string
+}
+
+// FlipChar returns a character other than c, to break a checksum.
+func FlipChar(c byte) string {
+	if c == 'A' {
+		return "B"
+	}
+	return "A"
+}
+
+// DecisionTable is the decision table as requests, for every transport to
+// replay.
+func (w *World) DecisionTable(tb testing.TB) []Case {
+	tb.Helper()
+	unknown, err := keystore.GenerateSecret("kg")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	plain, star, readOnly := w.Plain.Secret, w.Star.Secret, w.ReadOnly.Secret
+	tampered := plain[:10] + FlipChar(plain[10]) + plain[11:]
+	key := func(k string) map[string]string { return map[string]string{"x-api-key": k} }
+	const projects = "/api/v1/projects"
+	return []Case{
+		{"no key", "GET", projects, nil, "", "missing_api_key"},
+		{"empty x-api-key", "GET", projects, key("  "), "", "missing_api_key"},
+		{"basic authorization is not a key", "GET", projects, map[string]string{"authorization": "Basic dXNlcjpwYXNz"}, "", "missing_api_key"},
+		{"malformed key", "GET", projects, key("hunter2"), "", "invalid_api_key"},
+		{"bad checksum", "GET", projects, key(tampered), "", "invalid_api_key"},
+		{"empty bearer", "GET", projects, map[string]string{"authorization": "Bearer"}, "", "invalid_api_key"},
+		{"unknown key", "GET", projects, key(unknown.Reveal()), "", "invalid_api_key"},
+		{"revoked key", "GET", projects, key(w.Revoked.Secret), "", "invalid_api_key"},
+		{"expired key", "GET", projects, key(w.Expired.Secret), "", "invalid_api_key"},
+		{"two different keys", "GET", projects, map[string]string{"x-api-key": plain, "authorization": "Bearer " + star}, "", "invalid_api_key"},
+		{"comma-merged x-api-key", "GET", projects, key(plain + "," + plain), "", "invalid_api_key"},
+		{"comma-merged bearer", "GET", projects, map[string]string{"authorization": "Bearer " + plain + ", Bearer " + star}, "", "invalid_api_key"},
+		{"invalid path", "GET", "/api/v1/projects/%2e%2e/users", key(plain), "", "invalid_path"},
+		{"absolute-form path", "GET", "http://evil/api/v1/users", key(plain), "", "invalid_path"},
+		{"restricted module by path", "GET", "/api/v1/users/42", key(star), "", "module_forbidden"},
+		{"restricted module by route", "GET", "/v2/whoever", key(star), "accounts", "module_forbidden"},
+		{"route names projects, path reads as users", "GET", "/api/v1/projects/..;/users", key(star), "projects", "module_forbidden"},
+		{"route names an unknown module", "GET", projects, key(star), "nosuch", "module_forbidden"},
+		{"authentication module", "POST", "/api/v1/api-keys", key(star), "", "module_forbidden"},
+		{"read scope, write method", "POST", projects, key(readOnly), "", "insufficient_scope"},
+		{"read scope, other module", "GET", "/api/v1/deployments", key(readOnly), "", "insufficient_scope"},
+		{"scoped key, route in no module", "GET", "/status", key(readOnly), "", "insufficient_scope"},
+		{"valid x-api-key", "GET", projects, key(plain), "", "ok"},
+		{"valid bearer", "DELETE", "/api/v1/projects/7", map[string]string{"authorization": "Bearer " + plain}, "", "ok"},
+		{"bearer scheme in other case", "GET", projects, map[string]string{"authorization": "bEaReR   " + plain + " "}, "", "ok"},
+		{"same key in both headers", "GET", projects, map[string]string{"x-api-key": plain, "authorization": "Bearer " + plain}, "", "ok"},
+		{"read scope, read method", "HEAD", "/api/v1/projects/1", key(readOnly), "", "ok"},
+		{"read scope via route module", "GET", "/anything", key(readOnly), "projects", "ok"},
+		{"unscoped key, route in no module", "GET", "/status", key(plain), "", "ok"},
+		{"look-alike of a restricted module", "GET", "/api/v1/projects/users", key(plain), "", "ok"},
+		{"query mentions a restricted module", "GET", "/api/v1/projects?next=/api/v1/users", key(plain), "", "ok"},
+	}
+}
