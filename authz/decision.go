@@ -71,6 +71,15 @@ func (s *Server) Decide(ctx context.Context, r *Request) (d Decision) {
 	return d
 }
 
+// Refuse records the refusal of a request that an adapter could not turn
+// into a Request (reason ReasonForwardedHeaders or ReasonUndecodable), the
+// way Decide records its decisions, and returns it.
+func (s *Server) Refuse(ctx context.Context, r Reason) Decision {
+	d := because(r, nil, "")
+	s.finish(ctx, &d, s.now())
+	return d
+}
+
 // finish records a decision: metrics, the debug log, and last use.
 func (s *Server) finish(ctx context.Context, d *Decision, start time.Time) {
 	s.metrics.observe(d.Reason, start)

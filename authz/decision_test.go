@@ -113,6 +113,7 @@ func TestDenials(t *testing.T) {
 		{MissingKey, 401, "www-authenticate"},
 		{InvalidKey, 401, "www-authenticate"},
 		{InvalidPath, 400, "content-type"},
+		{InvalidRequest, 400, "content-type"},
 		{ModuleForbidden, 403, "content-type"},
 		{InsufficientScope, 403, "content-type"},
 		{Unavailable, 503, "retry-after"},
@@ -241,6 +242,20 @@ func TestStoreFailuresFailClosed(t *testing.T) {
 			t.Fatalf("%s (%s), want unavailable (canceled)", d.Outcome, d.Reason)
 		}
 	})
+}
+
+func TestRefuse(t *testing.T) {
+	w := authztest.NewWorld(t)
+	rec := &usageLog{}
+	s := newTestServer(t, w.Lookup, func(c *Config) { c.Usage = rec })
+	for r, want := range map[Reason]Outcome{ReasonForwardedHeaders: InvalidPath, ReasonUndecodable: InvalidRequest} {
+		if d := s.Refuse(context.Background(), r); d.Outcome != want || d.Reason != r || d.Key != nil {
+			t.Errorf("Refuse(%s) = %s (%s), want %s", r, d.Outcome, d.Reason, want)
+		}
+	}
+	if len(rec.ids) != 0 {
+		t.Fatalf("a refusal recorded a use: %v", rec.ids)
+	}
 }
 
 func TestDefaultDenyPolicy(t *testing.T) {

@@ -11,6 +11,7 @@ const (
 	MissingKey                       // 401 missing_api_key: no key in any configured header
 	InvalidKey                       // 401 invalid_api_key: malformed, unknown, revoked, expired, or several keys
 	InvalidPath                      // 400 invalid_path: the path cannot be read one way
+	InvalidRequest                   // 400 invalid_request: the transport could not read the request
 	ModuleForbidden                  // 403 module_forbidden: the module is closed to API keys
 	InsufficientScope                // 403 insufficient_scope: the key's scopes do not cover module and action
 	Unavailable                      // 503 unavailable: the store cannot answer and the key is not cached
@@ -58,6 +59,8 @@ var outcomes = [numOutcomes]outcomeInfo{
 		challenge: `Bearer realm="api", error="invalid_token"`},
 	InvalidPath: {name: "invalid_path", status: 400, grpc: grpcInvalidArgument,
 		message: "The request path cannot be interpreted unambiguously."},
+	InvalidRequest: {name: "invalid_request", status: 400, grpc: grpcInvalidArgument,
+		message: "The authorization request cannot be read."},
 	ModuleForbidden: {name: "module_forbidden", status: 403, grpc: grpcPermissionDenied,
 		message: "This part of the API cannot be used with an API key."},
 	InsufficientScope: {name: "insufficient_scope", status: 403, grpc: grpcPermissionDenied,
@@ -95,22 +98,24 @@ type Reason uint8
 
 // The reasons.
 const (
-	ReasonAllowed       Reason = iota // allowed
-	ReasonMissingKey                  // no key in any configured header
-	ReasonMalformed                   // not a well-formed key (shape or checksum)
-	ReasonSeveralKeys                 // several different keys, or a comma-merged header
-	ReasonUnknown                     // well formed, but no such key
-	ReasonRevoked                     // the key is revoked
-	ReasonExpired                     // the key has expired (or its rotation grace ended)
-	ReasonInvalidPath                 // the path cannot be read one way
-	ReasonRestricted                  // the module is closed to API keys
-	ReasonDefaultDeny                 // no module matched and the policy's default is deny
-	ReasonUnknownModule               // the proxy named a module the policy does not know
-	ReasonScope                       // the key's scopes do not cover module and action
-	ReasonStoreError                  // the store failed and the key is not cached
-	ReasonTimeout                     // the lookup deadline passed
-	ReasonCanceled                    // the caller gave up
-	ReasonPanic                       // a bug: recovered, and denied
+	ReasonAllowed          Reason = iota // allowed
+	ReasonMissingKey                     // no key in any configured header
+	ReasonMalformed                      // not a well-formed key (shape or checksum)
+	ReasonSeveralKeys                    // several different keys, or a comma-merged header
+	ReasonUnknown                        // well formed, but no such key
+	ReasonRevoked                        // the key is revoked
+	ReasonExpired                        // the key has expired (or its rotation grace ended)
+	ReasonInvalidPath                    // the path cannot be read one way
+	ReasonForwardedHeaders               // forwarded method or URI headers missing, repeated or contradictory
+	ReasonUndecodable                    // the transport could not decode the request
+	ReasonRestricted                     // the module is closed to API keys
+	ReasonDefaultDeny                    // no module matched and the policy's default is deny
+	ReasonUnknownModule                  // the proxy named a module the policy does not know
+	ReasonScope                          // the key's scopes do not cover module and action
+	ReasonStoreError                     // the store failed and the key is not cached
+	ReasonTimeout                        // the lookup deadline passed
+	ReasonCanceled                       // the caller gave up
+	ReasonPanic                          // a bug: recovered, and denied
 	numReasons
 )
 
@@ -123,22 +128,24 @@ type reasonInfo struct {
 // reasons names each reason and the outcome it belongs to; the metric
 // label pairs are derived from it.
 var reasons = [numReasons]reasonInfo{
-	ReasonAllowed:       {"allowed", Allow},
-	ReasonMissingKey:    {"missing", MissingKey},
-	ReasonMalformed:     {"malformed", InvalidKey},
-	ReasonSeveralKeys:   {"several_keys", InvalidKey},
-	ReasonUnknown:       {"unknown", InvalidKey},
-	ReasonRevoked:       {"revoked", InvalidKey},
-	ReasonExpired:       {"expired", InvalidKey},
-	ReasonInvalidPath:   {"invalid_path", InvalidPath},
-	ReasonRestricted:    {"restricted", ModuleForbidden},
-	ReasonDefaultDeny:   {"default_deny", ModuleForbidden},
-	ReasonUnknownModule: {"unknown_module", ModuleForbidden},
-	ReasonScope:         {"scope", InsufficientScope},
-	ReasonStoreError:    {"store_error", Unavailable},
-	ReasonTimeout:       {"timeout", Unavailable},
-	ReasonCanceled:      {"canceled", Unavailable},
-	ReasonPanic:         {"panic", Unavailable},
+	ReasonAllowed:          {"allowed", Allow},
+	ReasonMissingKey:       {"missing", MissingKey},
+	ReasonMalformed:        {"malformed", InvalidKey},
+	ReasonSeveralKeys:      {"several_keys", InvalidKey},
+	ReasonUnknown:          {"unknown", InvalidKey},
+	ReasonRevoked:          {"revoked", InvalidKey},
+	ReasonExpired:          {"expired", InvalidKey},
+	ReasonInvalidPath:      {"invalid_path", InvalidPath},
+	ReasonForwardedHeaders: {"forwarded_headers", InvalidPath},
+	ReasonUndecodable:      {"undecodable", InvalidRequest},
+	ReasonRestricted:       {"restricted", ModuleForbidden},
+	ReasonDefaultDeny:      {"default_deny", ModuleForbidden},
+	ReasonUnknownModule:    {"unknown_module", ModuleForbidden},
+	ReasonScope:            {"scope", InsufficientScope},
+	ReasonStoreError:       {"store_error", Unavailable},
+	ReasonTimeout:          {"timeout", Unavailable},
+	ReasonCanceled:         {"canceled", Unavailable},
+	ReasonPanic:            {"panic", Unavailable},
 }
 
 // String names the reason as logs and metrics spell it.

@@ -87,7 +87,7 @@ func pseudoOnly(req *authv3.CheckRequest) *authv3.CheckRequest {
 func TestGRPCCodes(t *testing.T) {
 	want := map[authz.Outcome]codes.Code{
 		authz.Allow: codes.OK, authz.MissingKey: codes.Unauthenticated, authz.InvalidKey: codes.Unauthenticated,
-		authz.InvalidPath: codes.InvalidArgument, authz.ModuleForbidden: codes.PermissionDenied,
+		authz.InvalidPath: codes.InvalidArgument, authz.InvalidRequest: codes.InvalidArgument, authz.ModuleForbidden: codes.PermissionDenied,
 		authz.InsufficientScope: codes.PermissionDenied, authz.Unavailable: codes.Unavailable,
 	}
 	for o := range authz.NumOutcomes {
