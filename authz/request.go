@@ -26,23 +26,23 @@ type keyHeader struct {
 
 func newKeyHeaders(names []string, identityPrefix string) ([]keyHeader, error) {
 	if len(names) == 0 {
-		return nil, fmt.Errorf("authz: at least one key header is needed")
+		return nil, configError("KeyHeaders", "at least one key header is needed")
 	}
 	if len(names) > maxKeyHeaders {
-		return nil, fmt.Errorf("authz: at most %d key headers, got %d", maxKeyHeaders, len(names))
+		return nil, configError("KeyHeaders", fmt.Sprintf("at most %d key headers, got %d", maxKeyHeaders, len(names)))
 	}
 	out := make([]keyHeader, 0, len(names))
 	for _, n := range names {
 		n = strings.ToLower(strings.TrimSpace(n))
 		if !validHeaderName(n) || n[0] == ':' {
-			return nil, fmt.Errorf("authz: key header %q is not a valid header name", n)
+			return nil, configError("KeyHeaders", fmt.Sprintf("%q is not a valid header name", n))
 		}
 		if strings.HasPrefix(n, identityPrefix) {
-			return nil, fmt.Errorf("authz: key header %q must not start with the identity prefix %q", n, identityPrefix)
+			return nil, configError("KeyHeaders", fmt.Sprintf("%q must not start with the identity prefix %q", n, identityPrefix))
 		}
 		for _, h := range out {
 			if h.name == n {
-				return nil, fmt.Errorf("authz: key header %q is listed twice", n)
+				return nil, configError("KeyHeaders", fmt.Sprintf("%q is listed twice", n))
 			}
 		}
 		out = append(out, keyHeader{name: n, bearer: n == "authorization" || n == "proxy-authorization"})

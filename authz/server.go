@@ -1,7 +1,6 @@
 package authz
 
 import (
-	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -64,10 +63,21 @@ type identityNames struct {
 	keyID, accountID, scopes, module string
 }
 
-// NewServer checks cfg and returns a Server.
+// ConfigError is NewServer's error: the Config field that is wrong, and
+// why.
+type ConfigError struct {
+	Setting string // the Config field: "KeyHeaders", "IdentityPrefix", …
+	Problem string
+}
+
+func (e *ConfigError) Error() string { return "authz: " + e.Setting + ": " + e.Problem }
+
+func configError(setting, problem string) error { return &ConfigError{Setting: setting, Problem: problem} }
+
+// NewServer checks cfg and returns a Server, or a *ConfigError.
 func NewServer(cfg Config) (*Server, error) {
 	if cfg.Lookup == nil || cfg.Policy == nil || cfg.Hasher == nil {
-		return nil, errors.New("authz: Lookup, Policy and Hasher are required")
+		return nil, configError("Lookup", "Lookup, Policy and Hasher are required")
 	}
 	s := &Server{
 		lookup:          cfg.Lookup,
@@ -84,7 +94,7 @@ func NewServer(cfg Config) (*Server, error) {
 		s.identityPrefix = DefaultIdentityPrefix
 	}
 	if !validHeaderName(s.identityPrefix) {
-		return nil, fmt.Errorf("authz: identity prefix %q is not a valid header name prefix", s.identityPrefix)
+		return nil, configError("IdentityPrefix", fmt.Sprintf("%q is not a valid header name prefix", s.identityPrefix))
 	}
 	headers := cfg.KeyHeaders
 	if len(headers) == 0 {

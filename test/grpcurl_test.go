@@ -26,7 +26,7 @@ func TestGrpcurlSmoke(t *testing.T) {
 	db := pgtest.NewEmptyDatabase(t)
 	cli(t, db, "migrate")
 	key := createKey(t, db, "acme", "ci smoke")
-	srv := startServer(t, db)
+	srv := startServer(t, db, "--reflection")
 
 	// Allowed: an ok_response carrying the key's identity upstream.
 	out, took := grpcurlCheck(t, srv.grpcAddr, keyCheck(key.Secret, "/api/v1/projects/42"))

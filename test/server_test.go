@@ -77,7 +77,7 @@ func (l *logLines) tail(n int) string {
 // killed when the test ends, if it is still running.
 func startServer(tb testing.TB, dbURL string, flags ...string) *server {
 	tb.Helper()
-	args := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json"}, flags...)
+	args := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json", "--drain-delay", "0s"}, flags...)
 	cmd := exec.Command(keygateBin(tb), args...)
 	cmd.Env = environ(dbURL)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}

@@ -117,3 +117,78 @@ func TestGracefulShutdownWithHealthWatch(t *testing.T) {
 		}
 	}
 }
+
+// TestDrainUnderLoad sends SIGTERM to a server under load with a drain
+// delay: health goes NOT_SERVING at once, and every request sent during
+// the drain is still answered (none refused, none a gRPC error) until the
+// graceful stop, after which the process exits 0.
+func TestDrainUnderLoad(t *testing.T) {
+	const drain = 2 * time.Second
+	db := pgtest.NewDatabase(t)
+	key := createKey(t, db, "acme", "drain")
+	srv := startServer(t, db, "--drain-delay", drain.String())
+	req := keyCheck(key.Secret, "/api/v1/projects")
+	if code, resp := srv.mustCheck(t, req); code != codes.OK {
+		t.Fatalf("Check: %s", describe(resp))
+	}
+	var sigterm time.Time
+	loadUntil := make(chan struct{})
+	type result struct {
+		answered int
+		failures []string
+	}
+	results := make(chan result, 4)
+	for range 4 {
+		go func() {
+			var r result
+			for {
+				select {
+				case <-loadUntil:
+					results <- r
+					return
+				default:
+				}
+				resp, err := srv.check(req, time.Second)
+				switch {
+				case err != nil:
+					r.failures = append(r.failures, err.Error())
+				case codes.Code(resp.GetStatus().GetCode()) != codes.OK:
+					r.failures = append(r.failures, describe(resp))
+				default:
+					r.answered++
+				}
+			}
+		}()
+	}
+	time.Sleep(300 * time.Millisecond)
+	sigterm = time.Now()
+	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	took := eventually(t, time.Second, "NOT_SERVING after SIGTERM", func() bool {
+		return srv.healthStatus() == healthpb.HealthCheckResponse_NOT_SERVING
+	})
+	// Load through most of the drain.
+	time.Sleep(drain - 300*time.Millisecond - time.Since(sigterm))
+	close(loadUntil)
+	total := 0
+	for range 4 {
+		r := <-results
+		total += r.answered
+		for _, f := range r.failures {
+			t.Errorf("during the drain: %s", f)
+		}
+	}
+	select {
+	case <-srv.exited:
+		if srv.waitErr != nil {
+			t.Errorf("exit: %v, want status 0", srv.waitErr)
+		}
+		if exit := time.Since(sigterm); exit < drain {
+			t.Errorf("exited %s after SIGTERM, before the %s drain ended", ms(exit), drain)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("keygate serve did not exit within 10s of the drain")
+	}
+	t.Logf("NOT_SERVING %s after SIGTERM; %d Checks answered under load, none refused", ms(took), total)
+}

@@ -10,11 +10,21 @@ import (
 	"google.golang.org/grpc/mem"
 )
 
+// MaxRequestSize is the largest CheckRequest NewGRPCServer receives
+// (unless an option says otherwise). Envoy sends at most its
+// max_request_headers_kb of headers (at most 8 MiB), once, plus well under
+// a KiB of attributes, and keygate never asks for the body; 16 MiB leaves
+// room for the header_map encoding. gRPC refuses a larger message with a
+// gRPC error before the handler sees it, so the limit must be above
+// anything Envoy sends.
+const MaxRequestSize = 16 << 20
+
 // NewGRPCServer returns a gRPC server answering Envoy's
 // envoy.service.auth.v3.Authorization service with s. Its codec sends the
 // shared responses in their pre-encoded form and is protobuf for everything
 // else, so other services (health, reflection) may be registered on it too.
 func NewGRPCServer(s *Server, opts ...grpc.ServerOption) *grpc.Server {
+	opts = append([]grpc.ServerOption{grpc.MaxRecvMsgSize(MaxRequestSize)}, opts...)
 	g := grpc.NewServer(append(opts, grpc.ForceServerCodecV2(codec{fallback: encoding.GetCodecV2(protocodec.Name)}))...)
 	g.RegisterService(&authorizationService, s)
 	return g
@@ -29,11 +39,18 @@ var authorizationService = grpc.ServiceDesc{
 	Methods: []grpc.MethodDesc{{
 		MethodName: "Check",
 		Handler: func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-			in := new(authv3.CheckRequest)
-			if err := dec(in); err != nil {
-				return nil, err
-			}
 			s := srv.(*Server)
+			input := new(checkInput)
+			if err := dec(input); err != nil {
+				return nil, err // the stream failed; gRPC has answered already
+			}
+			if input.undecodable {
+				// Garbage, or invalid UTF-8 in a string field: a denial,
+				// never a gRPC error, which Envoy's failure_mode_allow
+				// would let through.
+				return s.undecodable(ctx), nil
+			}
+			in := &input.req
 			if interceptor == nil {
 				return s.respond(ctx, in), nil
 			}
@@ -49,7 +66,17 @@ var authorizationService = grpc.ServiceDesc{
 	Metadata: "envoy/service/auth/v3/external_auth.proto",
 }
 
-// codec is the server codec: protobuf, with *response sent as encoded.
+// checkInput is what the Check handler decodes into: the request, or the
+// fact that it could not be decoded. gRPC answers a decoding error itself,
+// with a gRPC error, before the handler can say anything; the codec
+// reports it here instead, so that the handler answers with a denial.
+type checkInput struct {
+	req         authv3.CheckRequest
+	undecodable bool
+}
+
+// codec is the server codec: protobuf, with *response sent as encoded and
+// *checkInput decoded without failing.
 type codec struct{ fallback encoding.CodecV2 }
 
 func (codec) Name() string { return protocodec.Name }
@@ -66,4 +93,13 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	return c.fallback.Marshal(v)
 }
 
-func (c codec) Unmarshal(data mem.BufferSlice, v any) error { return c.fallback.Unmarshal(data, v) }
+func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	if in, ok := v.(*checkInput); ok {
+		if err := c.fallback.Unmarshal(data, &in.req); err != nil {
+			in.req.Reset()
+			in.undecodable = true
+		}
+		return nil
+	}
+	return c.fallback.Unmarshal(data, v)
+}

@@ -1,8 +1,10 @@
 package extauthz
 
 import (
+	"bytes"
 	"context"
 	"net"
+	"strings"
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -12,11 +14,12 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
+	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/authztest"
 )
 
-// serveGRPC runs NewGRPCServer on loopback and returns a client.
-func serveGRPC(t *testing.T, s *Server, opts ...grpc.ServerOption) authv3.AuthorizationClient {
+// serveGRPCAddr runs NewGRPCServer on loopback and returns its address.
+func serveGRPCAddr(t *testing.T, s *Server, opts ...grpc.ServerOption) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -25,7 +28,13 @@ func serveGRPC(t *testing.T, s *Server, opts ...grpc.ServerOption) authv3.Author
 	g := NewGRPCServer(s, opts...)
 	go g.Serve(lis)
 	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return lis.Addr().String()
+}
+
+// serveGRPC runs NewGRPCServer on loopback and returns a client.
+func serveGRPC(t *testing.T, s *Server, opts ...grpc.ServerOption) authv3.AuthorizationClient {
+	t.Helper()
+	conn, err := grpc.NewClient(serveGRPCAddr(t, s, opts...), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,5 +76,61 @@ func TestGRPCServerSendsTheDecision(t *testing.T) {
 		if _, ok := r.(proto.Message); !ok {
 			t.Fatalf("an interceptor saw a %T, want the generated response type", r)
 		}
+	}
+}
+
+// rawCodec sends requests as the bytes given, and decodes responses as
+// protobuf: a client that can send what no protobuf encoder would.
+type rawCodec struct{}
+
+func (rawCodec) Name() string { return "proto" }
+func (rawCodec) Marshal(v any) ([]byte, error) {
+	if b, ok := v.([]byte); ok {
+		return b, nil
+	}
+	return proto.Marshal(v.(proto.Message))
+}
+func (rawCodec) Unmarshal(data []byte, v any) error { return proto.Unmarshal(data, v.(proto.Message)) }
+
+// A CheckRequest that cannot be decoded gets a denial, never a gRPC error
+// (with failure_mode_allow, Envoy lets a gRPC error through).
+func TestUndecodableCheckRequestsAreDenied(t *testing.T) {
+	w := authztest.NewWorld(t)
+	s := newTestServer(t, w.Lookup, nil)
+	addr := serveGRPCAddr(t, s)
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(32<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	valid, err := proto.Marshal(envoyRequest("GET", "/api/v1/projectsZZ", map[string]string{"x-api-key": w.Plain.Secret}, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	badUTF8 := bytes.Replace(valid, []byte("projectsZZ"), []byte("projects\xff\xfe"), 1)
+	for name, in := range map[string][]byte{
+		"garbage":                  {0xff, 0xff, 0xff, 0x01},
+		"truncated":                valid[:len(valid)/2],
+		"invalid UTF-8 in a field": badUTF8,
+	} {
+		t.Run(name, func(t *testing.T) {
+			var out authv3.CheckResponse
+			err := conn.Invoke(context.Background(), authv3.Authorization_Check_FullMethodName, in, &out, grpc.ForceCodec(rawCodec{}))
+			if err != nil {
+				t.Fatalf("gRPC error %v; want a 400 invalid_request CheckResponse", err)
+			}
+			if diff := cmp.Diff(deniedWith(authz.InvalidRequest), &out, protocmp.Transform()); diff != "" {
+				t.Fatalf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+
+	// The largest headers Envoy allows (max_request_headers_kb up to 8 MiB)
+	// are decided, not refused by gRPC's default 4 MiB limit.
+	big := envoyRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.Plain.Secret, "x-big": strings.Repeat("b", 8<<20-1024)}, nil)
+	resp, err := authv3.NewAuthorizationClient(conn).Check(context.Background(), big)
+	if err != nil || resp.GetOkResponse() == nil {
+		t.Fatalf("an 8 MiB CheckRequest: %v, %v; want an allow", resp.GetStatus(), err)
 	}
 }

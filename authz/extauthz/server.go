@@ -64,6 +64,12 @@ func (s *Server) respond(ctx context.Context, req *authv3.CheckRequest) (resp *r
 	return s.grants.Get(&d, s.allowed)
 }
 
+// undecodable answers a CheckRequest that could not be decoded: a 400
+// invalid_request denial, counted like any decision.
+func (s *Server) undecodable(ctx context.Context) *response {
+	return s.denials[s.core.Refuse(ctx, authz.ReasonUndecodable).Outcome]
+}
+
 // read translates a CheckRequest into r.
 func (s *Server) read(r *authz.Request, req *authv3.CheckRequest) {
 	attrs := req.GetAttributes()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"strconv"
 	"time"
 
 	"github.com/keygate/keygate/internal/pgcluster"
@@ -36,10 +35,14 @@ func (c *devCmd) Run(e *env) error {
 		defer cluster.Destroy()
 		c.DatabaseURL = cluster.URL()
 	}
-	if err := prepareSchema(e.ctx, c.dbFlags, true, logger); err != nil {
+	cfg, err := c.connConfig()
+	if err != nil {
 		return err
 	}
-	c.Migrate = false // done
+	if _, err := migrateSchema(e.ctx, cfg, logger); err != nil {
+		return err
+	}
+	c.Reflection = true // for grpcurl
 	secret, err := c.demoKey(e.ctx)
 	if err != nil {
 		return err
@@ -61,7 +64,7 @@ func (c *devCmd) demoKey(ctx context.Context) (keystore.Secret, error) {
 		Expiry: keystore.Expiry{In: 24 * time.Hour}, Actor: "keygate dev",
 	})
 	if err != nil {
-		return "", storeError(err, "")
+		return "", c.storeError(err, "")
 	}
 	return secret, nil
 }
@@ -120,13 +123,9 @@ func devDatabase(url string, throwaway bool) string {
 // dialable turns a listener address into one a client on this machine can
 // dial: an unspecified host becomes localhost.
 func dialable(a net.Addr) string {
-	tcp, ok := a.(*net.TCPAddr)
-	if !ok {
+	addr, _, err := dialAddr(a.String())
+	if err != nil {
 		return a.String()
 	}
-	host := tcp.IP.String()
-	if tcp.IP == nil || tcp.IP.IsUnspecified() {
-		host = "localhost"
-	}
-	return net.JoinHostPort(host, strconv.Itoa(tcp.Port))
+	return addr
 }

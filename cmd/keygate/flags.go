@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -91,9 +93,47 @@ func (f dbFlags) pool(ctx context.Context) (*pgxpool.Pool, error) {
 	defer cancel()
 	if err := pool.Ping(pingCtx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("database unreachable: %s", oneLineError(err))
+		return nil, connError(&cfg.ConnConfig.Config, err)
 	}
 	return pool, nil
+}
+
+// where names the server and database a configuration reaches, for
+// messages: "postgres@db.internal:5432/keygate" (never the password).
+func where(cfg *pgconn.Config) string {
+	host := cfg.Host
+	if strings.HasPrefix(host, "/") {
+		host = "socket " + host
+	}
+	return fmt.Sprintf("%s@%s/%s", cfg.User, net.JoinHostPort(host, strconv.Itoa(int(cfg.Port))), cfg.Database)
+}
+
+// connError says, in one line, why a connection to cfg failed: the server
+// refused it (it answered with an error: no such database, bad password),
+// or it could not be reached (nothing listening, no route, a timeout).
+func connError(cfg *pgconn.Config, err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		return fmt.Errorf("the database server refused the connection to %s: %s (SQLSTATE %s)", where(cfg), pgErr.Message, pgErr.Code)
+	}
+	cause := err
+	var opErr *net.OpError
+	var dnsErr *net.DNSError
+	switch {
+	case errors.As(err, &dnsErr):
+		cause = dnsErr
+	case errors.As(err, &opErr):
+		cause = opErr.Err
+	case errors.Is(err, context.DeadlineExceeded):
+		cause = errors.New("no answer in time")
+	}
+	return fmt.Errorf("database unreachable at %s: %s", where(cfg), oneLineError(cause))
+}
+
+// schemaError is the error of a command run against a database without
+// keygate's schema.
+func schemaError(cfg *pgconn.Config) error {
+	return fmt.Errorf("the database %s has no keygate schema (or an older one): run 'keygate migrate' first", where(cfg))
 }
 
 // redactConnError drops anything after "password" from a connection
@@ -193,7 +233,8 @@ func oneLineError(err error) string { return oneLine(err.Error()) }
 
 // storeError maps an error from the store to what the user sees: bad input
 // is a usage error naming the flag (exit 2); the rest exit 1.
-func storeError(err error, id string) error {
+// A missing schema's message names the database f reaches.
+func (f dbFlags) storeError(err error, id string) error {
 	var ve *keystore.ValidationError
 	switch {
 	case errors.As(err, &ve):
@@ -204,15 +245,11 @@ func storeError(err error, id string) error {
 		return usageError("%s: %s", name, ve.Problem)
 	case errors.Is(err, keystore.ErrNotFound):
 		return fmt.Errorf("no key with id %s", id)
-	case isUndefinedTable(err):
-		return errors.New("the database has no keygate schema: run 'keygate migrate' first")
+	case keystore.IsNoSchema(err):
+		if cfg, perr := f.poolConfig(); perr == nil {
+			return schemaError(&cfg.ConnConfig.Config)
+		}
+		return errors.New("the database has no keygate schema (or an older one): run 'keygate migrate' first")
 	}
 	return errors.New(strings.ReplaceAll(oneLineError(err), "keystore: ", ""))
-}
-
-// isUndefinedTable reports a query against a database that was never
-// migrated.
-func isUndefinedTable(err error) bool {
-	var pgErr *pgconn.PgError
-	return errors.As(err, &pgErr) && pgErr.Code == "42P01"
 }

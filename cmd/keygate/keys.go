@@ -78,7 +78,7 @@ func (c *keysCreateCmd) Run(e *env) error {
 		AccountID: c.Account, Name: c.Name, Description: c.Description, Scopes: c.Scope, Expiry: expiry, Actor: c.actor(e),
 	})
 	if err != nil {
-		return storeError(err, "")
+		return c.storeError(err, "")
 	}
 	return printSecret(e.stdout, c.Output, k, secret, "Created")
 }
@@ -106,7 +106,7 @@ func (c *keysListCmd) Run(e *env) error {
 	}
 	keys, err := store.List(e.ctx, keystore.ListParams{AccountID: account, All: c.All})
 	if err != nil {
-		return storeError(err, "")
+		return c.storeError(err, "")
 	}
 	now := time.Now()
 	if c.Output == "json" {
@@ -139,7 +139,7 @@ func (c *keysShowCmd) Run(e *env) error {
 	defer closeStore()
 	k, err := store.Get(e.ctx, c.ID)
 	if err != nil {
-		return storeError(err, c.ID)
+		return c.storeError(err, c.ID)
 	}
 	return printKey(e.stdout, c.Output, k)
 }
@@ -161,7 +161,7 @@ func (c *keysUpdateCmd) Run(e *env) error {
 	defer closeStore()
 	k, err := store.Update(e.ctx, c.ID, keystore.UpdateParams{Name: c.Name, Description: c.Description, Actor: c.actor(e)})
 	if err != nil {
-		return storeError(err, c.ID)
+		return c.storeError(err, c.ID)
 	}
 	return printKey(e.stdout, c.Output, k)
 }
@@ -181,7 +181,7 @@ func (c *keysRevokeCmd) Run(e *env) error {
 	defer closeStore()
 	k, err := store.Revoke(e.ctx, c.ID, c.actor(e))
 	if err != nil {
-		return storeError(err, c.ID)
+		return c.storeError(err, c.ID)
 	}
 	if c.Output == "json" {
 		return writeJSON(e.stdout, newKeyJSON(k, time.Now()))
@@ -207,7 +207,7 @@ func (c *keysRotateCmd) Run(e *env) error {
 	defer closeStore()
 	r, err := store.Rotate(e.ctx, c.ID, keystore.RotateParams{Grace: time.Duration(c.Grace), Actor: c.actor(e)})
 	if err != nil {
-		return storeError(err, c.ID)
+		return c.storeError(err, c.ID)
 	}
 	if c.Output == "json" {
 		out := newKeyJSON(r.New, time.Now())

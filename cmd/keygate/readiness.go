@@ -11,6 +11,8 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -83,30 +85,71 @@ func (r *readiness) ServeHTTP(w http.ResponseWriter, _ *http.Request) {
 // storeCheckInterval is how often the store's reachability is checked.
 const storeCheckInterval = time.Second
 
+// storeWatch is what watchStore needs.
+type storeWatch struct {
+	store   *keystore.Store
+	connCfg *pgx.ConnConfig // for the schema check
+	ready   *readiness
+	logger  *slog.Logger
+	// schemaReady is closed once the schema is known to be migrated.
+	schemaReady chan struct{}
+}
+
 // watchStore pings the store every second and sets readiness from the
-// answer, logging each change once.
-func watchStore(ctx context.Context, store *keystore.Store, r *readiness, logger *slog.Logger) {
+// answer, logging each change once. Until the schema is found migrated it
+// also checks that, reporting not ready while migrations are pending (a
+// replica may start before the migration job has run: it waits rather
+// than crash-looping, and never migrates by itself).
+func watchStore(ctx context.Context, w storeWatch) {
 	t := time.NewTicker(storeCheckInterval)
 	defer t.Stop()
+	schemaOK := false
 	for {
 		pingCtx, cancel := context.WithTimeout(ctx, storeCheckInterval)
-		err := store.Ping(pingCtx)
+		err := w.store.Ping(pingCtx)
+		if err == nil && !schemaOK {
+			var pending bool
+			if pending, err = keystore.PendingMigrations(pingCtx, w.connCfg); err == nil && pending {
+				cancel()
+				if w.ready.set(false, "schema not migrated") {
+					w.logger.Warn("waiting for the database schema: NOT_SERVING until 'keygate migrate' has run",
+						"database", where(&w.connCfg.Config))
+				}
+				if !sleep(ctx, t.C) {
+					return
+				}
+				continue
+			}
+			if err == nil {
+				schemaOK = true
+				close(w.schemaReady)
+			}
+		}
 		cancel()
 		if ctx.Err() != nil {
 			return
 		}
 		if err != nil {
-			if r.set(false, "database unreachable") {
-				logger.Warn("database unreachable: NOT_SERVING; cached keys keep working, others get 503", "error", oneLineError(err))
+			if w.ready.set(false, "database unreachable") {
+				w.logger.Warn("database unreachable: NOT_SERVING; cached keys keep working, others get 503",
+					"error", connError(&w.connCfg.Config, err).Error())
 			}
-		} else if r.set(true, "ok") {
-			logger.Info("database reachable: SERVING")
+		} else if w.ready.set(true, "ok") {
+			w.logger.Info("database reachable: SERVING")
 		}
-		select {
-		case <-ctx.Done():
+		if !sleep(ctx, t.C) {
 			return
-		case <-t.C:
 		}
+	}
+}
+
+// sleep waits for the next tick; false when ctx ended first.
+func sleep(ctx context.Context, tick <-chan time.Time) bool {
+	select {
+	case <-ctx.Done():
+		return false
+	case <-tick:
+		return true
 	}
 }
 

@@ -20,6 +20,7 @@ type cli struct {
 	Dev     devCmd     `cmd:"" help:"Run locally in one command: a throwaway PostgreSQL (unless DATABASE_URL is set), a demo key, and serve."`
 	Migrate migrateCmd `cmd:"" help:"Apply the database schema migrations (idempotent, safe with concurrent replicas)."`
 	Keys    keysCmd    `cmd:"" help:"Manage API keys: create, list, show, revoke, rotate."`
+	Health  healthCmd  `cmd:"" help:"Ask a running keygate whether it is serving: exit 0 if so, 1 if not (for exec health checks)."`
 	Version versionCmd `cmd:"" help:"Print version and build information."`
 }
 

@@ -2,13 +2,17 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/signal"
 	"runtime"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -16,11 +20,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/extauthz"
+	"github.com/keygate/keygate/internal/tlsfiles"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
@@ -34,8 +40,13 @@ type serveFlags struct {
 	IdentityPrefix  string   `default:"x-keygate-" help:"Prefix of the identity headers set upstream (key-id, account-id, scopes, module)."`
 	KeepCredentials bool     `help:"Forward the key header upstream instead of removing it."`
 	LookupTimeout   duration `default:"100ms" placeholder:"DURATION" help:"Deadline of one database query for a key that is not cached; keep it well under Envoy's ext_authz timeout (default ${default})."`
-	ShutdownTimeout duration `default:"15s" placeholder:"DURATION" help:"How long a shutdown waits for in-flight requests before closing connections (default ${default})."`
-	Migrate         bool     `help:"Apply pending schema migrations before serving."`
+	ShutdownTimeout duration `default:"15s" placeholder:"DURATION" help:"After the drain, how long shutdown waits for in-flight requests before closing connections (default ${default})."`
+	Migrate         bool     `help:"Apply pending schema migrations before serving. Without it, serve waits (not ready) until the schema is migrated."`
+	Reflection      bool     `help:"Serve gRPC server reflection (for grpcurl and other tools)."`
+
+	TLSCertFile     string `name:"tls-cert-file" type:"existingfile" placeholder:"FILE" help:"PEM certificate for every listener; re-read when it changes. Needs --tls-key-file."`
+	TLSKeyFile      string `name:"tls-key-file" type:"existingfile" placeholder:"FILE" help:"PEM private key of --tls-cert-file."`
+	TLSClientCAFile string `name:"tls-client-ca-file" type:"existingfile" placeholder:"FILE" help:"PEM CA bundle: clients must present a certificate signed by it (mutual TLS). Needs --tls-cert-file."`
 
 	CacheSize        int      `default:"100000" placeholder:"N" help:"Most keys (valid, revoked or unknown) held in memory (default ${default})."`
 	CacheFresh       duration `default:"1m" placeholder:"DURATION" help:"Age after which a cached key is refreshed in the background; changes usually arrive sooner by notification (default ${default})."`
@@ -43,6 +54,10 @@ type serveFlags struct {
 	NegativeTTL      duration `default:"5s" placeholder:"DURATION" help:"How long an unknown key is remembered as unknown (creating it clears that at once) (default ${default})."`
 	PollInterval     duration `default:"5s" placeholder:"DURATION" help:"Interval of the delta poll that catches changes whose notification was lost (default ${default})."`
 	LastUsedInterval duration `default:"10s" placeholder:"DURATION" help:"Interval of the batched last-used writes (default ${default})."`
+
+	// Drain is serve's --drain-delay (dev, which no load balancer sends to,
+	// has none).
+	Drain time.Duration `kong:"-"`
 }
 
 type serveCmd struct {
@@ -50,9 +65,14 @@ type serveCmd struct {
 	keyFlags
 	logFlags
 	serveFlags
+	DrainDelay duration `default:"5s" placeholder:"DURATION" help:"On SIGTERM, how long health and /readyz report not serving while requests are still answered, so that load balancers stop sending first; a second signal ends it early (default ${default})."`
 }
 
 func (c *serveCmd) Run(e *env) error {
+	if c.DrainDelay < 0 {
+		return usageError("--drain-delay: must not be negative")
+	}
+	c.Drain = time.Duration(c.DrainDelay)
 	logger, err := c.logger(e.stderr)
 	if err != nil {
 		return err
@@ -60,11 +80,10 @@ func (c *serveCmd) Run(e *env) error {
 	return serve(e, logger, c.dbFlags, c.keyFlags, c.serveFlags, nil)
 }
 
-// validateCache rejects cache and background settings that would
-// silently mean something else: every interval must be positive
-// (--cache-max-stale may be 0: no stale answers while the database is
-// down).
-func (sf serveFlags) validateCache() error {
+// validate rejects settings that would silently mean something else: every
+// interval must be positive (--cache-max-stale may be 0),
+// and TLS files come in pairs. It does no I/O.
+func (sf serveFlags) validate() error {
 	if sf.CacheSize <= 0 {
 		return usageError("--cache-size: must be positive")
 	}
@@ -72,6 +91,7 @@ func (sf serveFlags) validateCache() error {
 		name string
 		d    duration
 	}{
+		{"--lookup-timeout", sf.LookupTimeout}, {"--shutdown-timeout", sf.ShutdownTimeout},
 		{"--cache-fresh", sf.CacheFresh}, {"--negative-ttl", sf.NegativeTTL},
 		{"--poll-interval", sf.PollInterval}, {"--last-used-interval", sf.LastUsedInterval},
 	} {
@@ -79,7 +99,28 @@ func (sf serveFlags) validateCache() error {
 			return usageError("%s: must be positive, like 5s", f.name)
 		}
 	}
+	if sf.CacheMaxStale < 0 {
+		return usageError("--cache-max-stale: must not be negative")
+	}
+	switch {
+	case (sf.TLSCertFile == "") != (sf.TLSKeyFile == ""):
+		return usageError("--tls-cert-file and --tls-key-file go together")
+	case sf.TLSClientCAFile != "" && sf.TLSCertFile == "":
+		return usageError("--tls-client-ca-file needs --tls-cert-file and --tls-key-file")
+	}
 	return nil
+}
+
+// tls loads the listeners' TLS files, or returns nil for plain text.
+func (sf serveFlags) tls(logger *slog.Logger) (*tlsfiles.Files, error) {
+	if sf.TLSCertFile == "" {
+		return nil, nil
+	}
+	files, err := tlsfiles.Load(sf.TLSCertFile, sf.TLSKeyFile, sf.TLSClientCAFile, logger)
+	if err != nil {
+		return nil, usageError("--tls-cert-file: %v", err)
+	}
+	return files, nil
 }
 
 // loadPolicy reads --policy, or takes the built-in example and says so.
@@ -95,14 +136,27 @@ func loadPolicy(path string, logger *slog.Logger) (*policy.Policy, error) {
 	return p, nil
 }
 
+// authzFlagOf names the flag behind an authz.ConfigError's setting.
+var authzFlagOf = map[string]string{"KeyHeaders": "--key-header", "IdentityPrefix": "--identity-prefix"}
+
+// authzConfigError maps an error of authz.NewServer to the flag behind it.
+func authzConfigError(err error) error {
+	var ce *authz.ConfigError
+	if errors.As(err, &ce) && authzFlagOf[ce.Setting] != "" {
+		return usageError("%s: %s", authzFlagOf[ce.Setting], ce.Problem)
+	}
+	return err
+}
+
 // serve runs the servers until e.ctx ends, then shuts down in order:
-// health NOT_SERVING, stop accepting and drain, flush, close the pool.
+// not ready at once, a drain while still answering, graceful stop, flush,
+// close the pool. Everything the flags say is checked before any I/O.
 // onServing, if set, is called once both listeners accept connections.
 func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, onServing func(grpcAddr, httpAddr net.Addr)) error {
-	if sf.LookupTimeout <= 0 {
-		return usageError("--lookup-timeout: must be positive")
+	// Configuration, all of it, before any I/O.
+	if err := sf.validate(); err != nil {
+		return err
 	}
-	gc := tuneGC(e.getenv, logger)
 	pol, err := loadPolicy(sf.Policy, logger)
 	if err != nil {
 		return err
@@ -111,19 +165,21 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	if err != nil {
 		return err
 	}
-	if err := prepareSchema(e.ctx, db, sf.Migrate, logger); err != nil {
+	listenCfg, err := db.connConfig()
+	if err != nil {
 		return err
 	}
-	pool, err := pgxpool.NewWithConfig(e.ctx, poolCfg)
+	tlsFiles, err := sf.tls(logger)
+	if err != nil {
+		return err
+	}
+	pool, err := pgxpool.NewWithConfig(e.ctx, poolCfg) // connects lazily
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
 	}
 	defer pool.Close()
 	store, err := kf.store(pool)
 	if err != nil {
-		return err
-	}
-	if err := sf.validateCache(); err != nil {
 		return err
 	}
 	maxStale := time.Duration(sf.CacheMaxStale)
@@ -135,14 +191,9 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	if err != nil {
 		return usageError("%v", err)
 	}
-	listenCfg, err := db.connConfig()
-	if err != nil {
-		return err
-	}
 	watcher := keystore.NewWatcher(listenCfg, store, cache, keystore.WatchOptions{
 		PollInterval: time.Duration(sf.PollInterval), Logger: logger})
 	usage := keystore.NewUsageRecorder(store, time.Duration(sf.LastUsedInterval), logger)
-
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	registerStoreMetrics(reg, cache, watcher, usage)
@@ -158,9 +209,10 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		Logger:          logger,
 	})
 	if err != nil {
-		return usageError("%v", err)
+		return authzConfigError(err)
 	}
 
+	// The listeners, so that a taken port fails before anything changes.
 	grpcLis, err := net.Listen("tcp", sf.GRPCAddr)
 	if err != nil {
 		return usageError("--grpc-addr: %v", err)
@@ -172,22 +224,40 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	}
 	defer httpLis.Close()
 
+	// The schema: migrated when asked; otherwise serve waits for it.
+	if sf.Migrate {
+		applied, err := migrateSchema(e.ctx, listenCfg, logger)
+		if err != nil {
+			return fmt.Errorf("--migrate: %w", err)
+		}
+		logger.Info("schema migrated", "applied", len(applied))
+	}
+
+	gc := tuneGC(e.getenv, logger)
 	healthServer := newHealthService()
-	grpcServer := extauthz.NewGRPCServer(extauthz.New(authzServer, logger), grpcServerOptions()...)
+	grpcOpts := grpcServerOptions()
+	if tlsFiles != nil {
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsFiles.ServerConfig())))
+		httpLis = tls.NewListener(httpLis, tlsFiles.ServerConfig())
+	}
+	grpcServer := extauthz.NewGRPCServer(extauthz.New(authzServer, logger), grpcOpts...)
 	healthpb.RegisterHealthServer(grpcServer, healthServer)
-	reflection.Register(grpcServer)
+	if sf.Reflection {
+		reflection.Register(grpcServer)
+	}
 	ready := newReadiness(healthServer)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", ready.ServeHTTP)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	httpServer := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	httpServer := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 
 	// Background work runs until the servers have drained, so that the
 	// last requests' uses are flushed too.
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(e.ctx))
 	defer stopWork()
+	schemaReady := make(chan struct{})
 	var wg sync.WaitGroup
 	errs := make(chan error, 2)
 	wg.Go(func() { errs <- grpcServer.Serve(grpcLis) })
@@ -196,10 +266,19 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 			errs <- err
 		}
 	})
-	wg.Go(func() { watchStore(workCtx, store, ready, logger) })
-	wg.Go(func() { watcher.Run(workCtx) })
+	wg.Go(func() {
+		watchStore(workCtx, storeWatch{store: store, connCfg: listenCfg, ready: ready, logger: logger, schemaReady: schemaReady})
+	})
+	wg.Go(func() {
+		select {
+		case <-schemaReady: // the listener resyncs and polls tables that must exist
+			watcher.Run(workCtx)
+		case <-workCtx.Done():
+		}
+	})
 	wg.Go(func() { usage.Run(workCtx) })
 	logger.Info("keygate serving", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String(),
+		"tls", tlsFiles != nil, "mutual_tls", tlsFiles != nil && tlsFiles.MutualTLS(), "reflection", sf.Reflection,
 		"policy_modules", len(pol.Modules), "version", version, "gogc", gc.gogc, "gomemlimit", gc.memoryLimit)
 	if onServing != nil {
 		onServing(grpcLis.Addr(), httpLis.Addr())
@@ -211,55 +290,48 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	case serveErr = <-errs:
 		logger.Error("a listener failed; shutting down", "error", serveErr)
 	}
+	// A second signal during the drain ends it early.
+	again := make(chan os.Signal, 1)
+	signal.Notify(again, os.Interrupt, syscall.SIGTERM)
+	defer signal.Stop(again)
 
-	// Shutdown, in order: NOT_SERVING, drain, flush, close the pool.
-	logger.Info("shutting down")
+	// Shutdown, in order: not ready at once, drain, graceful stop, flush,
+	// close the pool.
+	logger.Info("shutting down", "drain_delay", sf.Drain.String())
 	ready.shutdown()
-	stopped := make(chan struct{})
-	go func() { grpcServer.GracefulStop(); close(stopped) }()
-	timer := time.NewTimer(time.Duration(sf.ShutdownTimeout))
-	select {
-	case <-stopped:
-	case <-timer.C:
-		logger.Warn("graceful stop timed out; closing connections")
-		grpcServer.Stop()
+	if serveErr == nil && sf.Drain > 0 {
+		drain := time.NewTimer(sf.Drain)
+		select {
+		case <-drain.C:
+		case <-again:
+			logger.Info("second signal: ending the drain early")
+		}
+		drain.Stop()
 	}
-	timer.Stop()
-	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
+	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), time.Duration(sf.ShutdownTimeout))
 	defer cancelShutdown()
-	_ = httpServer.Shutdown(shutdownCtx)
+	var stopping sync.WaitGroup
+	stopping.Go(func() {
+		stopped := make(chan struct{})
+		go func() { grpcServer.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-shutdownCtx.Done():
+			logger.Warn("graceful stop of the gRPC listener timed out; closing its connections")
+			grpcServer.Stop()
+		}
+	})
+	stopping.Go(func() {
+		if err := httpServer.Shutdown(shutdownCtx); err != nil {
+			logger.Warn("graceful stop of the HTTP listener timed out; closing its connections")
+			httpServer.Close()
+		}
+	})
+	stopping.Wait()
 	stopWork() // the usage recorder flushes once more
 	wg.Wait()
 	logger.Info("stopped")
 	return serveErr
-}
-
-// prepareSchema applies migrations when asked, and otherwise refuses to
-// serve an out-of-date schema. An unreachable database is not fatal: serve
-// starts NOT_SERVING and recovers when the database returns.
-func prepareSchema(ctx context.Context, db dbFlags, migrate bool, logger *slog.Logger) error {
-	cfg, err := db.connConfig()
-	if err != nil {
-		return err
-	}
-	if migrate {
-		applied, err := keystore.Migrate(ctx, cfg, logger)
-		if err != nil {
-			return fmt.Errorf("--migrate: %s", oneLineError(err))
-		}
-		logger.Info("schema migrated", "applied", len(applied))
-		return nil
-	}
-	checkCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	pending, err := keystore.PendingMigrations(checkCtx, cfg)
-	switch {
-	case err != nil:
-		logger.Warn("database unreachable at start; serving NOT_SERVING until it answers", "error", oneLineError(err))
-	case pending:
-		return errors.New("the database schema is not up to date: run 'keygate migrate' (or serve with --migrate)")
-	}
-	return nil
 }
 
 // grpcServerOptions tune the gRPC server for many small unary calls: a

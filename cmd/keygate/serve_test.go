@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
+	"github.com/keygate/keygate/internal/certtest"
 	"github.com/keygate/keygate/internal/envoytest"
 	"github.com/keygate/keygate/internal/pgtest"
 )
@@ -61,7 +62,7 @@ func startServe(t *testing.T, dbURL string, args ...string) *instance {
 	logs := &lockedBuffer{}
 	done := make(chan error, 1)
 	env := map[string]string{"DATABASE_URL": dbURL}
-	all := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json"}, args...)
+	all := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json", "--drain-delay", "0s"}, args...)
 	go func() {
 		err := run(ctx, all, func(k string) string { return env[k] }, io.Discard, io.MultiWriter(pw, logs))
 		pw.CloseWithError(fmt.Errorf("run returned: %v", err))
@@ -336,37 +337,85 @@ func TestServeRefusesBadPolicy(t *testing.T) {
 	}
 }
 
-func TestServeRefusesUnmigratedDatabase(t *testing.T) {
+// A replica that starts before the migration job has run waits, not
+// ready and saying why, and never migrates by itself; once the schema is
+// there it serves.
+func TestServeWaitsForSchema(t *testing.T) {
 	db := pgtest.NewEmptyDatabase(t)
-	r := runCLI(t, db, "serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
-	if r.code != 1 || !strings.Contains(r.stderr, "keygate migrate") {
-		t.Fatalf("exit %d, stderr %q; want a pointer to keygate migrate", r.code, r.stderr)
+	inst := startServe(t, db)
+	waitFor(t, 5*time.Second, "a log line about the missing schema", func() bool {
+		return strings.Contains(inst.logs.String(), "waiting for the database schema")
+	})
+	if got := inst.health(t); got != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("health %v before the schema exists, want NOT_SERVING", got)
 	}
-	inst := startServe(t, db, "--migrate")
-	if inst.health(t) == healthpb.HealthCheckResponse_UNKNOWN {
-		t.Fatal("serve --migrate did not come up")
+	resp, err := http.Get("http://" + inst.httpAddr + "/readyz")
+	if err != nil {
+		t.Fatal(err)
 	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(body), "schema not migrated") {
+		t.Fatalf("/readyz = %d %q, want 503 saying the schema is not migrated", resp.StatusCode, body)
+	}
+	if !strings.Contains(inst.logs.String(), "@127.0.0.1:") {
+		t.Fatalf("the log does not say which database it reached:\n%s", inst.logs.String())
+	}
+	if r := runCLI(t, db, "keys", "list"); r.code != 1 || !strings.Contains(r.stderr, "keygate migrate") {
+		t.Fatalf("serve migrated by itself, or keys list does not point at migrate: exit %d, %q", r.code, r.stderr)
+	}
+	mustRun(t, db, "migrate")
+	_, secret := createKey(t, db)
+	waitFor(t, 10*time.Second, "SERVING once migrated", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
+	if resp := inst.check(t, checkRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": secret}, "")); resp.GetStatus().GetCode() != 0 {
+		t.Fatalf("a key after the migration: %v", resp.GetStatus())
+	}
+
+	// --migrate migrates.
+	fresh := pgtest.NewEmptyDatabase(t)
+	migrated := startServe(t, fresh, "--migrate")
+	waitFor(t, 10*time.Second, "serve --migrate SERVING", func() bool { return migrated.health(t) == healthpb.HealthCheckResponse_SERVING })
 }
 
 func TestServeBadFlags(t *testing.T) {
-	cases := map[string][]string{
-		"bad address":        {"serve", "--grpc-addr", "nonsense:address:1"},
-		"bad lookup timeout": {"serve", "--lookup-timeout", "fast"},
-		"zero lookup":        {"serve", "--lookup-timeout", "0s"},
-		"bad key header":     {"serve", "--key-header", "x api key"},
-		"bad prefix":         {"serve", "--identity-prefix", "x keygate"},
-		"zero cache-fresh":   {"serve", "--cache-fresh", "0s"},
-		"zero negative-ttl":  {"serve", "--negative-ttl", "0s"},
-		"zero poll interval": {"serve", "--poll-interval", "0s"},
-		"zero cache size":    {"serve", "--cache-size", "0"},
-		"malformed policy":   {"serve", "--policy", "/nonexistent/policy.yaml"},
+	ca := certtest.NewCA(t, "test")
+	pair := ca.Server(t, "keygate")
+	cases := []struct {
+		name string
+		args []string
+		flag string // the flag the one-line error names
+	}{
+		{"bad address", []string{"--grpc-addr", "nonsense:address:1"}, "--grpc-addr"},
+		{"bad lookup timeout", []string{"--lookup-timeout", "fast"}, "--lookup-timeout"},
+		{"zero lookup", []string{"--lookup-timeout", "0s"}, "--lookup-timeout"},
+		{"bad key header", []string{"--key-header", "x api key"}, "--key-header"},
+		{"key header twice", []string{"--key-header", "x-api-key,X-API-Key"}, "--key-header"},
+		{"bad prefix", []string{"--identity-prefix", "x keygate"}, "--identity-prefix"},
+		{"zero cache-fresh", []string{"--cache-fresh", "0s"}, "--cache-fresh"},
+		{"zero negative-ttl", []string{"--negative-ttl", "0s"}, "--negative-ttl"},
+		{"zero poll interval", []string{"--poll-interval", "0s"}, "--poll-interval"},
+		{"zero cache size", []string{"--cache-size", "0"}, "--cache-size"},
+		{"negative drain delay", []string{"--drain-delay", "-1s"}, "--drain-delay"},
+		{"zero shutdown timeout", []string{"--shutdown-timeout", "0s"}, "--shutdown-timeout"},
+		{"malformed policy", []string{"--policy", "/nonexistent/policy.yaml"}, "--policy"},
+		{"certificate without key", []string{"--tls-cert-file", pair.CertFile}, "--tls-cert-file"},
+		{"client CA without certificate", []string{"--tls-client-ca-file", ca.CertFile}, "--tls-client-ca-file"},
+		{"key of no certificate", []string{"--tls-cert-file", pair.CertFile, "--tls-key-file", ca.CertFile}, "--tls-cert-file"},
 	}
-	db := pgtest.NewDatabase(t)
-	for name, args := range cases {
-		t.Run(name, func(t *testing.T) {
-			r := runCLI(t, db, append(args, "--http-addr", "127.0.0.1:0")...)
-			if r.code != 2 {
-				t.Fatalf("exit %d (%q), want 2", r.code, r.stderr)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			// Bad flags are found before any I/O: even with --migrate,
+			// nothing is written.
+			db := pgtest.NewEmptyDatabase(t)
+			r := runCLI(t, db, append([]string{"serve", "--migrate", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, c.args...)...)
+			if r.code != 2 || !strings.Contains(r.stderr, c.flag) {
+				t.Fatalf("exit %d (%q), want 2 naming %s", r.code, r.stderr, c.flag)
+			}
+			if lines := strings.Split(strings.TrimSpace(r.stderr), "\n"); !strings.HasPrefix(lines[len(lines)-1], "keygate: ") || strings.Count(lines[len(lines)-1], "keygate:") != 1 {
+				t.Fatalf("the error is not one line with one prefix: %q", r.stderr)
+			}
+			if r := runCLI(t, db, "keys", "list"); !strings.Contains(r.stderr, "no keygate schema") {
+				t.Fatalf("serve --migrate with a bad flag migrated the database (keys list: %q)", r.stderr)
 			}
 		})
 	}
