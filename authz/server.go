@@ -72,7 +72,9 @@ type ConfigError struct {
 
 func (e *ConfigError) Error() string { return "authz: " + e.Setting + ": " + e.Problem }
 
-func configError(setting, problem string) error { return &ConfigError{Setting: setting, Problem: problem} }
+func configError(setting, problem string) error {
+	return &ConfigError{Setting: setting, Problem: problem}
+}
 
 // NewServer checks cfg and returns a Server, or a *ConfigError.
 func NewServer(cfg Config) (*Server, error) {
