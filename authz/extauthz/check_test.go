@@ -23,7 +23,7 @@ import (
 )
 
 // want describes an expected denial.
-func deniedWith(o authz.Outcome) *authv3.CheckResponse { return denied(o.Denial()).msg }
+func deniedWith(o authz.Outcome) *authv3.CheckResponse { return denied(o.Denial()).CheckResponse }
 
 func TestCheckDecisionTable(t *testing.T) {
 	w := authztest.NewWorld(t)
@@ -252,7 +252,7 @@ func TestStoreFailuresFailClosed(t *testing.T) {
 func TestSharedAllowResponses(t *testing.T) {
 	w := authztest.NewWorld(t)
 	s := newTestServer(t, w.Lookup, nil)
-	shared := func(req *authv3.CheckRequest) *authv3.CheckResponse { return s.respond(context.Background(), req).msg }
+	shared := func(req *authv3.CheckRequest) *authv3.CheckResponse { return s.respond(context.Background(), req).CheckResponse }
 	plain := envoyRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.Plain.Secret}, nil)
 	first := shared(plain)
 	if second := shared(plain); first != second {

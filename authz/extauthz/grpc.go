@@ -54,11 +54,11 @@ var authorizationService = grpc.ServiceDesc{
 			if interceptor == nil {
 				return s.respond(ctx, in), nil
 			}
-			// Interceptors expect the generated types: give them the plain
-			// method, whose responses are their own.
+			// Interceptors see proto messages: the request, and the shared
+			// response (a proto.Message they must not modify).
 			info := &grpc.UnaryServerInfo{Server: srv, FullMethod: authv3.Authorization_Check_FullMethodName}
 			return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
-				return s.Check(ctx, req.(*authv3.CheckRequest))
+				return s.respond(ctx, req.(*authv3.CheckRequest)), nil
 			})
 		},
 	}},
@@ -88,7 +88,7 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 			// SliceBuffer's Free does nothing.
 			return mem.BufferSlice{mem.SliceBuffer(r.wire)}, nil
 		}
-		v = r.msg
+		v = r.CheckResponse
 	}
 	return c.fallback.Marshal(v)
 }

@@ -18,10 +18,12 @@ const MetadataNamespace = "envoy.filters.http.ext_authz"
 
 // response is a CheckResponse, with its wire encoding when it is shared by
 // many requests (denials, and allows without forged identity headers), so
-// that it is encoded once rather than once per request.
+// that it is encoded once rather than once per request. It is a
+// proto.Message (the embedded response's), so that interceptors and stats
+// handlers can read it; nothing may modify it.
 type response struct {
-	msg  *authv3.CheckResponse
-	wire []byte // nil: encode msg when sending
+	*authv3.CheckResponse
+	wire []byte // nil: encode the message when sending
 }
 
 // encoded returns m with its wire encoding.
@@ -30,7 +32,7 @@ func encoded(m *authv3.CheckResponse) *response {
 	if err != nil {
 		panic("extauthz: encoding a CheckResponse: " + err.Error()) // well-formed by construction
 	}
-	return &response{msg: m, wire: b}
+	return &response{CheckResponse: m, wire: b}
 }
 
 // denied renders the core's refusal as a CheckResponse: built and encoded
@@ -81,7 +83,7 @@ func (s *Server) allowed(d authz.Decision) *response {
 		}},
 	}
 	if d.Forged() {
-		return &response{msg: m} // this request's own: not worth encoding ahead
+		return &response{CheckResponse: m} // this request's own: not worth encoding ahead
 	}
 	return encoded(m)
 }

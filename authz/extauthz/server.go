@@ -41,7 +41,7 @@ func New(core *authz.Server, logger *slog.Logger) *Server {
 // The response is the caller's to keep and change (NewGRPCServer's service
 // shares and pre-encodes responses instead).
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	return proto.Clone(s.respond(ctx, req).msg).(*authv3.CheckResponse), nil
+	return proto.Clone(s.respond(ctx, req).CheckResponse).(*authv3.CheckResponse), nil
 }
 
 // respond decides and returns the response, encoded already when it is one
