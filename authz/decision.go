@@ -4,9 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"runtime/debug"
 	"time"
+
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
@@ -21,10 +22,18 @@ type Decision struct {
 	Key *keystore.Key
 	// Module is the module the request reaches ("" if none).
 	Module string
+	// DryRun marks a denial that is not enforced (--dry-run, or a policy
+	// module's dry_run): it is logged and counted as a denial, and the
+	// adapters let the request through with the dry-run header.
+	DryRun bool
 
-	carriers uint8    // which key headers carried the key (Request.cred)
-	spoofed  []string // client-sent identity headers (Request.spoofed)
+	carriers  uint8    // which key headers carried the key (Request.cred)
+	spoofed   []string // client-sent identity headers (Request.spoofed)
+	fromCache bool     // the key's record came from memory
 }
+
+// Denied reports whether the request is refused: a denial not in dry run.
+func (d *Decision) Denied() bool { return d.Outcome != Allow && !d.DryRun }
 
 // Forged reports whether the request carried client-sent headers with the
 // identity prefix, which an allow must remove.
@@ -53,18 +62,25 @@ type UsageRecorder interface {
 
 // Decide decides r. Every outcome, a store failure or a recovered panic
 // included, is a Decision: a bug can only deny. It counts the decision,
-// logs it at debug level, and reports an allowed key's use.
+// logs it (the decision log), traces it, and reports an allowed key's use.
 func (s *Server) Decide(ctx context.Context, r *Request) (d Decision) {
 	start := s.now()
 	if r.At.IsZero() {
 		r.At = start
+	}
+	var span trace.Span
+	if s.tracer != nil {
+		ctx, span = s.startSpan(ctx, r)
 	}
 	defer func() {
 		if p := recover(); p != nil {
 			s.logger.Error("recovered from a panic in a decision; denying", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			d = because(ReasonPanic, nil, "")
 		}
-		s.finish(ctx, &d, start)
+		s.finish(ctx, r, &d, start)
+		if span != nil {
+			endSpan(span, r, &d, d.fromCache)
+		}
 	}()
 	d = s.decide(ctx, r)
 	d.carriers, d.spoofed = r.cred.carriers, r.spoofed
@@ -73,26 +89,32 @@ func (s *Server) Decide(ctx context.Context, r *Request) (d Decision) {
 
 // Refuse records the refusal of a request that an adapter could not turn
 // into a Request (reason ReasonForwardedHeaders or ReasonUndecodable), the
-// way Decide records its decisions, and returns it.
-func (s *Server) Refuse(ctx context.Context, r Reason) Decision {
-	d := because(r, nil, "")
-	s.finish(ctx, &d, s.now())
+// way Decide records its decisions, and returns it; r holds what the
+// adapter could read, for the decision log. Such a refusal is enforced even
+// in a dry run: the adapter could not tell which client-sent identity
+// headers an allow would have to remove.
+func (s *Server) Refuse(ctx context.Context, r *Request, reason Reason) Decision {
+	d := because(reason, nil, "")
+	s.record(ctx, r, &d, s.now())
 	return d
 }
 
-// finish records a decision: metrics, the debug log, and last use.
-func (s *Server) finish(ctx context.Context, d *Decision, start time.Time) {
-	s.metrics.observe(d.Reason, start)
+// finish completes a decision: dry run, then record.
+func (s *Server) finish(ctx context.Context, r *Request, d *Decision, start time.Time) {
+	if d.Outcome != Allow && s.dryRun {
+		d.DryRun = true
+	}
+	s.record(ctx, r, d, start)
+}
+
+// record counts and logs a decision, and reports an allowed key's use.
+func (s *Server) record(ctx context.Context, r *Request, d *Decision, start time.Time) {
+	s.metrics.observe(d.Reason, d.DryRun, start)
 	if d.Outcome == Allow && s.usage != nil {
 		s.usage.Used(d.Key.ID, start)
 	}
-	if s.logger.Enabled(ctx, slog.LevelDebug) {
-		attrs := []slog.Attr{slog.String("code", d.Outcome.String()), slog.String("reason", d.Reason.String()),
-			slog.String("module", d.Module)}
-		if d.Key != nil {
-			attrs = append(attrs, slog.String("key_id", d.Key.ID), slog.String("account_id", d.Key.AccountID))
-		}
-		s.logger.LogAttrs(ctx, slog.LevelDebug, "decision", attrs...)
+	if s.decisions.wants(d) {
+		s.decisions.write(ctx, r, d, s.now().Sub(start))
 	}
 }
 
@@ -135,7 +157,7 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	if err := ctx.Err(); err != nil {
 		return because(ReasonCanceled, nil, module)
 	}
-	key, reason := s.authenticate(ctx, secret, r.At)
+	key, reason, fromCache := s.authenticate(ctx, secret, r.At)
 	if reason != ReasonAllowed {
 		return because(reason, nil, module)
 	}
@@ -151,28 +173,33 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	if !keystore.Allows(key.Scopes, module, action(r.Method)) {
 		return because(ReasonScope, key, module)
 	}
-	return because(ReasonAllowed, key, module)
+	d := because(ReasonAllowed, key, module)
+	d.fromCache = fromCache
+	return d
 }
 
 // authenticate finds the key behind secret and checks that it is usable
-// now. It returns the key, or a reason why not.
-func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now time.Time) (*keystore.Key, Reason) {
+// now. It returns the key, or a reason why not, and whether the record
+// came from memory.
+func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now time.Time) (*keystore.Key, Reason, bool) {
 	var digests [2]keystore.Digest
 	failure := ReasonUnknown // what to say if no candidate finds the key
+	fromCache := true
 	// With a pepper there are two candidate digests (the current scheme's
 	// and the one before the pepper): a failure to look up one must not
 	// hide the other, which may well be cached.
 	for _, d := range s.hasher.AppendCandidates(digests[:0], secret) {
-		key, err := s.lookup.Lookup(ctx, d)
+		key, cached, err := s.lookup(ctx, d)
+		fromCache = fromCache && cached
 		switch {
 		case err == nil:
 			switch key.StateAt(now) {
 			case keystore.StateActive:
-				return key, ReasonAllowed
+				return key, ReasonAllowed, fromCache
 			case keystore.StateRevoked:
-				return nil, ReasonRevoked
+				return nil, ReasonRevoked, fromCache
 			default:
-				return nil, ReasonExpired
+				return nil, ReasonExpired, fromCache
 			}
 		case errors.Is(err, keystore.ErrNotFound):
 		case errors.Is(err, context.DeadlineExceeded):
@@ -183,7 +210,23 @@ func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now t
 			failure = ReasonStoreError
 		}
 	}
-	return nil, failure
+	return nil, failure, fromCache
+}
+
+// lookup asks the KeyLookup, and whether it answered from memory (a plain
+// KeyLookup never says it did).
+func (s *Server) lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, bool, error) {
+	if s.cached != nil {
+		return s.cached.LookupCached(ctx, d)
+	}
+	k, err := s.keys.Lookup(ctx, d)
+	return k, false, err
+}
+
+// CachedLookup is a KeyLookup that also says whether it answered from
+// memory; *keystore.Cache is one. Spans record it.
+type CachedLookup interface {
+	LookupCached(ctx context.Context, d keystore.Digest) (key *keystore.Key, fromMemory bool, err error)
 }
 
 // action is the scope action a method needs: safe methods read, the rest

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -157,7 +158,7 @@ func TestIdentity(t *testing.T) {
 		t.Fatalf("outcome %s (%s)", d.Outcome, d.Reason)
 	}
 	id := s.Identity(&d)
-	want := [4]Field{{"x-keygate-key-id", "k-plain"}, {"x-keygate-account-id", "acct-k-plain"}, {"x-keygate-scopes", ""}, {"x-keygate-module", "projects"}}
+	want := [NumIdentityHeaders]Field{{"x-keygate-key-id", "k-plain"}, {"x-keygate-account-id", "acct-k-plain"}, {"x-keygate-scopes", ""}, {"x-keygate-module", "projects"}, {"x-keygate-dry-run", ""}}
 	if id.Headers != want {
 		t.Fatalf("identity headers %v, want %v", id.Headers, want)
 	}
@@ -168,7 +169,7 @@ func TestIdentity(t *testing.T) {
 	if !slices.Equal(id.Remove, []string{"x-api-key", "x-keygate-admin", "x_keygate_role"}) {
 		t.Fatalf("removals %v", id.Remove)
 	}
-	if got := s.IdentityHeaders(); got != [4]string{want[0].Name, want[1].Name, want[2].Name, want[3].Name} {
+	if got := s.IdentityHeaders(); got != [NumIdentityHeaders]string{want[0].Name, want[1].Name, want[2].Name, want[3].Name, want[4].Name} {
 		t.Fatalf("IdentityHeaders %v", got)
 	}
 
@@ -249,7 +250,7 @@ func TestRefuse(t *testing.T) {
 	rec := &usageLog{}
 	s := newTestServer(t, w.Lookup, func(c *Config) { c.Usage = rec })
 	for r, want := range map[Reason]Outcome{ReasonForwardedHeaders: InvalidPath, ReasonUndecodable: InvalidRequest} {
-		if d := s.Refuse(context.Background(), r); d.Outcome != want || d.Reason != r || d.Key != nil {
+		if d := s.Refuse(context.Background(), &Request{}, r); d.Outcome != want || d.Reason != r || d.Key != nil {
 			t.Errorf("Refuse(%s) = %s (%s), want %s", r, d.Outcome, d.Reason, want)
 		}
 	}
@@ -433,4 +434,13 @@ func BenchmarkDecide(b *testing.B) {
 			b.Fatal("not allowed")
 		}
 	}
+}
+
+func mustAddr(t *testing.T, s string) netip.Addr {
+	t.Helper()
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }

@@ -16,27 +16,46 @@ type Field struct {
 // transport: the identity headers and the headers to remove first.
 type Identity struct {
 	// Headers are the identity headers in a fixed order: key id, account
-	// id, scopes (comma-separated) and module. Scopes and module have an
-	// empty Value when the key has no scopes or the path is in no module;
-	// an adapter removes such a header, or sends it empty, but never lets a
-	// client-sent value through.
-	Headers [4]Field
+	// id, scopes (comma-separated), module, and dry-run (the outcome a
+	// dry-run denial would have had). A header has an empty Value when there
+	// is nothing to say (no scopes, no module, not a dry-run denial, no
+	// valid key); an adapter removes such a header, or sends it empty, but
+	// never lets a client-sent value through.
+	Headers [NumIdentityHeaders]Field
 	// Remove lists the headers to remove upstream that are not identity
 	// headers: the ones that carried the key (unless KeepCredentials) and
 	// client-sent headers with the identity prefix.
 	Remove []string
 }
 
-// Identity returns what the allow d carries upstream. d must be an Allow
-// from Decide.
+// The identity headers, as indexes into Identity.Headers.
+const (
+	IdentityKeyID = iota
+	IdentityAccountID
+	IdentityScopes
+	IdentityModule
+	// IdentityDryRun is set only on dry-run denials; a client-sent copy is
+	// removed like any forged identity header (Identity.Remove).
+	IdentityDryRun
+	NumIdentityHeaders
+)
+
+// Identity returns what d, an allow or a dry-run denial from Decide,
+// carries upstream.
 func (s *Server) Identity(d *Decision) Identity {
-	k := d.Key
-	id := Identity{Headers: [4]Field{
-		{s.names.keyID, k.ID},
-		{s.names.accountID, k.AccountID},
-		{s.names.scopes, strings.Join(k.Scopes, ",")},
-		{s.names.module, d.Module},
-	}}
+	var id Identity
+	for i, name := range s.IdentityHeaders() {
+		id.Headers[i].Name = name
+	}
+	if k := d.Key; k != nil {
+		id.Headers[IdentityKeyID].Value = k.ID
+		id.Headers[IdentityAccountID].Value = k.AccountID
+		id.Headers[IdentityScopes].Value = strings.Join(k.Scopes, ",")
+	}
+	id.Headers[IdentityModule].Value = d.Module
+	if d.DryRun {
+		id.Headers[IdentityDryRun].Value = d.Outcome.String()
+	}
 	if !s.keepCredentials {
 		for i := range s.keyHeaders {
 			if d.carriers&(1<<i) != 0 {
@@ -57,8 +76,8 @@ func (s *Server) Identity(d *Decision) Identity {
 
 // IdentityHeaders are the names of the identity headers, in Identity's
 // order.
-func (s *Server) IdentityHeaders() [4]string {
-	return [4]string{s.names.keyID, s.names.accountID, s.names.scopes, s.names.module}
+func (s *Server) IdentityHeaders() [NumIdentityHeaders]string {
+	return [NumIdentityHeaders]string{s.names.keyID, s.names.accountID, s.names.scopes, s.names.module, s.names.dryRun}
 }
 
 // Denial is what the client receives when a request is refused, whatever
@@ -126,10 +145,11 @@ type Grants[T any] struct {
 // grantKey identifies an allow response that does not depend on anything
 // else in the request.
 type grantKey struct {
-	keyID    string
-	version  int64 // UpdatedAt in unix microseconds
+	keyID    string // "" for a dry-run denial without a valid key
+	version  int64  // UpdatedAt in unix microseconds
 	module   string
 	carriers uint8
+	dryRun   Outcome // the outcome of a dry-run denial, Allow otherwise
 }
 
 // GrantCacheSize bounds the renderings a Grants keeps.
@@ -140,7 +160,7 @@ func NewGrants[T any]() *Grants[T] {
 	return &Grants[T]{cache: otter.Must(&otter.Options[grantKey, T]{MaximumSize: GrantCacheSize})}
 }
 
-// Get returns the rendering of the allow d, calling build for one it does
+// Get returns the rendering of d (an allow, or a dry-run denial), calling build for one it does
 // not have (or, for a request that forged identity headers, every time).
 // What build returns is shared by every request with the same key
 // version, module and key headers: it must not be modified.
@@ -148,7 +168,13 @@ func (g *Grants[T]) Get(d *Decision, build func(Decision) T) T {
 	if d.Forged() {
 		return build(*d)
 	}
-	gk := grantKey{keyID: d.Key.ID, version: d.Key.UpdatedAt.UnixMicro(), module: d.Module, carriers: d.carriers}
+	gk := grantKey{module: d.Module, carriers: d.carriers}
+	if d.Key != nil {
+		gk.keyID, gk.version = d.Key.ID, d.Key.UpdatedAt.UnixMicro()
+	}
+	if d.DryRun {
+		gk.dryRun = d.Outcome
+	}
 	if r, ok := g.cache.GetIfPresent(gk); ok {
 		return r
 	}

@@ -10,7 +10,7 @@ import (
 // sets (codes and reasons), never from requests, so cardinality is bounded
 // and no secret can become a label.
 type Metrics struct {
-	decisions [numReasons]prometheus.Counter // one per reason (a reason has one outcome), resolved once
+	decisions [numReasons][2]prometheus.Counter // per reason (a reason has one outcome) and dry run, resolved once
 	duration  prometheus.Histogram
 }
 
@@ -18,8 +18,8 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "keygate_decisions_total",
-		Help: "Authorization decisions by outcome (the JSON error code, or ok) and reason.",
-	}, []string{"code", "reason"})
+		Help: "Authorization decisions by outcome (the JSON error code, or ok), reason, and whether the denial was a dry run (let through).",
+	}, []string{"code", "reason", "dry_run"})
 	duration := prometheus.NewHistogram(prometheus.HistogramOpts{
 		Name:    "keygate_decision_duration_seconds",
 		Help:    "Time to decide, from request decoded to response built.",
@@ -28,17 +28,24 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	reg.MustRegister(decisions, duration)
 	m := &Metrics{duration: duration}
 	for r := range numReasons {
-		m.decisions[r] = decisions.WithLabelValues(r.Outcome().String(), r.String())
+		m.decisions[r][0] = decisions.WithLabelValues(r.Outcome().String(), r.String(), "false")
+		if r.Outcome() != Allow {
+			m.decisions[r][1] = decisions.WithLabelValues(r.Outcome().String(), r.String(), "true")
+		}
 	}
 	return m
 }
 
 // observe counts a decision by its reason; the outcome label is the
 // reason's (decisions are built from their reason), so the two agree.
-func (m *Metrics) observe(r Reason, start time.Time) {
+func (m *Metrics) observe(r Reason, dryRun bool, start time.Time) {
 	if m == nil || r >= numReasons {
 		return
 	}
-	m.decisions[r].Inc()
+	if dryRun && r.Outcome() != Allow {
+		m.decisions[r][1].Inc()
+	} else {
+		m.decisions[r][0].Inc()
+	}
 	m.duration.Observe(time.Since(start).Seconds())
 }

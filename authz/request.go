@@ -86,6 +86,9 @@ type Request struct {
 
 	cred    credential
 	spoofed []string // client-sent headers with the identity prefix, lower case
+	// requestID is x-request-id, for decision logs and spans; traceParent
+	// and traceState are the W3C trace context of the request.
+	requestID, traceParent, traceState string
 }
 
 // credential is what a request's headers say about its key.
@@ -123,8 +126,15 @@ func (s *Server) ReadHeader(r *Request, name, value string) {
 		c.carriers |= 1 << i
 		return
 	}
-	if hasIdentityPrefix(name, s.identityPrefix) {
+	switch {
+	case hasIdentityPrefix(name, s.identityPrefix):
 		r.spoofed = append(r.spoofed, lowerASCII(name))
+	case equalFoldASCII(name, "x-request-id"):
+		r.requestID = value
+	case equalFoldASCII(name, "traceparent"):
+		r.traceParent = value
+	case equalFoldASCII(name, "tracestate"):
+		r.traceState = value
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
@@ -33,9 +35,19 @@ type Config struct {
 	Usage UsageRecorder
 	// Metrics, when set, counts decisions.
 	Metrics *Metrics
-	// Logger logs decisions at debug level and recovered panics at error.
-	// Default: discard.
+	// Logger logs recovered panics. Default: discard.
 	Logger *slog.Logger
+	// DecisionLog chooses the decisions written to DecisionLogger, one
+	// JSON line each, at most DecisionLogRate a second (default
+	// DefaultDecisionLogRate). Default: off.
+	DecisionLog     DecisionLogMode
+	DecisionLogger  *slog.Logger
+	DecisionLogRate float64
+	// DryRun makes every denial a dry-run one: decided, logged and
+	// counted, but let through (Decision.DryRun).
+	DryRun bool
+	// Tracer, when set, records a span per decision.
+	Tracer trace.Tracer
 	// Now is the clock expiry is checked against. Default: time.Now.
 	Now func() time.Time
 }
@@ -44,7 +56,8 @@ type Config struct {
 // a Request, call Decide, and render the Decision with Identity and
 // Denial. It is safe for concurrent use.
 type Server struct {
-	lookup          KeyLookup
+	keys            KeyLookup
+	cached          CachedLookup // keys, when it can say it answered from memory
 	policy          *policy.Policy
 	hasher          *keystore.Hasher
 	keyHeaders      []keyHeader
@@ -53,6 +66,9 @@ type Server struct {
 	usage           UsageRecorder
 	metrics         *Metrics
 	logger          *slog.Logger
+	decisions       *decisionLog
+	dryRun          bool
+	tracer          trace.Tracer
 	now             func() time.Time
 
 	names identityNames
@@ -60,7 +76,7 @@ type Server struct {
 
 // identityNames are the upstream identity header names, computed once.
 type identityNames struct {
-	keyID, accountID, scopes, module string
+	keyID, accountID, scopes, module, dryRun string
 }
 
 // ConfigError is NewServer's error: the Config field that is wrong, and
@@ -82,7 +98,7 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, configError("Lookup", "Lookup, Policy and Hasher are required")
 	}
 	s := &Server{
-		lookup:          cfg.Lookup,
+		keys:            cfg.Lookup,
 		policy:          cfg.Policy,
 		hasher:          cfg.Hasher,
 		identityPrefix:  strings.ToLower(cfg.IdentityPrefix),
@@ -91,7 +107,11 @@ func NewServer(cfg Config) (*Server, error) {
 		metrics:         cfg.Metrics,
 		logger:          cfg.Logger,
 		now:             cfg.Now,
+		decisions:       newDecisionLog(cfg.DecisionLog, cfg.DecisionLogger, cfg.DecisionLogRate),
+		dryRun:          cfg.DryRun,
+		tracer:          cfg.Tracer,
 	}
+	s.cached, _ = cfg.Lookup.(CachedLookup)
 	if s.identityPrefix == "" {
 		s.identityPrefix = DefaultIdentityPrefix
 	}
@@ -117,6 +137,16 @@ func NewServer(cfg Config) (*Server, error) {
 		accountID: s.identityPrefix + "account-id",
 		scopes:    s.identityPrefix + "scopes",
 		module:    s.identityPrefix + "module",
+		dryRun:    s.identityPrefix + "dry-run",
 	}
 	return s, nil
+}
+
+// DecisionLogDropped is the number of decision log lines the rate limit
+// dropped.
+func (s *Server) DecisionLogDropped() uint64 {
+	if s.decisions == nil {
+		return 0
+	}
+	return s.decisions.total.Load()
 }

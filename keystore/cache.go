@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/maypok86/otter/v2"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"golang.org/x/sync/singleflight"
 )
 
@@ -39,6 +41,11 @@ type CacheOptions struct {
 	NegativeTTL time.Duration
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
+	// Tracer, when set, records a span for each store query the cache
+	// makes: a query shared by concurrent requests is linked from each of
+	// their spans, and a background refresh links the request that
+	// started it.
+	Tracer trace.Tracer
 }
 
 // NoMaxStale, as CacheOptions.MaxStale, makes every key older than Fresh
@@ -65,6 +72,7 @@ type Cache struct {
 	fresh, maxStale, negTTL time.Duration
 	now                     func() time.Time
 	loadTimeout             time.Duration
+	tracer                  trace.Tracer
 	// generations are bumped by every invalidation of a digest in their
 	// stripe (the digest's first byte), so that a query that was running
 	// meanwhile does not cache its possibly older answer; mu makes "check
@@ -105,7 +113,7 @@ const (
 // NewCache returns a cache in front of src.
 func NewCache(src Source, opts CacheOptions) (*Cache, error) {
 	c := &Cache{src: src, fresh: opts.Fresh, maxStale: opts.MaxStale, negTTL: opts.NegativeTTL, now: opts.Now,
-		loadTimeout: opts.LoadTimeout}
+		loadTimeout: opts.LoadTimeout, tracer: opts.Tracer}
 	if opts.MaxKeys == 0 {
 		opts.MaxKeys = DefaultCacheKeys
 	}
@@ -153,29 +161,36 @@ func NewCache(src Source, opts CacheOptions) (*Cache, error) {
 
 // Lookup returns the key stored under d, from memory when it can.
 func (c *Cache) Lookup(ctx context.Context, d Digest) (*Key, error) {
+	k, _, err := c.LookupCached(ctx, d)
+	return k, err
+}
+
+// LookupCached is Lookup, and whether the answer came from memory.
+func (c *Cache) LookupCached(ctx context.Context, d Digest) (*Key, bool, error) {
 	e, ok := c.entries.GetIfPresent(d)
 	if ok {
 		age := c.now().Sub(e.fetched)
 		if e.key == nil {
 			if age < c.negTTL {
 				c.stats.NegativeHits.Add(1)
-				return nil, ErrNotFound
+				return nil, true, ErrNotFound
 			}
 		} else if age < c.fresh {
 			c.stats.Hits.Add(1)
-			return e.key, nil
+			return e.key, true, nil
 		} else if age < c.fresh+c.maxStale {
 			// Stale: answer now and refresh behind the request (within
 			// milliseconds when the store answers). While the store is
 			// down the refreshes fail and the entry keeps answering until
 			// it is older than Fresh+MaxStale.
 			c.stats.StaleServed.Add(1)
-			c.refreshInBackground(d, e)
-			return e.key, nil
+			c.refreshInBackground(ctx, d, e)
+			return e.key, true, nil
 		}
 	}
 	c.stats.Misses.Add(1)
-	return c.load(ctx, d)
+	k, err := c.load(ctx, d)
+	return k, false, err
 }
 
 // load reads d from the store, one query for all concurrent callers, and
@@ -186,21 +201,53 @@ func (c *Cache) load(ctx context.Context, d Digest) (*Key, error) {
 	ch := c.loads.DoChan(string(d[:]), func() (any, error) {
 		loadCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.loadTimeout)
 		defer cancel()
-		return c.fetch(loadCtx, d)
+		loadCtx, span := c.startSpan(loadCtx, "keystore.cache.load")
+		k, err := c.fetch(loadCtx, d)
+		endSpan(span, err)
+		return loaded{k, span.SpanContext()}, err
 	})
 	select {
 	case r := <-ch:
+		l, _ := r.Val.(loaded)
+		if l.span.IsValid() {
+			// Every request that waited for this query links it (the
+			// first one is also its parent).
+			trace.SpanFromContext(ctx).AddLink(trace.Link{SpanContext: l.span})
+		}
 		if r.Err != nil {
 			return nil, r.Err
 		}
-		k, _ := r.Val.(*Key)
-		if k == nil {
+		if l.key == nil {
 			return nil, ErrNotFound
 		}
-		return k, nil
+		return l.key, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("keystore: lookup: %w: %w", ErrUnavailable, ctx.Err())
 	}
+}
+
+// loaded is the result of a shared load: the key (nil: none) and the
+// load's span.
+type loaded struct {
+	key  *Key
+	span trace.SpanContext
+}
+
+// startSpan starts a span when the cache traces; otherwise it returns ctx
+// and a span that records nothing.
+func (c *Cache) startSpan(ctx context.Context, name string, opts ...trace.SpanStartOption) (context.Context, trace.Span) {
+	if c.tracer == nil {
+		return ctx, trace.SpanFromContext(context.Background()) // records nothing
+	}
+	return c.tracer.Start(ctx, name, opts...)
+}
+
+// endSpan ends a load's span, with its error.
+func endSpan(span trace.Span, err error) {
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		span.SetStatus(codes.Error, "store lookup failed")
+	}
+	span.End()
 }
 
 // fetch queries the store and caches the answer (a key, or nil for none).
@@ -235,20 +282,27 @@ func (c *Cache) fetch(ctx context.Context, d Digest) (k *Key, err error) {
 }
 
 // refreshInBackground reloads a stale entry without holding up the
-// request that found it; one refresh per entry at a time.
-func (c *Cache) refreshInBackground(d Digest, e *cacheEntry) {
+// request that found it (whose span, in ctx, the refresh's span links);
+// one refresh per entry at a time.
+func (c *Cache) refreshInBackground(ctx context.Context, d Digest, e *cacheEntry) {
 	now := c.now().UnixNano()
 	if now-e.lastTry.Load() < int64(refreshEvery) || !e.refreshing.CompareAndSwap(false, true) {
 		return
 	}
 	e.lastTry.Store(now)
+	trigger := trace.SpanContextFromContext(ctx)
 	go func() {
 		defer e.refreshing.Store(false) // fetch recovers panics itself
 		ctx, cancel := context.WithTimeout(context.Background(), c.loadTimeout)
 		defer cancel()
+		ctx, span := c.startSpan(ctx, "keystore.cache.refresh", trace.WithLinks(trace.Link{SpanContext: trigger}))
 		// A failure is counted by fetch (LoadErrors); the entry keeps
 		// answering until it is too old.
-		c.loads.Do(string(d[:]), func() (any, error) { return c.fetch(ctx, d) })
+		_, err, _ := c.loads.Do(string(d[:]), func() (any, error) {
+			k, err := c.fetch(ctx, d)
+			return loaded{k, span.SpanContext()}, err
+		})
+		endSpan(span, err)
 	}()
 }
 

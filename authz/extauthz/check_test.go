@@ -252,7 +252,9 @@ func TestStoreFailuresFailClosed(t *testing.T) {
 func TestSharedAllowResponses(t *testing.T) {
 	w := authztest.NewWorld(t)
 	s := newTestServer(t, w.Lookup, nil)
-	shared := func(req *authv3.CheckRequest) *authv3.CheckResponse { return s.respond(context.Background(), req).CheckResponse }
+	shared := func(req *authv3.CheckRequest) *authv3.CheckResponse {
+		return s.respond(context.Background(), req).CheckResponse
+	}
 	plain := envoyRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.Plain.Secret}, nil)
 	first := shared(plain)
 	if second := shared(plain); first != second {

@@ -55,19 +55,21 @@ func denied(d *authz.Denial) *response {
 
 var okStatus = &status.Status{}
 
-// allowed renders an allow: the identity headers set (an empty one
-// removed, so that a client-sent copy cannot survive), the credential and
-// forged identity headers removed, and the identity in dynamic metadata.
-// Shared renderings (authz.Grants) are encoded once.
+// allowed renders an allow (or a dry-run denial): the identity headers
+// set (an empty one removed, so that a client-sent copy cannot survive),
+// the credential and forged identity headers removed, and the identity in
+// dynamic metadata (with dry_run, the outcome not enforced). Shared
+// renderings (authz.Grants) are encoded once.
 func (s *Server) allowed(d authz.Decision) *response {
 	id := s.core.Identity(&d)
 	headers := make([]*corev3.HeaderValueOption, 0, len(id.Headers))
 	var remove []string
-	for _, h := range id.Headers {
-		if h.Value == "" {
-			remove = append(remove, h.Name)
-		} else {
+	for i, h := range id.Headers {
+		switch {
+		case h.Value != "":
 			headers = append(headers, setHeader(h.Name, h.Value))
+		case i != authz.IdentityDryRun: // a forged one is in id.Remove
+			remove = append(remove, h.Name)
 		}
 	}
 	m := &authv3.CheckResponse{
@@ -77,10 +79,13 @@ func (s *Server) allowed(d authz.Decision) *response {
 			HeadersToRemove: append(remove, id.Remove...),
 		}},
 		DynamicMetadata: &structpb.Struct{Fields: map[string]*structpb.Value{
-			"key_id":     structpb.NewStringValue(d.Key.ID),
-			"account_id": structpb.NewStringValue(d.Key.AccountID),
+			"key_id":     structpb.NewStringValue(id.Headers[authz.IdentityKeyID].Value),
+			"account_id": structpb.NewStringValue(id.Headers[authz.IdentityAccountID].Value),
 			"module":     structpb.NewStringValue(d.Module),
 		}},
+	}
+	if d.DryRun {
+		m.DynamicMetadata.Fields["dry_run"] = structpb.NewStringValue(d.Outcome.String())
 	}
 	if d.Forged() {
 		return &response{CheckResponse: m} // this request's own: not worth encoding ahead

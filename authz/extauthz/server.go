@@ -58,7 +58,7 @@ func (s *Server) respond(ctx context.Context, req *authv3.CheckRequest) (resp *r
 	var r authz.Request
 	s.read(&r, req)
 	d := s.core.Decide(ctx, &r)
-	if d.Outcome != authz.Allow {
+	if d.Denied() {
 		return s.denials[d.Outcome]
 	}
 	return s.grants.Get(&d, s.allowed)
@@ -67,7 +67,7 @@ func (s *Server) respond(ctx context.Context, req *authv3.CheckRequest) (resp *r
 // undecodable answers a CheckRequest that could not be decoded: a 400
 // invalid_request denial, counted like any decision.
 func (s *Server) undecodable(ctx context.Context) *response {
-	return s.denials[s.core.Refuse(ctx, authz.ReasonUndecodable).Outcome]
+	return s.denials[s.core.Refuse(ctx, &authz.Request{}, authz.ReasonUndecodable).Outcome]
 }
 
 // read translates a CheckRequest into r.
