@@ -90,6 +90,45 @@ func TestDecisionLog(t *testing.T) {
 	}
 }
 
+// Every outcome of the decision table makes one line, with its outcome.
+func TestDecisionLogEveryOutcome(t *testing.T) {
+	w := authztest.NewWorld(t)
+	out := &syncBuffer{}
+	s := newTestServer(t, w.Lookup, func(c *Config) {
+		c.DecisionLog, c.DecisionLogger, c.DecisionLogRate = DecisionLogAll, slog.New(slog.NewJSONHandler(out, nil)), 1e6
+	})
+	table := w.DecisionTable(t)
+	for _, c := range table {
+		s.decideRequest(c.Method, c.Path, c.Headers, c.Module)
+	}
+	s.Decide(context.Background(), s.request("GET", "/api/v1/projects", map[string]string{"x-api-key": w.Plain.Secret}, "")) // warm
+	lines := out.lines(t)
+	if len(lines) != len(table)+1 {
+		t.Fatalf("%d lines for %d decisions", len(lines), len(table)+1)
+	}
+	seen := map[string]bool{}
+	for i, c := range table {
+		if lines[i]["outcome"] != c.Want {
+			t.Errorf("%s: logged outcome %v, want %s", c.Name, lines[i]["outcome"], c.Want)
+		}
+		seen[c.Want] = true
+	}
+	for o := range numOutcomes {
+		if o != InvalidRequest && o != Unavailable && !seen[o.String()] { // both below
+			t.Errorf("the table has no case for %s", o)
+		}
+	}
+	unavailable := newTestServer(t, &authztest.Lookup{Err: keystore.ErrUnavailable}, func(c *Config) {
+		c.DecisionLog, c.DecisionLogger = DecisionLogDenials, slog.New(slog.NewJSONHandler(out, nil))
+	})
+	unavailable.decideRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.Plain.Secret}, "")
+	unavailable.Refuse(context.Background(), &Request{Method: "GET"}, ReasonUndecodable)
+	lines = out.lines(t)
+	if lines[len(lines)-2]["outcome"] != "unavailable" || lines[len(lines)-1]["outcome"] != "invalid_request" {
+		t.Fatalf("last lines %v", lines[len(lines)-2:])
+	}
+}
+
 func TestDecisionLogRateLimit(t *testing.T) {
 	w := authztest.NewWorld(t)
 	out := &syncBuffer{}

@@ -304,3 +304,37 @@ func TestUnderscoreIdentityHeadersRemoved(t *testing.T) {
 		}
 	}
 }
+
+func TestDryRunCheck(t *testing.T) {
+	w := authztest.NewWorld(t)
+	s := newTestServer(t, w.Lookup, func(c *authz.Config) { c.DryRun = true })
+	resp, err := s.Check(context.Background(), envoyRequest("GET", "/api/v1/users/1", map[string]string{
+		"x-api-key": w.Plain.Secret, "x-keygate-dry-run": "forged", "x-keygate-account-id": "forged"}, nil))
+	if err != nil || codes.Code(resp.GetStatus().GetCode()) != codes.OK {
+		t.Fatalf("a dry-run denial: %v, %v; want an allow", resp.GetStatus(), err)
+	}
+	set := map[string]string{}
+	for _, h := range resp.GetOkResponse().GetHeaders() {
+		set[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+	}
+	if set["x-keygate-dry-run"] != "module_forbidden" || set["x-keygate-account-id"] != "acct-k-plain" {
+		t.Fatalf("dry-run headers %v", set)
+	}
+	if got := resp.GetDynamicMetadata().GetFields()["dry_run"].GetStringValue(); got != "module_forbidden" {
+		t.Fatalf("dynamic metadata dry_run %q", got)
+	}
+	if !slices.Contains(resp.GetOkResponse().GetHeadersToRemove(), "x-api-key") {
+		t.Fatal("a dry-run allow forwards the key")
+	}
+	// No key: let through with no identity, and nothing forged survives.
+	resp, _ = s.Check(context.Background(), envoyRequest("GET", "/api/v1/projects", map[string]string{"x-keygate-key-id": "forged"}, nil))
+	ok := resp.GetOkResponse()
+	if ok == nil || !slices.Contains(ok.GetHeadersToRemove(), "x-keygate-key-id") {
+		t.Fatalf("a dry-run request without a key: %v", resp)
+	}
+	for _, h := range ok.GetHeaders() {
+		if h.GetHeader().GetKey() == "x-keygate-dry-run" && h.GetHeader().GetValue() != "missing_api_key" {
+			t.Fatalf("dry-run header %v", h)
+		}
+	}
+}

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"runtime"
+
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -43,4 +46,26 @@ func registerStoreMetrics(reg prometheus.Registerer, cache *keystore.Cache, w *k
 			return float64(n)
 		}),
 	)
+}
+
+// registerDecisionLogMetrics exposes what the decision log's rate limit
+// dropped.
+func registerDecisionLogMetrics(reg prometheus.Registerer, s *authz.Server) {
+	reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "keygate_decision_log_dropped_total",
+		Help: "Decision log lines dropped by --decision-log-rate.",
+	}, func() float64 { return float64(s.DecisionLogDropped()) }))
+}
+
+// buildInfo is keygate_build_info: 1, labelled with the version, commit and
+// Go version of the binary.
+func buildInfo() prometheus.Collector {
+	revision, _ := buildRevision()
+	g := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "keygate_build_info",
+		Help:        "Always 1; the labels say which keygate build this is.",
+		ConstLabels: prometheus.Labels{"version": version, "revision": revision, "goversion": runtime.Version()},
+	})
+	g.Set(1)
+	return g
 }

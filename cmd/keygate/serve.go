@@ -15,10 +15,13 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/exaring/otelpgx"
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -43,6 +46,10 @@ type serveFlags struct {
 	ShutdownTimeout duration `default:"15s" placeholder:"DURATION" help:"After the drain, how long shutdown waits for in-flight requests before closing connections (default ${default})."`
 	Migrate         bool     `help:"Apply pending schema migrations before serving. Without it, serve waits (not ready) until the schema is migrated."`
 	Reflection      bool     `help:"Serve gRPC server reflection (for grpcurl and other tools)."`
+
+	DecisionLog     string  `enum:"off,denials,all" default:"denials" help:"Decisions logged, one JSON line each on stderr: off, denials or all (default ${default})."`
+	DecisionLogRate float64 `default:"100" placeholder:"N" help:"Most decision log lines a second; the rest are counted and dropped (default ${default})."`
+	DryRun          bool    `help:"Enforce nothing: every decision is made, logged and counted, but a denial lets the request through with x-keygate-dry-run: <outcome>."`
 
 	TLSCertFile     string `name:"tls-cert-file" type:"existingfile" placeholder:"FILE" help:"PEM certificate for every listener; re-read when it changes. Needs --tls-key-file."`
 	TLSKeyFile      string `name:"tls-key-file" type:"existingfile" placeholder:"FILE" help:"PEM private key of --tls-cert-file."`
@@ -101,6 +108,9 @@ func (sf serveFlags) validate() error {
 	}
 	if sf.CacheMaxStale < 0 {
 		return usageError("--cache-max-stale: must not be negative")
+	}
+	if sf.DecisionLogRate <= 0 {
+		return usageError("--decision-log-rate: must be positive")
 	}
 	switch {
 	case (sf.TLSCertFile == "") != (sf.TLSKeyFile == ""):
@@ -173,6 +183,14 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	if err != nil {
 		return err
 	}
+	tr, err := newTracing(e.ctx, e.getenv, logger)
+	if err != nil {
+		return err
+	}
+	defer tr.shutdown(context.WithoutCancel(e.ctx), logger)
+	if tr.tp != nil {
+		poolCfg.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(tr.tp), otelpgx.WithDisableQuerySpanNamePrefix())
+	}
 	pool, err := pgxpool.NewWithConfig(e.ctx, poolCfg) // connects lazily
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
@@ -186,8 +204,24 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	if maxStale == 0 {
 		maxStale = keystore.NoMaxStale
 	}
-	cache, err := keystore.NewCache(store, keystore.CacheOptions{MaxKeys: sf.CacheSize, Fresh: time.Duration(sf.CacheFresh),
-		MaxStale: maxStale, NegativeTTL: time.Duration(sf.NegativeTTL), LoadTimeout: time.Duration(sf.LookupTimeout)})
+	cacheOpts := keystore.CacheOptions{MaxKeys: sf.CacheSize, Fresh: time.Duration(sf.CacheFresh),
+		MaxStale: maxStale, NegativeTTL: time.Duration(sf.NegativeTTL), LoadTimeout: time.Duration(sf.LookupTimeout)}
+	authzCfg := authz.Config{
+		Policy:          pol,
+		KeyHeaders:      sf.KeyHeader,
+		IdentityPrefix:  sf.IdentityPrefix,
+		KeepCredentials: sf.KeepCredentials,
+		Logger:          logger,
+		DecisionLogger:  slog.New(slog.NewJSONHandler(e.stderr, nil)),
+		DecisionLogRate: sf.DecisionLogRate,
+		DryRun:          sf.DryRun,
+	}
+	authzCfg.DecisionLog, _ = authz.ParseDecisionLogMode(sf.DecisionLog) // kong checked the enum
+	if tr.tp != nil {
+		cacheOpts.Tracer = tr.tp.Tracer("github.com/keygate/keygate/keystore")
+		authzCfg.Tracer = tr.tp.Tracer("github.com/keygate/keygate/authz")
+	}
+	cache, err := keystore.NewCache(store, cacheOpts)
 	if err != nil {
 		return usageError("%v", err)
 	}
@@ -195,22 +229,17 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		PollInterval: time.Duration(sf.PollInterval), Logger: logger})
 	usage := keystore.NewUsageRecorder(store, time.Duration(sf.LastUsedInterval), logger)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
 	registerStoreMetrics(reg, cache, watcher, usage)
-	authzServer, err := authz.NewServer(authz.Config{
-		Lookup:          cache,
-		Usage:           usage,
-		Policy:          pol,
-		Hasher:          store.Hasher(),
-		KeyHeaders:      sf.KeyHeader,
-		IdentityPrefix:  sf.IdentityPrefix,
-		KeepCredentials: sf.KeepCredentials,
-		Metrics:         authz.NewMetrics(reg),
-		Logger:          logger,
-	})
+	authzCfg.Lookup, authzCfg.Usage, authzCfg.Hasher, authzCfg.Metrics = cache, usage, store.Hasher(), authz.NewMetrics(reg)
+	authzServer, err := authz.NewServer(authzCfg)
 	if err != nil {
 		return authzConfigError(err)
 	}
+	registerDecisionLogMetrics(reg, authzServer)
+	grpcMetrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
+		grpcprom.WithHistogramBuckets([]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1})))
+	reg.MustRegister(grpcMetrics)
 
 	// The listeners, so that a taken port fails before anything changes.
 	grpcLis, err := net.Listen("tcp", sf.GRPCAddr)
@@ -235,7 +264,11 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 
 	gc := tuneGC(e.getenv, logger)
 	healthServer := newHealthService()
-	grpcOpts := grpcServerOptions()
+	grpcOpts := append(grpcServerOptions(), grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor()))
+	if tr.tp != nil {
+		grpcOpts = append(grpcOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(tr.tp), otelgrpc.WithPropagators(propagator))))
+	}
 	if tlsFiles != nil {
 		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsFiles.ServerConfig())))
 		httpLis = tls.NewListener(httpLis, tlsFiles.ServerConfig())
@@ -245,6 +278,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	if sf.Reflection {
 		reflection.Register(grpcServer)
 	}
+	grpcMetrics.InitializeMetrics(grpcServer)
 	ready := newReadiness(healthServer)
 
 	mux := http.NewServeMux()
@@ -280,6 +314,9 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	logger.Info("keygate serving", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String(),
 		"tls", tlsFiles != nil, "mutual_tls", tlsFiles != nil && tlsFiles.MutualTLS(), "reflection", sf.Reflection,
 		"policy_modules", len(pol.Modules), "version", version, "gogc", gc.gogc, "gomemlimit", gc.memoryLimit)
+	if sf.DryRun {
+		logger.Warn("DRY RUN: keygate is NOT ENFORCING; every denial is let through upstream with x-keygate-dry-run: <outcome>, and counted with dry_run=\"true\"")
+	}
 	if onServing != nil {
 		onServing(grpcLis.Addr(), httpLis.Addr())
 	}

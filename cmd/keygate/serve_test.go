@@ -57,11 +57,20 @@ func (l *lockedBuffer) String() string {
 // args, waits until it serves, and connects a real gRPC client to it.
 func startServe(t *testing.T, dbURL string, args ...string) *instance {
 	t.Helper()
+	return startServeEnv(t, dbURL, nil, args...)
+}
+
+// startServeEnv is startServe with more environment variables.
+func startServeEnv(t *testing.T, dbURL string, extraEnv map[string]string, args ...string) *instance {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	pr, pw := io.Pipe()
 	logs := &lockedBuffer{}
 	done := make(chan error, 1)
 	env := map[string]string{"DATABASE_URL": dbURL}
+	for k, v := range extraEnv {
+		env[k] = v
+	}
 	all := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json", "--drain-delay", "0s"}, args...)
 	go func() {
 		err := run(ctx, all, func(k string) string { return env[k] }, io.Discard, io.MultiWriter(pw, logs))
@@ -230,7 +239,7 @@ func TestServeDecisionTableEndToEnd(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if !bytes.Contains(metrics, []byte(`keygate_decisions_total{code="ok",reason="allowed"} 2`)) {
+	if !bytes.Contains(metrics, []byte(`keygate_decisions_total{code="ok",dry_run="false",reason="allowed"} 2`)) {
 		t.Fatalf("metrics do not count the two allows:\n%s", grepLines(string(metrics), "keygate_decisions_total"))
 	}
 	for _, s := range []string{plain, readOnly, revoked} {
@@ -256,6 +265,10 @@ func TestServeDatabaseUnreachable(t *testing.T) {
 	mustRun(t, db, "migrate")
 	_, secret := createKey(t, db)
 	inst := startServe(t, db, "--lookup-timeout", "100ms")
+	// SERVING: the pool has a connection, and a lookup needs no new one
+	// within the 100ms deadline (on a loaded machine a first connection
+	// can take longer).
+	waitFor(t, 10*time.Second, "SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
 	if resp := inst.check(t, checkRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": secret}, "")); resp.GetStatus().GetCode() != 0 {
 		t.Fatalf("with the database up: %v", resp.GetStatus())
 	}

@@ -11,20 +11,39 @@ var version = "dev"
 
 type versionCmd struct{}
 
+// commit is set at build time with -ldflags "-X main.commit=…" where the
+// build has no VCS information (a Docker build without .git, say).
+var commit = ""
+
 func (versionCmd) Run(e *env) error {
-	revision, modified := "unknown", ""
+	revision, modified := buildRevision()
+	suffix := ""
+	if modified {
+		suffix = " (modified)"
+	}
+	fmt.Fprintf(e.stdout, "keygate %s\ncommit %s%s\n%s %s/%s\n", version, revision, suffix, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+	return nil
+}
+
+// buildRevision is the commit the binary was built from ("unknown" when
+// neither the linker flag nor Go's VCS stamp says), and whether the tree
+// had changes.
+func buildRevision() (revision string, modified bool) {
+	revision = "unknown"
+	if commit != "" {
+		revision = commit
+	}
 	if info, ok := debug.ReadBuildInfo(); ok {
 		for _, s := range info.Settings {
 			switch s.Key {
 			case "vcs.revision":
-				revision = s.Value
-			case "vcs.modified":
-				if s.Value == "true" {
-					modified = " (modified)"
+				if commit == "" {
+					revision = s.Value
 				}
+			case "vcs.modified":
+				modified = s.Value == "true"
 			}
 		}
 	}
-	fmt.Fprintf(e.stdout, "keygate %s\ncommit %s%s\n%s %s/%s\n", version, revision, modified, runtime.Version(), runtime.GOOS, runtime.GOARCH)
-	return nil
+	return revision, modified
 }
