@@ -21,6 +21,7 @@ type UsageRecorder struct {
 	keys     sync.Map // key id → *usage
 	flushes  atomic.Uint64
 	written  atomic.Uint64
+	failures atomic.Uint64
 }
 
 type usage struct {
@@ -102,6 +103,7 @@ func (u *UsageRecorder) Flush(ctx context.Context) error {
 			return
 		}
 		if err := u.store.RecordLastUsed(ctx, batch); err != nil {
+			u.failures.Add(1)
 			if firstErr == nil {
 				firstErr = err
 			}
@@ -134,6 +136,8 @@ func (u *UsageRecorder) Flush(ctx context.Context) error {
 	return firstErr
 }
 
-// Stats reports how many flushes ran and how many last-used times were
-// written.
-func (u *UsageRecorder) Stats() (flushes, written uint64) { return u.flushes.Load(), u.written.Load() }
+// Stats reports how many flushes ran, how many last-used times were
+// written, and how many batch writes failed.
+func (u *UsageRecorder) Stats() (flushes, written, failures uint64) {
+	return u.flushes.Load(), u.written.Load(), u.failures.Load()
+}

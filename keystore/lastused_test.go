@@ -45,7 +45,7 @@ func TestUsageRecorder(t *testing.T) {
 	if err := u.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if _, written := u.Stats(); written != 2 {
+	if _, written, _ := u.Stats(); written != 2 {
 		t.Fatalf("%d last-used times written, want 2 (one per used key, once)", written)
 	}
 	old := keystore.NewUsageRecorder(s, time.Hour, nil)

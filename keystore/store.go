@@ -610,9 +610,12 @@ func recordEvent(ctx context.Context, tx pgx.Tx, k *Key, action, actor string, a
 
 // notify announces a change to the key stored under d; PostgreSQL delivers
 // it to every listener when the transaction commits, and drops it if the
-// transaction rolls back.
+// transaction rolls back. The payload is the hex digest, "@", and the
+// database's clock in microseconds since the epoch, from which listeners
+// measure how long the change took to reach them.
 func notify(ctx context.Context, tx pgx.Tx, d Digest) error {
-	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, d.String())
+	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2 || '@' || (extract(epoch from clock_timestamp()) * 1000000)::bigint)`,
+		NotifyChannel, d.String())
 	return err
 }
 

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -23,6 +25,10 @@ type WatchOptions struct {
 	PingInterval time.Duration
 	// Logger logs connection changes. Default: discard.
 	Logger *slog.Logger
+	// OnPropagation, when set, learns how long each notified change took
+	// from the database to this cache (the database's clock against this
+	// machine's, so clock skew counts too; never negative).
+	OnPropagation func(time.Duration)
 }
 
 // Defaults of WatchOptions.
@@ -159,13 +165,19 @@ func (w *Watcher) session(ctx context.Context, first bool) error {
 	}
 }
 
-// apply handles one notification: the hex digest of a changed key.
+// apply handles one notification: the hex digest of a changed key, and
+// since this version "@" and the database time of the change in unix
+// microseconds (a bare digest, from an older keygate, is read too).
 func (w *Watcher) apply(payload string) {
 	w.stats.Notifications.Add(1)
+	hexDigest, stamp, stamped := strings.Cut(payload, "@")
 	var d Digest
-	if b, err := hex.DecodeString(payload); err == nil && len(b) == len(d) {
+	if b, err := hex.DecodeString(hexDigest); err == nil && len(b) == len(d) {
 		copy(d[:], b)
 		w.cache.Invalidate(d)
+		if us, err := strconv.ParseInt(stamp, 10, 64); stamped && err == nil && w.opts.OnPropagation != nil {
+			w.opts.OnPropagation(max(0, time.Since(time.UnixMicro(us))))
+		}
 		return
 	}
 	w.logger.Warn("ignoring a malformed change notification", "length", len(payload))

@@ -3,6 +3,7 @@ package keystore_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 	"time"
 
@@ -50,7 +51,13 @@ func revokedInCache(w *watched, d keystore.Digest) bool {
 
 func TestWatcherNotificationReachesCache(t *testing.T) {
 	url := pgtest.NewDatabase(t)
-	w := startWatched(t, url, keystore.WatchOptions{PollInterval: time.Hour}, url)
+	var lags []time.Duration
+	var lagMu sync.Mutex
+	w := startWatched(t, url, keystore.WatchOptions{PollInterval: time.Hour, OnPropagation: func(d time.Duration) {
+		lagMu.Lock()
+		lags = append(lags, d)
+		lagMu.Unlock()
+	}}, url)
 	k, secret := mustCreate(t, w.store, keystore.CreateParams{})
 	d := w.store.Hasher().Digest(secret)
 	waitUntil(t, time.Second, "the create's notification", func() bool { return w.watcher.Stats().Notifications.Load() == 1 })
@@ -63,7 +70,13 @@ func TestWatcherNotificationReachesCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, time.Second, "the revocation to reach the cache", func() bool { return revokedInCache(w, d) })
-	t.Logf("revocation reached the cache in %v", time.Since(start))
+	took := time.Since(start)
+	t.Logf("revocation reached the cache in %v", took)
+	lagMu.Lock()
+	if len(lags) != 2 || lags[1] <= 0 || lags[1] > took+time.Second {
+		t.Errorf("propagation lags %v for a create and a revoke that took %v", lags, took)
+	}
+	lagMu.Unlock()
 	if w.cache.Stats().Loads.Load() != loads+1 {
 		t.Fatalf("want exactly one reload after the notification, got %d", w.cache.Stats().Loads.Load()-loads)
 	}

@@ -12,7 +12,7 @@ import (
 // registerStoreMetrics exposes the cache's, the watcher's and the usage
 // recorder's counters. They are read when Prometheus scrapes, so the hot
 // path only bumps atomic counters.
-func registerStoreMetrics(reg prometheus.Registerer, cache *keystore.Cache, w *keystore.Watcher, u *keystore.UsageRecorder) {
+func registerStoreMetrics(reg prometheus.Registerer, cache *keystore.Cache, capacity int, w *keystore.Watcher, u *keystore.UsageRecorder) {
 	counter := func(name, help string, f func() float64) prometheus.Collector {
 		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, f)
 	}
@@ -30,6 +30,7 @@ func registerStoreMetrics(reg prometheus.Registerer, cache *keystore.Cache, w *k
 		counter("keygate_cache_load_errors_total", "Database lookups that failed.", load(&cs.LoadErrors)),
 		counter("keygate_cache_invalidations_total", "Cache entries dropped or replaced because a key changed.", load(&cs.Invalidations)),
 		gauge("keygate_cache_entries", "Digests held in the cache.", func() float64 { return float64(cache.Len()) }),
+		gauge("keygate_cache_capacity", "Most digests the cache holds (--cache-size).", func() float64 { return float64(capacity) }),
 		counter("keygate_notifications_total", "Change notifications received.", load(&ws.Notifications)),
 		counter("keygate_listener_reconnects_total", "Times the change listener lost its connection.", load(&ws.Reconnects)),
 		counter("keygate_cache_resyncs_total", "Full cache resyncs after the listener reconnected.", load(&ws.Resyncs)),
@@ -42,10 +43,31 @@ func registerStoreMetrics(reg prometheus.Registerer, cache *keystore.Cache, w *k
 			return 0
 		}),
 		counter("keygate_last_used_written_total", "Last-used times written to the database.", func() float64 {
-			_, n := u.Stats()
+			_, n, _ := u.Stats()
+			return float64(n)
+		}),
+		counter("keygate_last_used_flushes_total", "Batched last-used flushes (every --last-used-interval).", func() float64 {
+			n, _, _ := u.Stats()
+			return float64(n)
+		}),
+		counter("keygate_last_used_write_errors_total", "Batched last-used writes that failed (retried at the next flush).", func() float64 {
+			_, _, n := u.Stats()
 			return float64(n)
 		}),
 	)
+}
+
+// propagationHistogram is keygate_change_propagation_seconds: how long a
+// lifecycle change took from its commit to this replica's cache, by
+// notification.
+func propagationHistogram(reg prometheus.Registerer) prometheus.Histogram {
+	h := prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "keygate_change_propagation_seconds",
+		Help:    "Time from a key change's commit (database clock) to its notification invalidating this replica's cache (local clock).",
+		Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+	})
+	reg.MustRegister(h)
+	return h
 }
 
 // registerDecisionLogMetrics exposes what the decision log's rate limit

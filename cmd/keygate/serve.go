@@ -225,12 +225,14 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	if err != nil {
 		return usageError("%v", err)
 	}
-	watcher := keystore.NewWatcher(listenCfg, store, cache, keystore.WatchOptions{
-		PollInterval: time.Duration(sf.PollInterval), Logger: logger})
-	usage := keystore.NewUsageRecorder(store, time.Duration(sf.LastUsedInterval), logger)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
-	registerStoreMetrics(reg, cache, watcher, usage)
+	propagation := propagationHistogram(reg)
+	watcher := keystore.NewWatcher(listenCfg, store, cache, keystore.WatchOptions{
+		PollInterval: time.Duration(sf.PollInterval), Logger: logger,
+		OnPropagation: func(d time.Duration) { propagation.Observe(d.Seconds()) }})
+	usage := keystore.NewUsageRecorder(store, time.Duration(sf.LastUsedInterval), logger)
+	registerStoreMetrics(reg, cache, sf.CacheSize, watcher, usage)
 	authzCfg.Lookup, authzCfg.Usage, authzCfg.Hasher, authzCfg.Metrics = cache, usage, store.Hasher(), authz.NewMetrics(reg)
 	authzServer, err := authz.NewServer(authzCfg)
 	if err != nil {
