@@ -36,12 +36,7 @@ func registerStoreMetrics(reg prometheus.Registerer, cache *keystore.Cache, capa
 		counter("keygate_cache_resyncs_total", "Full cache resyncs after the listener reconnected.", load(&ws.Resyncs)),
 		counter("keygate_poll_changes_total", "Changed keys found by the delta poll (usually already known by notification).", load(&ws.PolledChanges)),
 		counter("keygate_poll_errors_total", "Delta polls that failed.", load(&ws.PollErrors)),
-		gauge("keygate_listener_up", "1 while the change listener is connected.", func() float64 {
-			if ws.Listening.Load() {
-				return 1
-			}
-			return 0
-		}),
+		gauge("keygate_listener_up", "1 while the change listener is connected.", func() float64 { return boolGauge(ws.Listening.Load()) }),
 		counter("keygate_last_used_written_total", "Last-used times written to the database.", func() float64 {
 			_, n, _ := u.Stats()
 			return float64(n)

@@ -6,7 +6,10 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -29,6 +32,31 @@ type readiness struct {
 	ready    bool
 	stopping bool
 	reason   string
+
+	// reachable is whether the last ping of the store succeeded.
+	reachable atomic.Bool
+}
+
+// registerReadinessMetrics exposes keygate_ready and
+// keygate_store_reachable.
+func registerReadinessMetrics(reg prometheus.Registerer, r *readiness) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keygate_ready", Help: "1 while keygate reports SERVING (store reachable, schema migrated, not shutting down)."},
+			func() float64 {
+				r.mu.Lock()
+				defer r.mu.Unlock()
+				return boolGauge(r.ready && !r.stopping)
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keygate_store_reachable", Help: "1 while the database answers keygate's pings (every second)."},
+			func() float64 { return boolGauge(r.reachable.Load()) }),
+	)
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func newReadiness(h *healthService) *readiness {
@@ -107,6 +135,7 @@ func watchStore(ctx context.Context, w storeWatch) {
 	for {
 		pingCtx, cancel := context.WithTimeout(ctx, storeCheckInterval)
 		err := w.store.Ping(pingCtx)
+		w.ready.reachable.Store(err == nil)
 		if err == nil && !schemaOK {
 			var pending bool
 			if pending, err = keystore.PendingMigrations(pingCtx, w.connCfg); err == nil && pending {

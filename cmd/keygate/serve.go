@@ -282,6 +282,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	}
 	grpcMetrics.InitializeMetrics(grpcServer)
 	ready := newReadiness(healthServer)
+	registerReadinessMetrics(reg, ready)
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
