@@ -28,7 +28,7 @@ import (
 // serveFlags configure the servers; serve and dev share them.
 type serveFlags struct {
 	GRPCAddr        string   `name:"grpc-addr" default:":9001" help:"Address of the gRPC listener: ext_authz Check, health, reflection."`
-	HTTPAddr        string   `name:"http-addr" default:":9002" help:"Address of the HTTP listener: /healthz, /readyz, /metrics."`
+	HTTPAddr        string   `name:"http-addr" default:":9002" help:"Address of the HTTP listener: forward-auth (/auth for nginx, Caddy and Traefik; --envoy-http-prefix for Envoy's http_service), /healthz, /readyz, /metrics."`
 	Policy          string   `placeholder:"FILE" help:"Policy file (YAML). Default: the built-in example, where accounts, users and authentication are closed to API keys."`
 	KeyHeader       []string `default:"x-api-key,authorization" placeholder:"HEADER" help:"Headers the key is read from, in order; authorization means 'Bearer <key>'."`
 	IdentityPrefix  string   `default:"x-keygate-" help:"Prefix of the identity headers set upstream (key-id, account-id, scopes, module)."`
@@ -43,6 +43,8 @@ type serveFlags struct {
 	NegativeTTL      duration `default:"5s" placeholder:"DURATION" help:"How long an unknown key is remembered as unknown (creating it clears that at once) (default ${default})."`
 	PollInterval     duration `default:"5s" placeholder:"DURATION" help:"Interval of the delta poll that catches changes whose notification was lost (default ${default})."`
 	LastUsedInterval duration `default:"10s" placeholder:"DURATION" help:"Interval of the batched last-used writes (default ${default})."`
+
+	forwardAuthFlags
 }
 
 type serveCmd struct {
@@ -101,6 +103,10 @@ func loadPolicy(path string, logger *slog.Logger) (*policy.Policy, error) {
 func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, onServing func(grpcAddr, httpAddr net.Addr)) error {
 	if sf.LookupTimeout <= 0 {
 		return usageError("--lookup-timeout: must be positive")
+	}
+	forwardAuth, err := sf.forwardAuthFlags.options()
+	if err != nil {
+		return err
 	}
 	gc := tuneGC(e.getenv, logger)
 	pol, err := loadPolicy(sf.Policy, logger)
@@ -182,7 +188,11 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", ready.ServeHTTP)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	httpServer := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	httpHandler, err := withForwardAuth(authzServer, forwardAuth, mux, logger)
+	if err != nil {
+		return err
+	}
+	httpServer := &http.Server{Handler: httpHandler, ReadHeaderTimeout: 5 * time.Second}
 
 	// Background work runs until the servers have drained, so that the
 	// last requests' uses are flushed too.
