@@ -8,7 +8,17 @@
 // istio/mesh-config.yaml registers keygate as an Istio ext_authz provider and
 // istio/authorization-policy.yaml sends a workload's requests through it.
 //
-// deploy_test.go parses every YAML document here into generic maps (no
+// For HTTP forward-auth (keygate's --http-addr), nginx/keygate.conf.template
+// is a server block for nginx's auth_request, caddy/Caddyfile uses Caddy's
+// forward_auth, and traefik/dynamic.yml is a Traefik dynamic configuration
+// with a forwardAuth middleware. The first two are tested through the real
+// proxies by the test package (test/forwardauth_test.go); Traefik cannot be
+// installed here, so traefik_test.go checks its file structurally (strict
+// decoding into Traefik's field names, the middleware order, that every
+// client-sent identity header and every spelling of the key is removed),
+// with negative cases.
+//
+// deploy_test.go parses every other YAML document here into generic maps (no
 // Kubernetes client libraries) and checks what a typo would silently break:
 // identity fields, that probes hit keygate's real endpoints on the right
 // port (and that readiness does not depend on the database), the gRPC port

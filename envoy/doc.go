@@ -7,6 +7,14 @@
 // context_extensions.module, and forwards allowed requests to the API. It is
 // the configuration docker-compose.yaml runs and the one users copy.
 //
+// envoy-http.yaml is the same edge proxy asking keygate over HTTP (ext_authz
+// http_service, keygate's forward-auth endpoint under /ext_authz on its HTTP
+// listener): the key and client-sent identity headers are sent to keygate,
+// only keygate's identity headers are taken from its answer (and filed as
+// metadata for the access log), and there are no module routes, since
+// context_extensions are gRPC only. envoy_http_test.go checks it with the
+// same loader and shared assertions, and its own for HTTP mode.
+//
 // No Envoy binary runs where keygate is tested, so envoy_test.go checks the
 // file the way Envoy would load it: YAML to JSON, protojson into
 // go-control-plane's Bootstrap (unknown fields and bad enum values fail),

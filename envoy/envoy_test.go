@@ -295,14 +295,37 @@ func TestCheckFails(t *testing.T) {
 	}
 }
 
-// check loads an Envoy bootstrap (YAML or JSON) and returns every problem
-// found, or nil.
-func check(doc []byte) error {
+// flavour is what a shipped configuration is checked as: Envoy asking
+// keygate over gRPC (envoy.yaml) or over HTTP (envoy-http.yaml,
+// envoy_http_test.go).
+type flavour struct {
+	file string
+	// metadata are the keys of ext_authz's dynamic metadata the access log
+	// must read (the identity keygate returns).
+	metadata []string
+	// authz checks the ext_authz filter's service settings.
+	authz func(where string, a *ext_authzv3.ExtAuthz, clusters map[string]*clusterv3.Cluster) []error
+	// moduleRoutes: module routes tag the Check with
+	// context_extensions.module (gRPC mode only; in HTTP mode keygate's own
+	// path table decides the module).
+	moduleRoutes bool
+}
+
+// grpcConfig is envoy.yaml's flavour.
+var grpcConfig = &flavour{file: configFile, metadata: []string{"key_id", "account_id"}, authz: extAuthzAssertions, moduleRoutes: true}
+
+// check loads an Envoy bootstrap (YAML or JSON) in envoy.yaml's flavour and
+// returns every problem found, or nil.
+func check(doc []byte) error { return checkAs(grpcConfig, doc) }
+
+// checkAs loads an Envoy bootstrap and returns every problem found for
+// flavour f, or nil.
+func checkAs(f *flavour, doc []byte) error {
 	bs, err := load(doc)
 	if err != nil {
 		return err
 	}
-	return errors.Join(assertions(bs)...)
+	return errors.Join(assertions(bs, f)...)
 }
 
 // load decodes doc the way Envoy does (unknown fields and unresolvable types
@@ -421,7 +444,7 @@ func TestClusterRefsExist(t *testing.T) {
 
 // assertions checks what the validation rules cannot see. Each problem is one
 // error; the messages name the setting.
-func assertions(bs *bootstrapv3.Bootstrap) []error {
+func assertions(bs *bootstrapv3.Bootstrap, fl *flavour) []error {
 	var errs []error
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
@@ -460,7 +483,7 @@ func assertions(bs *bootstrapv3.Bootstrap) []error {
 					continue // not an HTTP connection manager
 				}
 				managers++
-				errs = append(errs, hcmAssertions(fmt.Sprintf("listener %q", l.GetName()), hcm, clusters)...)
+				errs = append(errs, hcmAssertions(fmt.Sprintf("listener %q", l.GetName()), hcm, clusters, fl)...)
 			}
 		}
 	}
@@ -472,7 +495,7 @@ func assertions(bs *bootstrapv3.Bootstrap) []error {
 
 // hcmAssertions checks one HTTP connection manager: path handling, the filter
 // chain, the ext_authz settings, the access log and the route table.
-func hcmAssertions(where string, hcm *hcmv3.HttpConnectionManager, clusters map[string]*clusterv3.Cluster) []error {
+func hcmAssertions(where string, hcm *hcmv3.HttpConnectionManager, clusters map[string]*clusterv3.Cluster, f *flavour) []error {
 	var errs []error
 	fail := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf(where+": "+format, args...))
@@ -521,7 +544,7 @@ func hcmAssertions(where string, hcm *hcmv3.HttpConnectionManager, clusters map[
 	if authz == nil {
 		fail("no ext_authz filter")
 	} else {
-		errs = append(errs, extAuthzAssertions(where, authz, clusters)...)
+		errs = append(errs, f.authz(where, authz, clusters)...)
 	}
 
 	// Access log: identity from keygate's metadata, never the credential.
@@ -535,7 +558,7 @@ func hcmAssertions(where string, hcm *hcmv3.HttpConnectionManager, clusters map[
 			continue
 		}
 		text := strings.ToLower(string(js))
-		for _, key := range []string{"key_id", "account_id"} {
+		for _, key := range f.metadata {
 			if !strings.Contains(text, strings.ToLower("%DYNAMIC_METADATA("+extAuthzFilter+":"+key+")%")) {
 				fail("access_log[%d] does not log %%DYNAMIC_METADATA(%s:%s)%%", i, extAuthzFilter, key)
 			}
@@ -554,7 +577,7 @@ func hcmAssertions(where string, hcm *hcmv3.HttpConnectionManager, clusters map[
 		return errs
 	}
 	for _, vh := range rc.GetVirtualHosts() {
-		errs = append(errs, routeAssertions(fmt.Sprintf("%s: virtual host %q", where, vh.GetName()), vh, names)...)
+		errs = append(errs, routeAssertions(fmt.Sprintf("%s: virtual host %q", where, vh.GetName()), vh, names, f)...)
 	}
 	vh := wildcardHost(rc)
 	if vh == nil {
@@ -567,8 +590,8 @@ func hcmAssertions(where string, hcm *hcmv3.HttpConnectionManager, clusters map[
 			fail("%v", err)
 			break
 		}
-		if got != tc.want {
-			fail("request %s gets route %s; want %s", tc.path, got, tc.want)
+		if want := f.wantRoute(tc.want); got != want {
+			fail("request %s gets route %s; want %s", tc.path, got, want)
 		}
 	}
 	return errs
@@ -581,15 +604,7 @@ func extAuthzAssertions(where string, a *ext_authzv3.ExtAuthz, clusters map[stri
 	fail := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf(where+": ext_authz: "+format, args...))
 	}
-	if a.GetFailureModeAllow() {
-		fail("failure_mode_allow must be false (fail closed)")
-	}
-	if v := a.GetTransportApiVersion(); v != corev3.ApiVersion_V3 {
-		fail("transport_api_version is %s; want V3", v)
-	}
-	if got := a.GetStatusOnError().GetCode(); got != typev3.StatusCode_ServiceUnavailable {
-		fail("status_on_error is %v; want 503 (ServiceUnavailable)", got)
-	}
+	errs = append(errs, failClosedAssertions(where, a)...)
 	gs := a.GetGrpcService()
 	if gs == nil {
 		fail("grpc_service is not set (keygate's ext_authz listener is gRPC)")
@@ -620,11 +635,39 @@ func extAuthzAssertions(where string, a *ext_authzv3.ExtAuthz, clusters map[stri
 	return errs
 }
 
+// failClosedAssertions checks what every ext_authz filter needs: fail
+// closed, with 503, on the v3 API.
+func failClosedAssertions(where string, a *ext_authzv3.ExtAuthz) []error {
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf(where+": ext_authz: "+format, args...))
+	}
+	if a.GetFailureModeAllow() {
+		fail("failure_mode_allow must be false (fail closed)")
+	}
+	if v := a.GetTransportApiVersion(); v != corev3.ApiVersion_V3 {
+		fail("transport_api_version is %s; want V3", v)
+	}
+	if got := a.GetStatusOnError().GetCode(); got != typev3.StatusCode_ServiceUnavailable {
+		fail("status_on_error is %v; want 503 (ServiceUnavailable)", got)
+	}
+	return errs
+}
+
+// wantRoute is the route class a routing case expects in flavour f: without
+// module routes, module paths go to the checked catch-all.
+func (f *flavour) wantRoute(want string) string {
+	if !f.moduleRoutes && want != routePublic && want != routeChecked && want != routeNone {
+		return routeChecked
+	}
+	return want
+}
+
 // routeAssertions checks one virtual host's routes: per-route configs name
 // filters in the chain; only health paths skip the check; every module route
 // is a case-insensitive whole-segment prefix tagged with its policy module;
 // every policy prefix has such a route; a checked catch-all comes last.
-func routeAssertions(where string, vh *routev3.VirtualHost, filters map[string]bool) []error {
+func routeAssertions(where string, vh *routev3.VirtualHost, filters map[string]bool, f *flavour) []error {
 	var errs []error
 	fail := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf(where+": "+format, args...))
@@ -654,6 +697,8 @@ func routeAssertions(where string, vh *routev3.VirtualHost, filters map[string]b
 			} else if m.GetPath() == "/healthz" {
 				publicSeen = true
 			}
+		case !f.moduleRoutes && len(per.GetCheckSettings().GetContextExtensions()) > 0:
+			fail("%s: context_extensions are ignored in HTTP mode: keygate's path table decides the module", at)
 		case per.GetCheckSettings().GetContextExtensions()["module"] != "":
 			module := per.GetCheckSettings().GetContextExtensions()["module"]
 			prefix := m.GetPathSeparatedPrefix()
@@ -678,7 +723,7 @@ func routeAssertions(where string, vh *routev3.VirtualHost, filters map[string]b
 		fail("no public /healthz route with ext_authz disabled")
 	}
 	for prefix, module := range policyModules {
-		if tagged[prefix] != module {
+		if f.moduleRoutes && tagged[prefix] != module {
 			fail("no route tags %s with module %s", prefix, module)
 		}
 	}

@@ -11,7 +11,12 @@
 // (also when a notification is lost, and after the change listeners lose
 // their connections), a database outage under load, last-used times
 // flushed by a graceful shutdown, and a graceful shutdown with a gRPC
-// health watcher connected. Each test logs the figures it measures
+// health watcher connected. TestNginx and TestCaddy run the real proxies
+// (Debian's packages) from the shipped deploy/nginx and deploy/caddy
+// configurations in front of keygate's HTTP forward-auth endpoint and a Go
+// upstream that records what reaches it: the decision table, identity
+// headers from keygate only, the hostile paths, and a stopped database,
+// as a client sees them. Each test logs the figures it measures
 // (t.Logf; run with -v to see them).
 //
 // The database comes from internal/pgtest: DATABASE_URL when it is set,

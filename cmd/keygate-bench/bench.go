@@ -38,6 +38,7 @@ type setup struct {
 	dbLocal bool // the database runs here: its backends' CPU is readable
 	pool    *pgxpool.Pool
 	reqs    []*authv3.CheckRequest
+	secrets []string
 	env     []string
 	stderr  io.Writer
 }
@@ -116,6 +117,7 @@ func bench(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		return err
 	}
 	seedTime := time.Since(seedStart)
+	s.secrets = secrets
 	for _, sec := range secrets {
 		s.reqs = append(s.reqs, checkRequest(sec))
 	}
@@ -149,9 +151,12 @@ func (s *setup) runMode(ctx context.Context, mode string, stdout io.Writer) erro
 	// The reference server: an empty Check server for the cached path,
 	// one pgx query per Check for the uncached one.
 	refKind, refName, refApp, refArgs := baselineKind, "baseline", "", []string(nil)
-	if mode == "uncached" {
+	switch mode {
+	case "uncached":
 		refKind, refName, refApp = pgxKind, "pgx", "keygate-bench-pgx"
 		refArgs = []string{"--database-url", serverURL(s.dbURL, refApp, s.cfg.poolSize)}
+	case "forward-auth":
+		refKind, refName = httpBaselineKind, "net/http"
 	}
 	progress(s.stderr, "%s path: starting the servers", mode)
 	ref, err := startReference(ctx, s.self, refKind, refArgs, s.env)
@@ -174,20 +179,38 @@ func (s *setup) runMode(ctx context.Context, mode string, stdout io.Writer) erro
 	}
 	nconns := min(cfg.conns, maxConc)
 	servers := []*server{{child: ref}, {child: kg, keygate: true}}
-	servers[0].target, err = dial(ref.grpcAddr, nconns, allowed)
-	if err != nil {
-		return err
+	if mode == "forward-auth" {
+		// HTTP/1.1: one connection per worker.
+		for i, addr := range []string{ref.grpcAddr, kg.httpAddr} {
+			t, err := newHTTPTarget(addr, s.secrets, maxConc, i == 1)
+			if err != nil {
+				return err
+			}
+			servers[i].target = t
+			defer t.close()
+		}
+	} else {
+		for i, addr := range []string{ref.grpcAddr, kg.grpcAddr} {
+			verify := allowed
+			if i == 1 {
+				verify = allowedWithHeaders
+			}
+			t, err := dial(addr, nconns, verify)
+			if err != nil {
+				return err
+			}
+			servers[i].target = grpcLoad{t, s.reqs}
+			defer t.close()
+		}
 	}
-	defer servers[0].target.close()
-	if servers[1].target, err = dial(kg.grpcAddr, nconns, allowedWithHeaders); err != nil {
-		return err
-	}
-	defer servers[1].target.close()
 
-	// One Check per key on each server: every answer must be an allow.
-	// For the cached path this also puts every key in keygate's cache.
+	// One request per key on each server: every answer must be an allow.
+	// For the cached paths this also puts every key in keygate's cache. A
+	// first pass may meet a cold pool (a lookup past --lookup-timeout is a
+	// 503): only the second must be all allows.
 	for _, sv := range servers {
-		if err := sv.target.each(ctx, s.reqs, 8, time.Second); err != nil {
+		_ = sv.target.each(ctx, 8, time.Second)
+		if err := sv.target.each(ctx, 8, time.Second); err != nil {
 			return fmt.Errorf("%s does not allow the seeded keys: %w", sv.name, err)
 		}
 	}
@@ -226,7 +249,7 @@ func (s *setup) runMode(ctx context.Context, mode string, stdout io.Writer) erro
 // server is one of the two servers of a mode.
 type server struct {
 	*child
-	target  *target
+	target  loadTarget
 	keygate bool
 	cache   cacheCounts // keygate only, summed over its runs
 	dbConns int         // most database connections seen
@@ -259,9 +282,7 @@ func (s *setup) measure(ctx context.Context, sv *server, conc int) (result, erro
 	}
 	t0 := time.Now().Add(s.cfg.warmup)
 	t1 := t0.Add(s.cfg.duration)
-	nconns := min(conc, len(sv.target.clients))
-	t := &target{clients: sv.target.clients[:nconns], verify: sv.target.verify}
-	r.sample = t.load(ctx, s.reqs, conc, s.cfg.timeout, t0, t1, func(end bool) {
+	r.sample = sv.target.run(ctx, conc, s.cfg.timeout, t0, t1, func(end bool) {
 		machine, steal, err1 := machineCPU()
 		cpu, _, err2 := procCPU(sv.pid())
 		gen := selfCPU()

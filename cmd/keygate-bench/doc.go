@@ -4,11 +4,20 @@
 //
 //   - cached path: keygate serve, every seeded key in its cache, against an
 //     empty Check server (grpc-go defaults, answers OK without looking);
+//
 //   - uncached path: keygate serve with --cache-size 1, so that nearly every
 //     Check misses the cache and queries PostgreSQL, against a Check server
 //     that makes one raw pgx point query by digest (the same columns, a
 //     pgxpool of the same size, --pool-size, 10 by default like keygate's)
 //     and answers OK.
+//
+//   - forward-auth (--mode forward-auth, not part of all): keygate's HTTP
+//     /auth on --http-addr, every key cached, asked as Caddy asks it (GET
+//     /auth with X-Forwarded-Method, X-Forwarded-Uri and the client's
+//     headers, the key in X-Api-Key; each worker over an HTTP/1.1
+//     keep-alive connection of its own), against an empty net/http handler
+//     that answers 200 on the same kind of listener ("keygate-bench
+//     http-baseline-server").
 //
 // A cache of one key is the honest way to miss: --cache-fresh 1ns would
 // measure stale hits refreshed in the background, and a fresh key per

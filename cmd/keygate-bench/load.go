@@ -77,9 +77,35 @@ func (t *target) close() {
 	}
 }
 
+// caller sends request i of the load (keys cycled) for worker w, and
+// checks that the answer is the expected allow.
+type caller interface {
+	call(ctx context.Context, w, i int) error
+}
+
+// grpcCall is a gRPC target sending CheckRequests.
+type grpcCall struct {
+	t    *target
+	reqs []*authv3.CheckRequest
+}
+
+func (g grpcCall) call(ctx context.Context, w, i int) error {
+	resp, err := g.t.clients[w%len(g.t.clients)].Check(ctx, g.reqs[i])
+	if err != nil {
+		return err
+	}
+	return g.t.verify(resp)
+}
+
 // each sends one Check per request, over every connection, with n workers,
 // and returns the first error or wrong answer.
 func (t *target) each(ctx context.Context, reqs []*authv3.CheckRequest, n int, timeout time.Duration) error {
+	return eachRequest(ctx, grpcCall{t, reqs}, len(reqs), n, timeout)
+}
+
+// eachRequest sends each of the nreqs requests once with n workers, and
+// returns the first error or wrong answer.
+func eachRequest(ctx context.Context, c caller, nreqs, n int, timeout time.Duration) error {
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -87,14 +113,10 @@ func (t *target) each(ctx context.Context, reqs []*authv3.CheckRequest, n int, t
 	)
 	for w := range n {
 		wg.Go(func() {
-			c := t.clients[w%len(t.clients)]
-			for i := w; i < len(reqs); i += n {
+			for i := w; i < nreqs; i += n {
 				cctx, cancel := context.WithTimeout(ctx, timeout)
-				resp, err := c.Check(cctx, reqs[i])
+				err := c.call(cctx, w, i)
 				cancel()
-				if err == nil {
-					err = t.verify(resp)
-				}
 				if err != nil {
 					mu.Lock()
 					if firstErr == nil {
@@ -123,31 +145,33 @@ type sample struct {
 // it; at t0 and t1 it calls mark, which reads CPU counters.
 func (t *target) load(ctx context.Context, reqs []*authv3.CheckRequest, conc int, timeout time.Duration,
 	t0, t1 time.Time, mark func(end bool)) sample {
+	return runLoad(ctx, grpcCall{t, reqs}, len(reqs), conc, timeout, t0, t1, mark)
+}
+
+// runLoad is load for any caller of nreqs requests.
+func runLoad(ctx context.Context, c caller, nreqs, conc int, timeout time.Duration,
+	t0, t1 time.Time, mark func(end bool)) sample {
 	results := make([]sample, conc)
 	var wg sync.WaitGroup
 	for w := range conc {
 		wg.Go(func() {
 			r := &results[w]
 			r.latencies = make([]time.Duration, 0, 4096)
-			c := t.clients[w%len(t.clients)]
-			i := w * len(reqs) / conc // workers start apart, so concurrent requests rarely share a key
+			i := w * nreqs / conc // workers start apart, so concurrent requests rarely share a key
 			for ctx.Err() == nil {
 				start := time.Now()
 				if !start.Before(t1) {
 					return
 				}
 				cctx, cancel := context.WithTimeout(ctx, timeout)
-				resp, err := c.Check(cctx, reqs[i])
+				err := c.call(cctx, w, i)
 				cancel()
 				end := time.Now()
-				if i++; i == len(reqs) {
+				if i++; i == nreqs {
 					i = 0
 				}
 				if end.Before(t0) || !end.Before(t1) {
 					continue
-				}
-				if err == nil {
-					err = t.verify(resp)
 				}
 				if err != nil {
 					if r.errors++; r.firstError == "" {

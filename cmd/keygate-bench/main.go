@@ -20,12 +20,13 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	interrupted := ctx.Err() != nil // before stop, which cancels ctx
 	stop()
 	switch {
 	case err == nil:
 	case errors.Is(err, flag.ErrHelp):
 		os.Exit(2)
-	case ctx.Err() != nil:
+	case interrupted:
 		fmt.Fprintln(os.Stderr, "keygate-bench: interrupted; servers stopped, temporary files removed")
 		os.Exit(130)
 	default:
@@ -41,6 +42,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		switch args[0] {
 		case baselineKind, pgxKind:
 			return runReferenceServer(ctx, args[0], args[1:], stdout, stderr)
+		case httpBaselineKind:
+			fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
+			fs.SetOutput(stderr)
+			addr := fs.String("addr", "127.0.0.1:0", "listen address")
+			if err := fs.Parse(args[1:]); err != nil {
+				return err
+			}
+			return runHTTPBaseline(ctx, *addr, stdout)
 		}
 	}
 	cfg, err := parseFlags(args, stderr)
@@ -78,7 +87,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		fs.PrintDefaults()
 	}
 	conc := "1,16,64"
-	fs.StringVar(&cfg.mode, "mode", "all", "what to measure: `all`, cached (keygate vs an empty Check server) or uncached (keygate --cache-size 1 vs one raw pgx query per Check)")
+	fs.StringVar(&cfg.mode, "mode", "all", "what to measure: `all` (cached and uncached), cached (keygate vs an empty Check server), uncached (keygate --cache-size 1 vs one raw pgx query per Check) or forward-auth (keygate's HTTP /auth vs an empty net/http handler)")
 	fs.DurationVar(&cfg.duration, "duration", 2*time.Second, "measured time of one run")
 	fs.DurationVar(&cfg.warmup, "warmup", 250*time.Millisecond, "unmeasured load before each run's measurement (the servers stay up and connected between runs)")
 	fs.IntVar(&cfg.rounds, "rounds", 4, "runs of each server per concurrency, alternating ABBA: many short runs cancel the drift of a shared machine better than a few long ones")
@@ -106,8 +115,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("--concurrency: %v", err)
 	}
 	switch {
-	case !slices.Contains([]string{"all", "cached", "uncached"}, cfg.mode):
-		return nil, fmt.Errorf("--mode: %q is not all, cached or uncached", cfg.mode)
+	case !slices.Contains([]string{"all", "cached", "uncached", "forward-auth"}, cfg.mode):
+		return nil, fmt.Errorf("--mode: %q is not all, cached, uncached or forward-auth", cfg.mode)
 	case cfg.duration <= 0:
 		return nil, errors.New("--duration: must be positive")
 	case cfg.warmup < 0:

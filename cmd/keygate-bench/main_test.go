@@ -19,7 +19,7 @@ import (
 func TestMain(m *testing.M) {
 	// The benchmark re-executes its own binary as the reference servers;
 	// under test, that binary is this one.
-	if len(os.Args) > 1 && (os.Args[1] == baselineKind || os.Args[1] == pgxKind) {
+	if len(os.Args) > 1 && (os.Args[1] == baselineKind || os.Args[1] == pgxKind || os.Args[1] == httpBaselineKind) {
 		main()
 		return
 	}
@@ -226,5 +226,38 @@ func TestConnectionStrings(t *testing.T) {
 	}
 	if !isLocal("postgres://u@127.0.0.1/db") || isLocal("postgres://u@db.example.com/db") {
 		t.Error("isLocal")
+	}
+}
+
+// TestBenchForwardAuth runs the forward-auth mode briefly: keygate's /auth
+// against the empty net/http handler, every answer an allow.
+func TestBenchForwardAuth(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds keygate and runs the forward-auth mode")
+	}
+	dbURL := pgtest.NewEmptyDatabase(t)
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), []string{"--mode", "forward-auth", "--database-url", dbURL, "--duration", "300ms", "--warmup", "100ms",
+		"--rounds", "2", "--concurrency", "1,4", "--keys", "20"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{"forward-auth path: keygate's HTTP /auth", "keygate cache during the runs: 100.0% fresh hits"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "first error") {
+		t.Errorf("errors:\n%s", out)
+	}
+	rows := 0
+	for line := range strings.Lines(out) {
+		if f := strings.Fields(line); len(f) > 2 && (f[1] == "net/http" || f[1] == "keygate") {
+			rows++
+		}
+	}
+	if rows != 4 {
+		t.Errorf("got %d table rows, want 4:\n%s", rows, out)
 	}
 }

@@ -83,8 +83,11 @@ func (s *setup) printMode(w io.Writer, mode string, servers []*server, rows map[
 		return c.gc.gogc()
 	}
 	what := "keygate, every key cached, vs an empty Check server"
-	if mode == "uncached" {
+	switch mode {
+	case "uncached":
 		what = "keygate --cache-size 1 vs one raw pgx query per Check"
+	case "forward-auth":
+		what = "keygate's HTTP /auth (as Caddy asks it: 9 headers, one HTTP/1.1 keep-alive connection per worker), every key cached, vs an empty net/http handler"
 	}
 	fmt.Fprintf(w, "%s path: %s (%d keys, %s x %d rounds, GOGC: %s=%s keygate=%s)\n", mode, what, cfg.keys,
 		cfg.duration, cfg.rounds, ref.name, gogc(ref.child), gogc(kg.child))

@@ -91,6 +91,7 @@ keygate is running.
 
     %s
 
+%s
   Health and metrics:
 
     curl -s http://%s/readyz
@@ -104,7 +105,7 @@ keygate is running.
     DATABASE_URL='%s' keygate keys create --account demo --name second
 
 Press Ctrl-C to stop.
-`, secret.Reveal(), check("GET", "/api/v1/projects"), check("GET", "/api/v1/users/42"), h, h, devDatabase(dbURL, throwaway))
+`, secret.Reveal(), check("GET", "/api/v1/projects"), check("GET", "/api/v1/users/42"), forwardAuthGuide(secret.Reveal(), h), h, h, devDatabase(dbURL, throwaway))
 	if throwaway {
 		fmt.Fprintln(e.stdout, "The throwaway database is deleted when keygate dev stops.")
 	}

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"io"
+	"net/http"
 	"regexp"
 	"strings"
 	"testing"
@@ -64,6 +65,29 @@ func TestDevFromScratch(t *testing.T) {
 		}
 		if got := resp.GetStatus().GetCode(); got != want {
 			t.Fatalf("command %d: status %d, want %d", i, got, want)
+		}
+	}
+
+	// The curl commands for /auth, run as net/http requests.
+	curls := regexp.MustCompile(`curl -si (\S+)((?: -H '[^']*')+)`).FindAllStringSubmatch(out.String(), -1)
+	if len(curls) != 2 {
+		t.Fatalf("want two curl commands for /auth in the guide, got %d:\n%s", len(curls), out.String())
+	}
+	for i, want := range []int{200, 403} {
+		req, err := http.NewRequest("GET", curls[i][1], nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, h := range regexp.MustCompile(`-H '([^:]+): ([^']*)'`).FindAllStringSubmatch(curls[i][2], -1) {
+			req.Header.Set(h[1], h[2])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want || want == 200 && resp.Header.Get("X-Keygate-Account-Id") != "demo" {
+			t.Fatalf("curl command %d: %d %v, want %d", i, resp.StatusCode, resp.Header, want)
 		}
 	}
 }

@@ -37,7 +37,7 @@ import (
 // serveFlags configure the servers; serve and dev share them.
 type serveFlags struct {
 	GRPCAddr        string   `name:"grpc-addr" default:":9001" help:"Address of the gRPC listener: ext_authz Check, health, reflection."`
-	HTTPAddr        string   `name:"http-addr" default:":9002" help:"Address of the HTTP listener: /healthz, /readyz, /metrics."`
+	HTTPAddr        string   `name:"http-addr" default:":9002" help:"Address of the HTTP listener: forward-auth (/auth for nginx, Caddy and Traefik; --envoy-http-prefix for Envoy's http_service), /healthz, /readyz, /metrics."`
 	Policy          string   `placeholder:"FILE" help:"Policy file (YAML). Default: the built-in example, where accounts, users and authentication are closed to API keys."`
 	KeyHeader       []string `default:"x-api-key,authorization" placeholder:"HEADER" help:"Headers the key is read from, in order; authorization means 'Bearer <key>'."`
 	IdentityPrefix  string   `default:"x-keygate-" help:"Prefix of the identity headers set upstream (key-id, account-id, scopes, module)."`
@@ -61,6 +61,8 @@ type serveFlags struct {
 	NegativeTTL      duration `default:"5s" placeholder:"DURATION" help:"How long an unknown key is remembered as unknown (creating it clears that at once) (default ${default})."`
 	PollInterval     duration `default:"5s" placeholder:"DURATION" help:"Interval of the delta poll that catches changes whose notification was lost (default ${default})."`
 	LastUsedInterval duration `default:"10s" placeholder:"DURATION" help:"Interval of the batched last-used writes (default ${default})."`
+
+	forwardAuthFlags
 
 	// Drain is serve's --drain-delay (dev, which no load balancer sends to,
 	// has none).
@@ -167,6 +169,10 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	if err := sf.validate(); err != nil {
 		return err
 	}
+	forwardAuth, err := sf.forwardAuthFlags.options()
+	if err != nil {
+		return err
+	}
 	pol, err := loadPolicy(sf.Policy, logger)
 	if err != nil {
 		return err
@@ -243,6 +249,18 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		grpcprom.WithHistogramBuckets([]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1})))
 	reg.MustRegister(grpcMetrics)
 
+	healthServer := newHealthService()
+	ready := newReadiness(healthServer)
+	registerReadinessMetrics(reg, ready)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", ready.ServeHTTP)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	httpHandler, err := withForwardAuth(authzServer, forwardAuth, mux, logger)
+	if err != nil {
+		return err
+	}
+
 	// The listeners, so that a taken port fails before anything changes.
 	grpcLis, err := net.Listen("tcp", sf.GRPCAddr)
 	if err != nil {
@@ -265,7 +283,6 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	}
 
 	gc := tuneGC(e.getenv, logger)
-	healthServer := newHealthService()
 	grpcOpts := append(grpcServerOptions(), grpc.ChainUnaryInterceptor(grpcMetrics.UnaryServerInterceptor()))
 	if tr.tp != nil {
 		grpcOpts = append(grpcOpts, grpc.StatsHandler(otelgrpc.NewServerHandler(
@@ -281,14 +298,8 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		reflection.Register(grpcServer)
 	}
 	grpcMetrics.InitializeMetrics(grpcServer)
-	ready := newReadiness(healthServer)
-	registerReadinessMetrics(reg, ready)
 
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", ready.ServeHTTP)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	httpServer := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	httpServer := &http.Server{Handler: httpHandler, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
 
 	// Background work runs until the servers have drained, so that the
 	// last requests' uses are flushed too.

@@ -1,0 +1,244 @@
+package forwardauth
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"runtime/debug"
+	"strings"
+
+	"github.com/keygate/keygate/authz"
+)
+
+// DefaultEnvoyPrefix is where Envoy's http_service requests arrive: its
+// path_prefix.
+const DefaultEnvoyPrefix = "/ext_authz"
+
+// The paths the handler answers besides the Envoy prefix.
+const (
+	AuthPath   = "/auth"
+	DenialPath = "/auth/denial"
+)
+
+// Request and response headers of the nginx workaround (see the package
+// documentation).
+const (
+	// ModeHeader on an /auth request, with the value ModeNginx, asks for
+	// every denial as a bodiless 401 naming its outcome in OutcomeHeader.
+	ModeHeader = "Keygate-Auth-Request"
+	ModeNginx  = "nginx"
+	// OutcomeHeader names an outcome (its JSON error.code): on a denial in
+	// nginx mode, and on a request to DenialPath.
+	OutcomeHeader = "Keygate-Outcome"
+)
+
+// envoyRemoveHeader lists, on an allow in Envoy's http_service mode, the
+// headers Envoy removes from the upstream request.
+const envoyRemoveHeader = "X-Envoy-Auth-Headers-To-Remove"
+
+// Options configure a Handler; the zero value selects the defaults.
+type Options struct {
+	// EnvoyPrefix is Envoy's http_service path_prefix: it starts with '/',
+	// does not end with one, and is neither /auth nor under it. Default:
+	// DefaultEnvoyPrefix.
+	EnvoyPrefix string
+	// TrustedProxies are the peers whose X-Forwarded-For and X-Real-IP
+	// are believed. Default: none.
+	TrustedProxies []netip.Prefix
+	// Next serves every other request. Default: 404.
+	Next http.Handler
+	// Logger learns of recovered panics. Default: discard.
+	Logger *slog.Logger
+}
+
+// Handler answers forward-auth requests with the decisions of an
+// authz.Server. It is safe for concurrent use.
+type Handler struct {
+	core        *authz.Server
+	envoyPrefix string
+	trusted     []netip.Prefix
+	next        http.Handler
+	logger      *slog.Logger
+	grants      *authz.Grants[*grant]
+	denials     [authz.NumOutcomes]*response // the core's denials
+	nginx       [authz.NumOutcomes]*response // the same as nginx's auth_request needs them
+	outcomes    map[string]authz.Outcome     // denials by name, for DenialPath
+}
+
+// New returns a Handler deciding with core.
+func New(core *authz.Server, opts Options) (*Handler, error) {
+	if core == nil {
+		return nil, fmt.Errorf("forwardauth: a core is required")
+	}
+	h := &Handler{core: core, envoyPrefix: opts.EnvoyPrefix, trusted: opts.TrustedProxies, next: opts.Next,
+		logger: opts.Logger, grants: authz.NewGrants[*grant](), outcomes: map[string]authz.Outcome{}}
+	if h.envoyPrefix == "" {
+		h.envoyPrefix = DefaultEnvoyPrefix
+	}
+	if err := ValidateEnvoyPrefix(h.envoyPrefix); err != nil {
+		return nil, err
+	}
+	if h.next == nil {
+		h.next = http.NotFoundHandler()
+	}
+	if h.logger == nil {
+		h.logger = slog.New(slog.DiscardHandler)
+	}
+	for o := range authz.NumOutcomes {
+		o := authz.Outcome(o)
+		if o == authz.Allow {
+			continue
+		}
+		h.denials[o] = denial(o.Denial())
+		h.nginx[o] = nginxDenial(o)
+		h.outcomes[o.String()] = o
+	}
+	return h, nil
+}
+
+// ValidateEnvoyPrefix reports whether p can be the Envoy prefix: a path
+// that starts with '/', does not end with one, holds only unreserved path
+// characters, and is neither /auth nor under it.
+func ValidateEnvoyPrefix(p string) error {
+	if len(p) < 2 || p[0] != '/' || p[len(p)-1] == '/' {
+		return fmt.Errorf("forwardauth: Envoy prefix %q must start with '/' and not end with one, like %s", p, DefaultEnvoyPrefix)
+	}
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9', strings.IndexByte("/-._~", c) >= 0:
+		default:
+			return fmt.Errorf("forwardauth: Envoy prefix %q: %q is not allowed (letters, digits, '/', '-', '.', '_', '~')", p, c)
+		}
+	}
+	if strings.Contains(p, "//") || strings.Contains(p+"/", "/./") || strings.Contains(p+"/", "/../") {
+		return fmt.Errorf("forwardauth: Envoy prefix %q is not a canonical path", p)
+	}
+	if p == AuthPath || strings.HasPrefix(p, AuthPath+"/") {
+		return fmt.Errorf("forwardauth: Envoy prefix %q would shadow %s", p, AuthPath)
+	}
+	return nil
+}
+
+// ServeHTTP routes on the raw request target: under the Envoy prefix,
+// /auth, /auth/denial, or Next.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	target := r.RequestURI
+	if rest, ok := strings.CutPrefix(target, h.envoyPrefix); ok && rest != "" && rest[0] == '/' {
+		h.serve(w, r, rest)
+		return
+	}
+	path, _, _ := strings.Cut(target, "?")
+	switch path {
+	case AuthPath:
+		h.serve(w, r, "")
+	case DenialPath:
+		h.serveDenial(w, r)
+	default:
+		h.next.ServeHTTP(w, r)
+	}
+}
+
+// serve decides one request: the one named by the forwarded headers when
+// envoyPath is "", otherwise r itself with envoyPath as its target.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, envoyPath string) {
+	envoy := envoyPath != ""
+	defer func() {
+		// The decision recovers its own panics; this is for the
+		// translation around it.
+		if p := recover(); p != nil {
+			h.logger.Error("recovered from a panic in forward-auth; denying", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
+			h.deny(w, r, envoy, authz.Unavailable)
+		}
+	}()
+	ctx := r.Context()
+	var req authz.Request
+	if envoy {
+		req.Method, req.Path = r.Method, envoyPath
+	} else {
+		method, uri, ok := forwarded(r.Header)
+		if !ok {
+			h.deny(w, r, false, h.core.Refuse(ctx, &authz.Request{Method: r.Method, Source: h.source(r)}, authz.ReasonForwardedHeaders).Outcome)
+			return
+		}
+		req.Method, req.Path = method, uri
+	}
+	req.Source = h.source(r)
+	for name, values := range r.Header {
+		for _, v := range values {
+			h.core.ReadHeader(&req, name, v)
+		}
+	}
+	d := h.core.Decide(ctx, &req)
+	if d.Denied() {
+		h.deny(w, r, envoy, d.Outcome)
+		return
+	}
+	g := h.grants.Get(&d, h.build)
+	resp := &g.auth
+	if envoy {
+		resp = &g.envoy
+	}
+	resp.write(w)
+}
+
+// deny writes the denial with outcome o, as nginx needs it when the
+// request asks for that.
+func (h *Handler) deny(w http.ResponseWriter, r *http.Request, envoy bool, o authz.Outcome) {
+	if o == authz.Allow || int(o) >= authz.NumOutcomes {
+		o = authz.Unavailable // a bug can only deny
+	}
+	resp := h.denials[o]
+	if !envoy {
+		if v := r.Header[ModeHeader]; len(v) == 1 && v[0] == ModeNginx {
+			resp = h.nginx[o]
+		}
+	}
+	resp.write(w)
+}
+
+// serveDenial renders the denial that OutcomeHeader names, without
+// deciding anything (nginx's error page asks for it after its
+// auth_request got a 401 naming the outcome). A missing or unknown name is
+// the 503 denial: something went wrong between nginx and keygate.
+func (h *Handler) serveDenial(w http.ResponseWriter, r *http.Request) {
+	o := authz.Unavailable
+	if v := r.Header[OutcomeHeader]; len(v) == 1 {
+		if known, ok := h.outcomes[v[0]]; ok {
+			o = known
+		}
+	}
+	h.denials[o].write(w)
+}
+
+// forwarded returns the method and URI of the request an /auth request
+// names: each from X-Forwarded-* or X-Original-*, present once, and the
+// same in both spellings when both are present.
+func forwarded(header http.Header) (method, uri string, ok bool) {
+	method, ok = forwardedOne(header, "X-Forwarded-Method", "X-Original-Method")
+	if !ok || method == "" { // any other method is decided; one not safe needs write scopes
+		return "", "", false
+	}
+	uri, ok = forwardedOne(header, "X-Forwarded-Uri", "X-Original-Uri")
+	if !ok || uri == "" {
+		return "", "", false
+	}
+	return method, uri, true
+}
+
+// forwardedOne returns the one value of header a or b (canonical names).
+func forwardedOne(header http.Header, a, b string) (string, bool) {
+	va, vb := header[a], header[b]
+	switch {
+	case len(va) > 1 || len(vb) > 1:
+		return "", false // repeated
+	case len(va) == 1 && len(vb) == 1:
+		return va[0], va[0] == vb[0] // contradictory unless equal
+	case len(va) == 1:
+		return va[0], true
+	case len(vb) == 1:
+		return vb[0], true
+	}
+	return "", false // missing
+}

@@ -1,0 +1,70 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/forwardauth"
+)
+
+// forwardAuthFlags configure the HTTP forward-auth endpoint on
+// --http-addr (nginx, Caddy, Traefik, Envoy http_service); serve and dev
+// share them.
+type forwardAuthFlags struct {
+	EnvoyHTTPPrefix string   `name:"envoy-http-prefix" default:"/ext_authz" placeholder:"PATH" help:"Path prefix of Envoy's ext_authz http_service requests on --http-addr (its path_prefix); requests under it are decided with their own method and the path after it (default ${default})."`
+	TrustedProxies  []string `name:"trusted-proxies" placeholder:"CIDR" help:"Comma-separated CIDR prefixes (or addresses) of the proxies whose X-Forwarded-For and X-Real-IP are believed on --http-addr; from any other peer the client is the peer itself. Default: none."`
+}
+
+// httpPaths are the other endpoints of --http-addr: the Envoy prefix must
+// not shadow them.
+var httpPaths = []string{"/healthz", "/readyz", "/metrics"}
+
+// options validates the flags, before any I/O, into the handler's options.
+func (f forwardAuthFlags) options() (forwardauth.Options, error) {
+	if err := forwardauth.ValidateEnvoyPrefix(f.EnvoyHTTPPrefix); err != nil {
+		return forwardauth.Options{}, usageError("--envoy-http-prefix: %s", strings.TrimPrefix(err.Error(), "forwardauth: "))
+	}
+	for _, p := range httpPaths {
+		if p == f.EnvoyHTTPPrefix || strings.HasPrefix(p, f.EnvoyHTTPPrefix+"/") {
+			return forwardauth.Options{}, usageError("--envoy-http-prefix: %q would shadow %s", f.EnvoyHTTPPrefix, p)
+		}
+	}
+	trusted, err := forwardauth.ParseTrustedProxies(f.TrustedProxies)
+	if err != nil {
+		return forwardauth.Options{}, usageError("--trusted-proxies: %v", err)
+	}
+	return forwardauth.Options{EnvoyPrefix: f.EnvoyHTTPPrefix, TrustedProxies: trusted}, nil
+}
+
+// withForwardAuth puts the forward-auth endpoint in front of the HTTP
+// listener's other endpoints (next): it routes on the raw request target,
+// which a ServeMux would clean (and redirect) first.
+func withForwardAuth(core *authz.Server, opts forwardauth.Options, next http.Handler, logger *slog.Logger) (http.Handler, error) {
+	opts.Next, opts.Logger = next, logger
+	h, err := forwardauth.New(core, opts)
+	if err != nil {
+		return nil, usageError("%v", err)
+	}
+	return h, nil
+}
+
+// forwardAuthGuide is the part of keygate dev's guide about --http-addr:
+// curl commands that ask /auth what nginx, Caddy or Traefik would.
+func forwardAuthGuide(secret, httpAddr string) string {
+	curl := func(method, uri string) string {
+		return fmt.Sprintf("curl -si http://%s%s -H 'X-Forwarded-Method: %s' -H 'X-Forwarded-Uri: %s' -H 'X-API-Key: %s'",
+			httpAddr, forwardauth.AuthPath, method, uri, secret)
+	}
+	return fmt.Sprintf(`  The same over HTTP forward-auth, as nginx, Caddy and Traefik ask it (deploy/ has their
+  configurations). Allowed: 200 with x-keygate-* headers:
+
+    %s
+
+  Denied: 403 and a JSON body {"error":{"code":"module_forbidden",…}}:
+
+    %s
+`, curl("GET", "/api/v1/projects"), curl("GET", "/api/v1/users/42"))
+}

@@ -1,0 +1,106 @@
+package main
+
+import (
+	"io"
+	"net/http"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/authz/forwardauth"
+	"github.com/keygate/keygate/internal/pgtest"
+)
+
+// Bad forward-auth flags exit 2 naming the flag, before any I/O: the
+// database here does not exist, and is never dialled.
+func TestServeBadForwardAuthFlags(t *testing.T) {
+	cases := map[string]struct {
+		args []string
+		flag string
+	}{
+		"bad CIDR":                 {[]string{"--trusted-proxies", "10.0.0.0/33"}, "--trusted-proxies"},
+		"host name":                {[]string{"--trusted-proxies", "127.0.0.1,proxy.internal"}, "--trusted-proxies"},
+		"prefix without slash":     {[]string{"--envoy-http-prefix", "ext_authz"}, "--envoy-http-prefix"},
+		"prefix with a slash last": {[]string{"--envoy-http-prefix", "/ext_authz/"}, "--envoy-http-prefix"},
+		"prefix shadowing /auth":   {[]string{"--envoy-http-prefix", "/auth"}, "--envoy-http-prefix"},
+		"prefix shadowing metrics": {[]string{"--envoy-http-prefix", "/metrics"}, "--envoy-http-prefix"},
+	}
+	for name, c := range cases {
+		t.Run(name, func(t *testing.T) {
+			start := time.Now()
+			r := runCLI(t, "postgres://keygate@127.0.0.1:1/none?connect_timeout=3", append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, c.args...)...)
+			if r.code != 2 || !strings.Contains(r.stderr, c.flag) {
+				t.Fatalf("exit %d, stderr %q; want 2 naming %s", r.code, r.stderr, c.flag)
+			}
+			if d := time.Since(start); d > 2*time.Second {
+				t.Errorf("took %v: the flag was checked after dialling the database", d)
+			}
+		})
+	}
+}
+
+// The flag's default is the package's.
+func TestEnvoyHTTPPrefixDefault(t *testing.T) {
+	f, _ := reflect.TypeFor[forwardAuthFlags]().FieldByName("EnvoyHTTPPrefix")
+	if got := f.Tag.Get("default"); got != forwardauth.DefaultEnvoyPrefix {
+		t.Fatalf("--envoy-http-prefix defaults to %q, want forwardauth.DefaultEnvoyPrefix %q", got, forwardauth.DefaultEnvoyPrefix)
+	}
+}
+
+// serve answers forward-auth on --http-addr beside health and metrics.
+func TestServeForwardAuth(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	_, secret := createKey(t, db)
+	inst := startServe(t, db, "--envoy-http-prefix", "/authz", "--trusted-proxies", "127.0.0.1/32")
+	get := func(target string, headers map[string]string) (*http.Response, string) {
+		t.Helper()
+		req, err := http.NewRequest("GET", "http://"+inst.httpAddr+target, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range headers {
+			req.Header.Set(k, v)
+		}
+		client := http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	key := map[string]string{"X-Api-Key": secret}
+	forwarded := func(uri string) map[string]string {
+		return map[string]string{"X-Api-Key": secret, "X-Forwarded-Method": "GET", "X-Forwarded-Uri": uri}
+	}
+	resp, body := get("/auth", forwarded("/api/v1/projects/1"))
+	if resp.StatusCode != 200 || resp.Header.Get("X-Keygate-Account-Id") != "acme" || resp.Header.Get("X-Keygate-Module") != "projects" {
+		t.Fatalf("/auth allow: %d %v %q", resp.StatusCode, resp.Header, body)
+	}
+	resp, body = get("/auth", forwarded("/api/v1/users/1"))
+	if resp.StatusCode != 403 || !strings.Contains(body, `"module_forbidden"`) {
+		t.Fatalf("/auth deny: %d %q", resp.StatusCode, body)
+	}
+	resp, body = get("/auth", key)
+	if resp.StatusCode != 400 || !strings.Contains(body, `"invalid_path"`) {
+		t.Fatalf("/auth without forwarded headers: %d %q", resp.StatusCode, body)
+	}
+	// Envoy mode on the raw target: a ServeMux in front would redirect
+	// this to /authz/api/v1/users instead.
+	resp, body = get("/authz/api/v1/projects/../users", key)
+	if resp.StatusCode != 403 || !strings.Contains(body, `"module_forbidden"`) {
+		t.Fatalf("Envoy mode, dot segments: %d %q", resp.StatusCode, body)
+	}
+	resp, _ = get("/authz/api/v1/projects", key)
+	if resp.StatusCode != 200 || resp.Header.Get("X-Envoy-Auth-Headers-To-Remove") == "" {
+		t.Fatalf("Envoy mode allow: %d %v", resp.StatusCode, resp.Header)
+	}
+	if resp, _ = get("/healthz", nil); resp.StatusCode != 200 {
+		t.Fatalf("/healthz: %d", resp.StatusCode)
+	}
+	if resp, body = get("/metrics", nil); resp.StatusCode != 200 || !strings.Contains(body, `reason="forwarded_headers"`) {
+		t.Fatalf("/metrics: %d, no forwarded_headers refusal counted", resp.StatusCode)
+	}
+}
