@@ -46,9 +46,11 @@
 //     %E0%80%AE), surrogates and code points above U+10FFFF;
 //   - Unicode spaces and invisible format characters (U+00A0, U+200B,
 //     U+202E, U+00AD, ...), and the code points that Unicode compatibility
-//     normalization or Windows "best fit" mapping turn into "/", "\", ".",
-//     ";", "?", "#" or "%" (U+FF0F "／", U+2215 "∕", U+FF0E "．", U+2025 "‥",
-//     ...);
+//     normalization (NFKC) or the Windows "best fit" mapping of any ANSI
+//     code page turn into "/", "\", ".", ";", "?", "#", "%" or ":" (U+FF0F
+//     "／", U+2215 "∕", U+FF0E "．", U+2025 "‥", U+00A5 "¥" and U+20A9 "₩",
+//     which the Japanese and Korean code pages map to "\", U+FF1A "：",
+//     U+2236 "∶", ...);
 //   - a segment made of dots and escaped spaces that is not "." or ".."
 //     ("...", "..%20"), which Windows reads as a dot segment.
 //

@@ -335,40 +335,47 @@ func badRune(r rune) string {
 }
 
 // delimiterLookalikes lists, sorted, the code points that Unicode
-// compatibility normalization (NFKC; the list was computed with
-// golang.org/x/text/unicode/norm) or Windows "best fit" mapping turn into
-// text holding one of / \ . ; ? # %.
-// A stack that applies such a mapping would see a different path structure,
-// so these code points make a path invalid.
+// compatibility normalization (NFKC; computed with
+// golang.org/x/text/unicode/norm) or Windows "best fit" mapping (the
+// WCTABLE of the bestfit*.txt table of every Windows ANSI code page) turn
+// into text holding one of the characters that change a reading of a path:
+// / \ . ; ? # % and ":" (suffix readings cut at it, see the package
+// documentation). A stack that applies such a mapping would see a different
+// path structure, so these code points make a path invalid.
 var delimiterLookalikes = [...][2]rune{
+	{0x00a5, 0x00a5},   // ¥ YEN SIGN (best fit, code page 932: 0x5C, "\")
 	{0x037e, 0x037e},   // ; GREEK QUESTION MARK (even NFC maps it to ";")
+	{0x0589, 0x0589},   // ։ ARMENIAN FULL STOP (best fit: ":")
+	{0x066a, 0x066a},   // ٪ ARABIC PERCENT SIGN (best fit: "%")
 	{0x2024, 0x2026},   // ․ ‥ …
 	{0x2044, 0x2044},   // ⁄ FRACTION SLASH (best fit)
 	{0x2047, 0x2049},   // ⁇ ⁈ ⁉
+	{0x20a9, 0x20a9},   // ₩ WON SIGN (best fit, code pages 949 and 1361: 0x5C, "\")
 	{0x2100, 0x2101},   // ℀ ℁
 	{0x2105, 0x2106},   // ℅ ℆
 	{0x2215, 0x2216},   // ∕ ∖ (best fit)
+	{0x2236, 0x2236},   // ∶ RATIO (best fit: ":")
 	{0x2488, 0x249b},   // ⒈ … ⒛
 	{0x29f5, 0x29f5},   // ⧵ REVERSE SOLIDUS OPERATOR (best fit)
 	{0x29f8, 0x29f9},   // ⧸ ⧹ BIG SOLIDUS, BIG REVERSE SOLIDUS
+	{0x2a74, 0x2a74},   // ⩴ DOUBLE COLON EQUAL
 	{0x3002, 0x3002},   // 。 IDEOGRAPHIC FULL STOP (IDNA maps it to ".")
 	{0x33c2, 0x33c2},   // ㏂
 	{0x33c7, 0x33c7},   // ㏇
 	{0x33d8, 0x33d8},   // ㏘
-	{0xfe14, 0xfe14},   // ︔
+	{0xfe13, 0xfe14},   // ︓ ︔
 	{0xfe16, 0xfe16},   // ︖
 	{0xfe19, 0xfe19},   // ︙
 	{0xfe30, 0xfe30},   // ︰
 	{0xfe52, 0xfe52},   // ﹒
-	{0xfe54, 0xfe54},   // ﹔
-	{0xfe56, 0xfe56},   // ﹖
+	{0xfe54, 0xfe56},   // ﹔ ﹕ ﹖
 	{0xfe5f, 0xfe5f},   // ﹟
 	{0xfe68, 0xfe68},   // ﹨
 	{0xfe6a, 0xfe6a},   // ﹪
 	{0xff03, 0xff03},   // ＃
 	{0xff05, 0xff05},   // ％
 	{0xff0e, 0xff0f},   // ． ／
-	{0xff1b, 0xff1b},   // ；
+	{0xff1a, 0xff1b},   // ： ；
 	{0xff1f, 0xff1f},   // ？
 	{0xff3c, 0xff3c},   // ＼
 	{0xff61, 0xff61},   // ｡ HALFWIDTH IDEOGRAPHIC FULL STOP

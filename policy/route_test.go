@@ -199,6 +199,18 @@ var restrictedPaths = []struct {
 	{"soft hyphen", "/api/v1/us%c2%aders", badRequest, ""},
 	{"right-to-left override", "/api/v1/users%e2%80%ae", badRequest, ""},
 	{"no-break space", "/api/v1/users%c2%a0", badRequest, ""},
+	// Windows best fit turns these into "\" (code pages 932, 949, 1361),
+	// "%" or ":", and NFKC turns the last ones into ":".
+	{"yen sign as backslash", "/api/v1/projects¥..¥users", badRequest, ""},
+	{"yen sign escaped", "/api/v1/projects%C2%A5..%C2%A5users", badRequest, ""},
+	{"won sign as backslash", "/api/v1/projects₩..₩users", badRequest, ""},
+	{"won sign escaped", "/api/v1/projects%E2%82%A9..%E2%82%A9users", badRequest, ""},
+	{"won sign before module", "/api/v1₩users", badRequest, ""},
+	{"arabic percent sign", "/api/v1/%D9%AA75sers", badRequest, ""},
+	{"fullwidth colon stream", "/api/v1/users：：$DATA", badRequest, ""},
+	{"ratio colon verb", "/api/v1/users∶search", badRequest, ""},
+	{"armenian full stop colon", "/api/v1/users%D6%89%24DATA", badRequest, ""},
+	{"small colon", "/api/v1/users%EF%B9%95search", badRequest, ""},
 
 	// Size limits.
 	{"too long", "/api/v1/users/" + strings.Repeat("x", MaxPathLength), badRequest, ""},
@@ -595,7 +607,7 @@ func TestDelimiterLookalikes(t *testing.T) {
 			}
 		}
 	}
-	for _, r := range []rune{0x2023, 0x2027, 0xff0d, 0xff10, 0xfe53, 'é', 'ı', 'ｕ'} {
+	for _, r := range []rune{0x2023, 0x2027, 0xff0d, 0xff10, 0xfe53, 0xa4, 0xa6, 0x20a8, 0x20aa, 0x2235, 0x2237, 'é', 'ı', 'ｕ'} {
 		if _, err := Canonicalize("/a" + string(r)); err != nil {
 			t.Errorf("Canonicalize(%q) error = %v, want none (%U)", "/a"+string(r), err, r)
 		}
