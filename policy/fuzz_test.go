@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"path"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -108,10 +109,13 @@ func FuzzRoute(f *testing.F) {
 	for _, p := range testPaths() {
 		f.Add(p)
 	}
-	policies := []*Policy{Example(), mustParse(f, nestedYAML)}
+	policies := []*Policy{Example(), mustParse(f, nestedYAML), mustParse(f, modulesYAML)}
 	f.Fuzz(func(t *testing.T, raw string) {
 		for _, p := range policies {
 			checkRoute(t, p, raw)
+			if _, fast := p.ix.fast(raw); !fast {
+				checkSkipping(t, p, raw)
+			}
 		}
 	})
 }
@@ -136,6 +140,7 @@ func checkRoute(t *testing.T, p *Policy, raw string) {
 	if _, ok := p.Module(r.Module); r.Module != "" && !ok {
 		t.Fatalf("Route(%q) = %+v: no such module", raw, r)
 	}
+	checkModules(t, p, raw, r)
 	if r.Restricted {
 		return
 	}
@@ -144,6 +149,28 @@ func checkRoute(t *testing.T, p *Policy, raw string) {
 		mod, _ := p.Module(m)
 		if m != "" && mod.APIKeys == AccessDeny || m == "" && p.Default == AccessDeny {
 			t.Fatalf("Route(%q) = %+v, not restricted, but the naive reading %q lands in %q, which is denied", raw, r, reading, m)
+		}
+	}
+}
+
+// checkModules checks Route.Modules against Route's other fields.
+func checkModules(t *testing.T, p *Policy, raw string, r Route) {
+	t.Helper()
+	if r.Restricted {
+		if r.Modules != nil {
+			t.Fatalf("Route(%q) = %+v: restricted, with Modules", raw, r)
+		}
+		return
+	}
+	if len(r.Modules) == 0 || r.Modules[0] != r.Module {
+		t.Fatalf("Route(%q) = %+v: Modules does not start with Module", raw, r)
+	}
+	for i, m := range r.Modules {
+		if m == "" && i == 0 {
+			continue
+		}
+		if mod, ok := p.Module(m); !ok || mod.APIKeys != AccessAllow || slices.Index(r.Modules, m) != i {
+			t.Fatalf("Route(%q) = %+v: Modules[%d] is not an open module, or repeated", raw, r, i)
 		}
 	}
 }
@@ -225,19 +252,22 @@ func FuzzParse(f *testing.F) {
 
 var parseErrorLine = regexp.MustCompile(`^f\.yaml:[1-9][0-9]*: \S`)
 
+// spellingPieces are what path tricks are made of.
+var spellingPieces = []string{
+	"/", "/", "/", "/", `\`, "//", "///", `/\`, "api", "API", "v1", "users", "Users", "projects", "admin", "public",
+	"deployments", "auth", "accounts", "..", "..", ".", "..;", ";x", ";", "#", "?", "%75", "%2e", "%2f", "%20",
+	".json", ":x", "::$DATA", ":$i30:$INDEX_ALLOCATION", "%3A", "ſ", "%C5%BF", "İ", "x", "42", "@h:1",
+}
+
 // TestRouteSpellings checks Route against the naive readings on paths made
 // of the pieces path tricks are made of, which random bytes rarely hit.
 func TestRouteSpellings(t *testing.T) {
-	pieces := []string{
-		"/", "/", "/", "/", `\`, "//", "api", "API", "v1", "users", "Users", "projects", "admin", "public",
-		"auth", "accounts", "..", "..", ".", "..;", ";x", ";", "#", "?", "%75", "%2e", "%2f", "%20",
-		".json", ":x", "ſ", "%C5%BF", "İ", "x", "42",
-	}
-	policies := []*Policy{Example(), mustParse(t, nestedYAML)}
+	pieces := spellingPieces
+	policies := []*Policy{Example(), mustParse(t, nestedYAML), mustParse(t, modulesYAML)}
 	rng := rand.New(rand.NewPCG(1, 2))
-	n := 200000
+	n := 50000
 	if testing.Short() {
-		n = 20000
+		n = 5000
 	}
 	var b strings.Builder
 	for range n {

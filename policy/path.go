@@ -394,78 +394,6 @@ func delimiterLookalike(r rune) bool {
 	return false
 }
 
-// reading selects how one HTTP stack reads the path part of a target. The
-// zero reading is the primary one: the canonical path.
-type reading uint8
-
-const (
-	bsLiteral      reading = 1 << iota // "\" is an ordinary character, not a separator
-	paramsLiteral                      // ";" is an ordinary character
-	paramsTruncate                     // everything from the first ";" is dropped
-	fragLiteral                        // "#" is an ordinary character, not the start of a fragment
-	netPath                            // "//x/rest" is a network-path reference: "x" is a host, the path is "/rest"
-	mergeFirst                         // repeated separators are merged before dot segments are resolved
-)
-
-// resolve splits path (which starts with "/" and passed scan) into the
-// segments of reading r, appending them to segs[:0]. Dot segments are
-// resolved and, unless r has mergeFirst, empty segments are kept, in order
-// (RFC 3986 section 5.2.4 works on the path with its empty segments, and so
-// does Envoy's normalize_path before merge_slashes). popped reports whether
-// a ".." removed an empty segment: only then does resolving dots after
-// merging separators give a different result. ok is false if r does not
-// apply to path (netPath on a path that does not start with two separators).
-func resolve(path string, r reading, segs []string) (_ []string, popped, ok bool) {
-	end := len(path)
-	if r&fragLiteral == 0 {
-		if i := strings.IndexByte(path, '#'); i >= 0 {
-			end = i
-		}
-	}
-	if r&paramsTruncate != 0 {
-		if i := strings.IndexByte(path[:end], ';'); i >= 0 {
-			end = i
-		}
-	}
-	p := path[1:end]
-	segs = segs[:0]
-	for piece := 0; ; piece++ {
-		j := 0
-		for j < len(p) && p[j] != '/' && (p[j] != '\\' || r&bsLiteral != 0) {
-			j++
-		}
-		s := p[:j]
-		switch {
-		case r&netPath != 0 && piece == 0:
-			if s != "" || j == len(p) {
-				return segs, false, false
-			}
-		case r&netPath != 0 && piece == 1:
-			// The authority: not part of the path.
-		default:
-			if r&(paramsLiteral|paramsTruncate) == 0 {
-				if k := strings.IndexByte(s, ';'); k >= 0 {
-					s = s[:k]
-				}
-			}
-			switch {
-			case s == "" && r&mergeFirst != 0, s == ".":
-			case s == "..":
-				if n := len(segs); n > 0 {
-					popped = popped || segs[n-1] == ""
-					segs = segs[:n-1]
-				}
-			default:
-				segs = append(segs, s)
-			}
-		}
-		if j == len(p) {
-			return segs, popped, true
-		}
-		p = p[j+1:]
-	}
-}
-
 // Canonicalize returns the primary reading of rawPath, the request target as
 // Envoy sends it in :path (origin-form, query included, not decoded): the
 // query and fragment dropped, ";params" dropped from every segment, "\" read
@@ -483,8 +411,10 @@ func Canonicalize(rawPath string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	var arr [32]string
-	segs, _, _ := resolve(t.path, 0, arr[:0])
+	var sp splitter
+	sp.init(t)
+	var arr [MaxSegments]string
+	segs, _ := sp.split(&reading{}, arr[:0])
 	b := make([]byte, 0, len(t.path))
 	for _, s := range segs {
 		if s == "" {
