@@ -2,7 +2,6 @@ package policy
 
 import (
 	"bufio"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -271,16 +270,7 @@ func readIIS(_ *Policy, raw string) ([]string, bool) {
 // refModule returns the module of the longest policy path that is a
 // whole-segment, ASCII-case-insensitive prefix of path, or "".
 func refModule(p *Policy, path string) string {
-	path = asciiLower(path)
-	best, bestLen := "", 0
-	for _, m := range p.Modules {
-		for _, pp := range m.Paths {
-			if (path == pp || strings.HasPrefix(path, pp+"/")) && len(pp) > bestLen {
-				best, bestLen = m.Name, len(pp)
-			}
-		}
-	}
-	return best
+	return longestPrefix(p, asciiLower(path))
 }
 
 func checkDifferential(t *testing.T, p *Policy, raw string) {
@@ -319,7 +309,7 @@ func FuzzDifferential(f *testing.F) {
 			f.Add(s)
 		}
 	}
-	policies := []*Policy{Example(), mustParse(f, nestedYAML), mustParse(f, modulesYAML)}
+	policies := testPolicies(f)
 	f.Fuzz(func(t *testing.T, raw string) {
 		for _, p := range policies {
 			checkDifferential(t, p, raw)
@@ -356,26 +346,10 @@ func corpus(tb testing.TB, name string) []string {
 // TestDifferentialSpellings runs the differential check on paths made of
 // the pieces path tricks are made of.
 func TestDifferentialSpellings(t *testing.T) {
-	policies := []*Policy{Example(), mustParse(t, nestedYAML), mustParse(t, modulesYAML)}
-	for _, p := range policies {
-		for _, path := range testPaths() {
-			checkDifferential(t, p, path)
-		}
-	}
-	rng := rand.New(rand.NewPCG(5, 6))
-	n := 5000
-	if testing.Short() {
-		n = 500
-	}
-	var b strings.Builder
-	for range n {
-		b.Reset()
-		b.WriteString("/")
-		for range 1 + rng.IntN(10) {
-			b.WriteString(spellingPieces[rng.IntN(len(spellingPieces))])
-		}
+	policies := testPolicies(t)
+	for _, path := range append(testPaths(), randomSpellings(5, 5000, 10)...) {
 		for _, p := range policies {
-			checkDifferential(t, p, b.String())
+			checkDifferential(t, p, path)
 		}
 	}
 }

@@ -111,7 +111,7 @@ func FuzzRoute(f *testing.F) {
 	for _, p := range testPaths() {
 		f.Add(p)
 	}
-	policies := []*Policy{Example(), mustParse(f, nestedYAML), mustParse(f, modulesYAML)}
+	policies := testPolicies(f)
 	f.Fuzz(func(t *testing.T, raw string) {
 		for _, p := range policies {
 			checkRoute(t, p, raw)
@@ -295,22 +295,36 @@ var spellingPieces = []string{
 // TestRouteSpellings checks Route against the naive readings on paths made
 // of the pieces path tricks are made of, which random bytes rarely hit.
 func TestRouteSpellings(t *testing.T) {
-	pieces := spellingPieces
-	policies := []*Policy{Example(), mustParse(t, nestedYAML), mustParse(t, modulesYAML)}
-	rng := rand.New(rand.NewPCG(1, 2))
-	n := 50000
-	if testing.Short() {
-		n = 5000
+	policies := testPolicies(t)
+	for _, path := range randomSpellings(1, 50000, 12) {
+		for _, p := range policies {
+			checkRoute(t, p, path)
+		}
 	}
+}
+
+// testPolicies returns the policies of the tests: the example, nested
+// modules with default deny, and open modules in open modules.
+func testPolicies(tb testing.TB) []*Policy {
+	return []*Policy{Example(), mustParse(tb, nestedYAML), mustParse(tb, modulesYAML)}
+}
+
+// randomSpellings returns n random paths (a tenth with -short) of up to
+// maxPieces spellingPieces each, the same for the same seed.
+func randomSpellings(seed uint64, n, maxPieces int) []string {
+	if testing.Short() {
+		n /= 10
+	}
+	rng := rand.New(rand.NewPCG(seed, seed))
+	paths := make([]string, n)
 	var b strings.Builder
-	for range n {
+	for i := range paths {
 		b.Reset()
 		b.WriteString("/")
-		for range 1 + rng.IntN(12) {
-			b.WriteString(pieces[rng.IntN(len(pieces))])
+		for range 1 + rng.IntN(maxPieces) {
+			b.WriteString(spellingPieces[rng.IntN(len(spellingPieces))])
 		}
-		for _, p := range policies {
-			checkRoute(t, p, b.String())
-		}
+		paths[i] = b.String()
 	}
+	return paths
 }

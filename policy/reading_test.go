@@ -2,9 +2,7 @@ package policy
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"slices"
-	"strings"
 	"testing"
 )
 
@@ -123,26 +121,10 @@ func checkSkipping(t *testing.T, p *Policy, raw string) {
 }
 
 func TestSkippedReadingsAgree(t *testing.T) {
-	policies := []*Policy{Example(), mustParse(t, nestedYAML), mustParse(t, modulesYAML)}
-	for _, p := range policies {
-		for _, path := range testPaths() {
-			checkSkipping(t, p, path)
-		}
-	}
-	rng := rand.New(rand.NewPCG(3, 4))
-	n := 1500
-	if testing.Short() {
-		n = 150
-	}
-	var b strings.Builder
-	for range n {
-		b.Reset()
-		b.WriteString("/")
-		for range 1 + rng.IntN(10) {
-			b.WriteString(spellingPieces[rng.IntN(len(spellingPieces))])
-		}
+	policies := testPolicies(t)
+	for _, path := range append(testPaths(), randomSpellings(3, 1500, 10)...) {
 		for _, p := range policies {
-			checkSkipping(t, p, b.String())
+			checkSkipping(t, p, path)
 		}
 	}
 }

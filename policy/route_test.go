@@ -640,33 +640,33 @@ var benchPaths = []struct{ name, path string }{
 }
 
 // worstReadingsPath is a valid path for which Route computes every
-// reading of forEachReading that can differ: 8 KiB and MaxSegments
+// reading of forEachReading that can differ: about 8 KiB and MaxSegments
 // separators, with a leading "//", "\", ";", "#", dot segments after empty
 // ones, and, in the segments every walk matches, an empty segment, an
 // escape, suffixes and a foldable letter; no reading lands in a denied
 // module (which would end the work early).
 func worstReadingsPath() string {
-	seg := `/` + strings.Repeat("%41", 8) + `\b;` + strings.Repeat("c", 40) + `.d:e//..`
-	var b strings.Builder
-	b.WriteString("//x/api//v1/projects/ſ%41.x:y")
-	for b.Len()+len(seg)+4 < MaxPathLength && strings.Count(b.String(), "/")+strings.Count(b.String(), `\`)+6 < MaxSegments {
-		b.WriteString(seg)
-	}
-	b.WriteString("#/.x")
-	return b.String()
+	return repeatedPath("//x/api//v1/projects/ſ%41.x:y", `/`+strings.Repeat("%41", 8)+`\b;`+strings.Repeat("c", 240)+`.d:e//..`, "#/.x")
 }
 
-// worstPath is a valid path for which Route computes every reading: 8 KiB
-// with "\", ";", "#", "%", ".", a leading "//" and "//.." everywhere, and no
-// reading that lands in a denied module (which would end the work early).
+// worstPath is a valid path for which the first version of Route computed
+// every reading: MaxSegments separators with "\", ";", "#", "%", ".", a
+// leading "//" and "//.." everywhere, and no reading that lands in a denied
+// module (which would end the work early).
 func worstPath() string {
-	seg := `/` + strings.Repeat("%41", 8) + `\b;` + strings.Repeat("c", 60) + `//..`
+	return repeatedPath("//x/api/v1/projects", `/`+strings.Repeat("%41", 8)+`\b;`+strings.Repeat("c", 60)+`//..`, "#/.x")
+}
+
+// repeatedPath returns head, then seg as many times as MaxPathLength and
+// MaxSegments allow, then tail.
+func repeatedPath(head, seg, tail string) string {
+	seps := func(s string) int { return strings.Count(s, "/") + strings.Count(s, `\`) }
 	var b strings.Builder
-	b.WriteString("//x/api/v1/projects")
-	for b.Len()+len(seg)+4 < MaxPathLength && strings.Count(b.String(), "/")+strings.Count(b.String(), `\`)+4 < MaxSegments {
+	b.WriteString(head)
+	for b.Len()+len(seg)+len(tail) <= MaxPathLength && seps(b.String())+seps(seg)+seps(tail) <= MaxSegments {
 		b.WriteString(seg)
 	}
-	b.WriteString("#/.x")
+	b.WriteString(tail)
 	return b.String()
 }
 
