@@ -413,7 +413,7 @@ func Canonicalize(rawPath string) (string, error) {
 	}
 	var sp splitter
 	sp.init(t)
-	var arr [MaxSegments]string
+	var arr [32]string
 	segs, _ := sp.split(&reading{}, arr[:0])
 	b := make([]byte, 0, len(t.path))
 	for _, s := range segs {

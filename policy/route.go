@@ -388,16 +388,20 @@ func (e *evaluation) walk(r *reading) {
 				break
 			}
 		}
-		sp := spell(s, &spellings)
-		if len(sp) > 1 {
-			e.may(r, chSuffix, 1)
-		}
-		if r[chSuffix] == 0 {
-			sp = sp[:1]
+		sp := append(spellings[:0], s)
+		// The other spellings are needed by a suffix reading, or to learn
+		// whether one would differ, until that is known.
+		if r[chSuffix] != 0 || e.differs[chSuffix] == 0 {
+			if sp = spell(s, &spellings); len(sp) > 1 {
+				e.may(r, chSuffix, 1)
+			}
+			if r[chSuffix] == 0 {
+				sp = sp[:1]
+			}
 		}
 		for i, v := range sp {
 			key, ok := decodeKey(e.keyBuf[i][:], v)
-			if ok && mayFold(key) {
+			if ok && (r[chCase] != 0 || e.differs[chCase] == 0) && mayFold(key) {
 				e.may(r, chCase, 1)
 				if r[chCase] != 0 {
 					key = foldCase(key)
@@ -437,6 +441,9 @@ func (e *evaluation) walk(r *reading) {
 // matches s by (see chSuffix), without repeats, in buf.
 func spell(s string, buf *[3]string) []string {
 	out := append(buf[:0], s)
+	if !strings.ContainsAny(s, ".:%") {
+		return out
+	}
 	for _, dot := range [...]bool{false, true} {
 		v := trimTrailing(cutSuffix(s, dot))
 		if v != "" && !slices.Contains(out, v) {
