@@ -125,8 +125,8 @@
 //
 // Route.Module is the module the canonical path belongs to: the one its
 // reading lands in, or, when that is none, the first open module a case or
-// suffix variant of it lands in (/api/v1/projects.json, /api/v1/projects:
-// search and /api/v1/projects::$DATA belong to projects). When the path is
+// suffix variant of it lands in (/api/v1/projects.json,
+// /api/v1/projects:search and /api/v1/projects::$DATA belong to projects). When the path is
 // not restricted, Route.Modules lists Module ("" for none) and after it
 // every other open module some reading lands in: a key must hold the scope
 // for the request's action in every one of them. For example
@@ -146,8 +146,9 @@
 // and no allocation. Any other path is split into segments at most 72 times
 // (the combinations of the first five choices), each split linear in its
 // at most MaxSegments segments, and every reading matches segments only as
-// deep as the policy's paths go; Route does not allocate unless a path
-// reaches more than one module.
+// deep as the policy's paths go. Route allocates only the Route.Modules of
+// a path that reaches more than one module (and, for a policy whose paths
+// spell one segment in many ways, a larger set of trie nodes to follow).
 //
 // # Errors
 //
