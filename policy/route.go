@@ -302,7 +302,6 @@ func (e *evaluation) land(m int, heuristic bool) {
 	}
 }
 
-// route ends the last group and returns the Route.
 // addOpen adds open module m to those found.
 func (e *evaluation) addOpen(m int) {
 	near := e.nearOpen[:min(e.nopen, len(e.nearOpen))]
@@ -317,6 +316,7 @@ func (e *evaluation) addOpen(m int) {
 	e.nopen++
 }
 
+// route ends the last group and returns the Route.
 func (e *evaluation) route() Route {
 	e.endGroup()
 	var r Route
