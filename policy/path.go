@@ -69,20 +69,13 @@ var class = func() (t [256]uint8) {
 	return t
 }()
 
-// Facts about a target that decide which readings Route computes.
+// Facts about a target that decide which readings Route computes (the
+// others are found by the readings themselves, see evaluation.may).
 const (
 	fBackslash uint8 = 1 << iota
 	fSemicolon
 	fHash
-	fPercent
-	fDot
-	fColon
-	fNonASCII
 )
-
-// fHeuristic marks the targets for which a foldedTrimmed walk can differ
-// from an exact one (escapes may hide ":" or a space, see trimSuffix).
-const fHeuristic = fDot | fColon | fPercent | fNonASCII
 
 // target is a request target that passed scan.
 type target struct {
@@ -128,10 +121,6 @@ func scan(raw string) (target, error) {
 			if err != nil {
 				return t, err
 			}
-			t.flags |= fPercent
-			if n > 3 {
-				t.flags |= fNonASCII
-			}
 			i += n
 			continue
 		case c >= utf8.RuneSelf:
@@ -142,7 +131,6 @@ func scan(raw string) (target, error) {
 			if reason := badRune(r); reason != "" {
 				return t, pathErr(reason, i)
 			}
-			t.flags |= fNonASCII
 			i += size
 			continue
 		case c < 0x20 || c == 0x7f:
@@ -174,10 +162,6 @@ func scan(raw string) (target, error) {
 			t.flags |= fSemicolon
 		case '#':
 			t.flags |= fHash
-		case '.':
-			t.flags |= fDot
-		case ':':
-			t.flags |= fColon
 		}
 		i++
 	}
