@@ -189,9 +189,9 @@ func landsInOpen(p *Policy, paths []string) bool {
 // checkModules checks Route.Modules against Route's other fields.
 func checkModules(t *testing.T, p *Policy, raw string, r Route) {
 	t.Helper()
-	if r.Restricted {
+	if r.RestrictedModule != "" {
 		if r.Modules != nil {
-			t.Fatalf("Route(%q) = %+v: restricted, with Modules", raw, r)
+			t.Fatalf("Route(%q) = %+v: in a denied module, with Modules", raw, r)
 		}
 		return
 	}

@@ -121,19 +121,23 @@ func (p *Policy) Access(name string) (a Access, ok bool) {
 //
 // Callers that take the module from Envoy's context_extensions should still
 // call Route, to refuse invalid paths and the readings Envoy's route table
-// did not see (Restricted: RestrictedModule names the denied module; with
-// RestrictedModule "" only the policy's default denied the path, which the
-// route's module overrides), and should require the scopes of the route's
-// module and of every entry of Modules but "".
+// did not see: refuse when RestrictedModule is not "" (a reading reaches a
+// closed module; with RestrictedModule "" only the policy's default
+// restricted the path, which the route's module overrides), and require
+// the scopes of the route's module and of every entry of Modules but "".
 func (p *Policy) Route(rawPath string) (Route, error) {
 	if p == nil || p.ix == nil {
 		if _, err := scan(rawPath); err != nil {
 			return Route{}, err
 		}
-		return Route{Restricted: true}, nil
+		return Route{Restricted: true, Modules: noModule[:1:1]}, nil
 	}
 	return p.ix.route(rawPath)
 }
+
+// noModule backs the Route.Modules of the Routes of a Policy not made by
+// Parse: no module.
+var noModule = [1]string{""}
 
 // MaxPolicySize is the largest policy file Parse and Load accept, in bytes.
 const MaxPolicySize = 1 << 20

@@ -201,7 +201,20 @@ func TestRouteModulesShared(t *testing.T) {
 		}
 	}
 	if r, _ := p.Route("/api/v1/users"); r.Modules != nil {
-		t.Errorf("restricted Route.Modules = %q, want nil", r.Modules)
+		t.Errorf("Route.Modules in a denied module = %q, want nil", r.Modules)
+	}
+	// With default deny, a caller that takes the module from Envoy's
+	// route needs the modules of a path only the default restricts.
+	nested := mustParse(t, nestedYAML)
+	for path, want := range map[string][]string{
+		"/api/v1/other":              {""},
+		"//api/v1/projects":          {"projects"},
+		"/api/v1/projects/../x":      {"", "projects"},
+		"/api/v1/projects.json#x/..": {"projects"},
+	} {
+		if r, err := nested.Route(path); err != nil || !r.Restricted || !slices.Equal(r.Modules, want) {
+			t.Errorf("default deny: Route(%q) = %+v, %v; want Modules %q", path, r, err, want)
+		}
 	}
 }
 

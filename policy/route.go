@@ -20,11 +20,14 @@ type Route struct {
 	// RestrictedModule names the denied module Restricted is about, for
 	// logs; "" when the path is not restricted or only the default denies it.
 	RestrictedModule string
-	// Modules lists, when Restricted is false, every module whose scopes the
-	// key must hold for this path: Module first ("" when the path belongs to
-	// no module), then every other open module that some reading of the
-	// path lands in, in no particular order. It is nil when Restricted is
-	// true. It may be shared with other Routes: read it, never modify it.
+	// Modules lists every module whose scopes the key must hold for this
+	// path: Module first ("" when the path belongs to no module), then every
+	// other open module that some reading of the path lands in, in no
+	// particular order. It is nil when RestrictedModule is not "" (Route
+	// stops at the first reading that lands in a denied module), and
+	// complete otherwise, also when only the policy's default restricts the
+	// path (a caller that takes the module from Envoy's route needs it
+	// then). It may be shared with other Routes: read it, never modify it.
 	Modules []string
 }
 
@@ -88,10 +91,8 @@ func (n *node) setNearest(above int) {
 // module m (-1 for none).
 func (ix *index) result(m int) Route {
 	switch {
-	case m < 0 && ix.defaultDeny:
-		return Route{Restricted: true}
 	case m < 0:
-		return Route{Modules: ix.single(-1)}
+		return Route{Restricted: ix.defaultDeny, Modules: ix.single(-1)}
 	case ix.deny[m]:
 		return Route{Module: ix.names[m], Restricted: true, RestrictedModule: ix.names[m]}
 	}
@@ -327,7 +328,7 @@ func (e *evaluation) route() Route {
 	if e.denied >= 0 {
 		r.RestrictedModule = e.ix.names[e.denied]
 	}
-	if !r.Restricted {
+	if e.denied < 0 {
 		r.Modules = e.ix.modules(e.primary, e.nearOpen[:min(e.nopen, len(e.nearOpen))], e.farOpen)
 	}
 	return r

@@ -375,10 +375,10 @@ func TestRouteAllowed(t *testing.T) {
 	}
 }
 
-// sameRoute reports whether got is want. A want that is not restricted
-// and has no Modules stands for one with Modules [want.Module].
+// sameRoute reports whether got is want. A want without Modules and
+// without RestrictedModule stands for one with Modules [want.Module].
 func sameRoute(got, want Route) bool {
-	if want.Modules == nil && !want.Restricted {
+	if want.Modules == nil && want.RestrictedModule == "" {
 		want.Modules = []string{want.Module}
 	}
 	return got.Module == want.Module && got.Restricted == want.Restricted &&
@@ -462,9 +462,9 @@ func TestRouteNested(t *testing.T) {
 		{"suffix on a name no module has", "/api/v1/projectsx.json", Route{Restricted: true}},
 		// A no-dot reading lands in no module.
 		{"dot-dot out of the module", "/api/v1/x/../projects/1", Route{Module: "projects", Restricted: true}},
-		{"dot-dot into no module", "/api/v1/projects/../x", Route{Restricted: true}},
+		{"dot-dot into no module", "/api/v1/projects/../x", Route{Restricted: true, Modules: []string{"", "projects"}}},
 		{"dot-dot within the module", "/api/v1/projects/x/../1", Route{Module: "projects"}},
-		{"authority into no module", "///x/api/v1/projects", Route{Restricted: true}},
+		{"authority into no module", "///x/api/v1/projects", Route{Restricted: true, Modules: []string{"", "projects"}}},
 		{"format suffix below module", "/api/v1/projects/x.json", Route{Module: "projects"}},
 	}
 	for _, tt := range tests {
