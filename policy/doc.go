@@ -126,14 +126,14 @@
 // Route.Module is the module the canonical path belongs to: the one its
 // reading lands in, or, when that is none, the first open module a case or
 // suffix variant of it lands in (/api/v1/projects.json,
-// /api/v1/projects:search and /api/v1/projects::$DATA belong to projects). When the path is
-// not restricted, Route.Modules lists Module ("" for none) and after it
-// every other open module some reading lands in: a key must hold the scope
-// for the request's action in every one of them. For example
-// /api/v1/projects/../deployments reaches deployments, but projects for a
-// router that does not resolve dot segments, so a key needs both
-// deployments and projects scopes; a reading other than the canonical one
-// that lands in no module adds nothing.
+// /api/v1/projects:search and /api/v1/projects::$DATA belong to projects).
+// Unless a reading lands in a denied module, Route.Modules lists Module (""
+// for none) and after it every other open module some reading lands in: a
+// key must hold the scope for the request's action in every one of them.
+// For example /api/v1/projects/../deployments reaches deployments, but
+// projects for a router that does not resolve dot segments, so a key needs
+// both deployments and projects scopes; a reading other than the canonical
+// one that lands in no module adds nothing.
 //
 // Over-blocking is a bug too: every reading is a full, whole-segment
 // reading of the path, so /api/v1/administrator, /api/v1/projects/users,
