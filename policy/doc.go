@@ -46,9 +46,11 @@
 //     %E0%80%AE), surrogates and code points above U+10FFFF;
 //   - Unicode spaces and invisible format characters (U+00A0, U+200B,
 //     U+202E, U+00AD, ...), and the code points that Unicode compatibility
-//     normalization or Windows "best fit" mapping turn into "/", "\", ".",
-//     ";", "?", "#" or "%" (U+FF0F "／", U+2215 "∕", U+FF0E "．", U+2025 "‥",
-//     ...);
+//     normalization (NFKC) or the Windows "best fit" mapping of any ANSI
+//     code page turn into "/", "\", ".", ";", "?", "#", "%" or ":" (U+FF0F
+//     "／", U+2215 "∕", U+FF0E "．", U+2025 "‥", U+00A5 "¥" and U+20A9 "₩",
+//     which the Japanese and Korean code pages map to "\", U+FF1A "：",
+//     U+2236 "∶", ...);
 //   - a segment made of dots and escaped spaces that is not "." or ".."
 //     ("...", "..%20"), which Windows reads as a dot segment.
 //
@@ -70,47 +72,83 @@
 //
 // # Every reading
 //
-// Envoy, proxies and backends do not agree on how to read a path: Envoy
-// resolves dot segments before merging slashes and many backends merge
-// first; servlet containers drop ";params", other stacks keep them; some
-// read "\" as "/". A path that reaches a restricted module for any of them
-// must be refused, so Route computes every reading below and sets
-// Route.Restricted if any of them lands in a module with api_keys: deny
-// (by longest prefix), or, when the default is deny, in no module at all:
-//   - "\" read as "/", or as an ordinary character;
-//   - ";params" dropped from every segment, or kept as ordinary
-//     characters, or everything from the first ";" dropped;
-//   - "#" starting a fragment, or an ordinary character (for stacks that
-//     do not look for fragments in a request target, as Go's net/http);
-//   - dot segments resolved before merging repeated "/", or after; the
-//     order matters only when a ".." removes an empty segment, so the
-//     second is computed only then;
-//   - "//host/rest" read as the path "/rest", as by a stack that parses the
-//     target as a generic URI reference (with the first two of the options
-//     above as WHATWG URL parsers or RFC 3986 ones read them, to bound the
-//     work);
-//   - matching that stops at the first segment holding an escape (a stack
-//     that does not decode) or at the first empty segment (a stack that
-//     does not merge slashes).
+// Envoy, proxies and backends do not agree on how to read a path, and a
+// path that reaches a restricted module for any of them must be refused.
+// A reading is one combination of independent choices, each with a few
+// options (the first is the canonical path's):
+//   - separators: "\" is a separator, as "/"; or an ordinary character;
+//   - ";params": dropped from every segment; or kept as ordinary
+//     characters; or everything from the first ";" dropped;
+//   - "#": starts a fragment, which is dropped; or is an ordinary character
+//     (Go's net/http does not look for fragments in a request target);
+//   - authority: none; or a leading run of two or more separators (of
+//     either kind when "\" is a separator) starts an authority, which ends
+//     at the next separator, and the rest is the path, as WHATWG URL parsers
+//     read "//host/path", "///host/path" and "/\host/path";
+//   - dot segments: "." and ".." resolved on the path with its empty
+//     segments, then repeated separators merged (RFC 3986, Envoy); or
+//     repeated separators merged first; or "." and ".." not resolved at
+//     all but kept as ordinary segments, as by Werkzeug (Flask) and Express
+//     and Rails prefix mounts, for which /api/v1/users/../x is under
+//     /api/v1/users;
+//   - escapes: decoded before matching; or not, so that a segment holding
+//     one matches no policy path;
+//   - empty segments: skipped when matching; or not, so that one matches no
+//     policy path;
+//   - case: ASCII letters compared ignoring case; or also the non-ASCII
+//     letters that Unicode simple case mapping turns into ASCII ("ı" "İ" "ſ"
+//     and the Kelvin sign) read as those letters, as by Java's
+//     equalsIgnoreCase or .NET's OrdinalIgnoreCase;
+//   - suffixes: segments matched whole; or any segment, each independently,
+//     also matched cut at its first ":" (raw or escaped) after its first
+//     byte, as Windows reads streams ("users::$DATA",
+//     "users:$i30:$INDEX_ALLOCATION"), or cut at its first "." or ":", as
+//     format suffixes ("users.json" in Rails or Spring) and custom methods
+//     ("users:search" in gRPC transcoding) are, and without its trailing
+//     dots and escaped spaces (Windows).
 //
-// Two heuristic readings count only when they land in a denied module:
-// non-ASCII letters that Unicode simple case mapping turns into ASCII
-// ("ı" "İ" "ſ" and the Kelvin sign) read as those letters, as by Java's
-// equalsIgnoreCase or .NET's OrdinalIgnoreCase; and, in addition, trailing
-// dots and escaped spaces dropped from every segment (Windows) and the last
-// segment cut at its first "." or ":" (format suffixes such as
-// "users.json" in Rails or Spring, custom methods such as "users:search"
-// in gRPC transcoding).
+// Route evaluates every combination of these options, 1152 readings, each
+// landing in the module of the longest policy path it matches (or in none):
+// the readings are the cartesian product of the choices, and a test fails
+// when a choice is added without being combined with the others. It skips
+// a reading only when it would read the path as one it evaluates does
+// (an option that the path gives nothing to change), so the work stays
+// bounded (see below).
+//
+// Route.Restricted is set when any reading lands in a module with
+// api_keys: deny, or when the default is deny and some reading lands in no
+// module. The case and suffix options are heuristic: a reading with one of
+// them that lands in no module does not count, and one that lands in an
+// open module stands for its reading without them when that one lands in no
+// module (/api/v1/projects.json belongs to projects, even when the default
+// is deny).
+//
+// Route.Module is the module the canonical path belongs to: the one its
+// reading lands in, or, when that is none, the first open module a case or
+// suffix variant of it lands in (/api/v1/projects.json,
+// /api/v1/projects:search and /api/v1/projects::$DATA belong to projects).
+// Unless a reading lands in a denied module, Route.Modules lists Module (""
+// for none) and after it every other open module some reading lands in: a
+// key must hold the scope for the request's action in every one of them.
+// For example /api/v1/projects/../deployments reaches deployments, but
+// projects for a router that does not resolve dot segments, so a key needs
+// both deployments and projects scopes; a reading other than the canonical
+// one that lands in no module adds nothing.
 //
 // Over-blocking is a bug too: every reading is a full, whole-segment
 // reading of the path, so /api/v1/administrator, /api/v1/projects/users,
+// /api/v1/projects/users.json, /api/v1/usersettings.json,
 // /api/v1/projects?next=/api/v1/users and /api/v1/projects#/api/v1/users
 // stay out of the users module.
 //
 // The cost is bounded: a path without "%", "\", ";", "#", ".", ":",
 // non-ASCII bytes or repeated "/" takes a fast path with a single reading
-// and no allocation; any other path costs at most a few dozen linear passes
-// over at most MaxPathLength bytes and MaxSegments segments.
+// and no allocation. Any other path is split into segments at most 72 times
+// (the combinations of the first five choices), each split linear in its
+// at most MaxSegments segments, and every reading matches segments only as
+// deep as the policy's paths go. Route allocates only the Route.Modules of
+// a path that reaches more than one module (and, for a policy whose paths
+// spell one segment in many ways, a larger set of trie nodes to follow).
 //
 // # Errors
 //

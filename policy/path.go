@@ -69,20 +69,13 @@ var class = func() (t [256]uint8) {
 	return t
 }()
 
-// Facts about a target that decide which readings Route computes.
+// Facts about a target that decide which readings Route computes (the
+// others are found by the readings themselves, see evaluation.may).
 const (
 	fBackslash uint8 = 1 << iota
 	fSemicolon
 	fHash
-	fPercent
-	fDot
-	fColon
-	fNonASCII
 )
-
-// fHeuristic marks the targets for which a foldedTrimmed walk can differ
-// from an exact one (escapes may hide ":" or a space, see trimSuffix).
-const fHeuristic = fDot | fColon | fPercent | fNonASCII
 
 // target is a request target that passed scan.
 type target struct {
@@ -128,10 +121,6 @@ func scan(raw string) (target, error) {
 			if err != nil {
 				return t, err
 			}
-			t.flags |= fPercent
-			if n > 3 {
-				t.flags |= fNonASCII
-			}
 			i += n
 			continue
 		case c >= utf8.RuneSelf:
@@ -142,7 +131,6 @@ func scan(raw string) (target, error) {
 			if reason := badRune(r); reason != "" {
 				return t, pathErr(reason, i)
 			}
-			t.flags |= fNonASCII
 			i += size
 			continue
 		case c < 0x20 || c == 0x7f:
@@ -174,10 +162,6 @@ func scan(raw string) (target, error) {
 			t.flags |= fSemicolon
 		case '#':
 			t.flags |= fHash
-		case '.':
-			t.flags |= fDot
-		case ':':
-			t.flags |= fColon
 		}
 		i++
 	}
@@ -335,40 +319,47 @@ func badRune(r rune) string {
 }
 
 // delimiterLookalikes lists, sorted, the code points that Unicode
-// compatibility normalization (NFKC; the list was computed with
-// golang.org/x/text/unicode/norm) or Windows "best fit" mapping turn into
-// text holding one of / \ . ; ? # %.
-// A stack that applies such a mapping would see a different path structure,
-// so these code points make a path invalid.
+// compatibility normalization (NFKC; computed with
+// golang.org/x/text/unicode/norm) or Windows "best fit" mapping (the
+// WCTABLE of the bestfit*.txt table of every Windows ANSI code page) turn
+// into text holding one of the characters that change a reading of a path:
+// / \ . ; ? # % and ":" (suffix readings cut at it, see the package
+// documentation). A stack that applies such a mapping would see a different
+// path structure, so these code points make a path invalid.
 var delimiterLookalikes = [...][2]rune{
+	{0x00a5, 0x00a5},   // ¥ YEN SIGN (best fit, code page 932: 0x5C, "\")
 	{0x037e, 0x037e},   // ; GREEK QUESTION MARK (even NFC maps it to ";")
+	{0x0589, 0x0589},   // ։ ARMENIAN FULL STOP (best fit: ":")
+	{0x066a, 0x066a},   // ٪ ARABIC PERCENT SIGN (best fit: "%")
 	{0x2024, 0x2026},   // ․ ‥ …
 	{0x2044, 0x2044},   // ⁄ FRACTION SLASH (best fit)
 	{0x2047, 0x2049},   // ⁇ ⁈ ⁉
+	{0x20a9, 0x20a9},   // ₩ WON SIGN (best fit, code pages 949 and 1361: 0x5C, "\")
 	{0x2100, 0x2101},   // ℀ ℁
 	{0x2105, 0x2106},   // ℅ ℆
 	{0x2215, 0x2216},   // ∕ ∖ (best fit)
+	{0x2236, 0x2236},   // ∶ RATIO (best fit: ":")
 	{0x2488, 0x249b},   // ⒈ … ⒛
 	{0x29f5, 0x29f5},   // ⧵ REVERSE SOLIDUS OPERATOR (best fit)
 	{0x29f8, 0x29f9},   // ⧸ ⧹ BIG SOLIDUS, BIG REVERSE SOLIDUS
+	{0x2a74, 0x2a74},   // ⩴ DOUBLE COLON EQUAL
 	{0x3002, 0x3002},   // 。 IDEOGRAPHIC FULL STOP (IDNA maps it to ".")
 	{0x33c2, 0x33c2},   // ㏂
 	{0x33c7, 0x33c7},   // ㏇
 	{0x33d8, 0x33d8},   // ㏘
-	{0xfe14, 0xfe14},   // ︔
+	{0xfe13, 0xfe14},   // ︓ ︔
 	{0xfe16, 0xfe16},   // ︖
 	{0xfe19, 0xfe19},   // ︙
 	{0xfe30, 0xfe30},   // ︰
 	{0xfe52, 0xfe52},   // ﹒
-	{0xfe54, 0xfe54},   // ﹔
-	{0xfe56, 0xfe56},   // ﹖
+	{0xfe54, 0xfe56},   // ﹔ ﹕ ﹖
 	{0xfe5f, 0xfe5f},   // ﹟
 	{0xfe68, 0xfe68},   // ﹨
 	{0xfe6a, 0xfe6a},   // ﹪
 	{0xff03, 0xff03},   // ＃
 	{0xff05, 0xff05},   // ％
 	{0xff0e, 0xff0f},   // ． ／
-	{0xff1b, 0xff1b},   // ；
+	{0xff1a, 0xff1b},   // ： ；
 	{0xff1f, 0xff1f},   // ？
 	{0xff3c, 0xff3c},   // ＼
 	{0xff61, 0xff61},   // ｡ HALFWIDTH IDEOGRAPHIC FULL STOP
@@ -385,78 +376,6 @@ func delimiterLookalike(r rune) bool {
 		}
 	}
 	return false
-}
-
-// reading selects how one HTTP stack reads the path part of a target. The
-// zero reading is the primary one: the canonical path.
-type reading uint8
-
-const (
-	bsLiteral      reading = 1 << iota // "\" is an ordinary character, not a separator
-	paramsLiteral                      // ";" is an ordinary character
-	paramsTruncate                     // everything from the first ";" is dropped
-	fragLiteral                        // "#" is an ordinary character, not the start of a fragment
-	netPath                            // "//x/rest" is a network-path reference: "x" is a host, the path is "/rest"
-	mergeFirst                         // repeated separators are merged before dot segments are resolved
-)
-
-// resolve splits path (which starts with "/" and passed scan) into the
-// segments of reading r, appending them to segs[:0]. Dot segments are
-// resolved and, unless r has mergeFirst, empty segments are kept, in order
-// (RFC 3986 section 5.2.4 works on the path with its empty segments, and so
-// does Envoy's normalize_path before merge_slashes). popped reports whether
-// a ".." removed an empty segment: only then does resolving dots after
-// merging separators give a different result. ok is false if r does not
-// apply to path (netPath on a path that does not start with two separators).
-func resolve(path string, r reading, segs []string) (_ []string, popped, ok bool) {
-	end := len(path)
-	if r&fragLiteral == 0 {
-		if i := strings.IndexByte(path, '#'); i >= 0 {
-			end = i
-		}
-	}
-	if r&paramsTruncate != 0 {
-		if i := strings.IndexByte(path[:end], ';'); i >= 0 {
-			end = i
-		}
-	}
-	p := path[1:end]
-	segs = segs[:0]
-	for piece := 0; ; piece++ {
-		j := 0
-		for j < len(p) && p[j] != '/' && (p[j] != '\\' || r&bsLiteral != 0) {
-			j++
-		}
-		s := p[:j]
-		switch {
-		case r&netPath != 0 && piece == 0:
-			if s != "" || j == len(p) {
-				return segs, false, false
-			}
-		case r&netPath != 0 && piece == 1:
-			// The authority: not part of the path.
-		default:
-			if r&(paramsLiteral|paramsTruncate) == 0 {
-				if k := strings.IndexByte(s, ';'); k >= 0 {
-					s = s[:k]
-				}
-			}
-			switch {
-			case s == "" && r&mergeFirst != 0, s == ".":
-			case s == "..":
-				if n := len(segs); n > 0 {
-					popped = popped || segs[n-1] == ""
-					segs = segs[:n-1]
-				}
-			default:
-				segs = append(segs, s)
-			}
-		}
-		if j == len(p) {
-			return segs, popped, true
-		}
-		p = p[j+1:]
-	}
 }
 
 // Canonicalize returns the primary reading of rawPath, the request target as
@@ -476,8 +395,10 @@ func Canonicalize(rawPath string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	var sp splitter
+	sp.init(t)
 	var arr [32]string
-	segs, _, _ := resolve(t.path, 0, arr[:0])
+	segs, _ := sp.split(&reading{}, arr[:0])
 	b := make([]byte, 0, len(t.path))
 	for _, s := range segs {
 		if s == "" {

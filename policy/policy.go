@@ -107,22 +107,37 @@ func (p *Policy) Access(name string) (a Access, ok bool) {
 // Route reads rawPath, the request target as Envoy sends it in :path
 // (origin-form, query included, not decoded), in every reasonable way (see
 // the package documentation) and says which module the canonical path
-// reaches and whether any reading reaches a module closed to API keys.
+// belongs to, which open modules the readings reach, and whether any
+// reading reaches a module closed to API keys.
 //
-// A path that cannot be read one way gives an error wrapping
-// ErrInvalidPath (a *PathError); the request must be refused with 400.
+// A decision for an API key must:
+//   - refuse the request with 400 when the error is not nil: the path
+//     cannot be read one way (the error wraps ErrInvalidPath and is a
+//     *PathError);
+//   - refuse it with 403 when Restricted is true;
+//   - otherwise require the key's scope for the request's action in every
+//     module of Modules, not only in Module: a "" entry (always the first)
+//     stands for no module, and requires what a path in no module requires.
+//
 // Callers that take the module from Envoy's context_extensions should still
 // call Route, to refuse invalid paths and the readings Envoy's route table
-// did not see.
+// did not see: refuse when RestrictedModule is not "" (a reading reaches a
+// closed module; with RestrictedModule "" only the policy's default
+// restricted the path, which the route's module overrides), and require
+// the scopes of the route's module and of every entry of Modules but "".
 func (p *Policy) Route(rawPath string) (Route, error) {
 	if p == nil || p.ix == nil {
 		if _, err := scan(rawPath); err != nil {
 			return Route{}, err
 		}
-		return Route{Restricted: true}, nil
+		return Route{Restricted: true, Modules: noModule[:1:1]}, nil
 	}
 	return p.ix.route(rawPath)
 }
+
+// noModule backs the Route.Modules of the Routes of a Policy not made by
+// Parse: no module.
+var noModule = [1]string{""}
 
 // MaxPolicySize is the largest policy file Parse and Load accept, in bytes.
 const MaxPolicySize = 1 << 20

@@ -1,12 +1,17 @@
 package policy
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // Route is where a request path leads, by the policy's path table.
 type Route struct {
-	// Module is the module of the primary reading of the path (the
-	// canonical path), by longest whole-segment prefix; "" if no policy
-	// path matches it.
+	// Module is the module the canonical path belongs to: the module of
+	// the longest policy path that is a whole-segment prefix of it or, if
+	// none is, the first open module that a suffix or case reading of the
+	// canonical path lands in (/api/v1/projects.json and
+	// /api/v1/projects:search belong to projects); "" if none.
 	Module string
 	// Restricted reports whether API keys are refused on this path: some
 	// reading of it lands in a module with api_keys: deny, or lands in no
@@ -15,6 +20,15 @@ type Route struct {
 	// RestrictedModule names the denied module Restricted is about, for
 	// logs; "" when the path is not restricted or only the default denies it.
 	RestrictedModule string
+	// Modules lists every module whose scopes the key must hold for this
+	// path: Module first ("" when the path belongs to no module), then every
+	// other open module that some reading of the path lands in, in no
+	// particular order. It is nil when RestrictedModule is not "" (Route
+	// stops at the first reading that lands in a denied module), and
+	// complete otherwise, also when only the policy's default restricts the
+	// path (a caller that takes the module from Envoy's route needs it
+	// then). It may be shared with other Routes: read it, never modify it.
+	Modules []string
 }
 
 // maxPolicySegment is the longest segment a policy path may hold.
@@ -24,6 +38,7 @@ const maxPolicySegment = 128
 type index struct {
 	root        node
 	names       []string // module names, by module number
+	singles     []string // "", then names: the backing of single
 	deny        []bool   // api_keys: deny, by module number
 	defaultDeny bool
 }
@@ -31,6 +46,7 @@ type index struct {
 type node struct {
 	children map[string]*node
 	module   int // module number of the policy path ending here, or -1
+	nearest  int // module of the longest policy path ending here or above, or -1
 }
 
 func newIndex(mods []Module, def Access) *index {
@@ -54,20 +70,33 @@ func newIndex(mods []Module, def Access) *index {
 			n.module = m
 		}
 	}
+	ix.singles = append([]string{""}, ix.names...)
+	ix.root.setNearest(-1)
 	return ix
+}
+
+// setNearest sets the nearest module of n and of the nodes below it, given
+// the nearest module above n.
+func (n *node) setNearest(above int) {
+	n.nearest = above
+	if n.module >= 0 {
+		n.nearest = n.module
+	}
+	for _, c := range n.children {
+		c.setNearest(n.nearest)
+	}
 }
 
 // result is the Route of a path that has only one reading, landing in
 // module m (-1 for none).
 func (ix *index) result(m int) Route {
-	if m < 0 {
-		return Route{Restricted: ix.defaultDeny}
+	switch {
+	case m < 0:
+		return Route{Restricted: ix.defaultDeny, Modules: ix.single(-1)}
+	case ix.deny[m]:
+		return Route{Module: ix.names[m], Restricted: true, RestrictedModule: ix.names[m]}
 	}
-	r := Route{Module: ix.names[m]}
-	if ix.deny[m] {
-		r.Restricted, r.RestrictedModule = true, ix.names[m]
-	}
-	return r
+	return Route{Module: ix.names[m], Modules: ix.single(m)}
 }
 
 func (ix *index) route(raw string) (Route, error) {
@@ -142,168 +171,326 @@ func (ix *index) slow(raw string) (Route, error) {
 	if err != nil {
 		return Route{}, err
 	}
-	// The options that can change the reading of this path.
-	var apply reading
-	if t.flags&fBackslash != 0 {
-		apply |= bsLiteral
-	}
-	if t.flags&fSemicolon != 0 {
-		apply |= paramsLiteral | paramsTruncate
-	}
-	if t.flags&fHash != 0 {
-		apply |= fragLiteral
-	}
-	if len(t.path) > 1 && (t.path[1] == '/' || t.path[1] == '\\') {
-		apply |= netPath
-	}
-	e := evaluation{ix: ix, flags: t.flags, denied: -1}
-	var arr [32]string
-	segs := arr[:0]
-	for r := reading(0); r < mergeFirst; r++ {
-		if r&^apply != 0 || r&(paramsLiteral|paramsTruncate) == paramsLiteral|paramsTruncate {
-			continue
-		}
-		// A network-path reading is a guess at stacks that parse the target
-		// as a generic URI reference; combine it only with the readings of
-		// WHATWG URL parsers ("\" is "/") and of RFC 3986 ones ("\" and
-		// ";" are ordinary characters), to bound the work.
-		if r&netPath != 0 && r&^(netPath|fragLiteral) != 0 && r&^(netPath|fragLiteral) != (bsLiteral|paramsLiteral)&apply {
-			continue
-		}
-		var popped, ok bool
-		if segs, popped, ok = resolve(t.path, r, segs); !ok {
-			continue
-		}
-		e.add(segs, r)
-		if popped && !e.done() {
-			segs, _, _ = resolve(t.path, r|mergeFirst, segs)
-			e.add(segs, r|mergeFirst)
-		}
-		if e.done() {
-			break
-		}
-	}
+	var e evaluation
+	e.init(ix, t)
+	forEachReading(e.applies, e.visit)
 	return e.route(), nil
 }
 
 // evaluation collects the outcome of the readings of one path.
 type evaluation struct {
-	ix         *index
-	flags      uint8 // of the target
-	module     int   // module of the primary reading
+	ix     *index
+	sp     splitter
+	nseg   int // segments of the reading being visited, in buf
+	buf    [MaxSegments]string
+	keyBuf [3][4 * maxPolicySegment]byte // for the spellings of a segment (see walk)
+
+	// differs[c] has bit o set when option o of choice c may read the path
+	// differently from option 0, given the options of the choices before c
+	// (see forEachReading).
+	differs [numChoices]uint8
+
+	started bool  // a reading was visited
+	groups  int   // groups ended so far
+	group   group // the group being visited
+	primary int   // module of the group of the canonical reading, or -1
+
 	restricted bool
 	denied     int // first denied module found, or -1
+	// The open modules found, in order, without repeats: the first
+	// len(nearOpen) of them in nearOpen, the others in farOpen. (No slice
+	// of the evaluation points into it, which would move it to the heap.)
+	nopen    int
+	nearOpen [8]int
+	farOpen  []int
 }
 
-// add routes the segments of reading r, and the readings derived from them:
-//   - the reading of a stack that stops matching at the first segment
-//     holding an escape (it does not decode them) or at the first empty
-//     segment (it does not merge separators), which can only land in an
-//     ancestor of the module the full reading lands in;
-//   - the heuristic readings (see walkMode), which count only when they
-//     land in a denied module.
-func (e *evaluation) add(segs []string, r reading) {
-	deepest, beforeCut := e.ix.walk(segs, exact)
-	if r == 0 {
-		e.module = deepest
-	}
-	e.check(deepest, true)
-	e.check(beforeCut, true)
-	if e.flags&fNonASCII != 0 {
-		m, _ := e.ix.walk(segs, folded)
-		e.check(m, false)
-	}
-	if e.flags&fHeuristic != 0 {
-		m, _ := e.ix.walk(segs, foldedTrimmed)
-		e.check(m, false)
+// A group is the readings that differ only by heuristic choices: one sure
+// reading and its heuristic variants.
+type group struct {
+	sure int // module the sure reading lands in, or -1
+	open int // first open module a heuristic variant lands in, or -1
+}
+
+func (e *evaluation) init(ix *index, t target) {
+	e.ix, e.primary, e.denied, e.group = ix, -1, -1, group{sure: -1, open: -1}
+	e.sp.init(t)
+}
+
+func (e *evaluation) applies(c choice, o uint8) bool { return e.differs[c]&(1<<o) != 0 }
+
+// may records, during a visit of r with option 0 of choice c, that option
+// o of c may read the path differently.
+func (e *evaluation) may(r *reading, c choice, o uint8) {
+	if r[c] == 0 {
+		e.differs[c] |= 1 << o
 	}
 }
 
-// check records a reading that lands in module m (-1 for none). A reading
-// that lands in no module counts as denied when the default is deny and
-// the reading is sure (not heuristic).
-func (e *evaluation) check(m int, sure bool) {
+func (e *evaluation) visit(r reading, first choice) bool {
+	for c := first + 1; c < numChoices; c++ {
+		e.differs[c] = 0
+	}
+	if first < firstHeuristic && e.started {
+		e.endGroup()
+	}
+	e.started = true
+	if first < firstWalkChoice {
+		segs, f := e.sp.split(&r, e.buf[:0])
+		e.nseg = len(segs)
+		if e.sp.flags&fBackslash != 0 {
+			e.may(&r, chSeparators, 1)
+		}
+		if e.sp.flags&fSemicolon != 0 {
+			e.may(&r, chParams, 1)
+			e.may(&r, chParams, 2)
+		}
+		if e.sp.flags&fHash != 0 {
+			e.may(&r, chFragment, 1)
+		}
+		if f.authority {
+			e.may(&r, chAuthority, 1)
+		}
+		if f.popped {
+			e.may(&r, chDots, 1)
+		}
+		if f.dot {
+			e.may(&r, chDots, 2)
+		}
+	}
+	e.walk(&r)
+	return e.denied < 0
+}
+
+// endGroup closes the group being visited. A sure reading that lands in
+// no module, and none of whose heuristic variants lands in an open module,
+// counts as denied when the default is deny. The group of the canonical
+// reading gives Route.Module: the module its sure reading lands in or, if
+// none, the first open module a variant lands in (/api/v1/projects.json,
+// /api/v1/projects:search belong to projects).
+func (e *evaluation) endGroup() {
+	m := e.group.sure
+	if m < 0 {
+		m = e.group.open
+	}
+	if e.groups == 0 {
+		e.primary = m
+	}
+	if m < 0 && e.ix.defaultDeny {
+		e.restricted = true
+	}
+	e.groups++
+	e.group = group{sure: -1, open: -1}
+}
+
+// land records that a reading lands in module m (-1 for none).
+func (e *evaluation) land(m int, heuristic bool) {
 	switch {
-	case m >= 0 && e.ix.deny[m]:
+	case m < 0:
+	case e.ix.deny[m]:
 		e.restricted = true
 		if e.denied < 0 {
 			e.denied = m
 		}
-	case m < 0 && sure && e.ix.defaultDeny:
-		e.restricted = true
+	default:
+		e.addOpen(m)
+		if heuristic && e.group.open < 0 {
+			e.group.open = m
+		}
+	}
+	if !heuristic {
+		e.group.sure = m
 	}
 }
 
-// done reports whether more readings cannot change the Route.
-func (e *evaluation) done() bool { return e.denied >= 0 }
+// addOpen adds open module m to those found.
+func (e *evaluation) addOpen(m int) {
+	near := e.nearOpen[:min(e.nopen, len(e.nearOpen))]
+	if slices.Contains(near, m) || slices.Contains(e.farOpen, m) {
+		return
+	}
+	if e.nopen < len(e.nearOpen) {
+		e.nearOpen[e.nopen] = m
+	} else {
+		e.farOpen = append(e.farOpen, m)
+	}
+	e.nopen++
+}
 
+// route ends the last group and returns the Route.
 func (e *evaluation) route() Route {
+	e.endGroup()
 	var r Route
-	if e.module >= 0 {
-		r.Module = e.ix.names[e.module]
+	if e.primary >= 0 {
+		r.Module = e.ix.names[e.primary]
 	}
 	r.Restricted = e.restricted
 	if e.denied >= 0 {
 		r.RestrictedModule = e.ix.names[e.denied]
 	}
+	if e.denied < 0 {
+		r.Modules = e.ix.modules(e.primary, e.nearOpen[:min(e.nopen, len(e.nearOpen))], e.farOpen)
+	}
 	return r
 }
 
-// How walk compares a segment with the segments of policy paths.
-type walkMode int
-
-const (
-	// exact: with escapes decoded and ASCII letters lower-cased.
-	exact walkMode = iota
-	// folded: like exact, then changed by foldCase, as by a stack that
-	// compares paths ignoring case by Unicode's simple case mappings.
-	folded
-	// foldedTrimmed: trimSuffix, then like folded, as by a stack that also
-	// ignores what segments end with.
-	foldedTrimmed
-)
-
-// walk matches the segments of one reading against the trie and returns the
-// module of the longest matching policy path (-1 for none), and that of the
-// longest one matching before the first segment that is empty or holds an
-// escape. Empty segments are skipped, so repeated separators are merged.
-func (ix *index) walk(segs []string, mode walkMode) (deepest, beforeCut int) {
-	deepest, beforeCut = -1, -1
-	cut := false
-	last := len(segs) - 1
-	for last >= 0 && segs[last] == "" {
-		last--
+// modules returns the Route.Modules of a path whose canonical reading
+// belongs to module primary (-1 for none) and whose readings land in the
+// open modules near and far: primary first, then the others.
+func (ix *index) modules(primary int, near, far []int) []string {
+	if len(far) == 0 && (len(near) == 0 || len(near) == 1 && near[0] == primary) {
+		return ix.single(primary)
 	}
-	var buf [4 * maxPolicySegment]byte
-	n := &ix.root
-	for i, s := range segs {
-		if !cut && (s == "" || strings.IndexByte(s, '%') >= 0) {
-			cut, beforeCut = true, deepest
+	mods := make([]string, 1, len(near)+len(far)+1)
+	mods[0] = ix.single(primary)[0]
+	for _, ms := range [...][]int{near, far} {
+		for _, m := range ms {
+			if m != primary {
+				mods = append(mods, ix.names[m])
+			}
 		}
+	}
+	return mods
+}
+
+// single returns the shared Route.Modules of a path that belongs to module
+// m alone ("" for none), with no spare capacity, so that append copies it.
+func (ix *index) single(m int) []string {
+	return ix.singles[m+1 : m+2 : m+2]
+}
+
+// walk matches the segments of the reading being visited, with the
+// options of r for the choices from firstWalkChoice on, against the trie,
+// and lands every reading they make: one, or, with chSuffix option 1, one
+// for every way of reading each segment whole or without its suffix (the
+// walk follows all of them at once, as a set of trie nodes). A reading
+// lands in the module of the longest policy path it matches.
+func (e *evaluation) walk(r *reading) {
+	heuristic := r[chCase] != 0 || r[chSuffix] != 0
+	segs := e.buf[:e.nseg]
+	for len(segs) > 0 && segs[len(segs)-1] == "" {
+		segs = segs[:len(segs)-1] // a trailing "/" matches as no "/" does
+	}
+	var curBuf, nextBuf [8]*node
+	cur, next := append(curBuf[:0], &e.ix.root), nextBuf[:0]
+	var spellings [3]string
+	var keys [3][]byte
+	for _, s := range segs {
 		if s == "" {
+			e.may(r, chMerge, 1)
+			if r[chMerge] != 0 {
+				break
+			}
 			continue
 		}
-		if mode == foldedTrimmed {
-			s = trimSuffix(s, i == last)
+		if strings.IndexByte(s, '%') >= 0 {
+			e.may(r, chDecode, 1)
+			if r[chDecode] != 0 {
+				break
+			}
 		}
-		key, ok := decodeKey(buf[:], s)
-		if !ok {
-			break
+		sp := append(spellings[:0], s)
+		// The other spellings are needed by a suffix reading, or to learn
+		// whether one would differ, until that is known.
+		if r[chSuffix] != 0 || e.differs[chSuffix] == 0 {
+			if sp = spell(s, &spellings); len(sp) > 1 {
+				e.may(r, chSuffix, 1)
+			}
+			if r[chSuffix] == 0 {
+				sp = sp[:1]
+			}
 		}
-		if mode != exact {
-			key = foldCase(key)
+		for i, v := range sp {
+			key, ok := decodeKey(e.keyBuf[i][:], v)
+			if ok && (r[chCase] != 0 || e.differs[chCase] == 0) && mayFold(key) {
+				e.may(r, chCase, 1)
+				if r[chCase] != 0 {
+					key = foldCase(key)
+				}
+			}
+			if !ok {
+				key = nil // too long to match any policy segment
+			}
+			keys[i] = key
 		}
-		if n = n.children[string(key)]; n == nil {
-			break
+		next = next[:0]
+		for _, n := range cur {
+			for i := range sp {
+				c := (*node)(nil)
+				if keys[i] != nil {
+					c = n.children[string(keys[i])]
+				}
+				switch {
+				case c == nil:
+					e.land(n.nearest, heuristic)
+				case !slices.Contains(next, c):
+					next = append(next, c)
+				}
+			}
 		}
-		if n.module >= 0 {
-			deepest = n.module
+		cur, next = next, cur
+		if len(cur) == 0 {
+			return
 		}
 	}
-	if !cut {
-		beforeCut = deepest
+	for _, n := range cur {
+		e.land(n.nearest, heuristic)
 	}
-	return deepest, beforeCut
+}
+
+// spell returns s and, after it, the other spellings a suffix reading
+// matches s by (see chSuffix), without repeats, in buf.
+func spell(s string, buf *[3]string) []string {
+	out := append(buf[:0], s)
+	if !strings.ContainsAny(s, ".:%") {
+		return out
+	}
+	for _, dot := range [...]bool{false, true} {
+		v := trimTrailing(cutSuffix(s, dot))
+		if v != "" && !slices.Contains(out, v) {
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
+// cutSuffix cuts segment s at its first ":" (raw or escaped) after the
+// first byte, or, if dot, at its first "." or ":".
+func cutSuffix(s string, dot bool) string {
+	for k := 1; k < len(s); k++ {
+		switch {
+		case s[k] == ':' || dot && s[k] == '.':
+			return s[:k]
+		case s[k] == '%' && k+2 < len(s) && s[k+1] == '3' && (s[k+2] == 'a' || s[k+2] == 'A'):
+			return s[:k]
+		}
+	}
+	return s
+}
+
+// trimTrailing drops the trailing dots and escaped spaces of segment s, as
+// Windows does with file names.
+func trimTrailing(s string) string {
+	for {
+		switch {
+		case strings.HasSuffix(s, "."):
+			s = s[:len(s)-1]
+		case strings.HasSuffix(s, "%20"):
+			s = s[:len(s)-3]
+		default:
+			return s
+		}
+	}
+}
+
+// mayFold reports whether foldCase may change key.
+func mayFold(key []byte) bool {
+	for _, c := range key {
+		if c == 0xc4 || c == 0xc5 || c == 0xe2 {
+			return true
+		}
+	}
+	return false
 }
 
 // decodeKey writes segment s (which passed scan), with every escape decoded
@@ -323,37 +510,6 @@ func decodeKey(buf []byte, s string) (key []byte, ok bool) {
 		n++
 	}
 	return buf[:n], true
-}
-
-// trimSuffix changes a segment as a stack that ignores what segments end
-// with reads it: trailing dots and escaped
-// spaces are dropped from every segment (Windows file names), and the last
-// segment is cut at its first "." or ":" after the first byte (format
-// suffixes like "users.json" in Rails or Spring, custom methods like
-// "users:search" in gRPC transcoding).
-func trimSuffix(s string, last bool) string {
-	for {
-		switch {
-		case strings.HasSuffix(s, "."):
-			s = s[:len(s)-1]
-			continue
-		case strings.HasSuffix(s, "%20"):
-			s = s[:len(s)-3]
-			continue
-		}
-		break
-	}
-	if last {
-		for k := 1; k < len(s); k++ {
-			switch {
-			case s[k] == '.' || s[k] == ':':
-				return s[:k]
-			case s[k] == '%' && k+2 < len(s) && s[k+1] == '3' && (s[k+2] == 'a' || s[k+2] == 'A'):
-				return s[:k]
-			}
-		}
-	}
-	return s
 }
 
 // foldCase changes a decoded segment as a stack that ignores case reads it:
