@@ -170,8 +170,19 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 		}
 		return because(reason, key, module)
 	}
-	if !keystore.Allows(key.Scopes, module, action(r.Method)) {
+	// The key's scopes must cover the module and every other open module
+	// some reading of the path lands in (a router that does not resolve
+	// dots reads /projects/../deployments as projects, Envoy as
+	// deployments). A route module overrides the default for paths in no
+	// module, so "" counts only without one.
+	act := action(r.Method)
+	if !keystore.Allows(key.Scopes, module, act) {
 		return because(ReasonScope, key, module)
+	}
+	for _, m := range route.Modules {
+		if m != module && (m != "" || r.Module == "") && !keystore.Allows(key.Scopes, m, act) {
+			return because(ReasonScope, key, module)
+		}
 	}
 	d := because(ReasonAllowed, key, module)
 	d.fromCache = fromCache
