@@ -104,7 +104,11 @@ func (c *keysListCmd) Run(e *env) error {
 			return usageError("--account: must not be empty; leave the flag out to list every account")
 		}
 	}
-	keys, err := store.List(e.ctx, keystore.ListParams{AccountID: account, All: c.All})
+	status := keystore.ListActive
+	if c.All {
+		status = keystore.ListAll
+	}
+	keys, err := store.List(e.ctx, keystore.ListParams{AccountID: account, Status: status})
 	if err != nil {
 		return storeError(err, "")
 	}
