@@ -175,6 +175,12 @@ func ValidateName(name string) error {
 	return validateText("name", name, MaxNameLen, true, false)
 }
 
+// ValidateDescription checks a key's description (at most
+// MaxDescriptionLen characters; newlines and tabs allowed).
+func ValidateDescription(d string) error {
+	return validateText("description", d, MaxDescriptionLen, false, true)
+}
+
 // validateText checks a free-text field: valid UTF-8, no control
 // characters other than newline and tab when multiline, at most max
 // characters, and (when required) not blank.

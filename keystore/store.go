@@ -146,7 +146,7 @@ func (p CreateParams) check(more ...error) ([]string, error) {
 	err := errors.Join(append([]error{
 		ValidateAccountID(p.AccountID),
 		ValidateName(p.Name),
-		validateText("description", p.Description, MaxDescriptionLen, false, true),
+		ValidateDescription(p.Description),
 		scopesErr,
 	}, more...)...)
 	return scopes, err
@@ -504,17 +504,17 @@ func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, er
 		return nil, err
 	}
 	detail := map[string]any{}
+	var problems []error
 	if p.Name != nil {
-		if err := ValidateName(*p.Name); err != nil {
-			return nil, err
-		}
+		problems = append(problems, ValidateName(*p.Name))
 		detail["name"] = *p.Name
 	}
 	if p.Description != nil {
-		if err := validateText("description", *p.Description, MaxDescriptionLen, false, true); err != nil {
-			return nil, err
-		}
+		problems = append(problems, ValidateDescription(*p.Description))
 		detail["description"] = *p.Description
+	}
+	if err := errors.Join(problems...); err != nil {
+		return nil, err
 	}
 	if len(detail) == 0 {
 		return nil, invalid("update", "nothing to change: give a name or a description")
