@@ -23,7 +23,7 @@ func TestDevFromScratch(t *testing.T) {
 	out := &lockedBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"dev", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"},
+		done <- run(ctx, []string{"dev", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"},
 			func(string) string { return "" }, out, io.Discard)
 	}()
 	defer func() {
@@ -66,4 +66,5 @@ func TestDevFromScratch(t *testing.T) {
 			t.Fatalf("command %d: status %d, want %d", i, got, want)
 		}
 	}
+	checkDevConsole(t, out.String())
 }

@@ -16,11 +16,12 @@ const envPrefix = "KEYGATE_"
 
 // cli is the whole command line.
 type cli struct {
-	Serve   serveCmd   `cmd:"" help:"Answer Envoy ext_authz Check requests until SIGTERM or SIGINT, then drain."`
-	Dev     devCmd     `cmd:"" help:"Run locally in one command: a throwaway PostgreSQL (unless DATABASE_URL is set), a demo key, and serve."`
-	Migrate migrateCmd `cmd:"" help:"Apply the database schema migrations (idempotent, safe with concurrent replicas)."`
-	Keys    keysCmd    `cmd:"" help:"Manage API keys: create, list, show, revoke, rotate."`
-	Version versionCmd `cmd:"" help:"Print version and build information."`
+	Serve      serveCmd      `cmd:"" help:"Answer Envoy ext_authz Check requests until SIGTERM or SIGINT, then drain."`
+	Dev        devCmd        `cmd:"" help:"Run locally in one command: a throwaway PostgreSQL (unless DATABASE_URL is set), a demo key, and serve."`
+	Migrate    migrateCmd    `cmd:"" help:"Apply the database schema migrations (idempotent, safe with concurrent replicas)."`
+	Keys       keysCmd       `cmd:"" help:"Manage API keys: create, list, show, revoke, rotate."`
+	AdminToken adminTokenCmd `cmd:"" name:"admin-token" help:"Make admin tokens for the admin API and the console."`
+	Version    versionCmd    `cmd:"" help:"Print version and build information."`
 }
 
 // env is what commands need from their surroundings; run builds it once,

@@ -42,6 +42,8 @@ type serveFlags struct {
 	NegativeTTL      duration `default:"5s" placeholder:"DURATION" help:"How long an unknown key is remembered as unknown (creating it clears that at once) (default ${default})."`
 	PollInterval     duration `default:"5s" placeholder:"DURATION" help:"Interval of the delta poll that catches changes whose notification was lost (default ${default})."`
 	LastUsedInterval duration `default:"10s" placeholder:"DURATION" help:"Interval of the batched last-used writes (default ${default})."`
+
+	adminFlags
 }
 
 type serveCmd struct {
@@ -103,6 +105,10 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	}
 	gc := tuneGC(e.getenv, logger)
 	pol, err := loadPolicy(sf.Policy, logger)
+	if err != nil {
+		return err
+	}
+	adminTokens, err := sf.loadTokens()
 	if err != nil {
 		return err
 	}
@@ -170,6 +176,11 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		return usageError("--http-addr: %v", err)
 	}
 	defer httpLis.Close()
+	adminLis, err := listenAdmin(sf.adminFlags, adminTokens, store, pol, logger)
+	if err != nil {
+		return err
+	}
+	defer adminLis.close()
 
 	healthServer := newHealthService()
 	grpcServer := authz.NewGRPCServer(authzServer, grpcServerOptions()...)
@@ -188,7 +199,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(e.ctx))
 	defer stopWork()
 	var wg sync.WaitGroup
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
 	wg.Go(func() { errs <- grpcServer.Serve(grpcLis) })
 	wg.Go(func() {
 		if err := httpServer.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
@@ -198,6 +209,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	wg.Go(func() { watchStore(workCtx, store, ready, logger) })
 	wg.Go(func() { watcher.Run(workCtx) })
 	wg.Go(func() { usage.Run(workCtx) })
+	adminLis.start(workCtx, &wg, errs)
 	logger.Info("keygate serving", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String(),
 		"policy_modules", len(pol.Modules), "version", version, "gogc", gc.gogc, "gomemlimit", gc.memoryLimit)
 	if onServing != nil {
@@ -227,6 +239,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	shutdownCtx, cancelShutdown := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancelShutdown()
 	_ = httpServer.Shutdown(shutdownCtx)
+	adminLis.shutdown(shutdownCtx)
 	stopWork() // the usage recorder flushes once more
 	wg.Wait()
 	logger.Info("stopped")
