@@ -213,6 +213,6 @@ func devConsoleGuide(addr net.Addr, token keystore.Secret) string {
 
   The admin API with curl (ADMIN_TOKEN set to the token):
 
-    curl -s -H "Authorization: Bearer $ADMIN_TOKEN" %sv1/keys?status=all
+    curl -s -H "Authorization: Bearer $ADMIN_TOKEN" '%sv1/keys?status=all'
 `, url, signIn, url)
 }

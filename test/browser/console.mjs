@@ -71,6 +71,8 @@ context.on("request", (r) => {
 let step = 0;
 async function shot(page, name) {
   step++;
+  // A passing toast would cover part of the page in the picture.
+  await page.evaluate(() => { document.getElementById("toast").hidden = true; });
   const file = join(shots, `${String(step).padStart(2, "0")}-${name}.png`);
   await page.screenshot({ path: file, fullPage: false });
   log(`screenshot ${file}`);
