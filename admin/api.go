@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -64,29 +65,14 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	if !errs.has("name") && !present(members, "name") {
 		errs.add("name", "required: a name people recognise the key by")
 	}
-	for _, ve := range validationErrors(s.store.CheckCreate(params, s.now())) {
-		field := ve.Field
-		if field == "expiry" {
-			field = expiryField
-		}
-		if field == "scopes" && errs.hasPrefix("scopes") || errs.has(field) {
-			continue
-		}
-		errs.add(field, ve.Problem)
-	}
+	addCreateErrors(&errs, s.store.CheckCreate(params, s.now()), expiryField)
 	if prob := errs.problem(createFields...); prob != nil {
 		return prob
 	}
 	k, secret, err := s.store.Create(r.Context(), params)
 	if err != nil {
-		if ves := validationErrors(err); len(ves) > 0 { // judged again at the database's clock
-			for _, ve := range ves {
-				field := ve.Field
-				if field == "expiry" {
-					field = expiryField
-				}
-				errs.add(field, ve.Problem)
-			}
+		// The expiry is judged again at the database's clock.
+		if addCreateErrors(&errs, err, expiryField); len(errs) > 0 {
 			return errs.problem(createFields...)
 		}
 		return s.storeProblem(err)
@@ -167,6 +153,21 @@ func (s *Server) checkScopes(scopes []string, errs *fieldErrors) {
 	}
 }
 
+// addCreateErrors records the store's verdict on a create in the API's
+// words: its "expiry" is the member that chose the expiry, and its
+// "scopes" only when no scope has a problem of its own already.
+func addCreateErrors(errs *fieldErrors, err error, expiryField string) {
+	for _, ve := range validationErrors(err) {
+		switch {
+		case ve.Field == "expiry":
+			errs.add(expiryField, ve.Problem)
+		case ve.Field == "scopes" && errs.hasPrefix("scopes"):
+		default:
+			errs.add(ve.Field, ve.Problem)
+		}
+	}
+}
+
 // addValidation records the keystore validation errors in err.
 func addValidation(errs *fieldErrors, err error) {
 	for _, ve := range validationErrors(err) {
@@ -216,19 +217,10 @@ func decodeMember(members map[string]json.RawMessage, name string, dst any, errs
 
 func unknownFields(members map[string]json.RawMessage, errs *fieldErrors, known []string) {
 	for name := range members {
-		if !contains(known, name) {
+		if !slices.Contains(known, name) {
 			errs.add(fieldName(name), "unknown field")
 		}
 	}
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // fieldName keeps an unknown field's name printable and short.
@@ -265,7 +257,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, p Principal) *
 	}
 	for name, values := range query {
 		switch {
-		case !contains(listParams, name):
+		case !slices.Contains(listParams, name):
 			errs.add(fieldName(name), "unknown parameter: want account_id, status, limit or cursor")
 		case len(values) > 1:
 			errs.add(name, "given more than once")

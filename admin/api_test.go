@@ -2,7 +2,6 @@ package admin_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"os"
@@ -518,4 +517,21 @@ func TestPagination(t *testing.T) {
 	}
 }
 
-var _ = json.Marshal
+// TestStoreUnavailable answers 503 with Retry-After when the database is
+// gone, and says nothing about why beyond that.
+func TestStoreUnavailable(t *testing.T) {
+	f := newFixture(t)
+	k := f.create(map[string]any{})
+	f.pool.Close()
+	for _, c := range []call{
+		{method: "GET", path: "/v1/keys"},
+		{method: "GET", path: "/v1/keys/" + k.ID},
+		{method: "POST", path: "/v1/keys", body: map[string]any{"account_id": "acme", "name": "n"}},
+	} {
+		c.token = f.root
+		res := f.do(c)
+		if res.status != http.StatusServiceUnavailable || res.header.Get("Retry-After") == "" || strings.Contains(string(res.body), "pool") {
+			t.Fatalf("%s %s with the database gone: %d %s", c.method, c.path, res.status, res.body)
+		}
+	}
+}

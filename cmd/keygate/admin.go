@@ -23,18 +23,27 @@ import (
 
 // adminFlags configure the admin listener; serve and dev share them.
 type adminFlags struct {
-	AdminAddr       string `name:"admin-addr" default:"127.0.0.1:9003" help:"Address of the admin listener: the admin REST API and the web console. Off unless --admin-tokens-file is set."`
+	AdminAddr       string `name:"admin-addr" default:"${admin_addr}" help:"Address of the admin listener: the admin REST API and the web console. Off unless --admin-tokens-file is set."`
 	AdminTokensFile string `name:"admin-tokens-file" type:"path" placeholder:"FILE" help:"YAML list of admin tokens (name, sha256, account) made by 'keygate admin-token new'; re-read on SIGHUP. Turns the admin listener on."`
 
 	// onListen, when set, is told the admin listener's address (dev).
 	onListen func(net.Addr) `kong:"-"`
 }
 
-// loadTokens reads the admin tokens file, or returns nil when the admin
-// listener is off.
-func (f adminFlags) loadTokens() (*admin.Tokens, error) {
+// defaultAdminAddr is --admin-addr's default: loopback only.
+const defaultAdminAddr = "127.0.0.1:9003"
+
+// loadTokens checks the admin flags and reads the admin tokens file, or
+// returns nil when the admin listener is off.
+func (f adminFlags) loadTokens(logger *slog.Logger) (*admin.Tokens, error) {
 	if f.AdminTokensFile == "" {
+		if f.AdminAddr != defaultAdminAddr {
+			logger.Warn("--admin-addr is set but the admin listener is off: it needs --admin-tokens-file")
+		}
 		return nil, nil
+	}
+	if _, _, err := net.SplitHostPort(f.AdminAddr); err != nil {
+		return nil, usageError("--admin-addr: %v", err)
 	}
 	tokens, err := admin.LoadTokens(f.AdminTokensFile)
 	if err != nil {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -138,11 +136,11 @@ func TestServeAdmin(t *testing.T) {
 	}
 	writeTokensFile(t, path, firstEntry, secondEntry)
 	hup(t)
-	eventually(t, 5*time.Second, "the reload", func() bool { return adminGet(t, base+"/v1/keys", second) == 200 })
+	waitFor(t, 5*time.Second, "the reload", func() bool { return adminGet(t, base+"/v1/keys", second) == 200 })
 
 	os.WriteFile(path, []byte("- name: broken\n  sha256: nope\n"), 0o600)
 	hup(t)
-	eventually(t, 5*time.Second, "the reload error", func() bool { return strings.Contains(inst.logs.String(), "admin tokens not reloaded") })
+	waitFor(t, 5*time.Second, "the reload error", func() bool { return strings.Contains(inst.logs.String(), "admin tokens not reloaded") })
 	if !strings.Contains(inst.logs.String(), path+":2: sha256") {
 		t.Fatalf("the reload error does not name file and line:\n%s", grepLines(inst.logs.String(), "not reloaded"))
 	}
@@ -151,7 +149,7 @@ func TestServeAdmin(t *testing.T) {
 	}
 	writeTokensFile(t, path, secondEntry)
 	hup(t)
-	eventually(t, 5*time.Second, "the revocation of the first token", func() bool { return adminGet(t, base+"/v1/keys", first) == 401 })
+	waitFor(t, 5*time.Second, "the revocation of the first token", func() bool { return adminGet(t, base+"/v1/keys", first) == 401 })
 	if err := inst.stop(); err != nil {
 		t.Fatalf("serve: %v", err)
 	}
@@ -178,17 +176,6 @@ func hup(t *testing.T) {
 	}
 }
 
-func eventually(t *testing.T, limit time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 func TestServeRefusesBadAdminConfig(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "tokens.yaml")
@@ -211,5 +198,18 @@ func TestServeRefusesBadAdminConfig(t *testing.T) {
 	}
 }
 
-var _ = bufio.NewScanner
-var _ sync.Mutex
+func TestServeRefusesBadAdminAddr(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.yaml")
+	writeTokensFile(t, path)
+	env := map[string]string{"DATABASE_URL": "postgres://nobody@127.0.0.1:1/none?connect_timeout=1"}
+	var stderr strings.Builder
+	err := run(context.Background(), []string{"serve", "--admin-addr", "nowhere", "--admin-tokens-file", path},
+		func(k string) string { return env[k] }, io.Discard, &stderr)
+	if code := exitCodeTo(err, &stderr); code != 2 || !strings.Contains(stderr.String(), "--admin-addr") {
+		t.Fatalf("exit %d, %q; want 2 naming --admin-addr", code, stderr.String())
+	}
+	r := runCLI(t, "", "serve", "--help")
+	if !strings.Contains(r.stdout, "127.0.0.1:9003") {
+		t.Fatalf("serve --help does not show the admin address default:\n%s", r.stdout)
+	}
+}

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
 
 	"github.com/keygate/keygate/admin"
@@ -139,5 +138,3 @@ func checkKey(t *testing.T, inst *instance, secret string) codes.Code {
 	resp := inst.check(t, checkRequest("GET", "/api/v1/projects/7", map[string]string{"x-api-key": secret}, ""))
 	return codes.Code(resp.GetStatus().GetCode())
 }
-
-var _ *authv3.CheckRequest

@@ -68,6 +68,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		kong.Resolvers(envResolver(getenv)),
 		kong.PostBuild(documentEnv),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Vars{"admin_addr": defaultAdminAddr},
 	)
 	if err != nil {
 		return err

@@ -108,7 +108,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	if err != nil {
 		return err
 	}
-	adminTokens, err := sf.loadTokens()
+	adminTokens, err := sf.loadTokens(logger)
 	if err != nil {
 		return err
 	}
