@@ -137,6 +137,17 @@ try {
   check(await page.evaluate((t) => sessionStorage.getItem("keygate.adminToken") === t, adminToken), "the token is kept in sessionStorage");
   check(await page.evaluate(() => document.cookie === ""), "no cookies");
   await shot(page, "keys");
+  // The statuses the list derives: expiring soon (3 days left), rotated in its grace period.
+  await page.locator("#keys-body tr", { hasText: "nightly export" }).getByText("Expiring soon").waitFor();
+  await page.locator("#keys-body tr", { hasText: "billing sync" }).getByText("Rotated").waitFor();
+  // Filter by account.
+  await page.getByRole("searchbox", { name: "Account" }).fill("globex");
+  await page.getByRole("button", { name: "Apply" }).click();
+  await page.locator("#keys-body tr", { hasText: "staging deploys" }).waitFor({ state: "detached" });
+  check(await page.locator("#keys-body tr").count() === 1, "the account filter shows globex's one key");
+  await page.getByRole("searchbox", { name: "Account" }).fill("");
+  await page.getByRole("button", { name: "Apply" }).click();
+  await page.locator("#keys-body tr", { hasText: "staging deploys" }).waitFor();
 
   // Generate a key: the dialog takes focus; an API error shows at its field.
   const generateButton = page.getByRole("button", { name: "Generate key" });
