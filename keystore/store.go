@@ -450,39 +450,44 @@ func (s *Store) List(ctx context.Context, p ListParams) ([]*Key, error) {
 	if p.Limit < 0 {
 		return nil, invalid("limit", "must not be negative")
 	}
-	var after *uuid.UUID
-	var afterTime *time.Time
-	if p.After != nil {
-		u, err := parseID(p.After.ID)
-		if err != nil {
-			return nil, err
-		}
-		after, afterTime = &u, &p.After.CreatedAt
-	}
 	var now *time.Time // nil: the database's clock
 	if s.now != nil {
 		t := s.now()
 		now = &t
 	}
+	// Each condition is in the statement only when it applies, so that a
+	// plan cached for the statement uses the indexes (a generic plan of
+	// "$4 IS NULL OR (created_at, id) < …" would scan from the start).
+	args := []any{int(p.Status), now}
+	where := `CASE $1::int
+		WHEN 0 THEN revoked_at IS NULL AND (expires_at IS NULL OR expires_at > coalesce($2, now()))
+		WHEN 2 THEN revoked_at IS NULL AND expires_at <= coalesce($2, now())
+		WHEN 3 THEN revoked_at IS NOT NULL
+		ELSE true
+	END`
+	if p.AccountID != "" {
+		args = append(args, p.AccountID)
+		where += fmt.Sprintf(" AND account_id = $%d", len(args))
+	}
 	order, cmp := "ASC", ">"
 	if p.Newest {
 		order, cmp = "DESC", "<"
 	}
-	var limit *int
-	if p.Limit > 0 {
-		limit = &p.Limit
+	if p.After != nil {
+		u, err := parseID(p.After.ID)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, p.After.CreatedAt, u)
+		where += fmt.Sprintf(" AND (api_keys.created_at, api_keys.id) %s ($%d, $%d)", cmp, len(args)-1, len(args))
 	}
-	keys, err := queryKeysWith(ctx, s.pool, scanRecord, `SELECT `+recordColumns+` FROM api_keys
-		WHERE ($1 = '' OR account_id = $1)
-		  AND CASE $2::int
-		        WHEN 0 THEN revoked_at IS NULL AND (expires_at IS NULL OR expires_at > coalesce($3, now()))
-		        WHEN 2 THEN revoked_at IS NULL AND expires_at <= coalesce($3, now())
-		        WHEN 3 THEN revoked_at IS NOT NULL
-		        ELSE true
-		      END
-		  AND ($4::timestamptz IS NULL OR (api_keys.created_at, api_keys.id) `+cmp+` ($4, $5::uuid))
-		ORDER BY api_keys.created_at `+order+`, api_keys.id `+order+`
-		LIMIT $6`, p.AccountID, int(p.Status), now, afterTime, after, limit)
+	limit := ""
+	if p.Limit > 0 {
+		args = append(args, p.Limit)
+		limit = fmt.Sprintf(" LIMIT $%d", len(args))
+	}
+	keys, err := queryKeysWith(ctx, s.pool, scanRecord, `SELECT `+recordColumns+` FROM api_keys WHERE `+where+`
+		ORDER BY api_keys.created_at `+order+`, api_keys.id `+order+limit, args...)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: list: %w", err)
 	}
