@@ -279,7 +279,10 @@ func decodeObject(w http.ResponseWriter, r *http.Request, allowEmpty bool, media
 		if err != nil {
 			return nil, notObject
 		}
-		key := t.(string) // inside an object, Token returns keys as strings
+		key, ok := t.(string) // inside an object, Token returns keys as strings
+		if !ok {
+			return nil, notObject
+		}
 		var v json.RawMessage
 		if err := dec.Decode(&v); err != nil {
 			return nil, notObject
