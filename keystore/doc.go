@@ -19,10 +19,18 @@
 //	key, err := store.Lookup(ctx, store.Hasher().Digest(secret))
 //	if err == nil && key.StateAt(time.Now()) == keystore.StateActive { /* authenticated */ }
 //
+// # Listing
+//
+// List filters by account and state and pages by keyset (ListParams.After,
+// Key.Position): creation time, then id, either way, so that keys created
+// while a client pages never make a page repeat or skip a key. Records read
+// by Get, List, Update and Revoke carry RotatedTo, the successor's id.
+//
 // # Errors
 //
 // Store methods wrap the sentinel errors ErrNotFound, ErrInvalid (with a
-// *ValidationError naming the field), ErrRevoked, ErrExpired, ErrRotated
+// *ValidationError naming the field; Create and CheckCreate join one per
+// field that is wrong), ErrRevoked, ErrExpired, ErrRotated
 // and ErrUnavailable; test them with errors.Is. Nothing is written when an
 // error is returned. No error message ever contains a secret.
 //

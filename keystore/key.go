@@ -25,6 +25,7 @@ type Key struct {
 	RevokedAt     *time.Time // nil: not revoked
 	LastUsedAt    *time.Time // approximate: recorded in batches
 	RotatedFrom   string     // id of the key this one replaced, "" if none
+	RotatedTo     string     // id of the key that replaced this one, "" if none; not filled by the decision path's reads (Lookup, LookupMany, ChangedSince)
 	Digest        Digest     // the hash the key is stored under
 	UpdatedAt     time.Time  // database time of the last lifecycle change: the record's version
 }
@@ -160,6 +161,24 @@ func Allows(scopes []string, module, action string) bool {
 		}
 	}
 	return false
+}
+
+// ValidateAccountID checks an account id: the rules of a key's account_id
+// (not blank, at most MaxAccountIDLen characters, no control characters).
+func ValidateAccountID(id string) error {
+	return validateText("account_id", id, MaxAccountIDLen, true, false)
+}
+
+// ValidateName checks a name by the rules of a key's name (not blank, at
+// most MaxNameLen characters, one line).
+func ValidateName(name string) error {
+	return validateText("name", name, MaxNameLen, true, false)
+}
+
+// ValidateDescription checks a key's description (at most
+// MaxDescriptionLen characters; newlines and tabs allowed).
+func ValidateDescription(d string) error {
+	return validateText("description", d, MaxDescriptionLen, false, true)
 }
 
 // validateText checks a free-text field: valid UTF-8, no control

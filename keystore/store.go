@@ -120,10 +120,7 @@ func (e Expiry) resolve(now time.Time, maxLifetime time.Duration) (*time.Time, e
 			return nil, invalidf("expiry", "expiry time %s is not in the future", at.Format(time.RFC3339))
 		}
 	default:
-		at = now.Add(DefaultLifetime)
-		if maxLifetime > 0 && maxLifetime < DefaultLifetime {
-			at = now.Add(maxLifetime)
-		}
+		at = now.Add(defaultLifetime(maxLifetime))
 	}
 	if maxLifetime > 0 && at.Sub(now) > maxLifetime {
 		return nil, invalidf("expiry", "exceeds the maximum lifetime of %s", FormatDuration(maxLifetime))
@@ -141,19 +138,48 @@ type CreateParams struct {
 	Actor       string // who asks, for the audit trail
 }
 
+// check validates every field of p but its expiry and returns the
+// normalized scopes, or every problem found (errors.Join of
+// *ValidationError); more, when set, joins problems found elsewhere.
+func (p CreateParams) check(more ...error) ([]string, error) {
+	scopes, scopesErr := NormalizeScopes(p.Scopes)
+	err := errors.Join(append([]error{
+		ValidateAccountID(p.AccountID),
+		ValidateName(p.Name),
+		ValidateDescription(p.Description),
+		scopesErr,
+	}, more...)...)
+	return scopes, err
+}
+
+// CheckCreate reports every problem Create would find with p, judging its
+// expiry at now (Create itself judges it at the database's clock), and
+// writes nothing. The error joins one *ValidationError per field that is
+// wrong (errors.Join); nil means Create would accept p at now.
+func (s *Store) CheckCreate(p CreateParams, now time.Time) error {
+	_, expiryErr := p.Expiry.resolve(now.UTC().Truncate(time.Microsecond), s.maxLifetime)
+	_, err := p.check(expiryErr)
+	return err
+}
+
+// Lifetimes returns the lifetime of a key created without an expiry of its
+// own (DefaultLifetime, capped by the maximum) and the maximum lifetime (0:
+// none, and keys may never expire).
+func (s *Store) Lifetimes() (def, max time.Duration) {
+	return defaultLifetime(s.maxLifetime), s.maxLifetime
+}
+
+func defaultLifetime(maxLifetime time.Duration) time.Duration {
+	if maxLifetime > 0 && maxLifetime < DefaultLifetime {
+		return maxLifetime
+	}
+	return DefaultLifetime
+}
+
 // Create issues a new key and returns its record and its secret, which is
 // never available again.
 func (s *Store) Create(ctx context.Context, p CreateParams) (*Key, Secret, error) {
-	if err := validateText("account_id", p.AccountID, MaxAccountIDLen, true, false); err != nil {
-		return nil, "", err
-	}
-	if err := validateText("name", p.Name, MaxNameLen, true, false); err != nil {
-		return nil, "", err
-	}
-	if err := validateText("description", p.Description, MaxDescriptionLen, false, true); err != nil {
-		return nil, "", err
-	}
-	scopes, err := NormalizeScopes(p.Scopes)
+	scopes, err := p.check()
 	if err != nil {
 		return nil, "", err
 	}
@@ -235,15 +261,34 @@ func (s *Store) insert(ctx context.Context, tx pgx.Tx, k *Key) (Secret, error) {
 const keyColumns = `id::text, account_id, name, description, display_prefix, digest, hash_scheme, scopes,
 	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from::text, updated_at`
 
-func scanKey(row pgx.CollectableRow) (*Key, error) {
+// recordColumns are keyColumns and the id of the key's successor, for
+// the reads and changes that show a record (the decision path does not
+// need the successor). The statement's table must be api_keys itself.
+const recordColumns = keyColumns + `,
+	(SELECT successor.id::text FROM api_keys AS successor WHERE successor.rotated_from = api_keys.id)`
+
+func scanKey(row pgx.CollectableRow) (*Key, error) { return scanKeyWith(row) }
+
+// scanRecord scans recordColumns.
+func scanRecord(row pgx.CollectableRow) (*Key, error) {
+	var rotatedTo *string
+	k, err := scanKeyWith(row, &rotatedTo)
+	if err == nil && rotatedTo != nil {
+		k.RotatedTo = *rotatedTo
+	}
+	return k, err
+}
+
+// scanKeyWith scans keyColumns, then extra.
+func scanKeyWith(row pgx.CollectableRow, extra ...any) (*Key, error) {
 	var (
 		k           Key
 		digest      []byte
 		rotatedFrom *string
 	)
-	err := row.Scan(&k.ID, &k.AccountID, &k.Name, &k.Description, &k.DisplayPrefix, &digest, &k.HashScheme,
-		&k.Scopes, &k.CreatedAt, &k.CreatedBy, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt, &rotatedFrom, &k.UpdatedAt)
-	if err != nil {
+	dest := append([]any{&k.ID, &k.AccountID, &k.Name, &k.Description, &k.DisplayPrefix, &digest, &k.HashScheme,
+		&k.Scopes, &k.CreatedAt, &k.CreatedBy, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt, &rotatedFrom, &k.UpdatedAt}, extra...)
+	if err := row.Scan(dest...); err != nil {
 		return nil, err
 	}
 	if len(digest) != len(k.Digest) {
@@ -267,20 +312,33 @@ func scanKey(row pgx.CollectableRow) (*Key, error) {
 
 // queryKeys runs a query selecting keyColumns and collects the keys.
 func queryKeys(ctx context.Context, q pgxQuerier, sql string, args ...any) ([]*Key, error) {
+	return queryKeysWith(ctx, q, scanKey, sql, args...)
+}
+
+func queryKeysWith(ctx context.Context, q pgxQuerier, scan pgx.RowToFunc[*Key], sql string, args ...any) ([]*Key, error) {
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, scanKey)
+	return pgx.CollectRows(rows, scan)
 }
 
 // queryKey is queryKeys for at most one key; none is ErrNotFound.
 func queryKey(ctx context.Context, q pgxQuerier, sql string, args ...any) (*Key, error) {
+	return queryKeyWith(ctx, q, scanKey, sql, args...)
+}
+
+// queryRecord is queryKey for a query selecting recordColumns.
+func queryRecord(ctx context.Context, q pgxQuerier, sql string, args ...any) (*Key, error) {
+	return queryKeyWith(ctx, q, scanRecord, sql, args...)
+}
+
+func queryKeyWith(ctx context.Context, q pgxQuerier, scan pgx.RowToFunc[*Key], sql string, args ...any) (*Key, error) {
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
 		return nil, err
 	}
-	k, err := pgx.CollectExactlyOneRow(rows, scanKey)
+	k, err := pgx.CollectExactlyOneRow(rows, scan)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -336,35 +394,100 @@ func (s *Store) Get(ctx context.Context, id string) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	k, err := queryKey(ctx, s.pool, `SELECT `+keyColumns+` FROM api_keys WHERE id = $1`, u)
+	k, err := queryRecord(ctx, s.pool, `SELECT `+recordColumns+` FROM api_keys WHERE id = $1`, u)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: get %s: %w", id, err)
 	}
 	return k, nil
 }
 
+// StatusFilter selects keys by their state in List. The zero value,
+// ListActive, lists only keys that authenticate.
+type StatusFilter uint8
+
+// The filters of List.
+const (
+	ListActive  StatusFilter = iota // neither revoked nor expired
+	ListAll                         // every key
+	ListExpired                     // expired and not revoked
+	ListRevoked                     // revoked
+)
+
 // ListParams select keys to list.
 type ListParams struct {
-	AccountID string // "" lists every account
-	All       bool   // include revoked and expired keys
+	AccountID string       // "" lists every account
+	Status    StatusFilter // which states; judged at the store's clock
+	// Newest lists the newest keys first; otherwise in creation order.
+	Newest bool
+	// Limit, when positive, is the most keys returned.
+	Limit int
+	// After, when set, continues a listing (in the same order) after the
+	// key at that position: keyset pagination, so that keys created or
+	// changed between pages never make a page repeat or skip a key.
+	After *Position
 }
 
-// List returns keys in creation order.
+// Position is a key's place in List's order: its creation time, then its
+// id.
+type Position struct {
+	CreatedAt time.Time
+	ID        string
+}
+
+// Position returns k's place in List's order.
+func (k *Key) Position() Position { return Position{CreatedAt: k.CreatedAt, ID: k.ID} }
+
+// List returns the keys p selects, in creation order (or newest first).
 func (s *Store) List(ctx context.Context, p ListParams) ([]*Key, error) {
 	if p.AccountID != "" {
-		if err := validateText("account_id", p.AccountID, MaxAccountIDLen, true, false); err != nil {
+		if err := ValidateAccountID(p.AccountID); err != nil {
 			return nil, err
 		}
+	}
+	if p.Status > ListRevoked {
+		return nil, invalid("status", "unknown status filter")
+	}
+	if p.Limit < 0 {
+		return nil, invalid("limit", "must not be negative")
 	}
 	var now *time.Time // nil: the database's clock
 	if s.now != nil {
 		t := s.now()
 		now = &t
 	}
-	keys, err := queryKeys(ctx, s.pool, `SELECT `+keyColumns+` FROM api_keys
-		WHERE ($1 = '' OR account_id = $1)
-		  AND ($2 OR (revoked_at IS NULL AND (expires_at IS NULL OR expires_at > coalesce($3, now()))))
-		ORDER BY created_at, id`, p.AccountID, p.All, now)
+	// Each condition is in the statement only when it applies, so that a
+	// plan cached for the statement uses the indexes (a generic plan of
+	// "$4 IS NULL OR (created_at, id) < …" would scan from the start).
+	args := []any{int(p.Status), now}
+	where := `CASE $1::int
+		WHEN 0 THEN revoked_at IS NULL AND (expires_at IS NULL OR expires_at > coalesce($2, now()))
+		WHEN 2 THEN revoked_at IS NULL AND expires_at <= coalesce($2, now())
+		WHEN 3 THEN revoked_at IS NOT NULL
+		ELSE true
+	END`
+	if p.AccountID != "" {
+		args = append(args, p.AccountID)
+		where += fmt.Sprintf(" AND account_id = $%d", len(args))
+	}
+	order, cmp := "ASC", ">"
+	if p.Newest {
+		order, cmp = "DESC", "<"
+	}
+	if p.After != nil {
+		u, err := parseID(p.After.ID)
+		if err != nil {
+			return nil, err
+		}
+		args = append(args, p.After.CreatedAt, u)
+		where += fmt.Sprintf(" AND (api_keys.created_at, api_keys.id) %s ($%d, $%d)", cmp, len(args)-1, len(args))
+	}
+	limit := ""
+	if p.Limit > 0 {
+		args = append(args, p.Limit)
+		limit = fmt.Sprintf(" LIMIT $%d", len(args))
+	}
+	keys, err := queryKeysWith(ctx, s.pool, scanRecord, `SELECT `+recordColumns+` FROM api_keys WHERE `+where+`
+		ORDER BY api_keys.created_at `+order+`, api_keys.id `+order+limit, args...)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: list: %w", err)
 	}
@@ -386,17 +509,17 @@ func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, er
 		return nil, err
 	}
 	detail := map[string]any{}
+	var problems []error
 	if p.Name != nil {
-		if err := validateText("name", *p.Name, MaxNameLen, true, false); err != nil {
-			return nil, err
-		}
+		problems = append(problems, ValidateName(*p.Name))
 		detail["name"] = *p.Name
 	}
 	if p.Description != nil {
-		if err := validateText("description", *p.Description, MaxDescriptionLen, false, true); err != nil {
-			return nil, err
-		}
+		problems = append(problems, ValidateDescription(*p.Description))
 		detail["description"] = *p.Description
+	}
+	if err := errors.Join(problems...); err != nil {
+		return nil, err
 	}
 	if len(detail) == 0 {
 		return nil, invalid("update", "nothing to change: give a name or a description")
@@ -407,9 +530,9 @@ func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, er
 		if err != nil {
 			return err
 		}
-		k, err = queryKey(ctx, tx, `UPDATE api_keys SET
+		k, err = queryRecord(ctx, tx, `UPDATE api_keys SET
 				name = COALESCE($2, name), description = COALESCE($3, description), updated_at = clock_timestamp()
-			WHERE id = $1 RETURNING `+keyColumns, u, p.Name, p.Description)
+			WHERE id = $1 RETURNING `+recordColumns, u, p.Name, p.Description)
 		if err != nil {
 			return err
 		}
@@ -443,8 +566,8 @@ func (s *Store) Revoke(ctx context.Context, id, actor string) (*Key, error) {
 		if k.RevokedAt != nil {
 			return fmt.Errorf("%w (at %s)", ErrRevoked, k.RevokedAt.Format(time.RFC3339))
 		}
-		if k, err = queryKey(ctx, tx, `UPDATE api_keys SET revoked_at = $2, updated_at = clock_timestamp()
-			WHERE id = $1 RETURNING `+keyColumns, u, now); err != nil {
+		if k, err = queryRecord(ctx, tx, `UPDATE api_keys SET revoked_at = $2, updated_at = clock_timestamp()
+			WHERE id = $1 RETURNING `+recordColumns, u, now); err != nil {
 			return err
 		}
 		if err := recordEvent(ctx, tx, k, "revoke", actor, now, nil); err != nil {
@@ -534,6 +657,7 @@ func (s *Store) Rotate(ctx context.Context, id string, p RotateParams) (*Rotatio
 			WHERE id = $1 RETURNING `+keyColumns, u, graceEnd); err != nil {
 			return err
 		}
+		r.Old.RotatedTo = r.New.ID
 		if err := recordEvent(ctx, tx, r.New, "create", p.Actor, now, map[string]any{
 			"rotated_from": old.ID, "name": r.New.Name, "account_id": r.New.AccountID,
 			"scopes": r.New.Scopes, "expires_at": r.New.ExpiresAt,

@@ -262,23 +262,150 @@ func TestList(t *testing.T) {
 		}
 		return out
 	}
+	rotated, err := s.Rotate(ctx, a1.ID, keystore.RotateParams{Grace: 3 * time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
 	cases := []struct {
 		p    keystore.ListParams
 		want []string
 	}{
-		{keystore.ListParams{}, []string{"one"}},
-		{keystore.ListParams{All: true}, []string{"one", "two", "three"}},
-		{keystore.ListParams{AccountID: "a", All: true}, []string{"one", "two"}},
+		{keystore.ListParams{}, []string{"one", "one"}},
+		{keystore.ListParams{Status: keystore.ListAll}, []string{"one", "two", "three", "one"}},
+		{keystore.ListParams{Status: keystore.ListAll, Newest: true}, []string{"one", "three", "two", "one"}},
+		{keystore.ListParams{Status: keystore.ListAll, Limit: 2}, []string{"one", "two"}},
+		{keystore.ListParams{Status: keystore.ListAll, After: ptr(a2.Position())}, []string{"three", "one"}},
+		{keystore.ListParams{Status: keystore.ListAll, Newest: true, After: ptr(b1.Position()), Limit: 1}, []string{"two"}},
+		{keystore.ListParams{Status: keystore.ListExpired}, []string{"two"}},
+		{keystore.ListParams{Status: keystore.ListRevoked}, []string{"three"}},
+		{keystore.ListParams{AccountID: "a", Status: keystore.ListAll}, []string{"one", "two", "one"}},
 		{keystore.ListParams{AccountID: "b"}, []string{}},
-		{keystore.ListParams{AccountID: "nobody", All: true}, []string{}},
+		{keystore.ListParams{AccountID: "nobody", Status: keystore.ListAll}, []string{}},
 	}
 	for _, c := range cases {
 		if diff := cmp.Diff(c.want, ids(c.p)); diff != "" {
 			t.Errorf("List(%+v) (-want +got):\n%s", c.p, diff)
 		}
 	}
-	_ = a1
-	_ = a2
+	// Records show the rotation both ways; the decision path's reads do
+	// not need the successor.
+	keys, err := s.List(ctx, keystore.ListParams{AccountID: "a"})
+	if err != nil || len(keys) != 2 || keys[0].ID != a1.ID || keys[0].RotatedTo != rotated.New.ID || keys[1].RotatedFrom != a1.ID || keys[1].RotatedTo != "" {
+		t.Fatalf("List after rotation = %+v, %v; want the old key linked to its successor", keys, err)
+	}
+	if rotated.Old.RotatedTo != rotated.New.ID {
+		t.Fatalf("Rotate's old key has RotatedTo %q, want %q", rotated.Old.RotatedTo, rotated.New.ID)
+	}
+	for _, get := range []func() (*keystore.Key, error){
+		func() (*keystore.Key, error) { return s.Get(ctx, a1.ID) },
+		func() (*keystore.Key, error) { return s.Update(ctx, a1.ID, keystore.UpdateParams{Name: ptr("one")}) },
+		func() (*keystore.Key, error) { return s.Revoke(ctx, a1.ID, "test") },
+	} {
+		if k, err := get(); err != nil || k.RotatedTo != rotated.New.ID {
+			t.Fatalf("got %+v, %v; want RotatedTo %s", k, err, rotated.New.ID)
+		}
+	}
+	for _, bad := range []keystore.ListParams{
+		{AccountID: "\x00"}, {Status: 9}, {Limit: -1}, {After: &keystore.Position{ID: "nope"}},
+	} {
+		if _, err := s.List(ctx, bad); !errors.Is(err, keystore.ErrInvalid) {
+			t.Errorf("List(%+v) = %v, want ErrInvalid", bad, err)
+		}
+	}
+}
+
+// TestListPagesWithConcurrentInserts pages through more keys than a page
+// while other keys are created: every key that existed before the first
+// page is listed exactly once, whichever the order.
+func TestListPagesWithConcurrentInserts(t *testing.T) {
+	s, _ := newStore(t, keystore.Options{})
+	ctx := context.Background()
+	before := map[string]bool{}
+	for i := range 25 {
+		k, _ := mustCreate(t, s, keystore.CreateParams{AccountID: "a", Name: fmt.Sprint("k", i)})
+		before[k.ID] = true
+	}
+	for _, newest := range []bool{false, true} {
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if _, _, err := s.Create(ctx, keystore.CreateParams{AccountID: "a", Name: fmt.Sprint("new", i)}); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+		seen := map[string]int{}
+		var after *keystore.Position
+		for pages := 0; ; pages++ {
+			page, err := s.List(ctx, keystore.ListParams{AccountID: "a", Newest: newest, Limit: 4, After: after})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range page {
+				seen[k.ID]++
+			}
+			// Newest first, keys created meanwhile sort before the cursor
+			// and the listing ends; oldest first, it may chase them.
+			if len(page) < 4 || (!newest && pages > 200) {
+				break
+			}
+			after = ptr(page[len(page)-1].Position())
+		}
+		close(stop)
+		wg.Wait()
+		for id, n := range seen {
+			if n != 1 {
+				t.Errorf("newest=%v: key %s listed %d times", newest, id, n)
+			}
+		}
+		for id := range before {
+			if seen[id] != 1 {
+				t.Errorf("newest=%v: key %s, created before the first page, was skipped", newest, id)
+			}
+		}
+	}
+}
+
+func TestCheckCreateReportsEveryField(t *testing.T) {
+	clk := newClock()
+	s, pool := newStore(t, keystore.Options{Now: clk.Now, MaxLifetime: 30 * 24 * time.Hour})
+	err := s.CheckCreate(keystore.CreateParams{
+		Name: " ", Description: strings.Repeat("d", 1001), Scopes: []string{"nope"}, Expiry: keystore.Expiry{Never: true},
+	}, clk.Now())
+	var fields []string
+	for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+		var ve *keystore.ValidationError
+		if errors.As(e, &ve) {
+			fields = append(fields, ve.Field)
+		}
+	}
+	if diff := cmp.Diff([]string{"account_id", "name", "description", "scopes", "expiry"}, fields); diff != "" {
+		t.Fatalf("CheckCreate fields (-want +got):\n%s", diff)
+	}
+	if !errors.Is(err, keystore.ErrInvalid) {
+		t.Fatalf("CheckCreate = %v, want ErrInvalid", err)
+	}
+	if err := s.CheckCreate(keystore.CreateParams{AccountID: "a", Name: "n", Expiry: keystore.Expiry{In: time.Hour}}, clk.Now()); err != nil {
+		t.Fatalf("CheckCreate(valid) = %v", err)
+	}
+	if _, _, err := s.Create(context.Background(), keystore.CreateParams{Name: "n", Description: strings.Repeat("d", 1001)}); err == nil {
+		t.Fatal("Create accepted two bad fields")
+	}
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM api_keys`).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("CheckCreate and a refused Create wrote %d keys (%v)", n, err)
+	}
+	def, max := s.Lifetimes()
+	if def != 30*24*time.Hour || max != 30*24*time.Hour {
+		t.Fatalf("Lifetimes() = %v, %v; want the default capped by the 30d maximum", def, max)
+	}
 }
 
 func TestUpdate(t *testing.T) {

@@ -50,6 +50,11 @@ type Options struct {
 	Next http.Handler
 	// Logger learns of recovered panics. Default: discard.
 	Logger *slog.Logger
+	// RequireClientCert refuses (403, no decision) forward-auth requests
+	// that did not come with a verified TLS client certificate: with mutual
+	// TLS only the proxies may ask, while health checks and metrics on the
+	// same listener stay open.
+	RequireClientCert bool
 }
 
 // Handler answers forward-auth requests with the decisions of an
@@ -64,6 +69,7 @@ type Handler struct {
 	denials     [authz.NumOutcomes]*response // the core's denials
 	nginx       [authz.NumOutcomes]*response // the same as nginx's auth_request needs them
 	outcomes    map[string]authz.Outcome     // denials by name, for DenialPath
+	requireCert bool
 }
 
 // New returns a Handler deciding with core.
@@ -72,7 +78,8 @@ func New(core *authz.Server, opts Options) (*Handler, error) {
 		return nil, fmt.Errorf("forwardauth: a core is required")
 	}
 	h := &Handler{core: core, envoyPrefix: opts.EnvoyPrefix, trusted: opts.TrustedProxies, next: opts.Next,
-		logger: opts.Logger, grants: authz.NewGrants[*grant](), outcomes: map[string]authz.Outcome{}}
+		logger: opts.Logger, grants: authz.NewGrants[*grant](), outcomes: map[string]authz.Outcome{},
+		requireCert: opts.RequireClientCert}
 	if h.envoyPrefix == "" {
 		h.envoyPrefix = DefaultEnvoyPrefix
 	}
@@ -126,18 +133,35 @@ func ValidateEnvoyPrefix(p string) error {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	target := r.RequestURI
 	if rest, ok := strings.CutPrefix(target, h.envoyPrefix); ok && rest != "" && rest[0] == '/' {
-		h.serve(w, r, rest)
+		if h.certified(w, r) {
+			h.serve(w, r, rest)
+		}
 		return
 	}
 	path, _, _ := strings.Cut(target, "?")
 	switch path {
 	case AuthPath:
-		h.serve(w, r, "")
+		if h.certified(w, r) {
+			h.serve(w, r, "")
+		}
 	case DenialPath:
-		h.serveDenial(w, r)
+		if h.certified(w, r) {
+			h.serveDenial(w, r)
+		}
 	default:
 		h.next.ServeHTTP(w, r)
 	}
+}
+
+// certified reports whether r may ask: always, unless RequireClientCert,
+// when it must have come with a verified client certificate. Otherwise it
+// answers 403 itself.
+func (h *Handler) certified(w http.ResponseWriter, r *http.Request) bool {
+	if !h.requireCert || (r.TLS != nil && len(r.TLS.VerifiedChains) > 0) {
+		return true
+	}
+	http.Error(w, "a verified TLS client certificate is required", http.StatusForbidden)
+	return false
 }
 
 // serve decides one request: the one named by the forwarded headers when

@@ -47,8 +47,15 @@ func (c *devCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
+	adminToken, removeTokens, err := c.devAdminToken()
+	if err != nil {
+		return fmt.Errorf("admin token: %w", err)
+	}
+	defer removeTokens()
+	var adminAddr net.Addr
+	c.onListen = func(a net.Addr) { adminAddr = a }
 	return serve(e, logger, c.dbFlags, c.keyFlags, c.serveFlags, func(grpcAddr, httpAddr net.Addr) {
-		printDevGuide(e, secret, grpcAddr, httpAddr, c.DatabaseURL, throwaway)
+		printDevGuide(e, secret, grpcAddr, httpAddr, c.DatabaseURL, throwaway, devConsoleGuide(adminAddr, adminToken))
 	})
 }
 
@@ -69,7 +76,7 @@ func (c *devCmd) demoKey(ctx context.Context) (keystore.Secret, error) {
 	return secret, nil
 }
 
-func printDevGuide(e *env, secret keystore.Secret, grpcAddr, httpAddr net.Addr, dbURL string, throwaway bool) {
+func printDevGuide(e *env, secret keystore.Secret, grpcAddr, httpAddr net.Addr, dbURL string, throwaway bool, console string) {
 	g, h := dialable(grpcAddr), dialable(httpAddr)
 	check := func(method, path string) string {
 		body := fmt.Sprintf(`{"attributes":{"request":{"http":{"method":%q,"path":%q,"headers":{"x-api-key":%q}}}}}`,
@@ -96,7 +103,7 @@ keygate is running.
 
     curl -s http://%s/readyz
     curl -s http://%s/metrics | grep keygate_
-
+%s
   No grpcurl? 'go install github.com/fullstorydev/grpcurl/cmd/grpcurl@latest', or inside the
   keygate repository use 'go tool grpcurl'.
 
@@ -105,7 +112,7 @@ keygate is running.
     DATABASE_URL='%s' keygate keys create --account demo --name second
 
 Press Ctrl-C to stop.
-`, secret.Reveal(), check("GET", "/api/v1/projects"), check("GET", "/api/v1/users/42"), forwardAuthGuide(secret.Reveal(), h), h, h, devDatabase(dbURL, throwaway))
+`, secret.Reveal(), check("GET", "/api/v1/projects"), check("GET", "/api/v1/users/42"), forwardAuthGuide(secret.Reveal(), h), h, h, console, devDatabase(dbURL, throwaway))
 	if throwaway {
 		fmt.Fprintln(e.stdout, "The throwaway database is deleted when keygate dev stops.")
 	}

@@ -24,7 +24,7 @@ func TestDevFromScratch(t *testing.T) {
 	out := &lockedBuffer{}
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"dev", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"},
+		done <- run(ctx, []string{"dev", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--admin-addr", "127.0.0.1:0"},
 			func(string) string { return "" }, out, io.Discard)
 	}()
 	defer func() {
@@ -90,4 +90,5 @@ func TestDevFromScratch(t *testing.T) {
 			t.Fatalf("curl command %d: %d %v, want %d", i, resp.StatusCode, resp.Header, want)
 		}
 	}
+	checkDevConsole(t, out.String())
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/keygate/keygate/admin"
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -184,6 +185,9 @@ func (f keyFlags) hasher() (*keystore.Hasher, error) {
 func (f keyFlags) store(pool *pgxpool.Pool) (*keystore.Store, error) {
 	if err := keystore.ValidatePrefix(f.KeyPrefix); err != nil {
 		return nil, usageError("--key-prefix: %v", err)
+	}
+	if f.KeyPrefix == admin.TokenPrefix {
+		return nil, usageError("--key-prefix: %q is the prefix of admin tokens; choose another", f.KeyPrefix)
 	}
 	if f.MaxKeyLifetime < 0 {
 		return nil, usageError("--max-key-lifetime: must not be negative")

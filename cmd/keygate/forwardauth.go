@@ -42,8 +42,8 @@ func (f forwardAuthFlags) options() (forwardauth.Options, error) {
 // withForwardAuth puts the forward-auth endpoint in front of the HTTP
 // listener's other endpoints (next): it routes on the raw request target,
 // which a ServeMux would clean (and redirect) first.
-func withForwardAuth(core *authz.Server, opts forwardauth.Options, next http.Handler, logger *slog.Logger) (http.Handler, error) {
-	opts.Next, opts.Logger = next, logger
+func withForwardAuth(core *authz.Server, opts forwardauth.Options, next http.Handler, logger *slog.Logger, requireClientCert bool) (http.Handler, error) {
+	opts.Next, opts.Logger, opts.RequireClientCert = next, logger, requireClientCert
 	h, err := forwardauth.New(core, opts)
 	if err != nil {
 		return nil, usageError("%v", err)

@@ -8,6 +8,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/keygate/keygate/admin"
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -104,15 +105,19 @@ func (c *keysListCmd) Run(e *env) error {
 			return usageError("--account: must not be empty; leave the flag out to list every account")
 		}
 	}
-	keys, err := store.List(e.ctx, keystore.ListParams{AccountID: account, All: c.All})
+	status := keystore.ListActive
+	if c.All {
+		status = keystore.ListAll
+	}
+	keys, err := store.List(e.ctx, keystore.ListParams{AccountID: account, Status: status})
 	if err != nil {
 		return c.storeError(err, "")
 	}
 	now := time.Now()
 	if c.Output == "json" {
-		out := make([]keyJSON, 0, len(keys))
+		out := make([]admin.Key, 0, len(keys))
 		for _, k := range keys {
-			out = append(out, newKeyJSON(k, now))
+			out = append(out, admin.NewKey(k, now))
 		}
 		return writeJSON(e.stdout, out)
 	}
@@ -184,7 +189,7 @@ func (c *keysRevokeCmd) Run(e *env) error {
 		return c.storeError(err, c.ID)
 	}
 	if c.Output == "json" {
-		return writeJSON(e.stdout, newKeyJSON(k, time.Now()))
+		return writeJSON(e.stdout, admin.NewKey(k, time.Now()))
 	}
 	fmt.Fprintf(e.stdout, "Revoked key %s (%s, account %s) at %s.\n", k.ID, oneLine(k.Name), k.AccountID, k.RevokedAt.Format(time.RFC3339))
 	return nil
@@ -210,50 +215,13 @@ func (c *keysRotateCmd) Run(e *env) error {
 		return c.storeError(err, c.ID)
 	}
 	if c.Output == "json" {
-		out := newKeyJSON(r.New, time.Now())
-		out.Secret = r.Secret.Reveal()
-		out.PreviousExpiresAt = r.Old.ExpiresAt
-		return writeJSON(e.stdout, out)
+		return writeJSON(e.stdout, admin.NewRotatedKey(r, time.Now()))
 	}
 	if err := printSecret(e.stdout, c.Output, r.New, r.Secret, "Rotated "+r.Old.ID+" into"); err != nil {
 		return err
 	}
 	fmt.Fprintf(e.stdout, "The old secret works until %s.\n", r.Old.ExpiresAt.Format(time.RFC3339))
 	return nil
-}
-
-// keyJSON is the stable JSON shape of a key (see the README).
-type keyJSON struct {
-	ID                string     `json:"id"`
-	Secret            string     `json:"secret,omitempty"`
-	AccountID         string     `json:"account_id"`
-	Name              string     `json:"name"`
-	Description       string     `json:"description"`
-	DisplayPrefix     string     `json:"display_prefix"`
-	Scopes            []string   `json:"scopes"`
-	Status            string     `json:"status"`
-	CreatedAt         time.Time  `json:"created_at"`
-	CreatedBy         string     `json:"created_by"`
-	ExpiresAt         *time.Time `json:"expires_at"`
-	RevokedAt         *time.Time `json:"revoked_at"`
-	LastUsedAt        *time.Time `json:"last_used_at"`
-	RotatedFrom       *string    `json:"rotated_from"`
-	PreviousExpiresAt *time.Time `json:"previous_expires_at,omitempty"`
-}
-
-func newKeyJSON(k *keystore.Key, now time.Time) keyJSON {
-	out := keyJSON{
-		ID: k.ID, AccountID: k.AccountID, Name: k.Name, Description: k.Description, DisplayPrefix: k.DisplayPrefix,
-		Scopes: k.Scopes, Status: k.StateAt(now).String(), CreatedAt: k.CreatedAt, CreatedBy: k.CreatedBy,
-		ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, LastUsedAt: k.LastUsedAt,
-	}
-	if out.Scopes == nil {
-		out.Scopes = []string{}
-	}
-	if k.RotatedFrom != "" {
-		out.RotatedFrom = &k.RotatedFrom
-	}
-	return out
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -265,9 +233,7 @@ func writeJSON(w io.Writer, v any) error {
 // printSecret prints a new key with its secret: the one time it is shown.
 func printSecret(w io.Writer, format string, k *keystore.Key, secret keystore.Secret, verb string) error {
 	if format == "json" {
-		out := newKeyJSON(k, time.Now())
-		out.Secret = secret.Reveal()
-		return writeJSON(w, out)
+		return writeJSON(w, admin.NewSecretKey(k, secret, time.Now()))
 	}
 	fmt.Fprintf(w, "%s key %s (%s) for account %s, %s.\n\n", verb, k.ID, oneLine(k.Name), k.AccountID, expiryText(k.ExpiresAt))
 	fmt.Fprintf(w, "  %s\n\n", secret.Reveal())
@@ -278,7 +244,7 @@ func printSecret(w io.Writer, format string, k *keystore.Key, secret keystore.Se
 func printKey(w io.Writer, format string, k *keystore.Key) error {
 	now := time.Now()
 	if format == "json" {
-		return writeJSON(w, newKeyJSON(k, now))
+		return writeJSON(w, admin.NewKey(k, now))
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	rows := [][2]string{

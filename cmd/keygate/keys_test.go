@@ -28,6 +28,7 @@ type keyOut struct {
 	RevokedAt     *time.Time `json:"revoked_at"`
 	LastUsedAt    *time.Time `json:"last_used_at"`
 	RotatedFrom   *string    `json:"rotated_from"`
+	RotatedTo     *string    `json:"rotated_to"`
 }
 
 func TestKeysLifecycle(t *testing.T) {
@@ -71,6 +72,9 @@ func TestKeysLifecycle(t *testing.T) {
 	old := decode[keyOut](t, runLater("keys", "show", created.ID, "-o", "json"))
 	if old.ExpiresAt == nil || old.ExpiresAt.After(time.Now().Add(time.Hour+time.Minute)) {
 		t.Fatalf("after rotate --grace 1h the old key expires at %v", old.ExpiresAt)
+	}
+	if old.RotatedTo == nil || *old.RotatedTo != rotated.ID || rotated.RotatedTo != nil {
+		t.Fatalf("show -o json after rotate: rotated_to %v, want %s", old.RotatedTo, rotated.ID)
 	}
 
 	runLater("keys", "revoke", rotated.ID)

@@ -16,12 +16,13 @@ const envPrefix = "KEYGATE_"
 
 // cli is the whole command line.
 type cli struct {
-	Serve   serveCmd   `cmd:"" help:"Answer Envoy ext_authz Check requests until SIGTERM or SIGINT, then drain."`
-	Dev     devCmd     `cmd:"" help:"Run locally in one command: a throwaway PostgreSQL (unless DATABASE_URL is set), a demo key, and serve."`
-	Migrate migrateCmd `cmd:"" help:"Apply the database schema migrations (idempotent, safe with concurrent replicas)."`
-	Keys    keysCmd    `cmd:"" help:"Manage API keys: create, list, show, revoke, rotate."`
-	Health  healthCmd  `cmd:"" help:"Ask a running keygate whether it is serving: exit 0 if so, 1 if not (for exec health checks)."`
-	Version versionCmd `cmd:"" help:"Print version and build information."`
+	Serve      serveCmd      `cmd:"" help:"Decide requests for Envoy (gRPC ext_authz and http_service), nginx, Caddy and Traefik until SIGTERM or SIGINT, then drain."`
+	Dev        devCmd        `cmd:"" help:"Run locally in one command: a throwaway PostgreSQL (unless DATABASE_URL is set), a demo key, an admin token, and serve."`
+	Migrate    migrateCmd    `cmd:"" help:"Apply the database schema migrations (idempotent, safe with concurrent replicas)."`
+	Keys       keysCmd       `cmd:"" help:"Manage API keys: create, list, show, revoke, rotate."`
+	AdminToken adminTokenCmd `cmd:"" name:"admin-token" help:"Make admin tokens for the admin API and the console."`
+	Health     healthCmd     `cmd:"" help:"Ask a running keygate whether it is serving: exit 0 if so, 1 if not (for exec health checks)."`
+	Version    versionCmd    `cmd:"" help:"Print version and build information."`
 }
 
 // env is what commands need from their surroundings; run builds it once,
@@ -68,6 +69,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		kong.Resolvers(envResolver(getenv)),
 		kong.PostBuild(documentEnv),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
+		kong.Vars{"admin_addr": defaultAdminAddr},
 	)
 	if err != nil {
 		return err

@@ -63,6 +63,7 @@ type serveFlags struct {
 	LastUsedInterval duration `default:"10s" placeholder:"DURATION" help:"Interval of the batched last-used writes (default ${default})."`
 
 	forwardAuthFlags
+	adminFlags
 
 	// Drain is serve's --drain-delay (dev, which no load balancer sends to,
 	// has none).
@@ -177,6 +178,10 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	if err != nil {
 		return err
 	}
+	adminTokens, err := sf.loadTokens(logger)
+	if err != nil {
+		return err
+	}
 	poolCfg, err := db.poolConfig()
 	if err != nil {
 		return err
@@ -256,7 +261,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", ready.ServeHTTP)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	httpHandler, err := withForwardAuth(authzServer, forwardAuth, mux, logger)
+	httpHandler, err := withForwardAuth(authzServer, forwardAuth, mux, logger, tlsFiles != nil && tlsFiles.MutualTLS())
 	if err != nil {
 		return err
 	}
@@ -272,6 +277,11 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		return usageError("--http-addr: %v", err)
 	}
 	defer httpLis.Close()
+	adminLis, err := listenAdmin(sf.adminFlags, adminTokens, store, pol, logger)
+	if err != nil {
+		return err
+	}
+	defer adminLis.close()
 
 	// The schema: migrated when asked; otherwise serve waits for it.
 	if sf.Migrate {
@@ -289,8 +299,13 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 			otelgrpc.WithTracerProvider(tr.tp), otelgrpc.WithPropagators(propagator))))
 	}
 	if tlsFiles != nil {
-		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsFiles.ServerConfig())))
-		httpLis = tls.NewListener(httpLis, tlsFiles.ServerConfig())
+		// With mutual TLS, only clients with a certificate may ask for
+		// decisions; the HTTP listener's health checks and metrics stay
+		// open to probes without one, and the admin listener (browsers,
+		// the host product's backend, with admin tokens) asks for none.
+		grpcOpts = append(grpcOpts, grpc.Creds(credentials.NewTLS(tlsFiles.ServerConfig(tlsfiles.RequireClientCert))))
+		httpLis = tls.NewListener(httpLis, tlsFiles.ServerConfig(tlsfiles.VerifyClientCertIfGiven))
+		adminLis.useTLS(tlsFiles.ServerConfig(tlsfiles.NoClientCert))
 	}
 	grpcServer := extauthz.NewGRPCServer(extauthz.New(authzServer, logger), grpcOpts...)
 	healthpb.RegisterHealthServer(grpcServer, healthServer)
@@ -307,7 +322,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	defer stopWork()
 	schemaReady := make(chan struct{})
 	var wg sync.WaitGroup
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
 	wg.Go(func() { errs <- grpcServer.Serve(grpcLis) })
 	wg.Go(func() {
 		if err := httpServer.Serve(httpLis); !errors.Is(err, http.ErrServerClosed) {
@@ -325,6 +340,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		}
 	})
 	wg.Go(func() { usage.Run(workCtx) })
+	adminLis.start(workCtx, &wg, errs)
 	logger.Info("keygate serving", "grpc_addr", grpcLis.Addr().String(), "http_addr", httpLis.Addr().String(),
 		"tls", tlsFiles != nil, "mutual_tls", tlsFiles != nil && tlsFiles.MutualTLS(), "reflection", sf.Reflection,
 		"policy_modules", len(pol.Modules), "version", version, "gogc", gc.gogc, "gomemlimit", gc.memoryLimit)
@@ -378,6 +394,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 			httpServer.Close()
 		}
 	})
+	stopping.Go(func() { adminLis.shutdown(shutdownCtx) })
 	stopping.Wait()
 	stopWork() // the usage recorder flushes once more
 	wg.Wait()

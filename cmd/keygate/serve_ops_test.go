@@ -100,8 +100,40 @@ func TestServeTLS(t *testing.T) {
 	})
 
 	t.Run("mutual TLS", func(t *testing.T) {
-		inst := startServe(t, db, "--tls-cert-file", server.CertFile, "--tls-key-file", server.KeyFile, "--tls-client-ca-file", ca.CertFile)
+		token, entry := newAdminToken(t, "--name", "tls")
+		tokens := t.TempDir() + "/tokens.yaml"
+		writeTokensFile(t, tokens, entry)
+		inst := startServe(t, db, "--tls-cert-file", server.CertFile, "--tls-key-file", server.KeyFile, "--tls-client-ca-file", ca.CertFile,
+			"--admin-addr", "127.0.0.1:0", "--admin-tokens-file", tokens)
 		envoy := ca.Client(t, "envoy")
+		// The HTTP listener: forward-auth only with a client certificate;
+		// health checks and metrics (kubelet probes, Prometheus) without.
+		get := func(cfg *tls.Config, url string, header map[string]string) int {
+			req, _ := http.NewRequest("GET", url, nil)
+			for k, v := range header {
+				req.Header.Set(k, v)
+			}
+			resp, err := (&http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}).Do(req)
+			if err != nil {
+				t.Fatalf("GET %s: %v", url, err)
+			}
+			resp.Body.Close()
+			return resp.StatusCode
+		}
+		auth := map[string]string{"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/api/v1/projects", "X-API-Key": secret}
+		if code := get(tlsClient(t, ca, &envoy), "https://"+inst.httpAddr+"/auth", auth); code != 200 {
+			t.Fatalf("/auth with a client certificate: %d", code)
+		}
+		if code := get(tlsClient(t, ca, nil), "https://"+inst.httpAddr+"/auth", auth); code != 403 {
+			t.Fatalf("/auth without a client certificate: %d, want 403", code)
+		}
+		if code := get(tlsClient(t, ca, nil), "https://"+inst.httpAddr+"/healthz", nil); code != 200 {
+			t.Fatalf("/healthz without a client certificate: %d", code)
+		}
+		// The admin listener: TLS, admin tokens, no client certificate.
+		if code := get(tlsClient(t, ca, nil), "https://"+inst.adminAddr(t)+"/v1/whoami", map[string]string{"Authorization": "Bearer " + token}); code != 200 {
+			t.Fatalf("the admin API over TLS: %d", code)
+		}
 		if code, _, err := checkOver(t, inst.grpcAddr, tlsClient(t, ca, &envoy), req); err != nil || code != codes.OK {
 			t.Fatalf("Check with a client certificate from the CA: %v, %v", code, err)
 		}
@@ -112,10 +144,15 @@ func TestServeTLS(t *testing.T) {
 		if _, _, err := checkOver(t, inst.grpcAddr, tlsClient(t, ca, &stranger), req); err == nil {
 			t.Fatal("a client certificate from another CA was answered")
 		}
-		// keygate health speaks mutual TLS too.
-		r := runCLI(t, db, "health", "--grpc-addr", inst.grpcAddr, "--tls-ca-file", ca.CertFile,
-			"--tls-client-cert-file", envoy.CertFile, "--tls-client-key-file", envoy.KeyFile)
-		if r.code != 0 || strings.TrimSpace(r.stdout) != "SERVING" {
+		// keygate health speaks mutual TLS too (once serving: the first
+		// ping of the database may still be under way).
+		var r result
+		waitFor(t, 5*time.Second, "keygate health over mutual TLS", func() bool {
+			r = runCLI(t, db, "health", "--grpc-addr", inst.grpcAddr, "--tls-ca-file", ca.CertFile,
+				"--tls-client-cert-file", envoy.CertFile, "--tls-client-key-file", envoy.KeyFile)
+			return r.code == 0
+		})
+		if strings.TrimSpace(r.stdout) != "SERVING" {
 			t.Fatalf("keygate health over mutual TLS: exit %d, %q %q", r.code, r.stdout, r.stderr)
 		}
 		if r := runCLI(t, db, "health", "--grpc-addr", inst.grpcAddr, "--tls-ca-file", ca.CertFile); r.code != 1 {

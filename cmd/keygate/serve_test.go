@@ -34,6 +34,8 @@ type instance struct {
 	stop               func() error // cancels and waits; returns run's error
 	logs               *lockedBuffer
 	conn               *grpc.ClientConn
+
+	admin string // the admin listener's address, when on
 }
 
 type lockedBuffer struct {
@@ -84,8 +86,13 @@ func startServeEnv(t *testing.T, dbURL string, extraEnv map[string]string, args 
 			Msg      string `json:"msg"`
 			GRPCAddr string `json:"grpc_addr"`
 			HTTPAddr string `json:"http_addr"`
+			Admin    string `json:"admin_addr"`
 		}
-		if json.Unmarshal(scanner.Bytes(), &line) == nil && line.Msg == "keygate serving" {
+		ok := json.Unmarshal(scanner.Bytes(), &line) == nil
+		if ok && line.Admin != "" {
+			inst.admin = line.Admin
+		}
+		if ok && line.Msg == "keygate serving" {
 			inst.grpcAddr, inst.httpAddr = line.GRPCAddr, line.HTTPAddr
 			break
 		}

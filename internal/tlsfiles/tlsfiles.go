@@ -28,9 +28,25 @@ type Files struct {
 	Reloads, Failures atomic.Uint64
 }
 
+// ClientAuth is what a listener asks of clients when a client CA is
+// configured (without one, no listener asks for a client certificate).
+type ClientAuth int
+
+// The client authentication modes.
+const (
+	// RequireClientCert: every client presents a certificate the CA signed.
+	RequireClientCert ClientAuth = iota
+	// VerifyClientCertIfGiven: a client may present one (and it is then
+	// verified); the handler decides which requests need it.
+	VerifyClientCertIfGiven
+	// NoClientCert: no client certificate is asked for.
+	NoClientCert
+	numClientAuth
+)
+
 // state is what was loaded, with the file stamps it was loaded from.
 type state struct {
-	config    *tls.Config
+	configs   [numClientAuth]*tls.Config
 	stamps    [3]stamp
 	checkedAt time.Time
 	failed    [3]stamp // stamps of the last failed attempt, so it is logged once
@@ -60,13 +76,16 @@ func Load(certFile, keyFile, caFile string, logger *slog.Logger) (*Files, error)
 	return f, nil
 }
 
-// ServerConfig is the tls.Config for a listener: every handshake gets the
-// files' current configuration.
-func (f *Files) ServerConfig() *tls.Config {
+// ServerConfig is the tls.Config for a listener that asks clients what
+// auth says: every handshake gets the files' current configuration.
+func (f *Files) ServerConfig(auth ClientAuth) *tls.Config {
+	if auth < 0 || auth >= numClientAuth {
+		auth = RequireClientCert
+	}
 	return &tls.Config{
 		MinVersion: tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
-			return f.config(), nil
+			return f.config().configs[auth], nil
 		},
 	}
 }
@@ -76,17 +95,17 @@ func (f *Files) MutualTLS() bool { return f.caFile != "" }
 
 // config returns the current configuration, reloading it first if the
 // files changed.
-func (f *Files) config() *tls.Config {
+func (f *Files) config() *state {
 	st := f.current.Load()
 	now := f.now()
 	if now.Sub(st.checkedAt) < CheckInterval {
-		return st.config
+		return st
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	st = f.current.Load()
 	if now.Sub(st.checkedAt) < CheckInterval {
-		return st.config
+		return st
 	}
 	next := *st
 	next.checkedAt = now
@@ -109,10 +128,10 @@ func (f *Files) config() *tls.Config {
 		loaded.checkedAt = now
 		next = *loaded
 		f.Reloads.Add(1)
-		f.logger.Info("TLS files reloaded", "cert_file", f.certFile, "not_after", notAfter(loaded.config))
+		f.logger.Info("TLS files reloaded", "cert_file", f.certFile, "not_after", notAfter(loaded.configs[NoClientCert]))
 	}
 	f.current.Store(&next)
-	return next.config
+	return &next
 }
 
 // load reads the files into a configuration.
@@ -125,20 +144,28 @@ func (f *Files) load() (*state, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s, %s: %v", f.certFile, f.keyFile, err)
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
+	st := &state{stamps: stamps, checkedAt: f.now()}
+	var pool *x509.CertPool
 	if f.caFile != "" {
 		pem, err := os.ReadFile(f.caFile)
 		if err != nil {
 			return nil, err
 		}
-		pool := x509.NewCertPool()
+		pool = x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
 			return nil, fmt.Errorf("%s: no PEM certificate in it", f.caFile)
 		}
-		cfg.ClientCAs = pool
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
 	}
-	return &state{config: cfg, stamps: stamps, checkedAt: f.now()}, nil
+	for auth, mode := range [numClientAuth]tls.ClientAuthType{
+		RequireClientCert: tls.RequireAndVerifyClientCert, VerifyClientCertIfGiven: tls.VerifyClientCertIfGiven, NoClientCert: tls.NoClientCert,
+	} {
+		cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}, NextProtos: []string{"h2", "http/1.1"}}
+		if pool != nil && mode != tls.NoClientCert {
+			cfg.ClientCAs, cfg.ClientAuth = pool, mode
+		}
+		st.configs[auth] = cfg
+	}
+	return st, nil
 }
 
 // stamps are the size and modification time of each file (following

@@ -15,9 +15,9 @@ import (
 
 // handshake connects a TLS client (with client, if set) to a listener
 // serving f and returns the serial number the server presented.
-func handshake(t *testing.T, f *Files, ca *certtest.CA, client *certtest.Pair) (int64, error) {
+func handshake(t *testing.T, f *Files, auth ClientAuth, ca *certtest.CA, client *certtest.Pair) (int64, error) {
 	t.Helper()
-	lis, err := tls.Listen("tcp", "127.0.0.1:0", f.ServerConfig())
+	lis, err := tls.Listen("tcp", "127.0.0.1:0", f.ServerConfig(auth))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,17 +67,17 @@ func TestReloadsChangedFiles(t *testing.T) {
 	}
 	clock := time.Now()
 	f.now = func() time.Time { return clock }
-	if serial, err := handshake(t, f, ca, nil); err != nil || serial != first.Serial {
+	if serial, err := handshake(t, f, RequireClientCert, ca, nil); err != nil || serial != first.Serial {
 		t.Fatalf("first handshake: serial %d, %v; want %d", serial, err, first.Serial)
 	}
 	renewed := ca.Server(t, "server")
 	renewed.Install(t, first)
 	// Within CheckInterval nothing is looked at.
-	if serial, _ := handshake(t, f, ca, nil); serial != first.Serial {
+	if serial, _ := handshake(t, f, RequireClientCert, ca, nil); serial != first.Serial {
 		t.Fatalf("reloaded before CheckInterval passed: serial %d", serial)
 	}
 	clock = clock.Add(CheckInterval)
-	if serial, err := handshake(t, f, ca, nil); err != nil || serial != renewed.Serial {
+	if serial, err := handshake(t, f, RequireClientCert, ca, nil); err != nil || serial != renewed.Serial {
 		t.Fatalf("after renewal: serial %d, %v; want %d", serial, err, renewed.Serial)
 	}
 	if f.Reloads.Load() != 1 {
@@ -90,7 +90,7 @@ func TestReloadsChangedFiles(t *testing.T) {
 	}
 	clock = clock.Add(CheckInterval)
 	for range 2 {
-		if serial, err := handshake(t, f, ca, nil); err != nil || serial != renewed.Serial {
+		if serial, err := handshake(t, f, RequireClientCert, ca, nil); err != nil || serial != renewed.Serial {
 			t.Fatalf("after a broken renewal: serial %d, %v; want the previous %d", serial, err, renewed.Serial)
 		}
 		clock = clock.Add(CheckInterval)
@@ -112,15 +112,23 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatal("MutualTLS false with a client CA")
 	}
 	good := ca.Client(t, "envoy")
-	if _, err := handshake(t, f, ca, &good); err != nil {
+	if _, err := handshake(t, f, RequireClientCert, ca, &good); err != nil {
 		t.Fatalf("a client certificate from the CA was refused: %v", err)
 	}
-	if _, err := handshake(t, f, ca, nil); err == nil {
+	if _, err := handshake(t, f, RequireClientCert, ca, nil); err == nil {
 		t.Fatal("a client without a certificate was accepted")
 	}
 	stranger := other.Client(t, "stranger")
-	if _, err := handshake(t, f, ca, &stranger); err == nil {
+	if _, err := handshake(t, f, RequireClientCert, ca, &stranger); err == nil {
 		t.Fatal("a client certificate from another CA was accepted")
+	}
+	// A listener that leaves the choice to its handler takes clients
+	// without a certificate (the handler sees no verified chain).
+	if _, err := handshake(t, f, VerifyClientCertIfGiven, ca, nil); err != nil {
+		t.Fatalf("VerifyClientCertIfGiven refused a client without a certificate: %v", err)
+	}
+	if _, err := handshake(t, f, NoClientCert, ca, nil); err != nil {
+		t.Fatalf("NoClientCert refused a client: %v", err)
 	}
 }
 

@@ -1,0 +1,527 @@
+package admin
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/policy"
+)
+
+// Listing limits: GET /v1/keys returns DefaultPageSize keys unless limit
+// asks for 1 to MaxPageSize.
+const (
+	DefaultPageSize = 50
+	MaxPageSize     = 200
+)
+
+// DefaultGrace is how long a rotated key's old secret keeps working when
+// the rotation does not say (the CLI's default too).
+const DefaultGrace = 24 * time.Hour
+
+// createFields are the members of POST /v1/keys, in the document's order.
+var createFields = []string{"account_id", "name", "description", "scopes", "expires_in", "expires_at", "no_expiry"}
+
+func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) *problem {
+	members, prob := decodeObject(w, r, false, "application/json")
+	if prob != nil {
+		return prob
+	}
+	var errs fieldErrors
+	unknownFields(members, &errs, createFields)
+	var req struct {
+		AccountID, Name, Description, ExpiresIn, ExpiresAt string
+		Scopes                                             []string
+		NoExpiry                                           bool
+	}
+	decodeMember(members, "account_id", &req.AccountID, &errs, "a string")
+	decodeMember(members, "name", &req.Name, &errs, "a string")
+	decodeMember(members, "description", &req.Description, &errs, "a string")
+	decodeMember(members, "scopes", &req.Scopes, &errs, "an array of strings")
+	decodeMember(members, "expires_in", &req.ExpiresIn, &errs, `a duration like "30d" or "12h"`)
+	decodeMember(members, "expires_at", &req.ExpiresAt, &errs, "an RFC 3339 time like 2027-01-31T00:00:00Z")
+	decodeMember(members, "no_expiry", &req.NoExpiry, &errs, "true or false")
+
+	switch {
+	case p.Account != "" && req.AccountID != "" && req.AccountID != p.Account:
+		return newProblem(probForbidden, "This admin token manages one account's keys; it may not create keys for another.")
+	case p.Account != "":
+		req.AccountID = p.Account
+	case !errs.has("account_id") && !present(members, "account_id"):
+		errs.add("account_id", "required: the account the key belongs to")
+	}
+
+	params := keystore.CreateParams{AccountID: req.AccountID, Name: req.Name, Description: req.Description, Scopes: req.Scopes, Actor: p.Actor()}
+	expiryField := s.parseExpiry(members, req.ExpiresIn, req.ExpiresAt, req.NoExpiry, &params.Expiry, &errs)
+	s.checkScopes(req.Scopes, &errs)
+	if !errs.has("name") && !present(members, "name") {
+		errs.add("name", "required: a name people recognise the key by")
+	}
+	addCreateErrors(&errs, s.store.CheckCreate(params, s.now()), expiryField)
+	if prob := errs.problem(createFields...); prob != nil {
+		return prob
+	}
+	k, secret, err := s.store.Create(r.Context(), params)
+	if err != nil {
+		// The expiry is judged again at the database's clock.
+		if addCreateErrors(&errs, err, expiryField); len(errs) > 0 {
+			return errs.problem(createFields...)
+		}
+		return s.storeProblem(err)
+	}
+	w.Header().Set("Location", "/v1/keys/"+k.ID)
+	writeJSON(w, http.StatusCreated, NewSecretKey(k, secret, s.now()))
+	return nil
+}
+
+// parseExpiry reads the one expiry member a create may give into e and
+// returns the member that chose it (the field an expiry problem concerns).
+func (s *Server) parseExpiry(members map[string]json.RawMessage, in, at string, never bool, e *keystore.Expiry, errs *fieldErrors) string {
+	var given []string
+	if present(members, "expires_in") {
+		given = append(given, "expires_in")
+	}
+	if present(members, "expires_at") {
+		given = append(given, "expires_at")
+	}
+	if never {
+		given = append(given, "no_expiry")
+	}
+	if len(given) > 1 {
+		for _, f := range given {
+			errs.add(f, "give at most one of expires_in, expires_at and no_expiry")
+		}
+		return given[0]
+	}
+	if len(given) == 0 {
+		return "expires_in"
+	}
+	switch given[0] {
+	case "expires_in":
+		if errs.has("expires_in") {
+			break
+		}
+		d, err := keystore.ParseDuration(in)
+		if err != nil || d == 0 {
+			errs.add("expires_in", `must be a positive duration like "30d", "12h" or "1d12h"`)
+			break
+		}
+		e.In = d
+	case "expires_at":
+		if errs.has("expires_at") {
+			break
+		}
+		t, err := time.Parse(time.RFC3339, at)
+		if err != nil {
+			errs.add("expires_at", "must be an RFC 3339 time like 2027-01-31T00:00:00Z")
+			break
+		}
+		e.At = t
+	case "no_expiry":
+		e.Never = true
+	}
+	return given[0]
+}
+
+// checkScopes refuses scopes that could never work: a module the policy
+// does not know, or one closed to API keys.
+func (s *Server) checkScopes(scopes []string, errs *fieldErrors) {
+	for i, scope := range scopes {
+		field := "scopes[" + strconv.Itoa(i) + "]"
+		if err := keystore.ValidateScope(scope); err != nil {
+			errs.add(field, `must be "*", "<module>:read", "<module>:write" or "<module>:*"`)
+			continue
+		}
+		module, _, _ := strings.Cut(scope, ":")
+		if scope == keystore.ScopeAll {
+			continue
+		}
+		switch access, ok := s.policy.Access(module); {
+		case !ok:
+			errs.add(field, "no module "+module+" in the policy: see GET /v1/modules")
+		case access != policy.AccessAllow:
+			errs.add(field, "module "+module+" is closed to API keys by the policy")
+		}
+	}
+}
+
+// addCreateErrors records the store's verdict on a create in the API's
+// words: its "expiry" is the member that chose the expiry, and its
+// "scopes" only when no scope has a problem of its own already.
+func addCreateErrors(errs *fieldErrors, err error, expiryField string) {
+	for _, ve := range validationErrors(err) {
+		switch {
+		case ve.Field == "expiry":
+			errs.add(expiryField, ve.Problem)
+		case ve.Field == "scopes" && errs.hasPrefix("scopes"):
+		default:
+			errs.add(ve.Field, ve.Problem)
+		}
+	}
+}
+
+// addValidation records the keystore validation errors in err.
+func addValidation(errs *fieldErrors, err error) {
+	for _, ve := range validationErrors(err) {
+		errs.add(ve.Field, ve.Problem)
+	}
+}
+
+// validationErrors lists the *keystore.ValidationError in err, one per
+// field, whether err is one of them or several joined.
+func validationErrors(err error) []*keystore.ValidationError {
+	var out []*keystore.ValidationError
+	var walk func(error)
+	walk = func(err error) {
+		var ve *keystore.ValidationError
+		switch e := err.(type) {
+		case nil:
+		case interface{ Unwrap() []error }:
+			for _, inner := range e.Unwrap() {
+				walk(inner)
+			}
+		default:
+			if errors.As(err, &ve) {
+				out = append(out, ve)
+			}
+		}
+	}
+	walk(err)
+	return out
+}
+
+func present(members map[string]json.RawMessage, name string) bool {
+	v, ok := members[name]
+	return ok && string(v) != "null"
+}
+
+// decodeMember decodes members[name] into dst, recording a field error
+// saying it must be want when it is of the wrong type. Absent and null
+// members leave dst as it is.
+func decodeMember(members map[string]json.RawMessage, name string, dst any, errs *fieldErrors, want string) {
+	if !present(members, name) {
+		return
+	}
+	if err := json.Unmarshal(members[name], dst); err != nil {
+		errs.add(name, "must be "+want)
+	}
+}
+
+func unknownFields(members map[string]json.RawMessage, errs *fieldErrors, known []string) {
+	for name := range members {
+		if !slices.Contains(known, name) {
+			errs.add(fieldName(name), "unknown field")
+		}
+	}
+}
+
+// fieldName keeps an unknown field's name printable and short.
+func fieldName(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return -1
+		}
+		return r
+	}, s)
+	if len([]rune(s)) > 64 {
+		s = string([]rune(s)[:64]) + "…"
+	}
+	return s
+}
+
+var statusFilters = map[string]keystore.StatusFilter{
+	"active": keystore.ListActive, "all": keystore.ListAll, "expired": keystore.ListExpired, "revoked": keystore.ListRevoked,
+}
+
+var listParams = []string{"account_id", "status", "limit", "cursor"}
+
+// KeyList is the body of GET /v1/keys.
+type KeyList struct {
+	Items      []Key   `json:"items"`
+	NextCursor *string `json:"next_cursor"`
+}
+
+func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, p Principal) *problem {
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	var errs fieldErrors
+	if err != nil {
+		return newProblem(probInvalid, "The query string is not valid.")
+	}
+	for name, values := range query {
+		switch {
+		case !slices.Contains(listParams, name):
+			errs.add(fieldName(name), "unknown parameter: want account_id, status, limit or cursor")
+		case len(values) > 1:
+			errs.add(name, "given more than once")
+		}
+	}
+	params := keystore.ListParams{Newest: true, Limit: DefaultPageSize}
+	if v := query.Get("account_id"); query.Has("account_id") && !errs.has("account_id") {
+		addValidation(&errs, keystore.ValidateAccountID(v))
+		params.AccountID = v
+	}
+	if v := query.Get("status"); query.Has("status") && !errs.has("status") {
+		f, ok := statusFilters[v]
+		if !ok {
+			errs.add("status", "must be active, expired, revoked or all")
+		}
+		params.Status = f
+	}
+	if v := query.Get("limit"); query.Has("limit") && !errs.has("limit") {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > MaxPageSize {
+			errs.add("limit", fmt.Sprintf("must be a whole number from 1 to %d", MaxPageSize))
+		}
+		params.Limit = n
+	}
+	if v := query.Get("cursor"); query.Has("cursor") && !errs.has("cursor") {
+		pos, ok := decodeCursor(v)
+		if !ok {
+			errs.add("cursor", "must be a next_cursor this API returned")
+		}
+		params.After = &pos
+	}
+	if prob := errs.problem(listParams...); prob != nil {
+		return prob
+	}
+	switch {
+	case p.Account != "" && params.AccountID != "" && params.AccountID != p.Account:
+		return newProblem(probForbidden, "This admin token manages one account's keys; it may not list another's.")
+	case p.Account != "":
+		params.AccountID = p.Account
+	}
+	limit := params.Limit
+	params.Limit++ // one more tells whether there is a next page
+	keys, err := s.store.List(r.Context(), params)
+	if err != nil {
+		return s.storeProblem(err)
+	}
+	out := KeyList{Items: make([]Key, 0, min(len(keys), limit))}
+	now := s.now()
+	for i, k := range keys {
+		if i == limit {
+			c := encodeCursor(keys[i-1].Position())
+			out.NextCursor = &c
+			break
+		}
+		out.Items = append(out.Items, NewKey(k, now))
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// A cursor is opaque to clients: base64url of "<unix microseconds>.<id>",
+// the last listed key's position.
+func encodeCursor(p keystore.Position) string {
+	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(p.CreatedAt.UnixMicro(), 10) + "." + p.ID))
+}
+
+func decodeCursor(s string) (keystore.Position, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) > 64 {
+		return keystore.Position{}, false
+	}
+	micros, id, ok := strings.Cut(string(b), ".")
+	n, err := strconv.ParseInt(micros, 10, 64)
+	if !ok || err != nil || len(id) != 36 {
+		return keystore.Position{}, false
+	}
+	return keystore.Position{CreatedAt: time.UnixMicro(n).UTC(), ID: id}, true
+}
+
+// key reads the key named by the path for p: a key of another account is
+// not found, as is a malformed id.
+func (s *Server) key(r *http.Request, p Principal) (*keystore.Key, *problem) {
+	k, err := s.store.Get(r.Context(), r.PathValue("id"))
+	switch {
+	case errors.Is(err, keystore.ErrInvalid), errors.Is(err, keystore.ErrNotFound):
+		return nil, notFound()
+	case err != nil:
+		return nil, s.storeProblem(err)
+	case p.Account != "" && k.AccountID != p.Account:
+		return nil, notFound()
+	}
+	return k, nil
+}
+
+func (s *Server) getKey(w http.ResponseWriter, r *http.Request, p Principal) *problem {
+	k, prob := s.key(r, p)
+	if prob != nil {
+		return prob
+	}
+	writeJSON(w, http.StatusOK, NewKey(k, s.now()))
+	return nil
+}
+
+var updateFields = []string{"name", "description"}
+
+// updateKey applies a JSON merge patch (RFC 7396) of name and description.
+func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p Principal) *problem {
+	members, prob := decodeObject(w, r, false, "application/merge-patch+json", "application/json")
+	if prob != nil {
+		return prob
+	}
+	var errs fieldErrors
+	unknownFields(members, &errs, updateFields)
+	var params keystore.UpdateParams
+	if v, ok := members["name"]; ok {
+		if string(v) == "null" {
+			errs.add("name", "a key must have a name")
+		}
+		decodeMember(members, "name", &params.Name, &errs, "a string")
+	}
+	if v, ok := members["description"]; ok {
+		params.Description = new(string) // null removes it
+		if string(v) != "null" {
+			decodeMember(members, "description", params.Description, &errs, "a string")
+		}
+	}
+	if params.Name != nil && !errs.has("name") {
+		addValidation(&errs, keystore.ValidateName(*params.Name))
+	}
+	if params.Description != nil && !errs.has("description") {
+		addValidation(&errs, keystore.ValidateDescription(*params.Description))
+	}
+	if prob := errs.problem(updateFields...); prob != nil {
+		return prob
+	}
+	k, prob := s.key(r, p)
+	if prob != nil {
+		return prob
+	}
+	if params.Name == nil && params.Description == nil {
+		writeJSON(w, http.StatusOK, NewKey(k, s.now())) // an empty patch changes nothing
+		return nil
+	}
+	params.Actor = p.Actor()
+	k, err := s.store.Update(r.Context(), k.ID, params)
+	if err != nil {
+		return s.storeProblem(err)
+	}
+	writeJSON(w, http.StatusOK, NewKey(k, s.now()))
+	return nil
+}
+
+// revokeKey revokes: 204, and 204 again for a key already revoked, with
+// no second audit event.
+func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, p Principal) *problem {
+	k, prob := s.key(r, p)
+	if prob != nil {
+		return prob
+	}
+	if _, err := s.store.Revoke(r.Context(), k.ID, p.Actor()); err != nil && !errors.Is(err, keystore.ErrRevoked) {
+		return s.storeProblem(err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, p Principal) *problem {
+	members, prob := decodeObject(w, r, true, "application/json")
+	if prob != nil {
+		return prob
+	}
+	var errs fieldErrors
+	unknownFields(members, &errs, []string{"grace"})
+	grace := DefaultGrace
+	var text string
+	decodeMember(members, "grace", &text, &errs, `a duration like "24h", "7d" or "0s"`)
+	if present(members, "grace") && !errs.has("grace") {
+		d, err := keystore.ParseDuration(text)
+		if err != nil {
+			errs.add("grace", `must be a duration like "24h", "7d" or "0s"`)
+		}
+		grace = d
+	}
+	if prob := errs.problem("grace"); prob != nil {
+		return prob
+	}
+	k, prob := s.key(r, p)
+	if prob != nil {
+		return prob
+	}
+	rot, err := s.store.Rotate(r.Context(), k.ID, keystore.RotateParams{Grace: grace, Actor: p.Actor()})
+	if err != nil {
+		return s.storeProblem(err)
+	}
+	w.Header().Set("Location", "/v1/keys/"+rot.New.ID)
+	writeJSON(w, http.StatusCreated, NewRotatedKey(rot, s.now()))
+	return nil
+}
+
+// Event is one entry of a key's audit trail in the API.
+type Event struct {
+	Action string         `json:"action"`
+	Actor  string         `json:"actor"`
+	At     time.Time      `json:"at"`
+	Detail map[string]any `json:"detail"`
+}
+
+func (s *Server) keyEvents(w http.ResponseWriter, r *http.Request, p Principal) *problem {
+	k, prob := s.key(r, p)
+	if prob != nil {
+		return prob
+	}
+	events, err := s.store.Events(r.Context(), k.ID)
+	if err != nil {
+		return s.storeProblem(err)
+	}
+	out := struct {
+		Items []Event `json:"items"`
+	}{Items: make([]Event, 0, len(events))}
+	for _, e := range events {
+		if e.Detail == nil {
+			e.Detail = map[string]any{}
+		}
+		out.Items = append(out.Items, Event{Action: e.Action, Actor: e.Actor, At: e.At, Detail: e.Detail})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+// Module is one module of the policy in GET /v1/modules.
+type Module struct {
+	Name    string   `json:"name"`
+	APIKeys string   `json:"api_keys"` // "allow" or "deny"
+	Paths   []string `json:"paths"`
+}
+
+func (s *Server) modules(w http.ResponseWriter, _ *http.Request, _ Principal) *problem {
+	out := struct {
+		Default string   `json:"default"`
+		Items   []Module `json:"items"`
+	}{Default: s.policy.Default.String(), Items: make([]Module, 0, len(s.policy.Modules))}
+	for _, m := range s.policy.Modules {
+		out.Items = append(out.Items, Module{Name: m.Name, APIKeys: m.APIKeys.String(), Paths: append([]string{}, m.Paths...)})
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}
+
+func (s *Server) whoami(w http.ResponseWriter, _ *http.Request, p Principal) *problem {
+	def, max := s.store.Lifetimes()
+	type keys struct {
+		DefaultLifetimeSeconds int64  `json:"default_lifetime_seconds"`
+		MaxLifetimeSeconds     *int64 `json:"max_lifetime_seconds"`
+		NoExpiryAllowed        bool   `json:"no_expiry_allowed"`
+	}
+	out := struct {
+		Name      string  `json:"name"`
+		AccountID *string `json:"account_id"`
+		Keys      keys    `json:"keys"`
+	}{Name: p.Name, AccountID: optional(p.Account), Keys: keys{DefaultLifetimeSeconds: int64(def / time.Second), NoExpiryAllowed: max == 0}}
+	if max > 0 {
+		secs := int64(max / time.Second)
+		out.Keys.MaxLifetimeSeconds = &secs
+	}
+	writeJSON(w, http.StatusOK, out)
+	return nil
+}

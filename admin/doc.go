@@ -1,0 +1,33 @@
+// Package admin owns keygate's admin API and its web console: the REST API
+// a host product's backend (or an operator with curl) calls to create,
+// list, show, change, rotate and revoke API keys, the admin tokens that
+// authenticate it, the JSON shape of a key (shared with the CLI's -o json),
+// the OpenAPI 3.1 document that describes the API, and the console, the
+// product's Settings → API Keys page, embedded in the binary.
+//
+// It depends on keystore (the keys) and policy (the modules a scope may
+// name) and on nothing above them: the decision path never reaches it, and
+// it never reaches the decision path.
+//
+// # Admin tokens
+//
+// An admin token is "kgadm_<body><checksum>", in the format of API keys
+// (keystore.GenerateSecret with the prefix TokenPrefix), so that neither is
+// ever taken for the other. The tokens file (LoadTokens) lists the SHA-256
+// of each valid token, never a token in clear, with a name (the actor in
+// the audit trail, as "admin:<name>") and optionally the one account the
+// token may manage. Presented tokens are hashed and compared with every
+// entry in constant time. Tokens.Reload replaces the set, or keeps the old
+// one when the file is wrong.
+//
+// # Errors
+//
+// Every error the API answers is an RFC 9457 application/problem+json
+// object with type (urn:keygate:problem:<name>), title, status and detail;
+// invalid input adds errors, one {field, detail} per field that is wrong,
+// and changes nothing. Errors never contain a secret, a token, or the
+// request's own values beyond a field name. LoadTokens and Reload return
+// errors naming the file and line (*TokenFileError, several joined with
+// errors.Join). Nothing in the package panics on any input; a panic below
+// a handler is recovered into a 500 problem.
+package admin

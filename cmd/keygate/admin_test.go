@@ -1,0 +1,215 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/keygate/keygate/admin"
+	"github.com/keygate/keygate/internal/pgtest"
+)
+
+// checkDevConsole follows the console part of the dev guide: the URL
+// serves the console, and the token printed once signs in.
+func checkDevConsole(t *testing.T, guide string) {
+	t.Helper()
+	m := regexp.MustCompile(`(?s)Console \(Settings → API Keys\) and admin API:\s+(http://\S+/)\s+Admin token \(sign in with it; shown once\):\s+(kgadm_\S+)`).FindStringSubmatch(guide)
+	if m == nil {
+		t.Fatalf("the dev guide has no console URL and admin token:\n%s", guide)
+	}
+	url, token := m[1], m[2]
+	if strings.Count(guide, token) != 1 {
+		t.Fatal("the dev guide prints the admin token more than once")
+	}
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "API Keys") || resp.Header.Get("Content-Security-Policy") == "" {
+		t.Fatalf("GET %s: %d, CSP %q", url, resp.StatusCode, resp.Header.Get("Content-Security-Policy"))
+	}
+	if code := adminGet(t, url+"v1/whoami", token); code != 200 {
+		t.Fatalf("GET /v1/whoami with the dev token: %d", code)
+	}
+}
+
+func adminGet(t *testing.T, url, token string) int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// newAdminToken runs `keygate admin-token new -o json`.
+func newAdminToken(t *testing.T, args ...string) (token string, entry admin.TokenEntry) {
+	t.Helper()
+	var out struct {
+		Token string `json:"token"`
+		admin.TokenEntry
+	}
+	decodeInto(t, mustRun(t, "", append([]string{"admin-token", "new", "-o", "json"}, args...)...), &out)
+	return out.Token, out.TokenEntry
+}
+
+func decodeInto(t *testing.T, s string, v any) {
+	t.Helper()
+	if err := json.Unmarshal([]byte(s), v); err != nil {
+		t.Fatalf("%v:\n%s", err, s)
+	}
+}
+
+func writeTokensFile(t *testing.T, path string, entries ...admin.TokenEntry) {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("[]\n")
+	if len(entries) > 0 {
+		b.Reset()
+	}
+	for _, e := range entries {
+		fmt.Fprintf(&b, "- name: %q\n  sha256: %s\n", e.Name, e.SHA256)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAdminTokenNew(t *testing.T) {
+	out := mustRun(t, "", "admin-token", "new", "--name", "console backend", "--account", "acme")
+	m := regexp.MustCompile(`(?s)\n  (kgadm_\S+)\n.*- name: console backend\n  sha256: ([0-9a-f]{64})\n  account: acme\n$`).FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("admin-token new printed:\n%s", out)
+	}
+	path := filepath.Join(t.TempDir(), "tokens.yaml")
+	os.WriteFile(path, []byte(out[strings.Index(out, "- name:"):]), 0o600)
+	tokens, err := admin.LoadTokens(path)
+	if err != nil || tokens.Len() != 1 {
+		t.Fatalf("the printed entry does not load: %v", err)
+	}
+	for _, args := range [][]string{{"--name", " "}, {"--name", "n", "--account", ""}, {}} {
+		if r := runCLI(t, "", append([]string{"admin-token", "new"}, args...)...); r.code != 2 {
+			t.Errorf("admin-token new %q: exit %d, want 2 (%s)", args, r.code, r.stderr)
+		}
+	}
+}
+
+func TestAdminPrefixIsNotAKeyPrefix(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	r := runCLI(t, db, "keys", "create", "--account", "a", "--name", "n", "--key-prefix", "kgadm")
+	if r.code != 2 || !strings.Contains(r.stderr, "--key-prefix") {
+		t.Fatalf("exit %d %q; want 2 naming --key-prefix", r.code, r.stderr)
+	}
+}
+
+// TestServeAdmin runs serve with an admin tokens file: the admin listener
+// serves the API with those tokens, re-reads the file on SIGHUP, keeps the
+// old tokens when the new file is wrong and says where, and never logs a
+// token.
+func TestServeAdmin(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	first, firstEntry := newAdminToken(t, "--name", "first")
+	second, secondEntry := newAdminToken(t, "--name", "second")
+	path := filepath.Join(t.TempDir(), "tokens.yaml")
+	writeTokensFile(t, path, firstEntry)
+	inst := startServe(t, db, "--admin-addr", "127.0.0.1:0", "--admin-tokens-file", path)
+	base := "http://" + inst.adminAddr(t)
+	if code := adminGet(t, base+"/v1/keys", first); code != 200 {
+		t.Fatalf("the first token: %d", code)
+	}
+	if code := adminGet(t, base+"/v1/keys", second); code != 401 {
+		t.Fatalf("a token not yet in the file: %d", code)
+	}
+	writeTokensFile(t, path, firstEntry, secondEntry)
+	hup(t)
+	waitFor(t, 5*time.Second, "the reload", func() bool { return adminGet(t, base+"/v1/keys", second) == 200 })
+
+	os.WriteFile(path, []byte("- name: broken\n  sha256: nope\n"), 0o600)
+	hup(t)
+	waitFor(t, 5*time.Second, "the reload error", func() bool { return strings.Contains(inst.logs.String(), "admin tokens not reloaded") })
+	if !strings.Contains(inst.logs.String(), path+":2: sha256") {
+		t.Fatalf("the reload error does not name file and line:\n%s", grepLines(inst.logs.String(), "not reloaded"))
+	}
+	if adminGet(t, base+"/v1/keys", first) != 200 || adminGet(t, base+"/v1/keys", second) != 200 {
+		t.Fatal("a bad file at reload dropped the tokens that were valid")
+	}
+	writeTokensFile(t, path, secondEntry)
+	hup(t)
+	waitFor(t, 5*time.Second, "the revocation of the first token", func() bool { return adminGet(t, base+"/v1/keys", first) == 401 })
+	if err := inst.stop(); err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	for _, tok := range []string{first, second} {
+		if strings.Contains(inst.logs.String(), tok) {
+			t.Fatal("an admin token appears in the logs")
+		}
+	}
+}
+
+func (inst *instance) adminAddr(t *testing.T) string {
+	t.Helper()
+	if inst.admin == "" {
+		t.Fatal("serve logged no admin_addr")
+	}
+	return inst.admin
+}
+
+// hup sends this process SIGHUP, which serve's admin listener catches.
+func hup(t *testing.T) {
+	t.Helper()
+	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestServeRefusesBadAdminConfig(t *testing.T) {
+	dir := t.TempDir()
+	bad := filepath.Join(dir, "tokens.yaml")
+	os.WriteFile(bad, []byte("- name: x\n  sha256: 12\n"), 0o600)
+	// No database is reached: the configuration is checked first.
+	env := map[string]string{"DATABASE_URL": "postgres://nobody@127.0.0.1:1/none?connect_timeout=1"}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--admin-tokens-file", bad}, bad + ":2:"},
+		{[]string{"--admin-tokens-file", filepath.Join(dir, "missing.yaml")}, "--admin-tokens-file"},
+	} {
+		var stderr strings.Builder
+		err := run(context.Background(), append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, c.args...),
+			func(k string) string { return env[k] }, io.Discard, &stderr)
+		if code := exitCodeTo(err, &stderr); code != 2 || !strings.Contains(stderr.String(), c.want) {
+			t.Errorf("serve %q: exit %d, %q; want 2 naming %q", c.args, code, stderr.String(), c.want)
+		}
+	}
+}
+
+func TestServeRefusesBadAdminAddr(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tokens.yaml")
+	writeTokensFile(t, path)
+	env := map[string]string{"DATABASE_URL": "postgres://nobody@127.0.0.1:1/none?connect_timeout=1"}
+	var stderr strings.Builder
+	err := run(context.Background(), []string{"serve", "--admin-addr", "nowhere", "--admin-tokens-file", path},
+		func(k string) string { return env[k] }, io.Discard, &stderr)
+	if code := exitCodeTo(err, &stderr); code != 2 || !strings.Contains(stderr.String(), "--admin-addr") {
+		t.Fatalf("exit %d, %q; want 2 naming --admin-addr", code, stderr.String())
+	}
+	r := runCLI(t, "", "serve", "--help")
+	if !strings.Contains(r.stdout, "127.0.0.1:9003") {
+		t.Fatalf("serve --help does not show the admin address default:\n%s", r.stdout)
+	}
+}
