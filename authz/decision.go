@@ -101,10 +101,33 @@ func (s *Server) Refuse(ctx context.Context, r *Request, reason Reason) Decision
 
 // finish completes a decision: dry run, then record.
 func (s *Server) finish(ctx context.Context, r *Request, d *Decision, start time.Time) {
-	if d.Outcome != Allow && s.dryRun {
+	if d.Outcome != Allow && (s.dryRun || s.moduleDryRun(r, d)) {
 		d.DryRun = true
 	}
 	s.record(ctx, r, d, start)
+}
+
+// moduleDryRun reports whether the denial d of r is in a module the policy
+// has in dry run: the request's module (the route's, or the path's, also
+// for a denial made before the path was read) is in dry run, and a closed
+// module that some reading of the path lands in is too.
+func (s *Server) moduleDryRun(r *Request, d *Decision) bool {
+	if !s.anyDryRun {
+		return false
+	}
+	module, restricted := d.Module, ""
+	if module == "" || d.Reason == ReasonRestricted {
+		if route, err := s.policy.Route(r.Path); err == nil {
+			restricted = route.RestrictedModule
+			if module == "" {
+				module = route.Module
+			}
+		}
+		if module == "" {
+			module = r.Module
+		}
+	}
+	return module != "" && s.policy.DryRun(module) && (restricted == "" || restricted == module || s.policy.DryRun(restricted))
 }
 
 // record counts and logs a decision, and reports an allowed key's use.

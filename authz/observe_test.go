@@ -17,6 +17,7 @@ import (
 
 	"github.com/keygate/keygate/internal/authztest"
 	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/policy"
 )
 
 type syncBuffer struct {
@@ -236,6 +237,43 @@ func TestDecisionSpans(t *testing.T) {
 			if attrs[k] != v {
 				t.Errorf("decision span %d: %s = %q, want %q", i, k, attrs[k], v)
 			}
+		}
+	}
+}
+
+func TestModuleDryRun(t *testing.T) {
+	w := authztest.NewWorld(t)
+	p, err := policy.Parse("policy.yaml", []byte(`modules:
+  users: { paths: [/api/v1/users], api_keys: deny, dry_run: true }
+  accounts: { paths: [/api/v1/accounts], api_keys: deny }
+  projects: { paths: [/api/v1/projects], dry_run: true }
+  deployments: { paths: [/api/v1/deployments] }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestServer(t, w.Lookup, func(c *Config) { c.Policy = p })
+	cases := []struct {
+		name, method, path, module string
+		headers                    map[string]string
+		want                       Outcome
+		dryRun                     bool
+	}{
+		{"closed module in dry run", "GET", "/api/v1/users/1", "", map[string]string{"x-api-key": w.Plain.Secret}, ModuleForbidden, true},
+		{"closed module not in dry run", "GET", "/api/v1/accounts/1", "", map[string]string{"x-api-key": w.Plain.Secret}, ModuleForbidden, false},
+		{"no key, module in dry run", "GET", "/api/v1/projects/1", "", nil, MissingKey, true},
+		{"no key, module not in dry run", "GET", "/api/v1/deployments/1", "", nil, MissingKey, false},
+		{"no key, route module in dry run", "GET", "/v2/p", "projects", nil, MissingKey, true},
+		{"scope, module in dry run", "POST", "/api/v1/projects/1", "", map[string]string{"x-api-key": w.ReadOnly.Secret}, InsufficientScope, true},
+		{"dry-run module, a reading in a closed module not in dry run", "GET", "/api/v1/projects/../accounts", "projects", map[string]string{"x-api-key": w.Plain.Secret}, ModuleForbidden, false},
+		{"dry-run module, a reading in a closed module in dry run", "GET", "/api/v1/projects/../users", "projects", map[string]string{"x-api-key": w.Plain.Secret}, ModuleForbidden, true},
+		{"path in no module", "GET", "/other", "", nil, MissingKey, false},
+		{"an allow is an allow", "GET", "/api/v1/projects/1", "", map[string]string{"x-api-key": w.Plain.Secret}, Allow, false},
+	}
+	for _, c := range cases {
+		d := s.decideRequest(c.method, c.path, c.headers, c.module)
+		if d.Outcome != c.want || d.DryRun != c.dryRun {
+			t.Errorf("%s: %s dry run %v, want %s dry run %v", c.name, d.Outcome, d.DryRun, c.want, c.dryRun)
 		}
 	}
 }

@@ -44,7 +44,8 @@ type Config struct {
 	DecisionLogger  *slog.Logger
 	DecisionLogRate float64
 	// DryRun makes every denial a dry-run one: decided, logged and
-	// counted, but let through (Decision.DryRun).
+	// counted, but let through (Decision.DryRun). A policy module with
+	// dry_run: true does the same for the requests in it.
 	DryRun bool
 	// Tracer, when set, records a span per decision.
 	Tracer trace.Tracer
@@ -68,6 +69,7 @@ type Server struct {
 	logger          *slog.Logger
 	decisions       *decisionLog
 	dryRun          bool
+	anyDryRun       bool // some policy module is in dry run
 	tracer          trace.Tracer
 	now             func() time.Time
 
@@ -112,6 +114,7 @@ func NewServer(cfg Config) (*Server, error) {
 		tracer:          cfg.Tracer,
 	}
 	s.cached, _ = cfg.Lookup.(CachedLookup)
+	s.anyDryRun = len(cfg.Policy.DryRunModules()) > 0
 	if s.identityPrefix == "" {
 		s.identityPrefix = DefaultIdentityPrefix
 	}

@@ -49,6 +49,7 @@ const maxErrors = 20
 //	  NAME:                   # ^[a-z][a-z0-9_-]{0,62}$
 //	    paths: [PATH, ...]    # required, at least one
 //	    api_keys: allow|deny  # optional, default allow
+//	    dry_run: true|false   # optional, default false: decide, log and count, but let denials through
 //
 // Unknown keys, duplicate keys, anchors and aliases, tags other than the
 // plain ones and values of the wrong type are errors, so that a typo never
@@ -253,6 +254,19 @@ func (ps *parser) access(n *yaml.Node, where string) Access {
 	return AccessDeny
 }
 
+func (ps *parser) boolean(n *yaml.Node, where string) bool {
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!bool" {
+		switch n.Value {
+		case "true":
+			return true
+		case "false":
+			return false
+		}
+	}
+	ps.errorf(n.Line, `%s: must be true or false, got %s`, where, describe(n))
+	return false
+}
+
 func (ps *parser) modules(n *yaml.Node) []Module {
 	if n.Kind != yaml.MappingNode {
 		ps.errorf(n.Line, `modules: must be a mapping of module names to modules (or "{}" for none), got %s`, describe(n))
@@ -273,7 +287,7 @@ func (ps *parser) modules(n *yaml.Node) []Module {
 func (ps *parser) module(name string, k, n *yaml.Node, where string) Module {
 	m := Module{Name: name, APIKeys: AccessAllow}
 	if n.Kind != yaml.MappingNode {
-		ps.errorf(n.Line, `%s: must be a mapping with "paths" and optionally "api_keys", got %s`, where, describe(n))
+		ps.errorf(n.Line, `%s: must be a mapping with "paths" and optionally "api_keys" and "dry_run", got %s`, where, describe(n))
 		return m
 	}
 	sawPaths := false
@@ -284,8 +298,10 @@ func (ps *parser) module(name string, k, n *yaml.Node, where string) Module {
 			m.Paths = ps.paths(v, where+".paths", name)
 		case "api_keys":
 			m.APIKeys = ps.access(v, where+".api_keys")
+		case "dry_run":
+			m.DryRun = ps.boolean(v, where+".dry_run")
 		default:
-			ps.errorf(k.Line, "%s: unknown key %s (known keys: paths, api_keys)", where, quote(key))
+			ps.errorf(k.Line, "%s: unknown key %s (known keys: paths, api_keys, dry_run)", where, quote(key))
 		}
 	})
 	if !sawPaths {

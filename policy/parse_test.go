@@ -187,9 +187,11 @@ func TestParseErrors(t *testing.T) {
 		{"module name too long", "modules:\n  " + strings.Repeat("a", 64) + ":\n    paths: [/api/v1/users]\n", `policy.yaml:2: modules: module name "` + strings.Repeat("a", 64) + `" must be a lower-case letter followed by at most 62 lower-case letters, digits, "_" or "-"`},
 		{"module name empty", "modules:\n  '':\n    paths: [/api/v1/users]\n", `policy.yaml:2: modules: module name "" must be a lower-case letter followed by at most 62 lower-case letters, digits, "_" or "-"`},
 		{"duplicate module", "modules:\n  users:\n    paths: [/api/v1/users]\n  users:\n    paths: [/api/v2/users]\n", `policy.yaml:4: modules: duplicate module "users" (first at line 2)`},
-		{"module null", "modules:\n  users:\n", `policy.yaml:2: modules.users: must be a mapping with "paths" and optionally "api_keys", got nothing (null)`},
-		{"module is a list", "modules:\n  users: [/api/v1/users]\n", `policy.yaml:2: modules.users: must be a mapping with "paths" and optionally "api_keys", got a list`},
-		{"module unknown key", "modules:\n  users:\n    paths: [/api/v1/users]\n    api_key: deny\n", `policy.yaml:4: modules.users: unknown key "api_key" (known keys: paths, api_keys)`},
+		{"module null", "modules:\n  users:\n", `policy.yaml:2: modules.users: must be a mapping with "paths" and optionally "api_keys" and "dry_run", got nothing (null)`},
+		{"module is a list", "modules:\n  users: [/api/v1/users]\n", `policy.yaml:2: modules.users: must be a mapping with "paths" and optionally "api_keys" and "dry_run", got a list`},
+		{"module unknown key", "modules:\n  users:\n    paths: [/api/v1/users]\n    api_key: deny\n", `policy.yaml:4: modules.users: unknown key "api_key" (known keys: paths, api_keys, dry_run)`},
+		{"dry_run not a boolean", "modules:\n  users:\n    paths: [/api/v1/users]\n    dry_run: yes\n", `policy.yaml:4: modules.users.dry_run: must be true or false, got "yes"`},
+		{"dry_run a string", "modules:\n  users:\n    paths: [/api/v1/users]\n    dry_run: \"true\"\n", `policy.yaml:4: modules.users.dry_run: must be true or false, got "true"`},
 		{"module duplicate key", "modules:\n  users:\n    paths: [/api/v1/users]\n    api_keys: deny\n    api_keys: allow\n", `policy.yaml:5: modules.users: duplicate key "api_keys" (first at line 4)`},
 		{"module missing paths", "modules:\n  users:\n    api_keys: deny\n", `policy.yaml:2: modules.users: missing "paths": list the path prefixes of the module`},
 		{"api_keys bad value", "modules:\n  users:\n    paths: [/api/v1/users]\n    api_keys: maybe\n", `policy.yaml:4: modules.users.api_keys: must be "allow" or "deny", got "maybe"`},
@@ -299,5 +301,21 @@ func TestLoad(t *testing.T) {
 	_, err = Load(filepath.Join(dir, "missing.yaml"))
 	if !errors.Is(err, os.ErrNotExist) || !strings.Contains(err.Error(), "missing.yaml") {
 		t.Errorf("Load(missing) error = %v, want ErrNotExist naming the file", err)
+	}
+}
+
+func TestParseDryRun(t *testing.T) {
+	p, err := Parse("policy.yaml", []byte("modules:\n  users:\n    paths: [/api/v1/users]\n    api_keys: deny\n    dry_run: true\n  projects:\n    paths: [/api/v1/projects]\n    dry_run: false\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.DryRun("users") || p.DryRun("projects") || p.DryRun("nosuch") {
+		t.Fatalf("DryRun: users %v, projects %v, nosuch %v", p.DryRun("users"), p.DryRun("projects"), p.DryRun("nosuch"))
+	}
+	if got := p.DryRunModules(); len(got) != 1 || got[0] != "users" {
+		t.Fatalf("DryRunModules = %v", got)
+	}
+	if Example().DryRunModules() != nil {
+		t.Fatal("the example policy has modules in dry run")
 	}
 }

@@ -42,6 +42,9 @@ type Module struct {
 	Paths []string
 	// APIKeys says whether API keys may reach the module.
 	APIKeys Access
+	// DryRun makes keygate decide requests in the module as usual but let
+	// denied ones through (marked as dry-run denials), for a rollout.
+	DryRun bool
 }
 
 // Policy is a parsed policy file. It is immutable and safe for concurrent
@@ -102,6 +105,27 @@ func (p *Policy) Access(name string) (a Access, ok bool) {
 		return AccessDeny, false
 	}
 	return p.mods[i].APIKeys, true
+}
+
+// DryRun reports whether the module is in dry run (false for a module the
+// policy does not know).
+func (p *Policy) DryRun(name string) bool {
+	if p == nil {
+		return false
+	}
+	i, ok := p.byName[name]
+	return ok && p.mods[i].DryRun
+}
+
+// DryRunModules are the names of the modules in dry run, in file order.
+func (p *Policy) DryRunModules() []string {
+	var out []string
+	for _, m := range p.Modules {
+		if m.DryRun {
+			out = append(out, m.Name)
+		}
+	}
+	return out
 }
 
 // Route reads rawPath, the request target as Envoy sends it in :path

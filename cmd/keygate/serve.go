@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -346,6 +347,9 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		"policy_modules", len(pol.Modules), "version", version, "gogc", gc.gogc, "gomemlimit", gc.memoryLimit)
 	if sf.DryRun {
 		logger.Warn("DRY RUN: keygate is NOT ENFORCING; every denial is let through upstream with x-keygate-dry-run: <outcome>, and counted with dry_run=\"true\"")
+	} else if mods := pol.DryRunModules(); len(mods) > 0 {
+		logger.Warn("DRY RUN in some modules: keygate is NOT ENFORCING there; their denials are let through upstream with x-keygate-dry-run: <outcome>",
+			"modules", strings.Join(mods, ","))
 	}
 	if onServing != nil {
 		onServing(grpcLis.Addr(), httpLis.Addr())
