@@ -397,3 +397,23 @@ func TestDenialBodies(t *testing.T) {
 		}
 	}
 }
+
+// A dry run lets a denied request through every kind of forward-auth
+// request, with the outcome in the dry-run header and nothing forged.
+func TestDryRun(t *testing.T) {
+	w := authztest.NewWorld(t)
+	h := newTestHandler(t, w.Lookup, func(c *authz.Config, _ *Options) { c.DryRun = true })
+	headers := map[string]string{"x-api-key": w.Plain.Secret, "x-keygate-dry-run": "forged"}
+	for _, m := range []mode{caddyMode, nginxMode, envoyMode} {
+		resp := ask(t, h, m, "GET", "/api/v1/users/1", headers)
+		if resp.Code != 200 || resp.Header().Get("X-Keygate-Dry-Run") != "module_forbidden" || resp.Header().Get("X-Keygate-Key-Id") != "k-plain" {
+			t.Errorf("%s: %d %v; want 200 with X-Keygate-Dry-Run: module_forbidden", modeNames[m], resp.Code, resp.Header())
+		}
+		if m == envoyMode && !strings.Contains(resp.Header().Get(envoyRemoveHeader), "x-keygate-dry-run") {
+			t.Errorf("envoy: the forged dry-run header is not removed: %v", resp.Header())
+		}
+	}
+	if resp := ask(t, h, caddyMode, "GET", "/api/v1/projects", nil); resp.Code != 200 || resp.Header().Get("X-Keygate-Dry-Run") != "missing_api_key" {
+		t.Errorf("no key in a dry run: %d %v", resp.Code, resp.Header())
+	}
+}
