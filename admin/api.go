@@ -465,6 +465,14 @@ type Event struct {
 	Detail map[string]any `json:"detail"`
 }
 
+// NewEvent is the API's (and the CLI's -o json) shape of an audit event.
+func NewEvent(e keystore.Event) Event {
+	if e.Detail == nil {
+		e.Detail = map[string]any{}
+	}
+	return Event{Action: e.Action, Actor: e.Actor, At: e.At, Detail: e.Detail}
+}
+
 func (s *Server) keyEvents(w http.ResponseWriter, r *http.Request, p Principal) *problem {
 	k, prob := s.key(r, p)
 	if prob != nil {
@@ -478,10 +486,7 @@ func (s *Server) keyEvents(w http.ResponseWriter, r *http.Request, p Principal) 
 		Items []Event `json:"items"`
 	}{Items: make([]Event, 0, len(events))}
 	for _, e := range events {
-		if e.Detail == nil {
-			e.Detail = map[string]any{}
-		}
-		out.Items = append(out.Items, Event{Action: e.Action, Actor: e.Actor, At: e.At, Detail: e.Detail})
+		out.Items = append(out.Items, NewEvent(e))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil

@@ -1,24 +1,38 @@
 package keystore
 
 import (
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
 	"time"
 )
 
+// MaxDays is the largest number of days ParseDuration reads (about 179
+// years).
+const MaxDays = 1<<16 - 1
+
 // ParseDuration reads a duration in Go syntax ("1h30m") extended with days
-// ("30d", "1d12h"). It rejects negative and empty durations.
+// ("30d", "1d12h"). It rejects negative, empty and too long durations, each
+// with its own message.
 func ParseDuration(s string) (time.Duration, error) {
-	if s == "" {
-		return 0, fmt.Errorf("empty duration: want Go syntax plus days, like 30d, 12h or 1d12h")
+	const syntax = "want Go syntax plus days, like 30d, 12h or 1d12h"
+	switch {
+	case s == "":
+		return 0, fmt.Errorf("empty duration: %s", syntax)
+	case strings.HasPrefix(s, "-"):
+		return 0, fmt.Errorf("negative duration %q: must be positive, like 30d or 12h", s)
 	}
+	tooLong := fmt.Errorf("duration %q is too long: at most %dd (about 179 years)", s, MaxDays)
 	var days time.Duration
 	rest := s
 	if i := strings.IndexByte(s, 'd'); i >= 0 {
-		n, err := strconv.ParseUint(s[:i], 10, 16)
-		if err != nil {
-			return 0, fmt.Errorf("invalid duration %q: want Go syntax plus days, like 30d, 12h or 1d12h", s)
+		n, err := strconv.ParseUint(s[:i], 10, 64)
+		switch {
+		case err != nil && errors.Is(err, strconv.ErrRange), err == nil && n > MaxDays:
+			return 0, tooLong
+		case err != nil:
+			return 0, fmt.Errorf("invalid duration %q: %s", s, syntax)
 		}
 		days = time.Duration(n) * 24 * time.Hour
 		rest = s[i+1:]
@@ -27,13 +41,25 @@ func ParseDuration(s string) (time.Duration, error) {
 	if rest != "" {
 		var err error
 		if d, err = time.ParseDuration(rest); err != nil || strings.HasPrefix(rest, "-") || strings.HasPrefix(rest, "+") {
-			return 0, fmt.Errorf("invalid duration %q: want Go syntax plus days, like 30d, 12h or 1d12h", s)
+			if err != nil && strings.Contains(err.Error(), "invalid duration") && allDigitsAndUnits(rest) {
+				return 0, tooLong // time.ParseDuration says overflow this way
+			}
+			return 0, fmt.Errorf("invalid duration %q: %s", s, syntax)
 		}
 	}
 	if d < 0 || days+d < days {
-		return 0, fmt.Errorf("invalid duration %q: out of range", s)
+		return 0, tooLong
 	}
 	return days + d, nil
+}
+
+// allDigitsAndUnits reports whether s looks like a well-formed Go
+// duration, so that time.ParseDuration's failure on it is an overflow.
+func allDigitsAndUnits(s string) bool {
+	for _, u := range []string{"ns", "us", "µs", "ms", "s", "m", "h"} {
+		s = strings.ReplaceAll(s, u, "")
+	}
+	return s != "" && strings.Trim(s, "0123456789.") == ""
 }
 
 // FormatDuration prints d with whole days as "d", the inverse of

@@ -27,6 +27,21 @@ func TestParseDuration(t *testing.T) {
 			t.Errorf("ParseDuration(%q) = %v, want an error", in, got)
 		}
 	}
+	// Each kind of mistake has its own message.
+	for in, want := range map[string]string{
+		"-5d":                      "negative duration",
+		"-1h":                      "negative duration",
+		"99999d":                   "too long",
+		"99999999999999999999999d": "too long",
+		"9999999999h":              "too long",
+		"1d9999999999h":            "too long",
+		"3w":                       "invalid duration",
+		"1.5d":                     "invalid duration",
+	} {
+		if _, err := ParseDuration(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseDuration(%q) error %v, want one saying %q", in, err, want)
+		}
+	}
 	for _, d := range []time.Duration{30 * 24 * time.Hour, 36 * time.Hour, 90 * time.Minute} {
 		if back, err := ParseDuration(FormatDuration(d)); err != nil || back != d {
 			t.Errorf("FormatDuration(%v) = %q does not parse back", d, FormatDuration(d))

@@ -99,14 +99,19 @@ func (f dbFlags) pool(ctx context.Context) (*pgxpool.Pool, error) {
 	return pool, nil
 }
 
-// where names the server and database a configuration reaches, for
-// messages: "postgres@db.internal:5432/keygate" (never the password).
+// where names the database and server a configuration reaches, for
+// messages: `"keygate" on db.internal:5432 (user keygate)` (never the
+// password).
 func where(cfg *pgconn.Config) string {
-	host := cfg.Host
-	if strings.HasPrefix(host, "/") {
-		host = "socket " + host
+	db := cfg.Database
+	if db == "" {
+		db = cfg.User // PostgreSQL's default
 	}
-	return fmt.Sprintf("%s@%s/%s", cfg.User, net.JoinHostPort(host, strconv.Itoa(int(cfg.Port))), cfg.Database)
+	server := net.JoinHostPort(cfg.Host, strconv.Itoa(int(cfg.Port)))
+	if strings.HasPrefix(cfg.Host, "/") {
+		server = fmt.Sprintf("the socket in %s (port %d)", cfg.Host, cfg.Port)
+	}
+	return fmt.Sprintf("%q on %s (user %s)", db, server, cfg.User)
 }
 
 // connError says, in one line, why a connection to cfg failed: the server

@@ -1,9 +1,13 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -18,7 +22,9 @@ type keysCmd struct {
 	Show   keysShowCmd   `cmd:"" help:"Show one key's record."`
 	Update keysUpdateCmd `cmd:"" help:"Change a key's name or description."`
 	Revoke keysRevokeCmd `cmd:"" help:"Revoke a key: it stops working on every replica."`
+	Delete keysDeleteCmd `cmd:"" help:"Delete a key (the console's word for revoke): asks first on a terminal; the record and its audit trail stay."`
 	Rotate keysRotateCmd `cmd:"" help:"Issue a new secret; the old one works until the grace period ends."`
+	Events keysEventsCmd `cmd:"" help:"Show a key's audit trail: every lifecycle change, who made it and when."`
 }
 
 // outputFlag selects human or machine output.
@@ -125,7 +131,7 @@ func (c *keysListCmd) Run(e *env) error {
 	fmt.Fprintln(w, "ID\tACCOUNT\tNAME\tPREFIX\tSTATUS\tSCOPES\tEXPIRES\tLAST USED")
 	for _, k := range keys {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s…\t%s\t%s\t%s\t%s\n", k.ID, k.AccountID, oneLine(k.Name), k.DisplayPrefix,
-			k.StateAt(now), scopesText(k.Scopes), timeText(k.ExpiresAt, "never"), timeText(k.LastUsedAt, "-"))
+			statusText(k, now), scopesText(k.Scopes), timeText(k.ExpiresAt, "never"), timeText(k.LastUsedAt, "-"))
 	}
 	return w.Flush()
 }
@@ -184,6 +190,11 @@ func (c *keysRevokeCmd) Run(e *env) error {
 		return err
 	}
 	defer closeStore()
+	return c.revoke(e, store)
+}
+
+// revoke revokes c.ID and prints the result.
+func (c *keysRevokeCmd) revoke(e *env, store *keystore.Store) error {
 	k, err := store.Revoke(e.ctx, c.ID, c.actor(e))
 	if err != nil {
 		return c.storeError(err, c.ID)
@@ -193,6 +204,83 @@ func (c *keysRevokeCmd) Run(e *env) error {
 	}
 	fmt.Fprintf(e.stdout, "Revoked key %s (%s, account %s) at %s.\n", k.ID, oneLine(k.Name), k.AccountID, k.RevokedAt.Format(time.RFC3339))
 	return nil
+}
+
+type keysDeleteCmd struct {
+	keysRevokeCmd
+	Yes bool `short:"y" help:"Do not ask for confirmation."`
+}
+
+// Run asks, on a terminal, before it revokes: the key stops working for
+// good, and a script that did not mean it cannot undo it.
+func (c *keysDeleteCmd) Run(e *env) error {
+	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	if !c.Yes && e.interactive() {
+		k, err := store.Get(e.ctx, c.ID)
+		if err != nil {
+			return c.storeError(err, c.ID)
+		}
+		fmt.Fprintf(e.stdout, "Delete key %s (%s, account %s)? It stops working on every replica within a second and cannot be restored. [y/N] ",
+			k.ID, oneLine(k.Name), k.AccountID)
+		answer, _ := bufio.NewReader(e.stdin).ReadString('\n')
+		if a := strings.ToLower(strings.TrimSpace(answer)); a != "y" && a != "yes" {
+			fmt.Fprintln(e.stdout, "Not deleted.")
+			return &exitError{code: 1, err: errors.New("not confirmed; nothing changed")}
+		}
+	}
+	return c.revoke(e, store)
+}
+
+type keysEventsCmd struct {
+	dbFlags
+	outputFlag
+	ID string `arg:"" help:"Key id."`
+}
+
+func (c *keysEventsCmd) Run(e *env) error {
+	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	if _, err := store.Get(e.ctx, c.ID); err != nil {
+		return c.storeError(err, c.ID) // an unknown id is an error, not an empty trail
+	}
+	events, err := store.Events(e.ctx, c.ID)
+	if err != nil {
+		return c.storeError(err, c.ID)
+	}
+	if c.Output == "json" {
+		out := make([]admin.Event, 0, len(events))
+		for _, ev := range events {
+			out = append(out, admin.NewEvent(ev))
+		}
+		return writeJSON(e.stdout, out)
+	}
+	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "AT\tACTION\tACTOR\tDETAIL")
+	for _, ev := range events {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", ev.At.Format(time.RFC3339), ev.Action, oneLine(ev.Actor), detailText(ev.Detail))
+	}
+	return w.Flush()
+}
+
+// detailText prints an event's detail as key=value pairs in key order.
+func detailText(d map[string]any) string {
+	if len(d) == 0 {
+		return "-"
+	}
+	keys := slices.Sorted(maps.Keys(d))
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		v, _ := json.Marshal(d[k])
+		parts = append(parts, k+"="+oneLine(string(v)))
+	}
+	return strings.Join(parts, " ")
 }
 
 type keysRotateCmd struct {
@@ -249,17 +337,33 @@ func printKey(w io.Writer, format string, k *keystore.Key) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	rows := [][2]string{
 		{"ID", k.ID}, {"Account", k.AccountID}, {"Name", oneLine(k.Name)}, {"Description", oneLine(k.Description)},
-		{"Prefix", k.DisplayPrefix + "…"}, {"Status", k.StateAt(now).String()}, {"Scopes", scopesText(k.Scopes)},
+		{"Prefix", k.DisplayPrefix + "…"}, {"Status", statusText(k, now)}, {"Scopes", scopesText(k.Scopes)},
 		{"Created", k.CreatedAt.Format(time.RFC3339) + " by " + k.CreatedBy}, {"Expires", timeText(k.ExpiresAt, "never")},
 		{"Revoked", timeText(k.RevokedAt, "-")}, {"Last used", timeText(k.LastUsedAt, "-")},
 	}
 	if k.RotatedFrom != "" {
 		rows = append(rows, [2]string{"Rotated from", k.RotatedFrom})
 	}
+	if k.RotatedTo != "" {
+		rows = append(rows, [2]string{"Rotated to", k.RotatedTo})
+	}
 	for _, r := range rows {
 		fmt.Fprintf(tw, "%s:\t%s\n", r[0], r[1])
 	}
 	return tw.Flush()
+}
+
+// statusText is a key's status for people: active, expired or revoked,
+// and for a rotated key still in its grace period, when that ends.
+func statusText(k *keystore.Key, now time.Time) string {
+	state := k.StateAt(now)
+	if k.RotatedTo == "" || state != keystore.StateActive || k.ExpiresAt == nil {
+		if k.RotatedTo != "" && state == keystore.StateExpired {
+			return "rotated (grace ended)"
+		}
+		return state.String()
+	}
+	return "rotated (grace until " + k.ExpiresAt.Format(time.RFC3339) + ")"
 }
 
 func expiryText(t *time.Time) string {

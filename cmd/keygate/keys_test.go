@@ -158,7 +158,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 		{"malformed grace", []string{"keys", "rotate", existing.ID, "--grace", "soon"}, 2, "--grace"},
 		{"negative grace", []string{"keys", "rotate", existing.ID, "--grace", "-1h"}, 2, "--grace"},
 		{"update nothing", []string{"keys", "update", existing.ID}, 2, "--name"},
-		{"unknown command", []string{"keys", "delete", existing.ID}, 2, "delete"},
+		{"unknown command", []string{"keys", "destroy", existing.ID}, 2, "destroy"},
 		{"missing id", []string{"keys", "show"}, 2, "id"},
 	}
 	before := pgtest.Dump(t, db)
@@ -192,9 +192,14 @@ func TestEnvironmentSetsFlags(t *testing.T) {
 	if k := decode[keyOut](t, r.stdout); !strings.HasPrefix(*k.Secret, "acme_") {
 		t.Fatalf("KEYGATE_KEY_PREFIX was ignored: display prefix %q", k.DisplayPrefix)
 	}
-	r = runWithEnv(t, map[string]string{"DATABASE_URL": db, "KEYGATE_OUTPUT": "yaml"}, "keys", "list")
-	if r.code != 2 || !strings.Contains(r.stderr, "--output") {
-		t.Fatalf("a bad KEYGATE_OUTPUT: exit %d, %q", r.code, r.stderr)
+	// A server setting from the environment is checked like the flag.
+	r = runWithEnv(t, map[string]string{"DATABASE_URL": db, "KEYGATE_LOG_FORMAT": "yaml"}, "serve")
+	if r.code != 2 || !strings.Contains(r.stderr, "--log-format") {
+		t.Fatalf("a bad KEYGATE_LOG_FORMAT: exit %d, %q", r.code, r.stderr)
+	}
+	// -o describes one invocation: KEYGATE_OUTPUT is not read.
+	if r = runWithEnv(t, map[string]string{"DATABASE_URL": db, "KEYGATE_OUTPUT": "yaml"}, "keys", "list"); r.code != 0 {
+		t.Fatalf("KEYGATE_OUTPUT was read by keys list: exit %d, %q", r.code, r.stderr)
 	}
 }
 
@@ -250,8 +255,11 @@ func TestHelpAndVersion(t *testing.T) {
 			t.Errorf("keygate %v: exit %d, stdout %q", args, r.code, r.stdout)
 		}
 	}
-	if r := runCLI(t, "", "keys", "create", "--help"); !strings.Contains(r.stdout, "$KEYGATE_EXPIRES_IN") {
-		t.Error("help does not name the environment variable of each flag")
+	if r := runCLI(t, "", "keys", "create", "--help"); !strings.Contains(r.stdout, "$KEYGATE_DATABASE_URL") || strings.Contains(r.stdout, "$KEYGATE_EXPIRES_IN") {
+		t.Error("keys create --help must name the variables of the connection settings, and none for the key's own flags")
+	}
+	if r := runCLI(t, "", "serve", "--help"); !strings.Contains(r.stdout, "$KEYGATE_GRPC_ADDR") || !strings.Contains(r.stdout, "$KEYGATE_CACHE_SIZE") {
+		t.Error("serve --help does not name the environment variable of each flag")
 	}
 }
 
@@ -314,5 +322,100 @@ func TestPepperFromFileOrEnvironmentHashesAlike(t *testing.T) {
 	}
 	if r := runWithEnv(t, map[string]string{"DATABASE_URL": db, "KEYGATE_PEPPER": "short"}, "keys", "create", "--account", "a", "--name", "x"); r.code != 2 || !strings.Contains(r.stderr, "KEYGATE_PEPPER") {
 		t.Fatalf("a short KEYGATE_PEPPER: exit %d, %q; want exit 2 naming it", r.code, r.stderr)
+	}
+}
+
+// Flags that describe one key never come from the environment: a
+// KEYGATE_NAME or KEYGATE_NO_EXPIRY left in a shell must not rename a key
+// or make one that never expires. Connection settings still do.
+func TestPerKeyFlagsIgnoreTheEnvironment(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	env := map[string]string{"KEYGATE_DATABASE_URL": db, "KEYGATE_NAME": "from-env", "KEYGATE_NO_EXPIRY": "true",
+		"KEYGATE_DESCRIPTION": "from-env", "KEYGATE_SCOPE": "*", "KEYGATE_ACCOUNT": "other", "KEYGATE_ALL": "true"}
+	r := runWithEnv(t, env, "keys", "create", "--account", "acme", "--name", "real", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("create: %d %s", r.code, r.stderr)
+	}
+	k := decode[keyOut](t, r.stdout)
+	if k.Name != "real" || k.Description != "" || k.ExpiresAt == nil || len(k.Scopes) != 0 || k.AccountID != "acme" {
+		t.Fatalf("the environment shaped the key: %+v", k)
+	}
+	r = runWithEnv(t, env, "keys", "update", k.ID, "--description", "changed", "-o", "json")
+	if got := decode[keyOut](t, r.stdout); got.Name != "real" {
+		t.Fatalf("KEYGATE_NAME renamed the key on update: %q", got.Name)
+	}
+	if r := runWithEnv(t, env, "keys", "create", "--help"); strings.Contains(r.stdout, "$KEYGATE_NAME") || !strings.Contains(r.stdout, "$KEYGATE_DATABASE_URL") {
+		t.Fatalf("--help documents the wrong variables:\n%s", r.stdout)
+	}
+}
+
+func runTerminal(t *testing.T, dbURL, input string, args ...string) result {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	err := runInteractive(context.Background(), args, func(k string) string { return map[string]string{"DATABASE_URL": dbURL}[k] },
+		strings.NewReader(input), true, &stdout, &stderr)
+	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	if err != nil {
+		var errOut bytes.Buffer
+		r.code = exitCodeTo(err, &errOut)
+		r.stderr += errOut.String()
+	}
+	return r
+}
+
+func TestKeysDelete(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	id, _ := createKey(t, db, "--name", "doomed")
+	// On a terminal it asks, and anything but yes changes nothing.
+	r := runTerminal(t, db, "n\n", "keys", "delete", id)
+	if r.code != 1 || !strings.Contains(r.stdout, "doomed") || !strings.Contains(r.stdout, "Not deleted") {
+		t.Fatalf("delete answered no: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	if k := decode[keyOut](t, mustRun(t, db, "keys", "show", id, "-o", "json")); k.RevokedAt != nil {
+		t.Fatal("deleted although the answer was no")
+	}
+	if r := runTerminal(t, db, "yes\n", "keys", "delete", id); r.code != 0 || !strings.Contains(r.stdout, "Revoked key") {
+		t.Fatalf("delete answered yes: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	// --yes, or no terminal, does not ask.
+	other, _ := createKey(t, db)
+	if r := runTerminal(t, db, "", "keys", "delete", "--yes", other, "-o", "json"); r.code != 0 || decode[keyOut](t, r.stdout).RevokedAt == nil {
+		t.Fatalf("delete --yes: exit %d, %q", r.code, r.stderr)
+	}
+	third, _ := createKey(t, db)
+	if out := mustRun(t, db, "keys", "delete", third); !strings.Contains(out, "Revoked key") {
+		t.Fatalf("delete without a terminal: %q", out)
+	}
+	if r := runCLI(t, db, "keys", "delete", "not-an-id"); r.code == 0 {
+		t.Fatal("deleted a malformed id")
+	}
+}
+
+func TestKeysEventsAndRotatedStatus(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	id, _ := createKey(t, db, "--name", "audited")
+	mustRun(t, db, "keys", "update", id, "--description", "now described", "--actor", "alice")
+	mustRun(t, db, "keys", "rotate", id, "--grace", "2h")
+	var events []struct {
+		Action, Actor string
+		At            time.Time
+		Detail        map[string]any
+	}
+	decodeInto(t, mustRun(t, db, "keys", "events", id, "-o", "json"), &events)
+	if len(events) != 3 || events[0].Action != "create" || events[1].Action != "update" || events[1].Actor != "alice" || events[2].Action != "rotate" {
+		t.Fatalf("events %+v", events)
+	}
+	if out := mustRun(t, db, "keys", "events", id); !strings.Contains(out, "ACTION") || strings.Count(out, "\n") != 4 {
+		t.Fatalf("events table:\n%s", out)
+	}
+	if r := runCLI(t, db, "keys", "events", "01a233a0-6ecf-7e0b-84b4-acb2b4f326e5"); r.code != 1 || !strings.Contains(r.stderr, "no key") {
+		t.Fatalf("events of an unknown key: exit %d %q", r.code, r.stderr)
+	}
+	show := mustRun(t, db, "keys", "show", id)
+	if !strings.Contains(show, "rotated (grace until ") || !strings.Contains(show, "Rotated to:") {
+		t.Fatalf("show does not mark the rotated key:\n%s", show)
+	}
+	if list := mustRun(t, db, "keys", "list", "--account", "acme"); !strings.Contains(list, "rotated (grace until ") {
+		t.Fatalf("list does not mark the rotated key:\n%s", list)
 	}
 }

@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
 
 	"github.com/alecthomas/kong"
+
+	"github.com/keygate/keygate/keystore"
 )
 
 // envPrefix starts the environment variable that every flag also reads:
@@ -30,9 +33,15 @@ type cli struct {
 type env struct {
 	ctx    context.Context
 	getenv func(string) string
+	stdin  io.Reader
 	stdout io.Writer
 	stderr io.Writer
+	// terminal reports whether stdin is a terminal someone answers at.
+	terminal bool
 }
+
+// interactive reports whether a command may ask its user a question.
+func (e *env) interactive() bool { return e.terminal && e.stdin != nil }
 
 // exitError carries an exit status; err nil means the message was printed
 // already (kong's help and usage errors).
@@ -57,13 +66,21 @@ func usageError(format string, args ...any) error {
 
 // run parses args and runs the chosen command. It is main without the
 // process: tests call it with their own arguments, environment and output.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) (err error) {
+// It asks no questions (no terminal); runInteractive may.
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	return runInteractive(ctx, args, getenv, nil, false, stdout, stderr)
+}
+
+// runInteractive is run with an input to ask questions on when terminal
+// says someone answers there (keys delete's confirmation).
+func runInteractive(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, terminal bool, stdout, stderr io.Writer) (err error) {
 	var c cli
 	parser, err := kong.New(&c,
 		kong.Name("keygate"),
-		kong.Description("API-key authentication and authorization for services behind Envoy or Istio.\n\n"+
-			"Every flag can also be set with an environment variable: --grpc-addr as KEYGATE_GRPC_ADDR; "+
-			"the database also comes from DATABASE_URL or the standard PG* variables."),
+		kong.Description("API-key authentication and authorization for services behind Envoy, Istio, nginx, Caddy or Traefik.\n\n"+
+			"Server and connection settings can also be set with an environment variable: --grpc-addr as KEYGATE_GRPC_ADDR; "+
+			"the database also comes from DATABASE_URL or the standard PG* variables. Flags that describe one key or "+
+			"token (--name, --scope, --no-expiry…) are read from the command line only."),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(&exitError{code: code}) }),
 		kong.Resolvers(envResolver(getenv)),
@@ -97,10 +114,27 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 				help = "keygate " + strings.Join(strings.Fields(stripArgs(cmd)), " ") + " --help"
 			}
 		}
-		return &exitError{code: 2, err: fmt.Errorf("%w (see %s)", err, help)}
+		return &exitError{code: 2, err: fmt.Errorf("%w (see %s)", negativeDuration(err), help)}
 	}
-	e := &env{ctx: ctx, getenv: getenv, stdout: stdout, stderr: stderr}
+	e := &env{ctx: ctx, getenv: getenv, stdin: stdin, terminal: terminal, stdout: stdout, stderr: stderr}
 	return kctx.Run(e)
+}
+
+// shortFlagDuration is kong's error for a duration flag given "-5d",
+// which it reads as a short flag.
+var shortFlagDuration = regexp.MustCompile(`^(--[a-z-]+): expected duration value but got "(-[^"]*)" \(short flag\)`)
+
+// negativeDuration turns kong's puzzling error for "--grace -1h" into the
+// message ParseDuration gives for "--grace=-1h".
+func negativeDuration(err error) error {
+	if m := shortFlagDuration.FindStringSubmatch(err.Error()); m != nil {
+		_, perr := keystore.ParseDuration(m[2])
+		if perr == nil {
+			perr = fmt.Errorf("%q is not a duration", m[2])
+		}
+		return fmt.Errorf("%s: %v", m[1], perr)
+	}
+	return err
 }
 
 // stripArgs drops positional placeholders like "<id>" from a kong command
@@ -120,10 +154,41 @@ func envName(flag string) string {
 	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
 
+// perInvocation are the commands whose flags describe one key or token:
+// only their connection settings (settingFlags) come from the environment,
+// so that a KEYGATE_NAME or KEYGATE_NO_EXPIRY left in a shell never renames
+// a key or makes one that never expires.
+var perInvocation = map[string]bool{"keys": true, "admin-token": true}
+
+// settingFlags are the flags of those commands that are settings: the
+// database, and the key format every replica and the CLI must share.
+var settingFlags = map[string]bool{"database-url": true, "key-prefix": true, "pepper-file": true, "pepper": true, "max-key-lifetime": true}
+
+// readsEnv reports whether a flag of a command (perInvocation or not)
+// may come from the environment.
+func readsEnv(flag string, invocation bool) bool {
+	return flag != "help" && (!invocation || settingFlags[flag])
+}
+
+// underPerInvocation reports whether n is, or is below, a perInvocation
+// command.
+func underPerInvocation(n *kong.Node) bool {
+	for ; n != nil; n = n.Parent {
+		if n.Type == kong.CommandNode && perInvocation[n.Name] {
+			return true
+		}
+	}
+	return false
+}
+
 // envResolver gives flags not set on the command line their value from
-// the environment: KEYGATE_<FLAG>, and DATABASE_URL for --database-url.
+// the environment: KEYGATE_<FLAG>, and DATABASE_URL for --database-url
+// (see readsEnv for which flags).
 func envResolver(getenv func(string) string) kong.Resolver {
-	return kong.ResolverFunc(func(_ *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
+	return kong.ResolverFunc(func(ctx *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
+		if !readsEnv(flag.Name, underPerInvocation(ctx.Selected())) {
+			return nil, nil
+		}
 		if v := getenv(envName(flag.Name)); v != "" {
 			return v, nil
 		}
@@ -136,12 +201,21 @@ func envResolver(getenv func(string) string) kong.Resolver {
 	})
 }
 
-// documentEnv appends each flag's environment variable to its help.
+// documentEnv appends the environment variable of each flag that reads
+// one to its help.
 func documentEnv(k *kong.Kong) error {
-	return kong.Visit(k.Model, func(n kong.Visitable, next kong.Next) error {
-		if f, ok := n.(*kong.Flag); ok && f.Name != "help" {
-			f.Help += " ($" + envName(f.Name) + ")"
+	var walk func(n *kong.Node)
+	walk = func(n *kong.Node) {
+		invocation := underPerInvocation(n)
+		for _, f := range n.Flags {
+			if readsEnv(f.Name, invocation) {
+				f.Help += " ($" + envName(f.Name) + ")"
+			}
 		}
-		return next(nil)
-	})
+		for _, c := range n.Children {
+			walk(c)
+		}
+	}
+	walk(k.Model.Node)
+	return nil
 }

@@ -201,7 +201,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	}
 	defer tr.shutdown(context.WithoutCancel(e.ctx), logger)
 	if tr.tp != nil {
-		poolCfg.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(tr.tp), otelpgx.WithDisableQuerySpanNamePrefix())
+		poolCfg.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(tr.tp))
 	}
 	pool, err := pgxpool.NewWithConfig(e.ctx, poolCfg) // connects lazily
 	if err != nil {

@@ -378,7 +378,7 @@ func TestServeWaitsForSchema(t *testing.T) {
 	if resp.StatusCode != 503 || !strings.Contains(string(body), "schema not migrated") {
 		t.Fatalf("/readyz = %d %q, want 503 saying the schema is not migrated", resp.StatusCode, body)
 	}
-	if !strings.Contains(inst.logs.String(), "@127.0.0.1:") {
+	if !strings.Contains(inst.logs.String(), " on 127.0.0.1:") {
 		t.Fatalf("the log does not say which database it reached:\n%s", inst.logs.String())
 	}
 	if r := runCLI(t, db, "keys", "list"); r.code != 1 || !strings.Contains(r.stderr, "keygate migrate") {
