@@ -128,6 +128,17 @@ func ValidateEnvoyPrefix(p string) error {
 	return nil
 }
 
+// Handles reports whether r is a forward-auth request (under the Envoy
+// prefix, /auth or /auth/denial), which ServeHTTP answers itself rather
+// than passing to Next.
+func (h *Handler) Handles(r *http.Request) bool {
+	if rest, ok := strings.CutPrefix(r.RequestURI, h.envoyPrefix); ok && rest != "" && rest[0] == '/' {
+		return true
+	}
+	path, _, _ := strings.Cut(r.RequestURI, "?")
+	return path == AuthPath || path == DenialPath
+}
+
 // ServeHTTP routes on the raw request target: under the Envoy prefix,
 // /auth, /auth/denial, or Next.
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {

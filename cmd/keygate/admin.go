@@ -64,7 +64,8 @@ type adminListener struct {
 
 // listenAdmin builds the admin server and listens on --admin-addr, when
 // tokens are configured.
-func listenAdmin(f adminFlags, tokens *admin.Tokens, store *keystore.Store, pol *policy.Policy, logger *slog.Logger) (*adminListener, error) {
+func listenAdmin(f adminFlags, tokens *admin.Tokens, store *keystore.Store, pol *policy.Policy, logger *slog.Logger,
+	instrument func(string, http.Handler) http.Handler) (*adminListener, error) {
 	if tokens == nil {
 		return nil, nil
 	}
@@ -81,7 +82,7 @@ func listenAdmin(f adminFlags, tokens *admin.Tokens, store *keystore.Store, pol 
 	}
 	return &adminListener{
 		lis: lis, tokens: tokens, logger: logger,
-		server: &http.Server{Handler: handler, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
+		server: &http.Server{Handler: instrument("admin", handler), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
 			WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10},
 	}, nil
 }

@@ -41,14 +41,23 @@ func (f forwardAuthFlags) options() (forwardauth.Options, error) {
 
 // withForwardAuth puts the forward-auth endpoint in front of the HTTP
 // listener's other endpoints (next): it routes on the raw request target,
-// which a ServeMux would clean (and redirect) first.
-func withForwardAuth(core *authz.Server, opts forwardauth.Options, next http.Handler, logger *slog.Logger, requireClientCert bool) (http.Handler, error) {
-	opts.Next, opts.Logger, opts.RequireClientCert = next, logger, requireClientCert
+// which a ServeMux would clean (and redirect) first. The forward-auth
+// requests go through instrument (metrics, spans), the others do not.
+func withForwardAuth(core *authz.Server, opts forwardauth.Options, next http.Handler, logger *slog.Logger, requireClientCert bool,
+	instrument func(string, http.Handler) http.Handler) (http.Handler, error) {
+	opts.Logger, opts.RequireClientCert = logger, requireClientCert
 	h, err := forwardauth.New(core, opts)
 	if err != nil {
 		return nil, usageError("%v", err)
 	}
-	return h, nil
+	auth := instrument("forward_auth", h)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if h.Handles(r) {
+			auth.ServeHTTP(w, r)
+		} else {
+			next.ServeHTTP(w, r)
+		}
+	}), nil
 }
 
 // forwardAuthGuide is the part of keygate dev's guide about --http-addr:

@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -262,7 +263,12 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", ready.ServeHTTP)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	httpHandler, err := withForwardAuth(authzServer, forwardAuth, mux, logger, tlsFiles != nil && tlsFiles.MutualTLS())
+	var tp trace.TracerProvider
+	if tr.tp != nil {
+		tp = tr.tp
+	}
+	httpMetrics := newHTTPInstruments(reg, tp)
+	httpHandler, err := withForwardAuth(authzServer, forwardAuth, mux, logger, tlsFiles != nil && tlsFiles.MutualTLS(), httpMetrics.wrap)
 	if err != nil {
 		return err
 	}
@@ -278,7 +284,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		return usageError("--http-addr: %v", err)
 	}
 	defer httpLis.Close()
-	adminLis, err := listenAdmin(sf.adminFlags, adminTokens, store, pol, logger)
+	adminLis, err := listenAdmin(sf.adminFlags, adminTokens, store, pol, logger, httpMetrics.wrap)
 	if err != nil {
 		return err
 	}
