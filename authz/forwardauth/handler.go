@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	"github.com/keygate/keygate/authz"
 )
@@ -50,6 +51,9 @@ type Options struct {
 	Next http.Handler
 	// Logger learns of recovered panics. Default: discard.
 	Logger *slog.Logger
+	// Observe, when set, learns of every forward-auth response: the
+	// request's method, the status and how long it took (for metrics).
+	Observe func(method string, status int, took time.Duration)
 	// RequireClientCert refuses (403, no decision) forward-auth requests
 	// that did not come with a verified TLS client certificate: with mutual
 	// TLS only the proxies may ask, while health checks and metrics on the
@@ -70,6 +74,7 @@ type Handler struct {
 	nginx       [authz.NumOutcomes]*response // the same as nginx's auth_request needs them
 	outcomes    map[string]authz.Outcome     // denials by name, for DenialPath
 	requireCert bool
+	observe     func(method string, status int, took time.Duration)
 }
 
 // New returns a Handler deciding with core.
@@ -79,7 +84,7 @@ func New(core *authz.Server, opts Options) (*Handler, error) {
 	}
 	h := &Handler{core: core, envoyPrefix: opts.EnvoyPrefix, trusted: opts.TrustedProxies, next: opts.Next,
 		logger: opts.Logger, grants: authz.NewGrants[*grant](), outcomes: map[string]authz.Outcome{},
-		requireCert: opts.RequireClientCert}
+		requireCert: opts.RequireClientCert, observe: opts.Observe}
 	if h.envoyPrefix == "" {
 		h.envoyPrefix = DefaultEnvoyPrefix
 	}
@@ -144,23 +149,34 @@ func (h *Handler) Handles(r *http.Request) bool {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	target := r.RequestURI
 	if rest, ok := strings.CutPrefix(target, h.envoyPrefix); ok && rest != "" && rest[0] == '/' {
-		if h.certified(w, r) {
-			h.serve(w, r, rest)
-		}
+		h.answer(w, r, func() int { return h.serve(w, r, rest) })
 		return
 	}
 	path, _, _ := strings.Cut(target, "?")
 	switch path {
 	case AuthPath:
-		if h.certified(w, r) {
-			h.serve(w, r, "")
-		}
+		h.answer(w, r, func() int { return h.serve(w, r, "") })
 	case DenialPath:
-		if h.certified(w, r) {
-			h.serveDenial(w, r)
-		}
+		h.answer(w, r, func() int { return h.serveDenial(w, r) })
 	default:
 		h.next.ServeHTTP(w, r)
+	}
+}
+
+// answer answers a forward-auth request with respond (which returns the
+// status it wrote), after the client-certificate check, and reports it to
+// Options.Observe.
+func (h *Handler) answer(w http.ResponseWriter, r *http.Request, respond func() int) {
+	var start time.Time
+	if h.observe != nil {
+		start = time.Now()
+	}
+	status := http.StatusForbidden
+	if h.certified(w, r) {
+		status = respond()
+	}
+	if h.observe != nil {
+		h.observe(r.Method, status, time.Since(start))
 	}
 }
 
@@ -177,14 +193,14 @@ func (h *Handler) certified(w http.ResponseWriter, r *http.Request) bool {
 
 // serve decides one request: the one named by the forwarded headers when
 // envoyPath is "", otherwise r itself with envoyPath as its target.
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, envoyPath string) {
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, envoyPath string) (status int) {
 	envoy := envoyPath != ""
 	defer func() {
 		// The decision recovers its own panics; this is for the
 		// translation around it.
 		if p := recover(); p != nil {
 			h.logger.Error("recovered from a panic in forward-auth; denying", "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
-			h.deny(w, r, envoy, authz.Unavailable)
+			status = h.deny(w, r, envoy, authz.Unavailable)
 		}
 	}()
 	ctx := r.Context()
@@ -194,8 +210,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, envoyPath string
 	} else {
 		method, uri, ok := forwarded(r.Header)
 		if !ok {
-			h.deny(w, r, false, h.core.Refuse(ctx, &authz.Request{Method: r.Method, Source: h.source(r)}, authz.ReasonForwardedHeaders).Outcome)
-			return
+			return h.deny(w, r, false, h.core.Refuse(ctx, &authz.Request{Method: r.Method, Source: h.source(r)}, authz.ReasonForwardedHeaders).Outcome)
 		}
 		req.Method, req.Path = method, uri
 	}
@@ -207,20 +222,19 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, envoyPath string
 	}
 	d := h.core.Decide(ctx, &req)
 	if d.Denied() {
-		h.deny(w, r, envoy, d.Outcome)
-		return
+		return h.deny(w, r, envoy, d.Outcome)
 	}
 	g := h.grants.Get(&d, h.build)
 	resp := &g.auth
 	if envoy {
 		resp = &g.envoy
 	}
-	resp.write(w)
+	return resp.write(w)
 }
 
 // deny writes the denial with outcome o, as nginx needs it when the
 // request asks for that.
-func (h *Handler) deny(w http.ResponseWriter, r *http.Request, envoy bool, o authz.Outcome) {
+func (h *Handler) deny(w http.ResponseWriter, r *http.Request, envoy bool, o authz.Outcome) int {
 	if o == authz.Allow || int(o) >= authz.NumOutcomes {
 		o = authz.Unavailable // a bug can only deny
 	}
@@ -230,21 +244,21 @@ func (h *Handler) deny(w http.ResponseWriter, r *http.Request, envoy bool, o aut
 			resp = h.nginx[o]
 		}
 	}
-	resp.write(w)
+	return resp.write(w)
 }
 
 // serveDenial renders the denial that OutcomeHeader names, without
 // deciding anything (nginx's error page asks for it after its
 // auth_request got a 401 naming the outcome). A missing or unknown name is
 // the 503 denial: something went wrong between nginx and keygate.
-func (h *Handler) serveDenial(w http.ResponseWriter, r *http.Request) {
+func (h *Handler) serveDenial(w http.ResponseWriter, r *http.Request) int {
 	o := authz.Unavailable
 	if v := r.Header[OutcomeHeader]; len(v) == 1 {
 		if known, ok := h.outcomes[v[0]]; ok {
 			o = known
 		}
 	}
-	h.denials[o].write(w)
+	return h.denials[o].write(w)
 }
 
 // forwarded returns the method and URI of the request an /auth request

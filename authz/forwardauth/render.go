@@ -28,8 +28,8 @@ func newField(name, value string) field {
 	return field{name: textproto.CanonicalMIMEHeaderKey(name), values: []string{value}[:1:1]}
 }
 
-// write sends r.
-func (r *response) write(w http.ResponseWriter) {
+// write sends r and returns its status.
+func (r *response) write(w http.ResponseWriter) int {
 	h := w.Header()
 	for i := range r.header {
 		h[r.header[i].name] = r.header[i].values
@@ -38,6 +38,7 @@ func (r *response) write(w http.ResponseWriter) {
 	if len(r.body) > 0 {
 		_, _ = w.Write(r.body)
 	}
+	return r.status
 }
 
 // newResponse builds a response with the given headers and body, and its

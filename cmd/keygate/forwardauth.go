@@ -42,15 +42,15 @@ func (f forwardAuthFlags) options() (forwardauth.Options, error) {
 // withForwardAuth puts the forward-auth endpoint in front of the HTTP
 // listener's other endpoints (next): it routes on the raw request target,
 // which a ServeMux would clean (and redirect) first. The forward-auth
-// requests go through instrument (metrics, spans), the others do not.
+// requests are measured and traced by instruments, the others are not.
 func withForwardAuth(core *authz.Server, opts forwardauth.Options, next http.Handler, logger *slog.Logger, requireClientCert bool,
-	instrument func(string, http.Handler) http.Handler) (http.Handler, error) {
-	opts.Logger, opts.RequireClientCert = logger, requireClientCert
+	instruments *httpInstruments) (http.Handler, error) {
+	opts.Logger, opts.RequireClientCert, opts.Observe = logger, requireClientCert, instruments.observer("forward_auth")
 	h, err := forwardauth.New(core, opts)
 	if err != nil {
 		return nil, usageError("%v", err)
 	}
-	auth := instrument("forward_auth", h)
+	auth := instruments.traced("forward_auth", h)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if h.Handles(r) {
 			auth.ServeHTTP(w, r)

@@ -2,6 +2,9 @@ package main
 
 import (
 	"net/http"
+	"strconv"
+	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -36,12 +39,63 @@ func newHTTPInstruments(reg prometheus.Registerer, tp trace.TracerProvider) *htt
 	return i
 }
 
-// wrap instruments h as the handler called name.
+// wrap instruments h as the handler called name: metrics by promhttp's
+// middleware, and spans.
 func (i *httpInstruments) wrap(name string, h http.Handler) http.Handler {
 	labels := prometheus.Labels{"handler": name}
-	h = promhttp.InstrumentHandlerDuration(i.duration.MustCurryWith(labels), promhttp.InstrumentHandlerCounter(i.requests.MustCurryWith(labels), h))
-	if i.tracer != nil {
-		h = otelhttp.NewHandler(h, name, otelhttp.WithTracerProvider(i.tracer), otelhttp.WithPropagators(propagator))
+	return i.traced(name, promhttp.InstrumentHandlerDuration(i.duration.MustCurryWith(labels),
+		promhttp.InstrumentHandlerCounter(i.requests.MustCurryWith(labels), h)))
+}
+
+// traced adds a server span per request to h when tracing is on.
+func (i *httpInstruments) traced(name string, h http.Handler) http.Handler {
+	if i.tracer == nil {
+		return h
 	}
-	return h
+	return otelhttp.NewHandler(h, name, otelhttp.WithTracerProvider(i.tracer), otelhttp.WithPropagators(propagator))
+}
+
+// observer is the same metrics for a handler that reports its own
+// responses (forward-auth, whose hot path promhttp's middleware would
+// cost four allocations a request): the counters are resolved once per
+// status and method, and looked up without allocating.
+func (i *httpInstruments) observer(name string) func(method string, status int, took time.Duration) {
+	duration := i.duration.WithLabelValues(name)
+	var counters sync.Map // statusMethod → prometheus.Counter
+	return func(method string, status int, took time.Duration) {
+		key := statusMethod{status, metricMethod(method)}
+		c, ok := counters.Load(key)
+		if !ok {
+			c, _ = counters.LoadOrStore(key, i.requests.WithLabelValues(name, strconv.Itoa(status), key.method))
+		}
+		c.(prometheus.Counter).Inc()
+		duration.Observe(took.Seconds())
+	}
+}
+
+type statusMethod struct {
+	status int
+	method string
+}
+
+// metricMethod is the method label, as promhttp spells it (lower case),
+// from a fixed set so that a client cannot mint label values.
+func metricMethod(m string) string {
+	switch m {
+	case "GET":
+		return "get"
+	case "HEAD":
+		return "head"
+	case "POST":
+		return "post"
+	case "PUT":
+		return "put"
+	case "PATCH":
+		return "patch"
+	case "DELETE":
+		return "delete"
+	case "OPTIONS":
+		return "options"
+	}
+	return "other"
 }

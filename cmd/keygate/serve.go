@@ -268,7 +268,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		tp = tr.tp
 	}
 	httpMetrics := newHTTPInstruments(reg, tp)
-	httpHandler, err := withForwardAuth(authzServer, forwardAuth, mux, logger, tlsFiles != nil && tlsFiles.MutualTLS(), httpMetrics.wrap)
+	httpHandler, err := withForwardAuth(authzServer, forwardAuth, mux, logger, tlsFiles != nil && tlsFiles.MutualTLS(), httpMetrics)
 	if err != nil {
 		return err
 	}
