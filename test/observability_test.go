@@ -99,7 +99,7 @@ func TestDashboardAndRules(t *testing.T) {
 	key := createKey(t, db, "acme", "metrics")
 	srv := startServer(t, db)
 	srv.mustCheck(t, keyCheck(key.Secret, "/api/v1/projects"))
-	srv.httpGet(t, "/auth") // a forward-auth request (a 400: no forwarded headers)
+	srv.httpGet(t, "/auth")  // a forward-auth request (a 400: no forwarded headers)
 	revokeKey(t, db, key.ID) // a notification: the propagation histogram has a sample
 	eventually(t, 5*time.Second, "the revocation's notification", func() bool { return srv.metric(t, "keygate_notifications_total") > 0 })
 	_, body := srv.httpGet(t, "/metrics")
