@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/authztest"
@@ -49,6 +50,42 @@ func BenchmarkCheck(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			s.respond(context.Background(), req)
+		}
+	})
+}
+
+// discardSpans is a span exporter that keeps nothing.
+type discardSpans struct{}
+
+func (discardSpans) ExportSpans(context.Context, []sdktrace.ReadOnlySpan) error { return nil }
+func (discardSpans) Shutdown(context.Context) error                             { return nil }
+
+// BenchmarkCheckTraced is BenchmarkCheck's allow with tracing on, every
+// decision sampled, spans batched to an exporter that drops them: the
+// cost tracing adds to a decision (a span with its attributes, the W3C
+// parent read from the request's traceparent).
+//
+//	go test ./authz/extauthz -run '^$' -bench 'BenchmarkCheck(Traced)?/allow$' -benchmem
+func BenchmarkCheckTraced(b *testing.B) {
+	w := authztest.NewWorld(b)
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.AlwaysSample()), sdktrace.WithBatcher(discardSpans{}))
+	b.Cleanup(func() { tp.Shutdown(context.Background()) })
+	cache, err := keystore.NewCache(w.Lookup, keystore.CacheOptions{Tracer: tp.Tracer("bench")})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := newTestServer(b, cache, func(c *authz.Config) {
+		c.Metrics = authz.NewMetrics(prometheus.NewRegistry())
+		c.Tracer = tp.Tracer("bench")
+		c.Now = nil
+	})
+	req := envoyRequest("GET", "/api/v1/projects/42/builds?page=2", map[string]string{"x-api-key": w.Plain.Secret,
+		"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, nil)
+	b.Run("allow", func(b *testing.B) {
+		ctx := context.Background()
+		b.ReportAllocs()
+		for b.Loop() {
+			s.respond(ctx, req)
 		}
 	})
 }
