@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/internal/syncbuffer"
+
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
@@ -61,22 +63,8 @@ func openAPI(t testing.TB) (*openapi3.T, routers.Router) {
 	return spec.doc, spec.router
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer holds a server's logs while tests read them.
+type lockedBuffer = syncbuffer.Buffer
 
 // fixture is an admin server on a fresh database, with two admin tokens:
 // "root" for every account and "acme-backend" bound to account acme.

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/internal/syncbuffer"
+
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
@@ -38,22 +40,8 @@ type instance struct {
 	admin string // the admin listener's address, when on
 }
 
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+// lockedBuffer holds a server's logs while tests read them.
+type lockedBuffer = syncbuffer.Buffer
 
 // startServe runs `keygate serve` on 127.0.0.1:0 against dbURL with extra
 // args, waits until it serves, and connects a real gRPC client to it.
