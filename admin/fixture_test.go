@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keygate/keygate/internal/syncbuffer"
-
 	"github.com/getkin/kin-openapi/openapi3"
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
@@ -27,6 +25,7 @@ import (
 
 	"github.com/keygate/keygate/admin"
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/syncbuffer"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )

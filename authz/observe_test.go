@@ -9,14 +9,13 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keygate/keygate/internal/syncbuffer"
-
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/keygate/keygate/internal/authztest"
+	"github.com/keygate/keygate/internal/syncbuffer"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )

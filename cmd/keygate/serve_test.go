@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keygate/keygate/internal/syncbuffer"
-
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
@@ -28,6 +26,7 @@ import (
 	"github.com/keygate/keygate/internal/certtest"
 	"github.com/keygate/keygate/internal/envoytest"
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/syncbuffer"
 )
 
 // instance is `keygate serve` running in this test process, through run.
