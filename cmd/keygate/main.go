@@ -1,5 +1,3 @@
-// Command keygate is API-key authentication and authorization for services
-// behind Envoy or Istio. See the README for the commands and their flags.
 package main
 
 import (
