@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -12,6 +13,21 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/types/descriptorpb"
+	meshv1alpha1 "istio.io/api/mesh/v1alpha1"
+	securityv1 "istio.io/api/security/v1"
+	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
 
@@ -143,6 +159,44 @@ func TestCheckFails(t *testing.T) {
 			op := dig(tb, find(tb, docs, "AuthorizationPolicy", "keygate"), "spec", "rules", 0, "to", 0, "operation").(map[string]any)
 			op["paths"] = []any{"/api/v1/projects/*"}
 		}, "paths"},
+
+		// Strict decoding into k8s.io/api and istio.io/api types.
+		{"misspelt Kubernetes field", func(tb testing.TB, docs []manifest) {
+			renameKey(tb, dig(tb, find(tb, docs, "Deployment", "keygate"), "spec").(map[string]any), "revisionHistoryLimit", "revisionHistoryLimt")
+		}, `unknown field "spec.revisionHistoryLimt"`},
+		{"Kubernetes field in the wrong case", func(tb testing.TB, docs []manifest) {
+			renameKey(tb, dig(tb, container(tb, find(tb, docs, "Deployment", "keygate"), "keygate"), "resources").(map[string]any), "limits", "Limits")
+		}, `unknown field "spec.template.spec.containers[0].resources.Limits"`},
+		{"Kubernetes value of the wrong type", func(tb testing.TB, docs []manifest) {
+			dig(tb, find(tb, docs, "Job", "keygate-migrate"), "spec").(map[string]any)["backoffLimit"] = "six"
+		}, "backoffLimit"},
+		{"unknown Kubernetes kind", func(tb testing.TB, docs []manifest) {
+			find(tb, docs, "ServiceAccount", "keygate")["kind"] = "ServiceAcount"
+		}, `no kind "ServiceAcount" is registered`},
+		{"misspelt Istio policy field", func(tb testing.TB, docs []manifest) {
+			renameKey(tb, dig(tb, find(tb, docs, "AuthorizationPolicy", "keygate"), "spec", "provider").(map[string]any), "name", "nmae")
+		}, `unknown field "nmae"`},
+		{"Istio field by its proto name", func(tb testing.TB, docs []manifest) {
+			renameKey(tb, dig(tb, find(tb, docs, "AuthorizationPolicy", "keygate"), "spec", "selector").(map[string]any), "matchLabels", "match_labels")
+		}, "spec.selector.match_labels: write matchLabels"},
+		{"status on an Istio object", func(tb testing.TB, docs []manifest) {
+			find(tb, docs, "AuthorizationPolicy", "keygate")["status"] = map[string]any{}
+		}, `unknown field "status"`},
+		{"invalid Istio enum value", func(tb testing.TB, docs []manifest) {
+			dig(tb, find(tb, docs, "AuthorizationPolicy", "keygate"), "spec").(map[string]any)["action"] = "CUSTOMS"
+		}, "invalid value for enum"},
+		{"misspelt mesh config field", func(tb testing.TB, docs []manifest) {
+			renameKey(tb, grpcProvider(tb, docs), "statusOnError", "statusOnErorr")
+		}, `unknown field "statusOnErorr"`},
+		{"mesh config duration without a unit", func(tb testing.TB, docs []manifest) {
+			grpcProvider(tb, docs)["timeout"] = "0.25"
+		}, "google.protobuf.Duration"},
+		{"deprecated mesh config field", func(tb testing.TB, docs []manifest) {
+			dig(tb, find(tb, docs, "IstioOperator", "keygate"), "spec", "meshConfig").(map[string]any)["verifyCertificateAtClient"] = true
+		}, "spec.meshConfig.verifyCertificateAtClient is deprecated"},
+		{"IstioOperator setting more than meshConfig", func(tb testing.TB, docs []manifest) {
+			dig(tb, find(tb, docs, "IstioOperator", "keygate"), "spec").(map[string]any)["profile"] = "default"
+		}, "spec.profile: this overlay sets only spec.meshConfig"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -159,9 +213,10 @@ func TestCheckFails(t *testing.T) {
 	}
 }
 
-// check returns every problem found in the manifests, or nil.
+// check returns every problem found in the manifests, or nil: strict
+// decoding into the real types, then the assertions.
 func check(docs []manifest) error {
-	var errs []error
+	_, errs := decodeStrict(docs)
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
 	secrets := map[string]map[string]bool{} // namespace/name → keys
@@ -456,6 +511,211 @@ func customRuleAssertions(d manifest) []error {
 	return errs
 }
 
+// Strict typed decoding.
+//
+// The generic checks above read the manifests as maps, so a misspelt or
+// unknown field is invisible to them: Kubernetes drops it (or, with
+// server-side field validation, refuses the object) and the setting
+// silently does not apply. decodeStrict decodes every document into its
+// real type: Kubernetes kinds with apimachinery's strict decoder (the one
+// behind kubectl's --validate=strict: unknown, duplicate and wrongly cased
+// fields fail), Istio kinds' spec into istio.io/api's protobuf messages
+// (unknown fields fail, only the JSON names the CRD schema knows are
+// accepted, no deprecated fields).
+
+// k8sDecoder decodes the Kubernetes kinds the manifests may use.
+var k8sDecoder = func() runtime.Decoder {
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{
+		corev1.AddToScheme, appsv1.AddToScheme, batchv1.AddToScheme, policyv1.AddToScheme, networkingv1.AddToScheme,
+	} {
+		if err := add(scheme); err != nil {
+			panic(err)
+		}
+	}
+	return serializer.NewCodecFactory(scheme, serializer.EnableStrict).UniversalDeserializer()
+}()
+
+// istioSpecs are the Istio kinds (apiVersion/kind) whose spec is an
+// istio.io/api message.
+var istioSpecs = map[string]func() proto.Message{
+	"security.istio.io/v1/AuthorizationPolicy":      func() proto.Message { return new(securityv1.AuthorizationPolicy) },
+	"security.istio.io/v1beta1/AuthorizationPolicy": func() proto.Message { return new(securityv1.AuthorizationPolicy) },
+}
+
+// istioOperator is the IstioOperator kind. Its API lives in istio.io/istio,
+// not istio.io/api, so only its meshConfig can be decoded into a real type
+// (istio.io/api's MeshConfig, the same message the istiod chart's meshConfig
+// values and the istio ConfigMap's mesh key hold): the overlay must set
+// nothing else.
+const istioOperator = "install.istio.io/v1alpha1/IstioOperator"
+
+// istioObject is the Kubernetes envelope of an Istio custom resource.
+type istioObject struct {
+	metav1.TypeMeta `json:",inline"`
+	Metadata        metav1.ObjectMeta `json:"metadata"`
+	Spec            json.RawMessage   `json:"spec"`
+}
+
+// typed is a manifest decoded into its type.
+type typed struct {
+	manifest
+	k8s  runtime.Object // a Kubernetes kind, or nil
+	spec proto.Message  // an Istio kind's spec (MeshConfig for an IstioOperator), or nil
+}
+
+// decodeStrict decodes every manifest into its type and returns the
+// problems found.
+func decodeStrict(docs []manifest) ([]typed, []error) {
+	var out []typed
+	var errs []error
+	for _, d := range docs {
+		t, err := decodeOne(d)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: strict decoding: %w", d, err))
+			continue
+		}
+		out = append(out, t)
+	}
+	return out, errs
+}
+
+func decodeOne(d manifest) (typed, error) {
+	js, err := json.Marshal(d.obj)
+	if err != nil {
+		return typed{}, err
+	}
+	gvk := str(d.obj, "apiVersion") + "/" + str(d.obj, "kind")
+	newSpec, isIstio := istioSpecs[gvk]
+	if !isIstio && gvk != istioOperator {
+		obj, _, err := k8sDecoder.Decode(js, nil, nil)
+		if err != nil {
+			return typed{}, err
+		}
+		return typed{manifest: d, k8s: obj}, nil
+	}
+	var env istioObject
+	strict, err := sigsjson.UnmarshalStrict(js, &env)
+	if err = errors.Join(append(strict, err)...); err != nil {
+		return typed{}, err
+	}
+	if len(env.Spec) == 0 {
+		return typed{}, errors.New("spec is not set")
+	}
+	if gvk == istioOperator {
+		var spec map[string]json.RawMessage
+		if err := json.Unmarshal(env.Spec, &spec); err != nil {
+			return typed{}, fmt.Errorf("spec: %w", err)
+		}
+		for k := range spec {
+			if k != "meshConfig" {
+				return typed{}, fmt.Errorf("spec.%s: this overlay sets only spec.meshConfig (the rest of IstioOperator's API is in istio.io/istio and cannot be checked here)", k)
+			}
+		}
+		if spec["meshConfig"] == nil {
+			return typed{}, errors.New("spec.meshConfig is not set")
+		}
+		mesh := new(meshv1alpha1.MeshConfig)
+		if err := protoStrict(spec["meshConfig"], mesh, "spec.meshConfig"); err != nil {
+			return typed{}, err
+		}
+		return typed{manifest: d, spec: mesh}, nil
+	}
+	spec := newSpec()
+	if err := protoStrict(env.Spec, spec, "spec"); err != nil {
+		return typed{}, err
+	}
+	return typed{manifest: d, spec: spec}, nil
+}
+
+// protoStrict decodes JSON into m the way Istio's CRD schemas read it:
+// unknown fields fail (protojson, DiscardUnknown false), only each field's
+// JSON name is accepted (protojson would also take the proto name,
+// match_labels for matchLabels, which the CRD schema does not know), and
+// deprecated fields fail.
+func protoStrict(js []byte, m proto.Message, path string) error {
+	if err := (protojson.UnmarshalOptions{DiscardUnknown: false}).Unmarshal(js, m); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	var tree any
+	if err := json.Unmarshal(js, &tree); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	errs := jsonNames(path, m.ProtoReflect().Descriptor(), tree)
+	errs = append(errs, protoDeprecations(path, m.ProtoReflect())...)
+	return errors.Join(errs...)
+}
+
+// jsonNames reports object keys under a message that are not the JSON name
+// of one of its fields.
+func jsonNames(path string, md protoreflect.MessageDescriptor, v any) []error {
+	if strings.HasPrefix(string(md.FullName()), "google.protobuf.") {
+		return nil // well-known types have their own JSON forms
+	}
+	obj, ok := v.(map[string]any)
+	if !ok {
+		return nil // protojson already refused a non-object
+	}
+	var errs []error
+	for key, val := range obj {
+		fd := md.Fields().ByJSONName(key)
+		if fd == nil {
+			if alt := md.Fields().ByName(protoreflect.Name(key)); alt != nil {
+				errs = append(errs, fmt.Errorf("%s.%s: write %s (the JSON name Istio's schema knows)", path, key, alt.JSONName()))
+			}
+			continue
+		}
+		p := path + "." + key
+		switch {
+		case fd.IsMap():
+			if vd := fd.MapValue().Message(); vd != nil {
+				m, _ := val.(map[string]any)
+				for k, e := range m {
+					errs = append(errs, jsonNames(fmt.Sprintf("%s[%q]", p, k), vd, e)...)
+				}
+			}
+		case fd.Message() != nil && fd.IsList():
+			l, _ := val.([]any)
+			for i, e := range l {
+				errs = append(errs, jsonNames(fmt.Sprintf("%s[%d]", p, i), fd.Message(), e)...)
+			}
+		case fd.Message() != nil:
+			errs = append(errs, jsonNames(p, fd.Message(), val)...)
+		}
+	}
+	return errs
+}
+
+// protoDeprecations reports deprecated fields set anywhere in m.
+func protoDeprecations(path string, m protoreflect.Message) []error {
+	var errs []error
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		p := path + "." + fd.JSONName()
+		if opts, ok := fd.Options().(*descriptorpb.FieldOptions); ok && opts.GetDeprecated() {
+			errs = append(errs, fmt.Errorf("%s is deprecated", p))
+		}
+		switch {
+		case fd.IsMap():
+			if fd.MapValue().Message() != nil {
+				v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+					errs = append(errs, protoDeprecations(fmt.Sprintf("%s[%q]", p, k.String()), mv.Message())...)
+					return true
+				})
+			}
+		case fd.IsList():
+			if fd.Message() != nil {
+				for i := range v.List().Len() {
+					errs = append(errs, protoDeprecations(fmt.Sprintf("%s[%d]", p, i), v.List().Get(i).Message())...)
+				}
+			}
+		case fd.Message() != nil:
+			errs = append(errs, protoDeprecations(p, v.Message())...)
+		}
+		return true
+	})
+	return errs
+}
+
 // Loading.
 
 var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*$`)
@@ -613,6 +873,18 @@ func dig(tb testing.TB, v any, steps ...any) any {
 		}
 	}
 	return v
+}
+
+// renameKey renames a key, which must exist, so a mutation cannot silently
+// miss.
+func renameKey(tb testing.TB, m map[string]any, from, to string) {
+	tb.Helper()
+	v, ok := m[from]
+	if !ok {
+		tb.Fatalf("no key %q to rename", from)
+	}
+	delete(m, from)
+	m[to] = v
 }
 
 func podSpec(tb testing.TB, obj map[string]any) map[string]any {
