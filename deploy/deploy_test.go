@@ -1,11 +1,14 @@
 package deploy
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -13,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	yaml3 "go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -918,4 +922,129 @@ func grpcProvider(tb testing.TB, docs []manifest) map[string]any {
 	}
 	tb.Fatal("no envoyExtAuthzGrpc extension provider")
 	return nil
+}
+
+// Duplicate keys.
+//
+// Most YAML readers (sigs.k8s.io/yaml, which kubectl and the tests above
+// use, Envoy's, Docker Compose's) keep the last of two equal keys in a
+// mapping without a word, so a duplicated key silently overrides a setting
+// reviewed a screen earlier. Every shipped YAML file is refused if any
+// mapping, at any depth, repeats a key.
+
+// requiredYAML must be among the shipped YAML files, so that a broken
+// file listing cannot pass by finding nothing.
+var requiredYAML = []string{
+	"docker-compose.yaml", "envoy/envoy.yaml", "envoy/envoy-http.yaml", "policy/example.yaml",
+	"deploy/kubernetes/keygate.yaml", "deploy/istio/mesh-config.yaml", "deploy/prometheus/keygate-rules.yaml",
+}
+
+func TestNoDuplicateKeys(t *testing.T) {
+	files := shippedYAML(t)
+	for _, f := range requiredYAML {
+		if !slices.Contains(files, f) {
+			t.Errorf("%s is not among the shipped YAML files %v", f, files)
+		}
+	}
+	for _, f := range files {
+		if err := duplicateKeys(mustReadFile(t, filepath.Join("..", f))); err != nil {
+			t.Errorf("%s: %v", f, err)
+		}
+	}
+}
+
+// TestDuplicateKeysFail proves duplicateKeys finds a repeated key at any
+// depth, in any document of a file, in block and flow style.
+func TestDuplicateKeysFail(t *testing.T) {
+	tests := []struct {
+		name, file, old, new, want string
+	}{
+		{"deep in a block mapping", "envoy/envoy.yaml", "    connect_timeout: 0.25s\n", "    connect_timeout: 0.25s\n    connect_timeout: 5s\n", `"connect_timeout" already defined`},
+		{"in a flow mapping", "envoy/envoy.yaml", "socket_address: { address: 127.0.0.1, port_value: 9901 }", "socket_address: { address: 127.0.0.1, port_value: 9901, address: 0.0.0.0 }", `"address" already defined`},
+		{"in a later document", "deploy/kubernetes/keygate.yaml", "  replicas: 3\n", "  replicas: 3\n  replicas: 1\n", `"replicas" already defined`},
+		{"in the mesh config", "deploy/istio/mesh-config.yaml", "          failOpen: false\n", "          failOpen: false\n          failOpen: true\n", `"failOpen" already defined`},
+		{"at the top level", "docker-compose.yaml", "services:\n", "services:\nservices:\n", `"services" already defined`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			doc := string(mustReadFile(t, filepath.Join("..", tc.file)))
+			if strings.Count(doc, tc.old) != 1 {
+				t.Fatalf("%s does not contain %q exactly once", tc.file, tc.old)
+			}
+			err := duplicateKeys([]byte(strings.Replace(doc, tc.old, tc.new, 1)))
+			if err == nil {
+				t.Fatalf("duplicateKeys passed; want an error containing %q", tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error does not mention %q:\n%v", tc.want, err)
+			}
+		})
+	}
+}
+
+// shippedYAML lists the repository's YAML files as git sees them: tracked,
+// or new and not ignored (so a file not yet added is checked too), relative
+// to the repository root.
+func shippedYAML(tb testing.TB) []string {
+	tb.Helper()
+	out, err := exec.Command("git", "-C", "..", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "*.yaml", "*.yml").Output()
+	if err != nil {
+		tb.Fatalf("git ls-files (the test lists the shipped files with git): %v", err)
+	}
+	var files []string
+	for _, f := range strings.Split(string(out), "\x00") {
+		if f == "" || slices.Contains(files, f) {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join("..", f)); errors.Is(err, fs.ErrNotExist) {
+			continue // deleted in the work tree, not shipped
+		}
+		files = append(files, f)
+	}
+	return files
+}
+
+// duplicateKeys returns an error naming every key that a mapping in doc
+// repeats, in any of its documents.
+func duplicateKeys(doc []byte) error {
+	dec := yaml3.NewDecoder(bytes.NewReader(doc))
+	var errs []error
+	for i := 1; ; i++ {
+		var n yaml3.Node
+		if err := dec.Decode(&n); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return fmt.Errorf("document %d: %w", i, err)
+		}
+		for _, err := range repeatedKeys(&n) {
+			errs = append(errs, fmt.Errorf("document %d: %w", i, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// repeatedKeys walks a node tree (not following aliases) and reports the
+// scalar keys a mapping repeats.
+func repeatedKeys(n *yaml3.Node) []error {
+	var errs []error
+	if n.Kind == yaml3.MappingNode {
+		first := map[string]int{} // key → line
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			if k.Kind != yaml3.ScalarNode {
+				continue
+			}
+			if line, dup := first[k.Value]; dup {
+				errs = append(errs, fmt.Errorf("line %d: key %q already defined at line %d", k.Line, k.Value, line))
+			} else {
+				first[k.Value] = k.Line
+			}
+		}
+	}
+	if n.Kind != yaml3.AliasNode {
+		for _, c := range n.Content {
+			errs = append(errs, repeatedKeys(c)...)
+		}
+	}
+	return errs
 }
