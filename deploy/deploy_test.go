@@ -29,8 +29,10 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/apimachinery/pkg/util/intstr"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
 )
@@ -41,8 +43,19 @@ const (
 	httpPort        = 9002 // /healthz, /readyz, /metrics
 	livenessPath    = "/healthz"
 	readinessPath   = "/readyz" // fails while PostgreSQL is unreachable
-	drainSeconds    = 15        // keygate's graceful drain on SIGTERM
 	maxIstioTimeout = time.Second
+
+	// keygate serve's shutdown defaults: --drain-delay (not ready, still
+	// answering), then up to --shutdown-timeout of graceful stop.
+	defaultDrainDelay      = 5 * time.Second
+	defaultShutdownTimeout = 15 * time.Second
+	// shutdownMargin is the time the grace period leaves after both, for
+	// the last-used flush and closing the pool.
+	shutdownMargin = 5 * time.Second
+
+	// clientLabel marks the namespaces and pods the NetworkPolicy lets
+	// reach keygate's ports (value "true").
+	clientLabel = "keygate.io/client"
 )
 
 // healthPaths are the only paths an AuthorizationPolicy may exempt.
@@ -164,6 +177,76 @@ func TestCheckFails(t *testing.T) {
 			op["paths"] = []any{"/api/v1/projects/*"}
 		}, "paths"},
 
+		// The server's settings, the Job's image, the NetworkPolicies.
+		{"GOMEMLIMIT hard-coded", func(tb testing.TB, docs []manifest) {
+			c := container(tb, find(tb, docs, "Deployment", "keygate"), "keygate")
+			c["env"] = append(c["env"].([]any), map[string]any{"name": "GOMEMLIMIT", "value": "230MiB"})
+		}, `container "keygate" sets GOMEMLIMIT`},
+		{"GOMEMLIMIT in the migration Job", func(tb testing.TB, docs []manifest) {
+			c := container(tb, find(tb, docs, "Job", "keygate-migrate"), "migrate")
+			c["env"] = append(c["env"].([]any), map[string]any{"name": "GOMEMLIMIT", "value": "100MiB"})
+		}, `container "migrate" sets GOMEMLIMIT`},
+		{"reflection on by flag", func(tb testing.TB, docs []manifest) {
+			container(tb, find(tb, docs, "Deployment", "keygate"), "keygate")["args"] = []any{"serve", "--reflection"}
+		}, "reflection is on"},
+		{"reflection on by environment", func(tb testing.TB, docs []manifest) {
+			c := container(tb, find(tb, docs, "Deployment", "keygate"), "keygate")
+			c["env"] = append(c["env"].([]any), map[string]any{"name": "KEYGATE_REFLECTION", "value": "true"})
+		}, "reflection is on"},
+		{"drain longer than the grace period allows", func(tb testing.TB, docs []manifest) {
+			env := container(tb, find(tb, docs, "Deployment", "keygate"), "keygate")["env"].([]any)
+			i := slices.IndexFunc(env, func(e any) bool { return e.(map[string]any)["name"] == "KEYGATE_DRAIN_DELAY" })
+			if i < 0 {
+				tb.Fatal("no KEYGATE_DRAIN_DELAY")
+			}
+			env[i].(map[string]any)["value"] = "30s"
+		}, "--drain-delay 30s"},
+		{"shutdown timeout longer than the grace period allows", func(tb testing.TB, docs []manifest) {
+			container(tb, find(tb, docs, "Deployment", "keygate"), "keygate")["args"] = []any{"serve", "--shutdown-timeout=30s"}
+		}, "--shutdown-timeout 30s"},
+		{"preStop pause not counted in the grace period", func(tb testing.TB, docs []manifest) {
+			container(tb, find(tb, docs, "Deployment", "keygate"), "keygate")["lifecycle"] = map[string]any{"preStop": map[string]any{"sleep": map[string]any{"seconds": 10.0}}}
+		}, "preStop 10s"},
+		{"liveness by keygate health", func(tb testing.TB, docs []manifest) {
+			container(tb, find(tb, docs, "Deployment", "keygate"), "keygate")["livenessProbe"] = map[string]any{"exec": map[string]any{"command": []any{"/keygate", "health"}}}
+		}, "livenessProbe: `keygate health` reports NOT_SERVING"},
+		{"migration Job on another image", func(tb testing.TB, docs []manifest) {
+			container(tb, find(tb, docs, "Job", "keygate-migrate"), "migrate")["image"] = "ghcr.io/keygate/keygate:0.0.9"
+		}, "migrate with the image that serves"},
+		{"no default deny", func(tb testing.TB, docs []manifest) {
+			dig(tb, find(tb, docs, "NetworkPolicy", "keygate-default-deny"), "spec").(map[string]any)["podSelector"] = map[string]any{"matchLabels": map[string]any{"app.kubernetes.io/component": "migrate"}}
+		}, "denies ingress by default"},
+		{"ingress rule admitting every source", func(tb testing.TB, docs []manifest) {
+			delete(ingressRule(tb, docs, 0), "from")
+		}, "admits every source"},
+		{"ingress rule opening every port", func(tb testing.TB, docs []manifest) {
+			delete(ingressRule(tb, docs, 0), "ports")
+		}, "opens every port"},
+		{"ingress to the admin port", func(tb testing.TB, docs []manifest) {
+			r := ingressRule(tb, docs, 0)
+			r["ports"] = append(r["ports"].([]any), map[string]any{"port": 9003.0})
+		}, "is not keygate's gRPC"},
+		{"client peer in any namespace", func(tb testing.TB, docs []manifest) {
+			dig(tb, ingressRule(tb, docs, 0), "from", 0).(map[string]any)["namespaceSelector"] = map[string]any{}
+		}, "must select both namespaces and pods by label"},
+		{"client peer by pod label only", func(tb testing.TB, docs []manifest) {
+			delete(dig(tb, ingressRule(tb, docs, 0), "from", 0).(map[string]any), "namespaceSelector")
+		}, "must select both namespaces and pods by label"},
+		{"clients by address", func(tb testing.TB, docs []manifest) {
+			ingressRule(tb, docs, 0)["from"] = []any{map[string]any{"ipBlock": map[string]any{"cidr": "0.0.0.0/0"}}}
+		}, "ipBlock"},
+		{"Prometheus on the gRPC port", func(tb testing.TB, docs []manifest) {
+			r := ingressRule(tb, docs, 1)
+			r["ports"] = append(r["ports"].([]any), map[string]any{"port": "grpc"})
+		}, "reaches the gRPC port 9001 without"},
+		{"no Prometheus rule", func(tb testing.TB, docs []manifest) {
+			spec := dig(tb, find(tb, docs, "NetworkPolicy", "keygate-server"), "spec").(map[string]any)
+			spec["ingress"] = spec["ingress"].([]any)[:1]
+		}, "no NetworkPolicy lets Prometheus"},
+		{"clients kept off the HTTP port", func(tb testing.TB, docs []manifest) {
+			ingressRule(tb, docs, 0)["ports"] = []any{map[string]any{"port": "grpc"}}
+		}, "reach port 9002"},
+
 		// Strict decoding into k8s.io/api and istio.io/api types.
 		{"misspelt Kubernetes field", func(tb testing.TB, docs []manifest) {
 			renameKey(tb, dig(tb, find(tb, docs, "Deployment", "keygate"), "spec").(map[string]any), "revisionHistoryLimit", "revisionHistoryLimt")
@@ -217,10 +300,44 @@ func TestCheckFails(t *testing.T) {
 	}
 }
 
+// TestCheckAccepts keeps the check from being stricter than keygate needs:
+// each case changes the manifests in a way that is fine.
+func TestCheckAccepts(t *testing.T) {
+	tests := []struct {
+		name   string
+		mutate func(tb testing.TB, docs []manifest)
+	}{
+		{"startup probe by keygate health", func(tb testing.TB, docs []manifest) {
+			container(tb, find(tb, docs, "Deployment", "keygate"), "keygate")["startupProbe"] = map[string]any{"exec": map[string]any{"command": []any{"/keygate", "health"}}, "failureThreshold": 150.0}
+		}},
+		{"default drain with a preStop pause", func(tb testing.TB, docs []manifest) {
+			c := container(tb, find(tb, docs, "Deployment", "keygate"), "keygate")
+			c["env"] = slices.DeleteFunc(c["env"].([]any), func(e any) bool { return e.(map[string]any)["name"] == "KEYGATE_DRAIN_DELAY" })
+			c["lifecycle"] = map[string]any{"preStop": map[string]any{"sleep": map[string]any{"seconds": 15.0}}}
+		}},
+		{"drain set by flag", func(tb testing.TB, docs []manifest) {
+			container(tb, find(tb, docs, "Deployment", "keygate"), "keygate")["args"] = []any{"serve", "--drain-delay", "20s", "--reflection=false"}
+		}},
+		{"ports by number", func(tb testing.TB, docs []manifest) {
+			ingressRule(tb, docs, 0)["ports"] = []any{map[string]any{"port": 9001.0}, map[string]any{"port": 9002.0, "protocol": "TCP"}}
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			docs := mustLoad(t)
+			tc.mutate(t, docs)
+			if err := check(docs); err != nil {
+				t.Errorf("check fails:\n%v", err)
+			}
+		})
+	}
+}
+
 // check returns every problem found in the manifests, or nil: strict
 // decoding into the real types, then the assertions.
 func check(docs []manifest) error {
-	_, errs := decodeStrict(docs)
+	objs, errs := decodeStrict(docs)
+	errs = append(errs, typedAssertions(objs)...)
 	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 
 	secrets := map[string]map[string]bool{} // namespace/name → keys
@@ -361,6 +478,258 @@ func check(docs []manifest) error {
 	return errors.Join(errs...)
 }
 
+// typedAssertions checks, on the strictly decoded objects, what the
+// generic checks do not: the server's environment, flags and shutdown
+// budget, the migration Job's image, and the NetworkPolicies.
+func typedAssertions(objs []typed) []error {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	var server *appsv1.Deployment
+	var serverDoc manifest
+	var jobs []*batchv1.Job
+	var netpols []*networkingv1.NetworkPolicy
+	for _, o := range objs {
+		var spec *corev1.PodSpec
+		switch obj := o.k8s.(type) {
+		case *appsv1.Deployment:
+			spec = &obj.Spec.Template.Spec
+			if c := typedContainer(spec, "keygate"); c != nil && slices.Contains(c.Args, "serve") {
+				server, serverDoc = obj, o.manifest
+			}
+		case *batchv1.Job:
+			spec = &obj.Spec.Template.Spec
+			jobs = append(jobs, obj)
+		case *networkingv1.NetworkPolicy:
+			netpols = append(netpols, obj)
+		}
+		if spec == nil {
+			continue
+		}
+		for _, c := range append(slices.Clip(spec.InitContainers), spec.Containers...) {
+			for _, e := range c.Env {
+				if e.Name == "GOMEMLIMIT" {
+					fail("%s: container %q sets GOMEMLIMIT; keygate sets it to 90%% of the container's memory limit itself, and a fixed value goes stale when the limit changes", o, c.Name)
+				}
+			}
+		}
+	}
+	if server == nil {
+		return errs // reported by the generic checks
+	}
+	at := func(format string, args ...any) { fail("%s: "+format, append([]any{serverDoc}, args...)...) }
+	c := typedContainer(&server.Spec.Template.Spec, "keygate")
+
+	// gRPC reflection stays off.
+	if v, ok := setting(c, "reflection"); ok && v != "false" && v != "0" {
+		at("gRPC server reflection is on (--reflection or KEYGATE_REFLECTION); production should not list its services to whoever reaches the port")
+	}
+
+	// The grace period covers the preStop hook, the drain and the graceful
+	// stop, or the kubelet kills keygate while it still answers.
+	drain, err := durationSetting(c, "drain-delay", defaultDrainDelay)
+	if err != nil {
+		at("%v", err)
+	}
+	stop, err := durationSetting(c, "shutdown-timeout", defaultShutdownTimeout)
+	if err != nil {
+		at("%v", err)
+	}
+	var preStop time.Duration
+	if h := c.Lifecycle; h != nil && h.PreStop != nil {
+		switch {
+		case h.PreStop.Sleep != nil:
+			preStop = time.Duration(h.PreStop.Sleep.Seconds) * time.Second
+		default:
+			at("preStop hook other than sleep: its duration cannot be checked")
+		}
+	}
+	need := preStop + drain + stop + shutdownMargin
+	var grace time.Duration
+	if g := server.Spec.Template.Spec.TerminationGracePeriodSeconds; g != nil {
+		grace = time.Duration(*g) * time.Second
+	} else {
+		grace = 30 * time.Second // Kubernetes' default
+	}
+	if grace < need {
+		at("terminationGracePeriodSeconds is %v; keygate needs %v (preStop %v + --drain-delay %v + --shutdown-timeout %v + %v for the flush)", grace.Seconds(), need, preStop, drain, stop, shutdownMargin)
+	}
+
+	// Migration and server share one image: the schema is the binary's.
+	for _, j := range jobs {
+		if m := typedContainer(&j.Spec.Template.Spec, "migrate"); m != nil && m.Image != c.Image {
+			fail("Job %q runs image %q; the server runs %q: migrate with the image that serves", j.Name, m.Image, c.Image)
+		}
+	}
+
+	errs = append(errs, networkPolicyAssertions(server, c, netpols)...)
+	return errs
+}
+
+// networkPolicyAssertions checks that ingress to the namespace is denied by
+// default and that the server's ports are open only to labelled clients
+// (both ports) and to one other label-selected peer (Prometheus, port 9002).
+func networkPolicyAssertions(server *appsv1.Deployment, c *corev1.Container, netpols []*networkingv1.NetworkPolicy) []error {
+	var errs []error
+	fail := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	podLabels := labels.Set(server.Spec.Template.Labels)
+
+	defaultDeny := false
+	grants := map[int32]map[string]bool{} // port → "client", "other"
+	for _, np := range netpols {
+		if np.Namespace != server.Namespace {
+			continue
+		}
+		at := fmt.Sprintf("NetworkPolicy %q", np.Name)
+		ingress := len(np.Spec.PolicyTypes) == 0 || slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress)
+		sel, err := metav1.LabelSelectorAsSelector(&np.Spec.PodSelector)
+		if err != nil {
+			fail("%s: podSelector: %v", at, err)
+			continue
+		}
+		if sel.Empty() && ingress && len(np.Spec.Ingress) == 0 {
+			defaultDeny = true
+		}
+		if !ingress || !sel.Matches(podLabels) {
+			continue
+		}
+		for i, r := range np.Spec.Ingress {
+			rat := fmt.Sprintf("%s: ingress[%d]", at, i)
+			if len(r.From) == 0 {
+				fail("%s has no from: it admits every source", rat)
+			}
+			if len(r.Ports) == 0 {
+				fail("%s has no ports: it opens every port", rat)
+			}
+			var ports []int32
+			for j, p := range r.Ports {
+				n := policyPort(c, p)
+				switch {
+				case p.EndPort != nil:
+					fail("%s.ports[%d]: a port range; open only %d and %d", rat, j, grpcPort, httpPort)
+				case p.Protocol != nil && *p.Protocol != corev1.ProtocolTCP:
+					fail("%s.ports[%d]: protocol %s; keygate serves TCP", rat, j, *p.Protocol)
+				case n != grpcPort && n != httpPort:
+					fail("%s.ports[%d] (%v) is not keygate's gRPC (%d) or HTTP (%d) port", rat, j, p.Port, grpcPort, httpPort)
+				default:
+					ports = append(ports, n)
+				}
+			}
+			for j, peer := range r.From {
+				kind := "other"
+				switch {
+				case peer.IPBlock != nil:
+					fail("%s.from[%d]: an ipBlock; keygate's clients are pods, selected by label", rat, j)
+					continue
+				case isClientPeer(peer):
+					kind = "client"
+				case !labelRestricted(peer.NamespaceSelector) || !labelRestricted(peer.PodSelector):
+					fail("%s.from[%d] must select both namespaces and pods by label", rat, j)
+					continue
+				case slices.Contains(ports, grpcPort):
+					fail("%s.from[%d] reaches the gRPC port %d without the %s label on namespace and pod", rat, j, grpcPort, clientLabel)
+					continue
+				}
+				for _, n := range ports {
+					if grants[n] == nil {
+						grants[n] = map[string]bool{}
+					}
+					grants[n][kind] = true
+				}
+			}
+		}
+	}
+	if !defaultDeny {
+		fail("no NetworkPolicy in namespace %q denies ingress by default (podSelector {}, policyTypes [Ingress], no rules)", server.Namespace)
+	}
+	for _, n := range []int32{grpcPort, httpPort} {
+		if !grants[n]["client"] {
+			fail("no NetworkPolicy lets pods labelled %s=true (in namespaces labelled so) reach port %d", clientLabel, n)
+		}
+	}
+	if !grants[httpPort]["other"] {
+		fail("no NetworkPolicy lets Prometheus reach port %d (/metrics)", httpPort)
+	}
+	return errs
+}
+
+// isClientPeer reports whether a peer is "pods labelled clientLabel=true in
+// namespaces labelled clientLabel=true".
+func isClientPeer(p networkingv1.NetworkPolicyPeer) bool {
+	return p.NamespaceSelector != nil && p.PodSelector != nil &&
+		p.NamespaceSelector.MatchLabels[clientLabel] == "true" && p.PodSelector.MatchLabels[clientLabel] == "true"
+}
+
+// labelRestricted reports whether a selector is set and selects by label
+// (nil selects nothing of that kind, {} everything).
+func labelRestricted(s *metav1.LabelSelector) bool {
+	return s != nil && (len(s.MatchLabels) > 0 || len(s.MatchExpressions) > 0)
+}
+
+// policyPort resolves a NetworkPolicy port (number or container port name)
+// against the container, or returns 0.
+func policyPort(c *corev1.Container, p networkingv1.NetworkPolicyPort) int32 {
+	switch {
+	case p.Port == nil:
+		return 0
+	case p.Port.Type == intstr.Int:
+		return p.Port.IntVal
+	}
+	for _, cp := range c.Ports {
+		if cp.Name == p.Port.StrVal {
+			return cp.ContainerPort
+		}
+	}
+	return 0
+}
+
+func typedContainer(spec *corev1.PodSpec, name string) *corev1.Container {
+	for i := range spec.Containers {
+		if spec.Containers[i].Name == name {
+			return &spec.Containers[i]
+		}
+	}
+	return nil
+}
+
+// setting returns the value of a keygate flag as the container sets it:
+// on the command line (--flag value, --flag=value; a bare boolean flag is
+// "true"), else in the environment (KEYGATE_FLAG), which the command line
+// overrides.
+func setting(c *corev1.Container, flag string) (string, bool) {
+	args := append(slices.Clip(c.Command), c.Args...)
+	for i, a := range args {
+		if v, ok := strings.CutPrefix(a, "--"+flag+"="); ok {
+			return v, true
+		}
+		if a == "--"+flag {
+			if i+1 < len(args) && !strings.HasPrefix(args[i+1], "-") {
+				return args[i+1], true
+			}
+			return "true", true
+		}
+	}
+	env := "KEYGATE_" + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+	for _, e := range c.Env {
+		if e.Name == env {
+			return e.Value, e.Value != ""
+		}
+	}
+	return "", false
+}
+
+func durationSetting(c *corev1.Container, flag string, def time.Duration) (time.Duration, error) {
+	v, ok := setting(c, flag)
+	if !ok {
+		return def, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		return def, fmt.Errorf("--%s %q: %v", flag, v, err)
+	}
+	return d, nil
+}
+
 // serverAssertions checks the keygate server Deployment.
 func serverAssertions(d manifest) []error {
 	var errs []error
@@ -375,9 +744,6 @@ func serverAssertions(d manifest) []error {
 	labels, _ := get(d.obj, "spec", "template", "metadata", "labels").(map[string]any)
 	if len(sel) == 0 || !selects(sel, labels) {
 		fail("spec.selector.matchLabels does not select the pod template's labels")
-	}
-	if g, _ := get(d.obj, "spec", "template", "spec", "terminationGracePeriodSeconds").(float64); g < drainSeconds+5 {
-		fail("terminationGracePeriodSeconds is %v; keygate drains for up to %d s after SIGTERM", g, drainSeconds)
 	}
 
 	c := containerNamed(d.obj, "keygate")
@@ -399,6 +765,14 @@ func serverAssertions(d manifest) []error {
 			continue
 		}
 		path := str(p, "httpGet", "path")
+		if cmd := strs(get(p, "exec", "command")); len(cmd) > 0 {
+			if len(cmd) < 2 || filepath.Base(cmd[0]) != "keygate" || cmd[1] != "health" {
+				fail("%s: exec %v is not `keygate health`", probeName, cmd)
+			} else if want != readinessPath {
+				fail("%s: `keygate health` reports NOT_SERVING while PostgreSQL is unreachable, like %s; want %s", probeName, readinessPath, want)
+			}
+			continue
+		}
 		if path != livenessPath && path != readinessPath {
 			fail("%s: path %q is not a keygate endpoint (%s, %s)", probeName, path, livenessPath, readinessPath)
 		} else if path != want {
@@ -908,6 +1282,12 @@ func container(tb testing.TB, obj map[string]any, name string) map[string]any {
 func probe(tb testing.TB, docs []manifest, name string) map[string]any {
 	tb.Helper()
 	return dig(tb, container(tb, find(tb, docs, "Deployment", "keygate"), "keygate"), name, "httpGet").(map[string]any)
+}
+
+// ingressRule returns ingress rule i of the keygate-server NetworkPolicy.
+func ingressRule(tb testing.TB, docs []manifest, i int) map[string]any {
+	tb.Helper()
+	return dig(tb, find(tb, docs, "NetworkPolicy", "keygate-server"), "spec", "ingress", i).(map[string]any)
 }
 
 func grpcProvider(tb testing.TB, docs []manifest) map[string]any {
