@@ -247,6 +247,40 @@ func TestCheckFails(t *testing.T) {
 			ingressRule(tb, docs, 0)["ports"] = []any{map[string]any{"port": "grpc"}}
 		}, "reach port 9002"},
 
+		// What the Istio policies apply to.
+		{"waypoint policy that also selects workloads", func(tb testing.TB, docs []manifest) {
+			dig(tb, find(tb, docs, "AuthorizationPolicy", "keygate-waypoint"), "spec").(map[string]any)["selector"] = map[string]any{"matchLabels": map[string]any{"app": "api"}}
+		}, "sets both selector and targetRefs"},
+		{"waypoint policy by the singular targetRef", func(tb testing.TB, docs []manifest) {
+			spec := dig(tb, find(tb, docs, "AuthorizationPolicy", "keygate-waypoint"), "spec").(map[string]any)
+			spec["targetRef"] = spec["targetRefs"].([]any)[0]
+			delete(spec, "targetRefs")
+		}, "targetRef is the undocumented singular form"},
+		{"no policy for waypoints", func(tb testing.TB, docs []manifest) {
+			spec := dig(tb, find(tb, docs, "AuthorizationPolicy", "keygate-waypoint"), "spec").(map[string]any)
+			delete(spec, "targetRefs")
+			spec["selector"] = map[string]any{"matchLabels": map[string]any{"app": "api"}}
+		}, "no AuthorizationPolicy sets targetRefs"},
+		{"waypoint policy targeting a Service in the Gateway API group", func(tb testing.TB, docs []manifest) {
+			dig(tb, find(tb, docs, "AuthorizationPolicy", "keygate-waypoint"), "spec", "targetRefs", 0).(map[string]any)["group"] = "gateway.networking.k8s.io"
+		}, `kind "Service" with group "gateway.networking.k8s.io"`},
+		{"waypoint policy targeting a Deployment", func(tb testing.TB, docs []manifest) {
+			dig(tb, find(tb, docs, "AuthorizationPolicy", "keygate-waypoint"), "spec", "targetRefs", 0).(map[string]any)["kind"] = "Deployment"
+		}, `kind "Deployment"`},
+		{"waypoint policy targeting another namespace", func(tb testing.TB, docs []manifest) {
+			dig(tb, find(tb, docs, "AuthorizationPolicy", "keygate-waypoint"), "spec", "targetRefs", 0).(map[string]any)["namespace"] = "default"
+		}, `namespace "default"`},
+		{"sidecar policy for the whole namespace", func(tb testing.TB, docs []manifest) {
+			delete(dig(tb, find(tb, docs, "AuthorizationPolicy", "keygate"), "spec").(map[string]any), "selector")
+		}, "neither a selector with matchLabels nor targetRefs"},
+		{"misspelt targetRefs", func(tb testing.TB, docs []manifest) {
+			renameKey(tb, dig(tb, find(tb, docs, "AuthorizationPolicy", "keygate-waypoint"), "spec").(map[string]any), "targetRefs", "targetRefz")
+		}, `unknown field "targetRefz"`},
+		{"waypoint policy exempts an API path", func(tb testing.TB, docs []manifest) {
+			op := dig(tb, find(tb, docs, "AuthorizationPolicy", "keygate-waypoint"), "spec", "rules", 0, "to", 0, "operation").(map[string]any)
+			op["notPaths"] = append(op["notPaths"].([]any), "/api/*")
+		}, `exempts "/api/*"`},
+
 		// Strict decoding into k8s.io/api and istio.io/api types.
 		{"misspelt Kubernetes field", func(tb testing.TB, docs []manifest) {
 			renameKey(tb, dig(tb, find(tb, docs, "Deployment", "keygate"), "spec").(map[string]any), "revisionHistoryLimit", "revisionHistoryLimt")
@@ -489,6 +523,7 @@ func typedAssertions(objs []typed) []error {
 	var serverDoc manifest
 	var jobs []*batchv1.Job
 	var netpols []*networkingv1.NetworkPolicy
+	waypoints := false
 	for _, o := range objs {
 		var spec *corev1.PodSpec
 		switch obj := o.k8s.(type) {
@@ -503,6 +538,12 @@ func typedAssertions(objs []typed) []error {
 		case *networkingv1.NetworkPolicy:
 			netpols = append(netpols, obj)
 		}
+		if ap, ok := o.spec.(*securityv1.AuthorizationPolicy); ok {
+			errs = append(errs, policyTargetAssertions(o.manifest, ap)...)
+			if len(ap.GetTargetRefs()) > 0 {
+				waypoints = true
+			}
+		}
 		if spec == nil {
 			continue
 		}
@@ -513,6 +554,9 @@ func typedAssertions(objs []typed) []error {
 				}
 			}
 		}
+	}
+	if !waypoints {
+		fail("no AuthorizationPolicy sets targetRefs: ambient mode's waypoints ignore selector, so they would send nothing through keygate")
 	}
 	if server == nil {
 		return errs // reported by the generic checks
@@ -563,6 +607,42 @@ func typedAssertions(objs []typed) []error {
 	}
 
 	errs = append(errs, networkPolicyAssertions(server, c, netpols)...)
+	return errs
+}
+
+// policyTargetAssertions checks what an AuthorizationPolicy applies to:
+// either workloads by selector (sidecars, gateways) or, for waypoints,
+// targetRefs naming a Service or a Gateway of its own namespace; never
+// both, never neither (a policy without either applies to every workload
+// of its namespace, or of the mesh in the root namespace).
+func policyTargetAssertions(d manifest, ap *securityv1.AuthorizationPolicy) []error {
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: "+format, append([]any{d}, args...)...))
+	}
+	bySelector := len(ap.GetSelector().GetMatchLabels()) > 0
+	switch {
+	case ap.GetTargetRef() != nil:
+		fail("spec.targetRef is the undocumented singular form; use targetRefs")
+	case bySelector && len(ap.GetTargetRefs()) > 0:
+		fail("sets both selector and targetRefs; Istio refuses that: selector for sidecars, targetRefs for waypoints")
+	case !bySelector && len(ap.GetTargetRefs()) == 0:
+		fail("has neither a selector with matchLabels nor targetRefs: it would apply to every workload of namespace %q", d.namespace())
+	}
+	for i, r := range ap.GetTargetRefs() {
+		kind := r.GetKind() + "/" + r.GetGroup()
+		switch kind {
+		case "Service/", "Service/core", "Gateway/gateway.networking.k8s.io":
+		default:
+			fail("targetRefs[%d]: kind %q with group %q; target a Service (group \"\") or a waypoint Gateway (group gateway.networking.k8s.io)", i, r.GetKind(), r.GetGroup())
+		}
+		if r.GetName() == "" {
+			fail("targetRefs[%d]: name is not set", i)
+		}
+		if ns := r.GetNamespace(); ns != "" && ns != d.namespace() {
+			fail("targetRefs[%d]: namespace %q; a policy can target only its own namespace %q", i, ns, d.namespace())
+		}
+	}
 	return errs
 }
 
