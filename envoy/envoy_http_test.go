@@ -214,6 +214,9 @@ func TestHTTPCheckFails(t *testing.T) {
 		{"public route still checked", func(tb testing.TB, doc map[string]any) {
 			remove(tb, doc, join(routes, named("public-healthz")), "typed_per_filter_config")
 		}, "/healthz"},
+		{"access log path with the query", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, join(hcm, "access_log", 0, "typed_config", "log_format", "json_format"), "path", "%REQ(:PATH)%")
+		}, "with its query string"},
 	}
 	base := mustRead(t, httpConfigFile)
 	if err := checkAs(httpConfig, mustJSON(t, mustTree(t, base))); err != nil {
