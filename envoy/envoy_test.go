@@ -34,6 +34,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoregistry"
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/known/anypb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 	"sigs.k8s.io/yaml"
 
 	// Every extension envoy.yaml names by @type must be linked in, or its
@@ -67,6 +68,14 @@ var policyModules = map[string]string{
 
 // publicPaths are the only paths a route may exempt from the check.
 var publicPaths = []string{"/healthz", "/readyz", "/livez"}
+
+// publicStrip are the headers a route that skips the check must remove:
+// keygate's identity headers (a client could forge them) and the headers
+// keygate reads the key from by default (no check removes it there).
+var publicStrip = []string{
+	"x-keygate-key-id", "x-keygate-account-id", "x-keygate-scopes", "x-keygate-module", "x-keygate-dry-run",
+	"x-api-key", "authorization",
+}
 
 // Route classes reported by routeFor besides a module name.
 const (
@@ -308,6 +317,32 @@ func TestCheckFails(t *testing.T) {
 		{"access log with a cookie", func(tb testing.TB, doc map[string]any) {
 			set(tb, doc, accessLog, "session", "%REQ(COOKIE)%")
 		}, "cookie header"},
+		{"public route keeps the bearer credential", func(tb testing.TB, doc map[string]any) {
+			r := object(tb, doc, join(routes, named("public-healthz")))
+			r["request_headers_to_remove"] = slices.DeleteFunc(slices.Clone(r["request_headers_to_remove"].([]any)), func(h any) bool { return h == "authorization" })
+		}, "does not remove authorization"},
+		{"public route keeps a forged dry-run header", func(tb testing.TB, doc map[string]any) {
+			r := object(tb, doc, join(routes, named("public-healthz")))
+			r["request_headers_to_remove"] = slices.DeleteFunc(slices.Clone(r["request_headers_to_remove"].([]any)), func(h any) bool { return h == "x-keygate-dry-run" })
+		}, "does not remove x-keygate-dry-run"},
+		{"merged headers sent to keygate", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, extAuthz, "encode_raw_headers")
+		}, "encode_raw_headers"},
+		{"no outlier detection", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, keygate, "outlier_detection")
+		}, "has no outlier_detection"},
+		{"outlier detection mixing failures and answers", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, join(keygate, "outlier_detection"), "split_external_local_origin_errors")
+		}, "split_external_local_origin_errors"},
+		{"outlier detection not enforced", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, join(keygate, "outlier_detection"), "enforcing_consecutive_local_origin_failure", 0)
+		}, "never be ejected"},
+		{"outlier detection ejecting every replica", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, join(keygate, "outlier_detection"), "max_ejection_percent", 100)
+		}, "max_ejection_percent"},
+		{"Check retried", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, join(extAuthz, "grpc_service"), "retry_policy", map[string]any{"num_retries": 2})
+		}, "grpc_service retries"},
 		{"admin reachable from outside", func(tb testing.TB, doc map[string]any) {
 			set(tb, doc, []any{"admin", "address", "socket_address"}, "address", "0.0.0.0")
 		}, "admin"},
@@ -693,6 +728,57 @@ func extAuthzAssertions(where string, a *ext_authzv3.ExtAuthz, clusters map[stri
 	if !slices.ContainsFunc(c.GetHealthChecks(), func(h *corev3.HealthCheck) bool { return h.GetGrpcHealthCheck() != nil }) {
 		fail("cluster %q has no gRPC health check (grpc.health.v1.Health)", name)
 	}
+	if gs.GetRetryPolicy() != nil || gs.GetEnvoyGrpc().GetRetryPolicy() != nil {
+		fail("grpc_service retries: a retry cannot fit in the Check's timeout after a timeout, and multiplies load; eject broken replicas with outlier_detection instead")
+	}
+	errs = append(errs, outlierAssertions(where, name, c, false)...)
+	return errs
+}
+
+// outlierAssertions checks the authorization cluster's passive health
+// checking: replicas that cannot be reached are ejected (locally
+// originated failures, counted apart from answers), never more than half
+// of them; over HTTP, keygate's own 5xx answers (503 during a database
+// outage) never eject.
+func outlierAssertions(where, name string, c *clusterv3.Cluster, httpMode bool) []error {
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf(where+": cluster %q: outlier_detection: "+format, append([]any{name}, args...)...))
+	}
+	od := c.GetOutlierDetection()
+	if od == nil {
+		return []error{fmt.Errorf("%s: cluster %q has no outlier_detection: a replica that stops answering keeps getting Checks until the health check notices", where, name)}
+	}
+	if !od.GetSplitExternalLocalOriginErrors() {
+		fail("split_external_local_origin_errors must be true: count unreachable replicas apart from keygate's answers")
+	}
+	if n := od.GetConsecutiveLocalOriginFailure(); n != nil && (n.GetValue() == 0 || n.GetValue() > 5) {
+		fail("consecutive_local_origin_failure is %d; want 1 to 5", n.GetValue())
+	}
+	if e := od.GetEnforcingConsecutiveLocalOriginFailure(); e != nil && e.GetValue() == 0 {
+		fail("enforcing_consecutive_local_origin_failure is 0: unreachable replicas would never be ejected")
+	}
+	if m := od.GetMaxEjectionPercent(); m == nil || m.GetValue() > 50 {
+		fail("max_ejection_percent must be set, at most 50 (never eject most replicas)")
+	}
+	if httpMode {
+		// Envoy enforces consecutive 5xx and success rate unless told not
+		// to (100 by default), gateway failures and failure percentage not.
+		for _, e := range []struct {
+			field     string
+			v         *wrapperspb.UInt32Value
+			defaultOn bool
+		}{
+			{"enforcing_consecutive_5xx", od.GetEnforcingConsecutive_5Xx(), true},
+			{"enforcing_success_rate", od.GetEnforcingSuccessRate(), true},
+			{"enforcing_consecutive_gateway_failure", od.GetEnforcingConsecutiveGatewayFailure(), false},
+			{"enforcing_failure_percentage", od.GetEnforcingFailurePercentage(), false},
+		} {
+			if e.v != nil && e.v.GetValue() != 0 || e.v == nil && e.defaultOn {
+				fail("%s must be 0: over HTTP keygate's own 503 (database unreachable) is a 5xx answer, not a broken replica", e.field)
+			}
+		}
+	}
 	return errs
 }
 
@@ -711,6 +797,9 @@ func failClosedAssertions(where string, a *ext_authzv3.ExtAuthz) []error {
 	}
 	if got := a.GetStatusOnError().GetCode(); got != typev3.StatusCode_ServiceUnavailable {
 		fail("status_on_error is %v; want 503 (ServiceUnavailable)", got)
+	}
+	if !a.GetEncodeRawHeaders() {
+		fail("encode_raw_headers must be true: keygate should judge the headers as the client sent them (repeated ones unmerged)")
 	}
 	return errs
 }
@@ -757,6 +846,13 @@ func routeAssertions(where string, vh *routev3.VirtualHost, filters map[string]b
 				fail("%s disables ext_authz; only exact health paths %v may", at, publicPaths)
 			} else if m.GetPath() == "/healthz" {
 				publicSeen = true
+			}
+			// Unchecked, so nothing vouches for identity headers, and
+			// nothing removes the credential: the route must.
+			for _, h := range publicStrip {
+				if !slices.ContainsFunc(r.GetRequestHeadersToRemove(), func(x string) bool { return strings.EqualFold(x, h) }) {
+					fail("%s skips the check but does not remove %s from the request (request_headers_to_remove)", at, h)
+				}
 			}
 		case !f.moduleRoutes && len(per.GetCheckSettings().GetContextExtensions()) > 0:
 			fail("%s: context_extensions are ignored in HTTP mode: keygate's path table decides the module", at)
