@@ -25,6 +25,7 @@ import (
 	ext_authzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	yaml3 "go.yaml.in/yaml/v3"
@@ -1686,4 +1687,145 @@ func shippedYAML(tb testing.TB) []string {
 		files = append(files, f)
 	}
 	return files
+}
+
+// The commented upstream TLS example.
+//
+// Each configuration carries, in comments inside the keygate cluster, a
+// transport_socket for TLS and mutual TLS to keygate. A comment is not
+// loaded by anything, so the test uncomments it in place and holds the
+// result to every check, and to what TLS to keygate needs.
+
+// tlsExampleStart is the first line of the commented example.
+var tlsExampleStart = regexp.MustCompile(`(?m)^( *)# transport_socket:\n`)
+
+// uncommentTLS returns doc with its one commented transport_socket block
+// uncommented: the line `<indent># transport_socket:` and the lines after
+// it that continue the block (`<indent>#  ` and deeper).
+func uncommentTLS(doc []byte) ([]byte, error) {
+	locs := tlsExampleStart.FindAllSubmatchIndex(doc, -1)
+	if len(locs) != 1 {
+		return nil, fmt.Errorf("want exactly one commented transport_socket example, found %d", len(locs))
+	}
+	indent := string(doc[locs[0][2]:locs[0][3]])
+	lines := strings.SplitAfter(string(doc), "\n")
+	var out strings.Builder
+	in := false
+	for _, line := range lines {
+		switch {
+		case line == indent+"# transport_socket:\n":
+			in = true
+			line = indent + "transport_socket:\n"
+		case in && strings.HasPrefix(line, indent+"#   "):
+			line = indent + line[len(indent)+2:]
+		default:
+			in = false
+		}
+		out.WriteString(line)
+	}
+	return []byte(out.String()), nil
+}
+
+// tlsAssertions checks the keygate cluster's TLS: keygate's certificate is
+// verified (a CA and the name), Envoy presents a client certificate for
+// mutual TLS, and gRPC negotiates HTTP/2 by ALPN.
+func tlsAssertions(bs *bootstrapv3.Bootstrap, grpc bool) []error {
+	var c *clusterv3.Cluster
+	for _, cl := range bs.GetStaticResources().GetClusters() {
+		if cl.GetName() == "keygate" {
+			c = cl
+		}
+	}
+	if c == nil {
+		return []error{errors.New(`no cluster "keygate"`)}
+	}
+	var errs []error
+	fail := func(format string, args ...any) {
+		errs = append(errs, fmt.Errorf("cluster keygate: transport_socket: "+format, args...))
+	}
+	ctx, err := unpack[*tlsv3.UpstreamTlsContext](c.GetTransportSocket().GetTypedConfig())
+	if err != nil {
+		return []error{fmt.Errorf("cluster keygate: transport_socket: want an UpstreamTlsContext: %w", err)}
+	}
+	sni := ctx.GetSni()
+	if sni == "" {
+		fail("sni is not set")
+	}
+	common := ctx.GetCommonTlsContext()
+	vc := common.GetValidationContext()
+	if vc.GetTrustedCa() == nil {
+		fail("validation_context.trusted_ca is not set: keygate's certificate would not be verified")
+	}
+	if !slices.ContainsFunc(vc.GetMatchTypedSubjectAltNames(), func(m *tlsv3.SubjectAltNameMatcher) bool {
+		return m.GetSanType() == tlsv3.SubjectAltNameMatcher_DNS && m.GetMatcher().GetExact() == sni
+	}) {
+		fail("validation_context.match_typed_subject_alt_names does not require the DNS name %q: any certificate of the CA would do", sni)
+	}
+	if len(common.GetTlsCertificates()) == 0 && len(common.GetTlsCertificateSdsSecretConfigs()) == 0 {
+		fail("no client certificate (tls_certificates) for keygate's --tls-client-ca-file (mutual TLS)")
+	}
+	if grpc && !slices.Contains(common.GetAlpnProtocols(), "h2") {
+		fail(`alpn_protocols lacks "h2": gRPC servers in Go refuse TLS without it`)
+	}
+	return errs
+}
+
+func TestUpstreamTLSExample(t *testing.T) {
+	for _, f := range []*flavour{grpcConfig, httpConfig} {
+		t.Run(f.file, func(t *testing.T) {
+			doc, err := uncommentTLS(mustRead(t, f.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := checkTLSExample(f, doc); err != nil {
+				t.Fatalf("%s with its TLS example uncommented:\n%v", f.file, err)
+			}
+		})
+	}
+}
+
+// checkTLSExample runs every check on a configuration whose TLS example is
+// uncommented, and the TLS assertions.
+func checkTLSExample(f *flavour, doc []byte) error {
+	bs, err := load(doc)
+	if err != nil {
+		return err
+	}
+	errs := assertions(bs, f)
+	return errors.Join(append(errs, tlsAssertions(bs, f == grpcConfig)...)...)
+}
+
+// TestUpstreamTLSExampleFails proves the example is checked: each case
+// breaks the commented text, which must then fail.
+func TestUpstreamTLSExampleFails(t *testing.T) {
+	tests := []struct {
+		name, file, old, new, want string
+	}{
+		{"typo", configFile, "#     sni:", "#     snii:", `unknown field "snii"`},
+		{"no name check", configFile, "    #         match_typed_subject_alt_names:\n    #         - san_type: DNS\n    #           matcher: { exact: keygate.keygate.svc.cluster.local }\n", "", "does not require the DNS name"},
+		{"no CA", httpConfigFile, "    #         trusted_ca: { filename: /etc/envoy/keygate-tls/ca.crt }\n", "", "trusted_ca is not set"},
+		{"no client certificate", httpConfigFile, "    #       tls_certificates:\n    #       - certificate_chain: { filename: /etc/envoy/keygate-tls/envoy.crt }\n    #         private_key: { filename: /etc/envoy/keygate-tls/envoy.key }\n", "", "no client certificate"},
+		{"no ALPN for gRPC", configFile, "    #       alpn_protocols: [\"h2\"]\n", "", `lacks "h2"`},
+		{"SAN of another name", configFile, "matcher: { exact: keygate.keygate.svc.cluster.local }", "matcher: { exact: keygate.example.com }", "does not require the DNS name"},
+		{"example gone", configFile, "    # transport_socket:\n", "    # transport socket:\n", "want exactly one commented transport_socket example"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			f := grpcConfig
+			if tc.file == httpConfigFile {
+				f = httpConfig
+			}
+			text := string(mustRead(t, tc.file))
+			if strings.Count(text, tc.old) != 1 {
+				t.Fatalf("%s does not contain %q exactly once", tc.file, tc.old)
+			}
+			doc, err := uncommentTLS([]byte(strings.Replace(text, tc.old, tc.new, 1)))
+			if err == nil {
+				err = checkTLSExample(f, doc)
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v; want an error containing %q", err, tc.want)
+			}
+		})
+	}
 }
