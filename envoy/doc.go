@@ -21,9 +21,15 @@
 // the generated validation rules on the bootstrap and on every embedded
 // typed_config (google.protobuf.Any), no deprecated fields; then assertions on
 // what validation cannot see: referenced clusters exist, the router is the
-// last HTTP filter, the keygate cluster speaks HTTP/2, ext_authz fails closed
-// within a bounded timeout, and each path reaches the route (and module) it
-// should. Negative cases mutate the file and require the check to fail.
+// last HTTP filter, the keygate cluster speaks HTTP/2 and has outlier
+// detection, ext_authz fails closed within a bounded timeout and sends raw
+// headers, routes that skip the check strip identity and key headers, and
+// each path reaches the route (and module) it should. Every access-log
+// format, in these files and in any other Envoy configuration the
+// repository ships, uses only Envoy's documented command operators and never
+// writes the query string or a credential. The commented TLS example of the
+// keygate cluster is uncommented and checked too. Negative cases mutate the
+// files and require each check to fail.
 //
 // The package has no Go API; it exists for the file and its test.
 package envoy

@@ -2,6 +2,7 @@ package envoy
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -99,6 +100,10 @@ func httpServiceAssertions(where string, a *ext_authzv3.ExtAuthz, clusters map[s
 		if !healthy {
 			fail("cluster %q has no HTTP health check on /readyz", name)
 		}
+		errs = append(errs, outlierAssertions(where, name, c, true)...)
+	}
+	if hs.GetRetryPolicy() != nil {
+		fail("http_service.retry_policy: a retry cannot fit in the check's timeout after a timeout, and multiplies load; eject broken replicas with outlier_detection instead")
 	}
 	return errs
 }
@@ -214,6 +219,28 @@ func TestHTTPCheckFails(t *testing.T) {
 		{"public route still checked", func(tb testing.TB, doc map[string]any) {
 			remove(tb, doc, join(routes, named("public-healthz")), "typed_per_filter_config")
 		}, "/healthz"},
+		{"public route keeps the bearer credential", func(tb testing.TB, doc map[string]any) {
+			r := object(tb, doc, join(routes, named("public-healthz")))
+			r["request_headers_to_remove"] = slices.DeleteFunc(slices.Clone(r["request_headers_to_remove"].([]any)), func(h any) bool { return h == "authorization" })
+		}, "does not remove authorization"},
+		{"merged headers sent to keygate", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, extAuthz, "encode_raw_headers")
+		}, "encode_raw_headers"},
+		{"no outlier detection", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, keygate, "outlier_detection")
+		}, "has no outlier_detection"},
+		{"keygate's 503 ejecting replicas", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, join(keygate, "outlier_detection"), "enforcing_consecutive_5xx")
+		}, "enforcing_consecutive_5xx must be 0"},
+		{"keygate's 503 ejecting replicas by success rate", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, join(keygate, "outlier_detection"), "enforcing_success_rate", 100)
+		}, "enforcing_success_rate must be 0"},
+		{"auth request retried", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, service, "retry_policy", map[string]any{"num_retries": 2})
+		}, "http_service.retry_policy"},
+		{"access log path with the query", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, join(hcm, "access_log", 0, "typed_config", "log_format", "json_format"), "path", "%REQ(:PATH)%")
+		}, "with its query string"},
 	}
 	base := mustRead(t, httpConfigFile)
 	if err := checkAs(httpConfig, mustJSON(t, mustTree(t, base))); err != nil {
