@@ -18,8 +18,9 @@ import (
 type Decision struct {
 	Outcome Outcome
 	Reason  Reason
-	// Key is the authenticated key; nil unless the key was found and valid.
-	Key *keystore.Key
+	// Key is the authenticated key's record; nil unless the key was found
+	// and valid.
+	Key *keystore.Record
 	// Module is the module the request reaches ("" if none).
 	Module string
 	// DryRun marks a denial that is not enforced (--dry-run, or a policy
@@ -41,17 +42,17 @@ func (d *Decision) Forged() bool { return len(d.spoofed) > 0 }
 
 // because is the decision a reason alone makes: its outcome follows from
 // the reasons table.
-func because(r Reason, key *keystore.Key, module string) Decision {
+func because(r Reason, key *keystore.Record, module string) Decision {
 	return Decision{Outcome: r.Outcome(), Reason: r, Key: key, Module: module}
 }
 
-// KeyLookup finds the key stored under a digest: ErrNotFound when there is
-// none, an error matching keystore.ErrUnavailable when the store cannot
-// answer. *keystore.Cache (which bounds each store query with its own
-// deadline) and *keystore.Store satisfy it. Lookup must return when ctx
-// ends.
+// KeyLookup finds the record of the key stored under a digest: ErrNotFound
+// when there is none, an error matching keystore.ErrUnavailable when the
+// store cannot answer. *keystore.Cache (which bounds each store query with
+// its own deadline) and *keystore.Store satisfy it. Lookup must return when
+// ctx ends.
 type KeyLookup interface {
-	Lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, error)
+	Lookup(ctx context.Context, d keystore.Digest) (*keystore.Record, error)
 }
 
 // UsageRecorder learns of every allowed request, off the request path (it
@@ -134,7 +135,7 @@ func (s *Server) moduleDryRun(r *Request, d *Decision) bool {
 func (s *Server) record(ctx context.Context, r *Request, d *Decision, start time.Time) {
 	s.metrics.observe(d.Reason, d.DryRun, start)
 	if d.Outcome == Allow && s.usage != nil {
-		s.usage.Used(d.Key.ID, start)
+		s.usage.Used(d.Key.ID(), start)
 	}
 	if s.decisions.wants(d) {
 		s.decisions.write(ctx, r, d, s.now().Sub(start))
@@ -199,11 +200,11 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	// deployments). A route module overrides the default for paths in no
 	// module, so "" counts only without one.
 	act := action(r.Method)
-	if !keystore.Allows(key.Scopes, module, act) {
+	if !key.Allows(module, act) {
 		return because(ReasonScope, key, module)
 	}
 	for _, m := range route.Modules {
-		if m != module && (m != "" || r.Module == "") && !keystore.Allows(key.Scopes, m, act) {
+		if m != module && (m != "" || r.Module == "") && !key.Allows(m, act) {
 			return because(ReasonScope, key, module)
 		}
 	}
@@ -215,7 +216,7 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 // authenticate finds the key behind secret and checks that it is usable
 // now. It returns the key, or a reason why not, and whether the record
 // came from memory.
-func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now time.Time) (*keystore.Key, Reason, bool) {
+func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now time.Time) (*keystore.Record, Reason, bool) {
 	var digests [2]keystore.Digest
 	failure := ReasonUnknown // what to say if no candidate finds the key
 	fromCache := true
@@ -249,7 +250,7 @@ func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now t
 
 // lookup asks the KeyLookup, and whether it answered from memory (a plain
 // KeyLookup never says it did).
-func (s *Server) lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, bool, error) {
+func (s *Server) lookup(ctx context.Context, d keystore.Digest) (*keystore.Record, bool, error) {
 	if s.cached != nil {
 		return s.cached.LookupCached(ctx, d)
 	}
@@ -260,7 +261,7 @@ func (s *Server) lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, 
 // CachedLookup is a KeyLookup that also says whether it answered from
 // memory; *keystore.Cache is one. Spans record it.
 type CachedLookup interface {
-	LookupCached(ctx context.Context, d keystore.Digest) (key *keystore.Key, fromMemory bool, err error)
+	LookupCached(ctx context.Context, d keystore.Digest) (key *keystore.Record, fromMemory bool, err error)
 }
 
 // action is the scope action a method needs: safe methods read, the rest

@@ -354,7 +354,7 @@ func TestRouteModuleUnderDefaultDeny(t *testing.T) {
 // key is cached under its pre-pepper digest.
 type pepperedLookup struct{ plain *authztest.Lookup }
 
-func (p pepperedLookup) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, error) {
+func (p pepperedLookup) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Record, error) {
 	if k, err := p.plain.Lookup(ctx, d); err == nil {
 		return k, nil
 	}

@@ -2,7 +2,6 @@ package authz
 
 import (
 	"encoding/json"
-	"strings"
 
 	"github.com/maypok86/otter/v2"
 )
@@ -48,9 +47,9 @@ func (s *Server) Identity(d *Decision) Identity {
 		id.Headers[i].Name = name
 	}
 	if k := d.Key; k != nil {
-		id.Headers[IdentityKeyID].Value = k.ID
-		id.Headers[IdentityAccountID].Value = k.AccountID
-		id.Headers[IdentityScopes].Value = strings.Join(k.Scopes, ",")
+		id.Headers[IdentityKeyID].Value = k.ID()
+		id.Headers[IdentityAccountID].Value = k.AccountID()
+		id.Headers[IdentityScopes].Value = k.JoinedScopes()
 	}
 	id.Headers[IdentityModule].Value = d.Module
 	if d.DryRun {
@@ -170,7 +169,7 @@ func (g *Grants[T]) Get(d *Decision, build func(Decision) T) T {
 	}
 	gk := grantKey{module: d.Module, carriers: d.carriers}
 	if d.Key != nil {
-		gk.keyID, gk.version = d.Key.ID, d.Key.UpdatedAt.UnixMicro()
+		gk.keyID, gk.version = d.Key.ID(), d.Key.Version()
 	}
 	if d.DryRun {
 		gk.dryRun = d.Outcome

@@ -16,8 +16,17 @@
 //
 //	secret, _ := keystore.GenerateSecret("kg")
 //	if _, err := keystore.ParseSecret(presented); err != nil { /* 401, no lookup */ }
-//	key, err := store.Lookup(ctx, store.Hasher().Digest(secret))
-//	if err == nil && key.StateAt(time.Now()) == keystore.StateActive { /* authenticated */ }
+//	rec, err := store.Lookup(ctx, store.Hasher().Digest(secret))
+//	if err == nil && rec.StateAt(time.Now()) == keystore.StateActive { /* authenticated */ }
+//
+// # Records
+//
+// The decision path's reads (Lookup, LookupMany, ChangedSince) select only
+// what a decision needs and return a Record: the key's id, account, scopes,
+// expiry, state and version in one compact, immutable value, which is what
+// the Cache holds (about 270 bytes of heap per cached key, its entry
+// included). Everything else (Get, List, the lifecycle changes) returns
+// the whole Key.
 //
 // # Listing
 //

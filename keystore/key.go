@@ -25,7 +25,7 @@ type Key struct {
 	RevokedAt     *time.Time // nil: not revoked
 	LastUsedAt    *time.Time // approximate: recorded in batches
 	RotatedFrom   string     // id of the key this one replaced, "" if none
-	RotatedTo     string     // id of the key that replaced this one, "" if none; not filled by the decision path's reads (Lookup, LookupMany, ChangedSince)
+	RotatedTo     string     // id of the key that replaced this one, "" if none
 	Digest        Digest     // the hash the key is stored under
 	UpdatedAt     time.Time  // database time of the last lifecycle change: the record's version
 }
@@ -134,33 +134,6 @@ func NormalizeScopes(scopes []string) ([]string, error) {
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
-}
-
-// Allows reports whether scopes permit action ("read" or "write") on
-// module. No scopes at all means every module; "*" means everything;
-// "<module>:*" means both actions on that module. module "" (a route that
-// matches no module) is reachable only by keys without scopes or with "*".
-func Allows(scopes []string, module, action string) bool {
-	if len(scopes) == 0 {
-		return true
-	}
-	for _, s := range scopes {
-		if s == ScopeAll {
-			return true
-		}
-		if module == "" {
-			continue
-		}
-		if len(s) == len(module)+1+len(action) && s[len(module)] == ':' &&
-			s[:len(module)] == module && s[len(module)+1:] == action {
-			return true
-		}
-		if len(s) == len(module)+2 && s[len(module)] == ':' && s[len(module)+1] == '*' &&
-			s[:len(module)] == module {
-			return true
-		}
-	}
-	return false
 }
 
 // ValidateAccountID checks an account id: the rules of a key's account_id

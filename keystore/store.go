@@ -261,16 +261,16 @@ func (s *Store) insert(ctx context.Context, tx pgx.Tx, k *Key) (Secret, error) {
 const keyColumns = `id::text, account_id, name, description, display_prefix, digest, hash_scheme, scopes,
 	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from::text, updated_at`
 
-// recordColumns are keyColumns and the id of the key's successor, for
-// the reads and changes that show a record (the decision path does not
-// need the successor). The statement's table must be api_keys itself.
-const recordColumns = keyColumns + `,
+// shownColumns are keyColumns and the id of the key's successor, for the
+// reads and changes that show a key (the decision path reads
+// decisionColumns instead). The statement's table must be api_keys itself.
+const shownColumns = keyColumns + `,
 	(SELECT successor.id::text FROM api_keys AS successor WHERE successor.rotated_from = api_keys.id)`
 
 func scanKey(row pgx.CollectableRow) (*Key, error) { return scanKeyWith(row) }
 
-// scanRecord scans recordColumns.
-func scanRecord(row pgx.CollectableRow) (*Key, error) {
+// scanShown scans shownColumns.
+func scanShown(row pgx.CollectableRow) (*Key, error) {
 	var rotatedTo *string
 	k, err := scanKeyWith(row, &rotatedTo)
 	if err == nil && rotatedTo != nil {
@@ -310,11 +310,6 @@ func scanKeyWith(row pgx.CollectableRow, extra ...any) (*Key, error) {
 	return &k, nil
 }
 
-// queryKeys runs a query selecting keyColumns and collects the keys.
-func queryKeys(ctx context.Context, q pgxQuerier, sql string, args ...any) ([]*Key, error) {
-	return queryKeysWith(ctx, q, scanKey, sql, args...)
-}
-
 func queryKeysWith(ctx context.Context, q pgxQuerier, scan pgx.RowToFunc[*Key], sql string, args ...any) ([]*Key, error) {
 	rows, err := q.Query(ctx, sql, args...)
 	if err != nil {
@@ -328,9 +323,9 @@ func queryKey(ctx context.Context, q pgxQuerier, sql string, args ...any) (*Key,
 	return queryKeyWith(ctx, q, scanKey, sql, args...)
 }
 
-// queryRecord is queryKey for a query selecting recordColumns.
-func queryRecord(ctx context.Context, q pgxQuerier, sql string, args ...any) (*Key, error) {
-	return queryKeyWith(ctx, q, scanRecord, sql, args...)
+// queryShown is queryKey for a query selecting shownColumns.
+func queryShown(ctx context.Context, q pgxQuerier, sql string, args ...any) (*Key, error) {
+	return queryKeyWith(ctx, q, scanShown, sql, args...)
 }
 
 func queryKeyWith(ctx context.Context, q pgxQuerier, scan pgx.RowToFunc[*Key], sql string, args ...any) (*Key, error) {
@@ -349,33 +344,76 @@ type pgxQuerier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-// Lookup returns the key stored under digest, whatever its state: the
-// caller decides with Key.StateAt. It returns ErrNotFound for an unknown
-// digest and an error matching ErrUnavailable when the database cannot
-// answer. This is the decision path's one query.
-func (s *Store) Lookup(ctx context.Context, d Digest) (*Key, error) {
-	k, err := queryKey(ctx, s.pool, `SELECT `+keyColumns+` FROM api_keys WHERE digest = $1`, d[:])
+// decisionColumns are the columns the decision needs, scanned by
+// scanRecord into a Record: what the decision path's reads select.
+const decisionColumns = `id::text, account_id, scopes, expires_at, revoked_at IS NOT NULL, updated_at`
+
+// scanRecord scans decisionColumns, then extra.
+func scanRecord(row pgx.CollectableRow, extra ...any) (*Record, error) {
+	var (
+		id, account string
+		scopes      []string
+		expires     *time.Time
+		revoked     bool
+		updated     time.Time
+	)
+	if err := row.Scan(append([]any{&id, &account, &scopes, &expires, &revoked, &updated}, extra...)...); err != nil {
+		return nil, err
+	}
+	return newRecord(id, account, scopes, expires, revoked, updated), nil
+}
+
+// scanStored scans decisionColumns and the digest.
+func scanStored(row pgx.CollectableRow) (Stored, error) {
+	var digest []byte
+	r, err := scanRecord(row, &digest)
+	if err != nil {
+		return Stored{}, err
+	}
+	var st Stored
+	if len(digest) != len(st.Digest) {
+		return Stored{}, fmt.Errorf("key %s has a digest of %d bytes", r.ID(), len(digest))
+	}
+	copy(st.Digest[:], digest)
+	st.Record = r
+	return st, nil
+}
+
+// Lookup returns the record of the key stored under digest, whatever its
+// state: the caller decides with Record.StateAt. It returns ErrNotFound for
+// an unknown digest and an error matching ErrUnavailable when the database
+// cannot answer. This is the decision path's one query; it reads only what
+// the decision needs.
+func (s *Store) Lookup(ctx context.Context, d Digest) (*Record, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+decisionColumns+` FROM api_keys WHERE digest = $1`, d[:])
+	if err != nil {
+		return nil, fmt.Errorf("keystore: lookup: %w: %w", ErrUnavailable, err)
+	}
+	r, err := pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (*Record, error) { return scanRecord(row) })
 	switch {
 	case err == nil:
-		return k, nil
-	case errors.Is(err, ErrNotFound):
-		return nil, err
+		return r, nil
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, ErrNotFound
 	}
 	return nil, fmt.Errorf("keystore: lookup: %w: %w", ErrUnavailable, err)
 }
 
-// LookupMany returns the keys stored under any of digests, in no order:
+// LookupMany returns the records stored under any of digests, in no order:
 // the cache uses it to resync what it holds.
-func (s *Store) LookupMany(ctx context.Context, digests []Digest) ([]*Key, error) {
+func (s *Store) LookupMany(ctx context.Context, digests []Digest) ([]Stored, error) {
 	raw := make([][]byte, len(digests))
 	for i := range digests {
 		raw[i] = digests[i][:]
 	}
-	keys, err := queryKeys(ctx, s.pool, `SELECT `+keyColumns+` FROM api_keys WHERE digest = ANY($1)`, raw)
-	if err != nil {
-		return nil, fmt.Errorf("keystore: lookup: %w: %w", ErrUnavailable, err)
+	rows, err := s.pool.Query(ctx, `SELECT `+decisionColumns+`, digest FROM api_keys WHERE digest = ANY($1)`, raw)
+	if err == nil {
+		var stored []Stored
+		if stored, err = pgx.CollectRows(rows, scanStored); err == nil {
+			return stored, nil
+		}
 	}
-	return keys, nil
+	return nil, fmt.Errorf("keystore: lookup: %w: %w", ErrUnavailable, err)
 }
 
 // parseID validates a key id; a malformed one is ErrInvalid, so that it
@@ -394,7 +432,7 @@ func (s *Store) Get(ctx context.Context, id string) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	k, err := queryRecord(ctx, s.pool, `SELECT `+recordColumns+` FROM api_keys WHERE id = $1`, u)
+	k, err := queryShown(ctx, s.pool, `SELECT `+shownColumns+` FROM api_keys WHERE id = $1`, u)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: get %s: %w", id, err)
 	}
@@ -486,7 +524,7 @@ func (s *Store) List(ctx context.Context, p ListParams) ([]*Key, error) {
 		args = append(args, p.Limit)
 		limit = fmt.Sprintf(" LIMIT $%d", len(args))
 	}
-	keys, err := queryKeysWith(ctx, s.pool, scanRecord, `SELECT `+recordColumns+` FROM api_keys WHERE `+where+`
+	keys, err := queryKeysWith(ctx, s.pool, scanShown, `SELECT `+shownColumns+` FROM api_keys WHERE `+where+`
 		ORDER BY api_keys.created_at `+order+`, api_keys.id `+order+limit, args...)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: list: %w", err)
@@ -530,9 +568,9 @@ func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, er
 		if err != nil {
 			return err
 		}
-		k, err = queryRecord(ctx, tx, `UPDATE api_keys SET
+		k, err = queryShown(ctx, tx, `UPDATE api_keys SET
 				name = COALESCE($2, name), description = COALESCE($3, description), updated_at = clock_timestamp()
-			WHERE id = $1 RETURNING `+recordColumns, u, p.Name, p.Description)
+			WHERE id = $1 RETURNING `+shownColumns, u, p.Name, p.Description)
 		if err != nil {
 			return err
 		}
@@ -566,8 +604,8 @@ func (s *Store) Revoke(ctx context.Context, id, actor string) (*Key, error) {
 		if k.RevokedAt != nil {
 			return fmt.Errorf("%w (at %s)", ErrRevoked, k.RevokedAt.Format(time.RFC3339))
 		}
-		if k, err = queryRecord(ctx, tx, `UPDATE api_keys SET revoked_at = $2, updated_at = clock_timestamp()
-			WHERE id = $1 RETURNING `+recordColumns, u, now); err != nil {
+		if k, err = queryShown(ctx, tx, `UPDATE api_keys SET revoked_at = $2, updated_at = clock_timestamp()
+			WHERE id = $1 RETURNING `+shownColumns, u, now); err != nil {
 			return err
 		}
 		if err := recordEvent(ctx, tx, k, "revoke", actor, now, nil); err != nil {
@@ -758,25 +796,29 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// ChangedSince returns the keys whose lifecycle changed after since
-// (database time), and the database time the answer is complete up to:
-// pass it, minus a margin for transactions still committing, to the next
-// call. The delta poll uses it as the safety net for lost notifications.
-func (s *Store) ChangedSince(ctx context.Context, since time.Time) ([]*Key, time.Time, error) {
+// ChangedSince returns the records of the keys whose lifecycle changed
+// after since (database time), and the database time the answer is
+// complete up to: pass it, minus a margin for transactions still
+// committing, to the next call. The delta poll uses it as the safety net
+// for lost notifications.
+func (s *Store) ChangedSince(ctx context.Context, since time.Time) ([]Stored, time.Time, error) {
 	var now time.Time
-	var keys []*Key
+	var changed []Stored
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
 			return err
 		}
-		var err error
-		keys, err = queryKeys(ctx, tx, `SELECT `+keyColumns+` FROM api_keys WHERE updated_at > $1 ORDER BY updated_at`, since)
+		rows, err := tx.Query(ctx, `SELECT `+decisionColumns+`, digest FROM api_keys WHERE updated_at > $1 ORDER BY updated_at`, since)
+		if err != nil {
+			return err
+		}
+		changed, err = pgx.CollectRows(rows, scanStored)
 		return err
 	})
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("keystore: changes: %w: %w", ErrUnavailable, err)
 	}
-	return keys, now, nil
+	return changed, now, nil
 }
 
 // LastUsed is one key's latest use, for RecordLastUsed.

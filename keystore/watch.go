@@ -192,15 +192,15 @@ func (w *Watcher) resync(ctx context.Context) error {
 		batch := digests[start:min(start+resyncBatch, len(digests))]
 		fetched := w.cache.now()
 		batchCtx, cancel := context.WithTimeout(ctx, resyncBatchTimeout)
-		keys, err := w.store.LookupMany(batchCtx, batch)
+		stored, err := w.store.LookupMany(batchCtx, batch)
 		cancel()
 		if err != nil {
 			return err
 		}
-		found := make(map[Digest]bool, len(keys))
-		for _, k := range keys {
-			found[k.Digest] = true
-			w.cache.Update(k, fetched)
+		found := make(map[Digest]bool, len(stored))
+		for _, st := range stored {
+			found[st.Digest] = true
+			w.cache.Update(st.Digest, st.Record, fetched)
 		}
 		for _, d := range batch {
 			if !found[d] {
@@ -238,13 +238,13 @@ func (w *Watcher) pollOnce(ctx context.Context, since *time.Time) error {
 		from = time.Now().Add(365 * 24 * time.Hour) // nothing yet: just learn the database's time
 	}
 	fetched := w.cache.now()
-	keys, now, err := w.store.ChangedSince(ctx, from)
+	changed, now, err := w.store.ChangedSince(ctx, from)
 	if err != nil {
 		return err
 	}
-	for _, k := range keys {
+	for _, st := range changed {
 		w.stats.PolledChanges.Add(1)
-		w.cache.Update(k, fetched)
+		w.cache.Update(st.Digest, st.Record, fetched)
 	}
 	*since = now.Add(-pollMargin)
 	return nil

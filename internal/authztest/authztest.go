@@ -32,11 +32,11 @@ type Lookup struct {
 	Calls atomic.Int64
 
 	mu   sync.Mutex
-	keys map[keystore.Digest]*keystore.Key
+	keys map[keystore.Digest]*keystore.Record
 }
 
-// Lookup finds the key stored under d.
-func (f *Lookup) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, error) {
+// Lookup finds the record of the key stored under d.
+func (f *Lookup) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Record, error) {
 	f.Calls.Add(1)
 	if f.Panic {
 		panic("lookup exploded")
@@ -57,14 +57,14 @@ func (f *Lookup) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, 
 	return k, nil
 }
 
-// Put stores k under its digest, replacing any record there.
+// Put stores k's record under its digest, replacing any record there.
 func (f *Lookup) Put(k *keystore.Key) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.keys == nil {
-		f.keys = map[keystore.Digest]*keystore.Key{}
+		f.keys = map[keystore.Digest]*keystore.Record{}
 	}
-	f.keys[k.Digest] = k
+	f.keys[k.Digest] = k.Record()
 }
 
 // Key is a key the lookup knows, with its secret.
