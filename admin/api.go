@@ -239,6 +239,7 @@ func fieldName(s string) string {
 
 var statusFilters = map[string]keystore.StatusFilter{
 	"active": keystore.ListActive, "all": keystore.ListAll, "expired": keystore.ListExpired, "revoked": keystore.ListRevoked,
+	"disabled": keystore.ListDisabled,
 }
 
 var listParams = []string{"account_id", "status", "limit", "cursor"}
@@ -271,7 +272,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, p Principal) *
 	if v := query.Get("status"); query.Has("status") && !errs.has("status") {
 		f, ok := statusFilters[v]
 		if !ok {
-			errs.add("status", "must be active, expired, revoked or all")
+			errs.add("status", "must be active, disabled, expired, revoked or all")
 		}
 		params.Status = f
 	}

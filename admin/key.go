@@ -22,6 +22,7 @@ type Key struct {
 	CreatedBy         string     `json:"created_by"`
 	ExpiresAt         *time.Time `json:"expires_at"`
 	RevokedAt         *time.Time `json:"revoked_at"`
+	DisabledAt        *time.Time `json:"disabled_at"`
 	LastUsedAt        *time.Time `json:"last_used_at"`
 	RotatedFrom       *string    `json:"rotated_from"`
 	RotatedTo         *string    `json:"rotated_to"`
@@ -33,7 +34,7 @@ func NewKey(k *keystore.Key, now time.Time) Key {
 	out := Key{
 		ID: k.ID, AccountID: k.AccountID, Name: k.Name, Description: k.Description, DisplayPrefix: k.DisplayPrefix,
 		Scopes: k.Scopes, Status: k.StateAt(now).String(), CreatedAt: k.CreatedAt, CreatedBy: k.CreatedBy,
-		ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, LastUsedAt: k.LastUsedAt,
+		ExpiresAt: k.ExpiresAt, RevokedAt: k.RevokedAt, DisabledAt: k.DisabledAt, LastUsedAt: k.LastUsedAt,
 		RotatedFrom: optional(k.RotatedFrom), RotatedTo: optional(k.RotatedTo),
 	}
 	if out.Scopes == nil {

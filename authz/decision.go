@@ -233,6 +233,8 @@ func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now t
 				return key, ReasonAllowed, fromCache
 			case keystore.StateRevoked:
 				return nil, ReasonRevoked, fromCache
+			case keystore.StateDisabled:
+				return nil, ReasonDisabled, fromCache
 			default:
 				return nil, ReasonExpired, fromCache
 			}

@@ -9,7 +9,7 @@ type Outcome uint8
 const (
 	Allow             Outcome = iota // 200: the request goes upstream
 	MissingKey                       // 401 missing_api_key: no key in any configured header
-	InvalidKey                       // 401 invalid_api_key: malformed, unknown, revoked, expired, or several keys
+	InvalidKey                       // 401 invalid_api_key: malformed, unknown, revoked, disabled, expired, or several keys
 	InvalidPath                      // 400 invalid_path: the path cannot be read one way
 	InvalidRequest                   // 400 invalid_request: the transport could not read the request
 	ModuleForbidden                  // 403 module_forbidden: the module is closed to API keys
@@ -105,6 +105,7 @@ const (
 	ReasonUnknown                        // well formed, but no such key
 	ReasonRevoked                        // the key is revoked
 	ReasonExpired                        // the key has expired (or its rotation grace ended)
+	ReasonDisabled                       // the key is disabled (until it is enabled again)
 	ReasonInvalidPath                    // the path cannot be read one way
 	ReasonForwardedHeaders               // forwarded method or URI headers missing, repeated or contradictory
 	ReasonUndecodable                    // the transport could not decode the request
@@ -135,6 +136,7 @@ var reasons = [numReasons]reasonInfo{
 	ReasonUnknown:          {"unknown", InvalidKey},
 	ReasonRevoked:          {"revoked", InvalidKey},
 	ReasonExpired:          {"expired", InvalidKey},
+	ReasonDisabled:         {"disabled", InvalidKey},
 	ReasonInvalidPath:      {"invalid_path", InvalidPath},
 	ReasonForwardedHeaders: {"forwarded_headers", InvalidPath},
 	ReasonUndecodable:      {"undecodable", InvalidRequest},

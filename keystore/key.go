@@ -23,6 +23,7 @@ type Key struct {
 	CreatedBy     string     // who issued it (actor recorded by the CLI or admin API)
 	ExpiresAt     *time.Time // nil: never expires
 	RevokedAt     *time.Time // nil: not revoked
+	DisabledAt    *time.Time // nil: not disabled (a disabled key is refused until enabled again)
 	LastUsedAt    *time.Time // approximate: recorded in batches
 	RotatedFrom   string     // id of the key this one replaced, "" if none
 	RotatedTo     string     // id of the key that replaced this one, "" if none
@@ -38,6 +39,7 @@ const (
 	StateActive State = iota
 	StateExpired
 	StateRevoked
+	StateDisabled
 )
 
 // String names the state as logs, metrics and JSON output spell it.
@@ -49,18 +51,23 @@ func (s State) String() string {
 		return "expired"
 	case StateRevoked:
 		return "revoked"
+	case StateDisabled:
+		return "disabled"
 	}
 	return "unknown"
 }
 
 // StateAt reports the key's state at now. A revoked key is revoked
 // whatever its revocation time says (revocation is never scheduled, so a
-// clock running behind the database's must not delay it); revocation wins
-// over expiry.
+// clock running behind the database's must not delay it), and so is a
+// disabled key disabled; revocation wins over disabling, and both over
+// expiry.
 func (k *Key) StateAt(now time.Time) State {
 	switch {
 	case k.RevokedAt != nil:
 		return StateRevoked
+	case k.DisabledAt != nil:
+		return StateDisabled
 	case k.ExpiresAt != nil && !now.Before(*k.ExpiresAt):
 		return StateExpired
 	}

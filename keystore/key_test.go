@@ -123,6 +123,10 @@ func TestStateAt(t *testing.T) {
 		{"revoked", Key{RevokedAt: &past}, StateRevoked},
 		{"revoked by a clock ahead of ours", Key{RevokedAt: &future}, StateRevoked},
 		{"revoked and expired", Key{RevokedAt: &past, ExpiresAt: &past}, StateRevoked},
+		{"disabled", Key{DisabledAt: &past}, StateDisabled},
+		{"disabled by a clock ahead of ours", Key{DisabledAt: &future}, StateDisabled},
+		{"disabled and expired", Key{DisabledAt: &past, ExpiresAt: &past}, StateDisabled},
+		{"revoked and disabled", Key{RevokedAt: &past, DisabledAt: &past}, StateRevoked},
 	}
 	for _, c := range cases {
 		if got := c.key.StateAt(now); got != c.want {

@@ -20,7 +20,7 @@ type Record struct {
 	// (scopes never hold a comma).
 	text              string
 	idEnd, accountEnd uint32
-	revoked           bool
+	revoked, disabled bool
 	expires           int64 // unix microseconds; noExpiry when the key never expires
 	version           int64 // UpdatedAt in unix microseconds
 }
@@ -29,7 +29,7 @@ type Record struct {
 const noExpiry = math.MaxInt64
 
 // newRecord builds a Record. scopes must be normalized (NormalizeScopes).
-func newRecord(id, accountID string, scopes []string, expiresAt *time.Time, revoked bool, updatedAt time.Time) *Record {
+func newRecord(id, accountID string, scopes []string, expiresAt *time.Time, revoked, disabled bool, updatedAt time.Time) *Record {
 	n := len(id) + len(accountID)
 	for i, s := range scopes {
 		n += len(s)
@@ -52,6 +52,7 @@ func newRecord(id, accountID string, scopes []string, expiresAt *time.Time, revo
 		idEnd:      uint32(len(id)),
 		accountEnd: uint32(len(id) + len(accountID)),
 		revoked:    revoked,
+		disabled:   disabled,
 		expires:    noExpiry,
 		version:    updatedAt.UnixMicro(),
 	}
@@ -63,7 +64,7 @@ func newRecord(id, accountID string, scopes []string, expiresAt *time.Time, revo
 
 // Record returns the decision's view of k.
 func (k *Key) Record() *Record {
-	return newRecord(k.ID, k.AccountID, k.Scopes, k.ExpiresAt, k.RevokedAt != nil, k.UpdatedAt)
+	return newRecord(k.ID, k.AccountID, k.Scopes, k.ExpiresAt, k.RevokedAt != nil, k.DisabledAt != nil, k.UpdatedAt)
 }
 
 // ID is the key's id.
@@ -85,6 +86,8 @@ func (r *Record) StateAt(now time.Time) State {
 	switch {
 	case r.revoked:
 		return StateRevoked
+	case r.disabled:
+		return StateDisabled
 	case now.UnixMicro() >= r.expires:
 		// Expiry is stored to the microsecond, so comparing whole
 		// microseconds is exactly !now.Before(expiresAt).

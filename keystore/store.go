@@ -259,7 +259,7 @@ func (s *Store) insert(ctx context.Context, tx pgx.Tx, k *Key) (Secret, error) {
 
 // keyColumns are the columns scanned into a Key, in scanKey's order.
 const keyColumns = `id::text, account_id, name, description, display_prefix, digest, hash_scheme, scopes,
-	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from::text, updated_at`
+	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from::text, updated_at, disabled_at`
 
 // shownColumns are keyColumns and the id of the key's successor, for the
 // reads and changes that show a key (the decision path reads
@@ -287,7 +287,7 @@ func scanKeyWith(row pgx.CollectableRow, extra ...any) (*Key, error) {
 		rotatedFrom *string
 	)
 	dest := append([]any{&k.ID, &k.AccountID, &k.Name, &k.Description, &k.DisplayPrefix, &digest, &k.HashScheme,
-		&k.Scopes, &k.CreatedAt, &k.CreatedBy, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt, &rotatedFrom, &k.UpdatedAt}, extra...)
+		&k.Scopes, &k.CreatedAt, &k.CreatedBy, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt, &rotatedFrom, &k.UpdatedAt, &k.DisabledAt}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return nil, err
 	}
@@ -299,7 +299,7 @@ func scanKeyWith(row pgx.CollectableRow, extra ...any) (*Key, error) {
 		k.RotatedFrom = *rotatedFrom
 	}
 	k.CreatedAt, k.UpdatedAt = k.CreatedAt.UTC(), k.UpdatedAt.UTC()
-	for _, t := range []*time.Time{k.ExpiresAt, k.RevokedAt, k.LastUsedAt} {
+	for _, t := range []*time.Time{k.ExpiresAt, k.RevokedAt, k.LastUsedAt, k.DisabledAt} {
 		if t != nil {
 			*t = t.UTC()
 		}
@@ -346,7 +346,7 @@ type pgxQuerier interface {
 
 // decisionColumns are the columns the decision needs, scanned by
 // scanRecord into a Record: what the decision path's reads select.
-const decisionColumns = `id::text, account_id, scopes, expires_at, revoked_at IS NOT NULL, updated_at`
+const decisionColumns = `id::text, account_id, scopes, expires_at, revoked_at IS NOT NULL, disabled_at IS NOT NULL, updated_at`
 
 // scanRecord scans decisionColumns, then extra.
 func scanRecord(row pgx.CollectableRow, extra ...any) (*Record, error) {
@@ -355,12 +355,13 @@ func scanRecord(row pgx.CollectableRow, extra ...any) (*Record, error) {
 		scopes      []string
 		expires     *time.Time
 		revoked     bool
+		disabled    bool
 		updated     time.Time
 	)
-	if err := row.Scan(append([]any{&id, &account, &scopes, &expires, &revoked, &updated}, extra...)...); err != nil {
+	if err := row.Scan(append([]any{&id, &account, &scopes, &expires, &revoked, &disabled, &updated}, extra...)...); err != nil {
 		return nil, err
 	}
-	return newRecord(id, account, scopes, expires, revoked, updated), nil
+	return newRecord(id, account, scopes, expires, revoked, disabled, updated), nil
 }
 
 // scanStored scans decisionColumns and the digest.
@@ -445,10 +446,11 @@ type StatusFilter uint8
 
 // The filters of List.
 const (
-	ListActive  StatusFilter = iota // neither revoked nor expired
-	ListAll                         // every key
-	ListExpired                     // expired and not revoked
-	ListRevoked                     // revoked
+	ListActive   StatusFilter = iota // neither revoked, disabled nor expired
+	ListAll                          // every key
+	ListExpired                      // expired, and neither revoked nor disabled
+	ListRevoked                      // revoked
+	ListDisabled                     // disabled and not revoked
 )
 
 // ListParams select keys to list.
@@ -482,7 +484,7 @@ func (s *Store) List(ctx context.Context, p ListParams) ([]*Key, error) {
 			return nil, err
 		}
 	}
-	if p.Status > ListRevoked {
+	if p.Status > ListDisabled {
 		return nil, invalid("status", "unknown status filter")
 	}
 	if p.Limit < 0 {
@@ -498,9 +500,10 @@ func (s *Store) List(ctx context.Context, p ListParams) ([]*Key, error) {
 	// "$4 IS NULL OR (created_at, id) < …" would scan from the start).
 	args := []any{int(p.Status), now}
 	where := `CASE $1::int
-		WHEN 0 THEN revoked_at IS NULL AND (expires_at IS NULL OR expires_at > coalesce($2, now()))
-		WHEN 2 THEN revoked_at IS NULL AND expires_at <= coalesce($2, now())
+		WHEN 0 THEN revoked_at IS NULL AND disabled_at IS NULL AND (expires_at IS NULL OR expires_at > coalesce($2, now()))
+		WHEN 2 THEN revoked_at IS NULL AND disabled_at IS NULL AND expires_at <= coalesce($2, now())
 		WHEN 3 THEN revoked_at IS NOT NULL
+		WHEN 4 THEN revoked_at IS NULL AND disabled_at IS NOT NULL
 		ELSE true
 	END`
 	if p.AccountID != "" {
@@ -619,6 +622,62 @@ func (s *Store) Revoke(ctx context.Context, id, actor string) (*Key, error) {
 	return k, nil
 }
 
+// Disable makes a key unusable, everywhere, until Enable: it is refused
+// like a revoked key meanwhile. Disabling a disabled key is ErrDisabled; a
+// revoked key cannot be disabled (ErrRevoked).
+func (s *Store) Disable(ctx context.Context, id, actor string) (*Key, error) {
+	return s.setDisabled(ctx, id, actor, true)
+}
+
+// Enable makes a disabled key work again. Enabling a key that is not
+// disabled is ErrNotDisabled; a revoked key cannot be enabled (ErrRevoked).
+func (s *Store) Enable(ctx context.Context, id, actor string) (*Key, error) {
+	return s.setDisabled(ctx, id, actor, false)
+}
+
+// setDisabled disables or enables a key, audited and announced.
+func (s *Store) setDisabled(ctx context.Context, id, actor string, disable bool) (*Key, error) {
+	action := map[bool]string{true: "disable", false: "enable"}[disable]
+	u, err := parseID(id)
+	if err != nil {
+		return nil, err
+	}
+	var k *Key
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		now, err := s.txNow(ctx, tx)
+		if err != nil {
+			return err
+		}
+		if k, err = lockKey(ctx, tx, u); err != nil {
+			return err
+		}
+		switch {
+		case k.RevokedAt != nil:
+			return fmt.Errorf("%w (at %s)", ErrRevoked, k.RevokedAt.Format(time.RFC3339))
+		case disable && k.DisabledAt != nil:
+			return fmt.Errorf("%w already (since %s)", ErrDisabled, k.DisabledAt.Format(time.RFC3339))
+		case !disable && k.DisabledAt == nil:
+			return ErrNotDisabled
+		}
+		var at *time.Time
+		if disable {
+			at = &now
+		}
+		if k, err = queryShown(ctx, tx, `UPDATE api_keys SET disabled_at = $2, updated_at = clock_timestamp()
+			WHERE id = $1 RETURNING `+shownColumns, u, at); err != nil {
+			return err
+		}
+		if err := recordEvent(ctx, tx, k, action, actor, now, nil); err != nil {
+			return err
+		}
+		return notify(ctx, tx, k.Digest)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keystore: %s %s: %w", action, id, err)
+	}
+	return k, nil
+}
+
 // RotateParams control a rotation.
 type RotateParams struct {
 	// Grace is how long the old secret keeps working; 0 ends it at once.
@@ -636,7 +695,8 @@ type Rotation struct {
 // Rotate issues a new secret for a key: a successor key with the same
 // account, name, description, scopes and expiry, linked to its
 // predecessor, whose own expiry is brought forward to the end of the grace
-// period. A revoked, expired or already rotated key cannot be rotated.
+// period. A revoked, disabled, expired or already rotated key cannot be
+// rotated.
 func (s *Store) Rotate(ctx context.Context, id string, p RotateParams) (*Rotation, error) {
 	u, err := parseID(id)
 	if err != nil {
@@ -658,6 +718,9 @@ func (s *Store) Rotate(ctx context.Context, id string, p RotateParams) (*Rotatio
 		switch old.StateAt(now) {
 		case StateRevoked:
 			return ErrRevoked
+		case StateDisabled:
+			// The successor would work at once.
+			return fmt.Errorf("%w: enable it first", ErrDisabled)
 		case StateExpired:
 			return ErrExpired
 		}
@@ -728,7 +791,7 @@ func lockKey(ctx context.Context, tx pgx.Tx, id uuid.UUID) (*Key, error) {
 // Event is one entry of a key's audit trail.
 type Event struct {
 	KeyID  string
-	Action string // create, update, rotate, revoke
+	Action string // create, update, rotate, revoke, disable, enable
 	Actor  string
 	At     time.Time
 	Detail map[string]any

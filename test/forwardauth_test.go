@@ -69,12 +69,15 @@ func tableWorld(tb testing.TB, db string) *authztest.World {
 	expired := createKey(tb, db, "acme", "expired", "--expires-in", "1s")
 	revoked := createKey(tb, db, "acme", "revoked")
 	revokeKey(tb, db, revoked.ID)
+	disabled := createKey(tb, db, "acme", "disabled")
+	cli(tb, db, "keys", "disable", disabled.ID)
 	w := &authztest.World{
 		Plain:    authztest.Key{Secret: createKey(tb, db, "acme", "plain").Secret},
 		ReadOnly: authztest.Key{Secret: createKey(tb, db, "acme", "read-only", "--scope", "projects:read").Secret},
 		Star:     authztest.Key{Secret: createKey(tb, db, "acme", "star", "--scope", "*").Secret},
 		Revoked:  authztest.Key{Secret: revoked.Secret},
 		Expired:  authztest.Key{Secret: expired.Secret},
+		Disabled: authztest.Key{Secret: disabled.Secret},
 	}
 	time.Sleep(time.Until(*expired.ExpiresAt) + 50*time.Millisecond)
 	return w

@@ -17,14 +17,16 @@ import (
 )
 
 type keysCmd struct {
-	Create keysCreateCmd `cmd:"" help:"Create a key and print its secret, once."`
-	List   keysListCmd   `cmd:"" help:"List keys (never secrets)."`
-	Show   keysShowCmd   `cmd:"" help:"Show one key's record."`
-	Update keysUpdateCmd `cmd:"" help:"Change a key's name or description."`
-	Revoke keysRevokeCmd `cmd:"" help:"Revoke a key: it stops working on every replica."`
-	Delete keysDeleteCmd `cmd:"" help:"Delete a key (the console's word for revoke): asks first on a terminal; the record and its audit trail stay."`
-	Rotate keysRotateCmd `cmd:"" help:"Issue a new secret; the old one works until the grace period ends."`
-	Events keysEventsCmd `cmd:"" help:"Show a key's audit trail: every lifecycle change, who made it and when."`
+	Create  keysCreateCmd  `cmd:"" help:"Create a key and print its secret, once."`
+	List    keysListCmd    `cmd:"" help:"List keys (never secrets)."`
+	Show    keysShowCmd    `cmd:"" help:"Show one key's record."`
+	Update  keysUpdateCmd  `cmd:"" help:"Change a key's name or description."`
+	Revoke  keysRevokeCmd  `cmd:"" help:"Revoke a key: it stops working on every replica."`
+	Disable keysDisableCmd `cmd:"" help:"Disable a key: refused on every replica, like a revoked key, until 'keys enable'."`
+	Enable  keysEnableCmd  `cmd:"" help:"Enable a disabled key again (a revoked key cannot be)."`
+	Delete  keysDeleteCmd  `cmd:"" help:"Delete a key (the console's word for revoke): asks first on a terminal; the record and its audit trail stay."`
+	Rotate  keysRotateCmd  `cmd:"" help:"Issue a new secret; the old one works until the grace period ends."`
+	Events  keysEventsCmd  `cmd:"" help:"Show a key's audit trail: every lifecycle change, who made it and when."`
 }
 
 // outputFlag selects human or machine output.

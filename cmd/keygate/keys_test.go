@@ -26,6 +26,7 @@ type keyOut struct {
 	CreatedAt     time.Time  `json:"created_at"`
 	ExpiresAt     *time.Time `json:"expires_at"`
 	RevokedAt     *time.Time `json:"revoked_at"`
+	DisabledAt    *time.Time `json:"disabled_at"`
 	LastUsedAt    *time.Time `json:"last_used_at"`
 	RotatedFrom   *string    `json:"rotated_from"`
 	RotatedTo     *string    `json:"rotated_to"`

@@ -96,6 +96,8 @@ type World struct {
 	Lookup *Lookup
 	// Plain has no scopes; ReadOnly has projects:read; Star has *.
 	Plain, ReadOnly, Revoked, Expired, Star Key
+	// Disabled is disabled (and would otherwise be valid).
+	Disabled Key
 }
 
 // NewWorld returns a World.
@@ -107,6 +109,7 @@ func NewWorld(tb testing.TB) *World {
 	w.Revoked = w.Lookup.Add(tb, "k-revoked", nil, func(k *keystore.Key) { k.RevokedAt = &past })
 	w.Expired = w.Lookup.Add(tb, "k-expired", nil, func(k *keystore.Key) { k.ExpiresAt = &past })
 	w.Star = w.Lookup.Add(tb, "k-star", []string{"*"}, nil)
+	w.Disabled = w.Lookup.Add(tb, "k-disabled", nil, func(k *keystore.Key) { k.DisabledAt = &past })
 	return w
 }
 
@@ -151,6 +154,7 @@ func (w *World) DecisionTable(tb testing.TB) []Case {
 		{"unknown key", "GET", projects, key(unknown.Reveal()), "", "invalid_api_key"},
 		{"revoked key", "GET", projects, key(w.Revoked.Secret), "", "invalid_api_key"},
 		{"expired key", "GET", projects, key(w.Expired.Secret), "", "invalid_api_key"},
+		{"disabled key", "GET", projects, key(w.Disabled.Secret), "", "invalid_api_key"},
 		{"two different keys", "GET", projects, map[string]string{"x-api-key": plain, "authorization": "Bearer " + star}, "", "invalid_api_key"},
 		{"comma-merged x-api-key", "GET", projects, key(plain + "," + plain), "", "invalid_api_key"},
 		{"comma-merged bearer", "GET", projects, map[string]string{"authorization": "Bearer " + plain + ", Bearer " + star}, "", "invalid_api_key"},
