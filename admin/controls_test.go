@@ -70,3 +70,42 @@ func TestDisableEnable(t *testing.T) {
 		}
 	}
 }
+
+func TestAllowedCIDRs(t *testing.T) {
+	f := newFixture(t)
+	k := f.create(map[string]any{"allowed_cidrs": []string{"2001:db8::/32", "10.0.0.0/8", "192.0.2.7"}})
+	if want := []string{"10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"}; !slices.Equal(k.AllowedCIDRs, want) {
+		t.Fatalf("created with allowed_cidrs %q, want %q", k.AllowedCIDRs, want)
+	}
+	var got admin.Key
+	res := f.do(call{method: "PATCH", path: "/v1/keys/" + k.ID, token: f.root, contentType: "application/merge-patch+json",
+		body: map[string]any{"allowed_cidrs": []string{"203.0.113.0/24"}}})
+	res.decode(t, &got)
+	if res.status != http.StatusOK || !slices.Equal(got.AllowedCIDRs, []string{"203.0.113.0/24"}) || got.Name != k.Name {
+		t.Fatalf("PATCH allowed_cidrs: %d %s", res.status, res.body)
+	}
+	for _, clear := range []any{nil, []string{}} {
+		f.do(call{method: "PATCH", path: "/v1/keys/" + k.ID, token: f.root, body: map[string]any{"allowed_cidrs": []string{"203.0.113.0/24"}}})
+		res := f.do(call{method: "PATCH", path: "/v1/keys/" + k.ID, token: f.root, body: map[string]any{"allowed_cidrs": clear}})
+		res.decode(t, &got)
+		if res.status != http.StatusOK || len(got.AllowedCIDRs) != 0 || got.AllowedCIDRs == nil {
+			t.Fatalf("PATCH allowed_cidrs %v: %d %s", clear, res.status, res.body)
+		}
+	}
+	keys, events := f.count()
+	for _, c := range []call{
+		{method: "POST", path: "/v1/keys", body: map[string]any{"account_id": "acme", "name": "n", "allowed_cidrs": []string{"10.1.2.3/8"}}, schema: schemaAny},
+		{method: "POST", path: "/v1/keys", body: map[string]any{"account_id": "acme", "name": "n", "allowed_cidrs": "10.0.0.0/8"}, schema: schemaRejects},
+		{method: "PATCH", path: "/v1/keys/" + k.ID, body: map[string]any{"allowed_cidrs": []string{"example.com"}}, schema: schemaAny},
+		{method: "PATCH", path: "/v1/keys/" + k.ID, body: map[string]any{"allowed_cidrs": []int{10}}, schema: schemaRejects},
+	} {
+		c.token = f.root
+		res := f.do(c)
+		if res.status != http.StatusBadRequest || !slices.Equal(res.fields(), []string{"allowed_cidrs"}) {
+			t.Errorf("%s %v: %d %s, want a 400 naming allowed_cidrs", c.method, c.body, res.status, res.body)
+		}
+	}
+	if k2, e2 := f.count(); k2 != keys || e2 != events {
+		t.Fatalf("refused requests changed the database: %d keys %d events, was %d %d", k2, e2, keys, events)
+	}
+}

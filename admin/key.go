@@ -17,6 +17,7 @@ type Key struct {
 	Description       string     `json:"description"`
 	DisplayPrefix     string     `json:"display_prefix"`
 	Scopes            []string   `json:"scopes"`
+	AllowedCIDRs      []string   `json:"allowed_cidrs"`
 	Status            string     `json:"status"`
 	CreatedAt         time.Time  `json:"created_at"`
 	CreatedBy         string     `json:"created_by"`
@@ -39,6 +40,10 @@ func NewKey(k *keystore.Key, now time.Time) Key {
 	}
 	if out.Scopes == nil {
 		out.Scopes = []string{}
+	}
+	out.AllowedCIDRs = make([]string, len(k.AllowedCIDRs))
+	for i, p := range k.AllowedCIDRs {
+		out.AllowedCIDRs[i] = p.String()
 	}
 	return out
 }

@@ -186,7 +186,16 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 		return because(reason, nil, module)
 	}
 
-	// 4. What the key may do here.
+	// 4. Where the key may be used from.
+	if !key.AllowsSource(r.Source) {
+		reason := ReasonSource
+		if !r.Source.IsValid() {
+			reason = ReasonNoSource
+		}
+		return because(reason, key, module)
+	}
+
+	// 5. What the key may do here.
 	if restricted {
 		reason := ReasonRestricted
 		if module == "" {

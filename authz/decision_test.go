@@ -52,12 +52,19 @@ func (s *Server) decideRequest(method, path string, headers map[string]string, m
 	return s.Decide(context.Background(), s.request(method, path, headers, module))
 }
 
+// decideCase decides a case of the shared decision table.
+func (s *Server) decideCase(c authztest.Case) Decision {
+	r := s.request(c.Method, c.Path, c.Headers, c.Module)
+	r.Source = c.SourceAddr() // the core has no usual source: "" is none
+	return s.Decide(context.Background(), r)
+}
+
 func TestDecisionTable(t *testing.T) {
 	w := authztest.NewWorld(t)
 	s := newTestServer(t, w.Lookup, nil)
 	for _, c := range w.DecisionTable(t) {
 		t.Run(c.Name, func(t *testing.T) {
-			d := s.decideRequest(c.Method, c.Path, c.Headers, c.Module)
+			d := s.decideCase(c)
 			if got := d.Outcome.String(); got != c.Want {
 				t.Fatalf("outcome %s (reason %s), want %s", got, d.Reason, c.Want)
 			}

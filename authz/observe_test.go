@@ -100,7 +100,7 @@ func TestDecisionLogEveryOutcome(t *testing.T) {
 	})
 	table := w.DecisionTable(t)
 	for _, c := range table {
-		s.decideRequest(c.Method, c.Path, c.Headers, c.Module)
+		s.decideCase(c)
 	}
 	s.Decide(context.Background(), s.request("GET", "/api/v1/projects", map[string]string{"x-api-key": w.Plain.Secret}, "")) // warm
 	lines := out.lines(t)
@@ -156,7 +156,7 @@ func TestDryRun(t *testing.T) {
 		if c.Want == "missing_api_key" {
 			missing++
 		}
-		d := s.decideRequest(c.Method, c.Path, c.Headers, c.Module)
+		d := s.decideCase(c)
 		if d.Outcome.String() != c.Want {
 			t.Fatalf("%s: a dry run changed the outcome to %s, want %s", c.Name, d.Outcome, c.Want)
 		}

@@ -12,6 +12,7 @@ const (
 	InvalidKey                       // 401 invalid_api_key: malformed, unknown, revoked, disabled, expired, or several keys
 	InvalidPath                      // 400 invalid_path: the path cannot be read one way
 	InvalidRequest                   // 400 invalid_request: the transport could not read the request
+	SourceNotAllowed                 // 403 source_not_allowed: the key may not be used from this address
 	ModuleForbidden                  // 403 module_forbidden: the module is closed to API keys
 	InsufficientScope                // 403 insufficient_scope: the key's scopes do not cover module and action
 	Unavailable                      // 503 unavailable: the store cannot answer and the key is not cached
@@ -61,6 +62,8 @@ var outcomes = [numOutcomes]outcomeInfo{
 		message: "The request path cannot be interpreted unambiguously."},
 	InvalidRequest: {name: "invalid_request", status: 400, grpc: grpcInvalidArgument,
 		message: "The authorization request cannot be read."},
+	SourceNotAllowed: {name: "source_not_allowed", status: 403, grpc: grpcPermissionDenied,
+		message: "This API key may not be used from this address."},
 	ModuleForbidden: {name: "module_forbidden", status: 403, grpc: grpcPermissionDenied,
 		message: "This part of the API cannot be used with an API key."},
 	InsufficientScope: {name: "insufficient_scope", status: 403, grpc: grpcPermissionDenied,
@@ -109,6 +112,8 @@ const (
 	ReasonInvalidPath                    // the path cannot be read one way
 	ReasonForwardedHeaders               // forwarded method or URI headers missing, repeated or contradictory
 	ReasonUndecodable                    // the transport could not decode the request
+	ReasonSource                         // the key's source restrictions do not include the request's address
+	ReasonNoSource                       // the key has source restrictions and the transport knows no address
 	ReasonRestricted                     // the module is closed to API keys
 	ReasonDefaultDeny                    // no module matched and the policy's default is deny
 	ReasonUnknownModule                  // the proxy named a module the policy does not know
@@ -140,6 +145,8 @@ var reasons = [numReasons]reasonInfo{
 	ReasonInvalidPath:      {"invalid_path", InvalidPath},
 	ReasonForwardedHeaders: {"forwarded_headers", InvalidPath},
 	ReasonUndecodable:      {"undecodable", InvalidRequest},
+	ReasonSource:           {"source", SourceNotAllowed},
+	ReasonNoSource:         {"no_source", SourceNotAllowed},
 	ReasonRestricted:       {"restricted", ModuleForbidden},
 	ReasonDefaultDeny:      {"default_deny", ModuleForbidden},
 	ReasonUnknownModule:    {"unknown_module", ModuleForbidden},

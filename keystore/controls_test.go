@@ -3,6 +3,7 @@ package keystore_test
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -152,4 +153,68 @@ func TestWatcherDisableEnableReachCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitUntil(t, time.Second, "the enable to reach the cache", func() bool { return cached() == keystore.StateActive })
+}
+
+func TestAllowedCIDRs(t *testing.T) {
+	clk := newClock()
+	db := pgtest.NewDatabase(t)
+	s, err := keystore.New(pgtest.Connect(t, db), keystore.Options{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	k, secret := mustCreate(t, s, keystore.CreateParams{AllowedCIDRs: []string{"2001:db8::/32", "10.0.0.0/8", "192.0.2.7"}})
+	want := []string{"10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"}
+	got, err := s.Get(ctx, k.ID)
+	if err != nil || !slices.Equal(prefixStrings(got.AllowedCIDRs), want) || !slices.Equal(prefixStrings(k.AllowedCIDRs), want) {
+		t.Fatalf("Get: %v, %v; want %v", got.AllowedCIDRs, err, want)
+	}
+	rec, err := s.Lookup(ctx, s.Hasher().Digest(secret))
+	if err != nil || !rec.AllowsSource(netip.MustParseAddr("10.9.8.7")) || rec.AllowsSource(netip.MustParseAddr("203.0.113.1")) ||
+		!rec.AllowsSource(netip.MustParseAddr("2001:db8::1")) {
+		t.Fatalf("the decision's record does not restrict the source: %v", err)
+	}
+
+	// Update replaces them; an empty list removes them.
+	if got, err = s.Update(ctx, k.ID, keystore.UpdateParams{AllowedCIDRs: &[]string{"203.0.113.0/24"}}); err != nil ||
+		!slices.Equal(prefixStrings(got.AllowedCIDRs), []string{"203.0.113.0/24"}) || got.Name != k.Name {
+		t.Fatalf("Update: %+v, %v", got, err)
+	}
+	rotated, err := s.Rotate(ctx, k.ID, keystore.RotateParams{Grace: time.Hour})
+	if err != nil || !slices.Equal(prefixStrings(rotated.New.AllowedCIDRs), []string{"203.0.113.0/24"}) {
+		t.Fatalf("the successor of a restricted key: %v, %v", rotated.New.AllowedCIDRs, err)
+	}
+	if got, err = s.Update(ctx, k.ID, keystore.UpdateParams{AllowedCIDRs: &[]string{}}); err != nil || got.AllowedCIDRs != nil {
+		t.Fatalf("clearing: %v, %v", got.AllowedCIDRs, err)
+	}
+	if rec, _ := s.Lookup(ctx, s.Hasher().Digest(secret)); rec.RestrictsSource() {
+		t.Fatal("the record still restricts the source after clearing")
+	}
+	events, _ := s.Events(ctx, k.ID)
+	if len(events) != 4 || events[0].Detail["allowed_cidrs"] == nil || events[1].Action != "update" || events[1].Detail["allowed_cidrs"] == nil {
+		t.Fatalf("events %+v: want the prefixes in the create and update details", events)
+	}
+
+	// Bad prefixes are refused, naming the field, and change nothing.
+	before := pgtest.Dump(t, db)
+	for _, bad := range [][]string{{"10.1.2.3/8"}, {"nope"}, {"fe80::1%eth0"}, make([]string, keystore.MaxAllowedCIDRs+1)} {
+		var ve *keystore.ValidationError
+		if _, _, err := s.Create(ctx, keystore.CreateParams{AccountID: "a", Name: "n", AllowedCIDRs: bad}); !errors.As(err, &ve) || ve.Field != "allowed_cidrs" {
+			t.Errorf("Create with %q: %v, want a validation error for allowed_cidrs", bad, err)
+		}
+		if _, err := s.Update(ctx, k.ID, keystore.UpdateParams{AllowedCIDRs: &bad}); !errors.As(err, &ve) || ve.Field != "allowed_cidrs" {
+			t.Errorf("Update with %q: %v, want a validation error for allowed_cidrs", bad, err)
+		}
+	}
+	if after := pgtest.Dump(t, db); string(before) != string(after) {
+		t.Fatal("refused source restrictions changed the database")
+	}
+}
+
+func prefixStrings(ps []netip.Prefix) []string {
+	out := []string{}
+	for _, p := range ps {
+		out = append(out, p.String())
+	}
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/google/uuid"
@@ -134,22 +135,32 @@ type CreateParams struct {
 	Name        string
 	Description string
 	Scopes      []string
-	Expiry      Expiry
-	Actor       string // who asks, for the audit trail
+	// AllowedCIDRs are the source addresses the key may be used from
+	// (ParseCIDR); none: anywhere.
+	AllowedCIDRs []string
+	Expiry       Expiry
+	Actor        string // who asks, for the audit trail
 }
 
-// check validates every field of p but its expiry and returns the
-// normalized scopes, or every problem found (errors.Join of
-// *ValidationError); more, when set, joins problems found elsewhere.
-func (p CreateParams) check(more ...error) ([]string, error) {
+// check validates every field of p but its expiry and returns the key it
+// describes (its id, secret and times not yet set), or every problem found
+// (errors.Join of *ValidationError); more, when set, joins problems found
+// elsewhere.
+func (p CreateParams) check(more ...error) (*Key, error) {
 	scopes, scopesErr := NormalizeScopes(p.Scopes)
+	cidrs, cidrsErr := NormalizeCIDRs(p.AllowedCIDRs)
 	err := errors.Join(append([]error{
 		ValidateAccountID(p.AccountID),
 		ValidateName(p.Name),
 		ValidateDescription(p.Description),
 		scopesErr,
+		cidrsErr,
 	}, more...)...)
-	return scopes, err
+	if err != nil {
+		return nil, err
+	}
+	return &Key{AccountID: p.AccountID, Name: p.Name, Description: p.Description, Scopes: scopes, AllowedCIDRs: cidrs,
+		CreatedBy: p.Actor}, nil
 }
 
 // CheckCreate reports every problem Create would find with p, judging its
@@ -179,16 +190,9 @@ func defaultLifetime(maxLifetime time.Duration) time.Duration {
 // Create issues a new key and returns its record and its secret, which is
 // never available again.
 func (s *Store) Create(ctx context.Context, p CreateParams) (*Key, Secret, error) {
-	scopes, err := p.check()
+	k, err := p.check()
 	if err != nil {
 		return nil, "", err
-	}
-	k := &Key{
-		AccountID:   p.AccountID,
-		Name:        p.Name,
-		Description: p.Description,
-		Scopes:      scopes,
-		CreatedBy:   p.Actor,
 	}
 	var secret Secret
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -204,14 +208,21 @@ func (s *Store) Create(ctx context.Context, p CreateParams) (*Key, Secret, error
 		if err != nil {
 			return err
 		}
-		return recordEvent(ctx, tx, k, "create", p.Actor, now, map[string]any{
-			"name": k.Name, "account_id": k.AccountID, "scopes": k.Scopes, "expires_at": k.ExpiresAt,
-		})
+		return recordEvent(ctx, tx, k, "create", p.Actor, now, createDetail(k))
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("keystore: create: %w", err)
 	}
 	return k, secret, nil
+}
+
+// createDetail is the audit detail of a key's creation.
+func createDetail(k *Key) map[string]any {
+	d := map[string]any{"name": k.Name, "account_id": k.AccountID, "scopes": k.Scopes, "expires_at": k.ExpiresAt}
+	if len(k.AllowedCIDRs) > 0 {
+		d["allowed_cidrs"] = cidrStrings(k.AllowedCIDRs)
+	}
+	return d
 }
 
 // insert generates a secret for k, fills in its id, digest and display
@@ -237,11 +248,11 @@ func (s *Store) insert(ctx context.Context, tx pgx.Tx, k *Key) (Secret, error) {
 		}
 		err = tx.QueryRow(ctx, `
 			INSERT INTO api_keys (id, account_id, name, description, display_prefix, digest, hash_scheme,
-			                      scopes, created_at, created_by, expires_at, rotated_from)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+			                      scopes, created_at, created_by, expires_at, rotated_from, allowed_cidrs)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
 			RETURNING updated_at`,
 			k.ID, k.AccountID, k.Name, k.Description, k.DisplayPrefix, k.Digest[:], k.HashScheme,
-			k.Scopes, k.CreatedAt, k.CreatedBy, k.ExpiresAt, nullIfEmpty(k.RotatedFrom)).Scan(&k.UpdatedAt)
+			k.Scopes, k.CreatedAt, k.CreatedBy, k.ExpiresAt, nullIfEmpty(k.RotatedFrom), nonNil(k.AllowedCIDRs)).Scan(&k.UpdatedAt)
 		k.UpdatedAt = k.UpdatedAt.UTC()
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "api_keys_digest" && attempt < 3 {
@@ -259,7 +270,7 @@ func (s *Store) insert(ctx context.Context, tx pgx.Tx, k *Key) (Secret, error) {
 
 // keyColumns are the columns scanned into a Key, in scanKey's order.
 const keyColumns = `id::text, account_id, name, description, display_prefix, digest, hash_scheme, scopes,
-	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from::text, updated_at, disabled_at`
+	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from::text, updated_at, disabled_at, allowed_cidrs`
 
 // shownColumns are keyColumns and the id of the key's successor, for the
 // reads and changes that show a key (the decision path reads
@@ -287,7 +298,7 @@ func scanKeyWith(row pgx.CollectableRow, extra ...any) (*Key, error) {
 		rotatedFrom *string
 	)
 	dest := append([]any{&k.ID, &k.AccountID, &k.Name, &k.Description, &k.DisplayPrefix, &digest, &k.HashScheme,
-		&k.Scopes, &k.CreatedAt, &k.CreatedBy, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt, &rotatedFrom, &k.UpdatedAt, &k.DisabledAt}, extra...)
+		&k.Scopes, &k.CreatedAt, &k.CreatedBy, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt, &rotatedFrom, &k.UpdatedAt, &k.DisabledAt, &k.AllowedCIDRs}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return nil, err
 	}
@@ -306,6 +317,9 @@ func scanKeyWith(row pgx.CollectableRow, extra ...any) (*Key, error) {
 	}
 	if k.Scopes == nil {
 		k.Scopes = []string{}
+	}
+	if len(k.AllowedCIDRs) == 0 {
+		k.AllowedCIDRs = nil
 	}
 	return &k, nil
 }
@@ -346,22 +360,22 @@ type pgxQuerier interface {
 
 // decisionColumns are the columns the decision needs, scanned by
 // scanRecord into a Record: what the decision path's reads select.
-const decisionColumns = `id::text, account_id, scopes, expires_at, revoked_at IS NOT NULL, disabled_at IS NOT NULL, updated_at`
+const decisionColumns = `id::text, account_id, scopes, expires_at, revoked_at IS NOT NULL, disabled_at IS NOT NULL, updated_at,
+	allowed_cidrs`
 
 // scanRecord scans decisionColumns, then extra.
 func scanRecord(row pgx.CollectableRow, extra ...any) (*Record, error) {
-	var (
-		id, account string
-		scopes      []string
-		expires     *time.Time
-		revoked     bool
-		disabled    bool
-		updated     time.Time
-	)
-	if err := row.Scan(append([]any{&id, &account, &scopes, &expires, &revoked, &disabled, &updated}, extra...)...); err != nil {
+	var f recordFields
+	if err := row.Scan(append([]any{&f.id, &f.accountID, &f.scopes, &f.expiresAt, &f.revoked, &f.disabled, &f.updatedAt,
+		&f.cidrs}, extra...)...); err != nil {
 		return nil, err
 	}
-	return newRecord(id, account, scopes, expires, revoked, disabled, updated), nil
+	if len(f.cidrs) > MaxAllowedCIDRs {
+		// More than a Record can encode, and more than any key the store
+		// writes has: refuse to decide rather than ignore some.
+		return nil, fmt.Errorf("key %s has %d source restrictions", f.id, len(f.cidrs))
+	}
+	return newRecord(f), nil
 }
 
 // scanStored scans decisionColumns and the digest.
@@ -535,15 +549,18 @@ func (s *Store) List(ctx context.Context, p ListParams) ([]*Key, error) {
 	return keys, nil
 }
 
-// UpdateParams change a key's descriptive fields; nil leaves a field as it
-// is.
+// UpdateParams change a key's descriptive fields and source restrictions;
+// nil leaves a field as it is.
 type UpdateParams struct {
 	Name        *string
 	Description *string
-	Actor       string
+	// AllowedCIDRs, when not nil, replace the key's source restrictions
+	// (ParseCIDR); an empty list removes them.
+	AllowedCIDRs *[]string
+	Actor        string
 }
 
-// Update changes a key's name or description.
+// Update changes a key's name, description or source restrictions.
 func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, error) {
 	u, err := parseID(id)
 	if err != nil {
@@ -559,11 +576,19 @@ func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, er
 		problems = append(problems, ValidateDescription(*p.Description))
 		detail["description"] = *p.Description
 	}
+	var cidrs []netip.Prefix // nil: unchanged
+	if p.AllowedCIDRs != nil {
+		var err error
+		cidrs, err = NormalizeCIDRs(*p.AllowedCIDRs)
+		problems = append(problems, err)
+		cidrs = nonNil(cidrs)
+		detail["allowed_cidrs"] = cidrStrings(cidrs)
+	}
 	if err := errors.Join(problems...); err != nil {
 		return nil, err
 	}
 	if len(detail) == 0 {
-		return nil, invalid("update", "nothing to change: give a name or a description")
+		return nil, invalid("update", "nothing to change: give a name, a description or source restrictions")
 	}
 	var k *Key
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -572,8 +597,9 @@ func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, er
 			return err
 		}
 		k, err = queryShown(ctx, tx, `UPDATE api_keys SET
-				name = COALESCE($2, name), description = COALESCE($3, description), updated_at = clock_timestamp()
-			WHERE id = $1 RETURNING `+shownColumns, u, p.Name, p.Description)
+				name = COALESCE($2, name), description = COALESCE($3, description),
+				allowed_cidrs = COALESCE($4::cidr[], allowed_cidrs), updated_at = clock_timestamp()
+			WHERE id = $1 RETURNING `+shownColumns, u, p.Name, p.Description, cidrs)
 		if err != nil {
 			return err
 		}
@@ -693,7 +719,7 @@ type Rotation struct {
 }
 
 // Rotate issues a new secret for a key: a successor key with the same
-// account, name, description, scopes and expiry, linked to its
+// account, name, description, scopes, source restrictions and expiry, linked to its
 // predecessor, whose own expiry is brought forward to the end of the grace
 // period. A revoked, disabled, expired or already rotated key cannot be
 // rotated.
@@ -732,14 +758,15 @@ func (s *Store) Rotate(ctx context.Context, id string, p RotateParams) (*Rotatio
 			return err
 		}
 		r.New = &Key{
-			AccountID:   old.AccountID,
-			Name:        old.Name,
-			Description: old.Description,
-			Scopes:      old.Scopes,
-			CreatedAt:   now,
-			CreatedBy:   p.Actor,
-			ExpiresAt:   old.ExpiresAt,
-			RotatedFrom: old.ID,
+			AccountID:    old.AccountID,
+			Name:         old.Name,
+			Description:  old.Description,
+			Scopes:       old.Scopes,
+			AllowedCIDRs: old.AllowedCIDRs,
+			CreatedAt:    now,
+			CreatedBy:    p.Actor,
+			ExpiresAt:    old.ExpiresAt,
+			RotatedFrom:  old.ID,
 		}
 		if s.maxLifetime > 0 {
 			// Rotation must not outlive the server's maximum lifetime.
@@ -759,10 +786,9 @@ func (s *Store) Rotate(ctx context.Context, id string, p RotateParams) (*Rotatio
 			return err
 		}
 		r.Old.RotatedTo = r.New.ID
-		if err := recordEvent(ctx, tx, r.New, "create", p.Actor, now, map[string]any{
-			"rotated_from": old.ID, "name": r.New.Name, "account_id": r.New.AccountID,
-			"scopes": r.New.Scopes, "expires_at": r.New.ExpiresAt,
-		}); err != nil {
+		detail := createDetail(r.New)
+		detail["rotated_from"] = old.ID
+		if err := recordEvent(ctx, tx, r.New, "create", p.Actor, now, detail); err != nil {
 			return err
 		}
 		if err := recordEvent(ctx, tx, r.Old, "rotate", p.Actor, now, map[string]any{
@@ -842,6 +868,15 @@ func notify(ctx context.Context, tx pgx.Tx, d Digest) error {
 	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2 || '@' || (extract(epoch from clock_timestamp()) * 1000000)::bigint)`,
 		NotifyChannel, d.String())
 	return err
+}
+
+// nonNil is s, or an empty slice for nil: a NOT NULL array column's
+// value.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 func nullIfEmpty(s string) *string {

@@ -51,4 +51,15 @@ func BenchmarkCheck(b *testing.B) {
 			s.respond(context.Background(), req)
 		}
 	})
+	// The client's address from X-Forwarded-For (--xff-trusted-hops 0).
+	xff := New(s.core, Options{TrustXFF: true})
+	req = envoyRequest("GET", "/api/v1/projects/42/builds?page=2", map[string]string{"x-api-key": w.Plain.Secret}, nil)
+	b.Run("allow-xff", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if r := xff.respond(context.Background(), req); r.wire == nil {
+				b.Fatal("not a shared, pre-encoded response")
+			}
+		}
+	})
 }

@@ -43,7 +43,7 @@ func TestCheckDecisionTable(t *testing.T) {
 		if c.Module != "" {
 			ext = map[string]string{"module": c.Module}
 		}
-		cases = append(cases, testCase{c.Name, envoyRequest(c.Method, c.Path, c.Headers, ext), outcomes[c.Want]})
+		cases = append(cases, testCase{c.Name, fromSource(envoyRequest(c.Method, c.Path, c.Headers, ext), c), outcomes[c.Want]})
 	}
 	plain := w.Plain.Secret
 	cases = append(cases, []testCase{
@@ -76,6 +76,18 @@ func TestCheckDecisionTable(t *testing.T) {
 	}
 }
 
+// fromSource sets the request's source.address as c.Source says: Envoy's
+// fixture address for "", none for authztest.UnknownSource.
+func fromSource(req *authv3.CheckRequest, c authztest.Case) *authv3.CheckRequest {
+	switch {
+	case c.Source == authztest.UnknownSource:
+		req.Attributes.Source = nil
+	case c.Source != "":
+		req.Attributes.Source.Address.GetSocketAddress().Address = c.Source
+	}
+	return req
+}
+
 // pseudoOnly leaves method and path to the :method and :path
 // pseudo-headers, as some Envoy versions fill them.
 func pseudoOnly(req *authv3.CheckRequest) *authv3.CheckRequest {
@@ -89,6 +101,7 @@ func TestGRPCCodes(t *testing.T) {
 		authz.Allow: codes.OK, authz.MissingKey: codes.Unauthenticated, authz.InvalidKey: codes.Unauthenticated,
 		authz.InvalidPath: codes.InvalidArgument, authz.InvalidRequest: codes.InvalidArgument, authz.ModuleForbidden: codes.PermissionDenied,
 		authz.InsufficientScope: codes.PermissionDenied, authz.Unavailable: codes.Unavailable,
+		authz.SourceNotAllowed: codes.PermissionDenied,
 	}
 	for o := range authz.NumOutcomes {
 		o := authz.Outcome(o)

@@ -54,6 +54,26 @@ var modeNames = map[mode]string{caddyMode: "caddy", nginxMode: "nginx", envoyMod
 // answer from DenialPath after a 401.
 func ask(t *testing.T, h *Handler, m mode, method, path string, headers map[string]string) *httptest.ResponseRecorder {
 	t.Helper()
+	return askFrom(t, h, m, method, path, headers, "")
+}
+
+// askCase asks c of the shared decision table, from the client address
+// c.Source says (the proxy's peer, trusting no proxy).
+func askCase(t *testing.T, h *Handler, m mode, c authztest.Case) *httptest.ResponseRecorder {
+	t.Helper()
+	var remote string
+	switch a := c.SourceAddr(); {
+	case c.Source == authztest.UnknownSource:
+		remote = "@" // a Unix socket's peer: no address
+	case a.IsValid():
+		remote = netip.AddrPortFrom(a, 4321).String()
+	}
+	return askFrom(t, h, m, c.Method, c.Path, c.Headers, remote)
+}
+
+// askFrom is ask from the peer remote ("": httptest's 192.0.2.1:1234).
+func askFrom(t *testing.T, h *Handler, m mode, method, path string, headers map[string]string, remote string) *httptest.ResponseRecorder {
+	t.Helper()
 	var r *http.Request
 	switch m {
 	case envoyMode:
@@ -71,6 +91,9 @@ func ask(t *testing.T, h *Handler, m mode, method, path string, headers map[stri
 	}
 	for k, v := range headers {
 		r.Header.Add(k, v)
+	}
+	if remote != "" {
+		r.RemoteAddr = remote
 	}
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, r)
@@ -120,7 +143,7 @@ func TestDecisionTable(t *testing.T) {
 				continue // Envoy sends path_prefix + :path, which is origin-form
 			}
 			t.Run(modeNames[m]+"/"+c.Name, func(t *testing.T) {
-				resp := ask(t, h, m, c.Method, c.Path, c.Headers)
+				resp := askCase(t, h, m, c)
 				want := outcomes[c.Want]
 				if want != authz.Allow {
 					checkDenial(t, resp, want)

@@ -227,14 +227,15 @@ func openStore(ctx context.Context, db dbFlags, kf *keyFlags) (*keystore.Store, 
 
 // flagOfField names the flag behind a keystore validation error's field.
 var flagOfField = map[string]string{
-	"account_id":  "--account",
-	"name":        "--name",
-	"description": "--description",
-	"scopes":      "--scope",
-	"expiry":      "expiry (--expires-in, --expires-at, --no-expiry)",
-	"grace":       "--grace",
-	"id":          "ID",
-	"update":      "--name/--description",
+	"account_id":    "--account",
+	"name":          "--name",
+	"description":   "--description",
+	"scopes":        "--scope",
+	"expiry":        "expiry (--expires-in, --expires-at, --no-expiry)",
+	"grace":         "--grace",
+	"id":            "ID",
+	"update":        "--name, --description or --allow-cidr (or --clear-allow-cidrs)",
+	"allowed_cidrs": "--allow-cidr",
 }
 
 // oneLineError flattens pgx's multi-line connection errors.

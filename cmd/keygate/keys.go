@@ -61,6 +61,7 @@ type keysCreateCmd struct {
 	ExpiresAt   string    `xor:"expiry" placeholder:"TIME" help:"Expiry time, RFC 3339 like 2027-01-31T00:00:00Z."`
 	NoExpiry    bool      `xor:"expiry" help:"The key never expires."`
 	Scope       []string  `placeholder:"SCOPE" help:"Scope: *, <module>:read, <module>:write or <module>:*; repeat for several. None: every unrestricted module."`
+	sourceFlags
 }
 
 func (c *keysCreateCmd) Run(e *env) error {
@@ -85,6 +86,7 @@ func (c *keysCreateCmd) Run(e *env) error {
 	defer closeStore()
 	k, secret, err := store.Create(e.ctx, keystore.CreateParams{
 		AccountID: c.Account, Name: c.Name, Description: c.Description, Scopes: c.Scope, Expiry: expiry, Actor: c.actor(e),
+		AllowedCIDRs: c.AllowCIDR,
 	})
 	if err != nil {
 		return c.storeError(err, "")
@@ -164,15 +166,18 @@ type keysUpdateCmd struct {
 	ID          string  `arg:"" help:"Key id."`
 	Name        *string `help:"New name."`
 	Description *string `help:"New description."`
+	sourceUpdateFlags
 }
 
 func (c *keysUpdateCmd) Run(e *env) error {
+	params := keystore.UpdateParams{Name: c.Name, Description: c.Description, Actor: c.actor(e)}
+	c.sourceUpdateFlags.apply(&params)
 	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	k, err := store.Update(e.ctx, c.ID, keystore.UpdateParams{Name: c.Name, Description: c.Description, Actor: c.actor(e)})
+	k, err := store.Update(e.ctx, c.ID, params)
 	if err != nil {
 		return c.storeError(err, c.ID)
 	}
@@ -340,8 +345,9 @@ func printKey(w io.Writer, format string, k *keystore.Key) error {
 	rows := [][2]string{
 		{"ID", k.ID}, {"Account", k.AccountID}, {"Name", oneLine(k.Name)}, {"Description", oneLine(k.Description)},
 		{"Prefix", k.DisplayPrefix + "…"}, {"Status", statusText(k, now)}, {"Scopes", scopesText(k.Scopes)},
+		{"Allowed from", cidrsText(k.AllowedCIDRs)},
 		{"Created", k.CreatedAt.Format(time.RFC3339) + " by " + k.CreatedBy}, {"Expires", timeText(k.ExpiresAt, "never")},
-		{"Revoked", timeText(k.RevokedAt, "-")}, {"Last used", timeText(k.LastUsedAt, "-")},
+		{"Revoked", timeText(k.RevokedAt, "-")}, {"Disabled", timeText(k.DisabledAt, "-")}, {"Last used", timeText(k.LastUsedAt, "-")},
 	}
 	if k.RotatedFrom != "" {
 		rows = append(rows, [2]string{"Rotated from", k.RotatedFrom})

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/keygate/keygate/admin"
@@ -50,4 +52,37 @@ func (c *keyStateCmd) run(e *env, change func(*keystore.Store, context.Context, 
 	}
 	fmt.Fprintf(e.stdout, "%s key %s (%s, account %s). %s\n", verb, k.ID, oneLine(k.Name), k.AccountID, after)
 	return nil
+}
+
+// sourceFlags restrict where a new key may be used from.
+type sourceFlags struct {
+	AllowCIDR []string `placeholder:"CIDR" help:"Only from these source addresses: a CIDR prefix like 10.0.0.0/8 or 2001:db8::/32, or an address; repeat for several. None: from anywhere."`
+}
+
+// sourceUpdateFlags replace or remove a key's source restrictions.
+type sourceUpdateFlags struct {
+	AllowCIDR       []string `xor:"cidrs" placeholder:"CIDR" help:"Replace the source restrictions: only from these prefixes or addresses (repeat for several)."`
+	ClearAllowCIDRs bool     `xor:"cidrs" name:"clear-allow-cidrs" help:"Remove the source restrictions: the key works from anywhere."`
+}
+
+// apply adds the flags given to p.
+func (f sourceUpdateFlags) apply(p *keystore.UpdateParams) {
+	switch {
+	case f.ClearAllowCIDRs:
+		p.AllowedCIDRs = &[]string{}
+	case f.AllowCIDR != nil:
+		p.AllowedCIDRs = &f.AllowCIDR
+	}
+}
+
+// cidrsText is a key's source restrictions for people.
+func cidrsText(cidrs []netip.Prefix) string {
+	if len(cidrs) == 0 {
+		return "anywhere"
+	}
+	out := make([]string, len(cidrs))
+	for i, p := range cidrs {
+		out[i] = p.String()
+	}
+	return strings.Join(out, ", ")
 }

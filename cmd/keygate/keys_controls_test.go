@@ -52,3 +52,44 @@ func TestKeysDisableEnable(t *testing.T) {
 		t.Fatalf("disable with a malformed id: exit %d, %q", r.code, r.stderr)
 	}
 }
+
+func TestKeysAllowCIDR(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	k := decode[keyOut](t, mustRun(t, db, "keys", "create", "--account", "acme", "--name", "office", "-o", "json",
+		"--allow-cidr", "203.0.113.0/24", "--allow-cidr", "2001:db8::/32,192.0.2.7"))
+	if want := "192.0.2.7/32 203.0.113.0/24 2001:db8::/32"; strings.Join(k.AllowedCIDRs, " ") != want {
+		t.Fatalf("create --allow-cidr: %q, want %s", k.AllowedCIDRs, want)
+	}
+	if out := mustRun(t, db, "keys", "show", k.ID); !strings.Contains(out, "Allowed from:  192.0.2.7/32, 203.0.113.0/24, 2001:db8::/32") {
+		t.Fatalf("keys show:\n%s", out)
+	}
+	up := decode[keyOut](t, mustRun(t, db, "keys", "update", k.ID, "--allow-cidr", "10.0.0.0/8", "-o", "json"))
+	if strings.Join(up.AllowedCIDRs, " ") != "10.0.0.0/8" || up.Name != "office" {
+		t.Fatalf("update --allow-cidr: %+v", up)
+	}
+	up = decode[keyOut](t, mustRun(t, db, "keys", "update", k.ID, "--clear-allow-cidrs", "-o", "json"))
+	if len(up.AllowedCIDRs) != 0 {
+		t.Fatalf("update --clear-allow-cidrs: %q", up.AllowedCIDRs)
+	}
+	if out := mustRun(t, db, "keys", "show", k.ID); !strings.Contains(out, "Allowed from:  anywhere") {
+		t.Fatalf("keys show after clearing:\n%s", out)
+	}
+	before := pgtest.Dump(t, db)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"keys", "create", "--account", "a", "--name", "n", "--allow-cidr", "10.1.2.3/8"}, "--allow-cidr: \"10.1.2.3/8\" has address bits set beyond /8: did you mean 10.0.0.0/8?"},
+		{[]string{"keys", "create", "--account", "a", "--name", "n", "--allow-cidr", "office"}, "--allow-cidr"},
+		{[]string{"keys", "update", k.ID, "--allow-cidr", "300.0.0.1"}, "--allow-cidr"},
+		{[]string{"keys", "update", k.ID, "--allow-cidr", "10.0.0.0/8", "--clear-allow-cidrs"}, "can't be used together"},
+	} {
+		r := runCLI(t, db, c.args...)
+		if line := strings.TrimSpace(r.stderr); r.code != 2 || strings.Contains(line, "\n") || !strings.Contains(line, c.want) {
+			t.Errorf("%v: exit %d, %q; want exit 2 and one line with %q", c.args, r.code, r.stderr, c.want)
+		}
+	}
+	if after := pgtest.Dump(t, db); string(before) != string(after) {
+		t.Fatal("a refused command changed the database")
+	}
+}

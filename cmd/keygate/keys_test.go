@@ -22,6 +22,7 @@ type keyOut struct {
 	Description   string     `json:"description"`
 	DisplayPrefix string     `json:"display_prefix"`
 	Scopes        []string   `json:"scopes"`
+	AllowedCIDRs  []string   `json:"allowed_cidrs"`
 	Status        string     `json:"status"`
 	CreatedAt     time.Time  `json:"created_at"`
 	ExpiresAt     *time.Time `json:"expires_at"`

@@ -65,6 +65,7 @@ type serveFlags struct {
 
 	forwardAuthFlags
 	adminFlags
+	controlFlags
 
 	// Drain is serve's --drain-delay (dev, which no load balancer sends to,
 	// has none).
@@ -172,6 +173,10 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		return err
 	}
 	forwardAuth, err := sf.forwardAuthFlags.options()
+	if err != nil {
+		return err
+	}
+	controls, err := sf.controlFlags.config()
 	if err != nil {
 		return err
 	}
@@ -308,7 +313,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		httpLis = tls.NewListener(httpLis, tlsFiles.ServerConfig(tlsfiles.VerifyClientCertIfGiven))
 		adminLis.useTLS(tlsFiles.ServerConfig(tlsfiles.NoClientCert))
 	}
-	grpcServer := extauthz.NewGRPCServer(extauthz.New(authzServer, logger), grpcOpts...)
+	grpcServer := extauthz.NewGRPCServer(controls.checkServer(authzServer, logger), grpcOpts...)
 	healthpb.RegisterHealthServer(grpcServer, healthServer)
 	if sf.Reflection {
 		reflection.Register(grpcServer)

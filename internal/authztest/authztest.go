@@ -8,6 +8,7 @@ package authztest
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -98,7 +99,17 @@ type World struct {
 	Plain, ReadOnly, Revoked, Expired, Star Key
 	// Disabled is disabled (and would otherwise be valid).
 	Disabled Key
+	// Restricted may be used only from SourceCIDRs.
+	Restricted Key
 }
+
+// SourceCIDRs are the addresses World.Restricted may be used from. No
+// transport's default client address is in them.
+var SourceCIDRs = []string{"198.51.100.0/24", "2001:db8::/32"}
+
+// UnknownSource, as Case.Source, is a request whose client address the
+// transport does not know.
+const UnknownSource = "unknown"
 
 // NewWorld returns a World.
 func NewWorld(tb testing.TB) *World {
@@ -110,6 +121,11 @@ func NewWorld(tb testing.TB) *World {
 	w.Expired = w.Lookup.Add(tb, "k-expired", nil, func(k *keystore.Key) { k.ExpiresAt = &past })
 	w.Star = w.Lookup.Add(tb, "k-star", []string{"*"}, nil)
 	w.Disabled = w.Lookup.Add(tb, "k-disabled", nil, func(k *keystore.Key) { k.DisabledAt = &past })
+	cidrs, err := keystore.NormalizeCIDRs(SourceCIDRs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w.Restricted = w.Lookup.Add(tb, "k-restricted", nil, func(k *keystore.Key) { k.AllowedCIDRs = cidrs })
 	return w
 }
 
@@ -122,6 +138,10 @@ type Case struct {
 	Headers      map[string]string // header name → value, as the client sent them
 	Module       string            // the route's module, "" if none
 	Want         string
+	// Source is the client's address as the transport must convey it: ""
+	// for the transport's usual one (its fixtures' client address),
+	// UnknownSource for none it knows.
+	Source string
 }
 
 // FlipChar returns a character other than c, to break a checksum.
@@ -144,7 +164,12 @@ func (w *World) DecisionTable(tb testing.TB) []Case {
 	tampered := plain[:10] + FlipChar(plain[10]) + plain[11:]
 	key := func(k string) map[string]string { return map[string]string{"x-api-key": k} }
 	const projects = "/api/v1/projects"
-	return []Case{
+	type row struct {
+		name, method, path string
+		headers            map[string]string
+		module, want       string
+	}
+	rows := []row{
 		{"no key", "GET", projects, nil, "", "missing_api_key"},
 		{"empty x-api-key", "GET", projects, key("  "), "", "missing_api_key"},
 		{"basic authorization is not a key", "GET", projects, map[string]string{"authorization": "Basic dXNlcjpwYXNz"}, "", "missing_api_key"},
@@ -183,4 +208,34 @@ func (w *World) DecisionTable(tb testing.TB) []Case {
 		{"look-alike of a restricted module", "GET", "/api/v1/projects/users", key(plain), "", "ok"},
 		{"query mentions a restricted module", "GET", "/api/v1/projects?next=/api/v1/users", key(plain), "", "ok"},
 	}
+	cases := make([]Case, 0, len(rows)+8)
+	for _, r := range rows {
+		cases = append(cases, Case{Name: r.name, Method: r.method, Path: r.path, Headers: r.headers, Module: r.module, Want: r.want})
+	}
+	restricted := key(w.Restricted.Secret)
+	for _, c := range []struct{ name, source, want string }{
+		{"restricted key, allowed IPv4 source", "198.51.100.7", "ok"},
+		{"restricted key, allowed IPv6 source", "2001:db8::7", "ok"},
+		{"restricted key, allowed IPv4-mapped source", "::ffff:198.51.100.7", "ok"},
+		{"restricted key, other IPv4 source", "203.0.113.9", "source_not_allowed"},
+		{"restricted key, other IPv6 source", "2001:db9::1", "source_not_allowed"},
+		{"restricted key, the transport's usual source", "", "source_not_allowed"},
+		{"restricted key, unknown source", UnknownSource, "source_not_allowed"},
+	} {
+		cases = append(cases, Case{Name: c.name, Method: "GET", Path: projects, Headers: restricted, Source: c.source, Want: c.want})
+	}
+	// Another key's from anywhere, and the restricted key's source is
+	// checked before what the path allows.
+	cases = append(cases,
+		Case{Name: "unrestricted key, unknown source", Method: "GET", Path: projects, Headers: key(plain), Source: UnknownSource, Want: "ok"},
+		Case{Name: "restricted key, other source, closed module", Method: "GET", Path: "/api/v1/users", Headers: restricted, Source: "203.0.113.9", Want: "source_not_allowed"},
+	)
+	return cases
+}
+
+// SourceAddr is the address c.Source names; invalid for "" and
+// UnknownSource.
+func (c *Case) SourceAddr() netip.Addr {
+	a, _ := netip.ParseAddr(c.Source)
+	return a
 }

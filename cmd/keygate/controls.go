@@ -1,0 +1,39 @@
+package main
+
+import (
+	"log/slog"
+
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/extauthz"
+)
+
+// controlFlags configure the per-key controls and abuse limits of serve
+// (and dev): where a request's source address comes from in gRPC mode.
+type controlFlags struct {
+	XFFTrustedHops *int `name:"xff-trusted-hops" placeholder:"N" help:"gRPC mode: take the client's address from X-Forwarded-For, as Envoy does with xff_num_trusted_hops: N (set the same number): the entry N+1 from the right, or Envoy's source.address when there are fewer. Default: source.address, Envoy's downstream peer."`
+}
+
+// controls are the checked control flags.
+type controls struct {
+	extauthz extauthz.Options
+}
+
+// config checks the flags, before any I/O.
+func (f controlFlags) config() (controls, error) {
+	var c controls
+	if f.XFFTrustedHops != nil {
+		if *f.XFFTrustedHops < 0 {
+			return c, usageError("--xff-trusted-hops: must not be negative (0 takes the rightmost X-Forwarded-For entry)")
+		}
+		c.extauthz.TrustXFF, c.extauthz.XFFTrustedHops = true, *f.XFFTrustedHops
+	}
+	return c, nil
+}
+
+// checkServer is the Envoy gRPC adapter over core, with the source
+// settings of c.
+func (c controls) checkServer(core *authz.Server, logger *slog.Logger) *extauthz.Server {
+	opts := c.extauthz
+	opts.Logger = logger
+	return extauthz.New(core, opts)
+}
