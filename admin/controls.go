@@ -2,6 +2,7 @@ package admin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
 
@@ -43,4 +44,35 @@ func (s *Server) setDisabled(w http.ResponseWriter, r *http.Request, p Principal
 	}
 	writeJSON(w, http.StatusOK, NewKey(changed, s.now()))
 	return nil
+}
+
+// metadataPatch reads the metadata member of a merge patch: null removes
+// every entry; an object's string members set entries and its null members
+// remove them. Problems go to errs, and the change is checked as far as it
+// can be without the key.
+func metadataPatch(raw json.RawMessage, errs *fieldErrors) *keystore.MetadataChange {
+	if string(raw) == "null" {
+		return &keystore.MetadataChange{Clear: true}
+	}
+	var members map[string]*string
+	if err := json.Unmarshal(raw, &members); err != nil {
+		errs.add("metadata", "must be an object of strings (null removes an entry), or null")
+		return nil
+	}
+	c := &keystore.MetadataChange{Set: map[string]string{}}
+	for k, v := range members {
+		if v == nil {
+			c.Unset = append(c.Unset, k)
+		} else {
+			c.Set[k] = *v
+		}
+	}
+	_, err := keystore.NormalizeMetadata(c.Set)
+	addValidation(errs, err)
+	for _, k := range c.Unset {
+		if err := keystore.ValidateMetaKey(k); err != nil {
+			errs.add("metadata", err.Error())
+		}
+	}
+	return c
 }

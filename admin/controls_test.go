@@ -1,6 +1,8 @@
 package admin_test
 
 import (
+	"fmt"
+	"maps"
 	"net/http"
 	"slices"
 	"testing"
@@ -107,5 +109,49 @@ func TestAllowedCIDRs(t *testing.T) {
 	}
 	if k2, e2 := f.count(); k2 != keys || e2 != events {
 		t.Fatalf("refused requests changed the database: %d keys %d events, was %d %d", k2, e2, keys, events)
+	}
+}
+
+func TestMetadata(t *testing.T) {
+	f := newFixture(t)
+	k := f.create(map[string]any{"metadata": map[string]string{"tier": "gold", "team": "ops"}})
+	if !maps.Equal(k.Metadata, map[string]string{"tier": "gold", "team": "ops"}) {
+		t.Fatalf("created with metadata %v", k.Metadata)
+	}
+	var got admin.Key
+	res := f.do(call{method: "PATCH", path: "/v1/keys/" + k.ID, token: f.root, contentType: "application/merge-patch+json",
+		body: map[string]any{"metadata": map[string]any{"tier": "silver", "team": nil, "region": "eu"}}})
+	res.decode(t, &got)
+	if res.status != http.StatusOK || !maps.Equal(got.Metadata, map[string]string{"tier": "silver", "region": "eu"}) {
+		t.Fatalf("PATCH metadata: %d %s", res.status, res.body)
+	}
+	keys, events := f.count()
+	many := map[string]any{}
+	for i := range 15 {
+		many[fmt.Sprintf("k%d", i)] = "v"
+	}
+	for _, c := range []call{
+		{method: "POST", path: "/v1/keys", body: map[string]any{"account_id": "acme", "name": "n", "metadata": map[string]string{"Tier": "gold"}}, schema: schemaRejects},
+		{method: "POST", path: "/v1/keys", body: map[string]any{"account_id": "acme", "name": "n", "metadata": map[string]string{"tier": " gold"}}, schema: schemaAny},
+		{method: "POST", path: "/v1/keys", body: map[string]any{"account_id": "acme", "name": "n", "metadata": map[string]int{"tier": 1}}, schema: schemaRejects},
+		{method: "PATCH", path: "/v1/keys/" + k.ID, body: map[string]any{"metadata": []string{"tier=gold"}}, schema: schemaRejects},
+		{method: "PATCH", path: "/v1/keys/" + k.ID, body: map[string]any{"metadata": map[string]any{"tier": ""}}, schema: schemaRejects},
+		// 2 entries + 15 new ones: 17 after the change.
+		{method: "PATCH", path: "/v1/keys/" + k.ID, body: map[string]any{"metadata": many}, schema: schemaAny},
+	} {
+		c.token = f.root
+		res := f.do(c)
+		if res.status != http.StatusBadRequest || !slices.Equal(res.fields(), []string{"metadata"}) {
+			t.Errorf("%s %v: %d %s, want a 400 naming metadata", c.method, c.body, res.status, res.body)
+		}
+	}
+	if k2, e2 := f.count(); k2 != keys || e2 != events {
+		t.Fatalf("refused requests changed the database: %d keys %d events, was %d %d", k2, e2, keys, events)
+	}
+	res = f.do(call{method: "PATCH", path: "/v1/keys/" + k.ID, token: f.root, body: map[string]any{"metadata": nil}})
+	got = admin.Key{}
+	res.decode(t, &got)
+	if res.status != http.StatusOK || len(got.Metadata) != 0 || got.Metadata == nil {
+		t.Fatalf("PATCH metadata null: %d %s", res.status, res.body)
 	}
 }

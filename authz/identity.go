@@ -2,8 +2,13 @@ package authz
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/maypok86/otter/v2"
+
+	"github.com/keygate/keygate/keystore"
 )
 
 // Field is one HTTP header: a lower-case name and its value.
@@ -21,9 +26,13 @@ type Identity struct {
 	// valid key); an adapter removes such a header, or sends it empty, but
 	// never lets a client-sent value through.
 	Headers [NumIdentityHeaders]Field
+	// Meta are the metadata headers (Config.MetaHeaders), in their order,
+	// with an empty Value when the key has no such entry: like an empty
+	// identity header, one an adapter removes or sends empty.
+	Meta []Field
 	// Remove lists the headers to remove upstream that are not identity
-	// headers: the ones that carried the key (unless KeepCredentials) and
-	// client-sent headers with the identity prefix.
+	// or metadata headers: the ones that carried the key (unless
+	// KeepCredentials) and client-sent headers with the identity prefix.
 	Remove []string
 }
 
@@ -55,6 +64,15 @@ func (s *Server) Identity(d *Decision) Identity {
 	if d.DryRun {
 		id.Headers[IdentityDryRun].Value = d.Outcome.String()
 	}
+	if len(s.metaHeaders) > 0 {
+		id.Meta = make([]Field, len(s.metaHeaders))
+		for i, h := range s.metaHeaders {
+			id.Meta[i].Name = h.name
+			if d.Key != nil {
+				id.Meta[i].Value, _ = d.Key.Meta(h.key)
+			}
+		}
+	}
 	if !s.keepCredentials {
 		for i := range s.keyHeaders {
 			if d.carriers&(1<<i) != 0 {
@@ -67,10 +85,38 @@ func (s *Server) Identity(d *Decision) Identity {
 		case s.names.keyID, s.names.accountID, s.names.scopes, s.names.module:
 			// identity headers: set or removed by every adapter
 		default:
-			id.Remove = append(id.Remove, name)
+			if !slices.ContainsFunc(s.metaHeaders, func(h metaHeader) bool { return h.name == name }) {
+				id.Remove = append(id.Remove, name) // metadata headers are set or removed too
+			}
 		}
 	}
 	return id
+}
+
+// CheckMetaHeaders reports what NewServer would find wrong with
+// Config.MetaHeaders, as a *ConfigError.
+func CheckMetaHeaders(keys []string) error {
+	_, err := newMetaHeaders(keys, DefaultIdentityPrefix)
+	return err
+}
+
+// newMetaHeaders checks Config.MetaHeaders and names their headers.
+func newMetaHeaders(keys []string, identityPrefix string) ([]metaHeader, error) {
+	if len(keys) > keystore.MaxMetadata {
+		return nil, configError("MetaHeaders", fmt.Sprintf("at most %d, got %d", keystore.MaxMetadata, len(keys)))
+	}
+	var out []metaHeader
+	for _, k := range keys {
+		if err := keystore.ValidateMetaKey(k); err != nil {
+			return nil, configError("MetaHeaders", err.Error())
+		}
+		h := metaHeader{key: k, name: identityPrefix + "meta-" + strings.ReplaceAll(k, "_", "-")}
+		if slices.Contains(out, h) {
+			return nil, configError("MetaHeaders", fmt.Sprintf("%q is listed twice", k))
+		}
+		out = append(out, h)
+	}
+	return out, nil
 }
 
 // IdentityHeaders are the names of the identity headers, in Identity's

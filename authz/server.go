@@ -27,6 +27,12 @@ type Config struct {
 	// IdentityPrefix starts the upstream identity headers (key-id,
 	// account-id, scopes, module). Default: DefaultIdentityPrefix.
 	IdentityPrefix string
+	// MetaHeaders are the keys' metadata entries sent upstream as
+	// headers: <IdentityPrefix>meta-<key>, with '_' written '-' (nginx drops
+	// header names with underscores, CGI-style backends mangle them). At
+	// most keystore.MaxMetadata. Default: none (every entry is in Envoy's
+	// dynamic metadata either way).
+	MetaHeaders []string
 	// KeepCredentials forwards the key header upstream; by default
 	// Identity lists it for removal, so that the upstream never sees the
 	// key.
@@ -73,7 +79,14 @@ type Server struct {
 	tracer          trace.Tracer
 	now             func() time.Time
 
-	names identityNames
+	names       identityNames
+	metaHeaders []metaHeader
+}
+
+// metaHeader is one metadata entry sent upstream as a header.
+type metaHeader struct {
+	key  string // the metadata key
+	name string // the header, lower case
 }
 
 // identityNames are the upstream identity header names, computed once.
@@ -141,6 +154,9 @@ func NewServer(cfg Config) (*Server, error) {
 		scopes:    s.identityPrefix + "scopes",
 		module:    s.identityPrefix + "module",
 		dryRun:    s.identityPrefix + "dry-run",
+	}
+	if s.metaHeaders, err = newMetaHeaders(cfg.MetaHeaders, s.identityPrefix); err != nil {
+		return nil, err
 	}
 	return s, nil
 }

@@ -18,6 +18,12 @@
 // client-sent identity header and every spelling of the key is removed),
 // with negative cases.
 //
+// ratelimit/ is the per-key rate limit recipe: envoy.yaml is envoy/envoy.yaml
+// plus Envoy's rate limit filter, whose route actions build a descriptor
+// from the key's tier and id in keygate's dynamic metadata, and config.yaml
+// is envoyproxy/ratelimit's configuration with a budget per key and tier;
+// envoy/ratelimit_test.go checks both, and them together.
+//
 // deploy_test.go parses every other YAML document here into generic maps (no
 // Kubernetes client libraries) and checks what a typo would silently break:
 // identity fields, that probes hit keygate's real endpoints on the right

@@ -25,5 +25,10 @@
 // within a bounded timeout, and each path reaches the route (and module) it
 // should. Negative cases mutate the file and require the check to fail.
 //
-// The package has no Go API; it exists for the file and its test.
+// ratelimit_test.go checks deploy/ratelimit (per-key rate limits with
+// envoyproxy/ratelimit) the same way, and replays what Envoy's rate limit
+// actions make of the dynamic metadata keygate's gRPC adapter really returns
+// against what envoyproxy/ratelimit's configuration limits.
+//
+// The package has no Go API; it exists for the files and their tests.
 package envoy

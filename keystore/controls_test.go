@@ -3,8 +3,11 @@ package keystore_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -217,4 +220,84 @@ func prefixStrings(ps []netip.Prefix) []string {
 		out = append(out, p.String())
 	}
 	return out
+}
+
+func TestMetadata(t *testing.T) {
+	clk := newClock()
+	db := pgtest.NewDatabase(t)
+	s, err := keystore.New(pgtest.Connect(t, db), keystore.Options{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	k, secret := mustCreate(t, s, keystore.CreateParams{Metadata: map[string]string{"tier": "gold", "team": "Zürich ops"},
+		AllowedCIDRs: []string{"10.0.0.0/8"}})
+	if got, _ := s.Get(ctx, k.ID); !maps.Equal(got.Metadata, map[string]string{"tier": "gold", "team": "Zürich ops"}) {
+		t.Fatalf("Get: metadata %v", got.Metadata)
+	}
+	rec, err := s.Lookup(ctx, s.Hasher().Digest(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, ok := rec.Meta("tier"); !ok || v != "gold" {
+		t.Fatalf("the record's tier: %q %v", v, ok)
+	}
+	if !rec.AllowsSource(netip.MustParseAddr("10.1.1.1")) || rec.AllowsSource(netip.MustParseAddr("11.1.1.1")) {
+		t.Fatal("metadata broke the record's source restrictions")
+	}
+
+	change := func(c keystore.MetadataChange) (map[string]string, error) {
+		k, err := s.Update(ctx, k.ID, keystore.UpdateParams{Metadata: &c})
+		if err != nil {
+			return nil, err
+		}
+		return k.Metadata, nil
+	}
+	if got, err := change(keystore.MetadataChange{Set: map[string]string{"tier": "silver", "region": "eu"}, Unset: []string{"team"}}); err != nil ||
+		!maps.Equal(got, map[string]string{"tier": "silver", "region": "eu"}) {
+		t.Fatalf("set and unset: %v, %v", got, err)
+	}
+	rotated, err := s.Rotate(ctx, k.ID, keystore.RotateParams{Grace: time.Hour})
+	if err != nil || !maps.Equal(rotated.New.Metadata, map[string]string{"tier": "silver", "region": "eu"}) {
+		t.Fatalf("the successor's metadata: %v, %v", rotated.New.Metadata, err)
+	}
+	// Seventeen entries in all are refused, whichever way they come.
+	many := map[string]string{}
+	for i := range keystore.MaxMetadata - 1 {
+		many[fmt.Sprintf("k%d", i)] = "v"
+	}
+	before := pgtest.Dump(t, db)
+	var ve *keystore.ValidationError
+	if _, err := change(keystore.MetadataChange{Set: many}); !errors.As(err, &ve) || ve.Field != "metadata" {
+		t.Fatalf("17 entries after merging: %v, want a validation error for metadata", err)
+	}
+	for _, bad := range []keystore.MetadataChange{
+		{Set: map[string]string{"Tier": "gold"}},
+		{Set: map[string]string{"tier": ""}},
+		{Set: map[string]string{"tier": " gold"}},
+		{Set: map[string]string{"tier": "a\nb"}},
+		{Set: map[string]string{"tier": strings.Repeat("x", keystore.MaxMetadataValueLen+1)}},
+		{Set: map[string]string{strings.Repeat("k", keystore.MaxMetadataKeyLen+1): "v"}},
+		{Unset: []string{"no-such-syntax"}},
+	} {
+		if _, err := change(bad); !errors.As(err, &ve) || ve.Field != "metadata" {
+			t.Errorf("%+v: %v, want a validation error for metadata", bad, err)
+		}
+		if bad.Set == nil {
+			continue
+		}
+		if _, _, err := s.Create(ctx, keystore.CreateParams{AccountID: "a", Name: "n", Metadata: bad.Set}); !errors.As(err, &ve) || ve.Field != "metadata" {
+			t.Errorf("Create with %v: %v, want a validation error for metadata", bad.Set, err)
+		}
+	}
+	if after := pgtest.Dump(t, db); string(before) != string(after) {
+		t.Fatal("refused metadata changed the database")
+	}
+	if got, err := change(keystore.MetadataChange{Clear: true}); err != nil || got != nil {
+		t.Fatalf("clear: %v, %v", got, err)
+	}
+	events, _ := s.Events(ctx, k.ID)
+	if len(events) < 2 || events[0].Detail["metadata"] == nil || events[1].Detail["metadata"] == nil {
+		t.Fatalf("events %+v: want the metadata in the create and update details", events)
+	}
 }

@@ -13,24 +13,25 @@ import (
 // Key is the record of an API key: everything about it except the secret,
 // which is never stored.
 type Key struct {
-	ID            string         // opaque, not secret; used in URLs, headers and logs
-	AccountID     string         // the client the key belongs to, opaque text from the host system
-	Name          string         // human name, required
-	Description   string         // optional free text
-	DisplayPrefix string         // first characters of the key, for humans to recognise it
-	Scopes        []string       // empty means every module that is not restricted
-	AllowedCIDRs  []netip.Prefix // source addresses the key may be used from; none: anywhere
-	HashScheme    string         // SchemeSHA256 or SchemeHMACSHA256
-	CreatedAt     time.Time      // when it was issued
-	CreatedBy     string         // who issued it (actor recorded by the CLI or admin API)
-	ExpiresAt     *time.Time     // nil: never expires
-	RevokedAt     *time.Time     // nil: not revoked
-	DisabledAt    *time.Time     // nil: not disabled (a disabled key is refused until enabled again)
-	LastUsedAt    *time.Time     // approximate: recorded in batches
-	RotatedFrom   string         // id of the key this one replaced, "" if none
-	RotatedTo     string         // id of the key that replaced this one, "" if none
-	Digest        Digest         // the hash the key is stored under
-	UpdatedAt     time.Time      // database time of the last lifecycle change: the record's version
+	ID            string            // opaque, not secret; used in URLs, headers and logs
+	AccountID     string            // the client the key belongs to, opaque text from the host system
+	Name          string            // human name, required
+	Description   string            // optional free text
+	DisplayPrefix string            // first characters of the key, for humans to recognise it
+	Scopes        []string          // empty means every module that is not restricted
+	AllowedCIDRs  []netip.Prefix    // source addresses the key may be used from; none: anywhere
+	Metadata      map[string]string // at most MaxMetadata entries, for Envoy's dynamic metadata and upstream headers; nil: none
+	HashScheme    string            // SchemeSHA256 or SchemeHMACSHA256
+	CreatedAt     time.Time         // when it was issued
+	CreatedBy     string            // who issued it (actor recorded by the CLI or admin API)
+	ExpiresAt     *time.Time        // nil: never expires
+	RevokedAt     *time.Time        // nil: not revoked
+	DisabledAt    *time.Time        // nil: not disabled (a disabled key is refused until enabled again)
+	LastUsedAt    *time.Time        // approximate: recorded in batches
+	RotatedFrom   string            // id of the key this one replaced, "" if none
+	RotatedTo     string            // id of the key that replaced this one, "" if none
+	Digest        Digest            // the hash the key is stored under
+	UpdatedAt     time.Time         // database time of the last lifecycle change: the record's version
 }
 
 // State is where a key stands at a given instant.

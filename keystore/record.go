@@ -103,7 +103,7 @@ func appendExtras(b []byte, cidrs []netip.Prefix, metadata map[string]string) []
 func (k *Key) Record() *Record {
 	return newRecord(recordFields{id: k.ID, accountID: k.AccountID, scopes: k.Scopes, expiresAt: k.ExpiresAt,
 		revoked: k.RevokedAt != nil, disabled: k.DisabledAt != nil, updatedAt: k.UpdatedAt,
-		cidrs: k.AllowedCIDRs})
+		cidrs: k.AllowedCIDRs, metadata: k.Metadata})
 }
 
 // ID is the key's id.

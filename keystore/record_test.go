@@ -87,3 +87,33 @@ func TestRecordSourcesAndMetadata(t *testing.T) {
 		t.Error("metadata on a key that has none")
 	}
 }
+
+func TestRecordMetadata(t *testing.T) {
+	cidrs, _ := NormalizeCIDRs([]string{"2001:db8::/32"})
+	meta := map[string]string{"tier": "gold", "a": "x=y", "z_z": "Zürich"}
+	for _, k := range []*Key{
+		{ID: "k", AccountID: "a", Metadata: meta},
+		{ID: "k", AccountID: "a", Scopes: []string{"*"}, AllowedCIDRs: cidrs, Metadata: meta},
+	} {
+		r := k.Record()
+		var keys []string
+		for key, v := range r.Metadata() {
+			keys = append(keys, key)
+			if meta[key] != v {
+				t.Errorf("%s = %q, want %q", key, v, meta[key])
+			}
+		}
+		if strings.Join(keys, ",") != "a,tier,z_z" {
+			t.Errorf("metadata keys %v, want them in order", keys)
+		}
+		if v, ok := r.Meta("tier"); !ok || v != "gold" {
+			t.Errorf("Meta(tier) = %q %v", v, ok)
+		}
+		if _, ok := r.Meta("none"); ok {
+			t.Error("Meta of an absent key")
+		}
+		if r.RestrictsSource() != (k.AllowedCIDRs != nil) || r.JoinedScopes() != strings.Join(k.Scopes, ",") {
+			t.Errorf("record %q: restricts %v, scopes %q", r.text, r.RestrictsSource(), r.JoinedScopes())
+		}
+	}
+}

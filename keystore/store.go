@@ -138,8 +138,11 @@ type CreateParams struct {
 	// AllowedCIDRs are the source addresses the key may be used from
 	// (ParseCIDR); none: anywhere.
 	AllowedCIDRs []string
-	Expiry       Expiry
-	Actor        string // who asks, for the audit trail
+	// Metadata is returned with every decision for the key (see
+	// NormalizeMetadata).
+	Metadata map[string]string
+	Expiry   Expiry
+	Actor    string // who asks, for the audit trail
 }
 
 // check validates every field of p but its expiry and returns the key it
@@ -149,18 +152,20 @@ type CreateParams struct {
 func (p CreateParams) check(more ...error) (*Key, error) {
 	scopes, scopesErr := NormalizeScopes(p.Scopes)
 	cidrs, cidrsErr := NormalizeCIDRs(p.AllowedCIDRs)
+	metadata, metadataErr := NormalizeMetadata(p.Metadata)
 	err := errors.Join(append([]error{
 		ValidateAccountID(p.AccountID),
 		ValidateName(p.Name),
 		ValidateDescription(p.Description),
 		scopesErr,
 		cidrsErr,
+		metadataErr,
 	}, more...)...)
 	if err != nil {
 		return nil, err
 	}
 	return &Key{AccountID: p.AccountID, Name: p.Name, Description: p.Description, Scopes: scopes, AllowedCIDRs: cidrs,
-		CreatedBy: p.Actor}, nil
+		Metadata: metadata, CreatedBy: p.Actor}, nil
 }
 
 // CheckCreate reports every problem Create would find with p, judging its
@@ -222,6 +227,9 @@ func createDetail(k *Key) map[string]any {
 	if len(k.AllowedCIDRs) > 0 {
 		d["allowed_cidrs"] = cidrStrings(k.AllowedCIDRs)
 	}
+	if len(k.Metadata) > 0 {
+		d["metadata"] = k.Metadata
+	}
 	return d
 }
 
@@ -248,11 +256,12 @@ func (s *Store) insert(ctx context.Context, tx pgx.Tx, k *Key) (Secret, error) {
 		}
 		err = tx.QueryRow(ctx, `
 			INSERT INTO api_keys (id, account_id, name, description, display_prefix, digest, hash_scheme,
-			                      scopes, created_at, created_by, expires_at, rotated_from, allowed_cidrs)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+			                      scopes, created_at, created_by, expires_at, rotated_from, allowed_cidrs, metadata)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 			RETURNING updated_at`,
 			k.ID, k.AccountID, k.Name, k.Description, k.DisplayPrefix, k.Digest[:], k.HashScheme,
-			k.Scopes, k.CreatedAt, k.CreatedBy, k.ExpiresAt, nullIfEmpty(k.RotatedFrom), nonNil(k.AllowedCIDRs)).Scan(&k.UpdatedAt)
+			k.Scopes, k.CreatedAt, k.CreatedBy, k.ExpiresAt, nullIfEmpty(k.RotatedFrom), nonNil(k.AllowedCIDRs),
+			metadataJSON(k.Metadata)).Scan(&k.UpdatedAt)
 		k.UpdatedAt = k.UpdatedAt.UTC()
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "api_keys_digest" && attempt < 3 {
@@ -270,7 +279,7 @@ func (s *Store) insert(ctx context.Context, tx pgx.Tx, k *Key) (Secret, error) {
 
 // keyColumns are the columns scanned into a Key, in scanKey's order.
 const keyColumns = `id::text, account_id, name, description, display_prefix, digest, hash_scheme, scopes,
-	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from::text, updated_at, disabled_at, allowed_cidrs`
+	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from::text, updated_at, disabled_at, allowed_cidrs, metadata`
 
 // shownColumns are keyColumns and the id of the key's successor, for the
 // reads and changes that show a key (the decision path reads
@@ -298,7 +307,7 @@ func scanKeyWith(row pgx.CollectableRow, extra ...any) (*Key, error) {
 		rotatedFrom *string
 	)
 	dest := append([]any{&k.ID, &k.AccountID, &k.Name, &k.Description, &k.DisplayPrefix, &digest, &k.HashScheme,
-		&k.Scopes, &k.CreatedAt, &k.CreatedBy, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt, &rotatedFrom, &k.UpdatedAt, &k.DisabledAt, &k.AllowedCIDRs}, extra...)
+		&k.Scopes, &k.CreatedAt, &k.CreatedBy, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt, &rotatedFrom, &k.UpdatedAt, &k.DisabledAt, &k.AllowedCIDRs, &k.Metadata}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return nil, err
 	}
@@ -320,6 +329,9 @@ func scanKeyWith(row pgx.CollectableRow, extra ...any) (*Key, error) {
 	}
 	if len(k.AllowedCIDRs) == 0 {
 		k.AllowedCIDRs = nil
+	}
+	if len(k.Metadata) == 0 {
+		k.Metadata = nil
 	}
 	return &k, nil
 }
@@ -361,19 +373,22 @@ type pgxQuerier interface {
 // decisionColumns are the columns the decision needs, scanned by
 // scanRecord into a Record: what the decision path's reads select.
 const decisionColumns = `id::text, account_id, scopes, expires_at, revoked_at IS NOT NULL, disabled_at IS NOT NULL, updated_at,
-	allowed_cidrs`
+	allowed_cidrs, metadata`
 
 // scanRecord scans decisionColumns, then extra.
 func scanRecord(row pgx.CollectableRow, extra ...any) (*Record, error) {
 	var f recordFields
 	if err := row.Scan(append([]any{&f.id, &f.accountID, &f.scopes, &f.expiresAt, &f.revoked, &f.disabled, &f.updatedAt,
-		&f.cidrs}, extra...)...); err != nil {
+		&f.cidrs, &f.metadata}, extra...)...); err != nil {
 		return nil, err
 	}
+	// A row the store did not write (by hand, with SQL) could hold what a
+	// Record cannot encode: refuse to decide rather than ignore some.
 	if len(f.cidrs) > MaxAllowedCIDRs {
-		// More than a Record can encode, and more than any key the store
-		// writes has: refuse to decide rather than ignore some.
 		return nil, fmt.Errorf("key %s has %d source restrictions", f.id, len(f.cidrs))
+	}
+	if _, err := NormalizeMetadata(f.metadata); err != nil {
+		return nil, fmt.Errorf("key %s has metadata the store would not write: %w", f.id, err)
 	}
 	return newRecord(f), nil
 }
@@ -557,10 +572,13 @@ type UpdateParams struct {
 	// AllowedCIDRs, when not nil, replace the key's source restrictions
 	// (ParseCIDR); an empty list removes them.
 	AllowedCIDRs *[]string
-	Actor        string
+	// Metadata, when not nil, changes the key's metadata.
+	Metadata *MetadataChange
+	Actor    string
 }
 
-// Update changes a key's name, description or source restrictions.
+// Update changes a key's name, description, source restrictions or
+// metadata.
 func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, error) {
 	u, err := parseID(id)
 	if err != nil {
@@ -584,11 +602,16 @@ func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, er
 		cidrs = nonNil(cidrs)
 		detail["allowed_cidrs"] = cidrStrings(cidrs)
 	}
+	if p.Metadata != nil {
+		// Checked here as a change; the result against the key, below.
+		_, err := (&MetadataChange{Set: p.Metadata.Set, Unset: p.Metadata.Unset, Clear: true}).apply(nil)
+		problems = append(problems, err)
+	}
 	if err := errors.Join(problems...); err != nil {
 		return nil, err
 	}
-	if len(detail) == 0 {
-		return nil, invalid("update", "nothing to change: give a name, a description or source restrictions")
+	if len(detail) == 0 && p.Metadata == nil {
+		return nil, invalid("update", "nothing to change: give a name, a description, source restrictions or metadata")
 	}
 	var k *Key
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -596,10 +619,23 @@ func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, er
 		if err != nil {
 			return err
 		}
+		var metadata map[string]string // nil: unchanged
+		if p.Metadata != nil {
+			old, err := lockKey(ctx, tx, u)
+			if err != nil {
+				return err
+			}
+			if metadata, err = p.Metadata.apply(old.Metadata); err != nil {
+				return err
+			}
+			metadata = metadataJSON(metadata)
+			detail["metadata"] = metadata
+		}
 		k, err = queryShown(ctx, tx, `UPDATE api_keys SET
 				name = COALESCE($2, name), description = COALESCE($3, description),
-				allowed_cidrs = COALESCE($4::cidr[], allowed_cidrs), updated_at = clock_timestamp()
-			WHERE id = $1 RETURNING `+shownColumns, u, p.Name, p.Description, cidrs)
+				allowed_cidrs = COALESCE($4::cidr[], allowed_cidrs), metadata = COALESCE($5::jsonb, metadata),
+				updated_at = clock_timestamp()
+			WHERE id = $1 RETURNING `+shownColumns, u, p.Name, p.Description, cidrs, metadata)
 		if err != nil {
 			return err
 		}
@@ -719,7 +755,8 @@ type Rotation struct {
 }
 
 // Rotate issues a new secret for a key: a successor key with the same
-// account, name, description, scopes, source restrictions and expiry, linked to its
+// account, name, description, scopes, source restrictions, metadata and
+// expiry, linked to its
 // predecessor, whose own expiry is brought forward to the end of the grace
 // period. A revoked, disabled, expired or already rotated key cannot be
 // rotated.
@@ -763,6 +800,7 @@ func (s *Store) Rotate(ctx context.Context, id string, p RotateParams) (*Rotatio
 			Description:  old.Description,
 			Scopes:       old.Scopes,
 			AllowedCIDRs: old.AllowedCIDRs,
+			Metadata:     old.Metadata,
 			CreatedAt:    now,
 			CreatedBy:    p.Actor,
 			ExpiresAt:    old.ExpiresAt,
@@ -868,6 +906,14 @@ func notify(ctx context.Context, tx pgx.Tx, d Digest) error {
 	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2 || '@' || (extract(epoch from clock_timestamp()) * 1000000)::bigint)`,
 		NotifyChannel, d.String())
 	return err
+}
+
+// metadataJSON is a key's metadata column value.
+func metadataJSON(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
 }
 
 // nonNil is s, or an empty slice for nil: a NOT NULL array column's

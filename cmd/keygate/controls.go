@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"log/slog"
 
 	"github.com/keygate/keygate/authz"
@@ -8,19 +9,27 @@ import (
 )
 
 // controlFlags configure the per-key controls and abuse limits of serve
-// (and dev): where a request's source address comes from in gRPC mode.
+// (and dev): where a request's source address comes from in gRPC mode, and
+// which metadata entries go upstream as headers.
 type controlFlags struct {
-	XFFTrustedHops *int `name:"xff-trusted-hops" placeholder:"N" help:"gRPC mode: take the client's address from X-Forwarded-For, as Envoy does with xff_num_trusted_hops: N (set the same number): the entry N+1 from the right, or Envoy's source.address when there are fewer. Default: source.address, Envoy's downstream peer."`
+	MetaHeader     []string `name:"meta-header" placeholder:"KEY" help:"Send the key's metadata entry KEY upstream as x-keygate-meta-KEY ('_' written '-'); repeat for several. Every entry is in Envoy's dynamic metadata (meta.KEY) either way."`
+	XFFTrustedHops *int     `name:"xff-trusted-hops" placeholder:"N" help:"gRPC mode: take the client's address from X-Forwarded-For, as Envoy does with xff_num_trusted_hops: N (set the same number): the entry N+1 from the right, or Envoy's source.address when there are fewer. Default: source.address, Envoy's downstream peer."`
 }
 
 // controls are the checked control flags.
 type controls struct {
-	extauthz extauthz.Options
+	metaHeaders []string
+	extauthz    extauthz.Options
 }
 
 // config checks the flags, before any I/O.
 func (f controlFlags) config() (controls, error) {
 	var c controls
+	var ce *authz.ConfigError
+	if err := authz.CheckMetaHeaders(f.MetaHeader); errors.As(err, &ce) {
+		return c, usageError("--meta-header: %s", ce.Problem)
+	}
+	c.metaHeaders = f.MetaHeader
 	if f.XFFTrustedHops != nil {
 		if *f.XFFTrustedHops < 0 {
 			return c, usageError("--xff-trusted-hops: must not be negative (0 takes the rightmost X-Forwarded-For entry)")
@@ -28,6 +37,11 @@ func (f controlFlags) config() (controls, error) {
 		c.extauthz.TrustXFF, c.extauthz.XFFTrustedHops = true, *f.XFFTrustedHops
 	}
 	return c, nil
+}
+
+// apply sets what c says in the decision's configuration.
+func (c controls) apply(cfg *authz.Config) {
+	cfg.MetaHeaders = c.metaHeaders
 }
 
 // checkServer is the Envoy gRPC adapter over core, with the source

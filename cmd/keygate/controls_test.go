@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/keygate/keygate/internal/pgtest"
 )
 
 // Bad control flags exit 2 naming the flag, before any I/O: the database
@@ -13,8 +15,10 @@ func TestServeBadControlFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		"negative hops":     {[]string{"--xff-trusted-hops", "-1"}, "--xff-trusted-hops"},
-		"hops not a number": {[]string{"--xff-trusted-hops", "two"}, "--xff-trusted-hops"},
+		"negative hops":      {[]string{"--xff-trusted-hops", "-1"}, "--xff-trusted-hops"},
+		"hops not a number":  {[]string{"--xff-trusted-hops", "two"}, "--xff-trusted-hops"},
+		"meta header syntax": {[]string{"--meta-header", "Tier"}, "--meta-header: key \"Tier\""},
+		"meta header twice":  {[]string{"--meta-header", "tier", "--meta-header", "tier"}, "--meta-header: \"tier\" is listed twice"},
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -27,5 +31,26 @@ func TestServeBadControlFlags(t *testing.T) {
 				t.Errorf("took %v: the flag was checked after dialling the database", d)
 			}
 		})
+	}
+}
+
+// TestServeMetadata: a key tagged tier=gold with the CLI has its tier in
+// the Check response's dynamic metadata, and upstream with --meta-header.
+func TestServeMetadata(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	id, secret := createKey(t, db, "--meta", "tier=gold", "--meta", "cost_center=eng-42")
+	inst := startServe(t, db, "--meta-header", "tier", "--meta-header", "cost_center")
+	resp := inst.check(t, checkRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": secret, "x-keygate-meta-tier": "platinum"}, ""))
+	md := resp.GetDynamicMetadata().GetFields()
+	meta := md["meta"].GetStructValue().GetFields()
+	if md["key_id"].GetStringValue() != id || meta["tier"].GetStringValue() != "gold" || meta["cost_center"].GetStringValue() != "eng-42" {
+		t.Fatalf("dynamic_metadata %v", resp.GetDynamicMetadata())
+	}
+	set := map[string]string{}
+	for _, h := range resp.GetOkResponse().GetHeaders() {
+		set[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+	}
+	if set["x-keygate-meta-tier"] != "gold" || set["x-keygate-meta-cost-center"] != "eng-42" {
+		t.Fatalf("upstream headers %v", set)
 	}
 }

@@ -234,8 +234,9 @@ var flagOfField = map[string]string{
 	"expiry":        "expiry (--expires-in, --expires-at, --no-expiry)",
 	"grace":         "--grace",
 	"id":            "ID",
-	"update":        "--name, --description or --allow-cidr (or --clear-allow-cidrs)",
+	"update":        "--name, --description, --allow-cidr or --meta (or --clear-allow-cidrs, --unset-meta, --clear-meta)",
 	"allowed_cidrs": "--allow-cidr",
+	"metadata":      "--meta",
 }
 
 // oneLineError flattens pgx's multi-line connection errors.

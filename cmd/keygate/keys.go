@@ -20,7 +20,7 @@ type keysCmd struct {
 	Create  keysCreateCmd  `cmd:"" help:"Create a key and print its secret, once."`
 	List    keysListCmd    `cmd:"" help:"List keys (never secrets)."`
 	Show    keysShowCmd    `cmd:"" help:"Show one key's record."`
-	Update  keysUpdateCmd  `cmd:"" help:"Change a key's name or description."`
+	Update  keysUpdateCmd  `cmd:"" help:"Change a key's name, description, source restrictions or metadata."`
 	Revoke  keysRevokeCmd  `cmd:"" help:"Revoke a key: it stops working on every replica."`
 	Disable keysDisableCmd `cmd:"" help:"Disable a key: refused on every replica, like a revoked key, until 'keys enable'."`
 	Enable  keysEnableCmd  `cmd:"" help:"Enable a disabled key again (a revoked key cannot be)."`
@@ -62,6 +62,7 @@ type keysCreateCmd struct {
 	NoExpiry    bool      `xor:"expiry" help:"The key never expires."`
 	Scope       []string  `placeholder:"SCOPE" help:"Scope: *, <module>:read, <module>:write or <module>:*; repeat for several. None: every unrestricted module."`
 	sourceFlags
+	metaFlags
 }
 
 func (c *keysCreateCmd) Run(e *env) error {
@@ -79,6 +80,10 @@ func (c *keysCreateCmd) Run(e *env) error {
 		}
 		expiry.At = t
 	}
+	metadata, err := c.metadata()
+	if err != nil {
+		return err
+	}
 	store, closeStore, err := openStore(e.ctx, c.dbFlags, &c.keyFlags)
 	if err != nil {
 		return err
@@ -86,7 +91,7 @@ func (c *keysCreateCmd) Run(e *env) error {
 	defer closeStore()
 	k, secret, err := store.Create(e.ctx, keystore.CreateParams{
 		AccountID: c.Account, Name: c.Name, Description: c.Description, Scopes: c.Scope, Expiry: expiry, Actor: c.actor(e),
-		AllowedCIDRs: c.AllowCIDR,
+		AllowedCIDRs: c.AllowCIDR, Metadata: metadata,
 	})
 	if err != nil {
 		return c.storeError(err, "")
@@ -167,11 +172,15 @@ type keysUpdateCmd struct {
 	Name        *string `help:"New name."`
 	Description *string `help:"New description."`
 	sourceUpdateFlags
+	metaUpdateFlags
 }
 
 func (c *keysUpdateCmd) Run(e *env) error {
 	params := keystore.UpdateParams{Name: c.Name, Description: c.Description, Actor: c.actor(e)}
 	c.sourceUpdateFlags.apply(&params)
+	if err := c.metaUpdateFlags.apply(&params); err != nil {
+		return err
+	}
 	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
 	if err != nil {
 		return err
@@ -345,7 +354,7 @@ func printKey(w io.Writer, format string, k *keystore.Key) error {
 	rows := [][2]string{
 		{"ID", k.ID}, {"Account", k.AccountID}, {"Name", oneLine(k.Name)}, {"Description", oneLine(k.Description)},
 		{"Prefix", k.DisplayPrefix + "…"}, {"Status", statusText(k, now)}, {"Scopes", scopesText(k.Scopes)},
-		{"Allowed from", cidrsText(k.AllowedCIDRs)},
+		{"Allowed from", cidrsText(k.AllowedCIDRs)}, {"Metadata", metadataText(k.Metadata)},
 		{"Created", k.CreatedAt.Format(time.RFC3339) + " by " + k.CreatedBy}, {"Expires", timeText(k.ExpiresAt, "never")},
 		{"Revoked", timeText(k.RevokedAt, "-")}, {"Disabled", timeText(k.DisabledAt, "-")}, {"Last used", timeText(k.LastUsedAt, "-")},
 	}

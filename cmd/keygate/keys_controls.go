@@ -3,7 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -85,4 +87,59 @@ func cidrsText(cidrs []netip.Prefix) string {
 		out[i] = p.String()
 	}
 	return strings.Join(out, ", ")
+}
+
+// metaFlags give a new key its metadata.
+type metaFlags struct {
+	Meta []string `sep:"none" placeholder:"KEY=VALUE" help:"Metadata entry like tier=gold (key: 1-32 of a-z, 0-9, _; value: up to 256 bytes); repeat for several, at most 16. In Envoy's dynamic metadata as meta.KEY, and upstream as x-keygate-meta-KEY for serve's --meta-header keys."`
+}
+
+// metadata reads --meta.
+func (f metaFlags) metadata() (map[string]string, error) {
+	if len(f.Meta) == 0 {
+		return nil, nil
+	}
+	m := map[string]string{}
+	for _, entry := range f.Meta {
+		k, v, err := keystore.ParseMeta(entry)
+		if err != nil {
+			return nil, usageError("--meta: %s", strings.TrimPrefix(err.Error(), "metadata: "))
+		}
+		if _, dup := m[k]; dup {
+			return nil, usageError("--meta: %s is given twice", k)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// metaUpdateFlags change a key's metadata.
+type metaUpdateFlags struct {
+	metaFlags
+	UnsetMeta []string `placeholder:"KEY" help:"Remove the metadata entry KEY; repeat for several."`
+	ClearMeta bool     `help:"Remove every metadata entry (before --meta adds any)."`
+}
+
+// apply adds the metadata change the flags ask for to p.
+func (f metaUpdateFlags) apply(p *keystore.UpdateParams) error {
+	set, err := f.metadata()
+	if err != nil {
+		return err
+	}
+	if set != nil || f.UnsetMeta != nil || f.ClearMeta {
+		p.Metadata = &keystore.MetadataChange{Clear: f.ClearMeta, Set: set, Unset: f.UnsetMeta}
+	}
+	return nil
+}
+
+// metadataText is a key's metadata for people: key=value, in key order.
+func metadataText(m map[string]string) string {
+	if len(m) == 0 {
+		return "-"
+	}
+	parts := make([]string, 0, len(m))
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		parts = append(parts, k+"="+oneLine(m[k]))
+	}
+	return strings.Join(parts, " ")
 }

@@ -93,3 +93,43 @@ func TestKeysAllowCIDR(t *testing.T) {
 		t.Fatal("a refused command changed the database")
 	}
 }
+
+func TestKeysMeta(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	k := decode[keyOut](t, mustRun(t, db, "keys", "create", "--account", "acme", "--name", "gold", "-o", "json",
+		"--meta", "tier=gold", "--meta", "note=a=b, c"))
+	if k.Metadata["tier"] != "gold" || k.Metadata["note"] != "a=b, c" || len(k.Metadata) != 2 {
+		t.Fatalf("create --meta: %v", k.Metadata)
+	}
+	up := decode[keyOut](t, mustRun(t, db, "keys", "update", k.ID, "--meta", "tier=silver", "--unset-meta", "note", "-o", "json"))
+	if len(up.Metadata) != 1 || up.Metadata["tier"] != "silver" {
+		t.Fatalf("update --meta --unset-meta: %v", up.Metadata)
+	}
+	if out := mustRun(t, db, "keys", "show", k.ID); !strings.Contains(out, "Metadata:      tier=silver") {
+		t.Fatalf("keys show:\n%s", out)
+	}
+	up = decode[keyOut](t, mustRun(t, db, "keys", "update", k.ID, "--clear-meta", "--meta", "region=eu", "-o", "json"))
+	if len(up.Metadata) != 1 || up.Metadata["region"] != "eu" {
+		t.Fatalf("update --clear-meta --meta: %v", up.Metadata)
+	}
+	before := pgtest.Dump(t, db)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"keys", "create", "--account", "a", "--name", "n", "--meta", "tier"}, "--meta: \"tier\": want key=value"},
+		{[]string{"keys", "create", "--account", "a", "--name", "n", "--meta", "Tier=gold"}, "--meta: key \"Tier\""},
+		{[]string{"keys", "create", "--account", "a", "--name", "n", "--meta", "tier="}, "--meta: tier: the value must not be empty"},
+		{[]string{"keys", "create", "--account", "a", "--name", "n", "--meta", "tier=a", "--meta", "tier=b"}, "--meta: tier is given twice"},
+		{[]string{"keys", "create", "--account", "a", "--name", "n", "--meta", "tier=" + strings.Repeat("x", 257)}, "at most 256"},
+		{[]string{"keys", "update", k.ID, "--unset-meta", "no-dashes"}, "--meta"},
+	} {
+		r := runCLI(t, db, c.args...)
+		if line := strings.TrimSpace(r.stderr); r.code != 2 || strings.Contains(line, "\n") || !strings.Contains(line, c.want) {
+			t.Errorf("%v: exit %d, %q; want exit 2 and one line with %q", c.args, r.code, r.stderr, c.want)
+		}
+	}
+	if after := pgtest.Dump(t, db); string(before) != string(after) {
+		t.Fatal("a refused command changed the database")
+	}
+}

@@ -234,6 +234,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		DryRun:          sf.DryRun,
 	}
 	authzCfg.DecisionLog, _ = authz.ParseDecisionLogMode(sf.DecisionLog) // kong checked the enum
+	controls.apply(&authzCfg)
 	if tr.tp != nil {
 		cacheOpts.Tracer = tr.tp.Tracer("github.com/keygate/keygate/keystore")
 		authzCfg.Tracer = tr.tp.Tracer("github.com/keygate/keygate/authz")

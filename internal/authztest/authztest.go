@@ -101,6 +101,8 @@ type World struct {
 	Disabled Key
 	// Restricted may be used only from SourceCIDRs.
 	Restricted Key
+	// Gold has the metadata tier=gold and cost_center=eng-42.
+	Gold Key
 }
 
 // SourceCIDRs are the addresses World.Restricted may be used from. No
@@ -126,6 +128,9 @@ func NewWorld(tb testing.TB) *World {
 		tb.Fatal(err)
 	}
 	w.Restricted = w.Lookup.Add(tb, "k-restricted", nil, func(k *keystore.Key) { k.AllowedCIDRs = cidrs })
+	w.Gold = w.Lookup.Add(tb, "k-gold", []string{"projects:*"}, func(k *keystore.Key) {
+		k.Metadata = map[string]string{"tier": "gold", "cost_center": "eng-42"}
+	})
 	return w
 }
 
