@@ -85,6 +85,9 @@ func (s *Server) Decide(ctx context.Context, r *Request) (d Decision) {
 	}()
 	d = s.decide(ctx, r)
 	d.carriers, d.spoofed = r.cred.carriers, r.spoofed
+	if d.Outcome == InvalidKey && s.failures != nil {
+		s.failures.add(r.Source, r.At)
+	}
 	return d
 }
 
@@ -145,16 +148,19 @@ func (s *Server) record(ctx context.Context, r *Request, d *Decision, start time
 // decide makes the decision. It is the one place the decision table
 // lives; transports only translate in and out.
 func (s *Server) decide(ctx context.Context, r *Request) Decision {
-	// 1. A key, well formed, checked without I/O.
-	switch {
-	case r.cred.several:
-		return because(ReasonSeveralKeys, nil, "")
-	case !r.cred.found:
+	// 1. A key, well formed, checked without I/O; and whether its source
+	// may still fail (FailureLimit): one over its budget gets answers from
+	// memory only, and a refusal for anything but a cached valid key.
+	if !r.cred.found {
 		return because(ReasonMissingKey, nil, "")
+	}
+	limited := s.failures != nil && s.failures.over(r.Source, r.At)
+	if r.cred.several {
+		return because(failure(ReasonSeveralKeys, limited), nil, "")
 	}
 	secret, err := keystore.ParseSecret(r.cred.value)
 	if err != nil {
-		return because(ReasonMalformed, nil, "")
+		return because(failure(ReasonMalformed, limited), nil, "")
 	}
 
 	// 2. A path that reads one way, and the module it reaches.
@@ -181,7 +187,7 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	if err := ctx.Err(); err != nil {
 		return because(ReasonCanceled, nil, module)
 	}
-	key, reason, fromCache := s.authenticate(ctx, secret, r.At)
+	key, reason, fromCache := s.authenticate(ctx, secret, r.At, limited)
 	if reason != ReasonAllowed {
 		return because(reason, nil, module)
 	}
@@ -222,10 +228,23 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	return d
 }
 
+// failure is reason, or ReasonTooManyFailures for a source over its
+// failure budget.
+func failure(reason Reason, limited bool) Reason {
+	if limited {
+		return ReasonTooManyFailures
+	}
+	return reason
+}
+
 // authenticate finds the key behind secret and checks that it is usable
 // now. It returns the key, or a reason why not, and whether the record
-// came from memory.
-func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now time.Time) (*keystore.Record, Reason, bool) {
+// came from memory. For a source over its failure budget (limited) it asks
+// the cache alone, and every reason but an allow is ReasonTooManyFailures.
+func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now time.Time, limited bool) (*keystore.Record, Reason, bool) {
+	if limited {
+		return s.authenticateFromMemory(ctx, secret, now)
+	}
 	var digests [2]keystore.Digest
 	failure := ReasonUnknown // what to say if no candidate finds the key
 	fromCache := true
@@ -257,6 +276,28 @@ func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now t
 		}
 	}
 	return nil, failure, fromCache
+}
+
+// authenticateFromMemory is authenticate with nothing but what the cache
+// holds: a cached valid key, or ReasonTooManyFailures. No store query.
+func (s *Server) authenticateFromMemory(ctx context.Context, secret keystore.Secret, now time.Time) (*keystore.Record, Reason, bool) {
+	if s.peek == nil {
+		return nil, ReasonTooManyFailures, true
+	}
+	var digests [2]keystore.Digest
+	for _, d := range s.hasher.AppendCandidates(digests[:0], secret) {
+		if key, ok := s.peek.Peek(ctx, d); ok && key.StateAt(now) == keystore.StateActive {
+			return key, ReasonAllowed, true
+		}
+	}
+	return nil, ReasonTooManyFailures, true
+}
+
+// CachePeek is a KeyLookup that can answer from memory alone: Peek returns
+// the cached record under d, if it holds one it would answer with, without
+// asking the store. *keystore.Cache is one.
+type CachePeek interface {
+	Peek(ctx context.Context, d keystore.Digest) (*keystore.Record, bool)
 }
 
 // lookup asks the KeyLookup, and whether it answered from memory (a plain

@@ -52,16 +52,26 @@ func (s *Server) decideRequest(method, path string, headers map[string]string, m
 	return s.Decide(context.Background(), s.request(method, path, headers, module))
 }
 
-// decideCase decides a case of the shared decision table.
+// decideCase decides a case of the shared decision table, after its
+// source's failed attempts.
 func (s *Server) decideCase(c authztest.Case) Decision {
+	for range c.Failures {
+		s.decideCase(c.FailureCase())
+	}
 	r := s.request(c.Method, c.Path, c.Headers, c.Module)
 	r.Source = c.SourceAddr() // the core has no usual source: "" is none
 	return s.Decide(context.Background(), r)
 }
 
+// tableLimit gives a server the failure limit the decision table is
+// replayed against.
+func tableLimit(c *Config) {
+	c.FailureLimit = FailureLimit{Count: authztest.FailureBudget, Window: authztest.FailureWindow}
+}
+
 func TestDecisionTable(t *testing.T) {
 	w := authztest.NewWorld(t)
-	s := newTestServer(t, w.Lookup, nil)
+	s := newTestServer(t, w.Lookup, tableLimit)
 	for _, c := range w.DecisionTable(t) {
 		t.Run(c.Name, func(t *testing.T) {
 			d := s.decideCase(c)

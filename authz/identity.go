@@ -140,13 +140,14 @@ type Denial struct {
 // denials are built once; they are shared and never modified.
 var denials = func() (d [numOutcomes]*Denial) {
 	for o := range numOutcomes {
-		d[o] = newDenial(o)
+		d[o] = newDenial(o, o.info().retryAfter)
 	}
 	return d
 }()
 
-// Denial is the refusal with outcome o; the same shared value every time,
-// which callers must not modify.
+// Denial is the refusal with outcome o as a server with the default
+// settings renders it (Server.Denial is the server's own); the same shared
+// value every time, which callers must not modify.
 func (o Outcome) Denial() *Denial {
 	if o >= numOutcomes {
 		o = Unavailable
@@ -154,7 +155,17 @@ func (o Outcome) Denial() *Denial {
 	return denials[o]
 }
 
-func newDenial(o Outcome) *Denial {
+// Denial is the refusal with outcome o as s renders it: Outcome.Denial,
+// but for too_many_failures with the Retry-After of s's FailureLimit. The
+// same shared value every time, which callers must not modify.
+func (s *Server) Denial(o Outcome) *Denial {
+	if o >= numOutcomes {
+		o = Unavailable
+	}
+	return s.denials[o]
+}
+
+func newDenial(o Outcome, retryAfter string) *Denial {
 	info := o.info()
 	var b struct {
 		Error struct {
@@ -171,8 +182,8 @@ func newDenial(o Outcome) *Denial {
 	if info.challenge != "" {
 		headers = append(headers, Field{"www-authenticate", info.challenge})
 	}
-	if info.retryAfter != "" {
-		headers = append(headers, Field{"retry-after", info.retryAfter})
+	if retryAfter != "" {
+		headers = append(headers, Field{"retry-after", retryAfter})
 	}
 	return &Denial{Outcome: o, Status: info.status, Headers: headers, Body: string(body)}
 }

@@ -1,5 +1,10 @@
 package authz
 
+import (
+	"strconv"
+	"time"
+)
+
 // Outcome is what a decision answers. Every outcome but Allow is a denial;
 // each has one row in the outcomes table: its name (the JSON error.code),
 // HTTP status, client message, gRPC status code and challenge headers.
@@ -10,6 +15,7 @@ const (
 	Allow             Outcome = iota // 200: the request goes upstream
 	MissingKey                       // 401 missing_api_key: no key in any configured header
 	InvalidKey                       // 401 invalid_api_key: malformed, unknown, revoked, disabled, expired, or several keys
+	TooManyFailures                  // 429 too_many_failures: the source is over its failed-attempt budget and the key is not a cached valid one
 	InvalidPath                      // 400 invalid_path: the path cannot be read one way
 	InvalidRequest                   // 400 invalid_request: the transport could not read the request
 	SourceNotAllowed                 // 403 source_not_allowed: the key may not be used from this address
@@ -38,6 +44,11 @@ const (
 // back, or the key gets cached, within seconds.
 const RetryAfterSeconds = "2"
 
+// DefaultFailureWindow is the Retry-After of a too_many_failures denial
+// when no FailureLimit says otherwise; a Server with one says its window
+// (Server.Denial).
+const DefaultFailureWindow = time.Minute
+
 // outcomeInfo is one row of the outcomes table.
 type outcomeInfo struct {
 	name       string // JSON error.code; "ok" for Allow
@@ -58,6 +69,9 @@ var outcomes = [numOutcomes]outcomeInfo{
 	InvalidKey: {name: "invalid_api_key", status: 401, grpc: grpcUnauthenticated,
 		message:   "The API key is not valid.",
 		challenge: `Bearer realm="api", error="invalid_token"`},
+	TooManyFailures: {name: "too_many_failures", status: 429, grpc: grpcResourceExhausted,
+		message:    "Too many requests with invalid API keys came from this address; retry later.",
+		retryAfter: strconv.Itoa(int(DefaultFailureWindow / time.Second))},
 	InvalidPath: {name: "invalid_path", status: 400, grpc: grpcInvalidArgument,
 		message: "The request path cannot be interpreted unambiguously."},
 	InvalidRequest: {name: "invalid_request", status: 400, grpc: grpcInvalidArgument,
@@ -109,6 +123,7 @@ const (
 	ReasonRevoked                        // the key is revoked
 	ReasonExpired                        // the key has expired (or its rotation grace ended)
 	ReasonDisabled                       // the key is disabled (until it is enabled again)
+	ReasonTooManyFailures                // the source is over its failed-attempt budget, and the key is not a cached valid one
 	ReasonInvalidPath                    // the path cannot be read one way
 	ReasonForwardedHeaders               // forwarded method or URI headers missing, repeated or contradictory
 	ReasonUndecodable                    // the transport could not decode the request
@@ -142,6 +157,7 @@ var reasons = [numReasons]reasonInfo{
 	ReasonRevoked:          {"revoked", InvalidKey},
 	ReasonExpired:          {"expired", InvalidKey},
 	ReasonDisabled:         {"disabled", InvalidKey},
+	ReasonTooManyFailures:  {"too_many_failures", TooManyFailures},
 	ReasonInvalidPath:      {"invalid_path", InvalidPath},
 	ReasonForwardedHeaders: {"forwarded_headers", InvalidPath},
 	ReasonUndecodable:      {"undecodable", InvalidRequest},

@@ -3,6 +3,7 @@ package authz
 import (
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -49,6 +50,12 @@ type Config struct {
 	DecisionLog     DecisionLogMode
 	DecisionLogger  *slog.Logger
 	DecisionLogRate float64
+	// FailureLimit, when set, refuses a source that made more failed
+	// attempts (invalid_api_key decisions) than it allows, with 429
+	// too_many_failures and without any store query, unless the key it
+	// sends is cached and valid: a source over its budget is answered from
+	// memory only (CachePeek). Its memory is fixed (2 MiB). Default: none.
+	FailureLimit FailureLimit
 	// DryRun makes every denial a dry-run one: decided, logged and
 	// counted, but let through (Decision.DryRun). A policy module with
 	// dry_run: true does the same for the requests in it.
@@ -81,6 +88,9 @@ type Server struct {
 
 	names       identityNames
 	metaHeaders []metaHeader
+	failures    *failureCounter // nil: no failure limit
+	peek        CachePeek       // keys, when it can answer from memory alone
+	denials     [numOutcomes]*Denial
 }
 
 // metaHeader is one metadata entry sent upstream as a header.
@@ -157,6 +167,16 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	if s.metaHeaders, err = newMetaHeaders(cfg.MetaHeaders, s.identityPrefix); err != nil {
 		return nil, err
+	}
+	s.denials = denials
+	if cfg.FailureLimit != (FailureLimit{}) {
+		if err := cfg.FailureLimit.check(); err != nil {
+			return nil, configError("FailureLimit", err.Error())
+		}
+		s.failures = newFailureCounter(cfg.FailureLimit, s.now())
+		s.peek, _ = cfg.Lookup.(CachePeek)
+		window := (cfg.FailureLimit.Window + time.Second - 1) / time.Second
+		s.denials[TooManyFailures] = newDenial(TooManyFailures, strconv.Itoa(int(window)))
 	}
 	return s, nil
 }

@@ -179,30 +179,53 @@ func (c *Cache) clock() int64 { return int64(c.now().Sub(c.base)) }
 
 // LookupCached is Lookup, and whether the answer came from memory.
 func (c *Cache) LookupCached(ctx context.Context, d Digest) (*Record, bool, error) {
-	e, ok := c.entries.GetIfPresent(d)
-	if ok {
-		age := time.Duration(c.clock() - e.fetched)
-		if e.key == nil {
-			if age < c.negTTL {
-				c.stats.NegativeHits.Add(1)
-				return nil, true, ErrNotFound
-			}
-		} else if age < c.fresh {
-			c.stats.Hits.Add(1)
-			return e.key, true, nil
-		} else if age < c.fresh+c.maxStale {
-			// Stale: answer now and refresh behind the request (within
-			// milliseconds when the store answers). While the store is
-			// down the refreshes fail and the entry keeps answering until
-			// it is older than Fresh+MaxStale.
-			c.stats.StaleServed.Add(1)
-			c.refreshInBackground(ctx, d)
-			return e.key, true, nil
+	if k, ok := c.fromMemory(ctx, d); ok {
+		if k == nil {
+			return nil, true, ErrNotFound
 		}
+		return k, true, nil
 	}
 	c.stats.Misses.Add(1)
 	k, err := c.load(ctx, d)
 	return k, false, err
+}
+
+// Peek returns the record under d if the cache would answer a lookup with
+// it from memory, without asking the store on a miss: ok is false for a
+// digest the cache holds no record of (an unknown-key entry included). A
+// stale record is refreshed behind it, as Lookup does.
+func (c *Cache) Peek(ctx context.Context, d Digest) (*Record, bool) {
+	k, ok := c.fromMemory(ctx, d)
+	return k, ok && k != nil
+}
+
+// fromMemory is the cache's answer for d, if it has one: a record, or nil
+// for an unknown key; ok is false when the store must be asked.
+func (c *Cache) fromMemory(ctx context.Context, d Digest) (k *Record, ok bool) {
+	e, found := c.entries.GetIfPresent(d)
+	if !found {
+		return nil, false
+	}
+	age := time.Duration(c.clock() - e.fetched)
+	switch {
+	case e.key == nil:
+		if age < c.negTTL {
+			c.stats.NegativeHits.Add(1)
+			return nil, true
+		}
+	case age < c.fresh:
+		c.stats.Hits.Add(1)
+		return e.key, true
+	case age < c.fresh+c.maxStale:
+		// Stale: answer now and refresh behind the request (within
+		// milliseconds when the store answers). While the store is down
+		// the refreshes fail and the entry keeps answering until it is
+		// older than Fresh+MaxStale.
+		c.stats.StaleServed.Add(1)
+		c.refreshInBackground(ctx, d)
+		return e.key, true
+	}
+	return nil, false
 }
 
 // load reads d from the store, one query for all concurrent callers, and

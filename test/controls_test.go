@@ -3,15 +3,20 @@
 package test
 
 import (
+	"context"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc/codes"
 
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/keystore"
 )
 
 // TestReplicasSeeDisableEnable runs three replicas on one database and
@@ -145,4 +150,148 @@ func TestSourceRestrictions(t *testing.T) {
 			t.Errorf("HTTP, %s: %v; want %d", c.name, c.r, c.want)
 		}
 	}
+}
+
+// TestFailureLimit: with --failure-limit 20/1m, one hostile source among
+// 10,000 others that fail now and then is refused with 429
+// too_many_failures once over its budget, with no database query (counted
+// in PostgreSQL's own statistics, pg_stat_user_indexes, and in keygate's
+// cache loads); the others are not; a valid key the cache holds still works
+// from the hostile source; and memory stays put.
+func TestFailureLimit(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	valid := createKey(t, db, "acme", "used behind the same NAT")
+	uncached := createKey(t, db, "acme", "never used before")
+	kg := startServer(t, db, "--failure-limit", "20/1m", "--cache-fresh", "10m", "--decision-log", "off")
+	const hostile = "192.0.2.66"
+	from := func(addr, key string) *authv3.CheckRequest {
+		req := keyCheck(key, "/api/v1/projects")
+		req.Attributes.Source.Address.GetSocketAddress().Address = addr
+		return req
+	}
+	madeUp := func() string {
+		s, err := keystore.GenerateSecret("kg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s.Reveal()
+	}
+	others := func(round int, want codes.Code) {
+		t.Helper()
+		shared := madeUp() // one unknown key for all of them: the negative cache answers
+		var wg sync.WaitGroup
+		var wrong atomic.Int64
+		for w := range 8 {
+			wg.Go(func() {
+				for i := w; i < 10_000; i += 8 {
+					addr := fmt.Sprintf("10.%d.%d.%d", round, i>>8, i&0xff)
+					if code, _ := kg.mustCheck(t, from(addr, shared)); code != want {
+						wrong.Add(1)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		if n := wrong.Load(); n != 0 {
+			t.Errorf("round %d: %d of 10,000 other sources were not answered %v", round, n, want)
+		}
+	}
+	heap := func() float64 { return kg.metric(t, "go_memstats_heap_inuse_bytes") }
+
+	scans0 := digestScans(t, db)
+	if code, resp := kg.mustCheck(t, from(hostile, valid.Secret)); code != codes.OK { // cached from now on
+		t.Fatalf("the valid key: %s", describe(resp))
+	}
+	heapBefore := heap()
+	others(1, codes.Unauthenticated)
+	for i := range 20 {
+		if code, resp := kg.mustCheck(t, from(hostile, madeUp())); code != codes.Unauthenticated {
+			t.Fatalf("hostile failure %d of its budget of 20: %s", i+1, describe(resp))
+		}
+	}
+	scansLimited := settledDigestScans(t, db)
+	if scansLimited-scans0 < 20 {
+		t.Fatalf("pg_stat_user_indexes counted %d scans of api_keys_digest for at least 20 lookups: the statistics are not live", scansLimited-scans0)
+	}
+	loads := kg.metric(t, "keygate_cache_loads_total")
+	start := time.Now()
+	const flood = 2000
+	for i := range flood {
+		code, resp := kg.mustCheck(t, from(hostile, madeUp()))
+		if code != codes.ResourceExhausted || errorCode(resp) != "too_many_failures" {
+			t.Fatalf("hostile attempt %d over its budget: %s", i+1, describe(resp))
+		}
+		if i == 0 {
+			if ra := deniedHeader(resp, "retry-after"); ra != "60" {
+				t.Errorf("retry-after %q, want 60 (the window)", ra)
+			}
+		}
+	}
+	took := time.Since(start)
+	for name, key := range map[string]string{"malformed": "kg_nope", "valid but not cached": uncached.Secret} {
+		if code, resp := kg.mustCheck(t, from(hostile, key)); code != codes.ResourceExhausted {
+			t.Errorf("%s key from the hostile source: %s; want 429", name, describe(resp))
+		}
+	}
+	if code, resp := kg.mustCheck(t, from(hostile, valid.Secret)); code != codes.OK {
+		t.Errorf("the cached valid key from the hostile source: %s; want allowed", describe(resp))
+	}
+	if got := kg.metric(t, "keygate_cache_loads_total") - loads; got != 0 {
+		t.Errorf("keygate made %v database lookups for a source over its budget", got)
+	}
+	scansAfter := settledDigestScans(t, db)
+	if scansAfter != scansLimited {
+		t.Errorf("PostgreSQL counted %d scans of api_keys_digest while the hostile source was limited, want none", scansAfter-scansLimited)
+	}
+	others(2, codes.Unauthenticated) // not limited: each has made one failure before
+	if code, resp := kg.mustCheck(t, from("10.1.0.7", valid.Secret)); code != codes.OK {
+		t.Errorf("the valid key from another source: %s", describe(resp))
+	}
+	heapAfter := heap()
+	limited := kg.metric(t, `keygate_decisions_total{code="too_many_failures",dry_run="false",reason="too_many_failures"}`)
+	t.Logf("%d attempts over the budget refused in %s (%.0f/s), %v counted as too_many_failures; api_keys_digest scans: %d before the flood, %d after; heap in use %.1f MiB → %.1f MiB after 20,000 checks from 20,000 sources",
+		flood, took.Round(time.Millisecond), flood/took.Seconds(), limited, scansLimited, scansAfter, heapBefore/(1<<20), heapAfter/(1<<20))
+	if limited < flood+2 {
+		t.Errorf("keygate_decisions_total counted %v limited requests, want at least %d", limited, flood+2)
+	}
+	if heapAfter-heapBefore > 32<<20 {
+		t.Errorf("heap in use grew by %.1f MiB with 20,000 sources", (heapAfter-heapBefore)/(1<<20))
+	}
+}
+
+// digestScans is PostgreSQL's count of scans of api_keys' digest index:
+// the decision path's lookups, as the server's statistics see them.
+func digestScans(tb testing.TB, dbURL string) int64 {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int64
+	if err := conn.QueryRow(ctx, `SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'api_keys_digest'`).Scan(&n); err != nil {
+		tb.Fatal(err)
+	}
+	return n
+}
+
+// settledDigestScans is digestScans once every backend has reported what
+// it did: a backend flushes its statistics when it goes idle, or at most
+// 10 s later (PostgreSQL 15's PGSTAT_IDLE_INTERVAL).
+func settledDigestScans(tb testing.TB, dbURL string) int64 {
+	tb.Helper()
+	time.Sleep(11 * time.Second)
+	return digestScans(tb, dbURL)
+}
+
+// deniedHeader is a header of a denied_response.
+func deniedHeader(resp *authv3.CheckResponse, name string) string {
+	for _, h := range resp.GetDeniedResponse().GetHeaders() {
+		if h.GetHeader().GetKey() == name {
+			return h.GetHeader().GetValue()
+		}
+	}
+	return ""
 }

@@ -48,7 +48,7 @@ func New(core *authz.Server, opts Options) *Server {
 	s := &Server{core: core, logger: logger, trustXFF: opts.TrustXFF, xffHops: max(0, opts.XFFTrustedHops),
 		grants: authz.NewGrants[*response]()}
 	for o := range authz.NumOutcomes {
-		s.denials[o] = denied(authz.Outcome(o).Denial())
+		s.denials[o] = denied(core.Denial(authz.Outcome(o)))
 	}
 	return s
 }

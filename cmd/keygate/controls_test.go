@@ -17,6 +17,9 @@ func TestServeBadControlFlags(t *testing.T) {
 	}{
 		"negative hops":      {[]string{"--xff-trusted-hops", "-1"}, "--xff-trusted-hops"},
 		"hops not a number":  {[]string{"--xff-trusted-hops", "two"}, "--xff-trusted-hops"},
+		"no window":          {[]string{"--failure-limit", "20"}, "--failure-limit: \"20\": want COUNT/WINDOW, like 20/1m"},
+		"zero count":         {[]string{"--failure-limit", "0/1m"}, "--failure-limit: the count must be 1 to 10000"},
+		"tiny window":        {[]string{"--failure-limit", "20/1ms"}, "--failure-limit: the window must be"},
 		"meta header syntax": {[]string{"--meta-header", "Tier"}, "--meta-header: key \"Tier\""},
 		"meta header twice":  {[]string{"--meta-header", "tier", "--meta-header", "tier"}, "--meta-header: \"tier\" is listed twice"},
 	}

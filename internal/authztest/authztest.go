@@ -58,6 +58,13 @@ func (f *Lookup) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Recor
 	return k, nil
 }
 
+// Peek is Lookup from memory alone (authz.CachePeek): everything the fake
+// holds counts as cached.
+func (f *Lookup) Peek(ctx context.Context, d keystore.Digest) (*keystore.Record, bool) {
+	k, err := f.Lookup(ctx, d)
+	return k, err == nil
+}
+
 // Put stores k's record under its digest, replacing any record there.
 func (f *Lookup) Put(k *keystore.Key) {
 	f.mu.Lock()
@@ -147,6 +154,24 @@ type Case struct {
 	// for the transport's usual one (its fixtures' client address),
 	// UnknownSource for none it knows.
 	Source string
+	// Failures is how many failed attempts the source makes before the
+	// request (FailureCase, that many times), against a server whose
+	// FailureLimit is FailureBudget in FailureWindow.
+	Failures int
+}
+
+// FailureBudget in FailureWindow is the failure limit the transports'
+// table servers get: more than the table's failed attempts from the usual
+// source, so that only the cases with Failures find their source over it.
+const (
+	FailureBudget = 100
+	FailureWindow = time.Hour
+)
+
+// FailureCase is a failed attempt from c's source (a malformed key).
+func (c *Case) FailureCase() Case {
+	return Case{Name: c.Name + " (failure)", Method: "GET", Path: "/api/v1/projects", Headers: map[string]string{"x-api-key": "kg_not-a-key"},
+		Source: c.Source, Want: "invalid_api_key"}
 }
 
 // FlipChar returns a character other than c, to break a checksum.
@@ -231,6 +256,17 @@ func (w *World) DecisionTable(tb testing.TB) []Case {
 	}
 	// Another key's from anywhere, and the restricted key's source is
 	// checked before what the path allows.
+	// A source over its failure budget gets 429 for anything but a cached
+	// valid key, which works (the fake holds every key as cached).
+	const hostile = "192.0.2.66"
+	n := FailureBudget
+	cases = append(cases,
+		Case{Name: "over the failure budget, unknown key", Method: "GET", Path: projects, Headers: key(unknown.Reveal()), Source: hostile, Failures: n, Want: "too_many_failures"},
+		Case{Name: "over the failure budget, malformed key", Method: "GET", Path: projects, Headers: key("hunter2"), Source: hostile, Failures: n, Want: "too_many_failures"},
+		Case{Name: "over the failure budget, revoked key", Method: "GET", Path: projects, Headers: key(w.Revoked.Secret), Source: hostile, Failures: n, Want: "too_many_failures"},
+		Case{Name: "over the failure budget, cached valid key", Method: "GET", Path: projects, Headers: key(plain), Source: hostile, Failures: n, Want: "ok"},
+		Case{Name: "over the failure budget, no key", Method: "GET", Path: projects, Source: hostile, Failures: n, Want: "missing_api_key"},
+	)
 	cases = append(cases,
 		Case{Name: "unrestricted key, unknown source", Method: "GET", Path: projects, Headers: key(plain), Source: UnknownSource, Want: "ok"},
 		Case{Name: "restricted key, other source, closed module", Method: "GET", Path: "/api/v1/users", Headers: restricted, Source: "203.0.113.9", Want: "source_not_allowed"},
