@@ -41,3 +41,34 @@ func TestMetaHeaders(t *testing.T) {
 		}
 	}
 }
+
+func TestAcceptLegacyKeys(t *testing.T) {
+	w := authztest.NewWorld(t)
+	s := newTestServer(t, w.Lookup, func(c *Config) { c.AcceptLegacyKeys = true })
+	tampered := w.Plain.Secret[:10] + authztest.FlipChar(w.Plain.Secret[10]) + w.Plain.Secret[11:]
+	for _, c := range []struct {
+		name, key string
+		want      Outcome
+		reason    Reason
+		lookups   int64
+	}{
+		{"the legacy key", w.Legacy.Secret, Allow, ReasonAllowed, 1},
+		{"as a bearer token", "Bearer " + w.Legacy.Secret, Allow, ReasonAllowed, 1},
+		{"an unknown legacy key", "kong-unknown-0123456789", InvalidKey, ReasonUnknown, 1},
+		{"a keygate key", w.Plain.Secret, Allow, ReasonAllowed, 1},
+		{"a mistyped keygate key: no lookup", tampered, InvalidKey, ReasonMalformed, 0},
+		{"too short: no lookup", "kong-short", InvalidKey, ReasonMalformed, 0},
+		{"a space: no lookup", "kong 0123456789abcdef", InvalidKey, ReasonMalformed, 0},
+		{"too long: no lookup", strings.Repeat("k", 257), InvalidKey, ReasonMalformed, 0},
+	} {
+		before := w.Lookup.Calls.Load()
+		header := "x-api-key"
+		if strings.HasPrefix(c.key, "Bearer ") {
+			header = "authorization"
+		}
+		d := s.decideRequest("GET", "/api/v1/projects", map[string]string{header: c.key}, "")
+		if d.Outcome != c.want || d.Reason != c.reason || w.Lookup.Calls.Load()-before != c.lookups {
+			t.Errorf("%s: %s (%s) with %d lookups; want %s (%s) with %d", c.name, d.Outcome, d.Reason, w.Lookup.Calls.Load()-before, c.want, c.reason, c.lookups)
+		}
+	}
+}

@@ -158,7 +158,7 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	if r.cred.several {
 		return because(failure(ReasonSeveralKeys, limited), nil, "")
 	}
-	secret, err := keystore.ParseSecret(r.cred.value)
+	secret, err := s.parseKey(r.cred.value)
 	if err != nil {
 		return because(failure(ReasonMalformed, limited), nil, "")
 	}
@@ -226,6 +226,16 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	d := because(ReasonAllowed, key, module)
 	d.fromCache = fromCache
 	return d
+}
+
+// parseKey checks a presented key without I/O: a keygate key, or with
+// AcceptLegacyKeys a legacy one.
+func (s *Server) parseKey(v string) (keystore.Secret, error) {
+	secret, err := keystore.ParseSecret(v)
+	if err != nil && s.acceptLegacy {
+		return keystore.ParseLegacySecret(v)
+	}
+	return secret, err
 }
 
 // failure is reason, or ReasonTooManyFailures for a source over its

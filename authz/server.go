@@ -50,6 +50,15 @@ type Config struct {
 	DecisionLog     DecisionLogMode
 	DecisionLogger  *slog.Logger
 	DecisionLogRate float64
+	// AcceptLegacyKeys also looks up presented keys that lack keygate's
+	// prefix and checksum (keys of another system, imported with keygate
+	// keys import --accept-legacy-keys), when they are 16 to 256
+	// characters of A-Z, a-z, 0-9 and "-._~+/=" (keystore.ParseLegacySecret):
+	// they are hashed and looked up like any key, so unknown ones cost a
+	// store query (then the negative cache answers) and count against
+	// FailureLimit. A mistyped keygate key is still refused without one.
+	// Default: off.
+	AcceptLegacyKeys bool
 	// FailureLimit, when set, refuses a source that made more failed
 	// attempts (invalid_api_key decisions) than it allows, with 429
 	// too_many_failures and without any store query, unless the key it
@@ -86,11 +95,12 @@ type Server struct {
 	tracer          trace.Tracer
 	now             func() time.Time
 
-	names       identityNames
-	metaHeaders []metaHeader
-	failures    *failureCounter // nil: no failure limit
-	peek        CachePeek       // keys, when it can answer from memory alone
-	denials     [numOutcomes]*Denial
+	names        identityNames
+	metaHeaders  []metaHeader
+	acceptLegacy bool
+	failures     *failureCounter // nil: no failure limit
+	peek         CachePeek       // keys, when it can answer from memory alone
+	denials      [numOutcomes]*Denial
 }
 
 // metaHeader is one metadata entry sent upstream as a header.
@@ -134,6 +144,7 @@ func NewServer(cfg Config) (*Server, error) {
 		now:             cfg.Now,
 		decisions:       newDecisionLog(cfg.DecisionLog, cfg.DecisionLogger, cfg.DecisionLogRate),
 		dryRun:          cfg.DryRun,
+		acceptLegacy:    cfg.AcceptLegacyKeys,
 		tracer:          cfg.Tracer,
 	}
 	s.cached, _ = cfg.Lookup.(CachedLookup)

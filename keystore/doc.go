@@ -47,5 +47,13 @@
 //
 // Every lifecycle change notifies NotifyChannel with the key's hex digest
 // in its own transaction, so replicas' caches learn of it when, and only
-// if, it commits.
+// if, it commits; an import notifies once for all its keys.
+//
+// # Importing
+//
+// ReadImport reads keys of another system from JSON lines (a key in clear,
+// or its SHA-256 digest); Import stores them in one transaction, all or
+// none, with an *ImportError naming the first line that cannot be. Keys
+// without keygate's prefix and checksum (ParseLegacySecret) are read only
+// when ImportOptions.AcceptLegacy says so.
 package keystore

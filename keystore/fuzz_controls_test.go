@@ -1,7 +1,11 @@
 package keystore
 
 import (
+	"bytes"
+	"encoding/json"
+	"errors"
 	"net/netip"
+	"strings"
 	"testing"
 )
 
@@ -74,4 +78,59 @@ func prefixStrings(ps []netip.Prefix) []string {
 		out[i] = p.String()
 	}
 	return out
+}
+
+// FuzzImportLine: a line of an import file is untrusted text that may hold
+// a key in clear. ParseImportLine never panics; what it accepts is a key
+// Create would accept, hashed from a keygate or a legacy key or a digest;
+// what it refuses is an *ImportError that does not repeat the key.
+func FuzzImportLine(f *testing.F) {
+	s, _ := GenerateSecret("kg")
+	for _, seed := range []string{
+		`{"account":"acme","name":"ci","key":"` + s.Reveal() + `"}`,
+		`{"account":"acme","name":"ci","scopes":["projects:read"],"expires_at":"2099-01-01T00:00:00Z","key":"` + s.Reveal() + `"}`,
+		`{"account":"acme","name":"kong","key":"kong-0123456789abcdefABCDEF"}`,
+		`{"account":"acme","name":"old","sha256":"` + strings.Repeat("ab", 32) + `"}`,
+		`{"account":"acme","name":"ci","key":"kong-0123456789abcdefABCDEF","key":"x"}`,
+		`{"account":"acme","name":"ci","metadata":{"tier":"gold"},"allowed_cidrs":["10.0.0.0/8"],"key":"` + s.Reveal() + `"}`,
+		`{"kg_secretsecretsecret":1}`,
+		`[]`, `{`, `{"account":1}`, `null`,
+	} {
+		f.Add([]byte(seed), true)
+	}
+	f.Fuzz(func(t *testing.T, line []byte, legacy bool) {
+		k, err := ParseImportLine(line, ImportOptions{AcceptLegacy: legacy})
+		var members map[string]json.RawMessage
+		var key string
+		if json.Unmarshal(line, &members) == nil {
+			_ = json.Unmarshal(members["key"], &key)
+		}
+		if err != nil {
+			var ie *ImportError
+			if !errors.As(err, &ie) || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("ParseImportLine: %T %v, want an *ImportError", err, err)
+			}
+			if len(key) >= 16 && bytes.Count(line, []byte(key)) == 1 && strings.Contains(err.Error(), key[4:]) {
+				t.Fatalf("the error %q repeats the key %q", err, key)
+			}
+			return
+		}
+		if ValidateAccountID(k.key.AccountID) != nil || ValidateName(k.key.Name) != nil || ValidateDescription(k.key.Description) != nil {
+			t.Fatalf("accepted a key Create would refuse: %+v", k.key)
+		}
+		switch {
+		case k.sha256 != nil:
+			if !legacy || k.secret != "" {
+				t.Fatalf("a digest accepted: legacy %v, secret %q", legacy, k.secret)
+			}
+		case k.secret == "":
+			t.Fatal("accepted with neither a key nor a digest")
+		default:
+			if _, err := ParseSecret(k.secret.Reveal()); err != nil {
+				if _, lerr := ParseLegacySecret(k.secret.Reveal()); !legacy || lerr != nil {
+					t.Fatalf("accepted %q: keygate %v, legacy %v (allowed %v)", k.secret.Reveal(), err, lerr, legacy)
+				}
+			}
+		}
+	})
 }

@@ -16,7 +16,7 @@ import (
 
 // NotifyChannel is the PostgreSQL channel on which every lifecycle change
 // is announced, in the same transaction as the change. The payload is the
-// hex digest of the changed key.
+// hex digest of the changed key, or "*" for keys added in bulk (Import).
 const NotifyChannel = "keygate_keys"
 
 // DefaultLifetime is how long a key lives when its creator chooses no
@@ -903,8 +903,19 @@ func recordEvent(ctx context.Context, tx pgx.Tx, k *Key, action, actor string, a
 // database's clock in microseconds since the epoch, from which listeners
 // measure how long the change took to reach them.
 func notify(ctx context.Context, tx pgx.Tx, d Digest) error {
+	return notifyPayload(ctx, tx, d.String())
+}
+
+// addedPayload, as a notification's payload before the "@", announces keys
+// added in bulk (Import): every unknown-key entry may be stale.
+const addedPayload = "*"
+
+// notifyAdded announces keys added in bulk, in one notification.
+func notifyAdded(ctx context.Context, tx pgx.Tx) error { return notifyPayload(ctx, tx, addedPayload) }
+
+func notifyPayload(ctx context.Context, tx pgx.Tx, what string) error {
 	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2 || '@' || (extract(epoch from clock_timestamp()) * 1000000)::bigint)`,
-		NotifyChannel, d.String())
+		NotifyChannel, what)
 	return err
 }
 

@@ -171,6 +171,10 @@ func (w *Watcher) session(ctx context.Context, first bool) error {
 func (w *Watcher) apply(payload string) {
 	w.stats.Notifications.Add(1)
 	hexDigest, stamp, stamped := strings.Cut(payload, "@")
+	if hexDigest == addedPayload { // keys added in bulk
+		w.cache.ForgetUnknown()
+		return
+	}
 	var d Digest
 	if b, err := hex.DecodeString(hexDigest); err == nil && len(b) == len(d) {
 		copy(d[:], b)

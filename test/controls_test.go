@@ -4,7 +4,13 @@ package test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -294,4 +300,138 @@ func deniedHeader(resp *authv3.CheckResponse, name string) string {
 		}
 	}
 	return ""
+}
+
+// TestImport imports 100,000 keys with `keygate keys import` in one run
+// (the time is logged), refuses a whole file for one bad line, and the
+// imported keys, legacy ones included, verify in real Checks; legacy keys
+// get the negative cache and the failure limit like any other.
+func TestImport(t *testing.T) {
+	const n = 100_000
+	db := pgtest.NewDatabase(t)
+	dir := t.TempDir()
+	var b strings.Builder
+	secrets := make([]string, n)
+	for i := range n {
+		s, err := keystore.GenerateSecret("kg")
+		if err != nil {
+			t.Fatal(err)
+		}
+		secrets[i] = s.Reveal()
+		fmt.Fprintf(&b, `{"account":"acct-%d","name":"imported %d","scopes":["projects:read"],"key":%q}`+"\n", i%1000, i, secrets[i])
+	}
+	const legacy, digestOnly = "kong-0123456789abcdefABCDEF", "unkey_3ZbPnPvXB4oq8dWkXpm6cyX1"
+	sum := sha256.Sum256([]byte(digestOnly))
+	fmt.Fprintf(&b, `{"account":"acme","name":"from kong","key":%q}`+"\n", legacy)
+	fmt.Fprintf(&b, `{"account":"acme","name":"from unkey","metadata":{"tier":"gold"},"sha256":%q}`+"\n", hex.EncodeToString(sum[:]))
+	good := filepath.Join(dir, "keys.jsonl")
+	if err := os.WriteFile(good, []byte(b.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	// One bad line, the 50,000th: nothing is imported, and the error names
+	// the line and never the key.
+	lines := strings.SplitAfter(b.String(), "\n")
+	lines[49_999] = strings.Replace(lines[49_999], `"projects:read"`, `"projects:admin"`, 1)
+	bad := filepath.Join(dir, "bad.jsonl")
+	if err := os.WriteFile(bad, []byte(strings.Join(lines, "")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := run(t, db, "keys", "import", bad, "--accept-legacy-keys")
+	if r.code != 2 || !strings.Contains(r.stderr, "line 50000: scopes:") || !strings.Contains(r.stderr, "nothing was imported") ||
+		strings.Contains(r.stderr, secrets[49_999][3:]) {
+		t.Fatalf("a bad line: exit %d, %q", r.code, r.stderr)
+	}
+	if got := keyCount(t, db); got != 0 {
+		t.Fatalf("%d keys stored after a refused import", got)
+	}
+	if r := run(t, db, "keys", "import", good); r.code != 2 || !strings.Contains(r.stderr, "line 100001: key: not a keygate key") {
+		t.Fatalf("a legacy key without --accept-legacy-keys: exit %d, %q", r.code, r.stderr)
+	}
+
+	start := time.Now()
+	out := cli(t, db, "keys", "import", good, "--accept-legacy-keys", "-o", "json")
+	took := time.Since(start)
+	if !strings.Contains(string(out), fmt.Sprintf(`"imported": %d`, n+2)) || keyCount(t, db) != n+2 {
+		t.Fatalf("keys import printed %s; %d keys stored", out, keyCount(t, db))
+	}
+	t.Logf("keys import: %d keys from a %.1f MB file in %s (%.0f keys/s), the binary's whole run", n+2, float64(b.Len())/1e6, took.Round(time.Millisecond), float64(n+2)/took.Seconds())
+	if r := run(t, db, "keys", "import", good, "--accept-legacy-keys"); r.code != 2 || !strings.Contains(r.stderr, "line 1: this key is stored already") {
+		t.Fatalf("importing the file again: exit %d, %q", r.code, r.stderr)
+	}
+
+	kg := startServer(t, db, "--accept-legacy-keys", "--failure-limit", "5/1m", "--meta-header", "tier")
+	plain := startServer(t, db)
+	for _, secret := range []string{secrets[0], secrets[n/2], secrets[n-1]} {
+		for _, srv := range []*server{kg, plain} {
+			if code, resp := srv.mustCheck(t, keyCheck(secret, "/api/v1/projects")); code != codes.OK {
+				t.Errorf("an imported keygate key: %s", describe(resp))
+			}
+		}
+	}
+	if code, resp := kg.mustCheck(t, keyCheck(legacy, "/api/v1/projects")); code != codes.OK {
+		t.Errorf("the imported legacy key: %s", describe(resp))
+	}
+	if code, resp := kg.mustCheck(t, keyCheck(digestOnly, "/api/v1/projects")); code != codes.OK || upstreamHeaders(resp)["x-keygate-meta-tier"] != "gold" {
+		t.Errorf("the key imported by its digest: %s", describe(resp))
+	}
+	if code, resp := plain.mustCheck(t, keyCheck(legacy, "/api/v1/projects")); code != codes.Unauthenticated {
+		t.Errorf("a legacy key without serve --accept-legacy-keys: %s; want 401", describe(resp))
+	}
+	// An unknown legacy key: one query, then the negative cache; the
+	// failure limit counts it.
+	loads := kg.metric(t, "keygate_cache_loads_total")
+	for i := range 5 {
+		if code, resp := kg.mustCheck(t, keyCheck("kong-not-a-key-at-all", "/api/v1/projects")); code != codes.Unauthenticated {
+			t.Fatalf("unknown legacy key, attempt %d: %s", i+1, describe(resp))
+		}
+	}
+	if got := kg.metric(t, "keygate_cache_loads_total") - loads; got != 1 {
+		t.Errorf("%v database lookups for one unknown legacy key sent 5 times, want 1", got)
+	}
+	if code, resp := kg.mustCheck(t, keyCheck("kong-another-made-up-key", "/api/v1/projects")); code != codes.ResourceExhausted {
+		t.Errorf("a sixth failure from the source: %s; want 429", describe(resp))
+	}
+}
+
+// run runs a keygate command against dbURL and returns its exit status
+// and output, whatever the status.
+func run(tb testing.TB, dbURL string, args ...string) (r struct {
+	code           int
+	stdout, stderr string
+}) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, keygateBin(tb), args...)
+	cmd.Env = environ(dbURL)
+	var stdout, stderr strings.Builder
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	switch {
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	case err != nil:
+		tb.Fatalf("keygate %s: %v", strings.Join(args, " "), err)
+	}
+	r.stdout, r.stderr = stdout.String(), stderr.String()
+	return r
+}
+
+// keyCount is the number of keys in the database.
+func keyCount(tb testing.TB, dbURL string) int {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, dbURL)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var n int
+	if err := conn.QueryRow(ctx, `SELECT count(*) FROM api_keys`).Scan(&n); err != nil {
+		tb.Fatal(err)
+	}
+	return n
 }

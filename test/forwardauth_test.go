@@ -84,6 +84,9 @@ func tableWorld(tb testing.TB, db string) *authztest.World {
 		Expired:    authztest.Key{Secret: expired.Secret},
 		Disabled:   authztest.Key{Secret: disabled.Secret},
 		Restricted: authztest.Key{Secret: restricted.Secret},
+		// Not accepted by a keygate without --accept-legacy-keys, stored
+		// or not.
+		Legacy: authztest.Key{Secret: authztest.LegacySecret},
 	}
 	time.Sleep(time.Until(*expired.ExpiresAt) + 50*time.Millisecond)
 	return w

@@ -27,6 +27,7 @@ type keysCmd struct {
 	Delete  keysDeleteCmd  `cmd:"" help:"Delete a key (the console's word for revoke): asks first on a terminal; the record and its audit trail stay."`
 	Rotate  keysRotateCmd  `cmd:"" help:"Issue a new secret; the old one works until the grace period ends."`
 	Events  keysEventsCmd  `cmd:"" help:"Show a key's audit trail: every lifecycle change, who made it and when."`
+	Import  keysImportCmd  `cmd:"" help:"Import keys of another system from JSON lines, in one transaction: all or none."`
 }
 
 // outputFlag selects human or machine output.

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"time"
@@ -142,4 +144,58 @@ func metadataText(m map[string]string) string {
 		parts = append(parts, k+"="+oneLine(m[k]))
 	}
 	return strings.Join(parts, " ")
+}
+
+type keysImportCmd struct {
+	dbFlags
+	keyFlags
+	outputFlag
+	actorFlag
+	File             string `arg:"" placeholder:"FILE" help:"JSON lines, one key each: account, name, description, scopes, expires_at, allowed_cidrs, metadata, and key (in clear) or sha256 (its hex SHA-256); - for standard input."`
+	AcceptLegacyKeys bool   `help:"Also import keys without keygate's prefix and checksum, and sha256 digests; serve needs --accept-legacy-keys too for them to work."`
+}
+
+// Run imports the file in one transaction: every key, or none.
+func (c *keysImportCmd) Run(e *env) error {
+	in := e.stdin
+	if c.File != "-" {
+		f, err := os.Open(c.File)
+		if err != nil {
+			return usageError("FILE: %v", err)
+		}
+		defer f.Close()
+		in = f
+	} else if in == nil {
+		return usageError("FILE: - reads standard input, which this run has not")
+	}
+	keys, err := keystore.ReadImport(in, keystore.ImportOptions{AcceptLegacy: c.AcceptLegacyKeys})
+	var ie *keystore.ImportError
+	switch {
+	case errors.As(err, &ie):
+		return usageError("%s: %v; nothing was imported", c.File, ie)
+	case err != nil:
+		return fmt.Errorf("%s: %w", c.File, err)
+	case len(keys) == 0:
+		return usageError("%s: no keys in the file", c.File)
+	}
+	store, closeStore, err := openStore(e.ctx, c.dbFlags, &c.keyFlags)
+	if err != nil {
+		return err
+	}
+	defer closeStore()
+	start := time.Now()
+	n, err := store.Import(e.ctx, keys, c.actor(e))
+	if errors.As(err, &ie) {
+		return usageError("%s: %v; nothing was imported", c.File, ie)
+	}
+	if err != nil {
+		return c.storeError(err, "")
+	}
+	if c.Output == "json" {
+		return writeJSON(e.stdout, struct {
+			Imported int `json:"imported"`
+		}{n})
+	}
+	fmt.Fprintf(e.stdout, "Imported %d keys in %s.\n", n, time.Since(start).Round(time.Millisecond))
+	return nil
 }

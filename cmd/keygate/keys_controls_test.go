@@ -1,10 +1,14 @@
 package main
 
 import (
+	"context"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/keystore"
 )
 
 func TestKeysDisableEnable(t *testing.T) {
@@ -131,5 +135,68 @@ func TestKeysMeta(t *testing.T) {
 	}
 	if after := pgtest.Dump(t, db); string(before) != string(after) {
 		t.Fatal("a refused command changed the database")
+	}
+}
+
+func TestKeysImport(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	dir := t.TempDir()
+	s1, _ := keystore.GenerateSecret("kg")
+	s2, _ := keystore.GenerateSecret("kg")
+	file := filepath.Join(dir, "keys.jsonl")
+	lines := `{"account":"acme","name":"one","key":"` + s1.Reveal() + `"}` + "\n\n" + `{"account":"acme","name":"two","scopes":["projects:read"],"key":"` + s2.Reveal() + `"}` + "\n"
+	if err := os.WriteFile(file, []byte(lines), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustRun(t, db, "keys", "import", file, "--actor", "migration"); !strings.HasPrefix(out, "Imported 2 keys in ") {
+		t.Fatalf("keys import printed %q", out)
+	}
+	list := decode[[]keyOut](t, mustRun(t, db, "keys", "list", "-o", "json"))
+	if len(list) != 2 || list[0].Name != "one" || list[1].Scopes[0] != "projects:read" || list[0].DisplayPrefix != s1.DisplayPrefix() {
+		t.Fatalf("keys list after the import: %+v", list)
+	}
+	if out := mustRun(t, db, "keys", "events", list[0].ID); !strings.Contains(out, "import  migration") {
+		t.Fatalf("keys events:\n%s", out)
+	}
+	// From standard input, one more.
+	s3, _ := keystore.GenerateSecret("kg")
+	var stdout, stderr strings.Builder
+	err := runInteractive(context.Background(), []string{"keys", "import", "-", "-o", "json"}, func(k string) string { return map[string]string{"DATABASE_URL": db}[k] },
+		strings.NewReader(`{"account":"acme","name":"three","key":"`+s3.Reveal()+`"}`), false, &stdout, &stderr)
+	if err != nil || strings.TrimSpace(stdout.String()) != "{\n  \"imported\": 1\n}" {
+		t.Fatalf("keys import - -o json: %v, %q %q", err, stdout.String(), stderr.String())
+	}
+
+	before := pgtest.Dump(t, db)
+	empty := filepath.Join(dir, "empty.jsonl")
+	os.WriteFile(empty, []byte("\n\n"), 0o600)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"keys", "import", filepath.Join(dir, "none.jsonl")}, "FILE: open"},
+		{[]string{"keys", "import", empty}, "no keys in the file"},
+		{[]string{"keys", "import", file}, "line 1: this key is stored already"},
+	} {
+		r := runCLI(t, db, c.args...)
+		if line := strings.TrimSpace(r.stderr); r.code != 2 || strings.Contains(line, "\n") || !strings.Contains(line, c.want) ||
+			strings.Contains(line, s1.Reveal()[3:]) {
+			t.Errorf("%v: exit %d, %q; want exit 2 and one line with %q", c.args, r.code, r.stderr, c.want)
+		}
+	}
+	if after := pgtest.Dump(t, db); string(before) != string(after) {
+		t.Fatal("a refused import changed the database")
+	}
+}
+
+// The per-key flags of the controls come from the command line only, like
+// every flag that describes one key.
+func TestControlFlagsIgnoreTheEnvironment(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	env := map[string]string{"DATABASE_URL": db, "KEYGATE_META": "tier=gold", "KEYGATE_ALLOW_CIDR": "10.0.0.0/8",
+		"KEYGATE_ACCEPT_LEGACY_KEYS": "true", "KEYGATE_CLEAR_META": "true"}
+	r := runWithEnv(t, env, "keys", "create", "--account", "acme", "--name", "n", "-o", "json")
+	if k := decode[keyOut](t, r.stdout); r.code != 0 || len(k.Metadata) != 0 || len(k.AllowedCIDRs) != 0 {
+		t.Fatalf("the environment shaped the key: %d %+v", r.code, k)
 	}
 }

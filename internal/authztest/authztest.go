@@ -110,11 +110,17 @@ type World struct {
 	Restricted Key
 	// Gold has the metadata tier=gold and cost_center=eng-42.
 	Gold Key
+	// Legacy is a key of another system (no keygate prefix or checksum),
+	// stored under its SHA-256 digest as an import stores it.
+	Legacy Key
 }
 
 // SourceCIDRs are the addresses World.Restricted may be used from. No
 // transport's default client address is in them.
 var SourceCIDRs = []string{"198.51.100.0/24", "2001:db8::/32"}
+
+// LegacySecret is World.Legacy's key: no keygate prefix or checksum.
+const LegacySecret = "kong-Zm9vYmFyYmF6cXV4cXV1eA"
 
 // UnknownSource, as Case.Source, is a request whose client address the
 // transport does not know.
@@ -135,6 +141,11 @@ func NewWorld(tb testing.TB) *World {
 		tb.Fatal(err)
 	}
 	w.Restricted = w.Lookup.Add(tb, "k-restricted", nil, func(k *keystore.Key) { k.AllowedCIDRs = cidrs })
+	h, _ := keystore.NewHasher(nil)
+	legacyKey := &keystore.Key{ID: "k-legacy", AccountID: "acct-k-legacy", Name: "k-legacy", CreatedAt: Now.Add(-time.Hour),
+		Digest: h.Digest(keystore.Secret(LegacySecret))}
+	w.Lookup.Put(legacyKey)
+	w.Legacy = Key{Secret: LegacySecret, Record: legacyKey}
 	w.Gold = w.Lookup.Add(tb, "k-gold", []string{"projects:*"}, func(k *keystore.Key) {
 		k.Metadata = map[string]string{"tier": "gold", "cost_center": "eng-42"}
 	})
@@ -209,6 +220,7 @@ func (w *World) DecisionTable(tb testing.TB) []Case {
 		{"unknown key", "GET", projects, key(unknown.Reveal()), "", "invalid_api_key"},
 		{"revoked key", "GET", projects, key(w.Revoked.Secret), "", "invalid_api_key"},
 		{"expired key", "GET", projects, key(w.Expired.Secret), "", "invalid_api_key"},
+		{"legacy key, legacy keys not accepted", "GET", projects, key(w.Legacy.Secret), "", "invalid_api_key"},
 		{"disabled key", "GET", projects, key(w.Disabled.Secret), "", "invalid_api_key"},
 		{"two different keys", "GET", projects, map[string]string{"x-api-key": plain, "authorization": "Bearer " + star}, "", "invalid_api_key"},
 		{"comma-merged x-api-key", "GET", projects, key(plain + "," + plain), "", "invalid_api_key"},
