@@ -15,6 +15,18 @@ import (
 	"github.com/keygate/keygate/keystore"
 )
 
+// newStoreAt is newStore on a database of its own, whose URL it returns
+// (for pgtest.Dump).
+func newStoreAt(t *testing.T, opts keystore.Options) (*keystore.Store, string) {
+	t.Helper()
+	db := pgtest.NewDatabase(t)
+	s, err := keystore.New(pgtest.Connect(t, db), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s, db
+}
+
 // stateOf is the decision path's view of the key behind secret at now.
 func stateOf(t *testing.T, s *keystore.Store, secret keystore.Secret, now time.Time) keystore.State {
 	t.Helper()
@@ -160,11 +172,7 @@ func TestWatcherDisableEnableReachCache(t *testing.T) {
 
 func TestAllowedCIDRs(t *testing.T) {
 	clk := newClock()
-	db := pgtest.NewDatabase(t)
-	s, err := keystore.New(pgtest.Connect(t, db), keystore.Options{Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, db := newStoreAt(t, keystore.Options{Now: clk.Now})
 	ctx := context.Background()
 	k, secret := mustCreate(t, s, keystore.CreateParams{AllowedCIDRs: []string{"2001:db8::/32", "10.0.0.0/8", "192.0.2.7"}})
 	want := []string{"10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"}
@@ -224,11 +232,7 @@ func prefixStrings(ps []netip.Prefix) []string {
 
 func TestMetadata(t *testing.T) {
 	clk := newClock()
-	db := pgtest.NewDatabase(t)
-	s, err := keystore.New(pgtest.Connect(t, db), keystore.Options{Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	s, db := newStoreAt(t, keystore.Options{Now: clk.Now})
 	ctx := context.Background()
 	k, secret := mustCreate(t, s, keystore.CreateParams{Metadata: map[string]string{"tier": "gold", "team": "Zürich ops"},
 		AllowedCIDRs: []string{"10.0.0.0/8"}})

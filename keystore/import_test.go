@@ -105,13 +105,8 @@ func importFile(tb testing.TB, n int, mutate func(i int, line string) string) (s
 
 func TestImport(t *testing.T) {
 	clk := newClock()
-	db := pgtest.NewDatabase(t)
-	pepper := []byte(strings.Repeat("p", 32))
-	h, _ := keystore.NewHasher(pepper)
-	s, err := keystore.New(pgtest.Connect(t, db), keystore.Options{Hasher: h, Now: clk.Now})
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, _ := keystore.NewHasher([]byte(strings.Repeat("p", 32)))
+	s, db := newStoreAt(t, keystore.Options{Hasher: h, Now: clk.Now})
 	ctx := context.Background()
 	file, secrets := importFile(t, 50, nil)
 	legacy := "kong-0123456789abcdefABCDEF"

@@ -653,6 +653,40 @@ func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, er
 // Revoke makes a key unusable from now on, everywhere. Revoking a revoked
 // key is ErrRevoked.
 func (s *Store) Revoke(ctx context.Context, id, actor string) (*Key, error) {
+	return s.changeState(ctx, id, "revoke", actor, `revoked_at = $2`, func(_ *Key, now time.Time) (any, error) {
+		return now, nil
+	})
+}
+
+// Disable makes a key unusable, everywhere, until Enable: it is refused
+// like a revoked key meanwhile. Disabling a disabled key is ErrDisabled; a
+// revoked key cannot be disabled (ErrRevoked).
+func (s *Store) Disable(ctx context.Context, id, actor string) (*Key, error) {
+	return s.changeState(ctx, id, "disable", actor, `disabled_at = $2`, func(k *Key, now time.Time) (any, error) {
+		if k.DisabledAt != nil {
+			return nil, fmt.Errorf("%w already (since %s)", ErrDisabled, k.DisabledAt.Format(time.RFC3339))
+		}
+		return now, nil
+	})
+}
+
+// Enable makes a disabled key work again. Enabling a key that is not
+// disabled is ErrNotDisabled; a revoked key cannot be enabled (ErrRevoked).
+func (s *Store) Enable(ctx context.Context, id, actor string) (*Key, error) {
+	return s.changeState(ctx, id, "enable", actor, `disabled_at = $2`, func(k *Key, _ time.Time) (any, error) {
+		if k.DisabledAt == nil {
+			return nil, ErrNotDisabled
+		}
+		return (*time.Time)(nil), nil
+	})
+}
+
+// changeState makes one lifecycle change of a key that is not revoked
+// (ErrRevoked), audited as action and announced, in one transaction: with
+// the key's row locked, allow says whether the change may be made (nothing
+// is written when it may not) and what $2 of set, an assignment of the
+// UPDATE, is.
+func (s *Store) changeState(ctx context.Context, id, action, actor, set string, allow func(k *Key, now time.Time) (any, error)) (*Key, error) {
 	u, err := parseID(id)
 	if err != nil {
 		return nil, err
@@ -669,64 +703,12 @@ func (s *Store) Revoke(ctx context.Context, id, actor string) (*Key, error) {
 		if k.RevokedAt != nil {
 			return fmt.Errorf("%w (at %s)", ErrRevoked, k.RevokedAt.Format(time.RFC3339))
 		}
-		if k, err = queryShown(ctx, tx, `UPDATE api_keys SET revoked_at = $2, updated_at = clock_timestamp()
-			WHERE id = $1 RETURNING `+shownColumns, u, now); err != nil {
-			return err
-		}
-		if err := recordEvent(ctx, tx, k, "revoke", actor, now, nil); err != nil {
-			return err
-		}
-		return notify(ctx, tx, k.Digest)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("keystore: revoke %s: %w", id, err)
-	}
-	return k, nil
-}
-
-// Disable makes a key unusable, everywhere, until Enable: it is refused
-// like a revoked key meanwhile. Disabling a disabled key is ErrDisabled; a
-// revoked key cannot be disabled (ErrRevoked).
-func (s *Store) Disable(ctx context.Context, id, actor string) (*Key, error) {
-	return s.setDisabled(ctx, id, actor, true)
-}
-
-// Enable makes a disabled key work again. Enabling a key that is not
-// disabled is ErrNotDisabled; a revoked key cannot be enabled (ErrRevoked).
-func (s *Store) Enable(ctx context.Context, id, actor string) (*Key, error) {
-	return s.setDisabled(ctx, id, actor, false)
-}
-
-// setDisabled disables or enables a key, audited and announced.
-func (s *Store) setDisabled(ctx context.Context, id, actor string, disable bool) (*Key, error) {
-	action := map[bool]string{true: "disable", false: "enable"}[disable]
-	u, err := parseID(id)
-	if err != nil {
-		return nil, err
-	}
-	var k *Key
-	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		now, err := s.txNow(ctx, tx)
+		arg, err := allow(k, now)
 		if err != nil {
 			return err
 		}
-		if k, err = lockKey(ctx, tx, u); err != nil {
-			return err
-		}
-		switch {
-		case k.RevokedAt != nil:
-			return fmt.Errorf("%w (at %s)", ErrRevoked, k.RevokedAt.Format(time.RFC3339))
-		case disable && k.DisabledAt != nil:
-			return fmt.Errorf("%w already (since %s)", ErrDisabled, k.DisabledAt.Format(time.RFC3339))
-		case !disable && k.DisabledAt == nil:
-			return ErrNotDisabled
-		}
-		var at *time.Time
-		if disable {
-			at = &now
-		}
-		if k, err = queryShown(ctx, tx, `UPDATE api_keys SET disabled_at = $2, updated_at = clock_timestamp()
-			WHERE id = $1 RETURNING `+shownColumns, u, at); err != nil {
+		if k, err = queryShown(ctx, tx, `UPDATE api_keys SET `+set+`, updated_at = clock_timestamp()
+			WHERE id = $1 RETURNING `+shownColumns, u, arg); err != nil {
 			return err
 		}
 		if err := recordEvent(ctx, tx, k, action, actor, now, nil); err != nil {

@@ -6,10 +6,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -269,6 +267,13 @@ func TestFailureLimit(t *testing.T) {
 // the decision path's lookups, as the server's statistics see them.
 func digestScans(tb testing.TB, dbURL string) int64 {
 	tb.Helper()
+	return queryCount(tb, dbURL, `SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'api_keys_digest'`)
+}
+
+// queryCount runs a query answering one number, on a connection of its
+// own.
+func queryCount(tb testing.TB, dbURL, sql string) int64 {
+	tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	conn, err := pgx.Connect(ctx, dbURL)
@@ -277,7 +282,7 @@ func digestScans(tb testing.TB, dbURL string) int64 {
 	}
 	defer conn.Close(ctx)
 	var n int64
-	if err := conn.QueryRow(ctx, `SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'api_keys_digest'`).Scan(&n); err != nil {
+	if err := conn.QueryRow(ctx, sql).Scan(&n); err != nil {
 		tb.Fatal(err)
 	}
 	return n
@@ -394,44 +399,8 @@ func TestImport(t *testing.T) {
 	}
 }
 
-// run runs a keygate command against dbURL and returns its exit status
-// and output, whatever the status.
-func run(tb testing.TB, dbURL string, args ...string) (r struct {
-	code           int
-	stdout, stderr string
-}) {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, keygateBin(tb), args...)
-	cmd.Env = environ(dbURL)
-	var stdout, stderr strings.Builder
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	var ee *exec.ExitError
-	switch {
-	case errors.As(err, &ee):
-		r.code = ee.ExitCode()
-	case err != nil:
-		tb.Fatalf("keygate %s: %v", strings.Join(args, " "), err)
-	}
-	r.stdout, r.stderr = stdout.String(), stderr.String()
-	return r
-}
-
 // keyCount is the number of keys in the database.
 func keyCount(tb testing.TB, dbURL string) int {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var n int
-	if err := conn.QueryRow(ctx, `SELECT count(*) FROM api_keys`).Scan(&n); err != nil {
-		tb.Fatal(err)
-	}
-	return n
+	return int(queryCount(tb, dbURL, `SELECT count(*) FROM api_keys`))
 }

@@ -2,7 +2,8 @@ package extauthz
 
 import (
 	"net/netip"
-	"strings"
+
+	"github.com/keygate/keygate/authz"
 )
 
 // maxXFFLines bounds the X-Forwarded-For header lines read (Envoy merges
@@ -37,25 +38,15 @@ func (f *forwardedFor) client(hops int) (a netip.Addr, ok bool) {
 		return netip.Addr{}, false
 	}
 	skip := hops
-	for i := f.n - 1; i >= 0; i-- {
-		line := f.lines[i]
-		for line != "" {
-			var entry string
-			if j := strings.LastIndexByte(line, ','); j >= 0 {
-				entry, line = line[j+1:], line[:j]
-			} else {
-				entry, line = line, ""
-			}
-			if skip > 0 {
-				skip--
-				continue
-			}
-			a, err := netip.ParseAddr(strings.Trim(entry, " \t"))
-			if err != nil {
-				return netip.Addr{}, false
-			}
-			return a.Unmap(), true
+	authz.ForwardedEntries(f.lines[:f.n], func(entry string) bool {
+		if skip > 0 {
+			skip--
+			return true
 		}
-	}
-	return netip.Addr{}, false
+		if p, err := netip.ParseAddr(entry); err == nil {
+			a, ok = p.Unmap(), true
+		}
+		return false
+	})
+	return a, ok
 }
