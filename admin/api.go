@@ -28,7 +28,7 @@ const (
 const DefaultGrace = 24 * time.Hour
 
 // createFields are the members of POST /v1/keys, in the document's order.
-var createFields = []string{"account_id", "name", "description", "scopes", "expires_in", "expires_at", "no_expiry"}
+var createFields = []string{"account_id", "name", "description", "scopes", "allowed_cidrs", "metadata", "expires_in", "expires_at", "no_expiry"}
 
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) *problem {
 	members, prob := decodeObject(w, r, false, "application/json")
@@ -39,13 +39,16 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	unknownFields(members, &errs, createFields)
 	var req struct {
 		AccountID, Name, Description, ExpiresIn, ExpiresAt string
-		Scopes                                             []string
+		Scopes, AllowedCIDRs                               []string
+		Metadata                                           map[string]string
 		NoExpiry                                           bool
 	}
 	decodeMember(members, "account_id", &req.AccountID, &errs, "a string")
 	decodeMember(members, "name", &req.Name, &errs, "a string")
 	decodeMember(members, "description", &req.Description, &errs, "a string")
 	decodeMember(members, "scopes", &req.Scopes, &errs, "an array of strings")
+	decodeMember(members, "allowed_cidrs", &req.AllowedCIDRs, &errs, "an array of CIDR prefixes or addresses")
+	decodeMember(members, "metadata", &req.Metadata, &errs, "an object of strings")
 	decodeMember(members, "expires_in", &req.ExpiresIn, &errs, `a duration like "30d" or "12h"`)
 	decodeMember(members, "expires_at", &req.ExpiresAt, &errs, "an RFC 3339 time like 2027-01-31T00:00:00Z")
 	decodeMember(members, "no_expiry", &req.NoExpiry, &errs, "true or false")
@@ -59,7 +62,8 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) 
 		errs.add("account_id", "required: the account the key belongs to")
 	}
 
-	params := keystore.CreateParams{AccountID: req.AccountID, Name: req.Name, Description: req.Description, Scopes: req.Scopes, Actor: p.Actor()}
+	params := keystore.CreateParams{AccountID: req.AccountID, Name: req.Name, Description: req.Description, Scopes: req.Scopes,
+		AllowedCIDRs: req.AllowedCIDRs, Metadata: req.Metadata, Actor: p.Actor()}
 	expiryField := s.parseExpiry(members, req.ExpiresIn, req.ExpiresAt, req.NoExpiry, &params.Expiry, &errs)
 	s.checkScopes(req.Scopes, &errs)
 	if !errs.has("name") && !present(members, "name") {
@@ -239,6 +243,7 @@ func fieldName(s string) string {
 
 var statusFilters = map[string]keystore.StatusFilter{
 	"active": keystore.ListActive, "all": keystore.ListAll, "expired": keystore.ListExpired, "revoked": keystore.ListRevoked,
+	"disabled": keystore.ListDisabled,
 }
 
 var listParams = []string{"account_id", "status", "limit", "cursor"}
@@ -271,7 +276,7 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, p Principal) *
 	if v := query.Get("status"); query.Has("status") && !errs.has("status") {
 		f, ok := statusFilters[v]
 		if !ok {
-			errs.add("status", "must be active, expired, revoked or all")
+			errs.add("status", "must be active, disabled, expired, revoked or all")
 		}
 		params.Status = f
 	}
@@ -361,9 +366,12 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request, p Principal) *pr
 	return nil
 }
 
-var updateFields = []string{"name", "description"}
+var updateFields = []string{"name", "description", "allowed_cidrs", "metadata"}
 
-// updateKey applies a JSON merge patch (RFC 7396) of name and description.
+// updateKey applies a JSON merge patch (RFC 7396) of name, description,
+// source restrictions (an array replaces them; null or [] removes them) and
+// metadata (an object's members set entries, null members remove them;
+// null removes them all).
 func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p Principal) *problem {
 	members, prob := decodeObject(w, r, false, "application/merge-patch+json", "application/json")
 	if prob != nil {
@@ -384,6 +392,17 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p Principal) 
 			decodeMember(members, "description", params.Description, &errs, "a string")
 		}
 	}
+	if _, ok := members["allowed_cidrs"]; ok {
+		params.AllowedCIDRs = &[]string{} // null removes them
+		decodeMember(members, "allowed_cidrs", params.AllowedCIDRs, &errs, "an array of CIDR prefixes or addresses, or null")
+		if !errs.has("allowed_cidrs") {
+			_, err := keystore.NormalizeCIDRs(*params.AllowedCIDRs)
+			addValidation(&errs, err)
+		}
+	}
+	if v, ok := members["metadata"]; ok {
+		params.Metadata = metadataPatch(v, &errs)
+	}
 	if params.Name != nil && !errs.has("name") {
 		addValidation(&errs, keystore.ValidateName(*params.Name))
 	}
@@ -397,13 +416,17 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	if prob != nil {
 		return prob
 	}
-	if params.Name == nil && params.Description == nil {
+	if params.Name == nil && params.Description == nil && params.AllowedCIDRs == nil && params.Metadata == nil {
 		writeJSON(w, http.StatusOK, NewKey(k, s.now())) // an empty patch changes nothing
 		return nil
 	}
 	params.Actor = p.Actor()
 	k, err := s.store.Update(r.Context(), k.ID, params)
 	if err != nil {
+		// The metadata's size is judged against the key's.
+		if addValidation(&errs, err); len(errs) > 0 {
+			return errs.problem(updateFields...)
+		}
 		return s.storeProblem(err)
 	}
 	writeJSON(w, http.StatusOK, NewKey(k, s.now()))

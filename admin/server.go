@@ -85,6 +85,8 @@ func (s *Server) routes() []route {
 		{pattern: "PATCH /v1/keys/{id}", handle: s.updateKey},
 		{pattern: "DELETE /v1/keys/{id}", handle: s.revokeKey},
 		{pattern: "POST /v1/keys/{id}/rotate", handle: s.rotateKey},
+		{pattern: "POST /v1/keys/{id}/disable", handle: s.disableKey},
+		{pattern: "POST /v1/keys/{id}/enable", handle: s.enableKey},
 		{pattern: "GET /v1/keys/{id}/events", handle: s.keyEvents},
 		{pattern: "GET /v1/modules", handle: s.modules},
 		{pattern: "GET /v1/whoami", handle: s.whoami},
@@ -312,6 +314,8 @@ func (s *Server) storeProblem(err error) *problem {
 		return newProblem(probConflict, "The key has expired.")
 	case errors.Is(err, keystore.ErrRotated):
 		return newProblem(probConflict, "The key has already been rotated: rotate its successor (rotated_to).")
+	case errors.Is(err, keystore.ErrDisabled):
+		return newProblem(probConflict, "The key is disabled: enable it first.")
 	}
 	// Unavailable (keystore.ErrUnavailable) or failed: either way the
 	// client may try again, and the log says which.

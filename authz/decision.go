@@ -18,8 +18,9 @@ import (
 type Decision struct {
 	Outcome Outcome
 	Reason  Reason
-	// Key is the authenticated key; nil unless the key was found and valid.
-	Key *keystore.Key
+	// Key is the authenticated key's record; nil unless the key was found
+	// and valid.
+	Key *keystore.Record
 	// Module is the module the request reaches ("" if none).
 	Module string
 	// DryRun marks a denial that is not enforced (--dry-run, or a policy
@@ -41,17 +42,17 @@ func (d *Decision) Forged() bool { return len(d.spoofed) > 0 }
 
 // because is the decision a reason alone makes: its outcome follows from
 // the reasons table.
-func because(r Reason, key *keystore.Key, module string) Decision {
+func because(r Reason, key *keystore.Record, module string) Decision {
 	return Decision{Outcome: r.Outcome(), Reason: r, Key: key, Module: module}
 }
 
-// KeyLookup finds the key stored under a digest: ErrNotFound when there is
-// none, an error matching keystore.ErrUnavailable when the store cannot
-// answer. *keystore.Cache (which bounds each store query with its own
-// deadline) and *keystore.Store satisfy it. Lookup must return when ctx
-// ends.
+// KeyLookup finds the record of the key stored under a digest: ErrNotFound
+// when there is none, an error matching keystore.ErrUnavailable when the
+// store cannot answer. *keystore.Cache (which bounds each store query with
+// its own deadline) and *keystore.Store satisfy it. Lookup must return when
+// ctx ends.
 type KeyLookup interface {
-	Lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, error)
+	Lookup(ctx context.Context, d keystore.Digest) (*keystore.Record, error)
 }
 
 // UsageRecorder learns of every allowed request, off the request path (it
@@ -84,6 +85,9 @@ func (s *Server) Decide(ctx context.Context, r *Request) (d Decision) {
 	}()
 	d = s.decide(ctx, r)
 	d.carriers, d.spoofed = r.cred.carriers, r.spoofed
+	if d.Outcome == InvalidKey && s.failures != nil {
+		s.failures.add(r.Source, r.At)
+	}
 	return d
 }
 
@@ -134,7 +138,7 @@ func (s *Server) moduleDryRun(r *Request, d *Decision) bool {
 func (s *Server) record(ctx context.Context, r *Request, d *Decision, start time.Time) {
 	s.metrics.observe(d.Reason, d.DryRun, start)
 	if d.Outcome == Allow && s.usage != nil {
-		s.usage.Used(d.Key.ID, start)
+		s.usage.Used(d.Key.ID(), start)
 	}
 	if s.decisions.wants(d) {
 		s.decisions.write(ctx, r, d, s.now().Sub(start))
@@ -144,16 +148,19 @@ func (s *Server) record(ctx context.Context, r *Request, d *Decision, start time
 // decide makes the decision. It is the one place the decision table
 // lives; transports only translate in and out.
 func (s *Server) decide(ctx context.Context, r *Request) Decision {
-	// 1. A key, well formed, checked without I/O.
-	switch {
-	case r.cred.several:
-		return because(ReasonSeveralKeys, nil, "")
-	case !r.cred.found:
+	// 1. A key, well formed, checked without I/O; and whether its source
+	// may still fail (FailureLimit): one over its budget gets answers from
+	// memory only, and a refusal for anything but a cached valid key.
+	if !r.cred.found {
 		return because(ReasonMissingKey, nil, "")
 	}
-	secret, err := keystore.ParseSecret(r.cred.value)
+	limited := s.failures != nil && s.failures.over(r.Source, r.At)
+	if r.cred.several {
+		return because(failure(ReasonSeveralKeys, limited), nil, "")
+	}
+	secret, err := s.parseKey(r.cred.value)
 	if err != nil {
-		return because(ReasonMalformed, nil, "")
+		return because(failure(ReasonMalformed, limited), nil, "")
 	}
 
 	// 2. A path that reads one way, and the module it reaches.
@@ -180,12 +187,21 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	if err := ctx.Err(); err != nil {
 		return because(ReasonCanceled, nil, module)
 	}
-	key, reason, fromCache := s.authenticate(ctx, secret, r.At)
+	key, reason, fromCache := s.authenticate(ctx, secret, r.At, limited)
 	if reason != ReasonAllowed {
 		return because(reason, nil, module)
 	}
 
-	// 4. What the key may do here.
+	// 4. Where the key may be used from.
+	if !key.AllowsSource(r.Source) {
+		reason := ReasonSource
+		if !r.Source.IsValid() {
+			reason = ReasonNoSource
+		}
+		return because(reason, key, module)
+	}
+
+	// 5. What the key may do here.
 	if restricted {
 		reason := ReasonRestricted
 		if module == "" {
@@ -199,11 +215,11 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	// deployments). A route module overrides the default for paths in no
 	// module, so "" counts only without one.
 	act := action(r.Method)
-	if !keystore.Allows(key.Scopes, module, act) {
+	if !key.Allows(module, act) {
 		return because(ReasonScope, key, module)
 	}
 	for _, m := range route.Modules {
-		if m != module && (m != "" || r.Module == "") && !keystore.Allows(key.Scopes, m, act) {
+		if m != module && (m != "" || r.Module == "") && !key.Allows(m, act) {
 			return because(ReasonScope, key, module)
 		}
 	}
@@ -212,10 +228,33 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	return d
 }
 
+// parseKey checks a presented key without I/O: a keygate key, or with
+// AcceptLegacyKeys a legacy one.
+func (s *Server) parseKey(v string) (keystore.Secret, error) {
+	secret, err := keystore.ParseSecret(v)
+	if err != nil && s.acceptLegacy {
+		return keystore.ParseLegacySecret(v)
+	}
+	return secret, err
+}
+
+// failure is reason, or ReasonTooManyFailures for a source over its
+// failure budget.
+func failure(reason Reason, limited bool) Reason {
+	if limited {
+		return ReasonTooManyFailures
+	}
+	return reason
+}
+
 // authenticate finds the key behind secret and checks that it is usable
 // now. It returns the key, or a reason why not, and whether the record
-// came from memory.
-func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now time.Time) (*keystore.Key, Reason, bool) {
+// came from memory. For a source over its failure budget (limited) it asks
+// the cache alone, and every reason but an allow is ReasonTooManyFailures.
+func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now time.Time, limited bool) (*keystore.Record, Reason, bool) {
+	if limited {
+		return s.authenticateFromMemory(ctx, secret, now)
+	}
 	var digests [2]keystore.Digest
 	failure := ReasonUnknown // what to say if no candidate finds the key
 	fromCache := true
@@ -232,6 +271,8 @@ func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now t
 				return key, ReasonAllowed, fromCache
 			case keystore.StateRevoked:
 				return nil, ReasonRevoked, fromCache
+			case keystore.StateDisabled:
+				return nil, ReasonDisabled, fromCache
 			default:
 				return nil, ReasonExpired, fromCache
 			}
@@ -247,9 +288,31 @@ func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now t
 	return nil, failure, fromCache
 }
 
+// authenticateFromMemory is authenticate with nothing but what the cache
+// holds: a cached valid key, or ReasonTooManyFailures. No store query.
+func (s *Server) authenticateFromMemory(ctx context.Context, secret keystore.Secret, now time.Time) (*keystore.Record, Reason, bool) {
+	if s.peek == nil {
+		return nil, ReasonTooManyFailures, true
+	}
+	var digests [2]keystore.Digest
+	for _, d := range s.hasher.AppendCandidates(digests[:0], secret) {
+		if key, ok := s.peek.Peek(ctx, d); ok && key.StateAt(now) == keystore.StateActive {
+			return key, ReasonAllowed, true
+		}
+	}
+	return nil, ReasonTooManyFailures, true
+}
+
+// CachePeek is a KeyLookup that can answer from memory alone: Peek returns
+// the cached record under d, if it holds one it would answer with, without
+// asking the store. *keystore.Cache is one.
+type CachePeek interface {
+	Peek(ctx context.Context, d keystore.Digest) (*keystore.Record, bool)
+}
+
 // lookup asks the KeyLookup, and whether it answered from memory (a plain
 // KeyLookup never says it did).
-func (s *Server) lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, bool, error) {
+func (s *Server) lookup(ctx context.Context, d keystore.Digest) (*keystore.Record, bool, error) {
 	if s.cached != nil {
 		return s.cached.LookupCached(ctx, d)
 	}
@@ -260,7 +323,7 @@ func (s *Server) lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, 
 // CachedLookup is a KeyLookup that also says whether it answered from
 // memory; *keystore.Cache is one. Spans record it.
 type CachedLookup interface {
-	LookupCached(ctx context.Context, d keystore.Digest) (key *keystore.Key, fromMemory bool, err error)
+	LookupCached(ctx context.Context, d keystore.Digest) (key *keystore.Record, fromMemory bool, err error)
 }
 
 // action is the scope action a method needs: safe methods read, the rest

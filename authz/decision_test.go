@@ -52,12 +52,29 @@ func (s *Server) decideRequest(method, path string, headers map[string]string, m
 	return s.Decide(context.Background(), s.request(method, path, headers, module))
 }
 
+// decideCase decides a case of the shared decision table, after its
+// source's failed attempts.
+func (s *Server) decideCase(c authztest.Case) Decision {
+	for range c.Failures {
+		s.decideCase(c.FailureCase())
+	}
+	r := s.request(c.Method, c.Path, c.Headers, c.Module)
+	r.Source = c.SourceAddr() // the core has no usual source: "" is none
+	return s.Decide(context.Background(), r)
+}
+
+// tableLimit gives a server the failure limit the decision table is
+// replayed against.
+func tableLimit(c *Config) {
+	c.FailureLimit = FailureLimit{Count: authztest.FailureBudget, Window: authztest.FailureWindow}
+}
+
 func TestDecisionTable(t *testing.T) {
 	w := authztest.NewWorld(t)
-	s := newTestServer(t, w.Lookup, nil)
+	s := newTestServer(t, w.Lookup, tableLimit)
 	for _, c := range w.DecisionTable(t) {
 		t.Run(c.Name, func(t *testing.T) {
-			d := s.decideRequest(c.Method, c.Path, c.Headers, c.Module)
+			d := s.decideCase(c)
 			if got := d.Outcome.String(); got != c.Want {
 				t.Fatalf("outcome %s (reason %s), want %s", got, d.Reason, c.Want)
 			}
@@ -354,7 +371,7 @@ func TestRouteModuleUnderDefaultDeny(t *testing.T) {
 // key is cached under its pre-pepper digest.
 type pepperedLookup struct{ plain *authztest.Lookup }
 
-func (p pepperedLookup) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, error) {
+func (p pepperedLookup) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Record, error) {
 	if k, err := p.plain.Lookup(ctx, d); err == nil {
 		return k, nil
 	}

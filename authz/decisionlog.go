@@ -116,12 +116,12 @@ func keyID(d *Decision) string {
 	if d.Key == nil {
 		return ""
 	}
-	return d.Key.ID
+	return d.Key.ID()
 }
 
 func accountID(d *Decision) string {
 	if d.Key == nil {
 		return ""
 	}
-	return d.Key.AccountID
+	return d.Key.AccountID()
 }

@@ -2,9 +2,13 @@ package authz
 
 import (
 	"encoding/json"
+	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/maypok86/otter/v2"
+
+	"github.com/keygate/keygate/keystore"
 )
 
 // Field is one HTTP header: a lower-case name and its value.
@@ -22,9 +26,13 @@ type Identity struct {
 	// valid key); an adapter removes such a header, or sends it empty, but
 	// never lets a client-sent value through.
 	Headers [NumIdentityHeaders]Field
+	// Meta are the metadata headers (Config.MetaHeaders), in their order,
+	// with an empty Value when the key has no such entry: like an empty
+	// identity header, one an adapter removes or sends empty.
+	Meta []Field
 	// Remove lists the headers to remove upstream that are not identity
-	// headers: the ones that carried the key (unless KeepCredentials) and
-	// client-sent headers with the identity prefix.
+	// or metadata headers: the ones that carried the key (unless
+	// KeepCredentials) and client-sent headers with the identity prefix.
 	Remove []string
 }
 
@@ -48,13 +56,22 @@ func (s *Server) Identity(d *Decision) Identity {
 		id.Headers[i].Name = name
 	}
 	if k := d.Key; k != nil {
-		id.Headers[IdentityKeyID].Value = k.ID
-		id.Headers[IdentityAccountID].Value = k.AccountID
-		id.Headers[IdentityScopes].Value = strings.Join(k.Scopes, ",")
+		id.Headers[IdentityKeyID].Value = k.ID()
+		id.Headers[IdentityAccountID].Value = k.AccountID()
+		id.Headers[IdentityScopes].Value = k.JoinedScopes()
 	}
 	id.Headers[IdentityModule].Value = d.Module
 	if d.DryRun {
 		id.Headers[IdentityDryRun].Value = d.Outcome.String()
+	}
+	if len(s.metaHeaders) > 0 {
+		id.Meta = make([]Field, len(s.metaHeaders))
+		for i, h := range s.metaHeaders {
+			id.Meta[i].Name = h.name
+			if d.Key != nil {
+				id.Meta[i].Value, _ = d.Key.Meta(h.key)
+			}
+		}
 	}
 	if !s.keepCredentials {
 		for i := range s.keyHeaders {
@@ -68,10 +85,38 @@ func (s *Server) Identity(d *Decision) Identity {
 		case s.names.keyID, s.names.accountID, s.names.scopes, s.names.module:
 			// identity headers: set or removed by every adapter
 		default:
-			id.Remove = append(id.Remove, name)
+			if !slices.ContainsFunc(s.metaHeaders, func(h metaHeader) bool { return h.name == name }) {
+				id.Remove = append(id.Remove, name) // metadata headers are set or removed too
+			}
 		}
 	}
 	return id
+}
+
+// CheckMetaHeaders reports what NewServer would find wrong with
+// Config.MetaHeaders, as a *ConfigError.
+func CheckMetaHeaders(keys []string) error {
+	_, err := newMetaHeaders(keys, DefaultIdentityPrefix)
+	return err
+}
+
+// newMetaHeaders checks Config.MetaHeaders and names their headers.
+func newMetaHeaders(keys []string, identityPrefix string) ([]metaHeader, error) {
+	if len(keys) > keystore.MaxMetadata {
+		return nil, configError("MetaHeaders", fmt.Sprintf("at most %d, got %d", keystore.MaxMetadata, len(keys)))
+	}
+	var out []metaHeader
+	for _, k := range keys {
+		if err := keystore.ValidateMetaKey(k); err != nil {
+			return nil, configError("MetaHeaders", err.Error())
+		}
+		h := metaHeader{key: k, name: identityPrefix + "meta-" + strings.ReplaceAll(k, "_", "-")}
+		if slices.Contains(out, h) {
+			return nil, configError("MetaHeaders", fmt.Sprintf("%q is listed twice", k))
+		}
+		out = append(out, h)
+	}
+	return out, nil
 }
 
 // IdentityHeaders are the names of the identity headers, in Identity's
@@ -95,13 +140,14 @@ type Denial struct {
 // denials are built once; they are shared and never modified.
 var denials = func() (d [numOutcomes]*Denial) {
 	for o := range numOutcomes {
-		d[o] = newDenial(o)
+		d[o] = newDenial(o, o.info().retryAfter)
 	}
 	return d
 }()
 
-// Denial is the refusal with outcome o; the same shared value every time,
-// which callers must not modify.
+// Denial is the refusal with outcome o as a server with the default
+// settings renders it (Server.Denial is the server's own); the same shared
+// value every time, which callers must not modify.
 func (o Outcome) Denial() *Denial {
 	if o >= numOutcomes {
 		o = Unavailable
@@ -109,7 +155,17 @@ func (o Outcome) Denial() *Denial {
 	return denials[o]
 }
 
-func newDenial(o Outcome) *Denial {
+// Denial is the refusal with outcome o as s renders it: Outcome.Denial,
+// but for too_many_failures with the Retry-After of s's FailureLimit. The
+// same shared value every time, which callers must not modify.
+func (s *Server) Denial(o Outcome) *Denial {
+	if o >= numOutcomes {
+		o = Unavailable
+	}
+	return s.denials[o]
+}
+
+func newDenial(o Outcome, retryAfter string) *Denial {
 	info := o.info()
 	var b struct {
 		Error struct {
@@ -126,8 +182,8 @@ func newDenial(o Outcome) *Denial {
 	if info.challenge != "" {
 		headers = append(headers, Field{"www-authenticate", info.challenge})
 	}
-	if info.retryAfter != "" {
-		headers = append(headers, Field{"retry-after", info.retryAfter})
+	if retryAfter != "" {
+		headers = append(headers, Field{"retry-after", retryAfter})
 	}
 	return &Denial{Outcome: o, Status: info.status, Headers: headers, Body: string(body)}
 }
@@ -170,7 +226,7 @@ func (g *Grants[T]) Get(d *Decision, build func(Decision) T) T {
 	}
 	gk := grantKey{module: d.Module, carriers: d.carriers}
 	if d.Key != nil {
-		gk.keyID, gk.version = d.Key.ID, d.Key.UpdatedAt.UnixMicro()
+		gk.keyID, gk.version = d.Key.ID(), d.Key.Version()
 	}
 	if d.DryRun {
 		gk.dryRun = d.Outcome

@@ -80,21 +80,26 @@ func TestDecisionLogEveryOutcome(t *testing.T) {
 	w := authztest.NewWorld(t)
 	out := &syncBuffer{}
 	s := newTestServer(t, w.Lookup, func(c *Config) {
+		tableLimit(c)
 		c.DecisionLog, c.DecisionLogger, c.DecisionLogRate = DecisionLogAll, slog.New(slog.NewJSONHandler(out, nil)), 1e6
 	})
 	table := w.DecisionTable(t)
+	var last []int // the line of each case's own decision, after its source's failures
+	decisions := 0
 	for _, c := range table {
-		s.decideRequest(c.Method, c.Path, c.Headers, c.Module)
+		s.decideCase(c)
+		decisions += c.Failures + 1
+		last = append(last, decisions-1)
 	}
 	s.Decide(context.Background(), s.request("GET", "/api/v1/projects", map[string]string{"x-api-key": w.Plain.Secret}, "")) // warm
 	lines := out.lines(t)
-	if len(lines) != len(table)+1 {
-		t.Fatalf("%d lines for %d decisions", len(lines), len(table)+1)
+	if len(lines) != decisions+1 {
+		t.Fatalf("%d lines for %d decisions", len(lines), decisions+1)
 	}
 	seen := map[string]bool{}
 	for i, c := range table {
-		if lines[i]["outcome"] != c.Want {
-			t.Errorf("%s: logged outcome %v, want %s", c.Name, lines[i]["outcome"], c.Want)
+		if lines[last[i]]["outcome"] != c.Want {
+			t.Errorf("%s: logged outcome %v, want %s", c.Name, lines[last[i]]["outcome"], c.Want)
 		}
 		seen[c.Want] = true
 	}
@@ -134,13 +139,13 @@ func TestDecisionLogRateLimit(t *testing.T) {
 func TestDryRun(t *testing.T) {
 	w := authztest.NewWorld(t)
 	reg := prometheus.NewRegistry()
-	s := newTestServer(t, w.Lookup, func(c *Config) { c.DryRun = true; c.Metrics = NewMetrics(reg) })
+	s := newTestServer(t, w.Lookup, func(c *Config) { tableLimit(c); c.DryRun = true; c.Metrics = NewMetrics(reg) })
 	missing := 1.0 // the one below
 	for _, c := range w.DecisionTable(t) {
 		if c.Want == "missing_api_key" {
 			missing++
 		}
-		d := s.decideRequest(c.Method, c.Path, c.Headers, c.Module)
+		d := s.decideCase(c)
 		if d.Outcome.String() != c.Want {
 			t.Fatalf("%s: a dry run changed the outcome to %s, want %s", c.Name, d.Outcome, c.Want)
 		}

@@ -1,5 +1,10 @@
 package authz
 
+import (
+	"strconv"
+	"time"
+)
+
 // Outcome is what a decision answers. Every outcome but Allow is a denial;
 // each has one row in the outcomes table: its name (the JSON error.code),
 // HTTP status, client message, gRPC status code and challenge headers.
@@ -9,9 +14,11 @@ type Outcome uint8
 const (
 	Allow             Outcome = iota // 200: the request goes upstream
 	MissingKey                       // 401 missing_api_key: no key in any configured header
-	InvalidKey                       // 401 invalid_api_key: malformed, unknown, revoked, expired, or several keys
+	InvalidKey                       // 401 invalid_api_key: malformed, unknown, revoked, disabled, expired, or several keys
+	TooManyFailures                  // 429 too_many_failures: the source is over its failed-attempt budget and the key is not a cached valid one
 	InvalidPath                      // 400 invalid_path: the path cannot be read one way
 	InvalidRequest                   // 400 invalid_request: the transport could not read the request
+	SourceNotAllowed                 // 403 source_not_allowed: the key may not be used from this address
 	ModuleForbidden                  // 403 module_forbidden: the module is closed to API keys
 	InsufficientScope                // 403 insufficient_scope: the key's scopes do not cover module and action
 	Unavailable                      // 503 unavailable: the store cannot answer and the key is not cached
@@ -37,6 +44,11 @@ const (
 // back, or the key gets cached, within seconds.
 const RetryAfterSeconds = "2"
 
+// DefaultFailureWindow is the Retry-After of a too_many_failures denial
+// when no FailureLimit says otherwise; a Server with one says its window
+// (Server.Denial).
+const DefaultFailureWindow = time.Minute
+
 // outcomeInfo is one row of the outcomes table.
 type outcomeInfo struct {
 	name       string // JSON error.code; "ok" for Allow
@@ -57,10 +69,15 @@ var outcomes = [numOutcomes]outcomeInfo{
 	InvalidKey: {name: "invalid_api_key", status: 401, grpc: grpcUnauthenticated,
 		message:   "The API key is not valid.",
 		challenge: `Bearer realm="api", error="invalid_token"`},
+	TooManyFailures: {name: "too_many_failures", status: 429, grpc: grpcResourceExhausted,
+		message:    "Too many requests with invalid API keys came from this address; retry later.",
+		retryAfter: strconv.Itoa(int(DefaultFailureWindow / time.Second))},
 	InvalidPath: {name: "invalid_path", status: 400, grpc: grpcInvalidArgument,
 		message: "The request path cannot be interpreted unambiguously."},
 	InvalidRequest: {name: "invalid_request", status: 400, grpc: grpcInvalidArgument,
 		message: "The authorization request cannot be read."},
+	SourceNotAllowed: {name: "source_not_allowed", status: 403, grpc: grpcPermissionDenied,
+		message: "This API key may not be used from this address."},
 	ModuleForbidden: {name: "module_forbidden", status: 403, grpc: grpcPermissionDenied,
 		message: "This part of the API cannot be used with an API key."},
 	InsufficientScope: {name: "insufficient_scope", status: 403, grpc: grpcPermissionDenied,
@@ -105,9 +122,13 @@ const (
 	ReasonUnknown                        // well formed, but no such key
 	ReasonRevoked                        // the key is revoked
 	ReasonExpired                        // the key has expired (or its rotation grace ended)
+	ReasonDisabled                       // the key is disabled (until it is enabled again)
+	ReasonTooManyFailures                // the source is over its failed-attempt budget, and the key is not a cached valid one
 	ReasonInvalidPath                    // the path cannot be read one way
 	ReasonForwardedHeaders               // forwarded method or URI headers missing, repeated or contradictory
 	ReasonUndecodable                    // the transport could not decode the request
+	ReasonSource                         // the key's source restrictions do not include the request's address
+	ReasonNoSource                       // the key has source restrictions and the transport knows no address
 	ReasonRestricted                     // the module is closed to API keys
 	ReasonDefaultDeny                    // no module matched and the policy's default is deny
 	ReasonUnknownModule                  // the proxy named a module the policy does not know
@@ -135,9 +156,13 @@ var reasons = [numReasons]reasonInfo{
 	ReasonUnknown:          {"unknown", InvalidKey},
 	ReasonRevoked:          {"revoked", InvalidKey},
 	ReasonExpired:          {"expired", InvalidKey},
+	ReasonDisabled:         {"disabled", InvalidKey},
+	ReasonTooManyFailures:  {"too_many_failures", TooManyFailures},
 	ReasonInvalidPath:      {"invalid_path", InvalidPath},
 	ReasonForwardedHeaders: {"forwarded_headers", InvalidPath},
 	ReasonUndecodable:      {"undecodable", InvalidRequest},
+	ReasonSource:           {"source", SourceNotAllowed},
+	ReasonNoSource:         {"no_source", SourceNotAllowed},
 	ReasonRestricted:       {"restricted", ModuleForbidden},
 	ReasonDefaultDeny:      {"default_deny", ModuleForbidden},
 	ReasonUnknownModule:    {"unknown_module", ModuleForbidden},

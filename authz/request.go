@@ -209,6 +209,28 @@ func trimOWS(s string) string {
 	return s
 }
 
+// ForwardedEntries calls yield with each entry of X-Forwarded-For header
+// lines, right to left across the lines and their comma-separated entries
+// (each proxy appends the address it saw), white space trimmed and empty
+// ones included, until yield returns false. The adapters read a client's
+// address with it; it allocates nothing.
+func ForwardedEntries(lines []string, yield func(entry string) bool) {
+	for i := len(lines) - 1; i >= 0; i-- {
+		line := lines[i]
+		for line != "" {
+			var entry string
+			if j := strings.LastIndexByte(line, ','); j >= 0 {
+				entry, line = line[j+1:], line[:j]
+			} else {
+				entry, line = line, ""
+			}
+			if !yield(trimOWS(entry)) {
+				return
+			}
+		}
+	}
+}
+
 // lowerASCII returns s in lower case, without allocating when it already
 // is.
 func lowerASCII(s string) string {

@@ -3,6 +3,7 @@ package authz
 import (
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 
@@ -27,6 +28,12 @@ type Config struct {
 	// IdentityPrefix starts the upstream identity headers (key-id,
 	// account-id, scopes, module). Default: DefaultIdentityPrefix.
 	IdentityPrefix string
+	// MetaHeaders are the keys' metadata entries sent upstream as
+	// headers: <IdentityPrefix>meta-<key>, with '_' written '-' (nginx drops
+	// header names with underscores, CGI-style backends mangle them). At
+	// most keystore.MaxMetadata. Default: none (every entry is in Envoy's
+	// dynamic metadata either way).
+	MetaHeaders []string
 	// KeepCredentials forwards the key header upstream; by default
 	// Identity lists it for removal, so that the upstream never sees the
 	// key.
@@ -43,6 +50,21 @@ type Config struct {
 	DecisionLog     DecisionLogMode
 	DecisionLogger  *slog.Logger
 	DecisionLogRate float64
+	// AcceptLegacyKeys also looks up presented keys that lack keygate's
+	// prefix and checksum (keys of another system, imported with keygate
+	// keys import --accept-legacy-keys), when they are 16 to 256
+	// characters of A-Z, a-z, 0-9 and "-._~+/=" (keystore.ParseLegacySecret):
+	// they are hashed and looked up like any key, so unknown ones cost a
+	// store query (then the negative cache answers) and count against
+	// FailureLimit. A mistyped keygate key is still refused without one.
+	// Default: off.
+	AcceptLegacyKeys bool
+	// FailureLimit, when set, refuses a source that made more failed
+	// attempts (invalid_api_key decisions) than it allows, with 429
+	// too_many_failures and without any store query, unless the key it
+	// sends is cached and valid: a source over its budget is answered from
+	// memory only (CachePeek). Its memory is fixed (2 MiB). Default: none.
+	FailureLimit FailureLimit
 	// DryRun makes every denial a dry-run one: decided, logged and
 	// counted, but let through (Decision.DryRun). A policy module with
 	// dry_run: true does the same for the requests in it.
@@ -73,7 +95,18 @@ type Server struct {
 	tracer          trace.Tracer
 	now             func() time.Time
 
-	names identityNames
+	names        identityNames
+	metaHeaders  []metaHeader
+	acceptLegacy bool
+	failures     *failureCounter // nil: no failure limit
+	peek         CachePeek       // keys, when it can answer from memory alone
+	denials      [numOutcomes]*Denial
+}
+
+// metaHeader is one metadata entry sent upstream as a header.
+type metaHeader struct {
+	key  string // the metadata key
+	name string // the header, lower case
 }
 
 // identityNames are the upstream identity header names, computed once.
@@ -111,6 +144,7 @@ func NewServer(cfg Config) (*Server, error) {
 		now:             cfg.Now,
 		decisions:       newDecisionLog(cfg.DecisionLog, cfg.DecisionLogger, cfg.DecisionLogRate),
 		dryRun:          cfg.DryRun,
+		acceptLegacy:    cfg.AcceptLegacyKeys,
 		tracer:          cfg.Tracer,
 	}
 	s.cached, _ = cfg.Lookup.(CachedLookup)
@@ -141,6 +175,19 @@ func NewServer(cfg Config) (*Server, error) {
 		scopes:    s.identityPrefix + "scopes",
 		module:    s.identityPrefix + "module",
 		dryRun:    s.identityPrefix + "dry-run",
+	}
+	if s.metaHeaders, err = newMetaHeaders(cfg.MetaHeaders, s.identityPrefix); err != nil {
+		return nil, err
+	}
+	s.denials = denials
+	if cfg.FailureLimit != (FailureLimit{}) {
+		if err := cfg.FailureLimit.check(); err != nil {
+			return nil, configError("FailureLimit", err.Error())
+		}
+		s.failures = newFailureCounter(cfg.FailureLimit, s.now())
+		s.peek, _ = cfg.Lookup.(CachePeek)
+		window := (cfg.FailureLimit.Window + time.Second - 1) / time.Second
+		s.denials[TooManyFailures] = newDenial(TooManyFailures, strconv.Itoa(int(window)))
 	}
 	return s, nil
 }

@@ -60,7 +60,7 @@ func endSpan(span trace.Span, r *Request, d *Decision, fromCache bool) {
 		attribute.String("url.path", loggablePath(r.Path)),
 	}
 	if d.Key != nil {
-		attrs = append(attrs, attribute.String("keygate.key_id", d.Key.ID), attribute.String("keygate.account_id", d.Key.AccountID))
+		attrs = append(attrs, attribute.String("keygate.key_id", d.Key.ID()), attribute.String("keygate.account_id", d.Key.AccountID()))
 	}
 	if r.requestID != "" {
 		attrs = append(attrs, attribute.String("keygate.request_id", r.requestID))

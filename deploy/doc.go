@@ -22,6 +22,12 @@
 // client-sent identity header and every spelling of the key is removed),
 // with negative cases.
 //
+// ratelimit/ is the per-key rate limit recipe: envoy.yaml is envoy/envoy.yaml
+// plus Envoy's rate limit filter, whose route actions build a descriptor
+// from the key's tier and id in keygate's dynamic metadata, and config.yaml
+// is envoyproxy/ratelimit's configuration with a budget per key and tier;
+// envoy/ratelimit_test.go checks both, and them together.
+//
 // deploy_test.go decodes every document of kubernetes/ and istio/ strictly
 // into its real type (k8s.io/api through apimachinery's strict decoder;
 // Istio specs into istio.io/api messages, the IstioOperator overlay's

@@ -31,5 +31,10 @@
 // keygate cluster is uncommented and checked too. Negative cases mutate the
 // files and require each check to fail.
 //
-// The package has no Go API; it exists for the file and its test.
+// ratelimit_test.go checks deploy/ratelimit (per-key rate limits with
+// envoyproxy/ratelimit) the same way, and replays what Envoy's rate limit
+// actions make of the dynamic metadata keygate's gRPC adapter really returns
+// against what envoyproxy/ratelimit's configuration limits.
+//
+// The package has no Go API; it exists for the files and their tests.
 package envoy

@@ -18,8 +18,8 @@ import (
 // the default the field names.
 type CacheOptions struct {
 	// MaxKeys bounds the number of digests held (valid, revoked or
-	// unknown). Default 100,000. A cached key costs about 560 bytes of heap
-	// (BenchmarkCacheMemory), so a million keys take about 560 MB.
+	// unknown). Default 100,000. A cached key costs about 270 bytes of heap
+	// (BenchmarkCacheMemory), so a million keys take about 270 MB.
 	MaxKeys int
 	// Fresh is how long a cached key is used without asking the store;
 	// after it, the next use refreshes it in the background while the
@@ -54,10 +54,10 @@ const NoMaxStale time.Duration = -1
 
 // Source is what the cache reads through to: the store.
 type Source interface {
-	Lookup(ctx context.Context, d Digest) (*Key, error)
+	Lookup(ctx context.Context, d Digest) (*Record, error)
 }
 
-// Cache is a read-through cache of keys by digest in front of the store,
+// Cache is a read-through cache of key records by digest in front of the store,
 // with the same Lookup method, so that the decision path cannot tell them
 // apart. It is bounded (otter, S3-FIFO eviction), deduplicates concurrent
 // misses of one digest into one query, remembers unknown digests briefly,
@@ -67,10 +67,11 @@ type Source interface {
 // checked by the caller on every use.
 type Cache struct {
 	src                     Source
-	entries                 *otter.Cache[Digest, *cacheEntry]
+	entries                 *otter.Cache[Digest, cacheEntry]
 	loads                   singleflight.Group
 	fresh, maxStale, negTTL time.Duration
 	now                     func() time.Time
+	base                    time.Time // cacheEntry.fetched counts from it
 	loadTimeout             time.Duration
 	tracer                  trace.Tracer
 	// generations are bumped by every invalidation of a digest in their
@@ -79,22 +80,28 @@ type Cache struct {
 	// the generation, then store" atomic with respect to invalidations.
 	generations [256]atomic.Uint64
 	mu          sync.RWMutex
-	stats       CacheStats
+	// refreshes are the times (on the cache's clock, from base) of the
+	// last background refresh started in each stripe of digests.
+	refreshes [refreshStripes]atomic.Int64
+	stats     CacheStats
 }
 
-// cacheEntry is one digest's cached answer: a key record, or nil for
-// "no such key".
+// cacheEntry is one digest's cached answer: a key record, or nil for "no
+// such key", and when the store gave it. It is held by value (16 bytes in
+// the cache's own node), so that a cached key costs the node, its Record
+// and the Record's text, and nothing else.
 type cacheEntry struct {
-	key        *Key
-	fetched    time.Time
-	refreshing atomic.Bool
-	lastTry    atomic.Int64 // unix nanoseconds of the last background refresh
+	key     *Record
+	fetched int64 // nanoseconds after Cache.base
 }
 
-// refreshEvery spaces background refreshes of one entry, so that a store
-// outage costs one failed query per stale key per interval, not one per
-// request.
-const refreshEvery = 500 * time.Millisecond
+// refreshEvery spaces background refreshes of the digests of one stripe
+// (refreshStripes of them, by digest), so that a store outage costs at most
+// one failed query per stripe per interval, not one per request.
+const (
+	refreshEvery   = 500 * time.Millisecond
+	refreshStripes = 4096
+)
 
 // CacheStats are counters for metrics; read them with Stats.
 type CacheStats struct {
@@ -135,6 +142,7 @@ func NewCache(src Source, opts CacheOptions) (*Cache, error) {
 	if c.now == nil {
 		c.now = time.Now
 	}
+	c.base = c.now()
 	switch {
 	case opts.MaxKeys < 0:
 		return nil, errors.New("keystore: cache size must be positive")
@@ -142,11 +150,11 @@ func NewCache(src Source, opts CacheOptions) (*Cache, error) {
 		return nil, errors.New("keystore: cache durations must not be negative")
 	}
 	var err error
-	c.entries, err = otter.New(&otter.Options[Digest, *cacheEntry]{
+	c.entries, err = otter.New(&otter.Options[Digest, cacheEntry]{
 		MaximumSize: opts.MaxKeys,
 		// Entries leave on their own once no rule could use them any
 		// more; the rules themselves use the injected clock.
-		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[Digest, *cacheEntry]) time.Duration {
+		ExpiryCalculator: otter.ExpiryWritingFunc(func(e otter.Entry[Digest, cacheEntry]) time.Duration {
 			if e.Value.key == nil {
 				return c.negTTL
 			}
@@ -159,45 +167,72 @@ func NewCache(src Source, opts CacheOptions) (*Cache, error) {
 	return c, nil
 }
 
-// Lookup returns the key stored under d, from memory when it can.
-func (c *Cache) Lookup(ctx context.Context, d Digest) (*Key, error) {
+// Lookup returns the record of the key stored under d, from memory when it
+// can.
+func (c *Cache) Lookup(ctx context.Context, d Digest) (*Record, error) {
 	k, _, err := c.LookupCached(ctx, d)
 	return k, err
 }
 
+// clock is the cache's clock, as cacheEntry.fetched counts it.
+func (c *Cache) clock() int64 { return int64(c.now().Sub(c.base)) }
+
 // LookupCached is Lookup, and whether the answer came from memory.
-func (c *Cache) LookupCached(ctx context.Context, d Digest) (*Key, bool, error) {
-	e, ok := c.entries.GetIfPresent(d)
-	if ok {
-		age := c.now().Sub(e.fetched)
-		if e.key == nil {
-			if age < c.negTTL {
-				c.stats.NegativeHits.Add(1)
-				return nil, true, ErrNotFound
-			}
-		} else if age < c.fresh {
-			c.stats.Hits.Add(1)
-			return e.key, true, nil
-		} else if age < c.fresh+c.maxStale {
-			// Stale: answer now and refresh behind the request (within
-			// milliseconds when the store answers). While the store is
-			// down the refreshes fail and the entry keeps answering until
-			// it is older than Fresh+MaxStale.
-			c.stats.StaleServed.Add(1)
-			c.refreshInBackground(ctx, d, e)
-			return e.key, true, nil
+func (c *Cache) LookupCached(ctx context.Context, d Digest) (*Record, bool, error) {
+	if k, ok := c.fromMemory(ctx, d); ok {
+		if k == nil {
+			return nil, true, ErrNotFound
 		}
+		return k, true, nil
 	}
 	c.stats.Misses.Add(1)
 	k, err := c.load(ctx, d)
 	return k, false, err
 }
 
+// Peek returns the record under d if the cache would answer a lookup with
+// it from memory, without asking the store on a miss: ok is false for a
+// digest the cache holds no record of (an unknown-key entry included). A
+// stale record is refreshed behind it, as Lookup does.
+func (c *Cache) Peek(ctx context.Context, d Digest) (*Record, bool) {
+	k, ok := c.fromMemory(ctx, d)
+	return k, ok && k != nil
+}
+
+// fromMemory is the cache's answer for d, if it has one: a record, or nil
+// for an unknown key; ok is false when the store must be asked.
+func (c *Cache) fromMemory(ctx context.Context, d Digest) (k *Record, ok bool) {
+	e, found := c.entries.GetIfPresent(d)
+	if !found {
+		return nil, false
+	}
+	age := time.Duration(c.clock() - e.fetched)
+	switch {
+	case e.key == nil:
+		if age < c.negTTL {
+			c.stats.NegativeHits.Add(1)
+			return nil, true
+		}
+	case age < c.fresh:
+		c.stats.Hits.Add(1)
+		return e.key, true
+	case age < c.fresh+c.maxStale:
+		// Stale: answer now and refresh behind the request (within
+		// milliseconds when the store answers). While the store is down
+		// the refreshes fail and the entry keeps answering until it is
+		// older than Fresh+MaxStale.
+		c.stats.StaleServed.Add(1)
+		c.refreshInBackground(ctx, d)
+		return e.key, true
+	}
+	return nil, false
+}
+
 // load reads d from the store, one query for all concurrent callers, and
 // caches the answer unless an invalidation raced with the query. The query
 // has its own deadline (LoadTimeout), and the caller stops waiting when
 // its context ends; the query then still fills the cache for the next one.
-func (c *Cache) load(ctx context.Context, d Digest) (*Key, error) {
+func (c *Cache) load(ctx context.Context, d Digest) (*Record, error) {
 	ch := c.loads.DoChan(string(d[:]), func() (any, error) {
 		loadCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.loadTimeout)
 		defer cancel()
@@ -229,7 +264,7 @@ func (c *Cache) load(ctx context.Context, d Digest) (*Key, error) {
 // loaded is the result of a shared load: the key (nil: none) and the
 // load's span.
 type loaded struct {
-	key  *Key
+	key  *Record
 	span trace.SpanContext
 }
 
@@ -253,7 +288,7 @@ func endSpan(span trace.Span, err error) {
 // fetch queries the store and caches the answer (a key, or nil for none).
 // A panic in the store becomes an error: fetch runs on goroutines of its
 // own, where nobody else could recover it.
-func (c *Cache) fetch(ctx context.Context, d Digest) (k *Key, err error) {
+func (c *Cache) fetch(ctx context.Context, d Digest) (k *Record, err error) {
 	defer func() {
 		if p := recover(); p != nil {
 			k, err = nil, fmt.Errorf("keystore: lookup panicked (%v): %w", p, ErrUnavailable)
@@ -261,7 +296,7 @@ func (c *Cache) fetch(ctx context.Context, d Digest) (k *Key, err error) {
 	}()
 	gen := &c.generations[d[0]]
 	before := gen.Load()
-	started := c.now()
+	started := c.clock()
 	c.stats.Loads.Add(1)
 	k, err = c.src.Lookup(ctx, d)
 	switch {
@@ -271,7 +306,7 @@ func (c *Cache) fetch(ctx context.Context, d Digest) (k *Key, err error) {
 			// No change to this digest was announced while the query ran,
 			// so its answer is at least as new as anything the cache has
 			// heard of.
-			c.entries.Set(d, &cacheEntry{key: k, fetched: started})
+			c.entries.Set(d, cacheEntry{key: k, fetched: started})
 		}
 		c.mu.RUnlock()
 		return k, nil
@@ -282,17 +317,17 @@ func (c *Cache) fetch(ctx context.Context, d Digest) (k *Key, err error) {
 }
 
 // refreshInBackground reloads a stale entry without holding up the
-// request that found it (whose span, in ctx, the refresh's span links);
-// one refresh per entry at a time.
-func (c *Cache) refreshInBackground(ctx context.Context, d Digest, e *cacheEntry) {
-	now := c.now().UnixNano()
-	if now-e.lastTry.Load() < int64(refreshEvery) || !e.refreshing.CompareAndSwap(false, true) {
+// request that found it (whose span, in ctx, the refresh's span links); at
+// most one refresh per stripe of digests every refreshEvery.
+func (c *Cache) refreshInBackground(ctx context.Context, d Digest) {
+	now := c.clock()
+	last := &c.refreshes[(int(d[1])<<8|int(d[2]))%refreshStripes]
+	if prev := last.Load(); now-prev < int64(refreshEvery) || !last.CompareAndSwap(prev, now) {
 		return
 	}
-	e.lastTry.Store(now)
 	trigger := trace.SpanContextFromContext(ctx)
 	go func() {
-		defer e.refreshing.Store(false) // fetch recovers panics itself
+		// fetch recovers panics itself.
 		ctx, cancel := context.WithTimeout(context.Background(), c.loadTimeout)
 		defer cancel()
 		ctx, span := c.startSpan(ctx, "keystore.cache.refresh", trace.WithLinks(trace.Link{SpanContext: trigger}))
@@ -317,23 +352,23 @@ func (c *Cache) Invalidate(d Digest) {
 	c.entries.Invalidate(d)
 }
 
-// Update replaces the cached record of k, if the cache holds its digest
-// at all and k is a newer version, with a record just read from the store;
-// the delta poll and the resync call it. Unknown-key entries are dropped.
-func (c *Cache) Update(k *Key, fetched time.Time) {
+// Update replaces the cached record under d, if the cache holds d at all
+// and r is a newer version, with r, a record just read from the store; the
+// delta poll and the resync call it. Unknown-key entries are dropped.
+func (c *Cache) Update(d Digest, r *Record, fetched time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	e, ok := c.entries.GetIfPresent(k.Digest)
-	if !ok || (e.key != nil && !k.UpdatedAt.After(e.key.UpdatedAt)) {
+	e, ok := c.entries.GetIfPresent(d)
+	if !ok || (e.key != nil && r.version <= e.key.version) {
 		return // not cached, or cached at this version or a newer one
 	}
-	c.generations[k.Digest[0]].Add(1)
+	c.generations[d[0]].Add(1)
 	c.stats.Invalidations.Add(1)
 	if e.key == nil {
-		c.entries.Invalidate(k.Digest)
+		c.entries.Invalidate(d)
 		return
 	}
-	c.entries.Set(k.Digest, &cacheEntry{key: k, fetched: fetched})
+	c.entries.Set(d, cacheEntry{key: r, fetched: int64(fetched.Sub(c.base))})
 }
 
 // Digests returns the digests of the cached keys (not of unknown keys).

@@ -13,16 +13,17 @@ import (
 	"github.com/keygate/keygate/keystore"
 )
 
-// recordSource answers every lookup with a realistic key record made up on
-// the spot, to measure what the cache holds per key without a database.
+// recordSource answers every lookup with the record of a realistic key
+// made up on the spot, to measure what the cache holds per key without a
+// database.
 type recordSource struct{}
 
-func (recordSource) Lookup(_ context.Context, d keystore.Digest) (*keystore.Key, error) {
+func (recordSource) Lookup(_ context.Context, d keystore.Digest) (*keystore.Record, error) {
 	n := binary.BigEndian.Uint64(d[:8])
 	id, _ := uuid.NewV7()
 	created := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	expires := created.Add(90 * 24 * time.Hour)
-	return &keystore.Key{
+	k := &keystore.Key{
 		ID:            id.String(),
 		AccountID:     fmt.Sprintf("acct-%06d", n%100000),
 		Name:          "ci deploy key",
@@ -35,7 +36,8 @@ func (recordSource) Lookup(_ context.Context, d keystore.Digest) (*keystore.Key,
 		ExpiresAt:     &expires,
 		Digest:        d,
 		UpdatedAt:     created,
-	}, nil
+	}
+	return k.Record(), nil // what the store's Lookup reads of it
 }
 
 // BenchmarkCacheMemory measures the heap a cached key costs: it fills a

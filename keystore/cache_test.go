@@ -24,7 +24,7 @@ type gatedSource struct {
 	lookups atomic.Int64
 }
 
-func (g *gatedSource) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, error) {
+func (g *gatedSource) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Record, error) {
 	g.lookups.Add(1)
 	if g.down.Load() {
 		return nil, errors.Join(keystore.ErrUnavailable, errors.New("connection refused"))
@@ -38,6 +38,11 @@ func (g *gatedSource) Lookup(ctx context.Context, d keystore.Digest) (*keystore.
 		return nil, errors.Join(keystore.ErrUnavailable, ctx.Err())
 	}
 	return k, err
+}
+
+// revoked reports whether r is the record of a revoked key.
+func revoked(r *keystore.Record) bool {
+	return r != nil && r.StateAt(time.Now()) == keystore.StateRevoked
 }
 
 func newCache(t *testing.T, src keystore.Source, clk *clock, opts keystore.CacheOptions) *keystore.Cache {
@@ -137,12 +142,12 @@ func TestCacheStaleAndOutage(t *testing.T) {
 	}
 	clk.Advance(2 * time.Minute)
 	got, err := c.Lookup(ctx, d)
-	if err != nil || got.RevokedAt != nil {
+	if err != nil || revoked(got) {
 		t.Fatalf("stale lookup: %v, %v; want the cached (unrevoked) record at once", got, err)
 	}
 	waitUntil(t, time.Second, "the background refresh", func() bool {
 		got, _ := c.Lookup(ctx, d)
-		return got.RevokedAt != nil
+		return revoked(got)
 	})
 
 	// Store down: cached keys work up to Fresh+MaxStale, unknown ones fail.
@@ -151,7 +156,7 @@ func TestCacheStaleAndOutage(t *testing.T) {
 	c.Lookup(ctx, d2)
 	src.down.Store(true)
 	clk.Advance(5 * time.Minute)
-	if got, err := c.Lookup(ctx, d2); err != nil || got.ID != k2.ID {
+	if got, err := c.Lookup(ctx, d2); err != nil || got.ID() != k2.ID {
 		t.Fatalf("cached key within max-stale while the store is down: %v, %v", got, err)
 	}
 	other, _ := keystore.GenerateSecret("kg")
@@ -188,7 +193,7 @@ func TestCacheInvalidationBeatsSlowLoad(t *testing.T) {
 	<-done
 	src.delay.Store(0)
 	got, err := c.Lookup(context.Background(), d)
-	if err != nil || got.RevokedAt == nil {
+	if err != nil || !revoked(got) {
 		t.Fatalf("after an invalidation during a load: %+v, %v; want the revoked record", got, err)
 	}
 }
@@ -229,11 +234,11 @@ func TestCacheUpdateNeverGoesBackInTime(t *testing.T) {
 	if _, err := s.Revoke(ctx, k.ID, ""); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := c.Lookup(ctx, d); got.RevokedAt == nil {
+	if got, _ := c.Lookup(ctx, d); !revoked(got) {
 		t.Fatal("the cache loaded an unrevoked record after the revocation")
 	}
-	c.Update(before, clk.Now())
-	if got, _ := c.Lookup(ctx, d); got.RevokedAt == nil {
+	c.Update(before.Digest, before.Record(), clk.Now())
+	if got, _ := c.Lookup(ctx, d); !revoked(got) {
 		t.Fatal("an older record (a late poll) replaced the revoked one")
 	}
 }
@@ -241,7 +246,7 @@ func TestCacheUpdateNeverGoesBackInTime(t *testing.T) {
 // panicSource panics on every lookup, like a bug below the cache.
 type panicSource struct{}
 
-func (panicSource) Lookup(context.Context, keystore.Digest) (*keystore.Key, error) {
+func (panicSource) Lookup(context.Context, keystore.Digest) (*keystore.Record, error) {
 	panic("boom in store")
 }
 

@@ -16,8 +16,17 @@
 //
 //	secret, _ := keystore.GenerateSecret("kg")
 //	if _, err := keystore.ParseSecret(presented); err != nil { /* 401, no lookup */ }
-//	key, err := store.Lookup(ctx, store.Hasher().Digest(secret))
-//	if err == nil && key.StateAt(time.Now()) == keystore.StateActive { /* authenticated */ }
+//	rec, err := store.Lookup(ctx, store.Hasher().Digest(secret))
+//	if err == nil && rec.StateAt(time.Now()) == keystore.StateActive { /* authenticated */ }
+//
+// # Records
+//
+// The decision path's reads (Lookup, LookupMany, ChangedSince) select only
+// what a decision needs and return a Record: the key's id, account, scopes,
+// expiry, state and version in one compact, immutable value, which is what
+// the Cache holds (about 270 bytes of heap per cached key, its entry
+// included). Everything else (Get, List, the lifecycle changes) returns
+// the whole Key.
 //
 // # Listing
 //
@@ -38,5 +47,13 @@
 //
 // Every lifecycle change notifies NotifyChannel with the key's hex digest
 // in its own transaction, so replicas' caches learn of it when, and only
-// if, it commits.
+// if, it commits; an import notifies once for all its keys.
+//
+// # Importing
+//
+// ReadImport reads keys of another system from JSON lines (a key in clear,
+// or its SHA-256 digest); Import stores them in one transaction, all or
+// none, with an *ImportError naming the first line that cannot be. Keys
+// without keygate's prefix and checksum (ParseLegacySecret) are read only
+// when ImportOptions.AcceptLegacy says so.
 package keystore

@@ -14,11 +14,16 @@ var (
 	// ErrInvalid: the request itself is wrong (a *ValidationError says
 	// which field and why). Nothing was written.
 	ErrInvalid = errors.New("keystore: invalid request")
-	// ErrRevoked: the key is revoked, so it cannot be revoked again or
-	// rotated.
+	// ErrRevoked: the key is revoked, so it cannot be revoked again,
+	// rotated, disabled or enabled.
 	ErrRevoked = errors.New("keystore: key is revoked")
 	// ErrExpired: the key has expired, so it cannot be rotated.
 	ErrExpired = errors.New("keystore: key has expired")
+	// ErrDisabled: the key is disabled already.
+	ErrDisabled = errors.New("keystore: key is disabled")
+	// ErrNotDisabled: the key is not disabled, so there is nothing to
+	// enable.
+	ErrNotDisabled = errors.New("keystore: key is not disabled")
 	// ErrRotated: the key has already been rotated; rotate its successor.
 	ErrRotated = errors.New("keystore: key has already been rotated")
 	// ErrUnavailable: the database could not be reached or did not answer

@@ -73,9 +73,10 @@ func (h *Hasher) Digest(s Secret) Digest {
 }
 
 // plainDigest is SHA-256 of s, computed from a stack copy when s is short
-// (every well-formed key is) so that hashing allocates nothing.
+// (every well-formed key, legacy ones included, is) so that hashing
+// allocates nothing.
 func plainDigest(s Secret) Digest {
-	var buf [MaxSecretLen]byte
+	var buf [MaxLegacySecretLen]byte
 	if len(s) <= len(buf) {
 		return sha256.Sum256(append(buf[:0], s...))
 	}

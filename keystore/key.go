@@ -2,6 +2,7 @@ package keystore
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -12,22 +13,25 @@ import (
 // Key is the record of an API key: everything about it except the secret,
 // which is never stored.
 type Key struct {
-	ID            string     // opaque, not secret; used in URLs, headers and logs
-	AccountID     string     // the client the key belongs to, opaque text from the host system
-	Name          string     // human name, required
-	Description   string     // optional free text
-	DisplayPrefix string     // first characters of the key, for humans to recognise it
-	Scopes        []string   // empty means every module that is not restricted
-	HashScheme    string     // SchemeSHA256 or SchemeHMACSHA256
-	CreatedAt     time.Time  // when it was issued
-	CreatedBy     string     // who issued it (actor recorded by the CLI or admin API)
-	ExpiresAt     *time.Time // nil: never expires
-	RevokedAt     *time.Time // nil: not revoked
-	LastUsedAt    *time.Time // approximate: recorded in batches
-	RotatedFrom   string     // id of the key this one replaced, "" if none
-	RotatedTo     string     // id of the key that replaced this one, "" if none; not filled by the decision path's reads (Lookup, LookupMany, ChangedSince)
-	Digest        Digest     // the hash the key is stored under
-	UpdatedAt     time.Time  // database time of the last lifecycle change: the record's version
+	ID            string            // opaque, not secret; used in URLs, headers and logs
+	AccountID     string            // the client the key belongs to, opaque text from the host system
+	Name          string            // human name, required
+	Description   string            // optional free text
+	DisplayPrefix string            // first characters of the key, for humans to recognise it
+	Scopes        []string          // empty means every module that is not restricted
+	AllowedCIDRs  []netip.Prefix    // source addresses the key may be used from; none: anywhere
+	Metadata      map[string]string // at most MaxMetadata entries, for Envoy's dynamic metadata and upstream headers; nil: none
+	HashScheme    string            // SchemeSHA256 or SchemeHMACSHA256
+	CreatedAt     time.Time         // when it was issued
+	CreatedBy     string            // who issued it (actor recorded by the CLI or admin API)
+	ExpiresAt     *time.Time        // nil: never expires
+	RevokedAt     *time.Time        // nil: not revoked
+	DisabledAt    *time.Time        // nil: not disabled (a disabled key is refused until enabled again)
+	LastUsedAt    *time.Time        // approximate: recorded in batches
+	RotatedFrom   string            // id of the key this one replaced, "" if none
+	RotatedTo     string            // id of the key that replaced this one, "" if none
+	Digest        Digest            // the hash the key is stored under
+	UpdatedAt     time.Time         // database time of the last lifecycle change: the record's version
 }
 
 // State is where a key stands at a given instant.
@@ -38,6 +42,7 @@ const (
 	StateActive State = iota
 	StateExpired
 	StateRevoked
+	StateDisabled
 )
 
 // String names the state as logs, metrics and JSON output spell it.
@@ -49,18 +54,23 @@ func (s State) String() string {
 		return "expired"
 	case StateRevoked:
 		return "revoked"
+	case StateDisabled:
+		return "disabled"
 	}
 	return "unknown"
 }
 
 // StateAt reports the key's state at now. A revoked key is revoked
 // whatever its revocation time says (revocation is never scheduled, so a
-// clock running behind the database's must not delay it); revocation wins
-// over expiry.
+// clock running behind the database's must not delay it), and so is a
+// disabled key disabled; revocation wins over disabling, and both over
+// expiry.
 func (k *Key) StateAt(now time.Time) State {
 	switch {
 	case k.RevokedAt != nil:
 		return StateRevoked
+	case k.DisabledAt != nil:
+		return StateDisabled
 	case k.ExpiresAt != nil && !now.Before(*k.ExpiresAt):
 		return StateExpired
 	}
@@ -134,33 +144,6 @@ func NormalizeScopes(scopes []string) ([]string, error) {
 	}
 	slices.Sort(out)
 	return slices.Compact(out), nil
-}
-
-// Allows reports whether scopes permit action ("read" or "write") on
-// module. No scopes at all means every module; "*" means everything;
-// "<module>:*" means both actions on that module. module "" (a route that
-// matches no module) is reachable only by keys without scopes or with "*".
-func Allows(scopes []string, module, action string) bool {
-	if len(scopes) == 0 {
-		return true
-	}
-	for _, s := range scopes {
-		if s == ScopeAll {
-			return true
-		}
-		if module == "" {
-			continue
-		}
-		if len(s) == len(module)+1+len(action) && s[len(module)] == ':' &&
-			s[:len(module)] == module && s[len(module)+1:] == action {
-			return true
-		}
-		if len(s) == len(module)+2 && s[len(module)] == ':' && s[len(module)+1] == '*' &&
-			s[:len(module)] == module {
-			return true
-		}
-	}
-	return false
 }
 
 // ValidateAccountID checks an account id: the rules of a key's account_id

@@ -100,7 +100,8 @@ func TestAllows(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if got := Allows(c.scopes, c.module, c.action); got != c.want {
+			r := (&Key{ID: "k", AccountID: "a", Scopes: c.scopes}).Record()
+			if got := r.Allows(c.module, c.action); got != c.want {
 				t.Fatalf("Allows(%v, %q, %q) = %v, want %v", c.scopes, c.module, c.action, got, c.want)
 			}
 		})
@@ -122,10 +123,21 @@ func TestStateAt(t *testing.T) {
 		{"revoked", Key{RevokedAt: &past}, StateRevoked},
 		{"revoked by a clock ahead of ours", Key{RevokedAt: &future}, StateRevoked},
 		{"revoked and expired", Key{RevokedAt: &past, ExpiresAt: &past}, StateRevoked},
+		{"disabled", Key{DisabledAt: &past}, StateDisabled},
+		{"disabled by a clock ahead of ours", Key{DisabledAt: &future}, StateDisabled},
+		{"disabled and expired", Key{DisabledAt: &past, ExpiresAt: &past}, StateDisabled},
+		{"revoked and disabled", Key{RevokedAt: &past, DisabledAt: &past}, StateRevoked},
 	}
 	for _, c := range cases {
 		if got := c.key.StateAt(now); got != c.want {
 			t.Errorf("%s: StateAt = %v, want %v", c.name, got, c.want)
+		}
+		// The decision's compact record agrees, also within a microsecond
+		// of the expiry (stored times are whole microseconds).
+		for _, at := range []time.Time{now, now.Add(-500 * time.Nanosecond), now.Add(500 * time.Nanosecond)} {
+			if got, want := c.key.Record().StateAt(at), c.key.StateAt(at); got != want {
+				t.Errorf("%s: Record.StateAt(%v) = %v, Key.StateAt = %v", c.name, at, got, want)
+			}
 		}
 	}
 }

@@ -139,6 +139,61 @@ func ParseSecret(s string) (Secret, error) {
 	return Secret(s), nil
 }
 
+// Bounds of a legacy key: a key of another system, imported with
+// --accept-legacy-keys, that lacks keygate's prefix and checksum.
+const (
+	MinLegacySecretLen = 16
+	MaxLegacySecretLen = 256
+)
+
+// ErrKeygateChecksum reports a string shaped like a keygate key (a valid
+// prefix, '_', 39 base62 characters) whose checksum does not match: a
+// mistyped keygate key, never taken for a legacy one.
+var ErrKeygateChecksum = errors.New("keystore: a keygate key with a wrong checksum")
+
+// ParseLegacySecret checks a key of another system: 16 to 256 characters
+// of A-Z, a-z, 0-9 and "-._~+/=" (what API keys, base64 and base64url use),
+// and not shaped like a keygate key (ErrKeygateChecksum: those are
+// mistyped keygate keys, refused without a lookup). On failure it returns
+// ErrMalformedKey or ErrKeygateChecksum, never anything derived from the
+// input.
+func ParseLegacySecret(s string) (Secret, error) {
+	if len(s) < MinLegacySecretLen || len(s) > MaxLegacySecretLen {
+		return "", ErrMalformedKey
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if base62Value(c) < 0 && strings.IndexByte("-._~+/=", c) < 0 {
+			return "", ErrMalformedKey
+		}
+	}
+	if keygateShaped(s) {
+		return "", ErrKeygateChecksum
+	}
+	return Secret(s), nil
+}
+
+// keygateShaped reports whether s has the shape of a keygate key, checksum
+// aside.
+func keygateShaped(s string) bool {
+	i := strings.LastIndexByte(s, '_')
+	if i <= 0 || len(s)-i-1 != bodyLen+checksumLen || ValidatePrefix(s[:i]) != nil {
+		return false
+	}
+	for j := i + 1; j < len(s); j++ {
+		if base62Value(s[j]) < 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// LegacyDisplayPrefix is the display prefix of a legacy key: its first
+// characters, at most 8 and a quarter of it, for people to recognise it.
+func (s Secret) LegacyDisplayPrefix() string {
+	return string(s[:min(8, len(s)/4)])
+}
+
 // checksum is the CRC32 (IEEE) of prefix and body, the separator excluded.
 // It reads the strings in place (crc32 only reads its input), so that
 // checking a presented key allocates nothing.

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/google/uuid"
@@ -15,7 +16,7 @@ import (
 
 // NotifyChannel is the PostgreSQL channel on which every lifecycle change
 // is announced, in the same transaction as the change. The payload is the
-// hex digest of the changed key.
+// hex digest of the changed key, or "*" for keys added in bulk (Import).
 const NotifyChannel = "keygate_keys"
 
 // DefaultLifetime is how long a key lives when its creator chooses no
@@ -134,22 +135,37 @@ type CreateParams struct {
 	Name        string
 	Description string
 	Scopes      []string
-	Expiry      Expiry
-	Actor       string // who asks, for the audit trail
+	// AllowedCIDRs are the source addresses the key may be used from
+	// (ParseCIDR); none: anywhere.
+	AllowedCIDRs []string
+	// Metadata is returned with every decision for the key (see
+	// NormalizeMetadata).
+	Metadata map[string]string
+	Expiry   Expiry
+	Actor    string // who asks, for the audit trail
 }
 
-// check validates every field of p but its expiry and returns the
-// normalized scopes, or every problem found (errors.Join of
-// *ValidationError); more, when set, joins problems found elsewhere.
-func (p CreateParams) check(more ...error) ([]string, error) {
+// check validates every field of p but its expiry and returns the key it
+// describes (its id, secret and times not yet set), or every problem found
+// (errors.Join of *ValidationError); more, when set, joins problems found
+// elsewhere.
+func (p CreateParams) check(more ...error) (*Key, error) {
 	scopes, scopesErr := NormalizeScopes(p.Scopes)
+	cidrs, cidrsErr := NormalizeCIDRs(p.AllowedCIDRs)
+	metadata, metadataErr := NormalizeMetadata(p.Metadata)
 	err := errors.Join(append([]error{
 		ValidateAccountID(p.AccountID),
 		ValidateName(p.Name),
 		ValidateDescription(p.Description),
 		scopesErr,
+		cidrsErr,
+		metadataErr,
 	}, more...)...)
-	return scopes, err
+	if err != nil {
+		return nil, err
+	}
+	return &Key{AccountID: p.AccountID, Name: p.Name, Description: p.Description, Scopes: scopes, AllowedCIDRs: cidrs,
+		Metadata: metadata, CreatedBy: p.Actor}, nil
 }
 
 // CheckCreate reports every problem Create would find with p, judging its
@@ -179,16 +195,9 @@ func defaultLifetime(maxLifetime time.Duration) time.Duration {
 // Create issues a new key and returns its record and its secret, which is
 // never available again.
 func (s *Store) Create(ctx context.Context, p CreateParams) (*Key, Secret, error) {
-	scopes, err := p.check()
+	k, err := p.check()
 	if err != nil {
 		return nil, "", err
-	}
-	k := &Key{
-		AccountID:   p.AccountID,
-		Name:        p.Name,
-		Description: p.Description,
-		Scopes:      scopes,
-		CreatedBy:   p.Actor,
 	}
 	var secret Secret
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -204,14 +213,24 @@ func (s *Store) Create(ctx context.Context, p CreateParams) (*Key, Secret, error
 		if err != nil {
 			return err
 		}
-		return recordEvent(ctx, tx, k, "create", p.Actor, now, map[string]any{
-			"name": k.Name, "account_id": k.AccountID, "scopes": k.Scopes, "expires_at": k.ExpiresAt,
-		})
+		return recordEvent(ctx, tx, k, "create", p.Actor, now, createDetail(k))
 	})
 	if err != nil {
 		return nil, "", fmt.Errorf("keystore: create: %w", err)
 	}
 	return k, secret, nil
+}
+
+// createDetail is the audit detail of a key's creation.
+func createDetail(k *Key) map[string]any {
+	d := map[string]any{"name": k.Name, "account_id": k.AccountID, "scopes": k.Scopes, "expires_at": k.ExpiresAt}
+	if len(k.AllowedCIDRs) > 0 {
+		d["allowed_cidrs"] = cidrStrings(k.AllowedCIDRs)
+	}
+	if len(k.Metadata) > 0 {
+		d["metadata"] = k.Metadata
+	}
+	return d
 }
 
 // insert generates a secret for k, fills in its id, digest and display
@@ -237,11 +256,12 @@ func (s *Store) insert(ctx context.Context, tx pgx.Tx, k *Key) (Secret, error) {
 		}
 		err = tx.QueryRow(ctx, `
 			INSERT INTO api_keys (id, account_id, name, description, display_prefix, digest, hash_scheme,
-			                      scopes, created_at, created_by, expires_at, rotated_from)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+			                      scopes, created_at, created_by, expires_at, rotated_from, allowed_cidrs, metadata)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
 			RETURNING updated_at`,
 			k.ID, k.AccountID, k.Name, k.Description, k.DisplayPrefix, k.Digest[:], k.HashScheme,
-			k.Scopes, k.CreatedAt, k.CreatedBy, k.ExpiresAt, nullIfEmpty(k.RotatedFrom)).Scan(&k.UpdatedAt)
+			k.Scopes, k.CreatedAt, k.CreatedBy, k.ExpiresAt, nullIfEmpty(k.RotatedFrom), nonNil(k.AllowedCIDRs),
+			metadataJSON(k.Metadata)).Scan(&k.UpdatedAt)
 		k.UpdatedAt = k.UpdatedAt.UTC()
 		var pgErr *pgconn.PgError
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == "api_keys_digest" && attempt < 3 {
@@ -259,18 +279,18 @@ func (s *Store) insert(ctx context.Context, tx pgx.Tx, k *Key) (Secret, error) {
 
 // keyColumns are the columns scanned into a Key, in scanKey's order.
 const keyColumns = `id::text, account_id, name, description, display_prefix, digest, hash_scheme, scopes,
-	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from::text, updated_at`
+	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from::text, updated_at, disabled_at, allowed_cidrs, metadata`
 
-// recordColumns are keyColumns and the id of the key's successor, for
-// the reads and changes that show a record (the decision path does not
-// need the successor). The statement's table must be api_keys itself.
-const recordColumns = keyColumns + `,
+// shownColumns are keyColumns and the id of the key's successor, for the
+// reads and changes that show a key (the decision path reads
+// decisionColumns instead). The statement's table must be api_keys itself.
+const shownColumns = keyColumns + `,
 	(SELECT successor.id::text FROM api_keys AS successor WHERE successor.rotated_from = api_keys.id)`
 
 func scanKey(row pgx.CollectableRow) (*Key, error) { return scanKeyWith(row) }
 
-// scanRecord scans recordColumns.
-func scanRecord(row pgx.CollectableRow) (*Key, error) {
+// scanShown scans shownColumns.
+func scanShown(row pgx.CollectableRow) (*Key, error) {
 	var rotatedTo *string
 	k, err := scanKeyWith(row, &rotatedTo)
 	if err == nil && rotatedTo != nil {
@@ -287,7 +307,7 @@ func scanKeyWith(row pgx.CollectableRow, extra ...any) (*Key, error) {
 		rotatedFrom *string
 	)
 	dest := append([]any{&k.ID, &k.AccountID, &k.Name, &k.Description, &k.DisplayPrefix, &digest, &k.HashScheme,
-		&k.Scopes, &k.CreatedAt, &k.CreatedBy, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt, &rotatedFrom, &k.UpdatedAt}, extra...)
+		&k.Scopes, &k.CreatedAt, &k.CreatedBy, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt, &rotatedFrom, &k.UpdatedAt, &k.DisabledAt, &k.AllowedCIDRs, &k.Metadata}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return nil, err
 	}
@@ -299,7 +319,7 @@ func scanKeyWith(row pgx.CollectableRow, extra ...any) (*Key, error) {
 		k.RotatedFrom = *rotatedFrom
 	}
 	k.CreatedAt, k.UpdatedAt = k.CreatedAt.UTC(), k.UpdatedAt.UTC()
-	for _, t := range []*time.Time{k.ExpiresAt, k.RevokedAt, k.LastUsedAt} {
+	for _, t := range []*time.Time{k.ExpiresAt, k.RevokedAt, k.LastUsedAt, k.DisabledAt} {
 		if t != nil {
 			*t = t.UTC()
 		}
@@ -307,12 +327,13 @@ func scanKeyWith(row pgx.CollectableRow, extra ...any) (*Key, error) {
 	if k.Scopes == nil {
 		k.Scopes = []string{}
 	}
+	if len(k.AllowedCIDRs) == 0 {
+		k.AllowedCIDRs = nil
+	}
+	if len(k.Metadata) == 0 {
+		k.Metadata = nil
+	}
 	return &k, nil
-}
-
-// queryKeys runs a query selecting keyColumns and collects the keys.
-func queryKeys(ctx context.Context, q pgxQuerier, sql string, args ...any) ([]*Key, error) {
-	return queryKeysWith(ctx, q, scanKey, sql, args...)
 }
 
 func queryKeysWith(ctx context.Context, q pgxQuerier, scan pgx.RowToFunc[*Key], sql string, args ...any) ([]*Key, error) {
@@ -328,9 +349,9 @@ func queryKey(ctx context.Context, q pgxQuerier, sql string, args ...any) (*Key,
 	return queryKeyWith(ctx, q, scanKey, sql, args...)
 }
 
-// queryRecord is queryKey for a query selecting recordColumns.
-func queryRecord(ctx context.Context, q pgxQuerier, sql string, args ...any) (*Key, error) {
-	return queryKeyWith(ctx, q, scanRecord, sql, args...)
+// queryShown is queryKey for a query selecting shownColumns.
+func queryShown(ctx context.Context, q pgxQuerier, sql string, args ...any) (*Key, error) {
+	return queryKeyWith(ctx, q, scanShown, sql, args...)
 }
 
 func queryKeyWith(ctx context.Context, q pgxQuerier, scan pgx.RowToFunc[*Key], sql string, args ...any) (*Key, error) {
@@ -349,33 +370,80 @@ type pgxQuerier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-// Lookup returns the key stored under digest, whatever its state: the
-// caller decides with Key.StateAt. It returns ErrNotFound for an unknown
-// digest and an error matching ErrUnavailable when the database cannot
-// answer. This is the decision path's one query.
-func (s *Store) Lookup(ctx context.Context, d Digest) (*Key, error) {
-	k, err := queryKey(ctx, s.pool, `SELECT `+keyColumns+` FROM api_keys WHERE digest = $1`, d[:])
+// decisionColumns are the columns the decision needs, scanned by
+// scanRecord into a Record: what the decision path's reads select.
+const decisionColumns = `id::text, account_id, scopes, expires_at, revoked_at IS NOT NULL, disabled_at IS NOT NULL, updated_at,
+	allowed_cidrs, metadata`
+
+// scanRecord scans decisionColumns, then extra.
+func scanRecord(row pgx.CollectableRow, extra ...any) (*Record, error) {
+	var f recordFields
+	if err := row.Scan(append([]any{&f.id, &f.accountID, &f.scopes, &f.expiresAt, &f.revoked, &f.disabled, &f.updatedAt,
+		&f.cidrs, &f.metadata}, extra...)...); err != nil {
+		return nil, err
+	}
+	// A row the store did not write (by hand, with SQL) could hold what a
+	// Record cannot encode: refuse to decide rather than ignore some.
+	if len(f.cidrs) > MaxAllowedCIDRs {
+		return nil, fmt.Errorf("key %s has %d source restrictions", f.id, len(f.cidrs))
+	}
+	if _, err := NormalizeMetadata(f.metadata); err != nil {
+		return nil, fmt.Errorf("key %s has metadata the store would not write: %w", f.id, err)
+	}
+	return newRecord(f), nil
+}
+
+// scanStored scans decisionColumns and the digest.
+func scanStored(row pgx.CollectableRow) (Stored, error) {
+	var digest []byte
+	r, err := scanRecord(row, &digest)
+	if err != nil {
+		return Stored{}, err
+	}
+	var st Stored
+	if len(digest) != len(st.Digest) {
+		return Stored{}, fmt.Errorf("key %s has a digest of %d bytes", r.ID(), len(digest))
+	}
+	copy(st.Digest[:], digest)
+	st.Record = r
+	return st, nil
+}
+
+// Lookup returns the record of the key stored under digest, whatever its
+// state: the caller decides with Record.StateAt. It returns ErrNotFound for
+// an unknown digest and an error matching ErrUnavailable when the database
+// cannot answer. This is the decision path's one query; it reads only what
+// the decision needs.
+func (s *Store) Lookup(ctx context.Context, d Digest) (*Record, error) {
+	rows, err := s.pool.Query(ctx, `SELECT `+decisionColumns+` FROM api_keys WHERE digest = $1`, d[:])
+	if err != nil {
+		return nil, fmt.Errorf("keystore: lookup: %w: %w", ErrUnavailable, err)
+	}
+	r, err := pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (*Record, error) { return scanRecord(row) })
 	switch {
 	case err == nil:
-		return k, nil
-	case errors.Is(err, ErrNotFound):
-		return nil, err
+		return r, nil
+	case errors.Is(err, pgx.ErrNoRows):
+		return nil, ErrNotFound
 	}
 	return nil, fmt.Errorf("keystore: lookup: %w: %w", ErrUnavailable, err)
 }
 
-// LookupMany returns the keys stored under any of digests, in no order:
+// LookupMany returns the records stored under any of digests, in no order:
 // the cache uses it to resync what it holds.
-func (s *Store) LookupMany(ctx context.Context, digests []Digest) ([]*Key, error) {
+func (s *Store) LookupMany(ctx context.Context, digests []Digest) ([]Stored, error) {
 	raw := make([][]byte, len(digests))
 	for i := range digests {
 		raw[i] = digests[i][:]
 	}
-	keys, err := queryKeys(ctx, s.pool, `SELECT `+keyColumns+` FROM api_keys WHERE digest = ANY($1)`, raw)
-	if err != nil {
-		return nil, fmt.Errorf("keystore: lookup: %w: %w", ErrUnavailable, err)
+	rows, err := s.pool.Query(ctx, `SELECT `+decisionColumns+`, digest FROM api_keys WHERE digest = ANY($1)`, raw)
+	if err == nil {
+		var stored []Stored
+		if stored, err = pgx.CollectRows(rows, scanStored); err == nil {
+			return stored, nil
+		}
 	}
-	return keys, nil
+	return nil, fmt.Errorf("keystore: lookup: %w: %w", ErrUnavailable, err)
 }
 
 // parseID validates a key id; a malformed one is ErrInvalid, so that it
@@ -394,7 +462,7 @@ func (s *Store) Get(ctx context.Context, id string) (*Key, error) {
 	if err != nil {
 		return nil, err
 	}
-	k, err := queryRecord(ctx, s.pool, `SELECT `+recordColumns+` FROM api_keys WHERE id = $1`, u)
+	k, err := queryShown(ctx, s.pool, `SELECT `+shownColumns+` FROM api_keys WHERE id = $1`, u)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: get %s: %w", id, err)
 	}
@@ -407,10 +475,11 @@ type StatusFilter uint8
 
 // The filters of List.
 const (
-	ListActive  StatusFilter = iota // neither revoked nor expired
-	ListAll                         // every key
-	ListExpired                     // expired and not revoked
-	ListRevoked                     // revoked
+	ListActive   StatusFilter = iota // neither revoked, disabled nor expired
+	ListAll                          // every key
+	ListExpired                      // expired, and neither revoked nor disabled
+	ListRevoked                      // revoked
+	ListDisabled                     // disabled and not revoked
 )
 
 // ListParams select keys to list.
@@ -444,7 +513,7 @@ func (s *Store) List(ctx context.Context, p ListParams) ([]*Key, error) {
 			return nil, err
 		}
 	}
-	if p.Status > ListRevoked {
+	if p.Status > ListDisabled {
 		return nil, invalid("status", "unknown status filter")
 	}
 	if p.Limit < 0 {
@@ -460,9 +529,10 @@ func (s *Store) List(ctx context.Context, p ListParams) ([]*Key, error) {
 	// "$4 IS NULL OR (created_at, id) < …" would scan from the start).
 	args := []any{int(p.Status), now}
 	where := `CASE $1::int
-		WHEN 0 THEN revoked_at IS NULL AND (expires_at IS NULL OR expires_at > coalesce($2, now()))
-		WHEN 2 THEN revoked_at IS NULL AND expires_at <= coalesce($2, now())
+		WHEN 0 THEN revoked_at IS NULL AND disabled_at IS NULL AND (expires_at IS NULL OR expires_at > coalesce($2, now()))
+		WHEN 2 THEN revoked_at IS NULL AND disabled_at IS NULL AND expires_at <= coalesce($2, now())
 		WHEN 3 THEN revoked_at IS NOT NULL
+		WHEN 4 THEN revoked_at IS NULL AND disabled_at IS NOT NULL
 		ELSE true
 	END`
 	if p.AccountID != "" {
@@ -486,7 +556,7 @@ func (s *Store) List(ctx context.Context, p ListParams) ([]*Key, error) {
 		args = append(args, p.Limit)
 		limit = fmt.Sprintf(" LIMIT $%d", len(args))
 	}
-	keys, err := queryKeysWith(ctx, s.pool, scanRecord, `SELECT `+recordColumns+` FROM api_keys WHERE `+where+`
+	keys, err := queryKeysWith(ctx, s.pool, scanShown, `SELECT `+shownColumns+` FROM api_keys WHERE `+where+`
 		ORDER BY api_keys.created_at `+order+`, api_keys.id `+order+limit, args...)
 	if err != nil {
 		return nil, fmt.Errorf("keystore: list: %w", err)
@@ -494,15 +564,21 @@ func (s *Store) List(ctx context.Context, p ListParams) ([]*Key, error) {
 	return keys, nil
 }
 
-// UpdateParams change a key's descriptive fields; nil leaves a field as it
-// is.
+// UpdateParams change a key's descriptive fields and source restrictions;
+// nil leaves a field as it is.
 type UpdateParams struct {
 	Name        *string
 	Description *string
-	Actor       string
+	// AllowedCIDRs, when not nil, replace the key's source restrictions
+	// (ParseCIDR); an empty list removes them.
+	AllowedCIDRs *[]string
+	// Metadata, when not nil, changes the key's metadata.
+	Metadata *MetadataChange
+	Actor    string
 }
 
-// Update changes a key's name or description.
+// Update changes a key's name, description, source restrictions or
+// metadata.
 func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, error) {
 	u, err := parseID(id)
 	if err != nil {
@@ -518,11 +594,24 @@ func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, er
 		problems = append(problems, ValidateDescription(*p.Description))
 		detail["description"] = *p.Description
 	}
+	var cidrs []netip.Prefix // nil: unchanged
+	if p.AllowedCIDRs != nil {
+		var err error
+		cidrs, err = NormalizeCIDRs(*p.AllowedCIDRs)
+		problems = append(problems, err)
+		cidrs = nonNil(cidrs)
+		detail["allowed_cidrs"] = cidrStrings(cidrs)
+	}
+	if p.Metadata != nil {
+		// Checked here as a change; the result against the key, below.
+		_, err := (&MetadataChange{Set: p.Metadata.Set, Unset: p.Metadata.Unset, Clear: true}).apply(nil)
+		problems = append(problems, err)
+	}
 	if err := errors.Join(problems...); err != nil {
 		return nil, err
 	}
-	if len(detail) == 0 {
-		return nil, invalid("update", "nothing to change: give a name or a description")
+	if len(detail) == 0 && p.Metadata == nil {
+		return nil, invalid("update", "nothing to change: give a name, a description, source restrictions or metadata")
 	}
 	var k *Key
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
@@ -530,9 +619,23 @@ func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, er
 		if err != nil {
 			return err
 		}
-		k, err = queryRecord(ctx, tx, `UPDATE api_keys SET
-				name = COALESCE($2, name), description = COALESCE($3, description), updated_at = clock_timestamp()
-			WHERE id = $1 RETURNING `+recordColumns, u, p.Name, p.Description)
+		var metadata map[string]string // nil: unchanged
+		if p.Metadata != nil {
+			old, err := lockKey(ctx, tx, u)
+			if err != nil {
+				return err
+			}
+			if metadata, err = p.Metadata.apply(old.Metadata); err != nil {
+				return err
+			}
+			metadata = metadataJSON(metadata)
+			detail["metadata"] = metadata
+		}
+		k, err = queryShown(ctx, tx, `UPDATE api_keys SET
+				name = COALESCE($2, name), description = COALESCE($3, description),
+				allowed_cidrs = COALESCE($4::cidr[], allowed_cidrs), metadata = COALESCE($5::jsonb, metadata),
+				updated_at = clock_timestamp()
+			WHERE id = $1 RETURNING `+shownColumns, u, p.Name, p.Description, cidrs, metadata)
 		if err != nil {
 			return err
 		}
@@ -550,6 +653,40 @@ func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, er
 // Revoke makes a key unusable from now on, everywhere. Revoking a revoked
 // key is ErrRevoked.
 func (s *Store) Revoke(ctx context.Context, id, actor string) (*Key, error) {
+	return s.changeState(ctx, id, "revoke", actor, `revoked_at = $2`, func(_ *Key, now time.Time) (any, error) {
+		return now, nil
+	})
+}
+
+// Disable makes a key unusable, everywhere, until Enable: it is refused
+// like a revoked key meanwhile. Disabling a disabled key is ErrDisabled; a
+// revoked key cannot be disabled (ErrRevoked).
+func (s *Store) Disable(ctx context.Context, id, actor string) (*Key, error) {
+	return s.changeState(ctx, id, "disable", actor, `disabled_at = $2`, func(k *Key, now time.Time) (any, error) {
+		if k.DisabledAt != nil {
+			return nil, fmt.Errorf("%w already (since %s)", ErrDisabled, k.DisabledAt.Format(time.RFC3339))
+		}
+		return now, nil
+	})
+}
+
+// Enable makes a disabled key work again. Enabling a key that is not
+// disabled is ErrNotDisabled; a revoked key cannot be enabled (ErrRevoked).
+func (s *Store) Enable(ctx context.Context, id, actor string) (*Key, error) {
+	return s.changeState(ctx, id, "enable", actor, `disabled_at = $2`, func(k *Key, _ time.Time) (any, error) {
+		if k.DisabledAt == nil {
+			return nil, ErrNotDisabled
+		}
+		return (*time.Time)(nil), nil
+	})
+}
+
+// changeState makes one lifecycle change of a key that is not revoked
+// (ErrRevoked), audited as action and announced, in one transaction: with
+// the key's row locked, allow says whether the change may be made (nothing
+// is written when it may not) and what $2 of set, an assignment of the
+// UPDATE, is.
+func (s *Store) changeState(ctx context.Context, id, action, actor, set string, allow func(k *Key, now time.Time) (any, error)) (*Key, error) {
 	u, err := parseID(id)
 	if err != nil {
 		return nil, err
@@ -566,17 +703,21 @@ func (s *Store) Revoke(ctx context.Context, id, actor string) (*Key, error) {
 		if k.RevokedAt != nil {
 			return fmt.Errorf("%w (at %s)", ErrRevoked, k.RevokedAt.Format(time.RFC3339))
 		}
-		if k, err = queryRecord(ctx, tx, `UPDATE api_keys SET revoked_at = $2, updated_at = clock_timestamp()
-			WHERE id = $1 RETURNING `+recordColumns, u, now); err != nil {
+		arg, err := allow(k, now)
+		if err != nil {
 			return err
 		}
-		if err := recordEvent(ctx, tx, k, "revoke", actor, now, nil); err != nil {
+		if k, err = queryShown(ctx, tx, `UPDATE api_keys SET `+set+`, updated_at = clock_timestamp()
+			WHERE id = $1 RETURNING `+shownColumns, u, arg); err != nil {
+			return err
+		}
+		if err := recordEvent(ctx, tx, k, action, actor, now, nil); err != nil {
 			return err
 		}
 		return notify(ctx, tx, k.Digest)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("keystore: revoke %s: %w", id, err)
+		return nil, fmt.Errorf("keystore: %s %s: %w", action, id, err)
 	}
 	return k, nil
 }
@@ -596,9 +737,11 @@ type Rotation struct {
 }
 
 // Rotate issues a new secret for a key: a successor key with the same
-// account, name, description, scopes and expiry, linked to its
+// account, name, description, scopes, source restrictions, metadata and
+// expiry, linked to its
 // predecessor, whose own expiry is brought forward to the end of the grace
-// period. A revoked, expired or already rotated key cannot be rotated.
+// period. A revoked, disabled, expired or already rotated key cannot be
+// rotated.
 func (s *Store) Rotate(ctx context.Context, id string, p RotateParams) (*Rotation, error) {
 	u, err := parseID(id)
 	if err != nil {
@@ -620,6 +763,9 @@ func (s *Store) Rotate(ctx context.Context, id string, p RotateParams) (*Rotatio
 		switch old.StateAt(now) {
 		case StateRevoked:
 			return ErrRevoked
+		case StateDisabled:
+			// The successor would work at once.
+			return fmt.Errorf("%w: enable it first", ErrDisabled)
 		case StateExpired:
 			return ErrExpired
 		}
@@ -631,14 +777,16 @@ func (s *Store) Rotate(ctx context.Context, id string, p RotateParams) (*Rotatio
 			return err
 		}
 		r.New = &Key{
-			AccountID:   old.AccountID,
-			Name:        old.Name,
-			Description: old.Description,
-			Scopes:      old.Scopes,
-			CreatedAt:   now,
-			CreatedBy:   p.Actor,
-			ExpiresAt:   old.ExpiresAt,
-			RotatedFrom: old.ID,
+			AccountID:    old.AccountID,
+			Name:         old.Name,
+			Description:  old.Description,
+			Scopes:       old.Scopes,
+			AllowedCIDRs: old.AllowedCIDRs,
+			Metadata:     old.Metadata,
+			CreatedAt:    now,
+			CreatedBy:    p.Actor,
+			ExpiresAt:    old.ExpiresAt,
+			RotatedFrom:  old.ID,
 		}
 		if s.maxLifetime > 0 {
 			// Rotation must not outlive the server's maximum lifetime.
@@ -658,10 +806,9 @@ func (s *Store) Rotate(ctx context.Context, id string, p RotateParams) (*Rotatio
 			return err
 		}
 		r.Old.RotatedTo = r.New.ID
-		if err := recordEvent(ctx, tx, r.New, "create", p.Actor, now, map[string]any{
-			"rotated_from": old.ID, "name": r.New.Name, "account_id": r.New.AccountID,
-			"scopes": r.New.Scopes, "expires_at": r.New.ExpiresAt,
-		}); err != nil {
+		detail := createDetail(r.New)
+		detail["rotated_from"] = old.ID
+		if err := recordEvent(ctx, tx, r.New, "create", p.Actor, now, detail); err != nil {
 			return err
 		}
 		if err := recordEvent(ctx, tx, r.Old, "rotate", p.Actor, now, map[string]any{
@@ -690,7 +837,7 @@ func lockKey(ctx context.Context, tx pgx.Tx, id uuid.UUID) (*Key, error) {
 // Event is one entry of a key's audit trail.
 type Event struct {
 	KeyID  string
-	Action string // create, update, rotate, revoke
+	Action string // create, update, rotate, revoke, disable, enable
 	Actor  string
 	At     time.Time
 	Detail map[string]any
@@ -738,9 +885,37 @@ func recordEvent(ctx context.Context, tx pgx.Tx, k *Key, action, actor string, a
 // database's clock in microseconds since the epoch, from which listeners
 // measure how long the change took to reach them.
 func notify(ctx context.Context, tx pgx.Tx, d Digest) error {
+	return notifyPayload(ctx, tx, d.String())
+}
+
+// addedPayload, as a notification's payload before the "@", announces keys
+// added in bulk (Import): every unknown-key entry may be stale.
+const addedPayload = "*"
+
+// notifyAdded announces keys added in bulk, in one notification.
+func notifyAdded(ctx context.Context, tx pgx.Tx) error { return notifyPayload(ctx, tx, addedPayload) }
+
+func notifyPayload(ctx context.Context, tx pgx.Tx, what string) error {
 	_, err := tx.Exec(ctx, `SELECT pg_notify($1, $2 || '@' || (extract(epoch from clock_timestamp()) * 1000000)::bigint)`,
-		NotifyChannel, d.String())
+		NotifyChannel, what)
 	return err
+}
+
+// metadataJSON is a key's metadata column value.
+func metadataJSON(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
+// nonNil is s, or an empty slice for nil: a NOT NULL array column's
+// value.
+func nonNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 func nullIfEmpty(s string) *string {
@@ -758,25 +933,29 @@ func (s *Store) Ping(ctx context.Context) error {
 	return nil
 }
 
-// ChangedSince returns the keys whose lifecycle changed after since
-// (database time), and the database time the answer is complete up to:
-// pass it, minus a margin for transactions still committing, to the next
-// call. The delta poll uses it as the safety net for lost notifications.
-func (s *Store) ChangedSince(ctx context.Context, since time.Time) ([]*Key, time.Time, error) {
+// ChangedSince returns the records of the keys whose lifecycle changed
+// after since (database time), and the database time the answer is
+// complete up to: pass it, minus a margin for transactions still
+// committing, to the next call. The delta poll uses it as the safety net
+// for lost notifications.
+func (s *Store) ChangedSince(ctx context.Context, since time.Time) ([]Stored, time.Time, error) {
 	var now time.Time
-	var keys []*Key
+	var changed []Stored
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if err := tx.QueryRow(ctx, `SELECT now()`).Scan(&now); err != nil {
 			return err
 		}
-		var err error
-		keys, err = queryKeys(ctx, tx, `SELECT `+keyColumns+` FROM api_keys WHERE updated_at > $1 ORDER BY updated_at`, since)
+		rows, err := tx.Query(ctx, `SELECT `+decisionColumns+`, digest FROM api_keys WHERE updated_at > $1 ORDER BY updated_at`, since)
+		if err != nil {
+			return err
+		}
+		changed, err = pgx.CollectRows(rows, scanStored)
 		return err
 	})
 	if err != nil {
 		return nil, time.Time{}, fmt.Errorf("keystore: changes: %w: %w", ErrUnavailable, err)
 	}
-	return keys, now, nil
+	return changed, now, nil
 }
 
 // LastUsed is one key's latest use, for RecordLastUsed.

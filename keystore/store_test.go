@@ -103,12 +103,12 @@ func TestCreateGetLookup(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Fatalf("Get (-want +got):\n%s", diff)
 	}
-	got, err = s.Lookup(ctx, s.Hasher().Digest(secret))
+	rec, err := s.Lookup(ctx, s.Hasher().Digest(secret))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Fatalf("Lookup (-want +got):\n%s", diff)
+	if !keystore.RecordsEqual(want.Record(), rec) || rec.ID() != k.ID || rec.JoinedScopes() != "projects:read,projects:write" {
+		t.Fatalf("Lookup = %+v, want %+v", rec, want.Record())
 	}
 	events, err := s.Events(ctx, k.ID)
 	if err != nil || len(events) != 1 || events[0].Action != "create" || events[0].Actor != "cli:alice" {

@@ -171,6 +171,10 @@ func (w *Watcher) session(ctx context.Context, first bool) error {
 func (w *Watcher) apply(payload string) {
 	w.stats.Notifications.Add(1)
 	hexDigest, stamp, stamped := strings.Cut(payload, "@")
+	if hexDigest == addedPayload { // keys added in bulk
+		w.cache.ForgetUnknown()
+		return
+	}
 	var d Digest
 	if b, err := hex.DecodeString(hexDigest); err == nil && len(b) == len(d) {
 		copy(d[:], b)
@@ -192,15 +196,15 @@ func (w *Watcher) resync(ctx context.Context) error {
 		batch := digests[start:min(start+resyncBatch, len(digests))]
 		fetched := w.cache.now()
 		batchCtx, cancel := context.WithTimeout(ctx, resyncBatchTimeout)
-		keys, err := w.store.LookupMany(batchCtx, batch)
+		stored, err := w.store.LookupMany(batchCtx, batch)
 		cancel()
 		if err != nil {
 			return err
 		}
-		found := make(map[Digest]bool, len(keys))
-		for _, k := range keys {
-			found[k.Digest] = true
-			w.cache.Update(k, fetched)
+		found := make(map[Digest]bool, len(stored))
+		for _, st := range stored {
+			found[st.Digest] = true
+			w.cache.Update(st.Digest, st.Record, fetched)
 		}
 		for _, d := range batch {
 			if !found[d] {
@@ -238,13 +242,13 @@ func (w *Watcher) pollOnce(ctx context.Context, since *time.Time) error {
 		from = time.Now().Add(365 * 24 * time.Hour) // nothing yet: just learn the database's time
 	}
 	fetched := w.cache.now()
-	keys, now, err := w.store.ChangedSince(ctx, from)
+	changed, now, err := w.store.ChangedSince(ctx, from)
 	if err != nil {
 		return err
 	}
-	for _, k := range keys {
+	for _, st := range changed {
 		w.stats.PolledChanges.Add(1)
-		w.cache.Update(k, fetched)
+		w.cache.Update(st.Digest, st.Record, fetched)
 	}
 	*since = now.Add(-pollMargin)
 	return nil

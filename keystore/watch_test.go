@@ -46,7 +46,7 @@ func startWatched(t *testing.T, url string, opts keystore.WatchOptions, listenUR
 // revokedInCache reports whether the cache already sees the key revoked.
 func revokedInCache(w *watched, d keystore.Digest) bool {
 	k, err := w.cache.Lookup(context.Background(), d)
-	return err == nil && k.RevokedAt != nil
+	return err == nil && revoked(k)
 }
 
 func TestWatcherNotificationReachesCache(t *testing.T) {

@@ -95,16 +95,40 @@ func environ(dbURL string) []string {
 // output, failing tb unless it exits 0.
 func cli(tb testing.TB, dbURL string, args ...string) []byte {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	r := run(tb, dbURL, args...)
+	if r.code != 0 {
+		tb.Fatalf("keygate %s: exit status %d\n%s", strings.Join(args, " "), r.code, r.stderr)
+	}
+	return []byte(r.stdout)
+}
+
+// result is how a keygate command ended.
+type result struct {
+	code           int
+	stdout, stderr string
+}
+
+// run runs a keygate command against dbURL and returns its exit status
+// and output, whatever the status.
+func run(tb testing.TB, dbURL string, args ...string) result {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, keygateBin(tb), args...)
 	cmd.Env = environ(dbURL)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		tb.Fatalf("keygate %s: %v\n%s", strings.Join(args, " "), err, stderr.Bytes())
+	err := cmd.Run()
+	var ee *exec.ExitError
+	var r result
+	switch {
+	case errors.As(err, &ee):
+		r.code = ee.ExitCode()
+	case err != nil:
+		tb.Fatalf("keygate %s: %v", strings.Join(args, " "), err)
 	}
-	return stdout.Bytes()
+	r.stdout, r.stderr = stdout.String(), stderr.String()
+	return r
 }
 
 // cliKey is the JSON that `keygate keys create -o json` prints.

@@ -204,7 +204,8 @@ func cacheKey(tb testing.TB, r *server, req *authv3.CheckRequest) (checks int) {
 	return checks
 }
 
-// denial is when one replica first refused a revoked key.
+// denial is when one replica first refused a revoked key (or, for
+// waitSwitch, first answered as it was waited for).
 type denial struct {
 	at    time.Time // when the refusing response arrived
 	polls int       // Checks sent until then
@@ -214,6 +215,13 @@ type denial struct {
 // waitDenied checks req on every replica concurrently, every 5ms, until
 // each answers 401 (invalid_api_key), and reports when.
 func waitDenied(replicas []*server, req *authv3.CheckRequest, limit time.Duration) []denial {
+	return waitSwitch(replicas, req, codes.OK, codes.Unauthenticated, limit)
+}
+
+// waitSwitch checks req on every replica concurrently, every 5ms, until
+// each answers with status to instead of from, and reports when; any other
+// answer is an error.
+func waitSwitch(replicas []*server, req *authv3.CheckRequest, from, to codes.Code, limit time.Duration) []denial {
 	out := make([]denial, len(replicas))
 	var wg sync.WaitGroup
 	deadline := time.Now().Add(limit)
@@ -228,14 +236,14 @@ func waitDenied(replicas []*server, req *authv3.CheckRequest, limit time.Duratio
 				case err != nil:
 					d.err = fmt.Errorf("Check: gRPC error %v", err)
 					return
-				case codes.Code(resp.GetStatus().GetCode()) == codes.Unauthenticated:
+				case codes.Code(resp.GetStatus().GetCode()) == to:
 					d.at = now
 					return
-				case codes.Code(resp.GetStatus().GetCode()) != codes.OK:
-					d.err = fmt.Errorf("revoked key: %s; want 401 invalid_api_key", describe(resp))
+				case codes.Code(resp.GetStatus().GetCode()) != from:
+					d.err = fmt.Errorf("%s; want %v, or %v until then", describe(resp), to, from)
 					return
 				case now.After(deadline):
-					d.err = fmt.Errorf("revoked key still allowed %v later (%d Checks)", limit, d.polls)
+					d.err = fmt.Errorf("still %v %v later (%d Checks)", from, limit, d.polls)
 					return
 				}
 				time.Sleep(5 * time.Millisecond)

@@ -60,4 +60,6 @@ export const api = {
   updateKey: (id, patch) => request("PATCH", `/v1/keys/${encodeURIComponent(id)}`, patch),
   revokeKey: (id) => request("DELETE", `/v1/keys/${encodeURIComponent(id)}`),
   rotateKey: (id, grace) => request("POST", `/v1/keys/${encodeURIComponent(id)}/rotate`, { grace }),
+  disableKey: (id) => request("POST", `/v1/keys/${encodeURIComponent(id)}/disable`),
+  enableKey: (id) => request("POST", `/v1/keys/${encodeURIComponent(id)}/enable`),
 };

@@ -40,6 +40,7 @@ function plural(n, word) {
 // expired, revoked) refined with expiring soon and rotated.
 function statusOf(k, now = Date.now()) {
   if (k.status === "revoked") return { cls: "revoked", label: "Revoked", note: `on ${fmtDate(k.revoked_at)}` };
+  if (k.status === "disabled") return { cls: "disabled", label: "Disabled", note: `since ${fmtDate(k.disabled_at)}` };
   if (k.status === "expired") return { cls: "expired", label: "Expired", note: k.rotated_to ? "rotated" : `on ${fmtDate(k.expires_at)}` };
   if (k.rotated_to) return { cls: "rotated", label: "Rotated", note: `grace ends ${fmtDateTime(k.expires_at)}` };
   if (k.expires_at) {
@@ -257,13 +258,17 @@ function keyRow(k, unbound) {
   const actions = el("div", { class: "actions" });
   actions.append(iconButton("edit", `Edit ${k.name}`, (e) => openEdit(k, e.currentTarget)));
   if (k.status === "active" && !k.rotated_to) actions.append(iconButton("rotate", `Rotate ${k.name}`, (e) => openRotate(k, e.currentTarget)));
+  if (k.status === "disabled") actions.append(iconButton("enable", `Enable ${k.name}`, (e) => setDisabled(k, false, e.currentTarget)));
+  else if (k.status !== "revoked") actions.append(iconButton("disable", `Disable ${k.name}`, (e) => setDisabled(k, true, e.currentTarget)));
   if (k.status !== "revoked") actions.append(iconButton("delete", `Delete ${k.name}`, (e) => openDelete(k, e.currentTarget), "danger"));
   const account = el("td", { class: "col-account", "data-label": "Account", text: k.account_id });
   account.hidden = !unbound;
   return el("tr", { "data-key-id": k.id },
     el("td", { class: "cell-name", "data-label": "Name" },
       el("div", { class: "key-name", text: k.name }),
-      k.description ? el("div", { class: "key-desc", text: k.description }) : null),
+      k.description ? el("div", { class: "key-desc", text: k.description }) : null,
+      k.allowed_cidrs.length ? el("div", { class: "key-controls", text: `only from ${k.allowed_cidrs.join(", ")}` }) : null,
+      Object.keys(k.metadata).length ? el("div", { class: "key-controls", text: metadataText(k.metadata) }) : null),
     account,
     el("td", { "data-label": "Key" }, el("code", { class: "prefix", text: `${k.display_prefix}…` })),
     el("td", { "data-label": "Scopes" }, scopes),
@@ -282,6 +287,8 @@ const ICONS = {
   edit: "M4 17.3V20h2.7l8-8-2.7-2.7-8 8Zm12.7-7.4a.7.7 0 0 0 0-1l-1.6-1.6a.7.7 0 0 0-1 0l-1.3 1.3 2.7 2.7 1.2-1.4Z",
   rotate: "M12 5V2L8 6l4 4V7a5 5 0 1 1-5 5H5a7 7 0 1 0 7-7Z",
   delete: "M7 21a2 2 0 0 1-2-2V7H4V5h5V4h6v1h5v2h-1v12a2 2 0 0 1-2 2H7Zm2-4h2V9H9v8Zm4 0h2V9h-2v8Z",
+  disable: "M12 2a10 10 0 1 0 0 20 10 10 0 0 0 0-20Zm0 2a8 8 0 0 1 6.3 12.9L7.1 5.7A8 8 0 0 1 12 4Zm-6.3 3.1 11.2 11.2A8 8 0 0 1 5.7 7.1Z",
+  enable: "M8 5v14l11-7L8 5Z",
 };
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -316,6 +323,49 @@ $("page-prev").addEventListener("click", () => {
   state.page--;
   loadPage();
 });
+
+// ---------- source restrictions and metadata, one a line ----------
+
+function metadataText(m) {
+  return Object.keys(m).sort().map((k) => `${k}=${m[k]}`).join(" ");
+}
+
+function linesOf(text) {
+  return text.split("\n").map((l) => l.trim()).filter(Boolean);
+}
+
+// metadataOf reads key=value lines; a line without "=" is kept whole as a
+// key with an empty value, which the API refuses, naming the problem.
+function metadataOf(text) {
+  const out = {};
+  for (const line of linesOf(text)) {
+    const i = line.indexOf("=");
+    out[i < 0 ? line : line.slice(0, i).trim()] = i < 0 ? "" : line.slice(i + 1).trim();
+  }
+  return out;
+}
+
+// ---------- disable and enable ----------
+
+async function setDisabled(k, disable, opener) {
+  opener.disabled = true;
+  try {
+    await (disable ? api.disableKey(k.id) : api.enableKey(k.id));
+    await loadPage();
+    const shown = state.status === "all" || state.status === (disable ? "disabled" : "active");
+    toast(disable
+      ? `Disabled “${k.name}”: it is refused until you enable it${shown ? "" : " (Status: Disabled lists it)"}.`
+      : `Enabled “${k.name}”: it works again${shown ? "" : " (Status: Active lists it)"}.`);
+    // The row's other button takes the place of the one pressed, when the
+    // row is still listed; otherwise the list's heading takes the focus.
+    const next = [...document.querySelectorAll(`tr[data-key-id="${k.id}"] button`)]
+      .find((b) => b.getAttribute("aria-label") === `${disable ? "Enable" : "Disable"} ${k.name}`);
+    (next || $("keys-title")).focus();
+  } catch (err) {
+    opener.disabled = false;
+    showProblem(err, "list-error", {});
+  }
+}
 
 // ---------- generate ----------
 
@@ -403,6 +453,10 @@ $("generate-form").addEventListener("submit", async (ev) => {
   }
   body.scopes = [...$("generate-scopes").querySelectorAll("input:checked")].map((i) => i.value);
   lastScopes = body.scopes;
+  const cidrs = linesOf($("generate-cidrs").value);
+  if (cidrs.length) body.allowed_cidrs = cidrs;
+  const metadata = metadataOf($("generate-metadata").value);
+  if (Object.keys(metadata).length) body.metadata = metadata;
   const submit = $("generate-submit");
   submit.disabled = true;
   try {
@@ -422,6 +476,8 @@ $("generate-form").addEventListener("submit", async (ev) => {
       name: ["generate-name-error", $("generate-name")],
       description: ["generate-description-error", $("generate-description")],
       scopes: ["generate-scopes-error", $("generate-scopes").querySelector("input:not(:disabled)")],
+      allowed_cidrs: ["generate-cidrs-error", $("generate-cidrs")],
+      metadata: ["generate-metadata-error", $("generate-metadata")],
       expires_in: ["generate-expiry-error", $("generate-expiry")],
       expires_at: ["generate-expiry-error", $("generate-date")],
       no_expiry: ["generate-expiry-error", $("generate-expiry")],
@@ -531,6 +587,8 @@ function openEdit(k, opener) {
   clearErrors($("edit-form"));
   $("edit-name").value = k.name;
   $("edit-description").value = k.description;
+  $("edit-cidrs").value = k.allowed_cidrs.join("\n");
+  $("edit-metadata").value = Object.keys(k.metadata).sort().map((m) => `${m}=${k.metadata[m]}`).join("\n");
   $("edit-title").textContent = `Edit key “${k.name}”`;
   openDialog($("edit-dialog"), $("edit-name"), opener);
 }
@@ -542,6 +600,14 @@ $("edit-form").addEventListener("submit", async (ev) => {
   const patch = {};
   if ($("edit-name").value !== k.name) patch.name = $("edit-name").value;
   if ($("edit-description").value !== k.description) patch.description = $("edit-description").value;
+  const cidrs = linesOf($("edit-cidrs").value);
+  if (cidrs.join("\n") !== k.allowed_cidrs.join("\n")) patch.allowed_cidrs = cidrs;
+  // A merge patch of the metadata: changed entries, and null for removed ones.
+  const metadata = metadataOf($("edit-metadata").value);
+  const changes = {};
+  for (const [m, v] of Object.entries(metadata)) if (k.metadata[m] !== v) changes[m] = v;
+  for (const m of Object.keys(k.metadata)) if (!(m in metadata)) changes[m] = null;
+  if (Object.keys(changes).length) patch.metadata = changes;
   try {
     if (Object.keys(patch).length) await api.updateKey(k.id, patch);
     closeDialog($("edit-dialog"));
@@ -551,6 +617,8 @@ $("edit-form").addEventListener("submit", async (ev) => {
     showProblem(err, "edit-error", {
       name: ["edit-name-error", $("edit-name")],
       description: ["edit-description-error", $("edit-description")],
+      allowed_cidrs: ["edit-cidrs-error", $("edit-cidrs")],
+      metadata: ["edit-metadata-error", $("edit-metadata")],
     });
   }
 });

@@ -3,6 +3,7 @@ package extauthz
 import (
 	"context"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -50,6 +51,31 @@ func BenchmarkCheck(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			s.respond(context.Background(), req)
+		}
+	})
+	// With a failure limit: each request checks its source's budget.
+	limited := newTestServer(b, cache, func(c *authz.Config) {
+		c.Metrics = authz.NewMetrics(prometheus.NewRegistry())
+		c.Now = nil
+		c.FailureLimit = authz.FailureLimit{Count: 20, Window: time.Minute}
+	})
+	b.Run("allow-failure-limit", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if r := limited.respond(context.Background(), req); r.wire == nil {
+				b.Fatal("not a shared, pre-encoded response")
+			}
+		}
+	})
+	// The client's address from X-Forwarded-For (--xff-trusted-hops 0).
+	xff := New(s.core, Options{TrustXFF: true})
+	req = envoyRequest("GET", "/api/v1/projects/42/builds?page=2", map[string]string{"x-api-key": w.Plain.Secret}, nil)
+	b.Run("allow-xff", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if r := xff.respond(context.Background(), req); r.wire == nil {
+				b.Fatal("not a shared, pre-encoded response")
+			}
 		}
 	})
 }

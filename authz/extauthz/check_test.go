@@ -27,35 +27,43 @@ func deniedWith(o authz.Outcome) *authv3.CheckResponse { return denied(o.Denial(
 
 func TestCheckDecisionTable(t *testing.T) {
 	w := authztest.NewWorld(t)
-	s := newTestServer(t, w.Lookup, nil)
+	s := newTestServer(t, w.Lookup, func(c *authz.Config) {
+		c.FailureLimit = authz.FailureLimit{Count: authztest.FailureBudget, Window: authztest.FailureWindow}
+	})
 	outcomes := map[string]authz.Outcome{}
 	for o := range authz.NumOutcomes {
 		outcomes[authz.Outcome(o).String()] = authz.Outcome(o)
 	}
 	type testCase struct {
-		name string
-		req  *authv3.CheckRequest
-		want authz.Outcome
+		name     string
+		req      *authv3.CheckRequest
+		want     authz.Outcome
+		failures []*authv3.CheckRequest // sent first
 	}
 	var cases []testCase
 	for _, c := range w.DecisionTable(t) {
-		var ext map[string]string
-		if c.Module != "" {
-			ext = map[string]string{"module": c.Module}
+		var failures []*authv3.CheckRequest
+		for range c.Failures {
+			failures = append(failures, tableRequest(c.FailureCase()))
 		}
-		cases = append(cases, testCase{c.Name, envoyRequest(c.Method, c.Path, c.Headers, ext), outcomes[c.Want]})
+		cases = append(cases, testCase{c.Name, tableRequest(c), outcomes[c.Want], failures})
 	}
 	plain := w.Plain.Secret
 	cases = append(cases, []testCase{
-		{"raw headers, one key", rawRequest("GET", "/api/v1/projects", [][2]string{{"x-api-key", plain}}), authz.Allow},
-		{"raw headers, same key twice", rawRequest("GET", "/api/v1/projects", [][2]string{{"x-api-key", plain}, {"x-api-key", plain}}), authz.Allow},
-		{"raw headers, two keys", rawRequest("GET", "/api/v1/projects", [][2]string{{"x-api-key", plain}, {"x-api-key", w.Star.Secret}}), authz.InvalidKey},
-		{"raw headers, restricted", rawRequest("GET", "/API/v1/Users", [][2]string{{"x-api-key", plain}}), authz.ModuleForbidden},
-		{"raw headers, no key", rawRequest("GET", "/api/v1/projects", nil), authz.MissingKey},
-		{"pseudo-headers only", pseudoOnly(envoyRequest("POST", "/api/v1/projects", map[string]string{"x-api-key": w.ReadOnly.Secret}, nil)), authz.InsufficientScope},
+		{"raw headers, one key", rawRequest("GET", "/api/v1/projects", [][2]string{{"x-api-key", plain}}), authz.Allow, nil},
+		{"raw headers, same key twice", rawRequest("GET", "/api/v1/projects", [][2]string{{"x-api-key", plain}, {"x-api-key", plain}}), authz.Allow, nil},
+		{"raw headers, two keys", rawRequest("GET", "/api/v1/projects", [][2]string{{"x-api-key", plain}, {"x-api-key", w.Star.Secret}}), authz.InvalidKey, nil},
+		{"raw headers, restricted", rawRequest("GET", "/API/v1/Users", [][2]string{{"x-api-key", plain}}), authz.ModuleForbidden, nil},
+		{"raw headers, no key", rawRequest("GET", "/api/v1/projects", nil), authz.MissingKey, nil},
+		{"pseudo-headers only", pseudoOnly(envoyRequest("POST", "/api/v1/projects", map[string]string{"x-api-key": w.ReadOnly.Secret}, nil)), authz.InsufficientScope, nil},
 	}...)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
+			for _, req := range c.failures {
+				if resp, _ := s.Check(context.Background(), req); resp.GetDeniedResponse() == nil {
+					t.Fatal("a failed attempt was allowed")
+				}
+			}
 			resp, err := s.Check(context.Background(), c.req)
 			if err != nil {
 				t.Fatalf("Check returned a gRPC error %v; every outcome must be a CheckResponse", err)
@@ -69,11 +77,32 @@ func TestCheckDecisionTable(t *testing.T) {
 				}
 				return
 			}
-			if diff := cmp.Diff(deniedWith(c.want), resp, protocmp.Transform()); diff != "" {
+			if diff := cmp.Diff(denied(s.core.Denial(c.want)).CheckResponse, resp, protocmp.Transform()); diff != "" {
 				t.Fatalf("denial (-want +got):\n%s", diff)
 			}
 		})
 	}
+}
+
+// tableRequest is the CheckRequest of a decision table case.
+func tableRequest(c authztest.Case) *authv3.CheckRequest {
+	var ext map[string]string
+	if c.Module != "" {
+		ext = map[string]string{"module": c.Module}
+	}
+	return fromSource(envoyRequest(c.Method, c.Path, c.Headers, ext), c)
+}
+
+// fromSource sets the request's source.address as c.Source says: Envoy's
+// fixture address for "", none for authztest.UnknownSource.
+func fromSource(req *authv3.CheckRequest, c authztest.Case) *authv3.CheckRequest {
+	switch {
+	case c.Source == authztest.UnknownSource:
+		req.Attributes.Source = nil
+	case c.Source != "":
+		req.Attributes.Source.Address.GetSocketAddress().Address = c.Source
+	}
+	return req
 }
 
 // pseudoOnly leaves method and path to the :method and :path
@@ -89,6 +118,7 @@ func TestGRPCCodes(t *testing.T) {
 		authz.Allow: codes.OK, authz.MissingKey: codes.Unauthenticated, authz.InvalidKey: codes.Unauthenticated,
 		authz.InvalidPath: codes.InvalidArgument, authz.InvalidRequest: codes.InvalidArgument, authz.ModuleForbidden: codes.PermissionDenied,
 		authz.InsufficientScope: codes.PermissionDenied, authz.Unavailable: codes.Unavailable,
+		authz.SourceNotAllowed: codes.PermissionDenied, authz.TooManyFailures: codes.ResourceExhausted,
 	}
 	for o := range authz.NumOutcomes {
 		o := authz.Outcome(o)

@@ -24,7 +24,7 @@ func newTestServer(tb testing.TB, lookup authz.KeyLookup, mutate func(*authz.Con
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return New(core, nil)
+	return New(core, Options{})
 }
 
 // envoyRequest and rawRequest build CheckRequests as Envoy does.

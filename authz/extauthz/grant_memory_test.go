@@ -23,7 +23,7 @@ func BenchmarkGrantMemory(b *testing.B) {
 	for i := 0; i < b.N; i++ {
 		k := &keystore.Key{ID: fmt.Sprintf("019ab5d2-4c1e-7a3b-9f00-%012d", i), AccountID: fmt.Sprintf("acct-%06d", i),
 			Scopes: []string{"deployments:write", "projects:read"}, UpdatedAt: time.Unix(int64(i), 0)}
-		d := authz.Decision{Outcome: authz.Allow, Key: k, Module: "projects"}
+		d := authz.Decision{Outcome: authz.Allow, Key: k.Record(), Module: "projects"}
 		s.grants.Get(&d, s.allowed)
 	}
 	b.StopTimer()

@@ -13,7 +13,8 @@ import (
 
 // MetadataNamespace is where Envoy files the dynamic metadata of an
 // ext_authz response; access logs and rate-limit descriptors read key_id,
-// account_id and module from it.
+// account_id and module from it, and the key's metadata from its "meta"
+// struct (meta.tier).
 const MetadataNamespace = "envoy.filters.http.ext_authz"
 
 // response is a CheckResponse, with its wire encoding when it is shared by
@@ -62,13 +63,20 @@ var okStatus = &status.Status{}
 // renderings (authz.Grants) are encoded once.
 func (s *Server) allowed(d authz.Decision) *response {
 	id := s.core.Identity(&d)
-	headers := make([]*corev3.HeaderValueOption, 0, len(id.Headers))
+	headers := make([]*corev3.HeaderValueOption, 0, len(id.Headers)+len(id.Meta))
 	var remove []string
 	for i, h := range id.Headers {
 		switch {
 		case h.Value != "":
 			headers = append(headers, setHeader(h.Name, h.Value))
 		case i != authz.IdentityDryRun: // a forged one is in id.Remove
+			remove = append(remove, h.Name)
+		}
+	}
+	for _, h := range id.Meta {
+		if h.Value != "" {
+			headers = append(headers, setHeader(h.Name, h.Value))
+		} else {
 			remove = append(remove, h.Name)
 		}
 	}
@@ -86,6 +94,15 @@ func (s *Server) allowed(d authz.Decision) *response {
 	}
 	if d.DryRun {
 		m.DynamicMetadata.Fields["dry_run"] = structpb.NewStringValue(d.Outcome.String())
+	}
+	if d.Key != nil {
+		meta := &structpb.Struct{Fields: map[string]*structpb.Value{}}
+		for k, v := range d.Key.Metadata() {
+			meta.Fields[k] = structpb.NewStringValue(v)
+		}
+		if len(meta.Fields) > 0 {
+			m.DynamicMetadata.Fields["meta"] = structpb.NewStructValue(meta)
+		}
 	}
 	if d.Forged() {
 		return &response{CheckResponse: m} // this request's own: not worth encoding ahead

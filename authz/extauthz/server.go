@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"runtime/debug"
+	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/proto"
@@ -16,21 +17,38 @@ import (
 // Server answers Check with the decisions of an authz.Server. It is safe
 // for concurrent use.
 type Server struct {
-	core    *authz.Server
-	logger  *slog.Logger
-	grants  *authz.Grants[*response]
-	denials [authz.NumOutcomes]*response // prebuilt, shared, never modified
+	core     *authz.Server
+	logger   *slog.Logger
+	trustXFF bool
+	xffHops  int
+	grants   *authz.Grants[*response]
+	denials  [authz.NumOutcomes]*response // prebuilt, shared, never modified
 }
 
-// New returns a Server deciding with core; logger (nil: discard) learns of
-// recovered panics.
-func New(core *authz.Server, logger *slog.Logger) *Server {
+// Options configure a Server; the zero value selects the defaults.
+type Options struct {
+	// Logger learns of recovered panics. Default: discard.
+	Logger *slog.Logger
+	// TrustXFF takes the client's address from X-Forwarded-For, as Envoy
+	// does with xff_num_trusted_hops set to XFFTrustedHops: the entry
+	// XFFTrustedHops+1 from the right (Envoy's own peer, when it appends
+	// it, is the rightmost), or source.address when the header has fewer
+	// entries. Set both to what Envoy's HTTP connection manager says.
+	// Default: the client is source.address, Envoy's downstream peer.
+	TrustXFF       bool
+	XFFTrustedHops int
+}
+
+// New returns a Server deciding with core.
+func New(core *authz.Server, opts Options) *Server {
+	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Server{core: core, logger: logger, grants: authz.NewGrants[*response]()}
+	s := &Server{core: core, logger: logger, trustXFF: opts.TrustXFF, xffHops: max(0, opts.XFFTrustedHops),
+		grants: authz.NewGrants[*response]()}
 	for o := range authz.NumOutcomes {
-		s.denials[o] = denied(authz.Outcome(o).Denial())
+		s.denials[o] = denied(core.Denial(authz.Outcome(o)))
 	}
 	return s
 }
@@ -75,6 +93,7 @@ func (s *Server) read(r *authz.Request, req *authv3.CheckRequest) {
 	attrs := req.GetAttributes()
 	httpReq := attrs.GetRequest().GetHttp()
 	var method, path string // the pseudo-headers: the fallback for an empty method or path
+	var xff forwardedFor
 	header := func(name, value string) {
 		if len(name) > 0 && name[0] == ':' {
 			switch name {
@@ -84,6 +103,9 @@ func (s *Server) read(r *authz.Request, req *authv3.CheckRequest) {
 				path = value
 			}
 			return
+		}
+		if s.trustXFF && len(name) == len("x-forwarded-for") && strings.EqualFold(name, "x-forwarded-for") {
+			xff.add(value)
 		}
 		s.core.ReadHeader(r, name, value)
 	}
@@ -110,5 +132,10 @@ func (s *Server) read(r *authz.Request, req *authv3.CheckRequest) {
 	r.Module = attrs.GetContextExtensions()["module"]
 	if a, err := netip.ParseAddr(attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()); err == nil {
 		r.Source = a.Unmap()
+	}
+	if s.trustXFF {
+		if a, ok := xff.client(s.xffHops); ok {
+			r.Source = a
+		}
 	}
 }

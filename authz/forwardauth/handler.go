@@ -102,7 +102,7 @@ func New(core *authz.Server, opts Options) (*Handler, error) {
 		if o == authz.Allow {
 			continue
 		}
-		h.denials[o] = denial(o.Denial())
+		h.denials[o] = denial(core.Denial(o))
 		h.nginx[o] = nginxDenial(o)
 		h.outcomes[o.String()] = o
 	}

@@ -54,6 +54,38 @@ var modeNames = map[mode]string{caddyMode: "caddy", nginxMode: "nginx", envoyMod
 // answer from DenialPath after a 401.
 func ask(t *testing.T, h *Handler, m mode, method, path string, headers map[string]string) *httptest.ResponseRecorder {
 	t.Helper()
+	return askFrom(t, h, m, method, path, headers, "")
+}
+
+// askCase asks c of the shared decision table, from the client address
+// c.Source says (the proxy's peer, trusting no proxy).
+func askCase(t *testing.T, h *Handler, m mode, c authztest.Case) *httptest.ResponseRecorder {
+	t.Helper()
+	var remote string
+	switch a := c.SourceAddr(); {
+	case c.Source == authztest.UnknownSource:
+		remote = "@" // a Unix socket's peer: no address
+	case a.IsValid():
+		remote = netip.AddrPortFrom(a, 4321).String()
+	}
+	return askFrom(t, h, m, c.Method, c.Path, c.Headers, remote)
+}
+
+// askCase asks c of the shared decision table, after its source's failed
+// attempts.
+func askCaseAfterFailures(t *testing.T, h *Handler, m mode, c authztest.Case) *httptest.ResponseRecorder {
+	t.Helper()
+	for range c.Failures {
+		if r := askCase(t, h, m, c.FailureCase()); r.Code == http.StatusOK {
+			t.Fatal("a failed attempt was allowed")
+		}
+	}
+	return askCase(t, h, m, c)
+}
+
+// askFrom is ask from the peer remote ("": httptest's 192.0.2.1:1234).
+func askFrom(t *testing.T, h *Handler, m mode, method, path string, headers map[string]string, remote string) *httptest.ResponseRecorder {
+	t.Helper()
 	var r *http.Request
 	switch m {
 	case envoyMode:
@@ -71,6 +103,9 @@ func ask(t *testing.T, h *Handler, m mode, method, path string, headers map[stri
 	}
 	for k, v := range headers {
 		r.Header.Add(k, v)
+	}
+	if remote != "" {
+		r.RemoteAddr = remote
 	}
 	w := httptest.NewRecorder()
 	h.ServeHTTP(w, r)
@@ -90,7 +125,12 @@ func ask(t *testing.T, h *Handler, m mode, method, path string, headers map[stri
 // checkDenial fails t unless w is the core's denial o, byte for byte.
 func checkDenial(t *testing.T, w *httptest.ResponseRecorder, o authz.Outcome) {
 	t.Helper()
-	d := o.Denial()
+	checkDenialOf(t, w, o.Denial())
+}
+
+// checkDenialOf fails t unless w is the denial d, byte for byte.
+func checkDenialOf(t *testing.T, w *httptest.ResponseRecorder, d *authz.Denial) {
+	t.Helper()
 	if w.Code != d.Status || w.Body.String() != d.Body {
 		t.Fatalf("got %d %s; want %d %s", w.Code, w.Body, d.Status, d.Body)
 	}
@@ -106,7 +146,9 @@ func checkDenial(t *testing.T, w *httptest.ResponseRecorder, o authz.Outcome) {
 
 func TestDecisionTable(t *testing.T) {
 	w := authztest.NewWorld(t)
-	h := newTestHandler(t, w.Lookup, nil)
+	h := newTestHandler(t, w.Lookup, func(c *authz.Config, _ *Options) {
+		c.FailureLimit = authz.FailureLimit{Count: authztest.FailureBudget, Window: authztest.FailureWindow}
+	})
 	outcomes := map[string]authz.Outcome{}
 	for o := range authz.NumOutcomes {
 		outcomes[authz.Outcome(o).String()] = authz.Outcome(o)
@@ -120,10 +162,10 @@ func TestDecisionTable(t *testing.T) {
 				continue // Envoy sends path_prefix + :path, which is origin-form
 			}
 			t.Run(modeNames[m]+"/"+c.Name, func(t *testing.T) {
-				resp := ask(t, h, m, c.Method, c.Path, c.Headers)
+				resp := askCaseAfterFailures(t, h, m, c)
 				want := outcomes[c.Want]
 				if want != authz.Allow {
-					checkDenial(t, resp, want)
+					checkDenialOf(t, resp, h.core.Denial(want))
 					return
 				}
 				if resp.Code != http.StatusOK || resp.Body.Len() != 0 {

@@ -86,6 +86,14 @@ func (h *Handler) build(d authz.Decision) *grant {
 			remove = append(remove, f.Name)
 		}
 	}
+	for _, f := range id.Meta {
+		g.auth.header = append(g.auth.header, newField(f.Name, f.Value))
+		if f.Value != "" {
+			g.envoy.header = append(g.envoy.header, newField(f.Name, f.Value))
+		} else {
+			remove = append(remove, f.Name)
+		}
+	}
 	if len(remove) > 0 {
 		g.envoy.header = append(g.envoy.header, newField(envoyRemoveHeader, strings.Join(remove, ",")))
 	}

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/netip"
 	"strings"
+
+	"github.com/keygate/keygate/authz"
 )
 
 // ParseTrustedProxies reads a list of CIDR prefixes ("10.0.0.0/8") or
@@ -55,31 +57,23 @@ func (h *Handler) source(r *http.Request) netip.Addr {
 		return peer
 	}
 	if xff := r.Header["X-Forwarded-For"]; len(xff) > 0 {
-		// Right to left across the header lines and their entries: each
-		// trusted proxy appended the address it saw.
-		for i := len(xff) - 1; i >= 0; i-- {
-			line := xff[i]
-			for line != "" {
-				var entry string
-				if j := strings.LastIndexByte(line, ','); j >= 0 {
-					entry, line = line[j+1:], line[:j]
-				} else {
-					entry, line = line, ""
-				}
-				entry = strings.Trim(entry, " \t")
-				if entry == "" {
-					continue
-				}
-				a, ok := parseHop(entry)
-				if !ok {
-					return peer // nothing vouches for what is left of it
-				}
-				if !h.isTrusted(a) {
-					return a
-				}
+		// Right to left: each trusted proxy appended the address it saw.
+		client := peer // when every hop is a trusted proxy
+		authz.ForwardedEntries(xff, func(entry string) bool {
+			if entry == "" {
+				return true
 			}
-		}
-		return peer // every hop is a trusted proxy
+			a, ok := parseHop(entry)
+			switch {
+			case !ok:
+				return false // nothing vouches for what is left of it
+			case !h.isTrusted(a):
+				client = a
+				return false
+			}
+			return true
+		})
+		return client
 	}
 	if xr := r.Header["X-Real-Ip"]; len(xr) == 1 {
 		if a, ok := parseHop(strings.Trim(xr[0], " \t")); ok {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,8 +25,10 @@ const browserDir = "../../test/browser"
 // TestConsoleInBrowser drives the console in Debian's chromium with
 // Playwright (test/browser/console.mjs) against a real serve: sign in
 // (a wrong token refused), generate a key and read its secret, shown once,
-// use it in a real Check (allowed), rotate it, delete it through the
-// confirmation dialog and see the next Check refused. No console errors,
+// use it in a real Check (allowed), tag it tier=gold (the Check's dynamic
+// metadata says so), disable it (refused, listed as disabled) and enable it
+// again (allowed), rotate it, delete it through the confirmation dialog and
+// see the next Check refused. No console errors,
 // no request to another host. Screenshots of each step land in
 // test/browser/screenshots/.
 func TestConsoleInBrowser(t *testing.T) {
@@ -88,7 +91,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	done := false
 	scanner := bufio.NewScanner(stdout)
 	for scanner.Scan() {
-		var ev struct{ Event, Secret string }
+		var ev struct{ Event, Secret, Tier string }
 		if err := json.Unmarshal(scanner.Bytes(), &ev); err != nil {
 			t.Errorf("console.mjs printed %q", scanner.Text())
 			continue
@@ -108,6 +111,11 @@ func TestConsoleInBrowser(t *testing.T) {
 					break
 				}
 				time.Sleep(20 * time.Millisecond)
+			}
+		case "metadata":
+			resp := inst.check(t, checkRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": ev.Secret}, ""))
+			if got := resp.GetDynamicMetadata().GetFields()["meta"].GetStructValue().GetFields()["tier"].GetStringValue(); got != ev.Tier {
+				answer = "the Check's dynamic metadata has tier " + strconv.Quote(got)
 			}
 		case "done":
 			done = true

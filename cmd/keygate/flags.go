@@ -227,14 +227,16 @@ func openStore(ctx context.Context, db dbFlags, kf *keyFlags) (*keystore.Store, 
 
 // flagOfField names the flag behind a keystore validation error's field.
 var flagOfField = map[string]string{
-	"account_id":  "--account",
-	"name":        "--name",
-	"description": "--description",
-	"scopes":      "--scope",
-	"expiry":      "expiry (--expires-in, --expires-at, --no-expiry)",
-	"grace":       "--grace",
-	"id":          "ID",
-	"update":      "--name/--description",
+	"account_id":    "--account",
+	"name":          "--name",
+	"description":   "--description",
+	"scopes":        "--scope",
+	"expiry":        "expiry (--expires-in, --expires-at, --no-expiry)",
+	"grace":         "--grace",
+	"id":            "ID",
+	"update":        "--name, --description, --allow-cidr or --meta (or --clear-allow-cidrs, --unset-meta, --clear-meta)",
+	"allowed_cidrs": "--allow-cidr",
+	"metadata":      "--meta",
 }
 
 // oneLineError flattens pgx's multi-line connection errors.

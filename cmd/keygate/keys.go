@@ -17,14 +17,17 @@ import (
 )
 
 type keysCmd struct {
-	Create keysCreateCmd `cmd:"" help:"Create a key and print its secret, once."`
-	List   keysListCmd   `cmd:"" help:"List keys (never secrets)."`
-	Show   keysShowCmd   `cmd:"" help:"Show one key's record."`
-	Update keysUpdateCmd `cmd:"" help:"Change a key's name or description."`
-	Revoke keysRevokeCmd `cmd:"" help:"Revoke a key: it stops working on every replica."`
-	Delete keysDeleteCmd `cmd:"" help:"Delete a key (the console's word for revoke): asks first on a terminal; the record and its audit trail stay."`
-	Rotate keysRotateCmd `cmd:"" help:"Issue a new secret; the old one works until the grace period ends."`
-	Events keysEventsCmd `cmd:"" help:"Show a key's audit trail: every lifecycle change, who made it and when."`
+	Create  keysCreateCmd  `cmd:"" help:"Create a key and print its secret, once."`
+	List    keysListCmd    `cmd:"" help:"List keys (never secrets)."`
+	Show    keysShowCmd    `cmd:"" help:"Show one key's record."`
+	Update  keysUpdateCmd  `cmd:"" help:"Change a key's name, description, source restrictions or metadata."`
+	Revoke  keysRevokeCmd  `cmd:"" help:"Revoke a key: it stops working on every replica."`
+	Disable keysDisableCmd `cmd:"" help:"Disable a key: refused on every replica, like a revoked key, until 'keys enable'."`
+	Enable  keysEnableCmd  `cmd:"" help:"Enable a disabled key again (a revoked key cannot be)."`
+	Delete  keysDeleteCmd  `cmd:"" help:"Delete a key (the console's word for revoke): asks first on a terminal; the record and its audit trail stay."`
+	Rotate  keysRotateCmd  `cmd:"" help:"Issue a new secret; the old one works until the grace period ends."`
+	Events  keysEventsCmd  `cmd:"" help:"Show a key's audit trail: every lifecycle change, who made it and when."`
+	Import  keysImportCmd  `cmd:"" help:"Import keys of another system from JSON lines, in one transaction: all or none."`
 }
 
 // outputFlag selects human or machine output.
@@ -59,6 +62,8 @@ type keysCreateCmd struct {
 	ExpiresAt   string    `xor:"expiry" placeholder:"TIME" help:"Expiry time, RFC 3339 like 2027-01-31T00:00:00Z."`
 	NoExpiry    bool      `xor:"expiry" help:"The key never expires."`
 	Scope       []string  `placeholder:"SCOPE" help:"Scope: *, <module>:read, <module>:write or <module>:*; repeat for several. None: every unrestricted module."`
+	sourceFlags
+	metaFlags
 }
 
 func (c *keysCreateCmd) Run(e *env) error {
@@ -76,6 +81,10 @@ func (c *keysCreateCmd) Run(e *env) error {
 		}
 		expiry.At = t
 	}
+	metadata, err := c.metadata()
+	if err != nil {
+		return err
+	}
 	store, closeStore, err := openStore(e.ctx, c.dbFlags, &c.keyFlags)
 	if err != nil {
 		return err
@@ -83,6 +92,7 @@ func (c *keysCreateCmd) Run(e *env) error {
 	defer closeStore()
 	k, secret, err := store.Create(e.ctx, keystore.CreateParams{
 		AccountID: c.Account, Name: c.Name, Description: c.Description, Scopes: c.Scope, Expiry: expiry, Actor: c.actor(e),
+		AllowedCIDRs: c.AllowCIDR, Metadata: metadata,
 	})
 	if err != nil {
 		return c.storeError(err, "")
@@ -162,15 +172,22 @@ type keysUpdateCmd struct {
 	ID          string  `arg:"" help:"Key id."`
 	Name        *string `help:"New name."`
 	Description *string `help:"New description."`
+	sourceUpdateFlags
+	metaUpdateFlags
 }
 
 func (c *keysUpdateCmd) Run(e *env) error {
+	params := keystore.UpdateParams{Name: c.Name, Description: c.Description, Actor: c.actor(e)}
+	c.sourceUpdateFlags.apply(&params)
+	if err := c.metaUpdateFlags.apply(&params); err != nil {
+		return err
+	}
 	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	k, err := store.Update(e.ctx, c.ID, keystore.UpdateParams{Name: c.Name, Description: c.Description, Actor: c.actor(e)})
+	k, err := store.Update(e.ctx, c.ID, params)
 	if err != nil {
 		return c.storeError(err, c.ID)
 	}
@@ -338,8 +355,9 @@ func printKey(w io.Writer, format string, k *keystore.Key) error {
 	rows := [][2]string{
 		{"ID", k.ID}, {"Account", k.AccountID}, {"Name", oneLine(k.Name)}, {"Description", oneLine(k.Description)},
 		{"Prefix", k.DisplayPrefix + "…"}, {"Status", statusText(k, now)}, {"Scopes", scopesText(k.Scopes)},
+		{"Allowed from", cidrsText(k.AllowedCIDRs)}, {"Metadata", metadataText(k.Metadata)},
 		{"Created", k.CreatedAt.Format(time.RFC3339) + " by " + k.CreatedBy}, {"Expires", timeText(k.ExpiresAt, "never")},
-		{"Revoked", timeText(k.RevokedAt, "-")}, {"Last used", timeText(k.LastUsedAt, "-")},
+		{"Revoked", timeText(k.RevokedAt, "-")}, {"Disabled", timeText(k.DisabledAt, "-")}, {"Last used", timeText(k.LastUsedAt, "-")},
 	}
 	if k.RotatedFrom != "" {
 		rows = append(rows, [2]string{"Rotated from", k.RotatedFrom})

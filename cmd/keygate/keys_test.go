@@ -15,20 +15,23 @@ import (
 
 // keyOut mirrors the documented -o json shape.
 type keyOut struct {
-	ID            string     `json:"id"`
-	Secret        *string    `json:"secret"`
-	AccountID     string     `json:"account_id"`
-	Name          string     `json:"name"`
-	Description   string     `json:"description"`
-	DisplayPrefix string     `json:"display_prefix"`
-	Scopes        []string   `json:"scopes"`
-	Status        string     `json:"status"`
-	CreatedAt     time.Time  `json:"created_at"`
-	ExpiresAt     *time.Time `json:"expires_at"`
-	RevokedAt     *time.Time `json:"revoked_at"`
-	LastUsedAt    *time.Time `json:"last_used_at"`
-	RotatedFrom   *string    `json:"rotated_from"`
-	RotatedTo     *string    `json:"rotated_to"`
+	ID            string            `json:"id"`
+	Secret        *string           `json:"secret"`
+	AccountID     string            `json:"account_id"`
+	Name          string            `json:"name"`
+	Description   string            `json:"description"`
+	DisplayPrefix string            `json:"display_prefix"`
+	Scopes        []string          `json:"scopes"`
+	AllowedCIDRs  []string          `json:"allowed_cidrs"`
+	Metadata      map[string]string `json:"metadata"`
+	Status        string            `json:"status"`
+	CreatedAt     time.Time         `json:"created_at"`
+	ExpiresAt     *time.Time        `json:"expires_at"`
+	RevokedAt     *time.Time        `json:"revoked_at"`
+	DisabledAt    *time.Time        `json:"disabled_at"`
+	LastUsedAt    *time.Time        `json:"last_used_at"`
+	RotatedFrom   *string           `json:"rotated_from"`
+	RotatedTo     *string           `json:"rotated_to"`
 }
 
 func TestKeysLifecycle(t *testing.T) {

@@ -66,6 +66,7 @@ type serveFlags struct {
 
 	forwardAuthFlags
 	adminFlags
+	controlFlags
 
 	// Drain is serve's --drain-delay (dev, which no load balancer sends to,
 	// has none).
@@ -176,6 +177,10 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	if err != nil {
 		return err
 	}
+	controls, err := sf.controlFlags.config()
+	if err != nil {
+		return err
+	}
 	pol, err := loadPolicy(sf.Policy, logger)
 	if err != nil {
 		return err
@@ -230,6 +235,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		DryRun:          sf.DryRun,
 	}
 	authzCfg.DecisionLog, _ = authz.ParseDecisionLogMode(sf.DecisionLog) // kong checked the enum
+	controls.apply(&authzCfg)
 	if tr.tp != nil {
 		cacheOpts.Tracer = tr.tp.Tracer("github.com/keygate/keygate/keystore")
 		authzCfg.Tracer = tr.tp.Tracer("github.com/keygate/keygate/authz")
@@ -314,7 +320,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		httpLis = tls.NewListener(httpLis, tlsFiles.ServerConfig(tlsfiles.VerifyClientCertIfGiven))
 		adminLis.useTLS(tlsFiles.ServerConfig(tlsfiles.NoClientCert))
 	}
-	grpcServer := extauthz.NewGRPCServer(extauthz.New(authzServer, logger), grpcOpts...)
+	grpcServer := extauthz.NewGRPCServer(controls.checkServer(authzServer, logger), grpcOpts...)
 	healthpb.RegisterHealthServer(grpcServer, healthServer)
 	if sf.Reflection {
 		reflection.Register(grpcServer)

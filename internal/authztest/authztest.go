@@ -3,6 +3,7 @@ package authztest
 import (
 	"context"
 	"errors"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,11 +28,11 @@ type Lookup struct {
 	Calls atomic.Int64
 
 	mu   sync.Mutex
-	keys map[keystore.Digest]*keystore.Key
+	keys map[keystore.Digest]*keystore.Record
 }
 
-// Lookup finds the key stored under d.
-func (f *Lookup) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, error) {
+// Lookup finds the record of the key stored under d.
+func (f *Lookup) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Record, error) {
 	f.Calls.Add(1)
 	if f.Panic {
 		panic("lookup exploded")
@@ -52,14 +53,21 @@ func (f *Lookup) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Key, 
 	return k, nil
 }
 
-// Put stores k under its digest, replacing any record there.
+// Peek is Lookup from memory alone (authz.CachePeek): everything the fake
+// holds counts as cached.
+func (f *Lookup) Peek(ctx context.Context, d keystore.Digest) (*keystore.Record, bool) {
+	k, err := f.Lookup(ctx, d)
+	return k, err == nil
+}
+
+// Put stores k's record under its digest, replacing any record there.
 func (f *Lookup) Put(k *keystore.Key) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	if f.keys == nil {
-		f.keys = map[keystore.Digest]*keystore.Key{}
+		f.keys = map[keystore.Digest]*keystore.Record{}
 	}
-	f.keys[k.Digest] = k
+	f.keys[k.Digest] = k.Record()
 }
 
 // Key is a key the lookup knows, with its secret.
@@ -91,7 +99,27 @@ type World struct {
 	Lookup *Lookup
 	// Plain has no scopes; ReadOnly has projects:read; Star has *.
 	Plain, ReadOnly, Revoked, Expired, Star Key
+	// Disabled is disabled (and would otherwise be valid).
+	Disabled Key
+	// Restricted may be used only from SourceCIDRs.
+	Restricted Key
+	// Gold has the metadata tier=gold and cost_center=eng-42.
+	Gold Key
+	// Legacy is a key of another system (no keygate prefix or checksum),
+	// stored under its SHA-256 digest as an import stores it.
+	Legacy Key
 }
+
+// SourceCIDRs are the addresses World.Restricted may be used from. No
+// transport's default client address is in them.
+var SourceCIDRs = []string{"198.51.100.0/24", "2001:db8::/32"}
+
+// LegacySecret is World.Legacy's key: no keygate prefix or checksum.
+const LegacySecret = "kong-Zm9vYmFyYmF6cXV4cXV1eA"
+
+// UnknownSource, as Case.Source, is a request whose client address the
+// transport does not know.
+const UnknownSource = "unknown"
 
 // NewWorld returns a World.
 func NewWorld(tb testing.TB) *World {
@@ -102,6 +130,20 @@ func NewWorld(tb testing.TB) *World {
 	w.Revoked = w.Lookup.Add(tb, "k-revoked", nil, func(k *keystore.Key) { k.RevokedAt = &past })
 	w.Expired = w.Lookup.Add(tb, "k-expired", nil, func(k *keystore.Key) { k.ExpiresAt = &past })
 	w.Star = w.Lookup.Add(tb, "k-star", []string{"*"}, nil)
+	w.Disabled = w.Lookup.Add(tb, "k-disabled", nil, func(k *keystore.Key) { k.DisabledAt = &past })
+	cidrs, err := keystore.NormalizeCIDRs(SourceCIDRs)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	w.Restricted = w.Lookup.Add(tb, "k-restricted", nil, func(k *keystore.Key) { k.AllowedCIDRs = cidrs })
+	h, _ := keystore.NewHasher(nil)
+	legacyKey := &keystore.Key{ID: "k-legacy", AccountID: "acct-k-legacy", Name: "k-legacy", CreatedAt: Now.Add(-time.Hour),
+		Digest: h.Digest(keystore.Secret(LegacySecret))}
+	w.Lookup.Put(legacyKey)
+	w.Legacy = Key{Secret: LegacySecret, Record: legacyKey}
+	w.Gold = w.Lookup.Add(tb, "k-gold", []string{"projects:*"}, func(k *keystore.Key) {
+		k.Metadata = map[string]string{"tier": "gold", "cost_center": "eng-42"}
+	})
 	return w
 }
 
@@ -114,6 +156,28 @@ type Case struct {
 	Headers      map[string]string // header name → value, as the client sent them
 	Module       string            // the route's module, "" if none
 	Want         string
+	// Source is the client's address as the transport must convey it: ""
+	// for the transport's usual one (its fixtures' client address),
+	// UnknownSource for none it knows.
+	Source string
+	// Failures is how many failed attempts the source makes before the
+	// request (FailureCase, that many times), against a server whose
+	// FailureLimit is FailureBudget in FailureWindow.
+	Failures int
+}
+
+// FailureBudget in FailureWindow is the failure limit the transports'
+// table servers get: more than the table's failed attempts from the usual
+// source, so that only the cases with Failures find their source over it.
+const (
+	FailureBudget = 100
+	FailureWindow = time.Hour
+)
+
+// FailureCase is a failed attempt from c's source (a malformed key).
+func (c *Case) FailureCase() Case {
+	return Case{Name: c.Name + " (failure)", Method: "GET", Path: "/api/v1/projects", Headers: map[string]string{"x-api-key": "kg_not-a-key"},
+		Source: c.Source, Want: "invalid_api_key"}
 }
 
 // FlipChar returns a character other than c, to break a checksum.
@@ -136,7 +200,12 @@ func (w *World) DecisionTable(tb testing.TB) []Case {
 	tampered := plain[:10] + FlipChar(plain[10]) + plain[11:]
 	key := func(k string) map[string]string { return map[string]string{"x-api-key": k} }
 	const projects = "/api/v1/projects"
-	return []Case{
+	type row struct {
+		name, method, path string
+		headers            map[string]string
+		module, want       string
+	}
+	rows := []row{
 		{"no key", "GET", projects, nil, "", "missing_api_key"},
 		{"empty x-api-key", "GET", projects, key("  "), "", "missing_api_key"},
 		{"basic authorization is not a key", "GET", projects, map[string]string{"authorization": "Basic dXNlcjpwYXNz"}, "", "missing_api_key"},
@@ -146,6 +215,8 @@ func (w *World) DecisionTable(tb testing.TB) []Case {
 		{"unknown key", "GET", projects, key(unknown.Reveal()), "", "invalid_api_key"},
 		{"revoked key", "GET", projects, key(w.Revoked.Secret), "", "invalid_api_key"},
 		{"expired key", "GET", projects, key(w.Expired.Secret), "", "invalid_api_key"},
+		{"legacy key, legacy keys not accepted", "GET", projects, key(w.Legacy.Secret), "", "invalid_api_key"},
+		{"disabled key", "GET", projects, key(w.Disabled.Secret), "", "invalid_api_key"},
 		{"two different keys", "GET", projects, map[string]string{"x-api-key": plain, "authorization": "Bearer " + star}, "", "invalid_api_key"},
 		{"comma-merged x-api-key", "GET", projects, key(plain + "," + plain), "", "invalid_api_key"},
 		{"comma-merged bearer", "GET", projects, map[string]string{"authorization": "Bearer " + plain + ", Bearer " + star}, "", "invalid_api_key"},
@@ -174,4 +245,45 @@ func (w *World) DecisionTable(tb testing.TB) []Case {
 		{"look-alike of a restricted module", "GET", "/api/v1/projects/users", key(plain), "", "ok"},
 		{"query mentions a restricted module", "GET", "/api/v1/projects?next=/api/v1/users", key(plain), "", "ok"},
 	}
+	cases := make([]Case, 0, len(rows)+8)
+	for _, r := range rows {
+		cases = append(cases, Case{Name: r.name, Method: r.method, Path: r.path, Headers: r.headers, Module: r.module, Want: r.want})
+	}
+	restricted := key(w.Restricted.Secret)
+	for _, c := range []struct{ name, source, want string }{
+		{"restricted key, allowed IPv4 source", "198.51.100.7", "ok"},
+		{"restricted key, allowed IPv6 source", "2001:db8::7", "ok"},
+		{"restricted key, allowed IPv4-mapped source", "::ffff:198.51.100.7", "ok"},
+		{"restricted key, other IPv4 source", "203.0.113.9", "source_not_allowed"},
+		{"restricted key, other IPv6 source", "2001:db9::1", "source_not_allowed"},
+		{"restricted key, the transport's usual source", "", "source_not_allowed"},
+		{"restricted key, unknown source", UnknownSource, "source_not_allowed"},
+	} {
+		cases = append(cases, Case{Name: c.name, Method: "GET", Path: projects, Headers: restricted, Source: c.source, Want: c.want})
+	}
+	// Another key's from anywhere, and the restricted key's source is
+	// checked before what the path allows.
+	// A source over its failure budget gets 429 for anything but a cached
+	// valid key, which works (the fake holds every key as cached).
+	const hostile = "192.0.2.66"
+	n := FailureBudget
+	cases = append(cases,
+		Case{Name: "over the failure budget, unknown key", Method: "GET", Path: projects, Headers: key(unknown.Reveal()), Source: hostile, Failures: n, Want: "too_many_failures"},
+		Case{Name: "over the failure budget, malformed key", Method: "GET", Path: projects, Headers: key("hunter2"), Source: hostile, Failures: n, Want: "too_many_failures"},
+		Case{Name: "over the failure budget, revoked key", Method: "GET", Path: projects, Headers: key(w.Revoked.Secret), Source: hostile, Failures: n, Want: "too_many_failures"},
+		Case{Name: "over the failure budget, cached valid key", Method: "GET", Path: projects, Headers: key(plain), Source: hostile, Failures: n, Want: "ok"},
+		Case{Name: "over the failure budget, no key", Method: "GET", Path: projects, Source: hostile, Failures: n, Want: "missing_api_key"},
+	)
+	cases = append(cases,
+		Case{Name: "unrestricted key, unknown source", Method: "GET", Path: projects, Headers: key(plain), Source: UnknownSource, Want: "ok"},
+		Case{Name: "restricted key, other source, closed module", Method: "GET", Path: "/api/v1/users", Headers: restricted, Source: "203.0.113.9", Want: "source_not_allowed"},
+	)
+	return cases
+}
+
+// SourceAddr is the address c.Source names; invalid for "" and
+// UnknownSource.
+func (c *Case) SourceAddr() netip.Addr {
+	a, _ := netip.ParseAddr(c.Source)
+	return a
 }

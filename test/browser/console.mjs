@@ -195,12 +195,32 @@ try {
   await row.waitFor();
   await shot(page, "keys-with-new-key");
 
-  // Edit the description.
+  // Edit the description, and tag the key for the rate limits.
   await row.getByRole("button", { name: "Edit deploy bot" }).click();
   const edit = page.getByRole("dialog", { name: /Edit key/ });
   await edit.getByLabel("Description", { exact: true }).fill("CI deploys to staging and production");
+  await edit.getByLabel("Metadata", { exact: true }).fill("tier=gold");
+  await shot(page, "edit-metadata");
   await edit.getByRole("button", { name: "Save" }).click();
   await row.getByText("CI deploys to staging and production").waitFor();
+  await row.getByText("tier=gold").waitFor();
+  await ask({ event: "metadata", secret, tier: "gold" }); // the Go side: the Check's dynamic metadata says so
+
+  // Disable it: refused, and listed as disabled; enable it: it works again.
+  await row.getByRole("button", { name: "Disable deploy bot" }).click();
+  await row.waitFor({ state: "detached" }); // no longer active
+  await ask({ event: "refused", secret });
+  await page.getByLabel("Status", { exact: true }).selectOption("disabled");
+  await row.getByText("Disabled").waitFor();
+  await shot(page, "filter-disabled");
+  const enable = row.getByRole("button", { name: "Enable deploy bot" });
+  await enable.focus();
+  await page.keyboard.press("Enter");
+  await row.waitFor({ state: "detached" });
+  await ask({ event: "allowed", secret });
+  await page.getByLabel("Status", { exact: true }).selectOption("active");
+  await row.getByText("Active").waitFor();
+  check(await row.getByRole("button", { name: "Disable deploy bot" }).isVisible(), "an active key offers Disable");
 
   // Rotate with a grace period: the new secret, once, the same way.
   await row.getByRole("button", { name: "Rotate deploy bot" }).click();

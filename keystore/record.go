@@ -1,0 +1,255 @@
+package keystore
+
+import (
+	"iter"
+	"maps"
+	"math"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Record is the part of a key the decision needs, and what the cache
+// holds: the key's id, account, scopes, expiry, state, version, source
+// restrictions and metadata. The decision path's reads (Store.Lookup,
+// LookupMany, ChangedSince) return Records; everything else reads the
+// whole Key.
+//
+// A Record is compact, so that a million cached keys fit in well under
+// 300 MB of heap (BenchmarkCacheMemory): its text is one allocation, its
+// times are integers, and a key without source restrictions or metadata
+// carries no room for them. It is immutable once built: share it freely.
+type Record struct {
+	// text is the id, the account id, the scopes joined by "," (scopes
+	// never hold a comma), then, for a key with source restrictions or
+	// metadata, its extras (see appendExtras).
+	text                         string
+	idEnd, accountEnd, scopesEnd uint32
+	revoked, disabled            bool
+	expires                      int64 // unix microseconds; noExpiry when the key never expires
+	version                      int64 // UpdatedAt in unix microseconds
+}
+
+// noExpiry is Record.expires of a key that never expires.
+const noExpiry = math.MaxInt64
+
+// recordFields are what a Record is built from.
+type recordFields struct {
+	id, accountID     string
+	scopes            []string // normalized (NormalizeScopes)
+	expiresAt         *time.Time
+	revoked, disabled bool
+	updatedAt         time.Time
+	cidrs             []netip.Prefix    // normalized (NormalizeCIDRs)
+	metadata          map[string]string // valid (NormalizeMetadata)
+}
+
+// newRecord builds a Record.
+func newRecord(f recordFields) *Record {
+	b := make([]byte, 0, len(f.id)+len(f.accountID)+64)
+	b = append(b, f.id...)
+	b = append(b, f.accountID...)
+	for i, s := range f.scopes {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, s...)
+	}
+	scopesEnd := len(b)
+	b = appendExtras(b, f.cidrs, f.metadata)
+	r := &Record{
+		text:       string(b),
+		idEnd:      uint32(len(f.id)),
+		accountEnd: uint32(len(f.id) + len(f.accountID)),
+		scopesEnd:  uint32(scopesEnd),
+		revoked:    f.revoked,
+		disabled:   f.disabled,
+		expires:    noExpiry,
+		version:    f.updatedAt.UnixMicro(),
+	}
+	if f.expiresAt != nil {
+		r.expires = f.expiresAt.UnixMicro()
+	}
+	return r
+}
+
+// appendExtras encodes a key's source restrictions and metadata, if it has
+// any: the number of prefixes (one byte), each prefix as its family (4 or
+// 6), its length in bits and its address bytes, then each metadata entry
+// as key "=" value NUL, in key order (keys hold no "=", values no NUL).
+func appendExtras(b []byte, cidrs []netip.Prefix, metadata map[string]string) []byte {
+	if len(cidrs) == 0 && len(metadata) == 0 {
+		return b
+	}
+	b = append(b, byte(len(cidrs)))
+	for _, p := range cidrs {
+		a := p.Addr()
+		if a.Is4() {
+			a4 := a.As4()
+			b = append(append(b, 4, byte(p.Bits())), a4[:]...)
+		} else {
+			a16 := a.As16()
+			b = append(append(b, 6, byte(p.Bits())), a16[:]...)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(metadata)) {
+		b = append(append(append(append(b, k...), '='), metadata[k]...), 0)
+	}
+	return b
+}
+
+// Record returns the decision's view of k.
+func (k *Key) Record() *Record {
+	return newRecord(recordFields{id: k.ID, accountID: k.AccountID, scopes: k.Scopes, expiresAt: k.ExpiresAt,
+		revoked: k.RevokedAt != nil, disabled: k.DisabledAt != nil, updatedAt: k.UpdatedAt,
+		cidrs: k.AllowedCIDRs, metadata: k.Metadata})
+}
+
+// ID is the key's id.
+func (r *Record) ID() string { return r.text[:r.idEnd] }
+
+// AccountID is the account the key belongs to.
+func (r *Record) AccountID() string { return r.text[r.idEnd:r.accountEnd] }
+
+// JoinedScopes are the key's scopes, sorted, joined by ","; "" when it has
+// none (every module that is not restricted).
+func (r *Record) JoinedScopes() string { return r.text[r.accountEnd:r.scopesEnd] }
+
+// extras are the encoded source restrictions and metadata (appendExtras),
+// "" when the key has neither.
+func (r *Record) extras() string { return r.text[r.scopesEnd:] }
+
+// RestrictsSource reports whether the key may be used only from some
+// addresses (Key.AllowedCIDRs).
+func (r *Record) RestrictsSource() bool { x := r.extras(); return x != "" && x[0] != 0 }
+
+// AllowsSource reports whether the key may be used from a: always when it
+// has no source restrictions; otherwise only from an address in one of its
+// prefixes, and never from an unknown (invalid) one. It allocates nothing.
+func (r *Record) AllowsSource(a netip.Addr) bool {
+	x := r.extras()
+	if x == "" || x[0] == 0 {
+		return true
+	}
+	if !a.IsValid() {
+		return false
+	}
+	a = a.Unmap()
+	n, x := int(x[0]), x[1:]
+	for range n {
+		var p netip.Prefix
+		if x[0] == 4 {
+			p = netip.PrefixFrom(netip.AddrFrom4([4]byte{x[2], x[3], x[4], x[5]}), int(x[1]))
+			x = x[2+4:]
+		} else {
+			var a16 [16]byte
+			copy(a16[:], x[2:2+16])
+			p = netip.PrefixFrom(netip.AddrFrom16(a16), int(x[1]))
+			x = x[2+16:]
+		}
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// metadata is the encoded metadata: the extras after the prefixes.
+func (r *Record) metadata() string {
+	x := r.extras()
+	if x == "" {
+		return ""
+	}
+	n, x := int(x[0]), x[1:]
+	for range n {
+		if x[0] == 4 {
+			x = x[2+4:]
+		} else {
+			x = x[2+16:]
+		}
+	}
+	return x
+}
+
+// Metadata yields the key's metadata entries in key order.
+func (r *Record) Metadata() iter.Seq2[string, string] {
+	return func(yield func(string, string) bool) {
+		m := r.metadata()
+		for m != "" {
+			var entry string
+			entry, m, _ = strings.Cut(m, "\x00")
+			k, v, _ := strings.Cut(entry, "=")
+			if !yield(k, v) {
+				return
+			}
+		}
+	}
+}
+
+// Meta returns the key's metadata value for key, and whether it has one.
+func (r *Record) Meta(key string) (string, bool) {
+	for k, v := range r.Metadata() {
+		if k == key {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// Version is the record's version: the database time of the key's last
+// lifecycle change (Key.UpdatedAt), in unix microseconds.
+func (r *Record) Version() int64 { return r.version }
+
+// StateAt is Key.StateAt for the record.
+func (r *Record) StateAt(now time.Time) State {
+	switch {
+	case r.revoked:
+		return StateRevoked
+	case r.disabled:
+		return StateDisabled
+	case now.UnixMicro() >= r.expires:
+		// Expiry is stored to the microsecond, so comparing whole
+		// microseconds is exactly !now.Before(expiresAt).
+		return StateExpired
+	}
+	return StateActive
+}
+
+// Allows reports whether the key's scopes permit action ("read" or
+// "write") on module. No scopes at all means every module; "*" means
+// everything; "<module>:*" means both actions on that module. module ""
+// (a route that matches no module) is reachable only by keys without
+// scopes or with "*". It allocates nothing.
+func (r *Record) Allows(module, action string) bool {
+	scopes := r.JoinedScopes()
+	if scopes == "" {
+		return true
+	}
+	for scopes != "" {
+		var s string
+		s, scopes, _ = strings.Cut(scopes, ",")
+		if s == ScopeAll {
+			return true
+		}
+		if module == "" {
+			continue
+		}
+		if len(s) == len(module)+1+len(action) && s[len(module)] == ':' &&
+			s[:len(module)] == module && s[len(module)+1:] == action {
+			return true
+		}
+		if len(s) == len(module)+2 && s[len(module)] == ':' && s[len(module)+1] == '*' &&
+			s[:len(module)] == module {
+			return true
+		}
+	}
+	return false
+}
+
+// Stored is a record and the digest it is stored under, as the cache's
+// resync and delta poll read them.
+type Stored struct {
+	Digest Digest
+	Record *Record
+}
