@@ -8,7 +8,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -35,6 +34,8 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	sigsjson "sigs.k8s.io/json"
 	"sigs.k8s.io/yaml"
+
+	"github.com/keygate/keygate/internal/repofiles"
 )
 
 // keygate's runtime surface the manifests must agree with.
@@ -1442,26 +1443,10 @@ func TestDuplicateKeysFail(t *testing.T) {
 	}
 }
 
-// shippedYAML lists the repository's YAML files as git sees them: tracked,
-// or new and not ignored (so a file not yet added is checked too), relative
-// to the repository root.
+// shippedYAML lists the repository's YAML files.
 func shippedYAML(tb testing.TB) []string {
 	tb.Helper()
-	out, err := exec.Command("git", "-C", "..", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "*.yaml", "*.yml").Output()
-	if err != nil {
-		tb.Fatalf("git ls-files (the test lists the shipped files with git): %v", err)
-	}
-	var files []string
-	for _, f := range strings.Split(string(out), "\x00") {
-		if f == "" || slices.Contains(files, f) {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join("..", f)); errors.Is(err, fs.ErrNotExist) {
-			continue // deleted in the work tree, not shipped
-		}
-		files = append(files, f)
-	}
-	return files
+	return repofiles.YAML(tb, "..")
 }
 
 // duplicateKeys returns an error naming every key that a mapping in doc

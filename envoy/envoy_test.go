@@ -6,10 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -37,6 +35,8 @@ import (
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	"sigs.k8s.io/yaml"
+
+	"github.com/keygate/keygate/internal/repofiles"
 
 	// Every extension envoy.yaml names by @type must be linked in, or its
 	// google.protobuf.Any cannot be resolved. The ones also used by name are
@@ -1668,25 +1668,10 @@ func TestOperators(t *testing.T) {
 	}
 }
 
-// shippedYAML lists the repository's YAML files as git sees them: tracked,
-// or new and not ignored, relative to the repository root.
+// shippedYAML lists the repository's YAML files.
 func shippedYAML(tb testing.TB) []string {
 	tb.Helper()
-	out, err := exec.Command("git", "-C", "..", "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "*.yaml", "*.yml").Output()
-	if err != nil {
-		tb.Fatalf("git ls-files (the test lists the shipped files with git): %v", err)
-	}
-	var files []string
-	for _, f := range strings.Split(string(out), "\x00") {
-		if f == "" || slices.Contains(files, f) {
-			continue
-		}
-		if _, err := os.Stat(filepath.Join("..", f)); errors.Is(err, fs.ErrNotExist) {
-			continue // deleted in the work tree, not shipped
-		}
-		files = append(files, f)
-	}
-	return files
+	return repofiles.YAML(tb, "..")
 }
 
 // The commented upstream TLS example.
