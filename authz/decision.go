@@ -131,7 +131,7 @@ func (s *Server) moduleDryRun(r *Request, d *Decision) bool {
 			module = r.Module
 		}
 	}
-	return module != "" && s.policy.DryRun(module) && (restricted == "" || restricted == module || s.policy.DryRun(restricted))
+	return module != "" && s.policy.DryRun(module) && (restricted == "" || s.policy.DryRun(restricted))
 }
 
 // record counts and logs a decision, and reports an allowed key's use.

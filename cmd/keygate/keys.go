@@ -195,10 +195,7 @@ func (c *keysUpdateCmd) Run(e *env) error {
 }
 
 type keysRevokeCmd struct {
-	dbFlags
-	outputFlag
-	actorFlag
-	ID string `arg:"" help:"Key id."`
+	keyStateCmd
 }
 
 func (c *keysRevokeCmd) Run(e *env) error {

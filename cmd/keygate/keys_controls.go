@@ -24,7 +24,8 @@ type keysEnableCmd struct {
 	keyStateCmd
 }
 
-// keyStateCmd is what disable and enable share.
+// keyStateCmd is what the commands that change one key's state share
+// (revoke, delete, disable, enable): the key's id and who changes it.
 type keyStateCmd struct {
 	dbFlags
 	outputFlag

@@ -3,9 +3,7 @@ package main
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -21,27 +19,6 @@ import (
 	"github.com/keygate/keygate/internal/certtest"
 	"github.com/keygate/keygate/internal/pgtest"
 )
-
-// tlsClient is a TLS client configuration trusting ca, presenting client
-// when it is set.
-func tlsClient(t *testing.T, ca *certtest.CA, client *certtest.Pair) *tls.Config {
-	t.Helper()
-	roots := x509.NewCertPool()
-	pem, err := os.ReadFile(ca.CertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	roots.AppendCertsFromPEM(pem)
-	cfg := &tls.Config{RootCAs: roots, ServerName: "localhost"}
-	if client != nil {
-		cert, err := tls.LoadX509KeyPair(client.CertFile, client.KeyFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
-	return cfg
-}
 
 // checkOver sends one Check over a new TLS connection and returns the
 // status code and the serial number of the certificate the server showed.
@@ -76,12 +53,12 @@ func TestServeTLS(t *testing.T) {
 
 	t.Run("TLS, and a renewed certificate without restart", func(t *testing.T) {
 		inst := startServe(t, db, "--tls-cert-file", server.CertFile, "--tls-key-file", server.KeyFile)
-		code, serial, err := checkOver(t, inst.grpcAddr, tlsClient(t, ca, nil), req)
+		code, serial, err := checkOver(t, inst.grpcAddr, ca.ClientConfig(t, nil), req)
 		if err != nil || code != codes.OK || serial != server.Serial {
 			t.Fatalf("Check over TLS: %v, %v, certificate %d; want OK with certificate %d", code, err, serial, server.Serial)
 		}
 		// The HTTP listener is TLS too.
-		client := &http.Client{Transport: &http.Transport{TLSClientConfig: tlsClient(t, ca, nil)}}
+		client := &http.Client{Transport: &http.Transport{TLSClientConfig: ca.ClientConfig(t, nil)}}
 		resp, err := client.Get("https://" + inst.httpAddr + "/healthz")
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("GET https /healthz: %v, %v", resp, err)
@@ -91,7 +68,7 @@ func TestServeTLS(t *testing.T) {
 		renewed := ca.Server(t, "keygate")
 		renewed.Install(t, server)
 		waitFor(t, 5*time.Second, "the renewed certificate", func() bool {
-			_, serial, err := checkOver(t, inst.grpcAddr, tlsClient(t, ca, nil), req)
+			_, serial, err := checkOver(t, inst.grpcAddr, ca.ClientConfig(t, nil), req)
 			return err == nil && serial == renewed.Serial
 		})
 		if !strings.Contains(inst.logs.String(), "TLS files reloaded") {
@@ -121,27 +98,27 @@ func TestServeTLS(t *testing.T) {
 			return resp.StatusCode
 		}
 		auth := map[string]string{"X-Forwarded-Method": "GET", "X-Forwarded-Uri": "/api/v1/projects", "X-API-Key": secret}
-		if code := get(tlsClient(t, ca, &envoy), "https://"+inst.httpAddr+"/auth", auth); code != 200 {
+		if code := get(ca.ClientConfig(t, &envoy), "https://"+inst.httpAddr+"/auth", auth); code != 200 {
 			t.Fatalf("/auth with a client certificate: %d", code)
 		}
-		if code := get(tlsClient(t, ca, nil), "https://"+inst.httpAddr+"/auth", auth); code != 403 {
+		if code := get(ca.ClientConfig(t, nil), "https://"+inst.httpAddr+"/auth", auth); code != 403 {
 			t.Fatalf("/auth without a client certificate: %d, want 403", code)
 		}
-		if code := get(tlsClient(t, ca, nil), "https://"+inst.httpAddr+"/healthz", nil); code != 200 {
+		if code := get(ca.ClientConfig(t, nil), "https://"+inst.httpAddr+"/healthz", nil); code != 200 {
 			t.Fatalf("/healthz without a client certificate: %d", code)
 		}
 		// The admin listener: TLS, admin tokens, no client certificate.
-		if code := get(tlsClient(t, ca, nil), "https://"+inst.adminAddr(t)+"/v1/whoami", map[string]string{"Authorization": "Bearer " + token}); code != 200 {
+		if code := get(ca.ClientConfig(t, nil), "https://"+inst.adminAddr(t)+"/v1/whoami", map[string]string{"Authorization": "Bearer " + token}); code != 200 {
 			t.Fatalf("the admin API over TLS: %d", code)
 		}
-		if code, _, err := checkOver(t, inst.grpcAddr, tlsClient(t, ca, &envoy), req); err != nil || code != codes.OK {
+		if code, _, err := checkOver(t, inst.grpcAddr, ca.ClientConfig(t, &envoy), req); err != nil || code != codes.OK {
 			t.Fatalf("Check with a client certificate from the CA: %v, %v", code, err)
 		}
-		if _, _, err := checkOver(t, inst.grpcAddr, tlsClient(t, ca, nil), req); err == nil {
+		if _, _, err := checkOver(t, inst.grpcAddr, ca.ClientConfig(t, nil), req); err == nil {
 			t.Fatal("a client without a certificate was answered")
 		}
 		stranger := certtest.NewCA(t, "other").Client(t, "stranger")
-		if _, _, err := checkOver(t, inst.grpcAddr, tlsClient(t, ca, &stranger), req); err == nil {
+		if _, _, err := checkOver(t, inst.grpcAddr, ca.ClientConfig(t, &stranger), req); err == nil {
 			t.Fatal("a client certificate from another CA was answered")
 		}
 		// keygate health speaks mutual TLS too (once serving: the first

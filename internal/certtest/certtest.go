@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -86,6 +87,23 @@ func (ca *CA) issue(tb testing.TB, name string, usage x509.ExtKeyUsage) Pair {
 		KeyFile:  ca.write(tb, stem+"-key.pem", "EC PRIVATE KEY", keyDER),
 		Serial:   ca.serial,
 	}
+}
+
+// ClientConfig is a TLS client configuration that trusts the CA, checks
+// the name localhost, and presents client when it is not nil.
+func (ca *CA) ClientConfig(tb testing.TB, client *Pair) *tls.Config {
+	tb.Helper()
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	cfg := &tls.Config{RootCAs: roots, ServerName: "localhost"}
+	if client != nil {
+		cert, err := tls.LoadX509KeyPair(client.CertFile, client.KeyFile)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		cfg.Certificates = []tls.Certificate{cert}
+	}
+	return cfg
 }
 
 // Install copies p's files over the files dst names, the way a renewal

@@ -2,7 +2,6 @@ package tlsfiles
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"net"
 	"os"
 	"path/filepath"
@@ -29,17 +28,7 @@ func handshake(t *testing.T, f *Files, auth ClientAuth, ca *certtest.CA, client 
 			c.Close()
 		}
 	}()
-	roots := x509.NewCertPool()
-	pem, _ := os.ReadFile(ca.CertFile)
-	roots.AppendCertsFromPEM(pem)
-	cfg := &tls.Config{RootCAs: roots, ServerName: "localhost"}
-	if client != nil {
-		cert, err := tls.LoadX509KeyPair(client.CertFile, client.KeyFile)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.Certificates = []tls.Certificate{cert}
-	}
+	cfg := ca.ClientConfig(t, client)
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", lis.Addr().String(), cfg)
 	if err != nil {
 		return 0, err
