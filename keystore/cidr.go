@@ -21,23 +21,23 @@ func ParseCIDR(s string) (netip.Prefix, error) {
 	if !strings.Contains(s, "/") {
 		a, err := netip.ParseAddr(s)
 		if err != nil || a.Zone() != "" {
-			return netip.Prefix{}, fmt.Errorf("%q is not a CIDR prefix like 10.0.0.0/8 or 2001:db8::/32, or an address", s)
+			return netip.Prefix{}, fmt.Errorf("%s is not a CIDR prefix like 10.0.0.0/8 or 2001:db8::/32, or an address", echo(s))
 		}
 		a = a.Unmap()
 		return netip.PrefixFrom(a, a.BitLen()), nil
 	}
 	p, err := netip.ParsePrefix(s)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR prefix like 10.0.0.0/8 or 2001:db8::/32, or an address", s)
+		return netip.Prefix{}, fmt.Errorf("%s is not a CIDR prefix like 10.0.0.0/8 or 2001:db8::/32, or an address", echo(s))
 	}
 	if p.Addr().Is4In6() {
 		if p.Bits() < 96 {
-			return netip.Prefix{}, fmt.Errorf("%q: an IPv4-mapped prefix needs at least 96 bits", s)
+			return netip.Prefix{}, fmt.Errorf("%s: an IPv4-mapped prefix needs at least 96 bits", echo(s))
 		}
 		p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 	}
 	if p != p.Masked() {
-		return netip.Prefix{}, fmt.Errorf("%q has address bits set beyond /%d: did you mean %s?", s, p.Bits(), p.Masked())
+		return netip.Prefix{}, fmt.Errorf("%s has address bits set beyond /%d: did you mean %s?", echo(s), p.Bits(), p.Masked())
 	}
 	return p, nil
 }

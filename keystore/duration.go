@@ -21,9 +21,9 @@ func ParseDuration(s string) (time.Duration, error) {
 	case s == "":
 		return 0, fmt.Errorf("empty duration: %s", syntax)
 	case strings.HasPrefix(s, "-"):
-		return 0, fmt.Errorf("negative duration %q: must be positive, like 30d or 12h", s)
+		return 0, fmt.Errorf("negative duration %s: must be positive, like 30d or 12h", echo(s))
 	}
-	tooLong := fmt.Errorf("duration %q is too long: at most %dd (about 179 years)", s, MaxDays)
+	tooLong := fmt.Errorf("duration %s is too long: at most %dd (about 179 years)", echo(s), MaxDays)
 	var days time.Duration
 	rest := s
 	if i := strings.IndexByte(s, 'd'); i >= 0 {
@@ -32,7 +32,7 @@ func ParseDuration(s string) (time.Duration, error) {
 		case err != nil && errors.Is(err, strconv.ErrRange), err == nil && n > MaxDays:
 			return 0, tooLong
 		case err != nil:
-			return 0, fmt.Errorf("invalid duration %q: %s", s, syntax)
+			return 0, fmt.Errorf("invalid duration %s: %s", echo(s), syntax)
 		}
 		days = time.Duration(n) * 24 * time.Hour
 		rest = s[i+1:]
@@ -44,7 +44,7 @@ func ParseDuration(s string) (time.Duration, error) {
 			if err != nil && strings.Contains(err.Error(), "invalid duration") && allDigitsAndUnits(rest) {
 				return 0, tooLong // time.ParseDuration says overflow this way
 			}
-			return 0, fmt.Errorf("invalid duration %q: %s", s, syntax)
+			return 0, fmt.Errorf("invalid duration %s: %s", echo(s), syntax)
 		}
 	}
 	if d < 0 || days+d < days {

@@ -3,6 +3,8 @@ package keystore
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgconn"
 )
@@ -57,4 +59,29 @@ func IsNoSchema(err error) bool {
 	var pgErr *pgconn.PgError
 	// undefined_table, undefined_column
 	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "42703")
+}
+
+// maxEcho bounds how much of a refused input an error repeats, counted in
+// the bytes the error shows: a NUL or a stray byte shows as four
+// (\x00), so a byte count alone would not bound it.
+const maxEcho = 48
+
+// echo quotes the start of a refused input for an error message: at most
+// maxEcho bytes as shown, cut at a character boundary, with "…" when
+// something was left off. Whatever the input (NULs, invalid UTF-8, a
+// pasted key, a megabyte), the error stays short and printable.
+func echo(s string) string {
+	out := make([]byte, 0, maxEcho+8)
+	out = append(out, '"')
+	for i := 0; i < len(s); {
+		_, size := utf8.DecodeRuneInString(s[i:])
+		q := strconv.Quote(s[i : i+size])
+		q = q[1 : len(q)-1]
+		if len(out)-1+len(q) > maxEcho {
+			return string(append(out, `"…`...))
+		}
+		out = append(out, q...)
+		i += size
+	}
+	return string(append(out, '"'))
 }

@@ -20,6 +20,7 @@ func FuzzParseMeta(f *testing.F) {
 	f.Add("z_z=Zürich", "10.1.2.3/8", "fe80::1%eth0")
 	f.Add("k=\x00", "", "0.0.0.0/0")
 	f.Add("=v", "::/0", "10.0.0.0/33")
+	f.Add(strings.Repeat("\x00", 64), strings.Repeat("\xff", 64)+"/8", strings.Repeat("\x01", 64))
 	f.Fuzz(func(t *testing.T, entry, cidr1, cidr2 string) {
 		k, v, err := ParseMeta(entry)
 		if err != nil {
@@ -34,7 +35,11 @@ func FuzzParseMeta(f *testing.F) {
 		}
 		var cidrs []netip.Prefix
 		for _, c := range []string{cidr1, cidr2} {
-			if p, err := ParseCIDR(c); err == nil {
+			p, err := ParseCIDR(c)
+			if err != nil && len(err.Error()) > 200 {
+				t.Fatalf("ParseCIDR(%q): a %d-byte error", c, len(err.Error()))
+			}
+			if err == nil {
 				if p != p.Masked() || p.Addr().Is4In6() || p.Addr().Zone() != "" {
 					t.Fatalf("ParseCIDR(%q) = %v: not canonical", c, p)
 				}

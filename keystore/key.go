@@ -102,16 +102,16 @@ func ValidateScope(s string) error {
 	}
 	module, action, ok := strings.Cut(s, ":")
 	if !ok {
-		return fmt.Errorf("scope %q: want \"*\" or \"<module>:read|write|*\"", s)
+		return fmt.Errorf("scope %s: want \"*\" or \"<module>:read|write|*\"", echo(s))
 	}
 	if !ValidModuleName(module) {
-		return fmt.Errorf("scope %q: module must match [a-z][a-z0-9_-]{0,62}", s)
+		return fmt.Errorf("scope %s: module must match [a-z][a-z0-9_-]{0,62}", echo(s))
 	}
 	switch action {
 	case ActionRead, ActionWrite, ScopeAll:
 		return nil
 	}
-	return fmt.Errorf("scope %q: action must be read, write or *", s)
+	return fmt.Errorf("scope %s: action must be read, write or *", echo(s))
 }
 
 // ValidModuleName reports whether name is a valid module name: the part of

@@ -18,11 +18,11 @@ const (
 // ValidateMetaKey checks a metadata key: 1 to 32 of a-z, 0-9 and '_'.
 func ValidateMetaKey(k string) error {
 	if k == "" || len(k) > MaxMetadataKeyLen {
-		return fmt.Errorf("key %q: want 1 to %d of a-z, 0-9 and _", truncate(k, MaxMetadataKeyLen+8), MaxMetadataKeyLen)
+		return fmt.Errorf("key %s: want 1 to %d of a-z, 0-9 and _", echo(k), MaxMetadataKeyLen)
 	}
 	for i := 0; i < len(k); i++ {
 		if c := k[i]; !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '_') {
-			return fmt.Errorf("key %q: want 1 to %d of a-z, 0-9 and _", truncate(k, MaxMetadataKeyLen+8), MaxMetadataKeyLen)
+			return fmt.Errorf("key %s: want 1 to %d of a-z, 0-9 and _", echo(k), MaxMetadataKeyLen)
 		}
 	}
 	return nil
@@ -52,7 +52,7 @@ func validateMetaValue(k, v string) error {
 func ParseMeta(s string) (key, value string, err error) {
 	key, value, ok := strings.Cut(s, "=")
 	if !ok {
-		return "", "", invalidf("metadata", "%q: want key=value, like tier=gold", truncate(s, 40))
+		return "", "", invalidf("metadata", "%s: want key=value, like tier=gold", echo(s))
 	}
 	if err := ValidateMetaKey(key); err != nil {
 		return "", "", invalid("metadata", err.Error())
@@ -108,12 +108,4 @@ func (c *MetadataChange) apply(m map[string]string) (map[string]string, error) {
 		delete(out, k)
 	}
 	return NormalizeMetadata(out)
-}
-
-// truncate keeps an echoed input short.
-func truncate(s string, n int) string {
-	if len(s) <= n {
-		return s
-	}
-	return s[:n] + "…"
 }

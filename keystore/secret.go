@@ -67,11 +67,11 @@ func ValidatePrefix(prefix string) error {
 		case c >= 'a' && c <= 'z':
 		case (c >= '0' && c <= '9' || c == '_') && i > 0:
 		default:
-			return fmt.Errorf("key prefix %q: use lower-case letters, digits and '_', starting with a letter", prefix)
+			return fmt.Errorf("key prefix %s: use lower-case letters, digits and '_', starting with a letter", echo(prefix))
 		}
 	}
 	if prefix[len(prefix)-1] == '_' {
-		return fmt.Errorf("key prefix %q must not end with '_'", prefix)
+		return fmt.Errorf("key prefix %s must not end with '_'", echo(prefix))
 	}
 	return nil
 }
