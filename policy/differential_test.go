@@ -37,6 +37,7 @@ var refReaders = []refReader{
 	{"Rails (format suffix, no dot resolution)", readRails},
 	{"gRPC transcoding (custom method)", readCustomMethod},
 	{"IIS (streams, trailing dots and spaces)", readIIS},
+	{"Windows file names before dot segments", readWindowsNames},
 }
 
 // beforeQuery returns raw without its query.
@@ -265,6 +266,32 @@ func readIIS(_ *Policy, raw string) ([]string, bool) {
 		segs[i] = strings.TrimRight(s, ". ")
 	}
 	return []string{strings.Join(segs, "/")}, true
+}
+
+// readWindowsNames reads raw as a stack that turns every segment into a
+// Windows file name (its stream from the first ":" dropped, then its
+// trailing dots and spaces) before it resolves dot segments: "..::$DATA",
+// ".. " and "..." are then "..".
+func readWindowsNames(_ *Policy, raw string) ([]string, bool) {
+	d, ok := decoded(strings.ReplaceAll(beforeQuery(raw), `\`, "/"))
+	if !ok {
+		return nil, false
+	}
+	segs := strings.Split(d[0], "/")
+	for i, s := range segs {
+		if j := strings.IndexByte(s, ':'); j > 0 {
+			s = s[:j]
+		}
+		switch name := strings.TrimRight(s, ". "); {
+		case name != "" || s == "":
+			segs[i] = name
+		case strings.Count(s, ".") >= 2:
+			segs[i] = ".."
+		default:
+			segs[i] = "."
+		}
+	}
+	return []string{path.Clean(strings.Join(segs, "/"))}, true
 }
 
 // refModule returns the module of the longest policy path that is a

@@ -51,8 +51,11 @@
 //     "／", U+2215 "∕", U+FF0E "．", U+2025 "‥", U+00A5 "¥" and U+20A9 "₩",
 //     which the Japanese and Korean code pages map to "\", U+FF1A "：",
 //     U+2236 "∶", ...);
-//   - a segment made of dots and escaped spaces that is not "." or ".."
-//     ("...", "..%20"), which Windows reads as a dot segment.
+//   - a segment that is not "." or ".." but is made of dots and escaped
+//     spaces, or of them followed by a stream (from a raw or escaped ":"):
+//     "...", "..%20", "..::$DATA", ".%3a$DATA"; a Windows file name drops
+//     its stream and its trailing dots and spaces, so a stack that makes
+//     file names before it resolves dot segments reads each as one.
 //
 // The canonical path (the primary reading, returned by Canonicalize and
 // used for Route.Module) is then, in this order: the query and the

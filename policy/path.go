@@ -103,7 +103,7 @@ func scan(raw string) (target, error) {
 		switch {
 		case c == '?':
 			if seg >= 0 && ambiguousDots(raw[seg:i]) {
-				return t, pathErr("dot segment with trailing dots or spaces", seg)
+				return t, pathErr(errAmbiguousDots, seg)
 			}
 			seg = -1
 			t.path = raw[:i]
@@ -143,7 +143,7 @@ func scan(raw string) (target, error) {
 		switch c {
 		case '/', '\\', ';', '#':
 			if seg >= 0 && ambiguousDots(raw[seg:i]) {
-				return t, pathErr("dot segment with trailing dots or spaces", seg)
+				return t, pathErr(errAmbiguousDots, seg)
 			}
 			seg = i + 1
 			if c == ';' {
@@ -166,14 +166,18 @@ func scan(raw string) (target, error) {
 		i++
 	}
 	if seg >= 0 && ambiguousDots(raw[seg:]) {
-		return t, pathErr("dot segment with trailing dots or spaces", seg)
+		return t, pathErr(errAmbiguousDots, seg)
 	}
 	return t, nil
 }
 
-// ambiguousDots reports whether segment s is made of dots and escaped
-// spaces but is not "." or "..": Windows drops trailing dots and spaces
-// from file names, so it reads "...", "..%20" or ".%20" as a dot segment.
+const errAmbiguousDots = "dot segment with trailing dots, spaces or a stream"
+
+// ambiguousDots reports whether segment s is not "." or ".." but Windows
+// reads it as one: a file name loses its stream (from its first ":",
+// raw or escaped) and then its trailing dots and spaces, so "...",
+// "..%20", ".%20", "..::$DATA" and "..%3a$DATA" all name a dot segment for
+// a stack that makes file names before it resolves dot segments.
 func ambiguousDots(s string) bool {
 	if s == "" || s[0] != '.' || s == "." || s == ".." {
 		return false
@@ -184,6 +188,8 @@ func ambiguousDots(s string) bool {
 			i++
 		case strings.HasPrefix(s[i:], "%20"):
 			i += 3
+		case s[i] == ':', strings.HasPrefix(s[i:], "%3a"), strings.HasPrefix(s[i:], "%3A"):
+			return true // the rest is a stream
 		default:
 			return false
 		}

@@ -172,6 +172,11 @@ var restrictedPaths = []struct {
 	{"dot-dot with escaped space", "/api/v1/projects/..%20/users", badRequest, ""},
 	{"three dots", "/api/v1/projects/x/.../users", badRequest, ""},
 	{"dot with escaped space", "/api/v1/projects/.%20/../users", badRequest, ""},
+	// Windows drops a file name's stream before its trailing dots.
+	{"dot-dot with a stream", "/api/v1/projects/..::$DATA/users", badRequest, ""},
+	{"dot-dot with an escaped stream", "/api/v1/x/..%3a%3a$DATA/users/1", badRequest, ""},
+	{"dot with a stream", "/api/v1/users/.:$i30:$INDEX_ALLOCATION/1", badRequest, ""},
+	{"dots, space and a stream", "/api/v1/x/..%20.:s/users", badRequest, ""},
 
 	// Invalid and overlong UTF-8.
 	{"overlong dots", "/api/v1/projects/%c0%ae%c0%ae/users", badRequest, ""},
@@ -333,6 +338,8 @@ var allowedPaths = []struct {
 	{"raw UTF-8", "/api/v1/projects/café", "projects"},
 	{"dotless i in a project name", "/api/v1/projects/kapı", "projects"},
 	{"escaped space", "/api/v1/projects/my%20project", "projects"},
+	{"dot file with a stream", "/api/v1/projects/.env:backup", "projects"},
+	{"dots inside a name with a stream", "/api/v1/projects/..x::$DATA", "projects"},
 	{"escaped tilde", "/api/v1/projects/%7Eme", "projects"},
 	{"sub-delims and colon", "/api/v1/projects/a!$&'()*+,=:@b", "projects"},
 	// Fullwidth letters are other code points, not "users"; keygate
