@@ -18,7 +18,8 @@ import (
 // recording upstream, and hold the pair to keygate's contract from the
 // client's side: the whole decision table (status, JSON body,
 // www-authenticate), identity headers from keygate only, the hostile path
-// corpus, and 503 with retry-after once the database is stopped.
+// corpus, 503 with retry-after once the database is stopped, and a denial,
+// never the upstream, once keygate itself is stopped.
 func TestNginx(t *testing.T) { proxyContract(t, startNginx) }
 
 func TestCaddy(t *testing.T) { proxyContract(t, startCaddy) }
@@ -58,6 +59,28 @@ func proxyContract(t *testing.T, start startFunc) {
 		}
 		if got := up.count() - n; got != 1 {
 			t.Errorf("%d requests reached the upstream; want 1 (the cached key's)", got)
+		}
+	})
+	t.Run("keygate stopped", func(t *testing.T) {
+		if err := kg.terminate(t); err != nil {
+			t.Fatalf("keygate serve exited with %v", err)
+		}
+		n := up.count()
+		for _, key := range []string{w.Plain.Secret, uncached, ""} {
+			var headers [][2]string
+			if key != "" {
+				headers = [][2]string{{"X-API-Key", key}}
+			}
+			r := send(t, p.addr, "GET", "/api/v1/projects", headers)
+			switch {
+			case p.unreachable == 0:
+				wantDenial(t, r, authz.Unavailable)
+			case r.status != p.unreachable:
+				t.Errorf("with keygate stopped: %v; want %d", r, p.unreachable)
+			}
+		}
+		if got := up.count() - n; got != 0 {
+			t.Errorf("%d requests reached the upstream with keygate stopped", got)
 		}
 	})
 }
