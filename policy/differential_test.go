@@ -38,6 +38,8 @@ var refReaders = []refReader{
 	{"gRPC transcoding (custom method)", readCustomMethod},
 	{"IIS (streams, trailing dots and spaces)", readIIS},
 	{"Windows file names before dot segments", readWindowsNames},
+	{"letters folded to ASCII (NFKD, marks dropped, best fit)", readFolded},
+	{"letters folded to ASCII, no dot resolution", readFoldedNoDots},
 }
 
 // beforeQuery returns raw without its query.
@@ -292,6 +294,25 @@ func readWindowsNames(_ *Policy, raw string) ([]string, bool) {
 		}
 	}
 	return []string{path.Clean(strings.Join(segs, "/"))}, true
+}
+
+// readFolded reads raw as a stack that folds letters to ASCII ones
+// (refFold) after decoding it, and then cleans it.
+func readFolded(_ *Policy, raw string) ([]string, bool) {
+	d, ok := decoded(beforeQuery(raw))
+	if !ok {
+		return nil, false
+	}
+	return []string{path.Clean(refFold(d[0]))}, true
+}
+
+// readFoldedNoDots is readFolded without dot resolution.
+func readFoldedNoDots(_ *Policy, raw string) ([]string, bool) {
+	d, ok := decoded(beforeQuery(raw))
+	if !ok {
+		return nil, false
+	}
+	return []string{refFold(d[0])}, true
 }
 
 // refModule returns the module of the longest policy path that is a

@@ -69,9 +69,8 @@
 // lower-case hex; escaped UTF-8 is decoded; ASCII letters are lower-cased
 // and nothing else is case-folded. Canonicalize is idempotent.
 //
-// Non-ASCII text is compared as it is: a fullwidth "ｕsers" is a different
-// path from "users", and a backend that applies compatibility
-// normalization (NFKC) to paths is not one keygate can protect.
+// Non-ASCII text is compared as it is in the canonical path; the case
+// choice below also reads it as stacks that fold letters to ASCII do.
 //
 // # Every reading
 //
@@ -98,10 +97,14 @@
 //     one matches no policy path;
 //   - empty segments: skipped when matching; or not, so that one matches no
 //     policy path;
-//   - case: ASCII letters compared ignoring case; or also the non-ASCII
-//     letters that Unicode simple case mapping turns into ASCII ("ı" "İ" "ſ"
-//     and the Kelvin sign) read as those letters, as by Java's
-//     equalsIgnoreCase or .NET's OrdinalIgnoreCase;
+//   - case: ASCII letters compared ignoring case; or also every non-ASCII
+//     code point that some stack reads as ASCII letters or digits read as
+//     them, and combining marks dropped: those Unicode simple case mapping
+//     turns into ASCII ("ı" "İ" "ſ" and the Kelvin sign, as Java's
+//     equalsIgnoreCase and .NET's OrdinalIgnoreCase do), compatibility
+//     forms (NFKC and NFKD: the fullwidth "ｕsers", "𝐮", the ligature "ﬃ"),
+//     letters with diacritics, and what Windows "best fit" makes of a path
+//     it converts to an ANSI code page ("ł" is "l", "ø" is "o");
 //   - suffixes: segments matched whole; or any segment, each independently,
 //     also matched cut at its first ":" (raw or escaped) after its first
 //     byte, as Windows reads streams ("users::$DATA",

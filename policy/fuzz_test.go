@@ -9,7 +9,12 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/runes"
+	"golang.org/x/text/transform"
+	"golang.org/x/text/unicode/norm"
 )
 
 // Seeds in code; more under testdata/fuzz/<FuzzName>/.
@@ -157,10 +162,8 @@ func checkRoute(t *testing.T, p *Policy, raw string) {
 
 // naiveVariants returns the suffix and case readings of a decoded path:
 // every segment cut at its first ":", or at its first "." or ":", and
-// without trailing dots and spaces; the letters ſ ı İ K (Kelvin) read as s
-// i i k.
+// without trailing dots and spaces; letters read as ASCII (refFold).
 func naiveVariants(p string) []string {
-	fold := strings.NewReplacer("ſ", "s", "ı", "i", "İ", "i", "\u212a", "k")
 	var out []string
 	for _, cut := range []string{":", ".:"} {
 		segs := strings.Split(p, "/")
@@ -171,9 +174,31 @@ func naiveVariants(p string) []string {
 			segs[i] = strings.TrimRight(s, ". ")
 		}
 		v := strings.Join(segs, "/")
-		out = append(out, v, fold.Replace(v))
+		out = append(out, v, refFold(v))
 	}
-	return append(out, fold.Replace(p))
+	return append(out, refFold(p))
+}
+
+// refFold reads p as a stack that folds letters to ASCII ones does:
+// compatibility decomposition (NFKD), nonspacing marks dropped, then the
+// letters that neither changes (caseAndBestFitFolds). It is written with
+// golang.org/x/text's transformers, apart from foldLetters.
+func refFold(p string) string {
+	s, _, err := transform.String(transform.Chain(norm.NFKD, runes.Remove(runes.In(unicode.Mn))), p)
+	if err != nil {
+		return p
+	}
+	var b strings.Builder
+	for _, r := range s {
+		to := string(r)
+		for _, f := range caseAndBestFitFolds {
+			if f.r == r {
+				to = f.to
+			}
+		}
+		b.WriteString(to)
+	}
+	return b.String()
 }
 
 // landsInOpen reports whether one of paths lands in an open module.

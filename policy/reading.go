@@ -70,7 +70,7 @@ var choices = [numChoices]struct {
 	}},
 	chCase: {"case", []string{
 		"ASCII case ignored",
-		`also the non-ASCII letters that Unicode simple case mapping turns into ASCII ("ı" "İ" "ſ", Kelvin sign) read as those letters (Java's equalsIgnoreCase, .NET's OrdinalIgnoreCase)`,
+		`also the non-ASCII code points some stack reads as ASCII letters or digits read as them, and combining marks dropped: Unicode simple case mapping ("ı" "İ" "ſ", Kelvin sign: Java's equalsIgnoreCase, .NET's OrdinalIgnoreCase), compatibility forms (NFKC, NFKD: fullwidth "ｕ", "𝐮", "ﬃ"), diacritics and Windows best fit ("ū", "ł", "ø"); see asciiFolds`,
 	}},
 	chSuffix: {"suffix", []string{
 		"segments matched whole",

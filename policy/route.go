@@ -50,6 +50,7 @@ type node struct {
 }
 
 func newIndex(mods []Module, def Access) *index {
+	asciiFolds() // now, not during the first request that needs it
 	ix := &index{root: node{module: -1}, defaultDeny: def != AccessAllow}
 	for m, mod := range mods {
 		ix.names = append(ix.names, mod.Name)
@@ -179,11 +180,12 @@ func (ix *index) slow(raw string) (Route, error) {
 
 // evaluation collects the outcome of the readings of one path.
 type evaluation struct {
-	ix     *index
-	sp     splitter
-	nseg   int // segments of the reading being visited, in buf
-	buf    [MaxSegments]string
-	keyBuf [3][4 * maxPolicySegment]byte // for the spellings of a segment (see walk)
+	ix      *index
+	sp      splitter
+	nseg    int // segments of the reading being visited, in buf
+	buf     [MaxSegments]string
+	keyBuf  [3][4 * maxPolicySegment]byte // for the spellings of a segment (see walk)
+	foldBuf [3][maxPolicySegment]byte     // for them with letters folded (see foldLetters)
 
 	// differs[c] has bit o set when option o of choice c may read the path
 	// differently from option 0, given the options of the choices before c
@@ -405,7 +407,7 @@ func (e *evaluation) walk(r *reading) {
 			if ok && (r[chCase] != 0 || e.differs[chCase] == 0) && mayFold(key) {
 				e.may(r, chCase, 1)
 				if r[chCase] != 0 {
-					key = foldCase(key)
+					key, ok = foldLetters(e.foldBuf[i][:], key)
 				}
 			}
 			if !ok {
@@ -483,16 +485,6 @@ func trimTrailing(s string) string {
 	}
 }
 
-// mayFold reports whether foldCase may change key.
-func mayFold(key []byte) bool {
-	for _, c := range key {
-		if c == 0xc4 || c == 0xc5 || c == 0xe2 {
-			return true
-		}
-	}
-	return false
-}
-
 // decodeKey writes segment s (which passed scan), with every escape decoded
 // and ASCII letters lower-cased, into buf. ok is false if it does not fit.
 func decodeKey(buf []byte, s string) (key []byte, ok bool) {
@@ -510,30 +502,4 @@ func decodeKey(buf []byte, s string) (key []byte, ok bool) {
 		n++
 	}
 	return buf[:n], true
-}
-
-// foldCase changes a decoded segment as a stack that ignores case reads it:
-// the four non-ASCII code points that Unicode simple case mapping turns into
-// ASCII letters become those letters, as in a stack that compares paths
-// with Java's equalsIgnoreCase or .NET's OrdinalIgnoreCase: U+0130 "İ" and
-// U+0131 "ı" become "i", U+017F "ſ" becomes "s", U+212A (Kelvin sign)
-// becomes "k". It works in place on a decoded key.
-func foldCase(key []byte) []byte {
-	w := 0
-	for i := 0; i < len(key); {
-		c := key[i]
-		switch {
-		case c == 0xc4 && i+1 < len(key) && (key[i+1] == 0xb0 || key[i+1] == 0xb1):
-			c, i = 'i', i+2
-		case c == 0xc5 && i+1 < len(key) && key[i+1] == 0xbf:
-			c, i = 's', i+2
-		case c == 0xe2 && i+2 < len(key) && key[i+1] == 0x84 && key[i+2] == 0xaa:
-			c, i = 'k', i+3
-		default:
-			i++
-		}
-		key[w] = c
-		w++
-	}
-	return key[:w]
 }

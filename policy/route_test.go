@@ -250,6 +250,21 @@ var restrictedPaths = []struct {
 	{"dotless i", "/apı/v1/users", forbidden, "users"},
 	{"dotted capital I", "/apİ/v1/users", forbidden, "users"},
 	{"Kelvin sign", "/api/v1/api-\u212Aeys", forbidden, "authentication"},
+	// Compatibility forms (NFKC, NFKD) and Windows best fit read letters
+	// as ASCII ones.
+	{"fullwidth u", "/api/v1/ｕsers", forbidden, "users"},
+	{"fullwidth users escaped", "/api/v1/%EF%BD%95%EF%BD%93%EF%BD%85%EF%BD%92%EF%BD%93", forbidden, "users"},
+	{"mathematical bold letters", "/api/v1/𝐮𝐬𝐞𝐫𝐬/1", forbidden, "users"},
+	{"letter with a macron", "/api/v1/ūsers", forbidden, "users"},
+	{"combining diaeresis", "/api/v1/u\u0308sers", forbidden, "users"},
+	{"square AU", "/api/v1/\u3373th/login", forbidden, "authentication"},
+	{"circled letters", "/api/v1/ⓐccounts", forbidden, "accounts"},
+	{"ligature in a closed path", "/api/v1/\uFB00oo/../users", forbidden, "users"},
+	{"fullwidth on the open side of a dot segment", "/api/v1/ｐrojects/../users", forbidden, "users"},
+	{"best fit of a symbol", "/api/v1/acc☺unts/1", forbidden, "accounts"},
+	{"best fit of a Greek letter", "/api/v1/αuth/token", forbidden, "authentication"},
+	{"best fit of a stroke letter, escaped", "/api/v1/acc%C3%B8unts", forbidden, "accounts"},
+	{"folded after a suffix cut", "/api/v1/ｕsers.json", forbidden, "users"},
 
 	// Unicode look-alikes of delimiters and invisible characters.
 	{"fullwidth dots", "/api/v1/projects/%ef%bc%8e%ef%bc%8e/users", badRequest, ""},
@@ -344,8 +359,9 @@ var allowedPaths = []struct {
 	{"sub-delims and colon", "/api/v1/projects/a!$&'()*+,=:@b", "projects"},
 	// Fullwidth letters are other code points, not "users"; keygate
 	// does not apply compatibility normalization (see the package doc).
-	{"fullwidth u", "/api/v1/ｕsers", ""},
-	{"fullwidth users", "/api/v1/%EF%BD%95%EF%BD%93%EF%BD%85%EF%BD%92%EF%BD%93", ""},
+	{"fullwidth letters in projects", "/api/v1/ｐｒｏｊｅｃｔｓ/1", "projects"},
+	{"a resource spelt like a module in fullwidth", "/api/v1/projects/ｕｓｅｒｓ", "projects"},
+	{"diacritics in no module", "/api/v1/über", ""},
 }
 
 func TestRouteRestricted(t *testing.T) {
