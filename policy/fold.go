@@ -29,25 +29,34 @@ func foldTo(r rune) (to string, ok bool) {
 // asciiFolds maps every non-ASCII code point that some stack reads as
 // ASCII letters or digits to them, lower-cased, and every nonspacing mark
 // to "": computed once, from the Unicode tables of golang.org/x/text
-// (about 1,700 letters and 2,000 marks; a few tens of milliseconds, spent
-// when the first policy is built).
+// (about 1,700 letters and 2,000 marks, in about 20 ms), when the first
+// policy is built.
 var asciiFolds = sync.OnceValue(func() map[rune]string {
-	m := make(map[rune]string, 2048)
+	m := make(map[rune]string, 4096)
+	add := func(r rune, to string) {
+		if _, ok := m[r]; !ok && badRune(r) == "" { // not one a path may not hold at all
+			m[r] = to
+		}
+	}
+	for _, rg := range unicode.Mn.R16 {
+		for r := rune(rg.Lo); r <= rune(rg.Hi); r += rune(rg.Stride) {
+			add(r, "")
+		}
+	}
+	for _, rg := range unicode.Mn.R32 {
+		for r := rune(rg.Lo); r <= rune(rg.Hi); r += rune(rg.Stride) {
+			add(r, "")
+		}
+	}
 	var buf []byte
 	for r := rune(utf8.RuneSelf); r <= unicode.MaxRune; r++ {
-		if !utf8.ValidRune(r) || badRune(r) != "" {
-			continue // surrogates; code points a path may not hold at all
-		}
-		if unicode.Is(unicode.Mn, r) {
-			m[r] = ""
-		} else if s, ok := compatibilityLetters(buf[:0], r); ok {
-			m[r], buf = string(s), s
+		if s, ok := compatibilityLetters(buf[:0], r); ok {
+			add(r, string(s))
+			buf = s
 		}
 	}
 	for _, f := range caseAndBestFitFolds {
-		if _, ok := m[f.r]; !ok && badRune(f.r) == "" {
-			m[f.r] = f.to
-		}
+		add(f.r, f.to)
 	}
 	return m
 })
@@ -56,8 +65,14 @@ var asciiFolds = sync.OnceValue(func() map[rune]string {
 // (NFKD) of r without its nonspacing marks, lower-cased, if it is one or
 // more ASCII letters and digits; ok is false otherwise.
 func compatibilityLetters(buf []byte, r rune) ([]byte, bool) {
+	if !utf8.ValidRune(r) {
+		return nil, false // a surrogate
+	}
 	var rb [utf8.UTFMax]byte
-	d := norm.NFKD.Bytes(rb[:utf8.EncodeRune(rb[:], r)])
+	d := norm.NFKD.Properties(rb[:utf8.EncodeRune(rb[:], r)]).Decomposition()
+	if d == nil {
+		return nil, false // most code points: no decomposition
+	}
 	for _, c := range string(d) {
 		switch {
 		case unicode.Is(unicode.Mn, c):
