@@ -116,6 +116,14 @@ var hostilePaths = []struct{ name, path string }{
 	{"trailing encoded space", "/api/v1/users%20/1"},
 	{"three dots", "/api/v1/projects/.../users"},
 	{"dotdot encoded space", "/api/v1/projects/..%20/users"},
+	{"dotdot with a stream", "/api/v1/x/..::$DATA/users"},
+	{"dotdot with an escaped stream", "/api/v1/projects/..%3A$DATA/../users"},
+	// Letters some stacks read as ASCII ones.
+	{"fullwidth letter", "/api/v1/ｕsers"},
+	{"fullwidth letters escaped", "/api/v1/%EF%BD%81ccounts"},
+	{"mathematical letters", "/api/v1/𝐚𝐮𝐭𝐡/login"},
+	{"combining mark", "/api/v1/u\u0301sers"},
+	{"best fit", "/api/v1/acc☺unts"},
 	// Encoded delimiters.
 	{"encoded semicolon", "/api/v1/projects/..%3b/users"},
 	{"encoded question mark", "/api/v1/projects/%3f/../../users"},
@@ -146,6 +154,8 @@ var lookalikePaths = []struct{ name, path string }{
 	{"encoded letter in projects", "/api/v1/projects/%75sers"},
 	{"dotdot within projects", "/api/v1/projects/a/../b"},
 	{"params on projects", "/api/v1/projects;v=2/1"},
+	{"accented resource in projects", "/api/v1/projects/ｕsers/café"},
+	{"accented name in no module", "/api/v1/über"},
 }
 
 // TestPathSpellingsEndToEnd sends hostile spellings of the restricted
