@@ -214,7 +214,7 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	// dots reads /projects/../deployments as projects, Envoy as
 	// deployments). A route module overrides the default for paths in no
 	// module, so "" counts only without one.
-	act := action(r.Method)
+	act := action(r)
 	if !key.Allows(module, act) {
 		return because(ReasonScope, key, module)
 	}
@@ -324,14 +324,4 @@ func (s *Server) lookup(ctx context.Context, d keystore.Digest) (*keystore.Recor
 // memory; *keystore.Cache is one. Spans record it.
 type CachedLookup interface {
 	LookupCached(ctx context.Context, d keystore.Digest) (key *keystore.Record, fromMemory bool, err error)
-}
-
-// action is the scope action a method needs: safe methods read, the rest
-// write.
-func action(method string) string {
-	switch method {
-	case "GET", "HEAD", "OPTIONS":
-		return keystore.ActionRead
-	}
-	return keystore.ActionWrite
 }

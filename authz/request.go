@@ -86,6 +86,9 @@ type Request struct {
 
 	cred    credential
 	spoofed []string // client-sent headers with the identity prefix, lower case
+	// overridesMethod: a method-override header names a method that is
+	// not safe (see action).
+	overridesMethod bool
 	// requestID is x-request-id, for decision logs and spans; traceParent
 	// and traceState are the W3C trace context of the request.
 	requestID, traceParent, traceState string
@@ -129,6 +132,10 @@ func (s *Server) ReadHeader(r *Request, name, value string) {
 	switch {
 	case hasIdentityPrefix(name, s.identityPrefix):
 		r.spoofed = append(r.spoofed, lowerASCII(name))
+	case isMethodOverride(name):
+		if !safeMethod(trimOWS(value), true) {
+			r.overridesMethod = true
+		}
 	case equalFoldASCII(name, "x-request-id"):
 		r.requestID = value
 	case equalFoldASCII(name, "traceparent"):

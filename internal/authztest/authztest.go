@@ -188,6 +188,12 @@ func FlipChar(c byte) string {
 	return "A"
 }
 
+// withHeader returns headers with name: value added.
+func withHeader(headers map[string]string, name, value string) map[string]string {
+	headers[name] = value
+	return headers
+}
+
 // DecisionTable is the decision table as requests, for every transport to
 // replay.
 func (w *World) DecisionTable(tb testing.TB) []Case {
@@ -229,6 +235,16 @@ func (w *World) DecisionTable(tb testing.TB) []Case {
 		{"authentication module", "POST", "/api/v1/api-keys", key(star), "", "module_forbidden"},
 		{"read scope, write method", "POST", projects, key(readOnly), "", "insufficient_scope"},
 		{"read scope, other module", "GET", "/api/v1/deployments", key(readOnly), "", "insufficient_scope"},
+		// A backend that honours a method override reads a GET as the
+		// method it names: a read scope must not be enough.
+		{"read scope, X-HTTP-Method-Override to a write", "GET", "/api/v1/projects/7", withHeader(key(readOnly), "x-http-method-override", "DELETE"), "", "insufficient_scope"},
+		{"read scope, X-HTTP-Method to a write", "GET", "/api/v1/projects/7", withHeader(key(readOnly), "x-http-method", "put"), "", "insufficient_scope"},
+		{"read scope, X-Method-Override to a write", "GET", "/api/v1/projects/7", withHeader(key(readOnly), "x-method-override", " Patch "), "", "insufficient_scope"},
+		{"read scope, an empty method override", "GET", "/api/v1/projects/7", withHeader(key(readOnly), "x-http-method-override", ""), "", "insufficient_scope"},
+		{"read scope, _method in the query", "GET", "/api/v1/projects/7?_method=DELETE", key(readOnly), "", "insufficient_scope"},
+		{"read scope, escaped _method in the query", "GET", "/api/v1/projects/7?a=1&%5F%4Dethod=delete", key(readOnly), "", "insufficient_scope"},
+		{"read scope, _method in mixed case", "GET", "/api/v1/projects/7?_MeThOd=delete", key(readOnly), "", "insufficient_scope"},
+		{"read scope, _method twice in the query", "GET", "/api/v1/projects/7?_method=GET&_method=POST", key(readOnly), "", "insufficient_scope"},
 		{"read scope, a reading in another module", "GET", "/api/v1/projects/../deployments", key(readOnly), "", "insufficient_scope"},
 		{"read scope, route module, a reading in another module", "GET", "/api/v1/projects/../deployments", key(readOnly), "projects", "insufficient_scope"},
 		{"scoped key, route in no module", "GET", "/status", key(readOnly), "", "insufficient_scope"},
@@ -237,6 +253,10 @@ func (w *World) DecisionTable(tb testing.TB) []Case {
 		{"bearer scheme in other case", "GET", projects, map[string]string{"authorization": "bEaReR   " + plain + " "}, "", "ok"},
 		{"same key in both headers", "GET", projects, map[string]string{"x-api-key": plain, "authorization": "Bearer " + plain}, "", "ok"},
 		{"read scope, read method", "HEAD", "/api/v1/projects/1", key(readOnly), "", "ok"},
+		{"read scope, method override to a read", "GET", "/api/v1/projects/1", withHeader(key(readOnly), "x-http-method-override", "get"), "", "ok"},
+		{"read scope, _method to a read", "GET", "/api/v1/projects/1?_method=HEAD", key(readOnly), "", "ok"},
+		{"read scope, a parameter ending in _method", "GET", "/api/v1/projects/1?my_method=DELETE&_methods=PUT", key(readOnly), "", "ok"},
+		{"read scope, _method after a fragment-like text in the path", "GET", "/api/v1/projects/1?q=%23_method=DELETE", key(readOnly), "", "ok"},
 		{"read scope, format suffix on the module", "GET", "/api/v1/projects.json", key(readOnly), "", "ok"},
 		{"read scope, custom method on the module", "GET", "/api/v1/projects:search", key(readOnly), "", "ok"},
 		{"read scope, no-dot reading stays in the module", "GET", "/api/v1/projects/x/../1", key(readOnly), "", "ok"},
