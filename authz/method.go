@@ -18,6 +18,11 @@ import (
 // of the request's, in lower case.
 var methodOverrideHeaders = [...]string{"x-http-method-override", "x-http-method", "x-method-override"}
 
+// MethodOverrideHeaders returns the method-override headers keygate reads,
+// in lower case: a proxy that sends keygate only some headers (Envoy's
+// http_service) must send these.
+func MethodOverrideHeaders() []string { return methodOverrideHeaders[:] }
+
 // action is the scope action r needs.
 func action(r *Request) string {
 	if !safeMethod(r.Method, false) || r.overridesMethod || queryOverridesMethod(r.Path) {

@@ -10,6 +10,7 @@ import (
 	ext_authzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
+	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/forwardauth"
 )
 
@@ -57,7 +58,7 @@ func httpServiceAssertions(where string, a *ext_authzv3.ExtAuthz, clusters map[s
 		fail("http_service.path_override hides the request path from keygate")
 	}
 	// What keygate is sent: Authorization always is (Envoy's default set).
-	for _, h := range []string{"x-api-key", "X-API-Key", "x-keygate-admin", "x-keygate-account-id"} {
+	for _, h := range append([]string{"x-api-key", "X-API-Key", "x-keygate-admin", "x-keygate-account-id"}, authz.MethodOverrideHeaders()...) {
 		if !matches(a.GetAllowedHeaders(), h) {
 			fail("allowed_headers does not send %s to keygate", h)
 		}
