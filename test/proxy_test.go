@@ -28,6 +28,7 @@ import (
 // each request as it arrived.
 type upstream struct {
 	addr string
+	stop func() // closes its listener and connections
 	mu   sync.Mutex
 	seen []arrival
 }
@@ -53,7 +54,8 @@ func startUpstream(tb testing.TB) *upstream {
 		_, _ = io.WriteString(w, "upstream")
 	})}
 	go func() { _ = srv.Serve(lis) }()
-	tb.Cleanup(func() { srv.Close() })
+	u.stop = func() { srv.Close() }
+	tb.Cleanup(u.stop)
 	return u
 }
 
@@ -157,10 +159,6 @@ type proxyProc struct {
 	log        func() string
 	// refused are look-alikes the proxy makes keygate refuse, and why.
 	refused map[string]string
-	// unreachable is the status the proxy answers, without a body of
-	// keygate's, when keygate cannot be reached; 0: keygate's own 503
-	// "unavailable" answer, byte for byte.
-	unreachable int
 }
 
 // findBinary returns the path of a proxy's binary, or fails tb saying what
@@ -337,7 +335,7 @@ func startCaddy(tb testing.TB, keygateHTTP, upstreamAddr string) *proxyProc {
 	tb.Helper()
 	bin := findBinary(tb, "caddy", "apt-get install caddy", "/usr/bin/caddy")
 	dir := proxyDir(tb, "caddy")
-	p := &proxyProc{name: "caddy", addr: freeAddr(tb), dir: dir, unreachable: 502, refused: map[string]string{
+	p := &proxyProc{name: "caddy", addr: freeAddr(tb), dir: dir, refused: map[string]string{
 		"/api/v1/projects#/api/v1/users": "a raw '#' is no part of a request target (no client sends a fragment); " +
 			"Caddy re-encodes it as %23 in X-Forwarded-Uri, which keygate refuses as ambiguous (400): over-blocking, not a leak",
 	}}
