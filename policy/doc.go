@@ -52,8 +52,9 @@
 //     which the Japanese and Korean code pages map to "\", U+FF1A "：",
 //     U+2236 "∶", ...);
 //   - a segment that is not "." or ".." but is made of dots and escaped
-//     spaces, or of them followed by a stream (from a raw or escaped ":"):
-//     "...", "..%20", "..::$DATA", ".%3a$DATA"; a Windows file name drops
+//     spaces (at least one dot), or of them followed by a stream (from a
+//     raw or escaped ":"): "...", "..%20", "%20..", "..::$DATA",
+//     ".%3a$DATA"; a Windows file name drops
 //     its stream and its trailing dots and spaces, so a stack that makes
 //     file names before it resolves dot segments reads each as one.
 //

@@ -176,25 +176,28 @@ const errAmbiguousDots = "dot segment with trailing dots, spaces or a stream"
 // ambiguousDots reports whether segment s is not "." or ".." but Windows
 // reads it as one: a file name loses its stream (from its first ":",
 // raw or escaped) and then its trailing dots and spaces, so "...",
-// "..%20", ".%20", "..::$DATA" and "..%3a$DATA" all name a dot segment for
-// a stack that makes file names before it resolves dot segments.
+// "..%20", "%20..", ".%20", "..::$DATA" and "..%3a$DATA" all name a dot
+// segment for a stack that makes file names before it resolves dot
+// segments.
 func ambiguousDots(s string) bool {
-	if s == "" || s[0] != '.' || s == "." || s == ".." {
+	if s == "." || s == ".." {
 		return false
 	}
+	dots := false
 	for i := 0; i < len(s); {
 		switch {
 		case s[i] == '.':
+			dots = true
 			i++
 		case strings.HasPrefix(s[i:], "%20"):
 			i += 3
-		case s[i] == ':', strings.HasPrefix(s[i:], "%3a"), strings.HasPrefix(s[i:], "%3A"):
-			return true // the rest is a stream
+		case i > 0 && (s[i] == ':' || strings.HasPrefix(s[i:], "%3a") || strings.HasPrefix(s[i:], "%3A")):
+			return dots // the rest is a stream
 		default:
 			return false
 		}
 	}
-	return true
+	return dots
 }
 
 // notOriginForm explains why a target that does not start with "/" is refused.

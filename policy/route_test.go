@@ -177,6 +177,7 @@ var restrictedPaths = []struct {
 	{"dot-dot with an escaped stream", "/api/v1/x/..%3a%3a$DATA/users/1", badRequest, ""},
 	{"dot with a stream", "/api/v1/users/.:$i30:$INDEX_ALLOCATION/1", badRequest, ""},
 	{"dots, space and a stream", "/api/v1/x/..%20.:s/users", badRequest, ""},
+	{"escaped space before dots", "/api/v1/x/%20../users", badRequest, ""},
 
 	// Invalid and overlong UTF-8.
 	{"overlong dots", "/api/v1/projects/%c0%ae%c0%ae/users", badRequest, ""},
