@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"strconv"
 	"strings"
 
 	"github.com/keygate/keygate/keystore"
@@ -84,12 +85,11 @@ func isMethodParam(name string) bool {
 		c := name[i]
 		i++
 		if c == '%' && i+1 < len(name) {
-			hi, ok1 := unhex(name[i])
-			lo, ok2 := unhex(name[i+1])
-			if !ok1 || !ok2 {
+			b, err := strconv.ParseUint(name[i:i+2], 16, 8)
+			if err != nil {
 				return false
 			}
-			c, i = hi<<4|lo, i+2
+			c, i = byte(b), i+2
 		}
 		if c >= 'A' && c <= 'Z' {
 			c += 'a' - 'A'
@@ -99,16 +99,4 @@ func isMethodParam(name string) bool {
 		}
 	}
 	return i == len(name)
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
-	case 'A' <= c && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }
