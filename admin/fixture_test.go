@@ -21,16 +21,15 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keygate/keygate/admin"
-	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
 	"github.com/keygate/keygate/internal/syncbuffer"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) { storetest.Main(m) }
 
 // The OpenAPI document, loaded and checked once.
 var spec struct {
@@ -71,7 +70,7 @@ type fixture struct {
 	t          *testing.T
 	srv        *httptest.Server
 	store      *keystore.Store
-	pool       *pgxpool.Pool
+	backend    keystore.Backend
 	tokens     *admin.Tokens
 	tokensFile string
 	root, acme string // the tokens in clear
@@ -92,9 +91,9 @@ func newFixture(t *testing.T, opts ...fixtureOptions) *fixture {
 		o = opts[0]
 	}
 	f := &fixture{t: t, logs: &lockedBuffer{}, secrets: map[string]bool{}}
-	f.pool = pgtest.NewPool(t)
+	f.backend = storetest.Open(t, storetest.NewDatabase(t))
 	var err error
-	f.store, err = keystore.New(f.pool, keystore.Options{MaxLifetime: o.maxLifetime})
+	f.store, err = keystore.New(f.backend, keystore.Options{MaxLifetime: o.maxLifetime})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -346,7 +345,14 @@ func (f *fixture) create(body map[string]any) admin.Key {
 // count returns the number of keys and of audit events in the database.
 func (f *fixture) count() (keys, events int) {
 	f.t.Helper()
-	if err := f.pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM api_keys), (SELECT count(*) FROM api_key_events)`).Scan(&keys, &events); err != nil {
+	err := f.backend.Export(context.Background(), func(*keystore.Key) error {
+		keys++
+		return nil
+	}, func(keystore.Event) error {
+		events++
+		return nil
+	})
+	if err != nil {
 		f.t.Fatal(err)
 	}
 	return keys, events

@@ -95,7 +95,7 @@ func proxyContract(t *testing.T, start startFunc) {
 // table needs.
 func tableWorld(tb testing.TB, db string) *authztest.World {
 	tb.Helper()
-	expired := createKey(tb, db, "acme", "expired", "--expires-in", "1s")
+	expired := createExpiringKey(tb, db, "acme", "expired", -time.Second)
 	revoked := createKey(tb, db, "acme", "revoked")
 	revokeKey(tb, db, revoked.ID)
 	disabled := createKey(tb, db, "acme", "disabled")

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
+	"github.com/keygate/keygate/keystore"
 )
 
 // binaries are the programs under test, built once by TestMain.
@@ -149,6 +151,15 @@ func createKey(tb testing.TB, dbURL, account, name string, args ...string) cliKe
 		tb.Fatalf("keygate keys create -o json printed %q (%v); want an object with id and secret", out, err)
 	}
 	return k
+}
+
+// createExpiringKey creates a key that expires after in (negative: has
+// expired), through the store: the CLI refuses lifetimes under
+// keystore.MinLifetime.
+func createExpiringKey(tb testing.TB, dbURL, account, name string, in time.Duration) cliKey {
+	tb.Helper()
+	k, secret := storetest.CreateExpiring(tb, dbURL, keystore.CreateParams{AccountID: account, Name: name}, in)
+	return cliKey{ID: k.ID, Secret: secret.Reveal(), ExpiresAt: k.ExpiresAt}
 }
 
 // revokeKey revokes a key with `keygate keys revoke`.

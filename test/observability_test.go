@@ -13,9 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"go.yaml.in/yaml/v3"
-
 	"github.com/keygate/keygate/internal/pgtest"
+	"go.yaml.in/yaml/v3"
 )
 
 // metricName finds the keygate and gRPC metrics a PromQL expression uses
@@ -95,7 +94,7 @@ func TestDashboardAndRules(t *testing.T) {
 		t.Fatalf("only %d metrics found in the rules and the dashboard", len(used))
 	}
 
-	db := pgtest.NewDatabase(t)
+	db := pgtest.NewDatabase(t) // the CLI's revocation notifies the server: PostgreSQL
 	key := createKey(t, db, "acme", "metrics")
 	srv := startServer(t, db)
 	srv.mustCheck(t, keyCheck(key.Secret, "/api/v1/projects"))

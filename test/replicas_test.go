@@ -12,9 +12,8 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/jackc/pgx/v5"
-	"google.golang.org/grpc/codes"
-
 	"github.com/keygate/keygate/internal/pgtest"
+	"google.golang.org/grpc/codes"
 )
 
 // TestReplicasSeeRevocation runs three replicas on one database and
@@ -29,7 +28,7 @@ func TestReplicasSeeRevocation(t *testing.T) {
 		trials       = 24
 		bound        = time.Second // DESIGN.md §6: p99 across replicas
 	)
-	db := pgtest.NewDatabase(t)
+	db := pgtest.NewDatabase(t) // replicas on one database: PostgreSQL
 	replicas := make([]*server, 3)
 	for i := range replicas {
 		replicas[i] = startServer(t, db, "--poll-interval", pollInterval.String())

@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/admin"
-	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
 )
 
 // checkDevConsole follows the console part of the dev guide: the URL
@@ -109,7 +109,7 @@ func TestAdminTokenNew(t *testing.T) {
 }
 
 func TestAdminPrefixIsNotAKeyPrefix(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	r := runCLI(t, db, "keys", "create", "--account", "a", "--name", "n", "--key-prefix", "kgadm")
 	if r.code != 2 || !strings.Contains(r.stderr, "--key-prefix") {
 		t.Fatalf("exit %d %q; want 2 naming --key-prefix", r.code, r.stderr)
@@ -121,7 +121,7 @@ func TestAdminPrefixIsNotAKeyPrefix(t *testing.T) {
 // old tokens when the new file is wrong and says where, and never logs a
 // token.
 func TestServeAdmin(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	first, firstEntry := newAdminToken(t, "--name", "first")
 	second, secondEntry := newAdminToken(t, "--name", "second")
 	path := filepath.Join(t.TempDir(), "tokens.yaml")

@@ -16,7 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keygate/keygate/admin"
-	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
 )
 
 // browserDir holds the Playwright script and its package-lock.json.
@@ -47,7 +47,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("the console's browser test needs playwright-core: run 'npm ci' in test/browser")
 	}
 
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	token, entry, err := admin.NewToken("console test", "")
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/authz/forwardauth"
-	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
 )
 
 // Bad forward-auth flags exit 2 naming the flag, before any I/O: the
@@ -50,7 +50,7 @@ func TestEnvoyHTTPPrefixDefault(t *testing.T) {
 
 // serve answers forward-auth on --http-addr beside health and metrics.
 func TestServeForwardAuth(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	_, secret := createKey(t, db)
 	inst := startServe(t, db, "--envoy-http-prefix", "/authz", "--trusted-proxies", "127.0.0.1/32")
 	get := func(target string, headers map[string]string) (*http.Response, string) {

@@ -85,15 +85,21 @@ func (c *keysCreateCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, &c.keyFlags)
+	store, closeStore, err := c.dbFlags.openStore(e, &c.keyFlags)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	k, secret, err := store.Create(e.ctx, keystore.CreateParams{
+	params := keystore.CreateParams{
 		AccountID: c.Account, Name: c.Name, Description: c.Description, Scopes: c.Scope, Expiry: expiry, Actor: c.actor(e),
 		AllowedCIDRs: c.AllowCIDR, Metadata: metadata,
-	})
+	}
+	// Every mistake is reported before anything is written (Create judges
+	// the expiry again, at the database's clock).
+	if err := store.CheckCreate(params, time.Now()); err != nil {
+		return c.storeError(err, "")
+	}
+	k, secret, err := store.Create(e.ctx, params)
 	if err != nil {
 		return c.storeError(err, "")
 	}
@@ -108,7 +114,7 @@ type keysListCmd struct {
 }
 
 func (c *keysListCmd) Run(e *env) error {
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
+	store, closeStore, err := c.dbFlags.openStore(e, nil)
 	if err != nil {
 		return err
 	}
@@ -153,7 +159,7 @@ type keysShowCmd struct {
 }
 
 func (c *keysShowCmd) Run(e *env) error {
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
+	store, closeStore, err := c.dbFlags.openStore(e, nil)
 	if err != nil {
 		return err
 	}
@@ -182,7 +188,7 @@ func (c *keysUpdateCmd) Run(e *env) error {
 	if err := c.metaUpdateFlags.apply(&params); err != nil {
 		return err
 	}
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
+	store, closeStore, err := c.dbFlags.openStore(e, nil)
 	if err != nil {
 		return err
 	}
@@ -199,7 +205,7 @@ type keysRevokeCmd struct {
 }
 
 func (c *keysRevokeCmd) Run(e *env) error {
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
+	store, closeStore, err := c.dbFlags.openStore(e, nil)
 	if err != nil {
 		return err
 	}
@@ -228,7 +234,7 @@ type keysDeleteCmd struct {
 // Run asks, on a terminal, before it revokes: the key stops working for
 // good, and a script that did not mean it cannot undo it.
 func (c *keysDeleteCmd) Run(e *env) error {
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
+	store, closeStore, err := c.dbFlags.openStore(e, nil)
 	if err != nil {
 		return err
 	}
@@ -256,7 +262,7 @@ type keysEventsCmd struct {
 }
 
 func (c *keysEventsCmd) Run(e *env) error {
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
+	store, closeStore, err := c.dbFlags.openStore(e, nil)
 	if err != nil {
 		return err
 	}
@@ -307,7 +313,7 @@ type keysRotateCmd struct {
 }
 
 func (c *keysRotateCmd) Run(e *env) error {
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, &c.keyFlags)
+	store, closeStore, err := c.dbFlags.openStore(e, &c.keyFlags)
 	if err != nil {
 		return err
 	}

@@ -1,16 +1,7 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"log/slog"
-	"strings"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
-
-	"github.com/keygate/keygate/keystore"
 )
 
 type migrateCmd struct {
@@ -23,11 +14,17 @@ func (c *migrateCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := c.connConfig()
+	db, err := c.database(e.getenv)
 	if err != nil {
 		return err
 	}
-	applied, err := migrateSchema(e.ctx, cfg, logger)
+	b, err := db.open(e.ctx, forMigration, nil)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	fmt.Fprintf(e.stderr, "database: %s\n", b.Where())
+	applied, err := db.migrate(e.ctx, b, logger)
 	if err != nil {
 		return err
 	}
@@ -39,18 +36,4 @@ func (c *migrateCmd) Run(e *env) error {
 		fmt.Fprintf(e.stdout, "Applied %s\n", m.Name)
 	}
 	return nil
-}
-
-// migrateSchema applies the migrations to cfg's database. Its error says
-// why in one line: the connection (see connError), or the migration.
-func migrateSchema(ctx context.Context, cfg *pgx.ConnConfig, logger *slog.Logger) ([]keystore.MigrationResult, error) {
-	applied, err := keystore.Migrate(ctx, cfg, logger)
-	if err == nil {
-		return applied, nil
-	}
-	var connErr *pgconn.ConnectError
-	if errors.As(err, &connErr) {
-		return nil, connError(&cfg.Config, err)
-	}
-	return nil, fmt.Errorf("migrating %s: %s", where(&cfg.Config), strings.ReplaceAll(oneLineError(err), "keystore: ", ""))
 }

@@ -14,8 +14,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -115,10 +113,10 @@ const storeCheckInterval = time.Second
 
 // storeWatch is what watchStore needs.
 type storeWatch struct {
-	store   *keystore.Store
-	connCfg *pgx.ConnConfig // for the schema check
-	ready   *readiness
-	logger  *slog.Logger
+	store  *keystore.Store
+	db     database // for messages
+	ready  *readiness
+	logger *slog.Logger
 	// schemaReady is closed once the schema is known to be migrated.
 	schemaReady chan struct{}
 }
@@ -138,11 +136,11 @@ func watchStore(ctx context.Context, w storeWatch) {
 		w.ready.reachable.Store(err == nil)
 		if err == nil && !schemaOK {
 			var pending bool
-			if pending, err = keystore.PendingMigrations(pingCtx, w.connCfg); err == nil && pending {
+			if pending, err = w.store.Backend().PendingMigrations(pingCtx); err == nil && pending {
 				cancel()
 				if w.ready.set(false, "schema not migrated") {
 					w.logger.Warn("waiting for the database schema: NOT_SERVING until 'keygate migrate' has run",
-						"database", where(&w.connCfg.Config))
+						"database", w.store.Backend().Where())
 				}
 				if !sleep(ctx, t.C) {
 					return
@@ -161,7 +159,7 @@ func watchStore(ctx context.Context, w storeWatch) {
 		if err != nil {
 			if w.ready.set(false, "database unreachable") {
 				w.logger.Warn("database unreachable: NOT_SERVING; cached keys keep working, others get 503",
-					"error", connError(&w.connCfg.Config, err).Error())
+					"error", w.db.reachError(err).Error())
 			}
 		} else if w.ready.set(true, "ok") {
 			w.logger.Info("database reachable: SERVING")

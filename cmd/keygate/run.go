@@ -20,9 +20,10 @@ const envPrefix = "KEYGATE_"
 // cli is the whole command line.
 type cli struct {
 	Serve      serveCmd      `cmd:"" help:"Decide requests for Envoy (gRPC ext_authz and http_service), nginx, Caddy and Traefik until SIGTERM or SIGINT, then drain."`
-	Dev        devCmd        `cmd:"" help:"Run locally in one command: a throwaway PostgreSQL (unless DATABASE_URL is set), a demo key, an admin token, and serve."`
+	Dev        devCmd        `cmd:"" help:"Run locally in one command, with nothing installed: a throwaway embedded database (or --database-url), a demo key, an admin token, the console, on 127.0.0.1."`
 	Migrate    migrateCmd    `cmd:"" help:"Apply the database schema migrations (idempotent, safe with concurrent replicas)."`
 	Keys       keysCmd       `cmd:"" help:"Manage API keys: create, list, show, update, revoke, disable, enable, rotate, import."`
+	Store      storeCmd      `cmd:"" help:"Act on a store as a whole: copy it to another database (SQLite to PostgreSQL)."`
 	AdminToken adminTokenCmd `cmd:"" name:"admin-token" help:"Make admin tokens for the admin API and the console."`
 	Health     healthCmd     `cmd:"" help:"Ask a running keygate whether it is serving: exit 0 if so, 1 if not (for exec health checks)."`
 	Version    versionCmd    `cmd:"" help:"Print version and build information."`
@@ -158,35 +159,42 @@ func envName(flag string) string {
 // only their connection settings (settingFlags) come from the environment,
 // so that a KEYGATE_NAME or KEYGATE_NO_EXPIRY left in a shell never renames
 // a key or makes one that never expires.
-var perInvocation = map[string]bool{"keys": true, "admin-token": true}
+var perInvocation = map[string]bool{"keys": true, "admin-token": true, "store": true}
 
 // settingFlags are the flags of those commands that are settings: the
 // database, and the key format every replica and the CLI must share.
 var settingFlags = map[string]bool{"database-url": true, "key-prefix": true, "pepper-file": true, "pepper": true, "max-key-lifetime": true}
 
 // readsEnv reports whether a flag of a command (perInvocation or not)
-// may come from the environment.
-func readsEnv(flag string, invocation bool) bool {
-	return flag != "help" && (!invocation || settingFlags[flag])
+// may come from the environment. dev never takes its database from the
+// environment: a shell pointing DATABASE_URL at a real database must not
+// get a demo key there.
+func readsEnv(flag string, n *kong.Node) bool {
+	if flag == "help" || flag == "database-url" && under(n, dev) {
+		return false
+	}
+	return !under(n, perInvocation) || settingFlags[flag]
 }
 
-// underPerInvocation reports whether n is, or is below, a perInvocation
-// command.
-func underPerInvocation(n *kong.Node) bool {
+// under reports whether n is, or is below, a command among commands.
+func under(n *kong.Node, commands map[string]bool) bool {
 	for ; n != nil; n = n.Parent {
-		if n.Type == kong.CommandNode && perInvocation[n.Name] {
+		if n.Type == kong.CommandNode && commands[n.Name] {
 			return true
 		}
 	}
 	return false
 }
 
+// dev is the dev command, as under takes it.
+var dev = map[string]bool{"dev": true}
+
 // envResolver gives flags not set on the command line their value from
 // the environment: KEYGATE_<FLAG>, and DATABASE_URL for --database-url
 // (see readsEnv for which flags).
 func envResolver(getenv func(string) string) kong.Resolver {
 	return kong.ResolverFunc(func(ctx *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
-		if !readsEnv(flag.Name, underPerInvocation(ctx.Selected())) {
+		if !readsEnv(flag.Name, ctx.Selected()) {
 			return nil, nil
 		}
 		if v := getenv(envName(flag.Name)); v != "" {
@@ -206,9 +214,8 @@ func envResolver(getenv func(string) string) kong.Resolver {
 func documentEnv(k *kong.Kong) error {
 	var walk func(n *kong.Node)
 	walk = func(n *kong.Node) {
-		invocation := underPerInvocation(n)
 		for _, f := range n.Flags {
-			if readsEnv(f.Name, invocation) {
+			if readsEnv(f.Name, n) {
 				f.Help += " ($" + envName(f.Name) + ")"
 			}
 		}

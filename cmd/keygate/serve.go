@@ -18,7 +18,7 @@ import (
 
 	"github.com/exaring/otelpgx"
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -189,11 +189,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	if err != nil {
 		return err
 	}
-	poolCfg, err := db.poolConfig()
-	if err != nil {
-		return err
-	}
-	listenCfg, err := db.connConfig()
+	dbase, err := db.database(e.getenv)
 	if err != nil {
 		return err
 	}
@@ -206,15 +202,16 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		return err
 	}
 	defer tr.shutdown(context.WithoutCancel(e.ctx), logger)
+	var queryTracer pgx.QueryTracer
 	if tr.tp != nil {
-		poolCfg.ConnConfig.Tracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(tr.tp))
+		queryTracer = otelpgx.NewTracer(otelpgx.WithTracerProvider(tr.tp))
 	}
-	pool, err := pgxpool.NewWithConfig(e.ctx, poolCfg) // connects lazily
+	backend, err := dbase.open(e.ctx, forServing, queryTracer)
 	if err != nil {
-		return fmt.Errorf("database: %w", err)
+		return err
 	}
-	defer pool.Close()
-	store, err := kf.store(pool)
+	defer backend.Close()
+	store, err := kf.store(backend, keystore.Options{})
 	if err != nil {
 		return err
 	}
@@ -247,7 +244,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), buildInfo())
 	propagation := propagationHistogram(reg)
-	watcher := keystore.NewWatcher(listenCfg, store, cache, keystore.WatchOptions{
+	watcher := keystore.NewWatcher(store, cache, keystore.WatchOptions{
 		PollInterval: time.Duration(sf.PollInterval), Logger: logger,
 		OnPropagation: func(d time.Duration) { propagation.Observe(d.Seconds()) }})
 	usage := keystore.NewUsageRecorder(store, time.Duration(sf.LastUsedInterval), logger)
@@ -298,7 +295,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 
 	// The schema: migrated when asked; otherwise serve waits for it.
 	if sf.Migrate {
-		applied, err := migrateSchema(e.ctx, listenCfg, logger)
+		applied, err := dbase.migrate(e.ctx, backend, logger)
 		if err != nil {
 			return fmt.Errorf("--migrate: %w", err)
 		}
@@ -343,7 +340,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 		}
 	})
 	wg.Go(func() {
-		watchStore(workCtx, storeWatch{store: store, connCfg: listenCfg, ready: ready, logger: logger, schemaReady: schemaReady})
+		watchStore(workCtx, storeWatch{store: store, db: dbase, ready: ready, logger: logger, schemaReady: schemaReady})
 	})
 	wg.Go(func() {
 		select {

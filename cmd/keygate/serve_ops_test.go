@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/keygate/keygate/internal/certtest"
-	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
 )
 
 // checkOver sends one Check over a new TLS connection and returns the
@@ -45,7 +45,7 @@ func checkOver(t *testing.T, addr string, cfg *tls.Config, req *authv3.CheckRequ
 }
 
 func TestServeTLS(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	_, secret := createKey(t, db)
 	req := checkRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": secret}, "")
 	ca := certtest.NewCA(t, "mesh")
@@ -139,7 +139,7 @@ func TestServeTLS(t *testing.T) {
 }
 
 func TestHealthCommand(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	inst := startServe(t, db)
 	waitFor(t, 5*time.Second, "SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
 	r := runCLI(t, db, "health", "--grpc-addr", inst.grpcAddr)
@@ -160,7 +160,7 @@ func TestHealthCommand(t *testing.T) {
 }
 
 func TestReflectionOnlyWhenAsked(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	list := func(inst *instance) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -176,7 +176,7 @@ func TestReflectionOnlyWhenAsked(t *testing.T) {
 	if err := list(startServe(t, db)); status.Code(err) != codes.Unimplemented {
 		t.Fatalf("reflection without --reflection: %v, want Unimplemented", err)
 	}
-	if err := list(startServe(t, db, "--reflection")); err != nil {
+	if err := list(startServe(t, storetest.NewDatabase(t), "--reflection")); err != nil {
 		t.Fatalf("reflection with --reflection: %v", err)
 	}
 }
@@ -184,7 +184,7 @@ func TestReflectionOnlyWhenAsked(t *testing.T) {
 // On shutdown keygate is not ready at once, keeps answering through the
 // drain, then stops.
 func TestServeDrain(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	_, secret := createKey(t, db)
 	inst := startServe(t, db, "--drain-delay", "1500ms")
 	req := checkRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": secret}, "")

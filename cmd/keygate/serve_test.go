@@ -26,7 +26,9 @@ import (
 	"github.com/keygate/keygate/internal/certtest"
 	"github.com/keygate/keygate/internal/envoytest"
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
 	"github.com/keygate/keygate/internal/syncbuffer"
+	"github.com/keygate/keygate/keystore"
 )
 
 // instance is `keygate serve` running in this test process, through run.
@@ -144,15 +146,15 @@ func createKey(t *testing.T, db string, args ...string) (string, string) {
 }
 
 func TestServeDecisionTableEndToEnd(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	plainID, plain := createKey(t, db)
 	readID, readOnly := createKey(t, db, "--scope", "projects:read")
 	revokedID, revoked := createKey(t, db)
 	mustRun(t, db, "keys", "revoke", revokedID)
-	_, short := createKey(t, db, "--expires-in", "1s")
+	_, expired := storetest.CreateExpiring(t, db, keystore.CreateParams{AccountID: "acme", Name: "t"}, -time.Second)
+	short := expired.Reveal()
 	inst := startServe(t, db)
 	unknownSecret := "kg_" + strings.Repeat("A", 33)
-	time.Sleep(1100 * time.Millisecond) // let the short-lived key expire
 
 	type upstream struct {
 		set    map[string]string
@@ -224,9 +226,9 @@ func TestServeDecisionTableEndToEnd(t *testing.T) {
 			}
 		})
 	}
-	if inst.health(t) != healthpb.HealthCheckResponse_SERVING {
-		t.Fatal("health is not SERVING with the database up")
-	}
+	waitFor(t, 5*time.Second, "health to be SERVING with the database up", func() bool {
+		return inst.health(t) == healthpb.HealthCheckResponse_SERVING
+	})
 	resp, err := http.Get("http://" + inst.httpAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -291,7 +293,7 @@ func TestServeDatabaseUnreachable(t *testing.T) {
 
 func mustWellFormed(t *testing.T) string {
 	t.Helper()
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	_, s := createKey(t, db) // a real key from another database: unknown here
 	return s
 }
@@ -318,7 +320,7 @@ func httpStatus(t *testing.T, url string) int {
 }
 
 func TestServeShutdown(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	inst := startServe(t, db)
 	waitFor(t, 5*time.Second, "SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
 	if err := inst.stop(); err != nil {
@@ -330,7 +332,7 @@ func TestServeShutdown(t *testing.T) {
 }
 
 func TestServeRefusesBadPolicy(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "policy.yaml")
 	os.WriteFile(bad, []byte("default: allow\nmodules:\n  users:\n    paths: [/api/v1/users]\n    api_keys: maybe\n"), 0o600)

@@ -10,12 +10,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/internal/storetest"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
-
-	"github.com/keygate/keygate/internal/pgtest"
 )
 
 // otlpReceiver is an OTLP/gRPC trace collector in the test process: it
@@ -100,7 +99,7 @@ func anyValue(v *commonpb.AnyValue) string {
 }
 
 func TestTracingToOTLP(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	_, secret := createKey(t, db)
 	recv := newOTLPReceiver(t)
 	otel := map[string]string{
@@ -152,6 +151,7 @@ func TestTracingToOTLP(t *testing.T) {
 	// OTEL_TRACES_EXPORTER=none, or no endpoint: tracing is off, and
 	// nothing dials the receiver.
 	quiet := newOTLPReceiver(t)
+	inst.stop() // one serving process at a time: the store may be an SQLite file
 	for _, env := range []map[string]string{
 		{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + quiet.addr},
 		{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
