@@ -77,4 +77,3 @@ func TestReadImport(t *testing.T) {
 		t.Fatalf("an over-long line: %v", err)
 	}
 }
-

@@ -39,11 +39,11 @@ const (
 // as a safety net (on SQLite, the way changes made by other processes
 // arrive).
 type Watcher struct {
-	store      *Store
-	cache      *Cache
-	opts       WatchOptions
-	logger     *slog.Logger
-	stats      WatchStats
+	store  *Store
+	cache  *Cache
+	opts   WatchOptions
+	logger *slog.Logger
+	stats  WatchStats
 }
 
 // WatchStats are counters for metrics.

@@ -116,7 +116,6 @@ func (b *Backend) PendingMigrations(ctx context.Context) (bool, error) {
 	return pending, nil
 }
 
-
 // orDiscard is logger, or a logger that discards for nil.
 func orDiscard(logger *slog.Logger) *slog.Logger {
 	if logger == nil {
