@@ -63,7 +63,7 @@ type Config struct {
 	// attempts (invalid_api_key decisions) than it allows, with 429
 	// too_many_failures and without any store query, unless the key it
 	// sends is cached and valid: a source over its budget is answered from
-	// memory only (CachePeek). Its memory is fixed (2 MiB). Default: none.
+	// memory only (KeyLookup.Peek). Its memory is fixed (2 MiB). Default: none.
 	FailureLimit FailureLimit
 	// DryRun makes every denial a dry-run one: decided, logged and
 	// counted, but let through (Decision.DryRun). A policy module with
@@ -80,7 +80,6 @@ type Config struct {
 // Denial. It is safe for concurrent use.
 type Server struct {
 	keys            KeyLookup
-	cached          CachedLookup // keys, when it can say it answered from memory
 	policy          *policy.Policy
 	hasher          *keystore.Hasher
 	keyHeaders      []keyHeader
@@ -99,7 +98,6 @@ type Server struct {
 	metaHeaders  []metaHeader
 	acceptLegacy bool
 	failures     *failureCounter // nil: no failure limit
-	peek         CachePeek       // keys, when it can answer from memory alone
 	denials      [numOutcomes]*Denial
 }
 
@@ -147,7 +145,6 @@ func NewServer(cfg Config) (*Server, error) {
 		acceptLegacy:    cfg.AcceptLegacyKeys,
 		tracer:          cfg.Tracer,
 	}
-	s.cached, _ = cfg.Lookup.(CachedLookup)
 	s.anyDryRun = len(cfg.Policy.DryRunModules()) > 0
 	if s.identityPrefix == "" {
 		s.identityPrefix = DefaultIdentityPrefix
@@ -185,7 +182,6 @@ func NewServer(cfg Config) (*Server, error) {
 			return nil, configError("FailureLimit", err.Error())
 		}
 		s.failures = newFailureCounter(cfg.FailureLimit, s.now())
-		s.peek, _ = cfg.Lookup.(CachePeek)
 		window := (cfg.FailureLimit.Window + time.Second - 1) / time.Second
 		s.denials[TooManyFailures] = newDenial(TooManyFailures, strconv.Itoa(int(window)))
 	}
