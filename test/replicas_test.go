@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/waittest"
 )
 
 // TestReplicasSeeRevocation runs three replicas on one database and
@@ -167,7 +168,7 @@ func TestReplicasSeeRevocation(t *testing.T) {
 	// Every replica noticed: its listener reconnected (so the connection
 	// killed was indeed its listener).
 	for i, r := range replicas {
-		eventually(t, 5*time.Second, fmt.Sprintf("replica %d's listener to reconnect", i), func() bool {
+		waittest.Until(t, 5*time.Second, fmt.Sprintf("replica %d's listener to reconnect", i), func() bool {
 			return r.metric(t, "keygate_listener_reconnects_total") > reconnects[i] && r.metric(t, "keygate_listener_up") == 1
 		})
 	}
@@ -308,7 +309,7 @@ func terminateListeners(tb testing.TB, dbURL string, replicas []*server) []strin
 		tb.Logf("%d of %d listeners' last statement is LISTEN: made every listener reconnect first (terminated %s)",
 			listening, len(replicas), strings.Join(primed, ", "))
 		for i, r := range replicas {
-			eventually(tb, 5*time.Second, fmt.Sprintf("replica %d's listener to reconnect", i), func() bool {
+			waittest.Until(tb, 5*time.Second, fmt.Sprintf("replica %d's listener to reconnect", i), func() bool {
 				return r.metric(tb, "keygate_listener_reconnects_total") > before[i] && r.metric(tb, "keygate_listener_up") == 1
 			})
 		}

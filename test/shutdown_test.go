@@ -17,6 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/waittest"
 )
 
 // TestGracefulShutdownWithHealthWatch stops a server that a client
@@ -165,7 +166,7 @@ func TestDrainUnderLoad(t *testing.T) {
 	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	took := eventually(t, time.Second, "NOT_SERVING after SIGTERM", func() bool {
+	took := waittest.Until(t, time.Second, "NOT_SERVING after SIGTERM", func() bool {
 		return srv.healthStatus() == healthpb.HealthCheckResponse_NOT_SERVING
 	})
 	// Load through most of the drain.

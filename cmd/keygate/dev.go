@@ -4,8 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"path/filepath"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
+	"github.com/keygate/keygate/admin"
+	"github.com/keygate/keygate/authz/extauthz"
 	"github.com/keygate/keygate/internal/pgcluster"
 	"github.com/keygate/keygate/keystore"
 )
@@ -35,37 +41,32 @@ func (c *devCmd) Run(e *env) error {
 		defer cluster.Destroy()
 		c.DatabaseURL = cluster.URL()
 	}
-	cfg, err := c.connConfig()
-	if err != nil {
-		return err
-	}
-	if _, err := migrateSchema(e.ctx, cfg, logger); err != nil {
-		return err
-	}
 	c.Reflection = true // for grpcurl
-	secret, err := c.demoKey(e.ctx)
-	if err != nil {
-		return err
-	}
+	c.Migrate = true
 	adminToken, removeTokens, err := c.devAdminToken()
 	if err != nil {
 		return fmt.Errorf("admin token: %w", err)
 	}
 	defer removeTokens()
-	var adminAddr net.Addr
-	c.onListen = func(a net.Addr) { adminAddr = a }
-	return serve(e, logger, c.dbFlags, c.keyFlags, c.serveFlags, func(grpcAddr, httpAddr net.Addr) {
-		printDevGuide(e, secret, grpcAddr, httpAddr, c.DatabaseURL, throwaway, devConsoleGuide(adminAddr, adminToken))
-	})
+	cfg, err := c.config(c.dbFlags, c.keyFlags, logger)
+	if err != nil {
+		return err
+	}
+	srv, err := build(e, logger, cfg)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	secret, err := c.demoKey(e.ctx, srv.db.store)
+	if err != nil {
+		return err
+	}
+	printDevGuide(e, secret, srv.grpcAddr(), srv.httpAddr(), c.DatabaseURL, throwaway, devConsoleGuide(srv.adminAddr(), adminToken))
+	return srv.Run(e.ctx)
 }
 
 // demoKey creates a key for the guide: account "demo", a day to live.
-func (c *devCmd) demoKey(ctx context.Context) (keystore.Secret, error) {
-	store, closeStore, err := openStore(ctx, c.dbFlags, &c.keyFlags)
-	if err != nil {
-		return "", err
-	}
-	defer closeStore()
+func (c *devCmd) demoKey(ctx context.Context, store *keystore.Store) (keystore.Secret, error) {
 	_, secret, err := store.Create(ctx, keystore.CreateParams{
 		AccountID: "demo", Name: "keygate dev demo key", Description: "created by keygate dev",
 		Expiry: keystore.Expiry{In: 24 * time.Hour}, Actor: "keygate dev",
@@ -81,7 +82,7 @@ func printDevGuide(e *env, secret keystore.Secret, grpcAddr, httpAddr net.Addr, 
 	check := func(method, path string) string {
 		body := fmt.Sprintf(`{"attributes":{"request":{"http":{"method":%q,"path":%q,"headers":{"x-api-key":%q}}}}}`,
 			method, path, secret.Reveal())
-		return fmt.Sprintf("grpcurl -plaintext -d '%s' %s envoy.service.auth.v3.Authorization/Check", body, g)
+		return fmt.Sprintf("grpcurl -plaintext -d '%s' %s %s/Check", body, g, extauthz.ServiceName)
 	}
 	fmt.Fprintf(e.stdout, `
 keygate is running.
@@ -136,4 +137,54 @@ func dialable(a net.Addr) string {
 		return a.String()
 	}
 	return addr
+}
+
+// devAdminToken makes a fresh admin token for `keygate dev` in a tokens
+// file of its own, unless one is configured, and returns the token ("" if
+// configured) and the function that deletes the file.
+func (f *adminFlags) devAdminToken() (keystore.Secret, func(), error) {
+	if f.AdminTokensFile != "" {
+		return "", func() {}, nil
+	}
+	token, entry, err := admin.NewToken("keygate dev", "")
+	if err != nil {
+		return "", nil, err
+	}
+	dir, err := os.MkdirTemp("", "keygate-dev-")
+	if err != nil {
+		return "", nil, err
+	}
+	b, err := yaml.Marshal([]admin.TokenEntry{entry})
+	if err == nil {
+		f.AdminTokensFile = filepath.Join(dir, "admin-tokens.yaml")
+		err = os.WriteFile(f.AdminTokensFile, b, 0o600)
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return token, func() { os.RemoveAll(dir) }, nil
+}
+
+// devConsoleGuide is the part of the dev guide about the console.
+func devConsoleGuide(addr net.Addr, token keystore.Secret) string {
+	if addr == nil {
+		return ""
+	}
+	url := "http://" + dialable(addr) + "/"
+	signIn := "Sign in with one of the tokens of your --admin-tokens-file."
+	if token != "" {
+		signIn = fmt.Sprintf("Admin token (sign in with it; shown once):\n\n    %s", token.Reveal())
+	}
+	return fmt.Sprintf(`
+  Console (Settings → API Keys) and admin API:
+
+    %s
+
+  %s
+
+  The admin API with curl (ADMIN_TOKEN set to the token):
+
+    curl -s -H "Authorization: Bearer $ADMIN_TOKEN" '%sv1/keys?status=all'
+`, url, signIn, url)
 }

@@ -156,7 +156,7 @@ func redactConnError(err error) string {
 // keyFlags shape new keys; serve and the key commands share them so that
 // every replica and the CLI agree.
 type keyFlags struct {
-	KeyPrefix      string   `default:"kg" help:"Prefix of new keys (lower-case letters, digits, '_'). Keys with other prefixes keep working."`
+	KeyPrefix      string   `default:"${key_prefix}" help:"Prefix of new keys (lower-case letters, digits, '_'). Keys with other prefixes keep working."`
 	PepperFile     string   `type:"existingfile" placeholder:"FILE" help:"File holding a server-side secret of at least 32 bytes: keys are then hashed with HMAC-SHA-256 instead of SHA-256. Every replica and the CLI need the same one."`
 	Pepper         string   `hidden:"" help:"The pepper itself; prefer --pepper-file."`
 	MaxKeyLifetime duration `placeholder:"DURATION" help:"Longest lifetime a new key may have, like 365d; 0 means no limit."`
@@ -187,21 +187,30 @@ func (f keyFlags) hasher() (*keystore.Hasher, error) {
 	return h, nil
 }
 
-func (f keyFlags) store(pool *pgxpool.Pool) (*keystore.Store, error) {
+// options checks the key flags, before any I/O, into the store's options.
+func (f keyFlags) options() (keystore.Options, error) {
 	if err := keystore.ValidatePrefix(f.KeyPrefix); err != nil {
-		return nil, usageError("--key-prefix: %v", err)
+		return keystore.Options{}, usageError("--key-prefix: %v", err)
 	}
 	if f.KeyPrefix == admin.TokenPrefix {
-		return nil, usageError("--key-prefix: %q is the prefix of admin tokens; choose another", f.KeyPrefix)
+		return keystore.Options{}, usageError("--key-prefix: %q is the prefix of admin tokens; choose another", f.KeyPrefix)
 	}
 	if f.MaxKeyLifetime < 0 {
-		return nil, usageError("--max-key-lifetime: must not be negative")
+		return keystore.Options{}, usageError("--max-key-lifetime: must not be negative")
 	}
 	h, err := f.hasher()
 	if err != nil {
+		return keystore.Options{}, err
+	}
+	return keystore.Options{Hasher: h, Prefix: f.KeyPrefix, MaxLifetime: time.Duration(f.MaxKeyLifetime)}, nil
+}
+
+func (f keyFlags) store(pool *pgxpool.Pool) (*keystore.Store, error) {
+	opts, err := f.options()
+	if err != nil {
 		return nil, err
 	}
-	return keystore.New(pool, keystore.Options{Hasher: h, Prefix: f.KeyPrefix, MaxLifetime: time.Duration(f.MaxKeyLifetime)})
+	return keystore.New(pool, opts)
 }
 
 // openStore connects to the database and returns a store, shaped by kf

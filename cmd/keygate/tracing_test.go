@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/waittest"
 )
 
 // otlpReceiver is an OTLP/gRPC trace collector in the test process: it
@@ -117,7 +118,7 @@ func TestTracingToOTLP(t *testing.T) {
 	headers := map[string]string{"x-api-key": secret, "traceparent": "00-" + traceID + "-00f067aa0ba902b7-01", "x-request-id": "trace-me"}
 	inst.check(t, checkRequest("GET", "/api/v1/projects/1?token=hunter2", headers, ""))
 	inst.check(t, checkRequest("GET", "/api/v1/users/1?token=hunter2", headers, ""))
-	waitFor(t, 10*time.Second, "two decision spans at the receiver", func() bool { return len(recv.named("keygate.decide")) == 2 })
+	waittest.Until(t, 10*time.Second, "two decision spans at the receiver", func() bool { return len(recv.named("keygate.decide")) == 2 })
 
 	outcomes := map[string]bool{}
 	for _, s := range recv.named("keygate.decide") {
@@ -136,8 +137,8 @@ func TestTracingToOTLP(t *testing.T) {
 	if !outcomes["ok"] || !outcomes["module_forbidden"] {
 		t.Errorf("outcomes in spans %v, want ok and module_forbidden", outcomes)
 	}
-	waitFor(t, 5*time.Second, "the store lookup's span", func() bool { return len(recv.named("keystore.cache.load")) > 0 })
-	waitFor(t, 5*time.Second, "the gRPC server span", func() bool {
+	waittest.Until(t, 5*time.Second, "the store lookup's span", func() bool { return len(recv.named("keystore.cache.load")) > 0 })
+	waittest.Until(t, 5*time.Second, "the gRPC server span", func() bool {
 		return len(recv.named("envoy.service.auth.v3.Authorization/Check")) >= 2
 	})
 	recv.mu.Lock()

@@ -22,10 +22,13 @@ type Status struct {
 	changed  chan struct{} // closed, and replaced, at every change
 }
 
-// New returns a Status that is not ready yet ("starting"). Health reports
+// Starting is the reason of a new Status, until it is first Set.
+const Starting = "starting"
+
+// New returns a Status that is not ready yet (Starting). Health reports
 // on the whole server (service "") and on each of services by name.
 func New(services ...string) *Status {
-	return &Status{services: append([]string{""}, services...), reason: "starting", changed: make(chan struct{})}
+	return &Status{services: append([]string{""}, services...), reason: Starting, changed: make(chan struct{})}
 }
 
 // Set makes s ready, or not ready for reason, and reports whether that
