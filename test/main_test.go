@@ -168,19 +168,6 @@ func revokeKey(tb testing.TB, dbURL, id string) {
 	cli(tb, dbURL, "keys", "revoke", id)
 }
 
-// eventually polls cond every 20ms until it holds, failing tb after limit.
-func eventually(tb testing.TB, limit time.Duration, what string, cond func() bool) time.Duration {
-	tb.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > limit {
-			tb.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
-}
-
 // rotateKey rotates a key with `keygate keys rotate --grace` and returns
 // the successor with its secret.
 func rotateKey(tb testing.TB, dbURL, id, grace string) cliKey {

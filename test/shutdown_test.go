@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/internal/storetest"
+	"github.com/keygate/keygate/internal/waittest"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
@@ -164,7 +165,7 @@ func TestDrainUnderLoad(t *testing.T) {
 	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	took := eventually(t, time.Second, "NOT_SERVING after SIGTERM", func() bool {
+	took := waittest.Until(t, time.Second, "NOT_SERVING after SIGTERM", func() bool {
 		return srv.healthStatus() == healthpb.HealthCheckResponse_NOT_SERVING
 	})
 	// Load through most of the drain.

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -26,31 +25,34 @@ import (
 type adminFlags struct {
 	AdminAddr       string `name:"admin-addr" default:"${admin_addr}" help:"Address of the admin listener: the admin REST API and the web console. Off unless --admin-tokens-file is set."`
 	AdminTokensFile string `name:"admin-tokens-file" type:"path" placeholder:"FILE" help:"YAML list of admin tokens (name, sha256, account) made by 'keygate admin-token new'; re-read on SIGHUP. Turns the admin listener on."`
-
-	// onListen, when set, is told the admin listener's address (dev).
-	onListen func(net.Addr) `kong:"-"`
 }
 
 // defaultAdminAddr is --admin-addr's default: loopback only.
 const defaultAdminAddr = "127.0.0.1:9003"
 
-// loadTokens checks the admin flags and reads the admin tokens file, or
-// returns nil when the admin listener is off.
-func (f adminFlags) loadTokens(logger *slog.Logger) (*admin.Tokens, error) {
+// adminConfig is the admin listener's checked configuration.
+type adminConfig struct {
+	addr   string
+	tokens *admin.Tokens // nil: the admin listener is off
+}
+
+// config checks the admin flags and reads the admin tokens file, when the
+// admin listener is on.
+func (f adminFlags) config(logger *slog.Logger) (adminConfig, error) {
 	if f.AdminTokensFile == "" {
 		if f.AdminAddr != defaultAdminAddr {
 			logger.Warn("--admin-addr is set but the admin listener is off: it needs --admin-tokens-file")
 		}
-		return nil, nil
+		return adminConfig{}, nil
 	}
 	if _, _, err := net.SplitHostPort(f.AdminAddr); err != nil {
-		return nil, usageError("--admin-addr: %v", err)
+		return adminConfig{}, usageError("--admin-addr: %v", err)
 	}
 	tokens, err := admin.LoadTokens(f.AdminTokensFile)
 	if err != nil {
-		return nil, usageError("--admin-tokens-file: %s", oneLineError(err))
+		return adminConfig{}, usageError("--admin-tokens-file: %s", oneLineError(err))
 	}
-	return tokens, nil
+	return adminConfig{addr: f.AdminAddr, tokens: tokens}, nil
 }
 
 // adminListener is the admin API and console of serve; nil when off. Its
@@ -62,29 +64,37 @@ type adminListener struct {
 	logger *slog.Logger
 }
 
-// listenAdmin builds the admin server and listens on --admin-addr, when
-// tokens are configured.
-func listenAdmin(f adminFlags, tokens *admin.Tokens, store *keystore.Store, pol *policy.Policy, logger *slog.Logger,
-	instrument func(string, http.Handler) http.Handler) (*adminListener, error) {
-	if tokens == nil {
+// listenAdmin builds the admin server and listens on its address, with
+// TLS when tlsCfg is not nil, when the admin listener is on.
+func listenAdmin(cfg adminConfig, store *keystore.Store, pol *policy.Policy, logger *slog.Logger,
+	instrument func(string, http.Handler) http.Handler, tlsCfg *tls.Config) (*adminListener, error) {
+	if cfg.tokens == nil {
 		return nil, nil
 	}
-	handler, err := admin.New(admin.Config{Store: store, Policy: pol, Tokens: tokens, Logger: logger})
+	handler, err := admin.New(admin.Config{Store: store, Policy: pol, Tokens: cfg.tokens, Logger: logger})
 	if err != nil {
 		return nil, err
 	}
-	lis, err := net.Listen("tcp", f.AdminAddr)
+	lis, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return nil, usageError("--admin-addr: %v", err)
 	}
-	if f.onListen != nil {
-		f.onListen(lis.Addr())
+	if tlsCfg != nil {
+		lis = tls.NewListener(lis, tlsCfg)
 	}
 	return &adminListener{
-		lis: lis, tokens: tokens, logger: logger,
+		lis: lis, tokens: cfg.tokens, logger: logger,
 		server: &http.Server{Handler: instrument("admin", handler), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
 			WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10},
 	}, nil
+}
+
+// addr is the listener's address; nil when off.
+func (a *adminListener) addr() net.Addr {
+	if a == nil {
+		return nil
+	}
+	return a.lis.Addr()
 }
 
 func (a *adminListener) close() {
@@ -127,13 +137,6 @@ func (a *adminListener) start(ctx context.Context, wg *sync.WaitGroup, errs chan
 
 // shutdown stops accepting and waits for requests in flight, until ctx
 // ends.
-// useTLS makes the listener serve TLS with cfg.
-func (a *adminListener) useTLS(cfg *tls.Config) {
-	if a != nil {
-		a.lis = tls.NewListener(a.lis, cfg)
-	}
-}
-
 func (a *adminListener) shutdown(ctx context.Context) {
 	if a != nil {
 		_ = a.server.Shutdown(ctx)
@@ -183,54 +186,4 @@ revoke its token.
 
 %s`, c.Name, token.Reveal(), entryYAML)
 	return nil
-}
-
-// devAdminToken makes a fresh admin token for `keygate dev` in a tokens
-// file of its own, unless one is configured, and returns the token ("" if
-// configured) and the function that deletes the file.
-func (f *adminFlags) devAdminToken() (keystore.Secret, func(), error) {
-	if f.AdminTokensFile != "" {
-		return "", func() {}, nil
-	}
-	token, entry, err := admin.NewToken("keygate dev", "")
-	if err != nil {
-		return "", nil, err
-	}
-	dir, err := os.MkdirTemp("", "keygate-dev-")
-	if err != nil {
-		return "", nil, err
-	}
-	b, err := yaml.Marshal([]admin.TokenEntry{entry})
-	if err == nil {
-		f.AdminTokensFile = filepath.Join(dir, "admin-tokens.yaml")
-		err = os.WriteFile(f.AdminTokensFile, b, 0o600)
-	}
-	if err != nil {
-		os.RemoveAll(dir)
-		return "", nil, err
-	}
-	return token, func() { os.RemoveAll(dir) }, nil
-}
-
-// devConsoleGuide is the part of the dev guide about the console.
-func devConsoleGuide(addr net.Addr, token keystore.Secret) string {
-	if addr == nil {
-		return ""
-	}
-	url := "http://" + dialable(addr) + "/"
-	signIn := "Sign in with one of the tokens of your --admin-tokens-file."
-	if token != "" {
-		signIn = fmt.Sprintf("Admin token (sign in with it; shown once):\n\n    %s", token.Reveal())
-	}
-	return fmt.Sprintf(`
-  Console (Settings → API Keys) and admin API:
-
-    %s
-
-  %s
-
-  The admin API with curl (ADMIN_TOKEN set to the token):
-
-    curl -s -H "Authorization: Bearer $ADMIN_TOKEN" '%sv1/keys?status=all'
-`, url, signIn, url)
 }

@@ -16,6 +16,7 @@ import (
 
 	"github.com/keygate/keygate/admin"
 	"github.com/keygate/keygate/internal/storetest"
+	"github.com/keygate/keygate/internal/waittest"
 )
 
 // checkDevConsole follows the console part of the dev guide: the URL
@@ -136,11 +137,11 @@ func TestServeAdmin(t *testing.T) {
 	}
 	writeTokensFile(t, path, firstEntry, secondEntry)
 	hup(t)
-	waitFor(t, 5*time.Second, "the reload", func() bool { return adminGet(t, base+"/v1/keys", second) == 200 })
+	waittest.Until(t, 5*time.Second, "the reload", func() bool { return adminGet(t, base+"/v1/keys", second) == 200 })
 
 	os.WriteFile(path, []byte("- name: broken\n  sha256: nope\n"), 0o600)
 	hup(t)
-	waitFor(t, 5*time.Second, "the reload error", func() bool { return strings.Contains(inst.logs.String(), "admin tokens not reloaded") })
+	waittest.Until(t, 5*time.Second, "the reload error", func() bool { return strings.Contains(inst.logs.String(), "admin tokens not reloaded") })
 	if !strings.Contains(inst.logs.String(), path+":2: sha256") {
 		t.Fatalf("the reload error does not name file and line:\n%s", grepLines(inst.logs.String(), "not reloaded"))
 	}
@@ -149,7 +150,7 @@ func TestServeAdmin(t *testing.T) {
 	}
 	writeTokensFile(t, path, secondEntry)
 	hup(t)
-	waitFor(t, 5*time.Second, "the revocation of the first token", func() bool { return adminGet(t, base+"/v1/keys", first) == 401 })
+	waittest.Until(t, 5*time.Second, "the revocation of the first token", func() bool { return adminGet(t, base+"/v1/keys", first) == 401 })
 	if err := inst.stop(); err != nil {
 		t.Fatalf("serve: %v", err)
 	}
@@ -162,10 +163,10 @@ func TestServeAdmin(t *testing.T) {
 
 func (inst *instance) adminAddr(t *testing.T) string {
 	t.Helper()
-	if inst.admin == "" {
-		t.Fatal("serve logged no admin_addr")
+	if inst.admin == nil {
+		t.Fatal("serve has no admin listener")
 	}
-	return inst.admin
+	return inst.admin.String()
 }
 
 // hup sends this process SIGHUP, which serve's admin listener catches.

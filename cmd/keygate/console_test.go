@@ -17,6 +17,7 @@ import (
 
 	"github.com/keygate/keygate/admin"
 	"github.com/keygate/keygate/internal/storetest"
+	"github.com/keygate/keygate/internal/waittest"
 )
 
 // browserDir holds the Playwright script and its package-lock.json.
@@ -104,13 +105,8 @@ func TestConsoleInBrowser(t *testing.T) {
 			}
 		case "refused":
 			// The revocation reaches the serving cache by notification.
-			deadline := time.Now().Add(5 * time.Second)
-			for checkKey(t, inst, ev.Secret) != codes.Unauthenticated {
-				if time.Now().After(deadline) {
-					answer = "the Check is still allowed"
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
+			if !waittest.Within(5*time.Second, func() bool { return checkKey(t, inst, ev.Secret) == codes.Unauthenticated }) {
+				answer = "the Check is still allowed"
 			}
 		case "metadata":
 			resp := inst.check(t, checkRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": ev.Secret}, ""))

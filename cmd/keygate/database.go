@@ -111,6 +111,10 @@ const connectTimeout = 5 * time.Second
 // the pool with the delta poll, last-used writes and health pings.
 const defaultPoolSize = 10
 
+// defaultMinConns is how many connections the pool keeps open when the
+// connection string sets no pool_min_conns.
+const defaultMinConns = 2
+
 // poolConfig is the PostgreSQL pool's configuration.
 func (d database) poolConfig() (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(d.conn)
@@ -119,6 +123,12 @@ func (d database) poolConfig() (*pgxpool.Config, error) {
 	}
 	if !strings.Contains(d.conn, "pool_max_conns") {
 		cfg.MaxConns = max(cfg.MaxConns, defaultPoolSize)
+	}
+	if !strings.Contains(d.conn, "pool_min_conns") {
+		// Connections kept open, so that the first uncached lookups after
+		// a start (or an outage) do not pay for connecting inside their
+		// deadline.
+		cfg.MinConns = min(defaultMinConns, cfg.MaxConns)
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = connectTimeout

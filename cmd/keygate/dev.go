@@ -10,6 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"go.yaml.in/yaml/v3"
+
+	"github.com/keygate/keygate/admin"
+	"github.com/keygate/keygate/authz/extauthz"
 	"github.com/keygate/keygate/internal/pgcluster"
 	"github.com/keygate/keygate/keystore"
 )
@@ -21,11 +25,9 @@ type devCmd struct {
 	Postgres  bool   `help:"Run on a throwaway PostgreSQL cluster (needs PostgreSQL's server binaries: initdb, pg_ctl) instead of a throwaway SQLite file."`
 	LogFormat string `enum:"json,text" default:"text" help:"Log format: json or text."`
 	LogLevel  string `default:"info" enum:"debug,info,warn,error" help:"Least severe level logged."`
-
-	secret keystore.Secret `kong:"-"` // the demo key
 }
 
-// devAddr is where dev listens by default: this machine only, since its
+// devHost is where dev listens by default: this machine only, since its
 // demo key and admin token are printed on the terminal.
 const devHost = "127.0.0.1"
 
@@ -60,36 +62,32 @@ func (c *devCmd) Run(e *env) error {
 		defer os.RemoveAll(dir)
 		c.DatabaseURL = sqliteScheme + filepath.Join(dir, "keygate.db")
 	}
-	db, err := c.database(func(string) string { return "" })
-	if err != nil {
-		return err
-	}
-	if !throwaway {
-		fmt.Fprintf(e.stdout, "keygate dev writes to the %s: it migrates it and adds a demo key.\n", db.where())
-	}
-	b, err := db.open(e.ctx, forMigration, nil)
-	if err != nil {
-		return err
-	}
-	_, err = db.migrate(e.ctx, b, logger)
-	if err == nil {
-		err = c.demoKey(e.ctx, b)
-	}
-	b.Close()
-	if err != nil {
-		return err
-	}
 	c.Reflection = true // for grpcurl, on 127.0.0.1 only
+	c.Migrate = true
 	adminToken, removeTokens, err := c.devAdminToken()
 	if err != nil {
 		return fmt.Errorf("admin token: %w", err)
 	}
 	defer removeTokens()
-	var adminAddr net.Addr
-	c.onListen = func(a net.Addr) { adminAddr = a }
-	return serve(e, logger, c.dbFlags, c.keyFlags, c.serveFlags, func(grpcAddr, httpAddr net.Addr) {
-		printDevGuide(e, c.secret, grpcAddr, httpAddr, db, throwaway, devConsoleGuide(adminAddr, adminToken))
-	})
+	noEnv := func(string) string { return "" }
+	cfg, err := c.config(c.dbFlags, c.keyFlags, noEnv, logger)
+	if err != nil {
+		return err
+	}
+	if !throwaway {
+		fmt.Fprintf(e.stdout, "keygate dev writes to the %s: it migrates it and adds a demo key.\n", cfg.store.db.where())
+	}
+	srv, err := build(e, logger, cfg)
+	if err != nil {
+		return err
+	}
+	defer srv.Close()
+	secret, err := c.demoKey(e.ctx, srv.db.store)
+	if err != nil {
+		return err
+	}
+	printDevGuide(e, secret, srv.grpcAddr(), srv.httpAddr(), cfg.store.db, throwaway, devConsoleGuide(srv.adminAddr(), adminToken))
+	return srv.Run(e.ctx)
 }
 
 // localListeners moves listeners left at their defaults to 127.0.0.1.
@@ -102,19 +100,15 @@ func (c *devCmd) localListeners() {
 }
 
 // demoKey creates a key for the guide: account "demo", a day to live.
-func (c *devCmd) demoKey(ctx context.Context, b keystore.Backend) error {
-	store, err := c.keyFlags.store(b, keystore.Options{})
-	if err != nil {
-		return err
-	}
-	_, c.secret, err = store.Create(ctx, keystore.CreateParams{
+func (c *devCmd) demoKey(ctx context.Context, store *keystore.Store) (keystore.Secret, error) {
+	_, secret, err := store.Create(ctx, keystore.CreateParams{
 		AccountID: "demo", Name: "keygate dev demo key", Description: "created by keygate dev",
 		Expiry: keystore.Expiry{In: 24 * time.Hour}, Actor: "keygate dev",
 	})
 	if err != nil {
-		return c.storeError(err, "")
+		return "", c.storeError(err, "")
 	}
-	return nil
+	return secret, nil
 }
 
 func printDevGuide(e *env, secret keystore.Secret, grpcAddr, httpAddr net.Addr, db database, throwaway bool, console string) {
@@ -123,7 +117,7 @@ func printDevGuide(e *env, secret keystore.Secret, grpcAddr, httpAddr net.Addr, 
 	check := func(method, path string) string {
 		body := fmt.Sprintf(`{"attributes":{"request":{"http":{"method":%q,"path":%q,"headers":{"x-api-key":%q}}}}}`,
 			method, path, secret.Reveal())
-		return fmt.Sprintf("%s -plaintext -d '%s' %s envoy.service.auth.v3.Authorization/Check", grpcurl, body, g)
+		return fmt.Sprintf("%s -plaintext -d '%s' %s %s/Check", grpcurl, body, g, extauthz.ServiceName)
 	}
 	fmt.Fprintf(e.stdout, `
 keygate is running, on this machine only (127.0.0.1), on the %s.
@@ -202,4 +196,54 @@ func dialable(a net.Addr) string {
 		return a.String()
 	}
 	return addr
+}
+
+// devAdminToken makes a fresh admin token for `keygate dev` in a tokens
+// file of its own, unless one is configured, and returns the token ("" if
+// configured) and the function that deletes the file.
+func (f *adminFlags) devAdminToken() (keystore.Secret, func(), error) {
+	if f.AdminTokensFile != "" {
+		return "", func() {}, nil
+	}
+	token, entry, err := admin.NewToken("keygate dev", "")
+	if err != nil {
+		return "", nil, err
+	}
+	dir, err := os.MkdirTemp("", "keygate-dev-")
+	if err != nil {
+		return "", nil, err
+	}
+	b, err := yaml.Marshal([]admin.TokenEntry{entry})
+	if err == nil {
+		f.AdminTokensFile = filepath.Join(dir, "admin-tokens.yaml")
+		err = os.WriteFile(f.AdminTokensFile, b, 0o600)
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	return token, func() { os.RemoveAll(dir) }, nil
+}
+
+// devConsoleGuide is the part of the dev guide about the console.
+func devConsoleGuide(addr net.Addr, token keystore.Secret) string {
+	if addr == nil {
+		return ""
+	}
+	url := "http://" + dialable(addr) + "/"
+	signIn := "Sign in with one of the tokens of your --admin-tokens-file."
+	if token != "" {
+		signIn = fmt.Sprintf("Admin token (sign in with it; shown once):\n\n    %s", token.Reveal())
+	}
+	return fmt.Sprintf(`
+  Console (Settings → API Keys) and admin API:
+
+    %s
+
+  %s
+
+  The admin API with curl (ADMIN_TOKEN set to the token):
+
+    curl -s -H "Authorization: Bearer $ADMIN_TOKEN" '%sv1/keys?status=all'
+`, url, signIn, url)
 }

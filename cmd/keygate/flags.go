@@ -35,7 +35,7 @@ func (d *duration) Decode(ctx *kong.DecodeContext) error {
 // keyFlags shape new keys; serve and the key commands share them so that
 // every replica and the CLI agree.
 type keyFlags struct {
-	KeyPrefix      string   `default:"kg" help:"Prefix of new keys (lower-case letters, digits, '_'). Keys with other prefixes keep working."`
+	KeyPrefix      string   `default:"${key_prefix}" help:"Prefix of new keys (lower-case letters, digits, '_'). Keys with other prefixes keep working."`
 	PepperFile     string   `type:"existingfile" placeholder:"FILE" help:"File holding a server-side secret of at least 32 bytes: keys are then hashed with HMAC-SHA-256 instead of SHA-256. Every replica and the CLI need the same one."`
 	Pepper         string   `hidden:"" help:"The pepper itself; prefer --pepper-file."`
 	MaxKeyLifetime duration `placeholder:"DURATION" help:"Longest lifetime a new key may have, like 365d; 0 means no limit."`
@@ -66,21 +66,32 @@ func (f keyFlags) hasher() (*keystore.Hasher, error) {
 	return h, nil
 }
 
-func (f keyFlags) store(b keystore.Backend, opts keystore.Options) (*keystore.Store, error) {
+// options checks the key flags, before any I/O, into the store's options.
+func (f keyFlags) options() (keystore.Options, error) {
 	if err := keystore.ValidatePrefix(f.KeyPrefix); err != nil {
-		return nil, usageError("--key-prefix: %v", err)
+		return keystore.Options{}, usageError("--key-prefix: %v", err)
 	}
 	if f.KeyPrefix == admin.TokenPrefix {
-		return nil, usageError("--key-prefix: %q is the prefix of admin tokens; choose another", f.KeyPrefix)
+		return keystore.Options{}, usageError("--key-prefix: %q is the prefix of admin tokens; choose another", f.KeyPrefix)
 	}
 	if f.MaxKeyLifetime < 0 {
-		return nil, usageError("--max-key-lifetime: must not be negative")
+		return keystore.Options{}, usageError("--max-key-lifetime: must not be negative")
 	}
 	h, err := f.hasher()
 	if err != nil {
+		return keystore.Options{}, err
+	}
+	return keystore.Options{Hasher: h, Prefix: f.KeyPrefix, MaxLifetime: time.Duration(f.MaxKeyLifetime)}, nil
+}
+
+// store is a store on b shaped by the key flags; beforeWrite, when set,
+// is keystore.Options.BeforeWrite.
+func (f keyFlags) store(b keystore.Backend, beforeWrite func()) (*keystore.Store, error) {
+	opts, err := f.options()
+	if err != nil {
 		return nil, err
 	}
-	opts.Hasher, opts.Prefix, opts.MaxLifetime = h, f.KeyPrefix, time.Duration(f.MaxKeyLifetime)
+	opts.BeforeWrite = beforeWrite
 	return keystore.New(b, opts)
 }
 
@@ -100,14 +111,14 @@ func (f *dbFlags) openStore(e *env, kf *keyFlags) (*keystore.Store, func(), erro
 		return nil, nil, err
 	}
 	var once sync.Once
-	opts := keystore.Options{BeforeWrite: func() {
+	beforeWrite := func() {
 		once.Do(func() { fmt.Fprintf(e.stderr, "database: %s\n", b.Where()) })
-	}}
+	}
 	var store *keystore.Store
 	if kf != nil {
-		store, err = kf.store(b, opts)
+		store, err = kf.store(b, beforeWrite)
 	} else {
-		store, err = keystore.New(b, opts)
+		store, err = keystore.New(b, keystore.Options{BeforeWrite: beforeWrite})
 	}
 	if err != nil {
 		b.Close()

@@ -3,12 +3,10 @@ package main
 import (
 	"io"
 	"net/http"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/keygate/keygate/authz/forwardauth"
 	"github.com/keygate/keygate/internal/storetest"
 )
 
@@ -37,14 +35,6 @@ func TestServeBadForwardAuthFlags(t *testing.T) {
 				t.Errorf("took %v: the flag was checked after dialling the database", d)
 			}
 		})
-	}
-}
-
-// The flag's default is the package's.
-func TestEnvoyHTTPPrefixDefault(t *testing.T) {
-	f, _ := reflect.TypeFor[forwardAuthFlags]().FieldByName("EnvoyHTTPPrefix")
-	if got := f.Tag.Get("default"); got != forwardauth.DefaultEnvoyPrefix {
-		t.Fatalf("--envoy-http-prefix defaults to %q, want forwardauth.DefaultEnvoyPrefix %q", got, forwardauth.DefaultEnvoyPrefix)
 	}
 }
 

@@ -58,7 +58,7 @@ type keysCreateCmd struct {
 	Account     string    `required:"" placeholder:"ID" help:"Account (client) the key belongs to."`
 	Name        string    `required:"" help:"Human name of the key."`
 	Description string    `help:"What the key is for."`
-	ExpiresIn   *duration `xor:"expiry" placeholder:"DURATION" help:"Lifetime, like 30d or 12h. Default: 90d (capped by --max-key-lifetime)."`
+	ExpiresIn   *duration `xor:"expiry" placeholder:"DURATION" help:"Lifetime, like 30d or 12h. Default: ${key_lifetime} (capped by --max-key-lifetime)."`
 	ExpiresAt   string    `xor:"expiry" placeholder:"TIME" help:"Expiry time, RFC 3339 like 2027-01-31T00:00:00Z."`
 	NoExpiry    bool      `xor:"expiry" help:"The key never expires."`
 	Scope       []string  `placeholder:"SCOPE" help:"Scope: *, <module>:read, <module>:write or <module>:*; repeat for several. None: every unrestricted module."`
@@ -309,7 +309,7 @@ type keysRotateCmd struct {
 	outputFlag
 	actorFlag
 	ID    string   `arg:"" help:"Key id."`
-	Grace duration `default:"24h" placeholder:"DURATION" help:"How long the old secret keeps working, like 24h or 7d; 0 ends it at once (default ${default})."`
+	Grace duration `default:"${rotate_grace}" placeholder:"DURATION" help:"How long the old secret keeps working, like 24h or 7d; 0 ends it at once (default ${default})."`
 }
 
 func (c *keysRotateCmd) Run(e *env) error {
@@ -406,9 +406,4 @@ func scopesText(scopes []string) string {
 		return "(all unrestricted modules)"
 	}
 	return strings.Join(scopes, ",")
-}
-
-// oneLine keeps a table row on one line whatever a description holds.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
 }

@@ -6,10 +6,15 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
+	"time"
 
 	"github.com/alecthomas/kong"
 
+	"github.com/keygate/keygate/admin"
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/forwardauth"
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -29,42 +34,6 @@ type cli struct {
 	Version    versionCmd    `cmd:"" help:"Print version and build information."`
 }
 
-// env is what commands need from their surroundings; run builds it once,
-// so that tests can run commands with their own.
-type env struct {
-	ctx    context.Context
-	getenv func(string) string
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
-	// terminal reports whether stdin is a terminal someone answers at.
-	terminal bool
-}
-
-// interactive reports whether a command may ask its user a question.
-func (e *env) interactive() bool { return e.terminal && e.stdin != nil }
-
-// exitError carries an exit status; err nil means the message was printed
-// already (kong's help and usage errors).
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string {
-	if e.err == nil {
-		return fmt.Sprintf("exit status %d", e.code)
-	}
-	return e.err.Error()
-}
-
-func (e *exitError) Unwrap() error { return e.err }
-
-// usageError is bad input from the user: exit status 2, nothing done.
-func usageError(format string, args ...any) error {
-	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
-}
-
 // run parses args and runs the chosen command. It is main without the
 // process: tests call it with their own arguments, environment and output.
 // It asks no questions (no terminal); runInteractive may.
@@ -74,9 +43,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // runInteractive is run with an input to ask questions on when terminal
 // says someone answers there (keys delete's confirmation).
-func runInteractive(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, terminal bool, stdout, stderr io.Writer) (err error) {
+func runInteractive(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, terminal bool, stdout, stderr io.Writer) error {
 	var c cli
-	parser, err := kong.New(&c,
+	kctx, err := parse(&c, args, getenv, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	e := &env{ctx: ctx, getenv: getenv, stdin: stdin, terminal: terminal, stdout: stdout, stderr: stderr}
+	return kctx.Run(e)
+}
+
+// parse reads args, and the environment through getenv, into c; help and
+// kong's own errors are written to stdout and stderr. Tests call it to
+// make a command without running it.
+func parse(c *cli, args []string, getenv func(string) string, stdout, stderr io.Writer) (kctx *kong.Context, err error) {
+	parser, err := kong.New(c,
 		kong.Name("keygate"),
 		kong.Description("API-key authentication and authorization for services behind Envoy, Istio, nginx, Caddy or Traefik.\n\n"+
 			"Server and connection settings can also be set with an environment variable: --grpc-addr as KEYGATE_GRPC_ADDR; "+
@@ -87,10 +68,10 @@ func runInteractive(ctx context.Context, args []string, getenv func(string) stri
 		kong.Resolvers(envResolver(getenv)),
 		kong.PostBuild(documentEnv),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Vars{"admin_addr": defaultAdminAddr},
+		flagDefaults(),
 	)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() {
 		// kong exits (help, or an error it already printed) by calling the
@@ -100,13 +81,13 @@ func runInteractive(ctx context.Context, args []string, getenv func(string) stri
 			if !ok {
 				panic(r)
 			}
-			err = ex
+			kctx, err = nil, ex
 		}
 	}()
 	if len(args) == 0 {
 		args = []string{"--help"} // a bare `keygate` shows what it can do
 	}
-	kctx, err := parser.Parse(args)
+	kctx, err = parser.Parse(args)
 	if err != nil {
 		help := "keygate --help"
 		var perr *kong.ParseError
@@ -115,10 +96,61 @@ func runInteractive(ctx context.Context, args []string, getenv func(string) stri
 				help = "keygate " + strings.Join(strings.Fields(stripArgs(cmd)), " ") + " --help"
 			}
 		}
-		return &exitError{code: 2, err: fmt.Errorf("%w (see %s)", negativeDuration(err), help)}
+		return nil, &exitError{code: 2, err: fmt.Errorf("%w (see %s)", negativeDuration(err), help)}
 	}
-	e := &env{ctx: ctx, getenv: getenv, stdin: stdin, terminal: terminal, stdout: stdout, stderr: stderr}
-	return kctx.Run(e)
+	return kctx, nil
+}
+
+// The defaults of keygate's own settings (the packages' defaults are
+// theirs: flagDefaults reads them).
+const (
+	defaultGRPCAddr        = ":9001"
+	defaultHTTPAddr        = ":9002"
+	defaultDrainDelay      = 5 * time.Second
+	defaultShutdownTimeout = 15 * time.Second
+	defaultHealthTimeout   = 2 * time.Second
+)
+
+// flagDefaults are the flags' defaults as kong variables, each from the
+// constant it stands for: a tag says default:"${cache_size}", never the
+// value itself, so that a flag and the package it configures cannot
+// disagree.
+func flagDefaults() kong.Vars {
+	return kong.Vars{
+		"grpc_addr":          defaultGRPCAddr,
+		"http_addr":          defaultHTTPAddr,
+		"admin_addr":         defaultAdminAddr,
+		"drain_delay":        flagDuration(defaultDrainDelay),
+		"shutdown_timeout":   flagDuration(defaultShutdownTimeout),
+		"health_timeout":     flagDuration(defaultHealthTimeout),
+		"key_headers":        strings.Join(authz.DefaultKeyHeaders, ","),
+		"identity_prefix":    authz.DefaultIdentityPrefix,
+		"decision_log_rate":  strconv.Itoa(authz.DefaultDecisionLogRate),
+		"envoy_http_prefix":  forwardauth.DefaultEnvoyPrefix,
+		"lookup_timeout":     flagDuration(keystore.DefaultLoadTimeout),
+		"cache_size":         strconv.Itoa(keystore.DefaultCacheKeys),
+		"cache_fresh":        flagDuration(keystore.DefaultFresh),
+		"cache_max_stale":    flagDuration(keystore.DefaultMaxStale),
+		"negative_ttl":       flagDuration(keystore.DefaultNegativeTTL),
+		"poll_interval":      flagDuration(keystore.DefaultPollInterval),
+		"last_used_interval": flagDuration(keystore.DefaultUsageFlushInterval),
+		"key_prefix":         keystore.DefaultPrefix,
+		"key_lifetime":       keystore.FormatDuration(keystore.DefaultLifetime),
+		"rotate_grace":       flagDuration(admin.DefaultGrace),
+	}
+}
+
+// flagDuration writes d as people write it in a flag: "1m", "24h",
+// "100ms" (time.Duration's String says "1m0s" and "24h0m0s").
+func flagDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
 }
 
 // shortFlagDuration is kong's error for a duration flag given "-5d",

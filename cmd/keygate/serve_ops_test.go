@@ -18,6 +18,7 @@ import (
 
 	"github.com/keygate/keygate/internal/certtest"
 	"github.com/keygate/keygate/internal/storetest"
+	"github.com/keygate/keygate/internal/waittest"
 )
 
 // checkOver sends one Check over a new TLS connection and returns the
@@ -67,7 +68,7 @@ func TestServeTLS(t *testing.T) {
 		// Renew the certificate in place: new connections get it.
 		renewed := ca.Server(t, "keygate")
 		renewed.Install(t, server)
-		waitFor(t, 5*time.Second, "the renewed certificate", func() bool {
+		waittest.Until(t, 5*time.Second, "the renewed certificate", func() bool {
 			_, serial, err := checkOver(t, inst.grpcAddr, ca.ClientConfig(t, nil), req)
 			return err == nil && serial == renewed.Serial
 		})
@@ -124,7 +125,7 @@ func TestServeTLS(t *testing.T) {
 		// keygate health speaks mutual TLS too (once serving: the first
 		// ping of the database may still be under way).
 		var r result
-		waitFor(t, 5*time.Second, "keygate health over mutual TLS", func() bool {
+		waittest.Until(t, 5*time.Second, "keygate health over mutual TLS", func() bool {
 			r = runCLI(t, db, "health", "--grpc-addr", inst.grpcAddr, "--tls-ca-file", ca.CertFile,
 				"--tls-client-cert-file", envoy.CertFile, "--tls-client-key-file", envoy.KeyFile)
 			return r.code == 0
@@ -141,7 +142,7 @@ func TestServeTLS(t *testing.T) {
 func TestHealthCommand(t *testing.T) {
 	db := storetest.NewDatabase(t)
 	inst := startServe(t, db)
-	waitFor(t, 5*time.Second, "SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
+	waittest.Until(t, 5*time.Second, "SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
 	r := runCLI(t, db, "health", "--grpc-addr", inst.grpcAddr)
 	if r.code != 0 || r.stdout != "SERVING\n" {
 		t.Fatalf("health of a serving keygate: exit %d, %q %q", r.code, r.stdout, r.stderr)
@@ -188,11 +189,11 @@ func TestServeDrain(t *testing.T) {
 	_, secret := createKey(t, db)
 	inst := startServe(t, db, "--drain-delay", "1500ms")
 	req := checkRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": secret}, "")
-	waitFor(t, 5*time.Second, "SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
+	waittest.Until(t, 5*time.Second, "SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
 	stopped := make(chan error, 1)
 	start := time.Now()
 	go func() { stopped <- inst.stop() }()
-	waitFor(t, 500*time.Millisecond, "NOT_SERVING at once", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_NOT_SERVING })
+	waittest.Until(t, 500*time.Millisecond, "NOT_SERVING at once", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_NOT_SERVING })
 	if code := httpStatus(t, "http://"+inst.httpAddr+"/readyz"); code != 503 {
 		t.Fatalf("/readyz during the drain: %d, want 503", code)
 	}

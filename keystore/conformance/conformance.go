@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/internal/waittest"
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -163,13 +164,7 @@ func ptr[T any](v T) *T { return &v }
 // waitUntil polls cond until it holds, failing the test after d.
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waittest.Until(t, d, what, cond)
 }
 
 // schemaTests check the backend's migrations.
