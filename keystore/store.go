@@ -113,12 +113,17 @@ func (e Expiry) resolve(now time.Time, maxLifetime time.Duration) (*time.Time, e
 		return nil, nil
 	case e.In < 0:
 		return nil, invalid("expiry", "lifetime must be positive")
+	case e.In > 0 && e.In < MinLifetime:
+		return nil, invalidf("expiry", "lifetime %s is too short: a key must live at least %s", e.In, FormatDuration(MinLifetime))
 	case e.In > 0:
 		at = now.Add(e.In).Truncate(time.Microsecond)
 	case !e.At.IsZero():
 		at = e.At.UTC().Truncate(time.Microsecond)
 		if !at.After(now) {
 			return nil, invalidf("expiry", "expiry time %s is not in the future", at.Format(time.RFC3339))
+		}
+		if at.Sub(now) < MinLifetime {
+			return nil, invalidf("expiry", "expiry time %s is too soon: a key must live at least %s", at.Format(time.RFC3339Nano), FormatDuration(MinLifetime))
 		}
 	default:
 		at = now.Add(defaultLifetime(maxLifetime))
