@@ -24,6 +24,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keygate/keygate/admin"
+	"github.com/keygate/keygate/internal/failurelimit"
 	"github.com/keygate/keygate/internal/pgtest"
 	"github.com/keygate/keygate/internal/syncbuffer"
 	"github.com/keygate/keygate/keystore"
@@ -82,7 +83,9 @@ type fixture struct {
 }
 
 type fixtureOptions struct {
-	maxLifetime time.Duration
+	maxLifetime  time.Duration
+	failureLimit failurelimit.Limit // default: one no test reaches
+	now          func() time.Time
 }
 
 func newFixture(t *testing.T, opts ...fixtureOptions) *fixture {
@@ -106,8 +109,11 @@ func newFixture(t *testing.T, opts ...fixtureOptions) *fixture {
 	if f.tokens, err = admin.LoadTokens(f.tokensFile); err != nil {
 		t.Fatal(err)
 	}
+	if o.failureLimit == (failurelimit.Limit{}) {
+		o.failureLimit = failurelimit.Limit{Count: failurelimit.MaxCount, Window: time.Second}
+	}
 	srv, err := admin.New(admin.Config{Store: f.store, Policy: policy.Example(), Tokens: f.tokens,
-		Logger: slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		Logger: slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), FailureLimit: o.failureLimit, Now: o.now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -43,7 +43,7 @@ func FuzzDecodeObject(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body, contentType string) {
 		r := httptest.NewRequest("POST", "/v1/keys", strings.NewReader(body))
 		r.Header.Set("Content-Type", contentType)
-		members, prob := decodeObject(httptest.NewRecorder(), r, true, "application/json")
+		members, prob := decodeObject(r, true, "application/json")
 		if prob != nil && members != nil {
 			t.Fatal("both members and a problem")
 		}
