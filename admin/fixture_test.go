@@ -71,6 +71,7 @@ type lockedBuffer = syncbuffer.Buffer
 type fixture struct {
 	t          *testing.T
 	srv        *httptest.Server
+	handler    *admin.Server // what srv serves
 	store      *keystore.Store
 	pool       *pgxpool.Pool
 	tokens     *admin.Tokens
@@ -117,6 +118,7 @@ func newFixture(t *testing.T, opts ...fixtureOptions) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.handler = srv
 	f.srv = httptest.NewServer(srv)
 	t.Cleanup(f.srv.Close)
 	t.Cleanup(func() {
