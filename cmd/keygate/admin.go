@@ -18,14 +18,16 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/keygate/keygate/admin"
+	"github.com/keygate/keygate/internal/failurelimit"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
 
 // adminFlags configure the admin listener; serve and dev share them.
 type adminFlags struct {
-	AdminAddr       string `name:"admin-addr" default:"${admin_addr}" help:"Address of the admin listener: the admin REST API and the web console. Off unless --admin-tokens-file is set."`
-	AdminTokensFile string `name:"admin-tokens-file" type:"path" placeholder:"FILE" help:"YAML list of admin tokens (name, sha256, account) made by 'keygate admin-token new'; re-read on SIGHUP. Turns the admin listener on."`
+	AdminAddr         string `name:"admin-addr" default:"${admin_addr}" help:"Address of the admin listener: the admin REST API and the web console. Off unless --admin-tokens-file is set."`
+	AdminTokensFile   string `name:"admin-tokens-file" type:"path" placeholder:"FILE" help:"YAML list of admin tokens (name, sha256, account) made by 'keygate admin-token new'; re-read on SIGHUP. Turns the admin listener on."`
+	AdminFailureLimit string `name:"admin-failure-limit" placeholder:"COUNT/WINDOW" help:"Refuse a source address that sent COUNT admin tokens that are not valid within WINDOW (IPv6 addresses per /64): its requests without a valid token get 429 with Retry-After until the window has passed; a valid token is never refused. Default: 20/1m."`
 
 	// onListen, when set, is told the admin listener's address (dev).
 	onListen func(net.Addr) `kong:"-"`
@@ -46,11 +48,26 @@ func (f adminFlags) loadTokens(logger *slog.Logger) (*admin.Tokens, error) {
 	if _, _, err := net.SplitHostPort(f.AdminAddr); err != nil {
 		return nil, usageError("--admin-addr: %v", err)
 	}
+	if _, err := f.failureLimit(); err != nil {
+		return nil, err
+	}
 	tokens, err := admin.LoadTokens(f.AdminTokensFile)
 	if err != nil {
 		return nil, usageError("--admin-tokens-file: %s", oneLineError(err))
 	}
 	return tokens, nil
+}
+
+// failureLimit reads --admin-failure-limit; "" is admin's default.
+func (f adminFlags) failureLimit() (failurelimit.Limit, error) {
+	if f.AdminFailureLimit == "" {
+		return admin.DefaultFailureLimit, nil
+	}
+	l, err := failurelimit.Parse(f.AdminFailureLimit)
+	if err != nil {
+		return l, usageError("--admin-failure-limit: %v", err)
+	}
+	return l, nil
 }
 
 // adminListener is the admin API and console of serve; nil when off. Its
@@ -69,7 +86,11 @@ func listenAdmin(f adminFlags, tokens *admin.Tokens, store *keystore.Store, pol 
 	if tokens == nil {
 		return nil, nil
 	}
-	handler, err := admin.New(admin.Config{Store: store, Policy: pol, Tokens: tokens, Logger: logger})
+	limit, err := f.failureLimit()
+	if err != nil {
+		return nil, err
+	}
+	handler, err := admin.New(admin.Config{Store: store, Policy: pol, Tokens: tokens, Logger: logger, FailureLimit: limit})
 	if err != nil {
 		return nil, err
 	}

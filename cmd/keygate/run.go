@@ -7,6 +7,7 @@ import (
 	"io"
 	"regexp"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/alecthomas/kong"
 
@@ -105,6 +106,9 @@ func runInteractive(ctx context.Context, args []string, getenv func(string) stri
 	if len(args) == 0 {
 		args = []string{"--help"} // a bare `keygate` shows what it can do
 	}
+	if err := checkUTF8(args); err != nil {
+		return err
+	}
 	kctx, err := parser.Parse(args)
 	if err != nil {
 		help := "keygate --help"
@@ -118,6 +122,26 @@ func runInteractive(ctx context.Context, args []string, getenv func(string) stri
 	}
 	e := &env{ctx: ctx, getenv: getenv, stdin: stdin, terminal: terminal, stdout: stdout, stderr: stderr}
 	return kctx.Run(e)
+}
+
+// checkUTF8 refuses an argument that is not UTF-8 before kong reads it:
+// kong would replace its bytes with U+FFFD, and a key would be stored under
+// a name nobody typed. The error names the flag the argument belongs to.
+func checkUTF8(args []string) error {
+	for i, a := range args {
+		if utf8.ValidString(a) {
+			continue
+		}
+		flag, _, _ := strings.Cut(a, "=")
+		if !strings.HasPrefix(flag, "-") || !utf8.ValidString(flag) {
+			flag = "an argument"
+			if i > 0 && strings.HasPrefix(args[i-1], "-") && utf8.ValidString(args[i-1]) {
+				flag = args[i-1]
+			}
+		}
+		return usageError("%s: must be valid UTF-8", flag)
+	}
+	return nil
 }
 
 // shortFlagDuration is kong's error for a duration flag given "-5d",
