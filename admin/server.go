@@ -352,7 +352,9 @@ func (s *Server) bufferBody(w http.ResponseWriter, r *http.Request) bool {
 	if drain && !fullDuplex {
 		discard(rc, original) // the answer cannot go out first
 	}
-	w.Header().Set("Connection", "close")
+	if r.ProtoMajor == 1 {
+		w.Header().Set("Connection", "close") // over HTTP/2, only this stream ends
+	}
 	s.finish(w, r, pattern, Principal{}, start, newProblem(probTooLarge, fmt.Sprintf("Request bodies are at most %d bytes.", MaxBodySize)))
 	if drain && fullDuplex {
 		_ = rc.Flush()

@@ -126,10 +126,7 @@ func TestServeAdmin(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	first, firstEntry := newAdminToken(t, "--name", "first")
 	second, secondEntry := newAdminToken(t, "--name", "second")
-	path := filepath.Join(t.TempDir(), "tokens.yaml")
-	writeTokensFile(t, path, firstEntry)
-	inst := startServe(t, db, "--admin-addr", "127.0.0.1:0", "--admin-tokens-file", path)
-	base := "http://" + inst.adminAddr(t)
+	inst, path, base := serveAdmin(t, db, []admin.TokenEntry{firstEntry})
 	if code := adminGet(t, base+"/v1/keys", first); code != 200 {
 		t.Fatalf("the first token: %d", code)
 	}
@@ -169,10 +166,7 @@ func TestServeAdminFailureLimit(t *testing.T) {
 	db := pgtest.NewDatabase(t)
 	token, entry := newAdminToken(t, "--name", "ops")
 	stranger, _ := newAdminToken(t, "--name", "stranger")
-	path := filepath.Join(t.TempDir(), "tokens.yaml")
-	writeTokensFile(t, path, entry)
-	inst := startServe(t, db, "--admin-addr", "127.0.0.1:0", "--admin-tokens-file", path, "--admin-failure-limit", "2/90s")
-	base := "http://" + inst.adminAddr(t)
+	inst, _, base := serveAdmin(t, db, []admin.TokenEntry{entry}, "--admin-failure-limit", "2/90s")
 	for i, want := range []int{401, 401, 429, 429} {
 		if code := adminGet(t, base+"/v1/whoami", stranger); code != want {
 			t.Fatalf("attempt %d with a token not in the file: %d, want %d", i+1, code, want)
@@ -193,6 +187,17 @@ func TestServeAdminFailureLimit(t *testing.T) {
 	if err := inst.stop(); err != nil {
 		t.Fatalf("serve: %v", err)
 	}
+}
+
+// serveAdmin starts serve on db with the admin listener on a free port and
+// a tokens file of entries, and returns it, the file and the admin API's
+// base URL.
+func serveAdmin(t *testing.T, db string, entries []admin.TokenEntry, args ...string) (inst *instance, tokensFile, base string) {
+	t.Helper()
+	tokensFile = filepath.Join(t.TempDir(), "tokens.yaml")
+	writeTokensFile(t, tokensFile, entries...)
+	inst = startServe(t, db, append([]string{"--admin-addr", "127.0.0.1:0", "--admin-tokens-file", tokensFile}, args...)...)
+	return inst, tokensFile, "http://" + inst.adminAddr(t)
 }
 
 func (inst *instance) adminAddr(t *testing.T) string {
