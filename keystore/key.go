@@ -179,8 +179,6 @@ func ValidateAccountID(id string) error {
 		return invalid("account_id", "must not be empty")
 	case strings.TrimSpace(id) != id:
 		return invalid("account_id", "must not start or end with white space: "+rule)
-	case len(id) > MaxAccountIDLen:
-		return invalidf("account_id", "at most %d characters, got %d", MaxAccountIDLen, utf8.RuneCountInString(id))
 	case !isASCIIAlnum(id[0]):
 		return invalid("account_id", "must start with a letter or digit: "+rule)
 	}
@@ -188,6 +186,9 @@ func ValidateAccountID(id string) error {
 		if c := id[i]; !isASCIIAlnum(c) && strings.IndexByte(AccountIDPunctuation, c) < 0 {
 			return invalid("account_id", "must hold only letters, digits and "+AccountIDPunctuation+": "+rule)
 		}
+	}
+	if len(id) > MaxAccountIDLen { // all ASCII by now: bytes are characters
+		return invalidf("account_id", "at most %d characters, got %d", MaxAccountIDLen, len(id))
 	}
 	return nil
 }

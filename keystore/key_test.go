@@ -216,7 +216,9 @@ func TestValidateAccountID(t *testing.T) {
 		"a%20b":                                "only letters",
 		"a\\b":                                 "only letters",
 		"a<b>":                                 "only letters",
-		strings.Repeat("a", MaxAccountIDLen+1): "at most 200",
+		strings.Repeat("a", MaxAccountIDLen+1): "at most 200 characters, got 201",
+		strings.Repeat("é", 150):               "start with",
+		"a" + strings.Repeat("é", 150):         "only letters",
 	}
 	for id, want := range bad {
 		err := ValidateAccountID(id)
