@@ -23,6 +23,7 @@ import (
 	"github.com/getkin/kin-openapi/routers/legacy"
 
 	"github.com/keygate/keygate/admin"
+	"github.com/keygate/keygate/internal/failurelimit"
 	"github.com/keygate/keygate/internal/storetest"
 	"github.com/keygate/keygate/internal/syncbuffer"
 	"github.com/keygate/keygate/keystore"
@@ -69,6 +70,7 @@ type lockedBuffer = syncbuffer.Buffer
 type fixture struct {
 	t          *testing.T
 	srv        *httptest.Server
+	handler    *admin.Server // what srv serves
 	store      *keystore.Store
 	backend    keystore.Backend
 	tokens     *admin.Tokens
@@ -81,7 +83,9 @@ type fixture struct {
 }
 
 type fixtureOptions struct {
-	maxLifetime time.Duration
+	maxLifetime  time.Duration
+	failureLimit failurelimit.Limit // default: one no test reaches
+	now          func() time.Time
 }
 
 func newFixture(t *testing.T, opts ...fixtureOptions) *fixture {
@@ -105,11 +109,15 @@ func newFixture(t *testing.T, opts ...fixtureOptions) *fixture {
 	if f.tokens, err = admin.LoadTokens(f.tokensFile); err != nil {
 		t.Fatal(err)
 	}
+	if o.failureLimit == (failurelimit.Limit{}) {
+		o.failureLimit = failurelimit.Limit{Count: failurelimit.MaxCount, Window: time.Second}
+	}
 	srv, err := admin.New(admin.Config{Store: f.store, Policy: policy.Example(), Tokens: f.tokens,
-		Logger: slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		Logger: slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), FailureLimit: o.failureLimit, Now: o.now})
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.handler = srv
 	f.srv = httptest.NewServer(srv)
 	t.Cleanup(f.srv.Close)
 	t.Cleanup(func() {

@@ -92,7 +92,7 @@ func (s *Server) Decide(ctx context.Context, r *Request) (d Decision) {
 	d = s.decide(ctx, r)
 	d.carriers, d.spoofed = r.cred.carriers, r.spoofed
 	if d.Outcome == InvalidKey && s.failures != nil {
-		s.failures.add(r.Source, r.At)
+		s.failures.Add(r.Source, r.At)
 	}
 	return d
 }
@@ -160,7 +160,7 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	if !r.cred.found {
 		return because(ReasonMissingKey, nil, "")
 	}
-	limited := s.failures != nil && s.failures.over(r.Source, r.At)
+	limited := s.failures != nil && s.failures.Over(r.Source, r.At)
 	if r.cred.several {
 		return because(failure(ReasonSeveralKeys, limited), nil, "")
 	}

@@ -3,12 +3,12 @@ package authz
 import (
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/keygate/keygate/internal/failurelimit"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
@@ -97,7 +97,7 @@ type Server struct {
 	names        identityNames
 	metaHeaders  []metaHeader
 	acceptLegacy bool
-	failures     *failureCounter // nil: no failure limit
+	failures     *failurelimit.Counter // nil: no failure limit
 	denials      [numOutcomes]*Denial
 }
 
@@ -193,12 +193,11 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.denials = denials
 	if cfg.FailureLimit != (FailureLimit{}) {
-		if err := cfg.FailureLimit.check(); err != nil {
+		if err := cfg.FailureLimit.Check(); err != nil {
 			return nil, configError("FailureLimit", err.Error())
 		}
-		s.failures = newFailureCounter(cfg.FailureLimit, s.now())
-		window := (cfg.FailureLimit.Window + time.Second - 1) / time.Second
-		s.denials[TooManyFailures] = newDenial(TooManyFailures, strconv.Itoa(int(window)))
+		s.failures = failurelimit.NewCounter(cfg.FailureLimit, s.now())
+		s.denials[TooManyFailures] = newDenial(TooManyFailures, cfg.FailureLimit.RetryAfter())
 	}
 	return s, nil
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+
+	"github.com/keygate/keygate/internal/jsonutf8"
 )
 
 // An import file holds one JSON object per line, one key each:
@@ -117,6 +119,11 @@ func ParseImportLine(b []byte, opts ImportOptions) (ImportKey, error) {
 			return fail("", "unknown field "+fieldName(name)+" (want account, name, description, scopes, expires_at, allowed_cidrs, metadata, and key or sha256)")
 		}
 	}
+	for _, name := range importFields {
+		if v, ok := members[name]; ok && jsonutf8.Check(v) != nil {
+			return fail(name, "must be valid UTF-8, without unpaired surrogate escapes (\\ud800)")
+		}
+	}
 	var line struct {
 		Account, Name, Description, ExpiresAt, Key, SHA256 string
 		Scopes, AllowedCIDRs                               []string
@@ -151,7 +158,7 @@ func ParseImportLine(b []byte, opts ImportOptions) (ImportKey, error) {
 	if err == nil {
 		k.key.Metadata, err = NormalizeMetadata(line.Metadata)
 	}
-	for _, e := range []error{err, validateText("account", line.Account, MaxAccountIDLen, true, false),
+	for _, e := range []error{err, importAccount(line.Account),
 		ValidateName(line.Name), ValidateDescription(line.Description)} {
 		var ve *ValidationError
 		if errors.As(e, &ve) {
@@ -198,6 +205,15 @@ func ParseImportLine(b []byte, opts ImportOptions) (ImportKey, error) {
 		k.sha256 = &d
 	}
 	return k, nil
+}
+
+// importAccount applies the account id rule to an import line's account.
+func importAccount(id string) error {
+	var ve *ValidationError
+	if err := ValidateAccountID(id); errors.As(err, &ve) {
+		return invalid("account", ve.Problem)
+	}
+	return nil
 }
 
 // fieldName quotes a member's name if it looks like a field name, which a

@@ -17,14 +17,16 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/keygate/keygate/admin"
+	"github.com/keygate/keygate/internal/failurelimit"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
 
 // adminFlags configure the admin listener; serve and dev share them.
 type adminFlags struct {
-	AdminAddr       string `name:"admin-addr" default:"${admin_addr}" help:"Address of the admin listener: the admin REST API and the web console. Off unless --admin-tokens-file is set."`
-	AdminTokensFile string `name:"admin-tokens-file" type:"path" placeholder:"FILE" help:"YAML list of admin tokens (name, sha256, account) made by 'keygate admin-token new'; re-read on SIGHUP. Turns the admin listener on."`
+	AdminAddr         string `name:"admin-addr" default:"${admin_addr}" help:"Address of the admin listener: the admin REST API and the web console. Off unless --admin-tokens-file is set."`
+	AdminTokensFile   string `name:"admin-tokens-file" type:"path" placeholder:"FILE" help:"YAML list of admin tokens (name, sha256, account) made by 'keygate admin-token new'; re-read on SIGHUP. Turns the admin listener on."`
+	AdminFailureLimit string `name:"admin-failure-limit" default:"${admin_failure_limit}" placeholder:"COUNT/WINDOW" help:"Refuse a source address that sent COUNT admin tokens that are not valid within WINDOW (IPv6 addresses per /64): its requests without a valid token get 429 with Retry-After until the window has passed; a valid token is never refused (default ${default})."`
 }
 
 // defaultAdminAddr is --admin-addr's default: loopback only.
@@ -32,8 +34,9 @@ const defaultAdminAddr = "127.0.0.1:9003"
 
 // adminConfig is the admin listener's checked configuration.
 type adminConfig struct {
-	addr   string
-	tokens *admin.Tokens // nil: the admin listener is off
+	addr         string
+	tokens       *admin.Tokens // nil: the admin listener is off
+	failureLimit failurelimit.Limit
 }
 
 // config checks the admin flags and reads the admin tokens file, when the
@@ -48,11 +51,24 @@ func (f adminFlags) config(logger *slog.Logger) (adminConfig, error) {
 	if _, _, err := net.SplitHostPort(f.AdminAddr); err != nil {
 		return adminConfig{}, usageError("--admin-addr: %v", err)
 	}
+	limit, err := f.failureLimit()
+	if err != nil {
+		return adminConfig{}, err
+	}
 	tokens, err := admin.LoadTokens(f.AdminTokensFile)
 	if err != nil {
 		return adminConfig{}, usageError("--admin-tokens-file: %s", oneLineError(err))
 	}
-	return adminConfig{addr: f.AdminAddr, tokens: tokens}, nil
+	return adminConfig{addr: f.AdminAddr, tokens: tokens, failureLimit: limit}, nil
+}
+
+// failureLimit reads --admin-failure-limit.
+func (f adminFlags) failureLimit() (failurelimit.Limit, error) {
+	l, err := failurelimit.Parse(f.AdminFailureLimit)
+	if err != nil {
+		return l, usageError("--admin-failure-limit: %v", err)
+	}
+	return l, nil
 }
 
 // adminListener is the admin API and console of serve; nil when off. Its
@@ -71,7 +87,7 @@ func listenAdmin(cfg adminConfig, store *keystore.Store, pol *policy.Policy, log
 	if cfg.tokens == nil {
 		return nil, nil
 	}
-	handler, err := admin.New(admin.Config{Store: store, Policy: pol, Tokens: cfg.tokens, Logger: logger})
+	handler, err := admin.New(admin.Config{Store: store, Policy: pol, Tokens: cfg.tokens, Logger: logger, FailureLimit: cfg.failureLimit})
 	if err != nil {
 		return nil, err
 	}

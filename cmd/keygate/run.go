@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/alecthomas/kong"
 
@@ -87,6 +88,9 @@ func parse(c *cli, args []string, getenv func(string) string, stdout, stderr io.
 	if len(args) == 0 {
 		args = []string{"--help"} // a bare `keygate` shows what it can do
 	}
+	if err := checkUTF8(args); err != nil {
+		return nil, err
+	}
 	kctx, err = parser.Parse(args)
 	if err != nil {
 		help := "keygate --help"
@@ -117,26 +121,27 @@ const (
 // disagree.
 func flagDefaults() kong.Vars {
 	return kong.Vars{
-		"grpc_addr":          defaultGRPCAddr,
-		"http_addr":          defaultHTTPAddr,
-		"admin_addr":         defaultAdminAddr,
-		"drain_delay":        flagDuration(defaultDrainDelay),
-		"shutdown_timeout":   flagDuration(defaultShutdownTimeout),
-		"health_timeout":     flagDuration(defaultHealthTimeout),
-		"key_headers":        strings.Join(authz.DefaultKeyHeaders, ","),
-		"identity_prefix":    authz.DefaultIdentityPrefix,
-		"decision_log_rate":  strconv.Itoa(authz.DefaultDecisionLogRate),
-		"envoy_http_prefix":  forwardauth.DefaultEnvoyPrefix,
-		"lookup_timeout":     flagDuration(keystore.DefaultLoadTimeout),
-		"cache_size":         strconv.Itoa(keystore.DefaultCacheKeys),
-		"cache_fresh":        flagDuration(keystore.DefaultFresh),
-		"cache_max_stale":    flagDuration(keystore.DefaultMaxStale),
-		"negative_ttl":       flagDuration(keystore.DefaultNegativeTTL),
-		"poll_interval":      flagDuration(keystore.DefaultPollInterval),
-		"last_used_interval": flagDuration(keystore.DefaultUsageFlushInterval),
-		"key_prefix":         keystore.DefaultPrefix,
-		"key_lifetime":       keystore.FormatDuration(keystore.DefaultLifetime),
-		"rotate_grace":       flagDuration(admin.DefaultGrace),
+		"grpc_addr":           defaultGRPCAddr,
+		"http_addr":           defaultHTTPAddr,
+		"admin_addr":          defaultAdminAddr,
+		"admin_failure_limit": admin.DefaultFailureLimit.String(),
+		"drain_delay":         flagDuration(defaultDrainDelay),
+		"shutdown_timeout":    flagDuration(defaultShutdownTimeout),
+		"health_timeout":      flagDuration(defaultHealthTimeout),
+		"key_headers":         strings.Join(authz.DefaultKeyHeaders, ","),
+		"identity_prefix":     authz.DefaultIdentityPrefix,
+		"decision_log_rate":   strconv.Itoa(authz.DefaultDecisionLogRate),
+		"envoy_http_prefix":   forwardauth.DefaultEnvoyPrefix,
+		"lookup_timeout":      flagDuration(keystore.DefaultLoadTimeout),
+		"cache_size":          strconv.Itoa(keystore.DefaultCacheKeys),
+		"cache_fresh":         flagDuration(keystore.DefaultFresh),
+		"cache_max_stale":     flagDuration(keystore.DefaultMaxStale),
+		"negative_ttl":        flagDuration(keystore.DefaultNegativeTTL),
+		"poll_interval":       flagDuration(keystore.DefaultPollInterval),
+		"last_used_interval":  flagDuration(keystore.DefaultUsageFlushInterval),
+		"key_prefix":          keystore.DefaultPrefix,
+		"key_lifetime":        keystore.FormatDuration(keystore.DefaultLifetime),
+		"rotate_grace":        flagDuration(admin.DefaultGrace),
 	}
 }
 
@@ -151,6 +156,26 @@ func flagDuration(d time.Duration) string {
 		s = strings.TrimSuffix(s, "0m")
 	}
 	return s
+}
+
+// checkUTF8 refuses an argument that is not UTF-8 before kong reads it:
+// kong would replace its bytes with U+FFFD, and a key would be stored under
+// a name nobody typed. The error names the flag the argument belongs to.
+func checkUTF8(args []string) error {
+	for i, a := range args {
+		if utf8.ValidString(a) {
+			continue
+		}
+		flag, _, _ := strings.Cut(a, "=")
+		if !strings.HasPrefix(flag, "-") || !utf8.ValidString(flag) {
+			flag = "an argument"
+			if i > 0 && strings.HasPrefix(args[i-1], "-") && utf8.ValidString(args[i-1]) {
+				flag = args[i-1]
+			}
+		}
+		return usageError("%s: must be valid UTF-8", flag)
+	}
+	return nil
 }
 
 // shortFlagDuration is kong's error for a duration flag given "-5d",

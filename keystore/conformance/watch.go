@@ -28,13 +28,14 @@ type Watched struct {
 }
 
 // Watch starts a Watcher for a cache in front of a store on b, stopped
-// when the test ends. The cache's Fresh and NegativeTTL are an hour: only
-// notices, the resync and the poll bring changes. With wait, it returns
-// once the watcher listens.
+// when the test ends. The cache's Fresh and NegativeTTL are an hour (only
+// notices, the resync and the poll bring changes), and its loads have ten
+// seconds (the suite checks what changes arrive, not how fast a query
+// is). With wait, it returns once the watcher listens.
 func Watch(t *testing.T, b keystore.Backend, opts keystore.WatchOptions, wait bool) *Watched {
 	t.Helper()
 	s := newStoreOn(t, b, keystore.Options{})
-	c, err := keystore.NewCache(s, keystore.CacheOptions{Fresh: time.Hour, NegativeTTL: time.Hour})
+	c, err := keystore.NewCache(s, keystore.CacheOptions{Fresh: time.Hour, NegativeTTL: time.Hour, LoadTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
