@@ -177,7 +177,7 @@ func (s *Store) Create(ctx context.Context, p CreateParams) (*Key, Secret, error
 		if secret, err = s.insert(ctx, tx, k); err != nil {
 			return err
 		}
-		return tx.AddEvents(ctx, Event{KeyID: k.ID, Action: "create", Actor: p.Actor, At: now, Detail: createDetail(k)})
+		return s.record(ctx, tx, k, Event{Action: "create", Actor: p.Actor, At: now, Detail: createDetail(k)})
 	})
 	if err != nil {
 		return nil, "", err
@@ -431,7 +431,7 @@ func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, er
 		if k, err = tx.Change(ctx, u, c); err != nil {
 			return err
 		}
-		if err := tx.AddEvents(ctx, Event{KeyID: k.ID, Action: "update", Actor: p.Actor, At: now, Detail: detail}); err != nil {
+		if err := s.record(ctx, tx, k, Event{Action: "update", Actor: p.Actor, At: now, Detail: detail}); err != nil {
 			return err
 		}
 		return tx.Notify(ctx, Notice{Digest: k.Digest})
@@ -558,7 +558,7 @@ func (s *Store) changeState(ctx context.Context, id, action, actor string, chang
 		if k, err = tx.Change(ctx, u, c); err != nil {
 			return err
 		}
-		if err := tx.AddEvents(ctx, Event{KeyID: k.ID, Action: action, Actor: actor, At: now, Detail: map[string]any{}}); err != nil {
+		if err := s.record(ctx, tx, k, Event{Action: action, Actor: actor, At: now, Detail: map[string]any{}}); err != nil {
 			return err
 		}
 		return tx.Notify(ctx, Notice{Digest: k.Digest})
@@ -657,11 +657,12 @@ func (s *Store) Rotate(ctx context.Context, id string, p RotateParams) (*Rotatio
 		}
 		detail := createDetail(r.New)
 		detail["rotated_from"] = old.ID
-		if err := tx.AddEvents(ctx,
-			Event{KeyID: r.New.ID, Action: "create", Actor: p.Actor, At: now, Detail: detail},
-			Event{KeyID: r.Old.ID, Action: "rotate", Actor: p.Actor, At: now, Detail: map[string]any{
-				"successor": r.New.ID, "grace_ends_at": graceEnd,
-			}}); err != nil {
+		if err := s.record(ctx, tx, r.New, Event{Action: "create", Actor: p.Actor, At: now, Detail: detail}); err != nil {
+			return err
+		}
+		if err := s.record(ctx, tx, r.Old, Event{Action: "rotate", Actor: p.Actor, At: now, Detail: map[string]any{
+			"successor": r.New.ID, "grace_ends_at": graceEnd,
+		}}); err != nil {
 			return err
 		}
 		return tx.Notify(ctx, Notice{Digest: r.Old.Digest})
@@ -670,6 +671,14 @@ func (s *Store) Rotate(ctx context.Context, id string, p RotateParams) (*Rotatio
 		return nil, err
 	}
 	return &r, nil
+}
+
+// record writes the audit event e of a change to k, in the change's
+// transaction; k is the key as the change left it. Every lifecycle change
+// is recorded here, and only here.
+func (s *Store) record(ctx context.Context, tx Tx, k *Key, e Event) error {
+	e.KeyID = k.ID
+	return tx.AddEvents(ctx, e)
 }
 
 // Event is one entry of a key's audit trail.
