@@ -12,6 +12,7 @@ type choice uint8
 const (
 	chSeparators choice = iota // is "\" a separator?
 	chParams                   // what becomes of ";params"?
+	chComma                    // does "," start parameters too?
 	chFragment                 // does "#" start a fragment?
 	chAuthority                // is a leading run of separators an authority?
 	chDots                     // when, if ever, are dot segments resolved?
@@ -46,6 +47,10 @@ var choices = [numChoices]struct {
 		`";params" dropped from every segment (servlet containers)`,
 		`";" is an ordinary character`,
 		`everything from the first ";" dropped`,
+	}},
+	chComma: {"comma", []string{
+		`"," is an ordinary character (Envoy, most routers)`,
+		`",params" dropped from every segment: a segment cut at its first "," or escaped "%2C" (RFC 3986 section 3.3 names "," with ";" as a parameter delimiter: "name,1.1" for "name;v=1.1"; a stack that decodes first sees the escaped one)`,
 	}},
 	chFragment: {"fragment", []string{
 		`"#" starts a fragment, which is dropped`,
@@ -201,6 +206,9 @@ func (sp *splitter) split(r *reading, segs []string) ([]string, splitFacts) {
 					s = s[:i]
 				}
 			}
+			if r[chComma] != 0 {
+				s = s[:commaParams(s)]
+			}
 			switch {
 			case s == "." || s == "..":
 				f.dot = true
@@ -221,4 +229,27 @@ func (sp *splitter) split(r *reading, segs []string) ([]string, splitFacts) {
 		}
 		start = j + 1
 	}
+}
+
+// commaParams returns the index in segment s of its first "," or escaped
+// "," (%2C, %2c), where ",params" start; len(s) if there is none.
+func commaParams(s string) int {
+	end := strings.IndexByte(s, ',')
+	if end < 0 {
+		end = len(s)
+	}
+	for i := 0; ; i++ {
+		k := strings.IndexByte(s[i:end], '%')
+		if k < 0 {
+			return end
+		}
+		if i += k; isEscapedComma(s, i) {
+			return i
+		}
+	}
+}
+
+// isEscapedComma reports whether s[i:] starts with "%2C" or "%2c".
+func isEscapedComma(s string, i int) bool {
+	return i+2 < len(s) && s[i] == '%' && s[i+1] == '2' && (s[i+2] == 'C' || s[i+2] == 'c')
 }
