@@ -70,9 +70,10 @@ type Handler struct {
 	next        http.Handler
 	logger      *slog.Logger
 	grants      *authz.Grants[*grant]
-	denials     [authz.NumOutcomes]*response // the core's denials
-	nginx       [authz.NumOutcomes]*response // the same as nginx's auth_request needs them
-	outcomes    map[string]authz.Outcome     // denials by name, for DenialPath
+	denials     [authz.NumOutcomes]*response    // the core's denials
+	forwardedBy [numForwardedProblems]*response // the core's denial for each forwarded-header problem, saying which
+	nginx       [authz.NumOutcomes]*response    // the same as nginx's auth_request needs them
+	outcomes    map[string]authz.Outcome        // denials by name, for DenialPath
 	requireCert bool
 	observe     func(method string, status int, took time.Duration)
 }
@@ -105,6 +106,10 @@ func New(core *authz.Server, opts Options) (*Handler, error) {
 		h.denials[o] = denial(core.Denial(o))
 		h.nginx[o] = nginxDenial(o)
 		h.outcomes[o.String()] = o
+	}
+	forwardedDenial := core.Denial(authz.ReasonForwardedHeaders.Outcome())
+	for p := forwardedProblem(1); p < numForwardedProblems; p++ {
+		h.forwardedBy[p] = denial(forwardedDenial.Saying(p.message()))
 	}
 	return h, nil
 }
@@ -208,9 +213,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, envoyPath string
 	if envoy {
 		req.Method, req.Path = r.Method, envoyPath
 	} else {
-		method, uri, ok := forwarded(r.Header)
-		if !ok {
-			return h.deny(w, r, false, h.core.Refuse(ctx, &authz.Request{Method: r.Method, Source: h.source(r)}, authz.ReasonForwardedHeaders).Outcome)
+		method, uri, problem := forwarded(r.Header)
+		if problem != forwardedOK {
+			o := h.core.Refuse(ctx, &authz.Request{Method: r.Method, Source: h.source(r)}, authz.ReasonForwardedHeaders).Outcome
+			if v := r.Header[ModeHeader]; len(v) == 1 && v[0] == ModeNginx {
+				return h.nginx[o].write(w)
+			}
+			return h.forwardedBy[problem].write(w)
 		}
 		req.Method, req.Path = method, uri
 	}
@@ -261,33 +270,84 @@ func (h *Handler) serveDenial(w http.ResponseWriter, r *http.Request) int {
 	return h.denials[o].write(w)
 }
 
-// forwarded returns the method and URI of the request an /auth request
-// names: each from X-Forwarded-* or X-Original-*, present once, and the
-// same in both spellings when both are present.
-func forwarded(header http.Header) (method, uri string, ok bool) {
-	method, ok = forwardedOne(header, "X-Forwarded-Method", "X-Original-Method")
-	if !ok || method == "" { // any other method is decided; one not safe needs write scopes
-		return "", "", false
+// forwardedProblem is what is wrong with the forwarded method or URI of an
+// /auth request: the refusal's message says which (its code is
+// invalid_path, like that of a path that cannot be read one way).
+type forwardedProblem uint8
+
+const (
+	forwardedOK forwardedProblem = iota
+	noMethod
+	repeatedMethod
+	contradictoryMethod
+	noURI
+	repeatedURI
+	contradictoryURI
+	numForwardedProblems
+)
+
+// The headers naming the request an /auth request is about, in both
+// spellings: Caddy's and Traefik's, nginx's.
+const (
+	forwardedMethod = "X-Forwarded-Method"
+	originalMethod  = "X-Original-Method"
+	forwardedURI    = "X-Forwarded-Uri"
+	originalURI     = "X-Original-Uri"
+)
+
+// message is the refusal's error.message for p, naming the headers as
+// the proxy's configuration spells them.
+func (p forwardedProblem) message() string {
+	const method, uri = "X-Forwarded-Method or X-Original-Method", "X-Forwarded-Uri or X-Original-URI"
+	const why = ", so keygate cannot tell which request to decide."
+	switch p {
+	case noMethod:
+		return "The proxy sent no " + method + " header (or an empty one)" + why
+	case repeatedMethod:
+		return "The proxy sent " + method + " more than once" + why
+	case contradictoryMethod:
+		return "The proxy sent X-Forwarded-Method and X-Original-Method with different values" + why
+	case noURI:
+		return "The proxy sent no " + uri + " header (or an empty one)" + why
+	case repeatedURI:
+		return "The proxy sent " + uri + " more than once" + why
+	case contradictoryURI:
+		return "The proxy sent X-Forwarded-Uri and X-Original-URI with different values" + why
 	}
-	uri, ok = forwardedOne(header, "X-Forwarded-Uri", "X-Original-Uri")
-	if !ok || uri == "" {
-		return "", "", false
-	}
-	return method, uri, true
+	return ""
 }
 
-// forwardedOne returns the one value of header a or b (canonical names).
-func forwardedOne(header http.Header, a, b string) (string, bool) {
+// forwarded returns the method and URI of the request an /auth request
+// names: each from X-Forwarded-* or X-Original-*, present once, not empty,
+// and the same in both spellings when both are present; or what is wrong.
+func forwarded(header http.Header) (method, uri string, problem forwardedProblem) {
+	// Any method but "" is decided; one that is not safe needs write scopes.
+	if method, problem = forwardedOne(header, forwardedMethod, originalMethod); problem != forwardedOK {
+		return "", "", problem
+	}
+	if uri, problem = forwardedOne(header, forwardedURI, originalURI); problem != forwardedOK {
+		return "", "", problem + (noURI - noMethod)
+	}
+	return method, uri, forwardedOK
+}
+
+// forwardedOne returns the one value of header a or b (canonical names),
+// or, as a method problem, what is wrong with them.
+func forwardedOne(header http.Header, a, b string) (string, forwardedProblem) {
 	va, vb := header[a], header[b]
+	var v string
 	switch {
 	case len(va) > 1 || len(vb) > 1:
-		return "", false // repeated
-	case len(va) == 1 && len(vb) == 1:
-		return va[0], va[0] == vb[0] // contradictory unless equal
+		return "", repeatedMethod
+	case len(va) == 1 && len(vb) == 1 && va[0] != vb[0]:
+		return "", contradictoryMethod
 	case len(va) == 1:
-		return va[0], true
+		v = va[0]
 	case len(vb) == 1:
-		return vb[0], true
+		v = vb[0]
 	}
-	return "", false // missing
+	if v == "" {
+		return "", noMethod
+	}
+	return v, forwardedOK
 }
