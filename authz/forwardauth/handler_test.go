@@ -288,7 +288,9 @@ func TestForwardedHeaders(t *testing.T) {
 			default:
 				// The outcome's denial, saying what the proxy got wrong.
 				want := c.want.Denial()
-				var body struct{ Error struct{ Code, Message string } }
+				var body struct {
+					Error struct{ Code, Message string }
+				}
 				if err := json.Unmarshal(resp.Body.Bytes(), &body); err != nil || resp.Code != want.Status || body.Error.Code != c.want.String() {
 					t.Fatalf("got %d %s; want %d with code %s", resp.Code, resp.Body, want.Status, c.want)
 				}

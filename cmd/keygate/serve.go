@@ -327,7 +327,7 @@ func serve(e *env, logger *slog.Logger, db dbFlags, kf keyFlags, sf serveFlags, 
 	}
 	grpcMetrics.InitializeMetrics(grpcServer)
 
-	httpServer := &http.Server{Handler: httpHandler, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	httpServer := newHTTPServer(httpHandler, logger)
 
 	// Background work runs until the servers have drained, so that the
 	// last requests' uses are flushed too.
