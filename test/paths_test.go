@@ -64,6 +64,12 @@ var hostilePaths = []struct{ name, path string }{
 	{"empty param", "/api/v1/users;/1"},
 	{"params everywhere", "/api;/v1;/accounts;"},
 	{"param then dotdot", "/api/v1/projects;/../users"},
+	// Comma parameters (RFC 3986 names "," with ";").
+	{"comma params", "/api/v1/accounts,a=b/123"},
+	{"comma params at the end", "/api/v1/users,x"},
+	{"escaped comma params", "/api/v1/users%2Cx"},
+	{"comma params on dotdot", "/api/v1/projects/..,x/users"},
+	{"comma version on auth", "/api/v1/auth,v=2/login"},
 	// Case.
 	{"upper case", "/API/V1/USERS"},
 	{"mixed case", "/Api/V1/Accounts/1"},
@@ -154,6 +160,8 @@ var lookalikePaths = []struct{ name, path string }{
 	{"encoded letter in projects", "/api/v1/projects/%75sers"},
 	{"dotdot within projects", "/api/v1/projects/a/../b"},
 	{"params on projects", "/api/v1/projects;v=2/1"},
+	{"list of ids in projects", "/api/v1/projects/1,2"},
+	{"closed names in a list in projects", "/api/v1/projects/users,accounts"},
 	{"accented resource in projects", "/api/v1/projects/ｕsers/café"},
 	{"accented name in no module", "/api/v1/über"},
 }
