@@ -234,3 +234,37 @@ func TestPathSpellingsEndToEnd(t *testing.T) {
 		}
 	}
 }
+
+// TestDecisionTableOverGRPC replays the shared decision table (the reading
+// classes among it: path-override headers, method overrides both ways,
+// _method after ';', ,params) through the real binary over gRPC, as Envoy
+// asks: header names in lower case, the route's module as
+// context_extensions. The cases about source addresses and failure limits
+// have tests of their own.
+func TestDecisionTableOverGRPC(t *testing.T) {
+	db := pgtest.NewDatabase(t)
+	w := tableWorld(t, db)
+	srv := startServer(t, db)
+	for _, c := range w.DecisionTable(t) {
+		if c.Source != "" || c.Failures != 0 {
+			continue
+		}
+		t.Run(c.Name, func(t *testing.T) {
+			headers := map[string]string{}
+			for name, value := range c.Headers {
+				headers[strings.ToLower(name)] = value
+			}
+			var ext map[string]string
+			if c.Module != "" {
+				ext = map[string]string{"module": c.Module}
+			}
+			code, resp := srv.mustCheck(t, envoyCheck(c.Method, c.Path, headers, ext))
+			switch {
+			case c.Want == "ok" && code != codes.OK:
+				t.Errorf("%s; want allowed", describe(resp))
+			case c.Want != "ok" && errorCode(resp) != c.Want:
+				t.Errorf("%s; want %s", describe(resp), c.Want)
+			}
+		})
+	}
+}
