@@ -78,10 +78,15 @@ func overrideNeeds(method string) actions {
 }
 
 // safeMethod reports whether method reads: GET, HEAD or OPTIONS, in upper
-// case, or in any case if anyCase.
+// case, or if anyCase also as any stack upper-cases or case-folds it
+// (JavaScript's toUpperCase reads "optıons" and "optionſ" as OPTIONS).
 func safeMethod(method string, anyCase bool) bool {
+	upper := method
+	if anyCase {
+		upper = strings.ToUpper(method)
+	}
 	for _, m := range [...]string{"GET", "HEAD", "OPTIONS"} {
-		if method == m || anyCase && strings.EqualFold(method, m) {
+		if method == m || anyCase && (upper == m || strings.EqualFold(method, m)) {
 			return true
 		}
 	}

@@ -47,6 +47,9 @@ func TestNeeds(t *testing.T) {
 		{"POST", "/x", [][2]string{{"x-http-method", "get"}}, both},
 		{"PUT", "/x", [][2]string{{"X_Method_Override", "OPTIONS"}}, both},
 		{"POST", "/x", [][2]string{{"X-HTTP-Method-Override", "PATCH"}}, write},
+		{"POST", "/x", [][2]string{{"X-HTTP-Method-Override", "optıons"}}, both}, // toUpperCase: OPTIONS
+		{"POST", "/x", [][2]string{{"X-HTTP-Method-Override", "OPTIONſ"}}, both},
+		{"POST", "/x?_method=opt%C4%B1ons", nil, both},
 		{"POST", "/x?_method=GET", nil, both},
 		{"DELETE", "/x?_method=head", nil, both},
 		{"POST", "/x?_method=PUT", nil, write},
