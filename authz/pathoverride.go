@@ -1,6 +1,6 @@
 package authz
 
-import "strings"
+import "github.com/keygate/keygate/policy"
 
 // Path-override headers. Some backends route a request by a header
 // instead of its target: IIS's URL Rewrite module passes the original URL
@@ -34,39 +34,16 @@ func isPathOverride(name string) bool {
 }
 
 // overrideTarget returns the request target that the value of a
-// path-override header names: the value, white space trimmed, without the
-// scheme and authority of an absolute URL (IIS and ingress controllers
-// send "https://host/path?query"; the backends that honour such a value
-// route by its path). Anything else is left for the policy to read, or
-// refuse.
+// path-override header names: the value, white space trimmed, or the path
+// and query of an absolute URL (IIS and ingress controllers send
+// "https://host/path?query"; the backends that honour such a value route
+// by its path). Anything else is left for the policy to read, or refuse.
 func overrideTarget(value string) string {
 	v := trimOWS(value)
-	scheme, rest, ok := strings.Cut(v, "://")
-	if !ok || !isScheme(scheme) {
-		return v
+	if p, ok := policy.PathOfURL(v); ok {
+		return p
 	}
-	i := strings.IndexAny(rest, `/?#\`)
-	switch {
-	case i < 0:
-		return "/"
-	case rest[i] == '?' || rest[i] == '#':
-		return "/" + rest[i:]
-	}
-	return rest[i:]
-}
-
-// isScheme reports whether s is an RFC 3986 scheme.
-func isScheme(s string) bool {
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z':
-		case i > 0 && ('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.'):
-		default:
-			return false
-		}
-	}
-	return s != ""
+	return v
 }
 
 // overridden is what the targets of a request's path-override headers

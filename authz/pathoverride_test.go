@@ -59,19 +59,11 @@ func TestPathOverrideHeaders(t *testing.T) {
 
 func TestOverrideTarget(t *testing.T) {
 	for in, want := range map[string]string{
-		"/a/b?c":               "/a/b?c",
-		" /a ":                 "/a",
-		"http://h/a?b":         "/a?b",
-		"HTTPS://h:1/a":        "/a",
-		"https://u@h":          "/",
-		"http://h?x=/a":        "/?x=/a",
-		"http://h#/a":          "/#/a",
-		`http://h\a`:           `\a`,
-		"h://x/y":              "/y",
-		"1http://h/a":          "1http://h/a",
-		"/x?u=http://h/a":      "/x?u=http://h/a",
-		"":                     "",
-		"mailto:x@example.com": "mailto:x@example.com",
+		"/a/b?c":          "/a/b?c",
+		" \t/a ":          "/a",
+		"http://h/a?b":    "/a?b", // policy.PathOfURL
+		"/x?u=http://h/a": "/x?u=http://h/a",
+		"":                "",
 	} {
 		if got := overrideTarget(in); got != want {
 			t.Errorf("overrideTarget(%q) = %q, want %q", in, got, want)

@@ -226,6 +226,27 @@ func notOriginForm(raw string) error {
 	return pathErr(`does not start with "/"`, 0)
 }
 
+// PathOfURL returns the path and query of an absolute URL, as a backend
+// that takes one for a request target reads it: "https://host/a?b" is
+// "/a?b", "https://host?b" is "/?b", "https://host" is "/"; the authority
+// ends at the first "/", "?", "#" or "\" (the path then starts with it, and
+// Route refuses a "\" there). ok is false for anything else, origin-form
+// targets included.
+func PathOfURL(s string) (path string, ok bool) {
+	scheme, rest, found := strings.Cut(s, "://")
+	if !found || !isScheme(scheme) {
+		return "", false
+	}
+	i := strings.IndexAny(rest, `/?#\`)
+	switch {
+	case i < 0:
+		return "/", true
+	case rest[i] == '?' || rest[i] == '#':
+		return "/" + rest[i:], true
+	}
+	return rest[i:], true
+}
+
 // isScheme reports whether s is an RFC 3986 scheme.
 func isScheme(s string) bool {
 	for i := 0; i < len(s); i++ {

@@ -778,3 +778,26 @@ func TestRouteConcurrent(t *testing.T) {
 		<-done
 	}
 }
+
+func TestPathOfURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://h/a?b":    "/a?b",
+		"HTTPS://h:1/a":   "/a",
+		"https://u@h":     "/",
+		"http://h?x=/a":   "/?x=/a",
+		"http://h#/a":     "/#/a",
+		`http://h\a`:      `\a`,
+		"h+x.y-z://x/y":   "/y",
+		"http:///a":       "/a",
+		"1http://h/a":     "",
+		"/x?u=http://h/a": "",
+		"":                "",
+		"http:/a":         "",
+		"mailto:x@h":      "",
+	} {
+		got, ok := PathOfURL(in)
+		if got != want || ok != (want != "") {
+			t.Errorf("PathOfURL(%q) = %q, %v; want %q", in, got, ok, want)
+		}
+	}
+}

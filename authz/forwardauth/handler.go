@@ -108,8 +108,10 @@ func New(core *authz.Server, opts Options) (*Handler, error) {
 		h.outcomes[o.String()] = o
 	}
 	forwardedDenial := core.Denial(authz.ReasonForwardedHeaders.Outcome())
-	for p := forwardedProblem(1); p < numForwardedProblems; p++ {
-		h.forwardedBy[p] = denial(forwardedDenial.Saying(p.message()))
+	for p := range numForwardedProblems {
+		if msg := p.message(); msg != "" {
+			h.forwardedBy[p] = denial(forwardedDenial.Saying(msg))
+		}
 	}
 	return h, nil
 }
@@ -272,47 +274,41 @@ func (h *Handler) serveDenial(w http.ResponseWriter, r *http.Request) int {
 
 // forwardedProblem is what is wrong with the forwarded method or URI of an
 // /auth request: the refusal's message says which (its code is
-// invalid_path, like that of a path that cannot be read one way).
+// invalid_path, like that of a path that cannot be read one way). It is
+// one of the faults below for the method, or that plus forwardedURIFaults
+// for the URI.
 type forwardedProblem uint8
 
 const (
-	forwardedOK forwardedProblem = iota
-	noMethod
-	repeatedMethod
-	contradictoryMethod
-	noURI
-	repeatedURI
-	contradictoryURI
-	numForwardedProblems
+	forwardedOK          forwardedProblem = iota
+	missing                               // absent or empty in both spellings
+	repeated                              // one spelling sent more than once
+	contradictory                         // both spellings, with different values
+	forwardedURIFaults                    // added to a fault: the URI's, not the method's
+	numForwardedProblems = forwardedURIFaults + contradictory + 1
 )
 
-// The headers naming the request an /auth request is about, in both
-// spellings: Caddy's and Traefik's, nginx's.
-const (
-	forwardedMethod = "X-Forwarded-Method"
-	originalMethod  = "X-Original-Method"
-	forwardedURI    = "X-Forwarded-Uri"
-	originalURI     = "X-Original-Uri"
-)
+// forwardedHeaders names the headers of the request an /auth request is
+// about, method first, then URI: Caddy's and Traefik's spelling, then
+// nginx's.
+var forwardedHeaders = [2][2]string{{"X-Forwarded-Method", "X-Original-Method"}, {"X-Forwarded-Uri", "X-Original-Uri"}}
 
 // message is the refusal's error.message for p, naming the headers as
 // the proxy's configuration spells them.
 func (p forwardedProblem) message() string {
-	const method, uri = "X-Forwarded-Method or X-Original-Method", "X-Forwarded-Uri or X-Original-URI"
+	names := forwardedHeaders[0]
+	if p > forwardedURIFaults {
+		p, names = p-forwardedURIFaults, forwardedHeaders[1]
+	}
+	a, b := names[0], strings.ReplaceAll(names[1], "Uri", "URI")
 	const why = ", so keygate cannot tell which request to decide."
 	switch p {
-	case noMethod:
-		return "The proxy sent no " + method + " header (or an empty one)" + why
-	case repeatedMethod:
-		return "The proxy sent " + method + " more than once" + why
-	case contradictoryMethod:
-		return "The proxy sent X-Forwarded-Method and X-Original-Method with different values" + why
-	case noURI:
-		return "The proxy sent no " + uri + " header (or an empty one)" + why
-	case repeatedURI:
-		return "The proxy sent " + uri + " more than once" + why
-	case contradictoryURI:
-		return "The proxy sent X-Forwarded-Uri and X-Original-URI with different values" + why
+	case missing:
+		return "The proxy sent no " + a + " or " + b + " header (or an empty one)" + why
+	case repeated:
+		return "The proxy sent " + a + " or " + b + " more than once" + why
+	case contradictory:
+		return "The proxy sent " + a + " and " + b + " with different values" + why
 	}
 	return ""
 }
@@ -322,32 +318,32 @@ func (p forwardedProblem) message() string {
 // and the same in both spellings when both are present; or what is wrong.
 func forwarded(header http.Header) (method, uri string, problem forwardedProblem) {
 	// Any method but "" is decided; one that is not safe needs write scopes.
-	if method, problem = forwardedOne(header, forwardedMethod, originalMethod); problem != forwardedOK {
+	if method, problem = forwardedOne(header, forwardedHeaders[0]); problem != forwardedOK {
 		return "", "", problem
 	}
-	if uri, problem = forwardedOne(header, forwardedURI, originalURI); problem != forwardedOK {
-		return "", "", problem + (noURI - noMethod)
+	if uri, problem = forwardedOne(header, forwardedHeaders[1]); problem != forwardedOK {
+		return "", "", problem + forwardedURIFaults
 	}
 	return method, uri, forwardedOK
 }
 
-// forwardedOne returns the one value of header a or b (canonical names),
-// or, as a method problem, what is wrong with them.
-func forwardedOne(header http.Header, a, b string) (string, forwardedProblem) {
-	va, vb := header[a], header[b]
+// forwardedOne returns the one value of the headers names (canonical, two
+// spellings), or what is wrong with them.
+func forwardedOne(header http.Header, names [2]string) (string, forwardedProblem) {
+	va, vb := header[names[0]], header[names[1]]
 	var v string
 	switch {
 	case len(va) > 1 || len(vb) > 1:
-		return "", repeatedMethod
+		return "", repeated
 	case len(va) == 1 && len(vb) == 1 && va[0] != vb[0]:
-		return "", contradictoryMethod
+		return "", contradictory
 	case len(va) == 1:
 		v = va[0]
 	case len(vb) == 1:
 		v = vb[0]
 	}
 	if v == "" {
-		return "", noMethod
+		return "", missing
 	}
 	return v, forwardedOK
 }
