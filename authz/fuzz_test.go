@@ -60,13 +60,19 @@ func FuzzReadings(f *testing.F) {
 		isPathOverride := slices.Contains(PathOverrideHeaders(), norm)
 		// Every method a backend may run: the request's, upper-cased too,
 		// and those the override and the _method parameters name.
+		// A repeated header reaches keygate merged with "," (Envoy) and the
+		// backend as several: each part is a reading too.
+		parts := append([]string{value}, strings.Split(value, ",")...)
 		methods := []string{method, strings.ToUpper(method)}
-		if isMethodOverride {
-			methods = append(methods, strings.ToUpper(strings.Trim(value, " \t")))
-		}
 		targets := []string{target}
-		if isPathOverride {
-			targets = append(targets, strings.Trim(value, " \t"))
+		for i, p := range parts {
+			p = strings.Trim(p, " \t")
+			switch {
+			case isMethodOverride:
+				methods = append(methods, strings.ToUpper(p))
+			case isPathOverride && (i == 0 || strings.HasPrefix(p, "/")):
+				targets = append(targets, p)
+			}
 		}
 		for _, t := range targets {
 			for _, m := range refMethodParams(t) {

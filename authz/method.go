@@ -67,6 +67,19 @@ func requestMethodNeeds(method string) actions {
 	return needsWrite
 }
 
+// readMethodOverride reads the value of a method-override header: the
+// method it names, and, when it holds a comma (Envoy's merged view of a
+// repeated header, which the backend receives as several), each method
+// between the commas too.
+func (r *Request) readMethodOverride(value string) {
+	r.overrideNeeds |= overrideNeeds(trimOWS(value))
+	if strings.IndexByte(value, ',') >= 0 {
+		for part := range strings.SplitSeq(value, ",") {
+			r.overrideNeeds |= overrideNeeds(trimOWS(part))
+		}
+	}
+}
+
 // overrideNeeds is what a method override naming method needs: read for a
 // safe method in any case (whoever honours an override upper-cases it),
 // write for anything else, an empty or unknown name included.

@@ -40,6 +40,10 @@ func TestNeeds(t *testing.T) {
 		{"GET", "/x", [][2]string{{"X-Method-Override", "MERGE"}}, both},
 		{"GET", "/x", [][2]string{{"X-Method-Override", ""}}, both},
 		{"GET", "/x", [][2]string{{"X-Method-Override", "GET"}, {"X-Method-Override", "PUT"}}, both},
+		// Envoy's merged view of a repeated header: the backend gets each.
+		{"POST", "/x", [][2]string{{"X-HTTP-Method-Override", "GET,GET"}}, both},
+		{"POST", "/x", [][2]string{{"X-HTTP-Method-Override", "PUT, head"}}, both},
+		{"GET", "/x", [][2]string{{"X-HTTP-Method-Override", "GET, HEAD"}}, both}, // "GET, HEAD" whole is no method
 		{"GET", "/x", [][2]string{{"X-HTTP-Method-Override", "head"}}, read},
 		{"GET", "/x", [][2]string{{"X-HTTP-Method-Overrides", "DELETE"}}, read},
 		// ... and the other way: a write that names a read needs read too.

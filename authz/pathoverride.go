@@ -1,6 +1,10 @@
 package authz
 
-import "github.com/keygate/keygate/policy"
+import (
+	"strings"
+
+	"github.com/keygate/keygate/policy"
+)
 
 // Path-override headers. Some backends route a request by a header
 // instead of its target: IIS's URL Rewrite module passes the original URL
@@ -31,6 +35,32 @@ func PathOverrideHeaders() []string { return pathOverrideHeaders[:] }
 // ignoring ASCII case and reading '_' as '-' (as CGI-style backends do).
 func isPathOverride(name string) bool {
 	return isHeaderOf(name, pathOverrideHeaders[:])
+}
+
+// readPathOverride reads the value of a path-override header: the target
+// it names, and, when it holds a comma, each part between the commas that
+// is a target too (Envoy merges a repeated header with ",", and the backend
+// receives each value; a comma inside one path makes parts that are not
+// targets, which are left alone). A copy of r.Path, when the adapter set
+// it before, is left out: the request's own target, which a forward-auth
+// proxy sends as X-Forwarded-Uri.
+func (r *Request) readPathOverride(value string) {
+	r.addTarget(overrideTarget(value))
+	if strings.IndexByte(value, ',') < 0 {
+		return
+	}
+	for part := range strings.SplitSeq(value, ",") {
+		if t := overrideTarget(part); strings.HasPrefix(t, "/") && t != overrideTarget(value) {
+			r.addTarget(t)
+		}
+	}
+}
+
+// addTarget adds target t, unless it is r.Path.
+func (r *Request) addTarget(t string) {
+	if r.Path == "" || t != r.Path {
+		r.targets = append(r.targets, t)
+	}
 }
 
 // overrideTarget returns the request target that the value of a

@@ -33,7 +33,13 @@ func TestPathOverrideHeaders(t *testing.T) {
 		{"absolute URL with a backslash", "/api/v1/projects", [][2]string{{"X-Original-URL", `http://h\api\v1\users`}}, InvalidPath},
 		{"white space around", "/api/v1/projects", [][2]string{{"X-Original-URL", " \t/api/v1/users "}}, ModuleForbidden},
 		{"empty", "/api/v1/projects", [][2]string{{"X-Original-URL", ""}}, InvalidPath},
-		{"comma-merged", "/api/v1/projects", [][2]string{{"X-Original-URL", "/api/v1/projects, /api/v1/users"}}, InvalidPath},
+		// Envoy merges a repeated header with ",": the backend gets each.
+		{"comma-merged, the second closed", "/api/v1/projects", [][2]string{{"X-Original-URL", "/api/v1/projects,/api/v1/users"}}, ModuleForbidden},
+		{"comma-merged with a space, the second closed", "/api/v1/projects", [][2]string{{"X-Original-URL", "/api/v1/projects/1, /api/v1/users"}}, InvalidPath},
+		{"comma-merged, an absolute URL closed", "/api/v1/projects", [][2]string{{"X-Rewrite-URL", "/api/v1/projects,http://h/api/v1/auth"}}, ModuleForbidden},
+		{"comma-merged, a relative part", "/api/v1/projects", [][2]string{{"X-Rewrite-URL", "x,/api/v1/projects"}}, InvalidPath},
+		{"a comma inside one path", "/api/v1/projects", [][2]string{{"X-Original-URL", "/api/v1/projects/1,2"}}, Allow},
+		{"a comma inside one path, params", "/api/v1/projects", [][2]string{{"X-Original-URL", "/api/v1/projects/1,users"}}, Allow},
 		{"relative", "/api/v1/projects", [][2]string{{"X-Rewrite-URL", "api/v1/users"}}, InvalidPath},
 		{"fragment in a closed module", "/api/v1/projects", [][2]string{{"X-Original-URL", "/api/v1/projects#/../users"}}, ModuleForbidden},
 		{"a name that only looks like one", "/api/v1/projects", [][2]string{{"X-Original-URLs", "/api/v1/users"}, {"X-Original-Host", "/api/v1/users"}}, Allow},
@@ -48,6 +54,15 @@ func TestPathOverrideHeaders(t *testing.T) {
 		if d := s.Decide(t.Context(), r); d.Outcome != c.want {
 			t.Errorf("%s: %s (reason %s), want %s", c.name, d.Outcome, d.Reason, c.want)
 		}
+	}
+	// Adapters that set the path after the headers (gRPC) still decide an
+	// empty override, which is no target.
+	r := &Request{}
+	s.ReadHeader(r, "x-api-key", star)
+	s.ReadHeader(r, "x-original-url", "")
+	r.Method, r.Path = "GET", "/api/v1/projects"
+	if d := s.Decide(t.Context(), r); d.Outcome != InvalidPath {
+		t.Errorf("empty override read before the path: %s, want %s", d.Outcome, InvalidPath)
 	}
 	// An Envoy route module does not make a target in no module open to
 	// a scoped key: the route never saw it.

@@ -138,11 +138,9 @@ func (s *Server) ReadHeader(r *Request, name, value string) {
 	case hasIdentityPrefix(name, s.identityPrefix):
 		r.spoofed = append(r.spoofed, lowerASCII(name))
 	case isMethodOverride(name):
-		r.overrideNeeds |= overrideNeeds(trimOWS(value))
+		r.readMethodOverride(value)
 	case isPathOverride(name):
-		if t := overrideTarget(value); t != r.Path {
-			r.targets = append(r.targets, t)
-		}
+		r.readPathOverride(value)
 	case equalFoldASCII(name, "x-request-id"):
 		r.requestID = value
 	case equalFoldASCII(name, "traceparent"):
