@@ -130,6 +130,10 @@ type splitter struct {
 	semi  int   // index of the first ";" in path, or -1
 	nsep  int
 	sep   [MaxSegments]uint16 // indexes of the "/" and "\" after path[0]
+	// comma[i]: the index of the first "," or escaped "," at or after the
+	// start of the segment after separator i-1 (comma[0]: after path[0]),
+	// or len(path); set only when the target holds one.
+	comma [MaxSegments + 1]uint16
 }
 
 func (sp *splitter) init(t target) {
@@ -144,6 +148,19 @@ func (sp *splitter) init(t target) {
 		if c := t.path[i]; c == '/' || c == '\\' {
 			sp.sep[sp.nsep] = uint16(i)
 			sp.nsep++
+		}
+	}
+	if t.flags&fComma != 0 {
+		next := -1 // the first comma at or after the segment start, once found
+		for i := 0; i <= sp.nsep; i++ {
+			start := 1
+			if i > 0 {
+				start = int(sp.sep[i-1]) + 1
+			}
+			if next < start {
+				next = start + commaParams(t.path[start:])
+			}
+			sp.comma[i] = uint16(next)
 		}
 	}
 }
@@ -179,7 +196,7 @@ func (sp *splitter) split(r *reading, segs []string) ([]string, splitFacts) {
 		authority = 2
 	}
 	segs = segs[:0]
-	start, k := 1, 0
+	start, k, ci := 1, 0, 0 // ci: the index in sp.comma of start
 	for {
 		j := end
 		for ; k < sp.nsep; k++ {
@@ -206,8 +223,10 @@ func (sp *splitter) split(r *reading, segs []string) ([]string, splitFacts) {
 					s = s[:i]
 				}
 			}
-			if r[chComma] != 0 {
-				s = s[:commaParams(s)]
+			if r[chComma] != 0 && sp.flags&fComma != 0 {
+				if c := int(sp.comma[ci]) - start; c < len(s) {
+					s = s[:c]
+				}
 			}
 			switch {
 			case s == "." || s == "..":
@@ -227,7 +246,7 @@ func (sp *splitter) split(r *reading, segs []string) ([]string, splitFacts) {
 		if j == end {
 			return segs, f
 		}
-		start = j + 1
+		start, ci = j+1, k
 	}
 }
 
