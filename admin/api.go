@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/google/uuid"
+
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
@@ -31,7 +33,7 @@ const DefaultGrace = 24 * time.Hour
 var createFields = []string{"account_id", "name", "description", "scopes", "allowed_cidrs", "metadata", "expires_in", "expires_at", "no_expiry"}
 
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) *problem {
-	members, prob := decodeObject(w, r, false, "application/json")
+	members, prob := decodeObject(r, false, "application/json")
 	if prob != nil {
 		return prob
 	}
@@ -53,10 +55,15 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	decodeMember(members, "expires_at", &req.ExpiresAt, &errs, "an RFC 3339 time like 2027-01-31T00:00:00Z")
 	decodeMember(members, "no_expiry", &req.NoExpiry, &errs, "true or false")
 
+	if present(members, "account_id") && !errs.has("account_id") {
+		// Given, it follows the rule, also where a bound token would
+		// have chosen for it: "" is not the token's account.
+		addValidation(&errs, keystore.ValidateAccountID(req.AccountID))
+	}
 	switch {
-	case p.Account != "" && req.AccountID != "" && req.AccountID != p.Account:
+	case p.Account != "" && present(members, "account_id") && !errs.has("account_id") && req.AccountID != p.Account:
 		return newProblem(probForbidden, "This admin token manages one account's keys; it may not create keys for another.")
-	case p.Account != "":
+	case p.Account != "" && !present(members, "account_id"):
 		req.AccountID = p.Account
 	case !errs.has("account_id") && !present(members, "account_id"):
 		errs.add("account_id", "required: the account the key belongs to")
@@ -329,6 +336,14 @@ func encodeCursor(p keystore.Position) string {
 	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(p.CreatedAt.UnixMicro(), 10) + "." + p.ID))
 }
 
+// maxCursorMicros is the last instant a cursor may name,
+// 9999-12-31T23:59:59.999999Z: every time a key is created at, and none a
+// database or a driver could fail to hold.
+const maxCursorMicros = 253402300799999999
+
+// decodeCursor reads a cursor as encodeCursor writes it, and nothing else:
+// a tampered cursor is the client's mistake (400), so everything the store
+// would refuse is refused here.
 func decodeCursor(s string) (keystore.Position, bool) {
 	b, err := base64.RawURLEncoding.DecodeString(s)
 	if err != nil || len(b) > 64 {
@@ -336,7 +351,10 @@ func decodeCursor(s string) (keystore.Position, bool) {
 	}
 	micros, id, ok := strings.Cut(string(b), ".")
 	n, err := strconv.ParseInt(micros, 10, 64)
-	if !ok || err != nil || len(id) != 36 {
+	if !ok || err != nil || n < 0 || n > maxCursorMicros || strconv.FormatInt(n, 10) != micros {
+		return keystore.Position{}, false
+	}
+	if u, err := uuid.Parse(id); err != nil || u.String() != id {
 		return keystore.Position{}, false
 	}
 	return keystore.Position{CreatedAt: time.UnixMicro(n).UTC(), ID: id}, true
@@ -373,7 +391,7 @@ var updateFields = []string{"name", "description", "allowed_cidrs", "metadata"}
 // metadata (an object's members set entries, null members remove them;
 // null removes them all).
 func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p Principal) *problem {
-	members, prob := decodeObject(w, r, false, "application/merge-patch+json", "application/json")
+	members, prob := decodeObject(r, false, "application/merge-patch+json", "application/json")
 	if prob != nil {
 		return prob
 	}
@@ -448,7 +466,7 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, p Principal) 
 }
 
 func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, p Principal) *problem {
-	members, prob := decodeObject(w, r, true, "application/json")
+	members, prob := decodeObject(r, true, "application/json")
 	if prob != nil {
 		return prob
 	}

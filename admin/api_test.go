@@ -522,7 +522,7 @@ func TestPagination(t *testing.T) {
 func TestStoreUnavailable(t *testing.T) {
 	f := newFixture(t)
 	k := f.create(map[string]any{})
-	f.pool.Close()
+	f.backend.Close()
 	for _, c := range []call{
 		{method: "GET", path: "/v1/keys"},
 		{method: "GET", path: "/v1/keys/" + k.ID},

@@ -22,7 +22,7 @@ func (s *Server) enableKey(w http.ResponseWriter, r *http.Request, p Principal) 
 
 func (s *Server) setDisabled(w http.ResponseWriter, r *http.Request, p Principal,
 	change func(ctx context.Context, id, actor string) (*keystore.Key, error), already error) *problem {
-	members, prob := decodeObject(w, r, true, "application/json")
+	members, prob := decodeObject(r, true, "application/json")
 	if prob != nil {
 		return prob
 	}

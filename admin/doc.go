@@ -18,7 +18,18 @@
 // the audit trail, as "admin:<name>") and optionally the one account the
 // token may manage. Presented tokens are hashed and compared with every
 // entry in constant time. Tokens.Reload replaces the set, or keeps the old
-// one when the file is wrong.
+// one when the file is wrong. A source address that presents too many
+// tokens that are not valid (Config.FailureLimit, counted by
+// internal/failurelimit) gets 429 until its budget frees up; a valid token
+// is never refused.
+//
+// # Bodies
+//
+// Every request body is read, at most MaxBodySize bytes, before routing; a
+// larger one is answered 413 at once and the rest read and discarded
+// (bounded), so the client gets the answer rather than a reset connection.
+// JSON text that encoding/json would silently repair (invalid UTF-8,
+// unpaired surrogate escapes) is refused (internal/jsonutf8).
 //
 // # Errors
 //

@@ -12,7 +12,7 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 
 	"github.com/keygate/keygate/admin"
-	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
@@ -31,7 +31,7 @@ func TestDocumentMatchesRoutes(t *testing.T) {
 			documented = append(documented, method+" "+path)
 		}
 	}
-	store, err := keystore.New(pgtest.NewPool(t), keystore.Options{})
+	store, err := keystore.New(storetest.Open(t, storetest.NewDatabase(t)), keystore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

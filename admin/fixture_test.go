@@ -21,16 +21,16 @@ import (
 	"github.com/getkin/kin-openapi/openapi3filter"
 	"github.com/getkin/kin-openapi/routers"
 	"github.com/getkin/kin-openapi/routers/legacy"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keygate/keygate/admin"
-	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/failurelimit"
+	"github.com/keygate/keygate/internal/storetest"
 	"github.com/keygate/keygate/internal/syncbuffer"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) { storetest.Main(m) }
 
 // The OpenAPI document, loaded and checked once.
 var spec struct {
@@ -70,8 +70,9 @@ type lockedBuffer = syncbuffer.Buffer
 type fixture struct {
 	t          *testing.T
 	srv        *httptest.Server
+	handler    *admin.Server // what srv serves
 	store      *keystore.Store
-	pool       *pgxpool.Pool
+	backend    keystore.Backend
 	tokens     *admin.Tokens
 	tokensFile string
 	root, acme string // the tokens in clear
@@ -82,7 +83,9 @@ type fixture struct {
 }
 
 type fixtureOptions struct {
-	maxLifetime time.Duration
+	maxLifetime  time.Duration
+	failureLimit failurelimit.Limit // default: one no test reaches
+	now          func() time.Time
 }
 
 func newFixture(t *testing.T, opts ...fixtureOptions) *fixture {
@@ -92,9 +95,9 @@ func newFixture(t *testing.T, opts ...fixtureOptions) *fixture {
 		o = opts[0]
 	}
 	f := &fixture{t: t, logs: &lockedBuffer{}, secrets: map[string]bool{}}
-	f.pool = pgtest.NewPool(t)
+	f.backend = storetest.Open(t, storetest.NewDatabase(t))
 	var err error
-	f.store, err = keystore.New(f.pool, keystore.Options{MaxLifetime: o.maxLifetime})
+	f.store, err = keystore.New(f.backend, keystore.Options{MaxLifetime: o.maxLifetime})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -106,11 +109,15 @@ func newFixture(t *testing.T, opts ...fixtureOptions) *fixture {
 	if f.tokens, err = admin.LoadTokens(f.tokensFile); err != nil {
 		t.Fatal(err)
 	}
+	if o.failureLimit == (failurelimit.Limit{}) {
+		o.failureLimit = failurelimit.Limit{Count: failurelimit.MaxCount, Window: time.Second}
+	}
 	srv, err := admin.New(admin.Config{Store: f.store, Policy: policy.Example(), Tokens: f.tokens,
-		Logger: slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		Logger: slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug})), FailureLimit: o.failureLimit, Now: o.now})
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.handler = srv
 	f.srv = httptest.NewServer(srv)
 	t.Cleanup(f.srv.Close)
 	t.Cleanup(func() {
@@ -346,7 +353,14 @@ func (f *fixture) create(body map[string]any) admin.Key {
 // count returns the number of keys and of audit events in the database.
 func (f *fixture) count() (keys, events int) {
 	f.t.Helper()
-	if err := f.pool.QueryRow(context.Background(), `SELECT (SELECT count(*) FROM api_keys), (SELECT count(*) FROM api_key_events)`).Scan(&keys, &events); err != nil {
+	err := f.backend.Export(context.Background(), func(*keystore.Key) error {
+		keys++
+		return nil
+	}, func(keystore.Event) error {
+		events++
+		return nil
+	})
+	if err != nil {
 		f.t.Fatal(err)
 	}
 	return keys, events

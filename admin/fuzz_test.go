@@ -5,6 +5,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/keygate/keygate/internal/jsonutf8"
 )
 
 // FuzzParseTokens: the tokens file parser never panics, accepts only
@@ -36,16 +38,19 @@ func FuzzParseTokens(f *testing.F) {
 // FuzzDecodeObject: any body gives the members of one JSON object, or a
 // problem; never a panic.
 func FuzzDecodeObject(f *testing.F) {
-	for _, s := range []string{`{"name":"n"}`, `{"a":1,"a":2}`, `[]`, `{} {}`, `{"a":{"b":[1,2,{"c":null}]}}`, `{`, "", `"x"`, `{"\u0000":1}`} {
+	for _, s := range []string{`{"name":"n"}`, `{"a":1,"a":2}`, `[]`, `{} {}`, `{"a":{"b":[1,2,{"c":null}]}}`, `{`, "", `"x"`, `{"\u0000":1}`, `{"name":"\ud800"}`, "{\"name\":\"\xff\"}"} {
 		f.Add(s, "application/json")
 	}
 	f.Add(`{"name":"n"}`, "application/json; charset=latin1")
 	f.Fuzz(func(t *testing.T, body, contentType string) {
 		r := httptest.NewRequest("POST", "/v1/keys", strings.NewReader(body))
 		r.Header.Set("Content-Type", contentType)
-		members, prob := decodeObject(httptest.NewRecorder(), r, true, "application/json")
+		members, prob := decodeObject(r, true, "application/json")
 		if prob != nil && members != nil {
 			t.Fatal("both members and a problem")
+		}
+		if members != nil && jsonutf8.Check([]byte(body)) != nil {
+			t.Fatal("members of a body with text that decoding would replace")
 		}
 		if prob != nil && prob.kind.status != http.StatusBadRequest && prob.kind.status != http.StatusUnsupportedMediaType &&
 			prob.kind.status != http.StatusRequestEntityTooLarge {

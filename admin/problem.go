@@ -25,6 +25,7 @@ var (
 	probConflict    = problemType{"conflict", http.StatusConflict, "The key's state does not allow that"}
 	probTooLarge    = problemType{"too-large", http.StatusRequestEntityTooLarge, "The request body is too large"}
 	probMediaType   = problemType{"unsupported-media-type", http.StatusUnsupportedMediaType, "Unsupported media type"}
+	probThrottled   = problemType{"too-many-failures", http.StatusTooManyRequests, "Too many admin tokens that are not valid"}
 	probInternal    = problemType{"internal", http.StatusInternalServerError, "Internal error"}
 	probUnavailable = problemType{"unavailable", http.StatusServiceUnavailable, "The key store is unavailable"}
 )

@@ -306,6 +306,12 @@ func (tp *tokenParser) entry(n *yaml.Node) (tokenEntry, bool) {
 	}
 	e := tokenEntry{Principal: Principal{Name: values["name"].Value}}
 	if a := values["account"]; a != nil {
+		// An account given empty (a template whose variable was unset)
+		// must not turn into every account, as a null one does not.
+		if a.Value == "" {
+			tp.errorf(a, "account: must not be empty; leave account out for a token that manages every account")
+			return tokenEntry{}, false
+		}
 		e.Account = a.Value
 	}
 	if err := checkEntry(e.Name, e.Account); err != nil {

@@ -25,7 +25,8 @@ func TestNewToken(t *testing.T) {
 	if entry.SHA256 != hex.EncodeToString(sum[:]) || entry.Name != "console backend" || entry.Account != "acme" {
 		t.Fatalf("entry %+v", entry)
 	}
-	for _, c := range []struct{ name, account string }{{"", ""}, {" ", ""}, {strings.Repeat("n", 101), ""}, {"a\nb", ""}, {"n", "a\x00"}} {
+	for _, c := range []struct{ name, account string }{{"", ""}, {" ", ""}, {strings.Repeat("n", 101), ""}, {"a\nb", ""}, {"n", "a\x00"},
+		{"n", " acme"}, {"n", "acme "}, {"n", "acme,beta"}, {"n", "  "}, {"ops\u200b", ""}, {"n\xff", ""}} {
 		if _, _, err := admin.NewToken(c.name, c.account); err == nil {
 			t.Errorf("NewToken(%q, %q) accepted", c.name, c.account)
 		}
@@ -51,6 +52,17 @@ func TestLoadTokensErrors(t *testing.T) {
 		{"the token itself", "- name: x\n  sha256: " + token.Reveal() + "\n", 2, "never the token itself"},
 		{"a list as name", "- name: [x]\n  sha256: " + hash + "\n", 1, "name: want a string"},
 		{"null account", "- name: x\n  sha256: " + hash + "\n  account: null\n", 3, "account: want a string"},
+		{"no account value", "- name: x\n  sha256: " + hash + "\n  account:\n", 3, "account: want a string"},
+		{"empty account", "- name: x\n  sha256: " + hash + "\n  account: \"\"\n", 3, "account: must not be empty"},
+		{"empty account, single quotes", "- name: x\n  sha256: " + hash + "\n  account: ''\n", 3, "account: must not be empty"},
+		{"empty account, flow style", "- {name: x, sha256: " + hash + ", account: ''}\n", 1, "account: must not be empty"},
+		{"blank account", "- name: x\n  sha256: " + hash + "\n  account: '  '\n", 3, "account: must not start or end with white space"},
+		{"account with a leading space", "- name: x\n  sha256: " + hash + "\n  account: ' acme'\n", 3, "account: must not start or end"},
+		{"account with a trailing space", "- name: x\n  sha256: " + hash + "\n  account: \"acme \"\n", 3, "account: must not start or end"},
+		{"account with a comma", "- name: x\n  sha256: " + hash + "\n  account: 'acme,beta'\n", 3, "account: must hold only letters"},
+		{"an unexpanded template", "- name: x\n  sha256: " + hash + "\n  account: ${TENANT}\n", 3, "account: must start with a letter or digit"},
+		{"account with a control character", "- name: x\n  sha256: " + hash + "\n  account: \"ac\\x01me\"\n", 3, "account: must hold only letters"},
+		{"name with a bidi override", "- name: \"ops\\u202e\"\n  sha256: " + hash + "\n", 1, "name: must not contain U+202E"},
 		{"blank name", "- name: ' '\n  sha256: " + hash + "\n", 1, "name: must not be empty"},
 		{"same token twice", "- name: x\n  sha256: " + hash + "\n- name: y\n  sha256: " + hash + "\n", 3, "listed on line 1"},
 		{"an alias", "- &a {name: x, sha256: " + hash + "}\n- *a\n", 1, ""},

@@ -46,13 +46,19 @@ func because(r Reason, key *keystore.Record, module string) Decision {
 	return Decision{Outcome: r.Outcome(), Reason: r, Key: key, Module: module}
 }
 
-// KeyLookup finds the record of the key stored under a digest: ErrNotFound
-// when there is none, an error matching keystore.ErrUnavailable when the
-// store cannot answer. *keystore.Cache (which bounds each store query with
-// its own deadline) and *keystore.Store satisfy it. Lookup must return when
-// ctx ends.
+// KeyLookup is how the decision finds keys: the cache in front of the
+// store, which *keystore.Cache is. Both methods must return when ctx ends.
 type KeyLookup interface {
-	Lookup(ctx context.Context, d keystore.Digest) (*keystore.Record, error)
+	// LookupCached finds the record of the key stored under d:
+	// keystore.ErrNotFound when there is none, an error matching
+	// keystore.ErrUnavailable when the store cannot answer (the cache
+	// bounds each store query with its own deadline). fromMemory says
+	// whether it answered without the store; spans record it.
+	LookupCached(ctx context.Context, d keystore.Digest) (key *keystore.Record, fromMemory bool, err error)
+	// Peek returns the record under d if memory holds one that
+	// LookupCached would answer with, without asking the store: a source
+	// over its failure budget is answered this way (Config.FailureLimit).
+	Peek(ctx context.Context, d keystore.Digest) (key *keystore.Record, ok bool)
 }
 
 // UsageRecorder learns of every allowed request, off the request path (it
@@ -86,7 +92,7 @@ func (s *Server) Decide(ctx context.Context, r *Request) (d Decision) {
 	d = s.decide(ctx, r)
 	d.carriers, d.spoofed = r.cred.carriers, r.spoofed
 	if d.Outcome == InvalidKey && s.failures != nil {
-		s.failures.add(r.Source, r.At)
+		s.failures.Add(r.Source, r.At)
 	}
 	return d
 }
@@ -154,7 +160,7 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	if !r.cred.found {
 		return because(ReasonMissingKey, nil, "")
 	}
-	limited := s.failures != nil && s.failures.over(r.Source, r.At)
+	limited := s.failures != nil && s.failures.Over(r.Source, r.At)
 	if r.cred.several {
 		return because(failure(ReasonSeveralKeys, limited), nil, "")
 	}
@@ -283,7 +289,7 @@ func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now t
 	// and the one before the pepper): a failure to look up one must not
 	// hide the other, which may well be cached.
 	for _, d := range s.hasher.AppendCandidates(digests[:0], secret) {
-		key, cached, err := s.lookup(ctx, d)
+		key, cached, err := s.keys.LookupCached(ctx, d)
 		fromCache = fromCache && cached
 		switch {
 		case err == nil:
@@ -312,37 +318,11 @@ func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now t
 // authenticateFromMemory is authenticate with nothing but what the cache
 // holds: a cached valid key, or ReasonTooManyFailures. No store query.
 func (s *Server) authenticateFromMemory(ctx context.Context, secret keystore.Secret, now time.Time) (*keystore.Record, Reason, bool) {
-	if s.peek == nil {
-		return nil, ReasonTooManyFailures, true
-	}
 	var digests [2]keystore.Digest
 	for _, d := range s.hasher.AppendCandidates(digests[:0], secret) {
-		if key, ok := s.peek.Peek(ctx, d); ok && key.StateAt(now) == keystore.StateActive {
+		if key, ok := s.keys.Peek(ctx, d); ok && key.StateAt(now) == keystore.StateActive {
 			return key, ReasonAllowed, true
 		}
 	}
 	return nil, ReasonTooManyFailures, true
-}
-
-// CachePeek is a KeyLookup that can answer from memory alone: Peek returns
-// the cached record under d, if it holds one it would answer with, without
-// asking the store. *keystore.Cache is one.
-type CachePeek interface {
-	Peek(ctx context.Context, d keystore.Digest) (*keystore.Record, bool)
-}
-
-// lookup asks the KeyLookup, and whether it answered from memory (a plain
-// KeyLookup never says it did).
-func (s *Server) lookup(ctx context.Context, d keystore.Digest) (*keystore.Record, bool, error) {
-	if s.cached != nil {
-		return s.cached.LookupCached(ctx, d)
-	}
-	k, err := s.keys.Lookup(ctx, d)
-	return k, false, err
-}
-
-// CachedLookup is a KeyLookup that also says whether it answered from
-// memory; *keystore.Cache is one. Spans record it.
-type CachedLookup interface {
-	LookupCached(ctx context.Context, d keystore.Digest) (key *keystore.Record, fromMemory bool, err error)
 }

@@ -17,9 +17,8 @@ import (
 	"github.com/keygate/keygate/policy"
 )
 
-// The store and the cache are what the decision path depends on.
+// The cache is what the decision path asks, and the fake stands in for it.
 var (
-	_ KeyLookup = (*keystore.Store)(nil)
 	_ KeyLookup = (*keystore.Cache)(nil)
 	_ KeyLookup = (*authztest.Lookup)(nil)
 )
@@ -371,11 +370,15 @@ func TestRouteModuleUnderDefaultDeny(t *testing.T) {
 // key is cached under its pre-pepper digest.
 type pepperedLookup struct{ plain *authztest.Lookup }
 
-func (p pepperedLookup) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Record, error) {
+func (p pepperedLookup) LookupCached(ctx context.Context, d keystore.Digest) (*keystore.Record, bool, error) {
 	if k, err := p.plain.Lookup(ctx, d); err == nil {
-		return k, nil
+		return k, true, nil
 	}
-	return nil, fmt.Errorf("lookup: %w: connection refused", keystore.ErrUnavailable)
+	return nil, false, fmt.Errorf("lookup: %w: connection refused", keystore.ErrUnavailable)
+}
+
+func (p pepperedLookup) Peek(ctx context.Context, d keystore.Digest) (*keystore.Record, bool) {
+	return p.plain.Peek(ctx, d)
 }
 
 func TestPepperCandidatesSurviveOneFailure(t *testing.T) {

@@ -1,163 +1,19 @@
 package authz
 
-import (
-	"fmt"
-	"hash/maphash"
-	"net/netip"
-	"strconv"
-	"strings"
-	"sync/atomic"
-	"time"
-
-	"github.com/keygate/keygate/keystore"
-)
+import "github.com/keygate/keygate/internal/failurelimit"
 
 // FailureLimit is a budget of failed attempts (invalid_api_key decisions)
 // per source address: a source that made Count of them within the last
 // Window is over it. The zero value is no limit.
-type FailureLimit struct {
-	Count  int
-	Window time.Duration
-}
+type FailureLimit = failurelimit.Limit
 
 // Bounds of a FailureLimit.
 const (
-	MaxFailureCount  = 10_000
-	MinFailureWindow = time.Second
-	MaxFailureWindow = 24 * time.Hour
+	MaxFailureCount  = failurelimit.MaxCount
+	MinFailureWindow = failurelimit.MinWindow
+	MaxFailureWindow = failurelimit.MaxWindow
 )
 
 // ParseFailureLimit reads a failure limit written COUNT/WINDOW, like
 // 20/1m or 100/1h (the window in Go's duration syntax, or days like 1d).
-func ParseFailureLimit(s string) (FailureLimit, error) {
-	count, window, ok := strings.Cut(s, "/")
-	n, err := strconv.Atoi(count)
-	if !ok || err != nil {
-		return FailureLimit{}, fmt.Errorf("%q: want COUNT/WINDOW, like 20/1m", s)
-	}
-	d, err := keystore.ParseDuration(window)
-	if err != nil {
-		return FailureLimit{}, fmt.Errorf("%q: the window: %v", s, err)
-	}
-	l := FailureLimit{Count: n, Window: d}
-	return l, l.check()
-}
-
-func (l FailureLimit) check() error {
-	switch {
-	case l.Count < 1 || l.Count > MaxFailureCount:
-		return fmt.Errorf("the count must be 1 to %d, got %d", MaxFailureCount, l.Count)
-	case l.Window < MinFailureWindow || l.Window > MaxFailureWindow:
-		return fmt.Errorf("the window must be %s to %s, got %s", MinFailureWindow, keystore.FormatDuration(MaxFailureWindow), l.Window)
-	}
-	return nil
-}
-
-// String writes the limit as ParseFailureLimit reads it.
-func (l FailureLimit) String() string {
-	return strconv.Itoa(l.Count) + "/" + keystore.FormatDuration(l.Window)
-}
-
-// The failure counter's size: failureRows rows of failureCells cells of
-// 8 bytes, 2 MiB whatever the number of sources.
-const (
-	failureRows  = 4
-	failureCells = 1 << 16
-)
-
-// failureCounter counts failed attempts per source in a fixed amount of
-// memory: a count-min sketch (every source has a cell in each row, chosen
-// by a hash with a random seed, so that a client cannot pick which other
-// sources it shares cells with; a source's count is the least of its
-// cells, which collisions can only raise), each cell a sliding window over
-// two fixed ones. IPv6 sources count per /64, the block a single host or
-// subscriber usually holds; IPv4 ones per address; sources the transport
-// does not know share one count.
-type failureCounter struct {
-	limit  uint32
-	window int64 // nanoseconds
-	base   time.Time
-	seed   maphash.Seed
-	// Each cell holds the window number (since base, from 1) in its high
-	// 32 bits, the count in that window in the next 16, and the count in
-	// the window before in the low 16.
-	cells [failureRows][failureCells]atomic.Uint64
-}
-
-func newFailureCounter(l FailureLimit, now time.Time) *failureCounter {
-	return &failureCounter{limit: uint32(l.Count), window: int64(l.Window), base: now, seed: maphash.MakeSeed()}
-}
-
-// slots returns the cell of each row for the source a.
-func (f *failureCounter) slots(a netip.Addr) [failureRows]uint16 {
-	var b [9]byte
-	n := 1
-	switch {
-	case a.Is4():
-		b[0] = 4
-		a4 := a.As4()
-		n += copy(b[1:], a4[:])
-	case a.Is6():
-		b[0] = 6
-		a16 := a.As16()
-		n += copy(b[1:], a16[:8]) // the /64
-	}
-	h := maphash.Bytes(f.seed, b[:n])
-	var s [failureRows]uint16
-	for i := range s {
-		s[i] = uint16(h >> (16 * i))
-	}
-	return s
-}
-
-// clock is the window number at now, counted from 1, and how far into it
-// now is (0 to window-1 nanoseconds).
-func (f *failureCounter) clock(now time.Time) (epoch uint32, into int64) {
-	d := max(0, int64(now.Sub(f.base)))
-	return uint32(d/f.window) + 1, d % f.window
-}
-
-// windows reads a cell at window epoch: this window's count and the last.
-func windows(v uint64, epoch uint32) (cur, prev uint64) {
-	switch uint32(v >> 32) {
-	case epoch:
-		return v >> 16 & 0xffff, v & 0xffff
-	case epoch - 1:
-		return 0, v >> 16 & 0xffff
-	}
-	return 0, 0
-}
-
-// over reports whether the source a has used up its budget at now: the
-// count of this window and the share of the last one the sliding window
-// still covers.
-func (f *failureCounter) over(a netip.Addr, now time.Time) bool {
-	epoch, into := f.clock(now)
-	s := f.slots(a)
-	least := uint64(1<<64 - 1)
-	for row := range s {
-		cur, prev := windows(f.cells[row][s[row]].Load(), epoch)
-		least = min(least, cur+prev*uint64(f.window-into)/uint64(f.window))
-	}
-	return least >= uint64(f.limit)
-}
-
-// add counts one failed attempt of the source a at now.
-func (f *failureCounter) add(a netip.Addr, now time.Time) {
-	epoch, _ := f.clock(now)
-	s := f.slots(a)
-	for row := range s {
-		cell := &f.cells[row][s[row]]
-		for {
-			old := cell.Load()
-			cur, prev := windows(old, epoch)
-			if uint32(old>>32) > epoch {
-				break // a later window already: the clock went back
-			}
-			v := uint64(epoch)<<32 | min(cur+1, 0xffff)<<16 | prev
-			if cell.CompareAndSwap(old, v) {
-				break
-			}
-		}
-	}
-}
+func ParseFailureLimit(s string) (FailureLimit, error) { return failurelimit.Parse(s) }

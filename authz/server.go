@@ -3,12 +3,12 @@ package authz
 import (
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/keygate/keygate/internal/failurelimit"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
@@ -63,7 +63,7 @@ type Config struct {
 	// attempts (invalid_api_key decisions) than it allows, with 429
 	// too_many_failures and without any store query, unless the key it
 	// sends is cached and valid: a source over its budget is answered from
-	// memory only (CachePeek). Its memory is fixed (2 MiB). Default: none.
+	// memory only (KeyLookup.Peek). Its memory is fixed (2 MiB). Default: none.
 	FailureLimit FailureLimit
 	// DryRun makes every denial a dry-run one: decided, logged and
 	// counted, but let through (Decision.DryRun). A policy module with
@@ -80,7 +80,6 @@ type Config struct {
 // Denial. It is safe for concurrent use.
 type Server struct {
 	keys            KeyLookup
-	cached          CachedLookup // keys, when it can say it answered from memory
 	policy          *policy.Policy
 	hasher          *keystore.Hasher
 	keyHeaders      []keyHeader
@@ -98,8 +97,7 @@ type Server struct {
 	names        identityNames
 	metaHeaders  []metaHeader
 	acceptLegacy bool
-	failures     *failureCounter // nil: no failure limit
-	peek         CachePeek       // keys, when it can answer from memory alone
+	failures     *failurelimit.Counter // nil: no failure limit
 	denials      [numOutcomes]*Denial
 }
 
@@ -127,6 +125,32 @@ func configError(setting, problem string) error {
 	return &ConfigError{Setting: setting, Problem: problem}
 }
 
+// CheckSettings reports the first of cfg's settings that is wrong (a
+// *ConfigError naming it): the key headers and the identity prefix, which
+// NewServer would refuse. It needs neither Lookup nor Policy, so that a
+// program can check its configuration before any I/O.
+func (cfg Config) CheckSettings() error {
+	_, _, err := cfg.settings()
+	return err
+}
+
+// settings are the identity prefix and the key headers cfg asks for.
+func (cfg Config) settings() (string, []keyHeader, error) {
+	prefix := strings.ToLower(cfg.IdentityPrefix)
+	if prefix == "" {
+		prefix = DefaultIdentityPrefix
+	}
+	if !validHeaderName(prefix) {
+		return "", nil, configError("IdentityPrefix", fmt.Sprintf("%q is not a valid header name prefix", prefix))
+	}
+	headers := cfg.KeyHeaders
+	if len(headers) == 0 {
+		headers = DefaultKeyHeaders
+	}
+	kh, err := newKeyHeaders(headers, prefix)
+	return prefix, kh, err
+}
+
 // NewServer checks cfg and returns a Server, or a *ConfigError.
 func NewServer(cfg Config) (*Server, error) {
 	if cfg.Lookup == nil || cfg.Policy == nil || cfg.Hasher == nil {
@@ -136,7 +160,6 @@ func NewServer(cfg Config) (*Server, error) {
 		keys:            cfg.Lookup,
 		policy:          cfg.Policy,
 		hasher:          cfg.Hasher,
-		identityPrefix:  strings.ToLower(cfg.IdentityPrefix),
 		keepCredentials: cfg.KeepCredentials,
 		usage:           cfg.Usage,
 		metrics:         cfg.Metrics,
@@ -147,20 +170,9 @@ func NewServer(cfg Config) (*Server, error) {
 		acceptLegacy:    cfg.AcceptLegacyKeys,
 		tracer:          cfg.Tracer,
 	}
-	s.cached, _ = cfg.Lookup.(CachedLookup)
 	s.anyDryRun = len(cfg.Policy.DryRunModules()) > 0
-	if s.identityPrefix == "" {
-		s.identityPrefix = DefaultIdentityPrefix
-	}
-	if !validHeaderName(s.identityPrefix) {
-		return nil, configError("IdentityPrefix", fmt.Sprintf("%q is not a valid header name prefix", s.identityPrefix))
-	}
-	headers := cfg.KeyHeaders
-	if len(headers) == 0 {
-		headers = DefaultKeyHeaders
-	}
 	var err error
-	if s.keyHeaders, err = newKeyHeaders(headers, s.identityPrefix); err != nil {
+	if s.identityPrefix, s.keyHeaders, err = cfg.settings(); err != nil {
 		return nil, err
 	}
 	if s.logger == nil {
@@ -181,13 +193,11 @@ func NewServer(cfg Config) (*Server, error) {
 	}
 	s.denials = denials
 	if cfg.FailureLimit != (FailureLimit{}) {
-		if err := cfg.FailureLimit.check(); err != nil {
+		if err := cfg.FailureLimit.Check(); err != nil {
 			return nil, configError("FailureLimit", err.Error())
 		}
-		s.failures = newFailureCounter(cfg.FailureLimit, s.now())
-		s.peek, _ = cfg.Lookup.(CachePeek)
-		window := (cfg.FailureLimit.Window + time.Second - 1) / time.Second
-		s.denials[TooManyFailures] = newDenial(TooManyFailures, strconv.Itoa(int(window)))
+		s.failures = failurelimit.NewCounter(cfg.FailureLimit, s.now())
+		s.denials[TooManyFailures] = newDenial(TooManyFailures, cfg.FailureLimit.RetryAfter())
 	}
 	return s, nil
 }

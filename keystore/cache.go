@@ -83,7 +83,12 @@ type Cache struct {
 	// refreshes are the times (on the cache's clock, from base) of the
 	// last background refresh started in each stripe of digests.
 	refreshes [refreshStripes]atomic.Int64
-	stats     CacheStats
+	// background are the refreshes running; Close waits for them, and
+	// none starts once closed is set (under closing).
+	background sync.WaitGroup
+	closing    sync.RWMutex
+	closed     bool
+	stats      CacheStats
 }
 
 // cacheEntry is one digest's cached answer: a key record, or nil for "no
@@ -325,8 +330,13 @@ func (c *Cache) refreshInBackground(ctx context.Context, d Digest) {
 	if prev := last.Load(); now-prev < int64(refreshEvery) || !last.CompareAndSwap(prev, now) {
 		return
 	}
+	c.closing.RLock()
+	defer c.closing.RUnlock()
+	if c.closed {
+		return
+	}
 	trigger := trace.SpanContextFromContext(ctx)
-	go func() {
+	c.background.Go(func() {
 		// fetch recovers panics itself.
 		ctx, cancel := context.WithTimeout(context.Background(), c.loadTimeout)
 		defer cancel()
@@ -338,7 +348,17 @@ func (c *Cache) refreshInBackground(ctx context.Context, d Digest) {
 			return loaded{k, span.SpanContext()}, err
 		})
 		endSpan(span, err)
-	}()
+	})
+}
+
+// Close waits for the background refreshes under way and starts no more;
+// lookups keep working (a stale entry is then answered without a refresh
+// until it is too old). It is safe to call more than once.
+func (c *Cache) Close() {
+	c.closing.Lock()
+	c.closed = true
+	c.closing.Unlock()
+	c.background.Wait()
 }
 
 // Invalidate forgets what the cache knows of d, so that the next lookup

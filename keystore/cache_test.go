@@ -111,10 +111,9 @@ func TestCacheConcurrentMissesMakeOneQuery(t *testing.T) {
 
 func TestCacheNewKeyClearsUnknownEntry(t *testing.T) {
 	clk := newClock()
-	s, _ := newStore(t, keystore.Options{Now: clk.Now})
-	c := newCache(t, s, clk, keystore.CacheOptions{NegativeTTL: time.Hour})
 	next, _ := keystore.GenerateSecret("kg")
-	keystore.SetSecretGenerator(s, func(string) (keystore.Secret, error) { return next, nil })
+	s, _ := newStore(t, keystore.Options{Now: clk.Now, Generate: func(string) (keystore.Secret, error) { return next, nil }})
+	c := newCache(t, s, clk, keystore.CacheOptions{NegativeTTL: time.Hour})
 	d := s.Hasher().Digest(next)
 	if _, err := c.Lookup(context.Background(), d); !errors.Is(err, keystore.ErrNotFound) {
 		t.Fatalf("before creation: %v", err)

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"strconv"
 	"unicode/utf8"
-
-	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Errors the store returns, wrapped with context; test them with errors.Is.
@@ -51,14 +49,6 @@ func invalid(field, problem string) error {
 
 func invalidf(field, format string, args ...any) error {
 	return invalid(field, fmt.Sprintf(format, args...))
-}
-
-// IsNoSchema reports whether err says the database has no keygate schema
-// (or not all of it): the fix is `keygate migrate`, not a retry.
-func IsNoSchema(err error) bool {
-	var pgErr *pgconn.PgError
-	// undefined_table, undefined_column
-	return errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "42703")
 }
 
 // maxEcho bounds how much of a refused input an error repeats, counted in

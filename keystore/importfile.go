@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/keygate/keygate/internal/jsonutf8"
 )
 
 // An import file holds one JSON object per line, one key each:
@@ -119,6 +119,11 @@ func ParseImportLine(b []byte, opts ImportOptions) (ImportKey, error) {
 			return fail("", "unknown field "+fieldName(name)+" (want account, name, description, scopes, expires_at, allowed_cidrs, metadata, and key or sha256)")
 		}
 	}
+	for _, name := range importFields {
+		if v, ok := members[name]; ok && jsonutf8.Check(v) != nil {
+			return fail(name, "must be valid UTF-8, without unpaired surrogate escapes (\\ud800)")
+		}
+	}
 	var line struct {
 		Account, Name, Description, ExpiresAt, Key, SHA256 string
 		Scopes, AllowedCIDRs                               []string
@@ -153,7 +158,7 @@ func ParseImportLine(b []byte, opts ImportOptions) (ImportKey, error) {
 	if err == nil {
 		k.key.Metadata, err = NormalizeMetadata(line.Metadata)
 	}
-	for _, e := range []error{err, validateText("account", line.Account, MaxAccountIDLen, true, false),
+	for _, e := range []error{err, importAccount(line.Account),
 		ValidateName(line.Name), ValidateDescription(line.Description)} {
 		var ve *ValidationError
 		if errors.As(e, &ve) {
@@ -200,6 +205,15 @@ func ParseImportLine(b []byte, opts ImportOptions) (ImportKey, error) {
 		k.sha256 = &d
 	}
 	return k, nil
+}
+
+// importAccount applies the account id rule to an import line's account.
+func importAccount(id string) error {
+	var ve *ValidationError
+	if err := ValidateAccountID(id); errors.As(err, &ve) {
+		return invalid("account", ve.Problem)
+	}
+	return nil
 }
 
 // fieldName quotes a member's name if it looks like a field name, which a
@@ -292,72 +306,55 @@ func (s *Store) Import(ctx context.Context, keys []ImportKey, actor string) (int
 		k.ID = id.String()
 		rows[i] = row{k: &k, digest: k.Digest, line: ik.Line}
 	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		now, err := s.txNow(ctx, tx)
-		if err != nil {
-			return err
-		}
+	err := s.write(ctx, "import", func(tx Tx, now time.Time) error {
 		for _, r := range rows {
 			r.k.CreatedAt = now
 			if err := s.checkImportedExpiry(r.k.ExpiresAt, now); err != nil {
 				return &ImportError{Line: r.line, Field: "expires_at", Problem: err.Error()}
 			}
 		}
-		digests := make([][]byte, len(rows))
+		digests := make([]Digest, len(rows))
 		for i := range rows {
-			digests[i] = rows[i].digest[:]
+			digests[i] = rows[i].digest
 		}
-		stored, err := tx.Query(ctx, `SELECT digest, id::text FROM api_keys WHERE digest = ANY($1)`, digests)
+		stored, err := tx.StoredDigests(ctx, digests)
 		if err != nil {
 			return err
 		}
 		first, firstID := 0, ""
-		var d []byte
-		var id string
-		if _, err := pgx.ForEachRow(stored, []any{&d, &id}, func() error {
-			var dg Digest
-			copy(dg[:], d)
-			if l := lineOf[dg]; first == 0 || l < first {
+		for d, id := range stored {
+			if l := lineOf[d]; first == 0 || l < first {
 				first, firstID = l, id
 			}
-			return nil
-		}); err != nil {
-			return err
 		}
 		if first != 0 {
 			return &ImportError{Line: first, Problem: "this key is stored already (key " + firstID + ")"}
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"api_keys"},
-			[]string{"id", "account_id", "name", "description", "display_prefix", "digest", "hash_scheme", "scopes",
-				"created_at", "created_by", "expires_at", "allowed_cidrs", "metadata"},
-			pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
-				k := rows[i].k
-				return []any{k.ID, k.AccountID, k.Name, k.Description, k.DisplayPrefix, k.Digest[:], k.HashScheme, nonNil(k.Scopes),
-					k.CreatedAt, k.CreatedBy, k.ExpiresAt, nonNil(k.AllowedCIDRs), metadataJSON(k.Metadata)}, nil
-			})); err != nil {
+		keys := make([]*Key, len(rows))
+		events := make([]Event, len(rows))
+		for i, r := range rows {
+			keys[i] = r.k
+			detail := createDetail(r.k)
+			detail["hash_scheme"] = r.k.HashScheme
+			events[i] = Event{KeyID: r.k.ID, Action: "import", Actor: actor, At: now, Detail: detail}
+		}
+		if err := tx.Insert(ctx, keys...); err != nil {
 			return err
 		}
-		if _, err := tx.CopyFrom(ctx, pgx.Identifier{"api_key_events"}, []string{"key_id", "action", "actor", "at", "detail"},
-			pgx.CopyFromSlice(len(rows), func(i int) ([]any, error) {
-				k := rows[i].k
-				detail := createDetail(k)
-				detail["hash_scheme"] = k.HashScheme
-				return []any{k.ID, "import", actor, now, detail}, nil
-			})); err != nil {
+		if err := tx.AddEvents(ctx, events...); err != nil {
 			return err
 		}
-		return notifyAdded(ctx, tx)
+		return tx.Notify(ctx, Notice{Added: true})
 	})
 	if err != nil {
 		var ie *ImportError
 		if errors.As(err, &ie) {
 			return 0, ie
 		}
-		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.ConstraintName == "api_keys_digest" {
+		if errors.Is(err, ErrDigestTaken) {
 			return 0, errors.New("keystore: import: a key of the file was stored meanwhile; nothing was imported")
 		}
-		return 0, fmt.Errorf("keystore: import: %w", err)
+		return 0, err
 	}
 	return len(rows), nil
 }

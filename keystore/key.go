@@ -146,40 +146,105 @@ func NormalizeScopes(scopes []string) ([]string, error) {
 	return slices.Compact(out), nil
 }
 
-// ValidateAccountID checks an account id: the rules of a key's account_id
-// (not blank, at most MaxAccountIDLen characters, no control characters).
+// The account id rule: 1 to MaxAccountIDLen characters, each an ASCII
+// letter or digit or one of AccountIDPunctuation, the first a letter or a
+// digit. It admits what host systems use for tenants (UUIDs, slugs, e-mail
+// addresses, "org:123", "auth0|5f7c…") and nothing that an HTTP header,
+// a proxy or a log line would change, split or hide: no white space, no
+// comma or semicolon (list separators in headers), no quote, no control
+// character, no non-ASCII character. Nothing is trimmed or folded: " acme"
+// is refused, not read as "acme", and "Acme" and "acme" are two accounts.
+const AccountIDPunctuation = "-_.:@+|"
+
+// AccountIDPattern is the account id rule as a regular expression, in the
+// syntax both Go's regexp and PostgreSQL's ~ operator read, for finding
+// stored rows that break it.
+const AccountIDPattern = `^[A-Za-z0-9][A-Za-z0-9._:@+|-]{0,199}$`
+
+// ValidAccountID reports whether id follows the account id rule.
+func ValidAccountID(id string) bool { return ValidateAccountID(id) == nil }
+
+// ValidateAccountID checks an account id against the account id rule (see
+// AccountIDPunctuation). The admin API, the CLI, the tokens file and import
+// files all apply it; its error says which part of the rule id breaks,
+// without repeating id.
 func ValidateAccountID(id string) error {
-	return validateText("account_id", id, MaxAccountIDLen, true, false)
+	const rule = "an account id is letters, digits and " + AccountIDPunctuation + ", starting with a letter or digit"
+	switch {
+	case id == "":
+		return invalid("account_id", "must not be empty")
+	case strings.TrimSpace(id) != id:
+		return invalid("account_id", "must not start or end with white space: "+rule)
+	case !isASCIIAlnum(id[0]):
+		return invalid("account_id", "must start with a letter or digit: "+rule)
+	}
+	for i := 1; i < len(id); i++ {
+		if c := id[i]; !isASCIIAlnum(c) && strings.IndexByte(AccountIDPunctuation, c) < 0 {
+			return invalid("account_id", "must hold only letters, digits and "+AccountIDPunctuation+": "+rule)
+		}
+	}
+	if len(id) > MaxAccountIDLen { // all ASCII by now: bytes are characters
+		return invalidf("account_id", "at most %d characters, got %d", MaxAccountIDLen, len(id))
+	}
+	return nil
+}
+
+func isASCIIAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
 // ValidateName checks a name by the rules of a key's name (not blank, at
-// most MaxNameLen characters, one line).
+// most MaxNameLen characters, one line, and nothing invisible: no control
+// or format character, no line or paragraph separator, no other default
+// ignorable code point such as a variation selector or a Hangul filler).
+// A name is what people tell keys apart by in the console and the CLI, so
+// two names that look the same must be the same: U+202E (right-to-left
+// override) or U+200B (zero width space) would make "prod" and
+// "pro\u200bd" two names that show alike, or make a name show reversed.
 func ValidateName(name string) error {
-	return validateText("name", name, MaxNameLen, true, false)
+	return validateText("name", name, MaxNameLen, true, refusedInName)
 }
 
 // ValidateDescription checks a key's description (at most
-// MaxDescriptionLen characters; newlines and tabs allowed).
+// MaxDescriptionLen characters; newlines and tabs allowed, no other control
+// character). Free text in other scripts needs joiners, direction marks
+// and soft hyphens, so they stay; what it never needs is refused: the
+// bidirectional embeddings, overrides and isolates (U+202A–U+202E,
+// U+2066–U+2069), which reorder how the text after them shows, and the
+// invisible tag characters (U+E0000–U+E007F), which carry hidden text.
 func ValidateDescription(d string) error {
-	return validateText("description", d, MaxDescriptionLen, false, true)
+	return validateText("description", d, MaxDescriptionLen, false, refusedInDescription)
 }
 
-// validateText checks a free-text field: valid UTF-8, no control
-// characters other than newline and tab when multiline, at most max
-// characters, and (when required) not blank.
-func validateText(field, v string, max int, required, multiline bool) error {
-	if required && strings.TrimSpace(v) == "" {
-		return invalid(field, "must not be empty")
-	}
+// refusedInName reports the characters a name may not hold.
+func refusedInName(r rune) bool {
+	return unicode.In(r, unicode.Cc, unicode.Cf, unicode.Zl, unicode.Zp, unicode.Other_Default_Ignorable_Code_Point, unicode.Variation_Selector)
+}
+
+// refusedInDescription reports the characters a description may not hold.
+func refusedInDescription(r rune) bool {
+	return unicode.IsControl(r) && r != '\n' && r != '\t' ||
+		r >= 0x202a && r <= 0x202e || r >= 0x2066 && r <= 0x2069 || r >= 0xe0000 && r <= 0xe007f
+}
+
+// validateText checks a free-text field: valid UTF-8, no character that
+// refused reports, at most max characters, and (when required) not blank.
+func validateText(field, v string, max int, required bool, refused func(rune) bool) error {
 	if !utf8.ValidString(v) {
 		return invalid(field, "must be valid UTF-8")
+	}
+	if required && strings.TrimSpace(v) == "" {
+		return invalid(field, "must not be empty")
 	}
 	if n := utf8.RuneCountInString(v); n > max {
 		return invalid(field, fmt.Sprintf("at most %d characters, got %d", max, n))
 	}
 	for _, r := range v {
-		if unicode.IsControl(r) && !(multiline && (r == '\n' || r == '\t')) {
+		switch {
+		case refused(r) && unicode.IsControl(r):
 			return invalid(field, "must not contain control characters")
+		case refused(r):
+			return invalidf(field, "must not contain U+%04X, an invisible formatting character", r)
 		}
 	}
 	return nil

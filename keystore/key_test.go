@@ -2,6 +2,8 @@ package keystore
 
 import (
 	"errors"
+	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -166,5 +168,175 @@ func TestHasher(t *testing.T) {
 	}
 	if _, err := NewHasher([]byte("short")); err == nil {
 		t.Fatal("a short pepper was accepted")
+	}
+}
+
+// TestValidateAccountID: one rule for every way an account id comes in.
+// What passes survives an HTTP header unchanged (one value, nothing to
+// trim, fold or split); what fails is refused, never trimmed.
+func TestValidateAccountID(t *testing.T) {
+	good := []string{
+		"acme", "a", "Acme", "ACME-42", "0193c7a2-5d6e-7f00-8a1b-2c3d4e5f6a7b", "org:123", "alice+test@example.com",
+		"auth0|5f7c8ec7c33c6c004bbafe82", "tenant_7.eu-west-1", "9", strings.Repeat("a", MaxAccountIDLen),
+		"a-", "a.", "a@b:c|d+e_f.g-h",
+	}
+	for _, id := range good {
+		if err := ValidateAccountID(id); err != nil {
+			t.Errorf("ValidateAccountID(%q) = %v", id, err)
+		}
+	}
+	bad := map[string]string{
+		"":                                     "empty",
+		" acme":                                "white space",
+		"acme ":                                "white space",
+		"\tacme":                               "white space",
+		"acme\n":                               "white space",
+		"acme\u00a0":                           "white space", // no-break space
+		"\u2003acme":                           "white space", // em space
+		"acme,beta":                            "only letters",
+		"acme;beta":                            "only letters",
+		"acme beta":                            "only letters",
+		"acme\x00":                             "only letters",
+		"ac\x7fme":                             "only letters",
+		"ac\rme":                               "only letters",
+		"acme\u200b":                           "only letters", // zero width space
+		"\u202eemca":                           "start with",
+		"acmé":                                 "only letters",
+		"аcme":                                 "start with", // Cyrillic а
+		"acme\xff":                             "only letters",
+		`acme"`:                                "only letters",
+		"acme'":                                "only letters",
+		"a/b":                                  "only letters",
+		"../etc":                               "start with",
+		".":                                    "start with",
+		"-acme":                                "start with",
+		"_acme":                                "start with",
+		"@acme":                                "start with",
+		"a=b":                                  "only letters",
+		"a%20b":                                "only letters",
+		"a\\b":                                 "only letters",
+		"a<b>":                                 "only letters",
+		strings.Repeat("a", MaxAccountIDLen+1): "at most 200 characters, got 201",
+		strings.Repeat("é", 150):               "start with",
+		"a" + strings.Repeat("é", 150):         "only letters",
+	}
+	for id, want := range bad {
+		err := ValidateAccountID(id)
+		var ve *ValidationError
+		if !errors.As(err, &ve) || ve.Field != "account_id" || !strings.Contains(ve.Problem, want) {
+			t.Errorf("ValidateAccountID(%q) = %v, want an account_id error saying %q", id, err, want)
+			continue
+		}
+		if len(id) >= 5 && strings.Contains(err.Error(), id) {
+			t.Errorf("ValidateAccountID(%q) repeats the id: %v", id, err)
+		}
+		if ValidAccountID(id) {
+			t.Errorf("ValidAccountID(%q) = true", id)
+		}
+	}
+}
+
+// TestAccountIDPattern: the pattern a database query can use says what
+// ValidateAccountID says, for every id tried.
+func TestAccountIDPattern(t *testing.T) {
+	re := regexp.MustCompile(AccountIDPattern)
+	check := func(id string) {
+		if re.MatchString(id) != ValidAccountID(id) {
+			t.Fatalf("%q: the pattern says %v, ValidAccountID %v", id, re.MatchString(id), ValidAccountID(id))
+		}
+	}
+	for c := range 256 {
+		check(string(rune(c)))
+		check("a" + string(rune(c)))
+		check("a" + string([]byte{byte(c)}) + "b")
+	}
+	for _, id := range []string{"", strings.Repeat("a", MaxAccountIDLen), strings.Repeat("a", MaxAccountIDLen+1), "a\u200b", "a\n"} {
+		check(id)
+	}
+}
+
+func FuzzAccountIDPattern(f *testing.F) {
+	re := regexp.MustCompile(AccountIDPattern)
+	for _, s := range []string{"acme", " acme", "a,b", "org:1", strings.Repeat("x", 201)} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, id string) {
+		if re.MatchString(id) != ValidAccountID(id) {
+			t.Fatalf("%q: the pattern says %v, ValidAccountID %v", id, re.MatchString(id), ValidAccountID(id))
+		}
+		if ValidAccountID(id) && (strings.ContainsAny(id, " ,;\"\r\n\t") || strings.TrimSpace(id) != id) {
+			t.Fatalf("%q passes but would not survive a header", id)
+		}
+	})
+}
+
+// TestValidateNameRefusesInvisibleCharacters: a name is what people tell
+// keys apart by, so nothing in it may be invisible or reorder the text.
+func TestValidateNameRefusesInvisibleCharacters(t *testing.T) {
+	good := []string{"deploy bot", "CI (prod)", "déploiement", "部署机器人", "نشر", "ci 🚀", "a\u00a0b", "tab-less"}
+	for _, n := range good {
+		if err := ValidateName(n); err != nil {
+			t.Errorf("ValidateName(%q) = %v", n, err)
+		}
+	}
+	for _, r := range []rune{
+		0x202a, 0x202b, 0x202c, 0x202d, 0x202e, // bidi embeddings and overrides
+		0x2066, 0x2067, 0x2068, 0x2069, // bidi isolates
+		0x200b, 0x200c, 0x200d, 0x200e, 0x200f, // zero widths and direction marks
+		0x061c, 0x00ad, 0xfeff, 0x2060, 0x2061, 0x2064, 0x180e, // other format characters
+		0x2028, 0x2029, // line and paragraph separators
+		0xfe0f, 0xe0100, 0x180b, // variation selectors
+		0x3164, 0x115f, 0xffa0, 0x034f, // Hangul fillers, combining grapheme joiner
+		0xe0001, 0xe0041, 0xe007f, // tags
+		0xfff9, 0xfffb, // interlinear annotations
+	} {
+		for _, n := range []string{"prod" + string(r), string(r) + "prod", "pr" + string(r) + "od"} {
+			err := ValidateName(n)
+			var ve *ValidationError
+			if !errors.As(err, &ve) || ve.Field != "name" || !strings.Contains(ve.Problem, fmt.Sprintf("U+%04X", r)) {
+				t.Errorf("ValidateName(%q) = %v, want a name error naming U+%04X", n, err, r)
+			}
+		}
+	}
+	for _, n := range []string{"a\x00b", "a\nb", "a\tb", "a\x1bb", "a\u0085b", "a\u009bb"} {
+		if err := ValidateName(n); err == nil || !strings.Contains(err.Error(), "control characters") {
+			t.Errorf("ValidateName(%q) = %v, want a control character error", n, err)
+		}
+	}
+	for _, n := range []string{"a\xffb", "\xed\xa0\x80", "ab\xc3"} {
+		if err := ValidateName(n); err == nil || !strings.Contains(err.Error(), "UTF-8") {
+			t.Errorf("ValidateName(%q) = %v, want a UTF-8 error", n, err)
+		}
+	}
+	for _, n := range []string{"\u200b", "\u3164", "\u202e "} {
+		if err := ValidateName(n); err == nil {
+			t.Errorf("ValidateName(%q): an invisible name passed", n)
+		}
+	}
+}
+
+// TestValidateDescription: free text keeps what prose in any script needs
+// (lines, tabs, joiners, direction marks) and refuses what reorders or
+// hides text.
+func TestValidateDescription(t *testing.T) {
+	good := []string{"", "CI deploys\nfor staging\tonly", "می\u200cخواهم", "עברית\u200e (EN)", "soft\u00adhyphen", "👨\u200d👩\u200d👧", "❤\ufe0f"}
+	for _, d := range good {
+		if err := ValidateDescription(d); err != nil {
+			t.Errorf("ValidateDescription(%q) = %v", d, err)
+		}
+	}
+	for _, r := range []rune{0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069, 0xe0001, 0xe0041, 0xe007f} {
+		d := "deploys " + string(r) + "txt.exe"
+		if err := ValidateDescription(d); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("U+%04X", r)) {
+			t.Errorf("ValidateDescription(%q) = %v, want an error naming U+%04X", d, err, r)
+		}
+	}
+	for _, d := range []string{"a\x00", "a\rb", "a\x1b[31m", "a\u0085"} {
+		if err := ValidateDescription(d); err == nil || !strings.Contains(err.Error(), "control characters") {
+			t.Errorf("ValidateDescription(%q) = %v, want a control character error", d, err)
+		}
+	}
+	if err := ValidateDescription("a\xffb"); err == nil || !strings.Contains(err.Error(), "UTF-8") {
+		t.Errorf("invalid UTF-8 in a description: %v", err)
 	}
 }

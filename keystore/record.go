@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"fmt"
 	"iter"
 	"maps"
 	"math"
@@ -34,42 +35,56 @@ type Record struct {
 // noExpiry is Record.expires of a key that never expires.
 const noExpiry = math.MaxInt64
 
-// recordFields are what a Record is built from.
-type recordFields struct {
-	id, accountID     string
-	scopes            []string // normalized (NormalizeScopes)
-	expiresAt         *time.Time
-	revoked, disabled bool
-	updatedAt         time.Time
-	cidrs             []netip.Prefix    // normalized (NormalizeCIDRs)
-	metadata          map[string]string // valid (NormalizeMetadata)
+// RecordFields are what a Record is built from: a backend reads them
+// from its row (the decision's columns), valid as the Store wrote them.
+type RecordFields struct {
+	ID, AccountID     string
+	Scopes            []string // normalized (NormalizeScopes)
+	ExpiresAt         *time.Time
+	Revoked, Disabled bool
+	UpdatedAt         time.Time
+	AllowedCIDRs      []netip.Prefix    // normalized (NormalizeCIDRs)
+	Metadata          map[string]string // valid (NormalizeMetadata)
 }
 
-// newRecord builds a Record.
-func newRecord(f recordFields) *Record {
-	b := make([]byte, 0, len(f.id)+len(f.accountID)+64)
-	b = append(b, f.id...)
-	b = append(b, f.accountID...)
-	for i, s := range f.scopes {
+// NewRecord builds a Record. A row that the Store did not write (changed
+// by hand, with SQL) could hold what a Record cannot encode: NewRecord
+// refuses it rather than drop a restriction.
+func NewRecord(f RecordFields) (*Record, error) {
+	if len(f.AllowedCIDRs) > MaxAllowedCIDRs {
+		return nil, fmt.Errorf("key %s has %d source restrictions", f.ID, len(f.AllowedCIDRs))
+	}
+	if _, err := NormalizeMetadata(f.Metadata); err != nil {
+		return nil, fmt.Errorf("key %s has metadata the store would not write: %w", f.ID, err)
+	}
+	return newRecord(f), nil
+}
+
+// newRecord builds a Record of valid fields.
+func newRecord(f RecordFields) *Record {
+	b := make([]byte, 0, len(f.ID)+len(f.AccountID)+64)
+	b = append(b, f.ID...)
+	b = append(b, f.AccountID...)
+	for i, s := range f.Scopes {
 		if i > 0 {
 			b = append(b, ',')
 		}
 		b = append(b, s...)
 	}
 	scopesEnd := len(b)
-	b = appendExtras(b, f.cidrs, f.metadata)
+	b = appendExtras(b, f.AllowedCIDRs, f.Metadata)
 	r := &Record{
 		text:       string(b),
-		idEnd:      uint32(len(f.id)),
-		accountEnd: uint32(len(f.id) + len(f.accountID)),
+		idEnd:      uint32(len(f.ID)),
+		accountEnd: uint32(len(f.ID) + len(f.AccountID)),
 		scopesEnd:  uint32(scopesEnd),
-		revoked:    f.revoked,
-		disabled:   f.disabled,
+		revoked:    f.Revoked,
+		disabled:   f.Disabled,
 		expires:    noExpiry,
-		version:    f.updatedAt.UnixMicro(),
+		version:    f.UpdatedAt.UnixMicro(),
 	}
-	if f.expiresAt != nil {
-		r.expires = f.expiresAt.UnixMicro()
+	if f.ExpiresAt != nil {
+		r.expires = f.ExpiresAt.UnixMicro()
 	}
 	return r
 }
@@ -101,9 +116,9 @@ func appendExtras(b []byte, cidrs []netip.Prefix, metadata map[string]string) []
 
 // Record returns the decision's view of k.
 func (k *Key) Record() *Record {
-	return newRecord(recordFields{id: k.ID, accountID: k.AccountID, scopes: k.Scopes, expiresAt: k.ExpiresAt,
-		revoked: k.RevokedAt != nil, disabled: k.DisabledAt != nil, updatedAt: k.UpdatedAt,
-		cidrs: k.AllowedCIDRs, metadata: k.Metadata})
+	return newRecord(RecordFields{ID: k.ID, AccountID: k.AccountID, Scopes: k.Scopes, ExpiresAt: k.ExpiresAt,
+		Revoked: k.RevokedAt != nil, Disabled: k.DisabledAt != nil, UpdatedAt: k.UpdatedAt,
+		AllowedCIDRs: k.AllowedCIDRs, Metadata: k.Metadata})
 }
 
 // ID is the key's id.
@@ -253,3 +268,7 @@ type Stored struct {
 	Digest Digest
 	Record *Record
 }
+
+// Equal reports whether r and o say the same: the same key at the same
+// version, with the same decision fields.
+func (r *Record) Equal(o *Record) bool { return r == o || r != nil && o != nil && *r == *o }

@@ -2,17 +2,11 @@ package keystore
 
 import (
 	"context"
-	"encoding/hex"
-	"errors"
-	"fmt"
 	"log/slog"
-	"strconv"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/cenkalti/backoff/v5"
-	"github.com/jackc/pgx/v5"
 )
 
 // WatchOptions configure a Watcher. Zero values select the defaults.
@@ -20,9 +14,6 @@ type WatchOptions struct {
 	// PollInterval spaces the delta polls that catch changes whose
 	// notification was lost. Default 5s.
 	PollInterval time.Duration
-	// PingInterval is how long the listener waits for a notification
-	// before checking that its connection is alive. Default 2s.
-	PingInterval time.Duration
 	// Logger logs connection changes. Default: discard.
 	Logger *slog.Logger
 	// OnPropagation, when set, learns how long each notified change took
@@ -34,7 +25,6 @@ type WatchOptions struct {
 // Defaults of WatchOptions.
 const (
 	DefaultPollInterval = 5 * time.Second
-	DefaultPingInterval = 2 * time.Second
 	// pollMargin re-reads changes this far back, for transactions that
 	// stamped updated_at before the previous poll but committed after it.
 	pollMargin         = 30 * time.Second
@@ -42,17 +32,18 @@ const (
 	resyncBatchTimeout = 30 * time.Second
 )
 
-// Watcher keeps a Cache in step with the database: it LISTENs for change
-// notifications on a dedicated connection (reconnecting, re-LISTENing and
-// resyncing the whole cache after any interruption, and pinging to notice
-// a dead connection quickly), and polls for changes as a safety net.
+// Watcher keeps a Cache in step with the store: it listens for the
+// notices of committed changes (Backend.Listen: a LISTEN connection on
+// PostgreSQL, the process's own commits on SQLite), reconnecting and
+// resyncing the whole cache after any interruption, and polls for changes
+// as a safety net (on SQLite, the way changes made by other processes
+// arrive).
 type Watcher struct {
-	connConfig *pgx.ConnConfig
-	store      *Store
-	cache      *Cache
-	opts       WatchOptions
-	logger     *slog.Logger
-	stats      WatchStats
+	store  *Store
+	cache  *Cache
+	opts   WatchOptions
+	logger *slog.Logger
+	stats  WatchStats
 }
 
 // WatchStats are counters for metrics.
@@ -62,18 +53,15 @@ type WatchStats struct {
 }
 
 // NewWatcher returns a Watcher; Run starts it.
-func NewWatcher(connConfig *pgx.ConnConfig, store *Store, cache *Cache, opts WatchOptions) *Watcher {
+func NewWatcher(store *Store, cache *Cache, opts WatchOptions) *Watcher {
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = DefaultPollInterval
-	}
-	if opts.PingInterval <= 0 {
-		opts.PingInterval = DefaultPingInterval
 	}
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Watcher{connConfig: connConfig, store: store, cache: cache, opts: opts, logger: logger}
+	return &Watcher{store: store, cache: cache, opts: opts, logger: logger}
 }
 
 // Stats returns the watcher's counters.
@@ -121,70 +109,34 @@ func (w *Watcher) listen(ctx context.Context) {
 	}
 }
 
-// session is one connection's life: LISTEN first, then resync what the
-// cache holds (changes made while nobody listened are otherwise lost),
-// then apply notifications until the connection fails.
+// session is one listening session: once the backend listens, resync
+// what the cache holds (changes made while nobody listened are otherwise
+// lost), then apply notices until the feed breaks.
 func (w *Watcher) session(ctx context.Context, first bool) error {
-	connectCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	conn, err := pgx.ConnectConfig(connectCtx, w.connConfig)
-	cancel()
-	if err != nil {
-		return err
-	}
-	defer conn.Close(context.Background())
-	if _, err := conn.Exec(ctx, "LISTEN "+NotifyChannel); err != nil {
-		return err
-	}
-	w.stats.Listening.Store(true)
-	if !first {
+	return w.store.db.Listen(ctx, func() error {
+		w.stats.Listening.Store(true)
+		if first {
+			return nil
+		}
 		if err := w.resync(ctx); err != nil {
 			return err
 		}
 		w.logger.Info("change listener reconnected; cache resynced", "keys", w.cache.Len())
-	}
-	for {
-		waitCtx, cancel := context.WithTimeout(ctx, w.opts.PingInterval)
-		n, err := conn.WaitForNotification(waitCtx)
-		cancel()
-		switch {
-		case err == nil:
-			w.apply(n.Payload)
-			continue
-		case ctx.Err() != nil:
-			return nil
-		case !errors.Is(err, context.DeadlineExceeded):
-			return err
-		}
-		// Quiet for a while: make sure the connection is still there.
-		pingCtx, cancel := context.WithTimeout(ctx, w.opts.PingInterval)
-		err = conn.Ping(pingCtx)
-		cancel()
-		if err != nil {
-			return fmt.Errorf("listener connection is dead: %w", err)
-		}
-	}
+		return nil
+	}, w.apply)
 }
 
-// apply handles one notification: the hex digest of a changed key, and
-// since this version "@" and the database time of the change in unix
-// microseconds (a bare digest, from an older keygate, is read too).
-func (w *Watcher) apply(payload string) {
+// apply handles one notice.
+func (w *Watcher) apply(n Notice) {
 	w.stats.Notifications.Add(1)
-	hexDigest, stamp, stamped := strings.Cut(payload, "@")
-	if hexDigest == addedPayload { // keys added in bulk
+	if n.Added { // keys added in bulk
 		w.cache.ForgetUnknown()
 		return
 	}
-	var d Digest
-	if b, err := hex.DecodeString(hexDigest); err == nil && len(b) == len(d) {
-		copy(d[:], b)
-		w.cache.Invalidate(d)
-		if us, err := strconv.ParseInt(stamp, 10, 64); stamped && err == nil && w.opts.OnPropagation != nil {
-			w.opts.OnPropagation(max(0, time.Since(time.UnixMicro(us))))
-		}
-		return
+	w.cache.Invalidate(n.Digest)
+	if !n.At.IsZero() && w.opts.OnPropagation != nil {
+		w.opts.OnPropagation(max(0, time.Since(n.At)))
 	}
-	w.logger.Warn("ignoring a malformed change notification", "length", len(payload))
 }
 
 // resync re-reads every cached key and forgets every unknown-key entry.

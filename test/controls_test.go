@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -32,7 +33,7 @@ func TestReplicasSeeDisableEnable(t *testing.T) {
 		trials = 8
 		bound  = time.Second // DESIGN.md §6: p99 across replicas
 	)
-	db := pgtest.NewDatabase(t)
+	db := pgtest.NewDatabase(t) // replicas on one database: PostgreSQL
 	replicas := make([]*server, 3)
 	for i := range replicas {
 		replicas[i] = startServer(t, db)
@@ -84,7 +85,7 @@ func TestReplicasSeeDisableEnable(t *testing.T) {
 // X-Forwarded-For entry Envoy trusts; over HTTP forward-auth the peer, or
 // what a --trusted-proxies peer (nginx here, the real one) forwards.
 func TestSourceRestrictions(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := pgtest.NewDatabase(t) // replicas on one database: PostgreSQL
 	k := createKey(t, db, "acme", "office", "--allow-cidr", "198.51.100.0/24", "--allow-cidr", "2001:db8::/32")
 	plain := startServer(t, db) // trusts no X-Forwarded-For at all
 	kg := startServer(t, db, "--xff-trusted-hops", "1", "--trusted-proxies", "127.0.0.1")
@@ -163,7 +164,7 @@ func TestSourceRestrictions(t *testing.T) {
 // cache loads); the others are not; a valid key the cache holds still works
 // from the hostile source; and memory stays put.
 func TestFailureLimit(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := pgtest.NewDatabase(t) // replicas on one database: PostgreSQL
 	valid := createKey(t, db, "acme", "used behind the same NAT")
 	uncached := createKey(t, db, "acme", "never used before")
 	kg := startServer(t, db, "--failure-limit", "20/1m", "--cache-fresh", "10m", "--decision-log", "off")
@@ -313,7 +314,7 @@ func deniedHeader(resp *authv3.CheckResponse, name string) string {
 // get the negative cache and the failure limit like any other.
 func TestImport(t *testing.T) {
 	const n = 100_000
-	db := pgtest.NewDatabase(t)
+	db := pgtest.NewDatabase(t) // two servers on one database: PostgreSQL
 	dir := t.TempDir()
 	var b strings.Builder
 	secrets := make([]string, n)
@@ -402,5 +403,6 @@ func TestImport(t *testing.T) {
 // keyCount is the number of keys in the database.
 func keyCount(tb testing.TB, dbURL string) int {
 	tb.Helper()
-	return int(queryCount(tb, dbURL, `SELECT count(*) FROM api_keys`))
+	keys, _ := storetest.Count(tb, dbURL)
+	return keys
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/authztest"
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/waittest"
 	"github.com/keygate/keygate/policy"
 )
 
@@ -50,7 +51,7 @@ func proxyContract(t *testing.T, start startFunc) {
 		cluster.Stop(t)
 		n := up.count()
 		var r reply
-		eventually(t, 10*time.Second, "a 503 for an uncached key", func() bool {
+		waittest.Until(t, 10*time.Second, "a 503 for an uncached key", func() bool {
 			r = send(t, p.addr, "GET", "/api/v1/projects", [][2]string{{"X-API-Key", uncached}})
 			return r.status == 503
 		})
@@ -97,7 +98,7 @@ func proxyContract(t *testing.T, start startFunc) {
 // table needs.
 func tableWorld(tb testing.TB, db string) *authztest.World {
 	tb.Helper()
-	expired := createKey(tb, db, "acme", "expired", "--expires-in", "1s")
+	expired := createExpiringKey(tb, db, "acme", "expired", -time.Second)
 	revoked := createKey(tb, db, "acme", "revoked")
 	revokeKey(tb, db, revoked.ID)
 	disabled := createKey(tb, db, "acme", "disabled")

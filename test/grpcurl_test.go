@@ -13,17 +13,16 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/keygate/keygate/internal/storetest"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/encoding/protojson"
-
-	"github.com/keygate/keygate/internal/pgtest"
 )
 
 // TestGrpcurlSmoke is the CI smoke test: a migrated database, a key from
 // the CLI, a server, and the stock grpcurl client finding every type
 // through server reflection.
 func TestGrpcurlSmoke(t *testing.T) {
-	db := pgtest.NewEmptyDatabase(t)
+	db := storetest.NewEmptyDatabase(t)
 	cli(t, db, "migrate")
 	key := createKey(t, db, "acme", "ci smoke")
 	srv := startServer(t, db, "--reflection")

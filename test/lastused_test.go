@@ -26,7 +26,7 @@ func TestLastUsedAfterGracefulShutdown(t *testing.T) {
 		workers  = 4
 		skew     = time.Second // slack between the test's clock and keygate's (the same machine's)
 	)
-	db := pgtest.NewDatabase(t)
+	db := pgtest.NewDatabase(t) // counts row updates in pg_stat_user_tables
 	used := make([]cliKey, 20)
 	for i := range used {
 		used[i] = createKey(t, db, "acme", fmt.Sprintf("used %d", i))

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
+	"github.com/keygate/keygate/keystore"
 )
 
 // binaries are the programs under test, built once by TestMain.
@@ -151,23 +153,19 @@ func createKey(tb testing.TB, dbURL, account, name string, args ...string) cliKe
 	return k
 }
 
+// createExpiringKey creates a key that expires after in (negative: has
+// expired), through the store: the CLI refuses lifetimes under
+// keystore.MinLifetime.
+func createExpiringKey(tb testing.TB, dbURL, account, name string, in time.Duration) cliKey {
+	tb.Helper()
+	k, secret := storetest.CreateExpiring(tb, dbURL, keystore.CreateParams{AccountID: account, Name: name}, in)
+	return cliKey{ID: k.ID, Secret: secret.Reveal(), ExpiresAt: k.ExpiresAt}
+}
+
 // revokeKey revokes a key with `keygate keys revoke`.
 func revokeKey(tb testing.TB, dbURL, id string) {
 	tb.Helper()
 	cli(tb, dbURL, "keys", "revoke", id)
-}
-
-// eventually polls cond every 20ms until it holds, failing tb after limit.
-func eventually(tb testing.TB, limit time.Duration, what string, cond func() bool) time.Duration {
-	tb.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > limit {
-			tb.Fatalf("timed out after %v waiting for %s", limit, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
 }
 
 // rotateKey rotates a key with `keygate keys rotate --grace` and returns

@@ -17,6 +17,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
 )
 
 // keyKind is what the load knows about a key it sends.
@@ -91,7 +92,7 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 	// Expired keys first, so that they have expired by the time the rest exist.
 	var expiredAt time.Time
 	for i := range 3 {
-		k := createKey(t, db, "acme", fmt.Sprintf("expired %d", i), "--expires-in", "1s")
+		k := createExpiringKey(t, db, "acme", fmt.Sprintf("expired %d", i), -time.Second)
 		add(expired, k.Secret)
 		expiredAt = *k.ExpiresAt
 	}
@@ -106,7 +107,7 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 		revokeKey(t, db, k.ID)
 		add(revoked, k.Secret)
 	}
-	other := pgtest.NewDatabase(t)
+	other := storetest.NewDatabase(t)
 	var sample string
 	for i := range 3 {
 		sample = createKey(t, other, "acme", fmt.Sprintf("elsewhere %d", i)).Secret
@@ -120,8 +121,9 @@ func TestDatabaseOutageUnderLoad(t *testing.T) {
 	keys = append(keys, loadKey{malformed, envoyCheck("GET", "/api/v1/projects", map[string]string{"authorization": "Bearer " + string(flipped)}, nil)})
 	// Expiry is checked on every decision, also from the cache: this key
 	// is to expire 5s into the outage, which is scheduled accordingly.
-	expiresAt := time.Now().Add(10 * time.Second).Truncate(time.Second).UTC()
-	add(expiring, createKey(t, db, "acme", "expiring", "--expires-at", expiresAt.Format(time.RFC3339)).Secret)
+	expiringKey := createExpiringKey(t, db, "acme", "expiring", 10*time.Second)
+	expiresAt := *expiringKey.ExpiresAt
+	add(expiring, expiringKey.Secret)
 
 	srv := startServer(t, db, "--cache-fresh", "2s", "--cache-max-stale", "1m", "--lookup-timeout", "100ms")
 	time.Sleep(time.Until(expiredAt.Add(50 * time.Millisecond)))

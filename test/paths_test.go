@@ -7,9 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keygate/keygate/internal/storetest"
 	"google.golang.org/grpc/codes"
-
-	"github.com/keygate/keygate/internal/pgtest"
 )
 
 // hostilePaths are spellings of requests that reach the Accounts, Users or
@@ -173,7 +172,7 @@ func TestPathSpellingsEndToEnd(t *testing.T) {
 	if len(hostilePaths) < 60 || len(lookalikePaths) < 15 {
 		t.Fatalf("%d hostile spellings and %d look-alikes; the contract wants at least 60 and 15", len(hostilePaths), len(lookalikePaths))
 	}
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	keys := []struct{ name, secret string }{
 		{"no scopes", createKey(t, db, "acme", "no scopes").Secret},
 		{"scope *", createKey(t, db, "acme", "star", "--scope", "*").Secret},
@@ -242,7 +241,7 @@ func TestPathSpellingsEndToEnd(t *testing.T) {
 // context_extensions. The cases about source addresses and failure limits
 // have tests of their own.
 func TestDecisionTableOverGRPC(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	w := tableWorld(t, db)
 	srv := startServer(t, db)
 	for _, c := range w.DecisionTable(t) {

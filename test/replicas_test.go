@@ -12,9 +12,9 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/jackc/pgx/v5"
-	"google.golang.org/grpc/codes"
-
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/waittest"
+	"google.golang.org/grpc/codes"
 )
 
 // TestReplicasSeeRevocation runs three replicas on one database and
@@ -29,7 +29,7 @@ func TestReplicasSeeRevocation(t *testing.T) {
 		trials       = 24
 		bound        = time.Second // DESIGN.md §6: p99 across replicas
 	)
-	db := pgtest.NewDatabase(t)
+	db := pgtest.NewDatabase(t) // replicas on one database: PostgreSQL
 	replicas := make([]*server, 3)
 	for i := range replicas {
 		replicas[i] = startServer(t, db, "--poll-interval", pollInterval.String())
@@ -167,7 +167,7 @@ func TestReplicasSeeRevocation(t *testing.T) {
 	// Every replica noticed: its listener reconnected (so the connection
 	// killed was indeed its listener).
 	for i, r := range replicas {
-		eventually(t, 5*time.Second, fmt.Sprintf("replica %d's listener to reconnect", i), func() bool {
+		waittest.Until(t, 5*time.Second, fmt.Sprintf("replica %d's listener to reconnect", i), func() bool {
 			return r.metric(t, "keygate_listener_reconnects_total") > reconnects[i] && r.metric(t, "keygate_listener_up") == 1
 		})
 	}
@@ -308,7 +308,7 @@ func terminateListeners(tb testing.TB, dbURL string, replicas []*server) []strin
 		tb.Logf("%d of %d listeners' last statement is LISTEN: made every listener reconnect first (terminated %s)",
 			listening, len(replicas), strings.Join(primed, ", "))
 		for i, r := range replicas {
-			eventually(tb, 5*time.Second, fmt.Sprintf("replica %d's listener to reconnect", i), func() bool {
+			waittest.Until(tb, 5*time.Second, fmt.Sprintf("replica %d's listener to reconnect", i), func() bool {
 				return r.metric(tb, "keygate_listener_reconnects_total") > before[i] && r.metric(tb, "keygate_listener_up") == 1
 			})
 		}

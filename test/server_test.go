@@ -26,6 +26,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/keygate/keygate/internal/envoytest"
+	"github.com/keygate/keygate/internal/waittest"
 )
 
 // server is one `keygate serve` process with a gRPC client connected to it.
@@ -140,8 +141,14 @@ func startServer(tb testing.TB, dbURL string, flags ...string) *server {
 	}
 	s.authz = authv3.NewAuthorizationClient(s.conn)
 	s.health = healthpb.NewHealthClient(s.conn)
-	eventually(tb, 10*time.Second, "gRPC health SERVING at start", func() bool {
+	waittest.Until(tb, 10*time.Second, "gRPC health SERVING at start", func() bool {
 		return s.healthStatus() == healthpb.HealthCheckResponse_SERVING
+	})
+	// The change listener starts once the schema is found migrated: a
+	// change made before it listens would reach this server only by the
+	// delta poll.
+	waittest.Until(tb, 10*time.Second, "the change listener at start", func() bool {
+		return s.metric(tb, "keygate_listener_up") == 1
 	})
 	return s
 }

@@ -13,10 +13,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/internal/storetest"
+	"github.com/keygate/keygate/internal/waittest"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-
-	"github.com/keygate/keygate/internal/pgtest"
 )
 
 // TestGracefulShutdownWithHealthWatch stops a server that a client
@@ -28,7 +28,7 @@ import (
 // Check still in flight.
 func TestGracefulShutdownWithHealthWatch(t *testing.T) {
 	const exitBound = 5 * time.Second // a third of the default --shutdown-timeout
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	key := createKey(t, db, "acme", "shutdown")
 	srv := startServer(t, db)
 	if code, resp := srv.mustCheck(t, keyCheck(key.Secret, "/api/v1/projects")); code != codes.OK {
@@ -124,7 +124,7 @@ func TestGracefulShutdownWithHealthWatch(t *testing.T) {
 // graceful stop, after which the process exits 0.
 func TestDrainUnderLoad(t *testing.T) {
 	const drain = 2 * time.Second
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	key := createKey(t, db, "acme", "drain")
 	srv := startServer(t, db, "--drain-delay", drain.String())
 	req := keyCheck(key.Secret, "/api/v1/projects")
@@ -165,7 +165,7 @@ func TestDrainUnderLoad(t *testing.T) {
 	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	took := eventually(t, time.Second, "NOT_SERVING after SIGTERM", func() bool {
+	took := waittest.Until(t, time.Second, "NOT_SERVING after SIGTERM", func() bool {
 		return srv.healthStatus() == healthpb.HealthCheckResponse_NOT_SERVING
 	})
 	// Load through most of the drain.

@@ -2,6 +2,7 @@ package extauthz
 
 import (
 	"context"
+	"slices"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
@@ -30,40 +31,54 @@ func NewGRPCServer(s *Server, opts ...grpc.ServerOption) *grpc.Server {
 	return g
 }
 
-// authorizationService is Envoy's Authorization service (the same name,
-// method and proto file as the generated descriptor, so that clients and
-// reflection see no difference), with a handler that returns *response.
-var authorizationService = grpc.ServiceDesc{
-	ServiceName: "envoy.service.auth.v3.Authorization",
-	HandlerType: (*authv3.AuthorizationServer)(nil),
-	Methods: []grpc.MethodDesc{{
-		MethodName: "Check",
-		Handler: func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
-			s := srv.(*Server)
-			input := new(checkInput)
-			if err := dec(input); err != nil {
-				return nil, err // the stream failed; gRPC has answered already
-			}
-			if input.undecodable {
-				// Garbage, or invalid UTF-8 in a string field: a denial,
-				// never a gRPC error, which Envoy's failure_mode_allow
-				// would let through.
-				return s.undecodable(ctx), nil
-			}
-			in := &input.req
-			if interceptor == nil {
-				return s.respond(ctx, in), nil
-			}
-			// Interceptors see proto messages: the request, and the shared
-			// response (a proto.Message they must not modify).
-			info := &grpc.UnaryServerInfo{Server: srv, FullMethod: authv3.Authorization_Check_FullMethodName}
-			return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
-				return s.respond(ctx, req.(*authv3.CheckRequest)), nil
-			})
-		},
-	}},
-	Streams:  []grpc.StreamDesc{},
-	Metadata: "envoy/service/auth/v3/external_auth.proto",
+// authorizationService is the generated descriptor of Envoy's
+// Authorization service with one change: its Check handler returns
+// *response (see codec). The service name, methods, streams and proto file
+// are the generated ones, so that clients and reflection see no difference
+// and an upgrade of go-control-plane cannot drift from them unseen.
+var authorizationService = withHandler(authv3.Authorization_ServiceDesc, "Check", checkHandler)
+
+// ServiceName is the gRPC service NewGRPCServer answers, as the generated
+// descriptor names it: gRPC health reports on it by name.
+var ServiceName = authorizationService.ServiceName
+
+// withHandler is desc with the handler of its unary method named method
+// replaced by h. Without such a method desc is returned as it is (still a
+// working service, through Server.Check); the tests fail on that.
+func withHandler(desc grpc.ServiceDesc, method string, h grpc.MethodHandler) grpc.ServiceDesc {
+	desc.Methods = slices.Clone(desc.Methods)
+	for i := range desc.Methods {
+		if desc.Methods[i].MethodName == method {
+			desc.Methods[i].Handler = h
+		}
+	}
+	return desc
+}
+
+// checkHandler is the Check handler: as the generated one, but it decodes
+// into a checkInput (an undecodable request is a denial, not a gRPC error)
+// and returns the *response of Server.respond.
+func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+	s := srv.(*Server)
+	input := new(checkInput)
+	if err := dec(input); err != nil {
+		return nil, err // the stream failed; gRPC has answered already
+	}
+	if input.undecodable {
+		// Garbage, or invalid UTF-8 in a string field: a denial, never a
+		// gRPC error, which Envoy's failure_mode_allow would let through.
+		return s.undecodable(ctx), nil
+	}
+	in := &input.req
+	if interceptor == nil {
+		return s.respond(ctx, in), nil
+	}
+	// Interceptors see proto messages: the request, and the shared response
+	// (a proto.Message they must not modify).
+	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: authv3.Authorization_Check_FullMethodName}
+	return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
+		return s.respond(ctx, req.(*authv3.CheckRequest)), nil
+	})
 }
 
 // checkInput is what the Check handler decodes into: the request, or the

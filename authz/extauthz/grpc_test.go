@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -132,5 +133,45 @@ func TestUndecodableCheckRequestsAreDenied(t *testing.T) {
 	resp, err := authv3.NewAuthorizationClient(conn).Check(context.Background(), big)
 	if err != nil || resp.GetOkResponse() == nil {
 		t.Fatalf("an 8 MiB CheckRequest: %v, %v; want an allow", resp.GetStatus(), err)
+	}
+}
+
+// The service NewGRPCServer registers is go-control-plane's generated
+// descriptor with only the Check handler replaced, and that descriptor is
+// still the one the handler was written for: an upgrade that changes the
+// service (a method added, renamed or streaming, other message types,
+// another proto file) fails here instead of drifting unseen.
+func TestAuthorizationServiceIsTheGenerated(t *testing.T) {
+	gen := authv3.Authorization_ServiceDesc
+	handler := func(d grpc.ServiceDesc) uintptr { return reflect.ValueOf(d.Methods[0].Handler).Pointer() }
+
+	// The generated descriptor, as checkHandler expects it.
+	if gen.ServiceName != "envoy.service.auth.v3.Authorization" || gen.Metadata != "envoy/service/auth/v3/external_auth.proto" ||
+		len(gen.Methods) != 1 || gen.Methods[0].MethodName != "Check" || len(gen.Streams) != 0 ||
+		reflect.TypeOf(gen.HandlerType) != reflect.TypeOf((*authv3.AuthorizationServer)(nil)) {
+		t.Fatalf("go-control-plane's Authorization descriptor changed: %+v; check checkHandler against it", gen)
+	}
+	svc := authv3.File_envoy_service_auth_v3_external_auth_proto.Services().ByName("Authorization")
+	if svc == nil || svc.Methods().Len() != 1 {
+		t.Fatal("the Authorization service is not in the proto file, or has other methods")
+	}
+	m := svc.Methods().Get(0)
+	if m.Name() != "Check" || m.IsStreamingClient() || m.IsStreamingServer() ||
+		m.Input().FullName() != (&authv3.CheckRequest{}).ProtoReflect().Descriptor().FullName() ||
+		m.Output().FullName() != (&authv3.CheckResponse{}).ProtoReflect().Descriptor().FullName() {
+		t.Fatalf("Authorization/Check is now %s(%s) returns %s; check checkHandler against it", m.Name(), m.Input().FullName(), m.Output().FullName())
+	}
+
+	// The registered descriptor: the generated one, the handler aside.
+	got := authorizationService
+	if handler(got) != reflect.ValueOf(checkHandler).Pointer() {
+		t.Fatal("the registered Check handler is not checkHandler")
+	}
+	if handler(gen) == handler(got) {
+		t.Fatal("the generated descriptor's handler was replaced in place")
+	}
+	got.Methods, gen.Methods = nil, nil
+	if !reflect.DeepEqual(got, gen) || ServiceName != gen.ServiceName {
+		t.Fatalf("registered %+v, want the generated %+v", got, gen)
 	}
 }

@@ -24,6 +24,7 @@ import (
 
 	"github.com/keygate/keygate/internal/pgcluster"
 	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/keystore/postgres"
 )
 
 // benchAccount owns the seeded keys.
@@ -99,7 +100,7 @@ func bench(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("--database-url: %w", err)
 	}
-	if _, err := keystore.Migrate(ctx, connCfg, slog.New(slog.DiscardHandler)); err != nil {
+	if _, err := postgres.Migrate(ctx, connCfg, slog.New(slog.DiscardHandler)); err != nil {
 		return fmt.Errorf("migrate: %w", err)
 	}
 	if s.pool, err = pgxpool.New(ctx, s.dbURL); err != nil {
@@ -373,7 +374,7 @@ func (c *cacheCounts) add(before, after map[string]float64) {
 // seed creates n keys for the benchmark through the real creation path
 // and returns their secrets.
 func seed(ctx context.Context, pool *pgxpool.Pool, n int) ([]string, error) {
-	store, err := keystore.New(pool, keystore.Options{})
+	store, err := keystore.New(postgres.New(pool, postgres.Options{}), keystore.Options{})
 	if err != nil {
 		return nil, err
 	}

@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
@@ -18,39 +17,58 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/keygate/keygate/admin"
+	"github.com/keygate/keygate/internal/failurelimit"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
 
 // adminFlags configure the admin listener; serve and dev share them.
 type adminFlags struct {
-	AdminAddr       string `name:"admin-addr" default:"${admin_addr}" help:"Address of the admin listener: the admin REST API and the web console. Off unless --admin-tokens-file is set."`
-	AdminTokensFile string `name:"admin-tokens-file" type:"path" placeholder:"FILE" help:"YAML list of admin tokens (name, sha256, account) made by 'keygate admin-token new'; re-read on SIGHUP. Turns the admin listener on."`
-
-	// onListen, when set, is told the admin listener's address (dev).
-	onListen func(net.Addr) `kong:"-"`
+	AdminAddr         string `name:"admin-addr" default:"${admin_addr}" help:"Address of the admin listener: the admin REST API and the web console. Off unless --admin-tokens-file is set."`
+	AdminTokensFile   string `name:"admin-tokens-file" type:"path" placeholder:"FILE" help:"YAML list of admin tokens (name, sha256, account) made by 'keygate admin-token new'; re-read on SIGHUP. Turns the admin listener on."`
+	AdminFailureLimit string `name:"admin-failure-limit" default:"${admin_failure_limit}" placeholder:"COUNT/WINDOW" help:"Refuse a source address that sent COUNT admin tokens that are not valid within WINDOW (IPv6 addresses per /64): its requests without a valid token get 429 with Retry-After until the window has passed; a valid token is never refused (default ${default})."`
 }
 
 // defaultAdminAddr is --admin-addr's default: loopback only.
 const defaultAdminAddr = "127.0.0.1:9003"
 
-// loadTokens checks the admin flags and reads the admin tokens file, or
-// returns nil when the admin listener is off.
-func (f adminFlags) loadTokens(logger *slog.Logger) (*admin.Tokens, error) {
+// adminConfig is the admin listener's checked configuration.
+type adminConfig struct {
+	addr         string
+	tokens       *admin.Tokens // nil: the admin listener is off
+	failureLimit failurelimit.Limit
+}
+
+// config checks the admin flags and reads the admin tokens file, when the
+// admin listener is on.
+func (f adminFlags) config(logger *slog.Logger) (adminConfig, error) {
 	if f.AdminTokensFile == "" {
 		if f.AdminAddr != defaultAdminAddr {
 			logger.Warn("--admin-addr is set but the admin listener is off: it needs --admin-tokens-file")
 		}
-		return nil, nil
+		return adminConfig{}, nil
 	}
 	if _, _, err := net.SplitHostPort(f.AdminAddr); err != nil {
-		return nil, usageError("--admin-addr: %v", err)
+		return adminConfig{}, usageError("--admin-addr: %v", err)
+	}
+	limit, err := f.failureLimit()
+	if err != nil {
+		return adminConfig{}, err
 	}
 	tokens, err := admin.LoadTokens(f.AdminTokensFile)
 	if err != nil {
-		return nil, usageError("--admin-tokens-file: %s", oneLineError(err))
+		return adminConfig{}, usageError("--admin-tokens-file: %s", oneLineError(err))
 	}
-	return tokens, nil
+	return adminConfig{addr: f.AdminAddr, tokens: tokens, failureLimit: limit}, nil
+}
+
+// failureLimit reads --admin-failure-limit.
+func (f adminFlags) failureLimit() (failurelimit.Limit, error) {
+	l, err := failurelimit.Parse(f.AdminFailureLimit)
+	if err != nil {
+		return l, usageError("--admin-failure-limit: %v", err)
+	}
+	return l, nil
 }
 
 // adminListener is the admin API and console of serve; nil when off. Its
@@ -62,29 +80,37 @@ type adminListener struct {
 	logger *slog.Logger
 }
 
-// listenAdmin builds the admin server and listens on --admin-addr, when
-// tokens are configured.
-func listenAdmin(f adminFlags, tokens *admin.Tokens, store *keystore.Store, pol *policy.Policy, logger *slog.Logger,
-	instrument func(string, http.Handler) http.Handler) (*adminListener, error) {
-	if tokens == nil {
+// listenAdmin builds the admin server and listens on its address, with
+// TLS when tlsCfg is not nil, when the admin listener is on.
+func listenAdmin(cfg adminConfig, store *keystore.Store, pol *policy.Policy, logger *slog.Logger,
+	instrument func(string, http.Handler) http.Handler, tlsCfg *tls.Config) (*adminListener, error) {
+	if cfg.tokens == nil {
 		return nil, nil
 	}
-	handler, err := admin.New(admin.Config{Store: store, Policy: pol, Tokens: tokens, Logger: logger})
+	handler, err := admin.New(admin.Config{Store: store, Policy: pol, Tokens: cfg.tokens, Logger: logger, FailureLimit: cfg.failureLimit})
 	if err != nil {
 		return nil, err
 	}
-	lis, err := net.Listen("tcp", f.AdminAddr)
+	lis, err := net.Listen("tcp", cfg.addr)
 	if err != nil {
 		return nil, usageError("--admin-addr: %v", err)
 	}
-	if f.onListen != nil {
-		f.onListen(lis.Addr())
+	if tlsCfg != nil {
+		lis = tls.NewListener(lis, tlsCfg)
 	}
 	return &adminListener{
-		lis: lis, tokens: tokens, logger: logger,
+		lis: lis, tokens: cfg.tokens, logger: logger,
 		server: &http.Server{Handler: instrument("admin", handler), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 30 * time.Second,
 			WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute, MaxHeaderBytes: 64 << 10},
 	}, nil
+}
+
+// addr is the listener's address; nil when off.
+func (a *adminListener) addr() net.Addr {
+	if a == nil {
+		return nil
+	}
+	return a.lis.Addr()
 }
 
 func (a *adminListener) close() {
@@ -127,13 +153,6 @@ func (a *adminListener) start(ctx context.Context, wg *sync.WaitGroup, errs chan
 
 // shutdown stops accepting and waits for requests in flight, until ctx
 // ends.
-// useTLS makes the listener serve TLS with cfg.
-func (a *adminListener) useTLS(cfg *tls.Config) {
-	if a != nil {
-		a.lis = tls.NewListener(a.lis, cfg)
-	}
-}
-
 func (a *adminListener) shutdown(ctx context.Context) {
 	if a != nil {
 		_ = a.server.Shutdown(ctx)
@@ -148,6 +167,7 @@ type adminTokenNewCmd struct {
 	outputFlag
 	Name    string  `required:"" help:"Name of the token: the audit trail records its changes as admin:NAME."`
 	Account *string `placeholder:"ID" help:"The one account the token may manage. Default: every account."`
+	AddTo   string  `name:"add-to" type:"path" placeholder:"FILE" help:"Also add the token's entry to this admin tokens file (created, readable by its owner only, if it does not exist); a running keygate reads it again on SIGHUP."`
 }
 
 func (c *adminTokenNewCmd) Run(e *env) error {
@@ -163,6 +183,11 @@ func (c *adminTokenNewCmd) Run(e *env) error {
 	if err != nil {
 		return usageError("%v", err)
 	}
+	if c.AddTo != "" {
+		if err := addTokenEntry(c.AddTo, entry); err != nil {
+			return err
+		}
+	}
 	if c.Output == "json" {
 		return writeJSON(e.stdout, struct {
 			Token string `json:"token"`
@@ -177,60 +202,52 @@ func (c *adminTokenNewCmd) Run(e *env) error {
 
   %s
 
-Add this entry to the admin tokens file (--admin-tokens-file), then send keygate
-SIGHUP or restart it. Several tokens may be valid at once; delete an entry to
-revoke its token.
+%s
 
-%s`, c.Name, token.Reveal(), entryYAML)
+%s`, c.Name, token.Reveal(), addedHow(c.AddTo), entryYAML)
 	return nil
 }
 
-// devAdminToken makes a fresh admin token for `keygate dev` in a tokens
-// file of its own, unless one is configured, and returns the token ("" if
-// configured) and the function that deletes the file.
-func (f *adminFlags) devAdminToken() (keystore.Secret, func(), error) {
-	if f.AdminTokensFile != "" {
-		return "", func() {}, nil
+// addedHow says where the entry went, or where it should go.
+func addedHow(file string) string {
+	if file != "" {
+		return fmt.Sprintf("Its entry is added to %s: keygate serve --admin-tokens-file %s reads it\n"+
+			"(send a running keygate SIGHUP). Delete the entry to revoke the token.", file, file)
 	}
-	token, entry, err := admin.NewToken("keygate dev", "")
-	if err != nil {
-		return "", nil, err
-	}
-	dir, err := os.MkdirTemp("", "keygate-dev-")
-	if err != nil {
-		return "", nil, err
-	}
-	b, err := yaml.Marshal([]admin.TokenEntry{entry})
-	if err == nil {
-		f.AdminTokensFile = filepath.Join(dir, "admin-tokens.yaml")
-		err = os.WriteFile(f.AdminTokensFile, b, 0o600)
-	}
-	if err != nil {
-		os.RemoveAll(dir)
-		return "", nil, err
-	}
-	return token, func() { os.RemoveAll(dir) }, nil
+	return "Add this entry to the admin tokens file (--admin-tokens-file), then send keygate\n" +
+		"SIGHUP or restart it. Several tokens may be valid at once; delete an entry to\n" +
+		"revoke its token."
 }
 
-// devConsoleGuide is the part of the dev guide about the console.
-func devConsoleGuide(addr net.Addr, token keystore.Secret) string {
-	if addr == nil {
-		return ""
+// addTokenEntry appends entry to the tokens file at path, creating it
+// (mode 0600) if needed, after checking that what it holds already is a
+// valid tokens file, so that a mistake never leaves it half-written.
+func addTokenEntry(path string, entry admin.TokenEntry) error {
+	var entries []admin.TokenEntry
+	if _, err := os.Stat(path); err == nil {
+		if _, err := admin.LoadTokens(path); err != nil {
+			return usageError("--add-to: %s", oneLineError(err))
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return usageError("--add-to: %v", err)
+		}
+		if err := yaml.Unmarshal(b, &entries); err != nil {
+			return usageError("--add-to: %s: %v", path, err)
+		}
 	}
-	url := "http://" + dialable(addr) + "/"
-	signIn := "Sign in with one of the tokens of your --admin-tokens-file."
-	if token != "" {
-		signIn = fmt.Sprintf("Admin token (sign in with it; shown once):\n\n    %s", token.Reveal())
+	for _, e := range entries {
+		if e.Name == entry.Name {
+			return usageError("--add-to: %s has a token named %q already: choose another --name, or delete that entry first", path, entry.Name)
+		}
 	}
-	return fmt.Sprintf(`
-  Console (Settings → API Keys) and admin API:
-
-    %s
-
-  %s
-
-  The admin API with curl (ADMIN_TOKEN set to the token):
-
-    curl -s -H "Authorization: Bearer $ADMIN_TOKEN" '%sv1/keys?status=all'
-`, url, signIn, url)
+	b, err := yaml.Marshal(append(entries, entry))
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return usageError("--add-to: %v", err)
+	}
+	return os.Rename(tmp, path)
 }

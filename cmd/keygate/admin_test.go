@@ -15,7 +15,8 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/admin"
-	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
+	"github.com/keygate/keygate/internal/waittest"
 )
 
 // checkDevConsole follows the console part of the dev guide: the URL
@@ -101,7 +102,9 @@ func TestAdminTokenNew(t *testing.T) {
 	if err != nil || tokens.Len() != 1 {
 		t.Fatalf("the printed entry does not load: %v", err)
 	}
-	for _, args := range [][]string{{"--name", " "}, {"--name", "n", "--account", ""}, {}} {
+	for _, args := range [][]string{{"--name", " "}, {"--name", "n", "--account", ""}, {}, {"--name", "n", "--account", " acme"},
+		{"--name", "n", "--account", "acme "}, {"--name", "n", "--account", "acme,beta"}, {"--name", "n", "--account", "  "},
+		{"--name", "ops\u202e"}, {"--name", "ops\xff"}} {
 		if r := runCLI(t, "", append([]string{"admin-token", "new"}, args...)...); r.code != 2 {
 			t.Errorf("admin-token new %q: exit %d, want 2 (%s)", args, r.code, r.stderr)
 		}
@@ -109,7 +112,7 @@ func TestAdminTokenNew(t *testing.T) {
 }
 
 func TestAdminPrefixIsNotAKeyPrefix(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	r := runCLI(t, db, "keys", "create", "--account", "a", "--name", "n", "--key-prefix", "kgadm")
 	if r.code != 2 || !strings.Contains(r.stderr, "--key-prefix") {
 		t.Fatalf("exit %d %q; want 2 naming --key-prefix", r.code, r.stderr)
@@ -121,13 +124,10 @@ func TestAdminPrefixIsNotAKeyPrefix(t *testing.T) {
 // old tokens when the new file is wrong and says where, and never logs a
 // token.
 func TestServeAdmin(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	first, firstEntry := newAdminToken(t, "--name", "first")
 	second, secondEntry := newAdminToken(t, "--name", "second")
-	path := filepath.Join(t.TempDir(), "tokens.yaml")
-	writeTokensFile(t, path, firstEntry)
-	inst := startServe(t, db, "--admin-addr", "127.0.0.1:0", "--admin-tokens-file", path)
-	base := "http://" + inst.adminAddr(t)
+	inst, path, base := serveAdmin(t, db, []admin.TokenEntry{firstEntry})
 	if code := adminGet(t, base+"/v1/keys", first); code != 200 {
 		t.Fatalf("the first token: %d", code)
 	}
@@ -136,11 +136,11 @@ func TestServeAdmin(t *testing.T) {
 	}
 	writeTokensFile(t, path, firstEntry, secondEntry)
 	hup(t)
-	waitFor(t, 5*time.Second, "the reload", func() bool { return adminGet(t, base+"/v1/keys", second) == 200 })
+	waittest.Until(t, 5*time.Second, "the reload", func() bool { return adminGet(t, base+"/v1/keys", second) == 200 })
 
 	os.WriteFile(path, []byte("- name: broken\n  sha256: nope\n"), 0o600)
 	hup(t)
-	waitFor(t, 5*time.Second, "the reload error", func() bool { return strings.Contains(inst.logs.String(), "admin tokens not reloaded") })
+	waittest.Until(t, 5*time.Second, "the reload error", func() bool { return strings.Contains(inst.logs.String(), "admin tokens not reloaded") })
 	if !strings.Contains(inst.logs.String(), path+":2: sha256") {
 		t.Fatalf("the reload error does not name file and line:\n%s", grepLines(inst.logs.String(), "not reloaded"))
 	}
@@ -149,7 +149,7 @@ func TestServeAdmin(t *testing.T) {
 	}
 	writeTokensFile(t, path, secondEntry)
 	hup(t)
-	waitFor(t, 5*time.Second, "the revocation of the first token", func() bool { return adminGet(t, base+"/v1/keys", first) == 401 })
+	waittest.Until(t, 5*time.Second, "the revocation of the first token", func() bool { return adminGet(t, base+"/v1/keys", first) == 401 })
 	if err := inst.stop(); err != nil {
 		t.Fatalf("serve: %v", err)
 	}
@@ -160,12 +160,53 @@ func TestServeAdmin(t *testing.T) {
 	}
 }
 
+// TestServeAdminFailureLimit: --admin-failure-limit sets the budget of
+// admin tokens that are not valid per source; over it, 429 with
+// Retry-After, and the valid token still works.
+func TestServeAdminFailureLimit(t *testing.T) {
+	db := storetest.NewDatabase(t)
+	token, entry := newAdminToken(t, "--name", "ops")
+	stranger, _ := newAdminToken(t, "--name", "stranger")
+	inst, _, base := serveAdmin(t, db, []admin.TokenEntry{entry}, "--admin-failure-limit", "2/90s")
+	for i, want := range []int{401, 401, 429, 429} {
+		if code := adminGet(t, base+"/v1/whoami", stranger); code != want {
+			t.Fatalf("attempt %d with a token not in the file: %d, want %d", i+1, code, want)
+		}
+	}
+	req, _ := http.NewRequest("GET", base+"/v1/whoami", nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 429 || resp.Header.Get("Retry-After") != "90" {
+		t.Fatalf("no token over the budget: %d, Retry-After %q", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	if code := adminGet(t, base+"/v1/whoami", token); code != 200 {
+		t.Fatalf("the valid token over the budget: %d", code)
+	}
+	if err := inst.stop(); err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+}
+
+// serveAdmin starts serve on db with the admin listener on a free port and
+// a tokens file of entries, and returns it, the file and the admin API's
+// base URL.
+func serveAdmin(t *testing.T, db string, entries []admin.TokenEntry, args ...string) (inst *instance, tokensFile, base string) {
+	t.Helper()
+	tokensFile = filepath.Join(t.TempDir(), "tokens.yaml")
+	writeTokensFile(t, tokensFile, entries...)
+	inst = startServe(t, db, append([]string{"--admin-addr", "127.0.0.1:0", "--admin-tokens-file", tokensFile}, args...)...)
+	return inst, tokensFile, "http://" + inst.adminAddr(t)
+}
+
 func (inst *instance) adminAddr(t *testing.T) string {
 	t.Helper()
-	if inst.admin == "" {
-		t.Fatal("serve logged no admin_addr")
+	if inst.admin == nil {
+		t.Fatal("serve has no admin listener")
 	}
-	return inst.admin
+	return inst.admin.String()
 }
 
 // hup sends this process SIGHUP, which serve's admin listener catches.
@@ -180,6 +221,10 @@ func TestServeRefusesBadAdminConfig(t *testing.T) {
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "tokens.yaml")
 	os.WriteFile(bad, []byte("- name: x\n  sha256: 12\n"), 0o600)
+	emptyAccount := filepath.Join(dir, "empty-account.yaml")
+	os.WriteFile(emptyAccount, []byte("- name: x\n  sha256: "+strings.Repeat("ab", 32)+"\n  account: \"\"\n"), 0o600)
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("[]\n"), 0o600)
 	// No database is reached: the configuration is checked first.
 	env := map[string]string{"DATABASE_URL": "postgres://nobody@127.0.0.1:1/none?connect_timeout=1"}
 	for _, c := range []struct {
@@ -188,6 +233,10 @@ func TestServeRefusesBadAdminConfig(t *testing.T) {
 	}{
 		{[]string{"--admin-tokens-file", bad}, bad + ":2:"},
 		{[]string{"--admin-tokens-file", filepath.Join(dir, "missing.yaml")}, "--admin-tokens-file"},
+		{[]string{"--admin-tokens-file", emptyAccount}, emptyAccount + ":3: account: must not be empty"},
+		{[]string{"--admin-tokens-file", good, "--admin-failure-limit", "0/1m"}, "--admin-failure-limit: the count"},
+		{[]string{"--admin-tokens-file", good, "--admin-failure-limit", "20/1ms"}, "--admin-failure-limit: the window"},
+		{[]string{"--admin-tokens-file", good, "--admin-failure-limit", "often"}, "--admin-failure-limit"},
 	} {
 		var stderr strings.Builder
 		err := run(context.Background(), append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, c.args...),
@@ -211,5 +260,38 @@ func TestServeRefusesBadAdminAddr(t *testing.T) {
 	r := runCLI(t, "", "serve", "--help")
 	if !strings.Contains(r.stdout, "127.0.0.1:9003") {
 		t.Fatalf("serve --help does not show the admin address default:\n%s", r.stdout)
+	}
+}
+
+// TestAdminTokenAddTo: --add-to writes the entry into a tokens file that
+// serve accepts, creating it readable by its owner only, appends to it,
+// refuses a second token of one name, and never half-writes a bad file.
+func TestAdminTokenAddTo(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "tokens.yaml")
+	for _, name := range []string{"ops", "ci"} {
+		if r := runWithEnv(t, nil, "admin-token", "new", "--name", name, "--add-to", file); r.code != 0 {
+			t.Fatalf("admin-token new --name %s --add-to: exit %d %s", name, r.code, r.stderr)
+		}
+	}
+	if _, err := admin.LoadTokens(file); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(file); st.Mode().Perm() != 0o600 {
+		t.Fatalf("the tokens file has mode %v, want 0600", st.Mode().Perm())
+	}
+	b, _ := os.ReadFile(file)
+	if strings.Count(string(b), "name:") != 2 {
+		t.Fatalf("the tokens file holds %q; want two entries", b)
+	}
+	if r := runWithEnv(t, nil, "admin-token", "new", "--name", "ci", "--add-to", file); r.code != 2 || !strings.Contains(r.stderr, `token named "ci" already`) {
+		t.Fatalf("a second ci: exit %d %q", r.code, r.stderr)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("- name: x\n  sha256: nope\n"), 0o600)
+	if r := runWithEnv(t, nil, "admin-token", "new", "--name", "y", "--add-to", bad); r.code != 2 {
+		t.Fatalf("a bad tokens file: exit %d %q", r.code, r.stderr)
+	}
+	if after, _ := os.ReadFile(bad); string(after) != "- name: x\n  sha256: nope\n" {
+		t.Fatalf("a bad tokens file was changed: %q", after)
 	}
 }

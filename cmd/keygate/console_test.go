@@ -16,7 +16,8 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keygate/keygate/admin"
-	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
+	"github.com/keygate/keygate/internal/waittest"
 )
 
 // browserDir holds the Playwright script and its package-lock.json.
@@ -47,7 +48,7 @@ func TestConsoleInBrowser(t *testing.T) {
 		t.Fatalf("the console's browser test needs playwright-core: run 'npm ci' in test/browser")
 	}
 
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	token, entry, err := admin.NewToken("console test", "")
 	if err != nil {
 		t.Fatal(err)
@@ -104,13 +105,8 @@ func TestConsoleInBrowser(t *testing.T) {
 			}
 		case "refused":
 			// The revocation reaches the serving cache by notification.
-			deadline := time.Now().Add(5 * time.Second)
-			for checkKey(t, inst, ev.Secret) != codes.Unauthenticated {
-				if time.Now().After(deadline) {
-					answer = "the Check is still allowed"
-					break
-				}
-				time.Sleep(20 * time.Millisecond)
+			if !waittest.Within(5*time.Second, func() bool { return checkKey(t, inst, ev.Secret) == codes.Unauthenticated }) {
+				answer = "the Check is still allowed"
 			}
 		case "metadata":
 			resp := inst.check(t, checkRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": ev.Secret}, ""))

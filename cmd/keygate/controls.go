@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"log/slog"
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/extauthz"
@@ -55,12 +54,4 @@ func (f controlFlags) config() (controls, error) {
 func (c controls) apply(cfg *authz.Config) {
 	cfg.MetaHeaders, cfg.AcceptLegacyKeys = c.metaHeaders, c.acceptLegacy
 	cfg.FailureLimit = c.failureLimit
-}
-
-// checkServer is the Envoy gRPC adapter over core, with the source
-// settings of c.
-func (c controls) checkServer(core *authz.Server, logger *slog.Logger) *extauthz.Server {
-	opts := c.extauthz
-	opts.Logger = logger
-	return extauthz.New(core, opts)
 }

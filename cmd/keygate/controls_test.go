@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
 )
 
 // Bad control flags exit 2 naming the flag, before any I/O: the database
@@ -40,7 +40,7 @@ func TestServeBadControlFlags(t *testing.T) {
 // TestServeMetadata: a key tagged tier=gold with the CLI has its tier in
 // the Check response's dynamic metadata, and upstream with --meta-header.
 func TestServeMetadata(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	id, secret := createKey(t, db, "--meta", "tier=gold", "--meta", "cost_center=eng-42")
 	inst := startServe(t, db, "--meta-header", "tier", "--meta-header", "cost_center")
 	resp := inst.check(t, checkRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": secret, "x-keygate-meta-tier": "platinum"}, ""))

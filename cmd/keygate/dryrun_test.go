@@ -8,16 +8,15 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keygate/keygate/internal/storetest"
 	"google.golang.org/grpc/codes"
-
-	"github.com/keygate/keygate/internal/pgtest"
 )
 
 // A dry run, for the whole server or for one module, through the real
 // serve in gRPC and HTTP mode: denials are let through with the dry-run
 // header, counted with dry_run="true", and logged.
 func TestServeDryRun(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	_, secret := createKey(t, db, "--scope", "projects:read")
 	policyFile := filepath.Join(t.TempDir(), "policy.yaml")
 	os.WriteFile(policyFile, []byte(`modules:

@@ -4,13 +4,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"reflect"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/keygate/keygate/authz/forwardauth"
-	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
 )
 
 // Bad forward-auth flags exit 2 naming the flag, before any I/O: the
@@ -41,17 +40,9 @@ func TestServeBadForwardAuthFlags(t *testing.T) {
 	}
 }
 
-// The flag's default is the package's.
-func TestEnvoyHTTPPrefixDefault(t *testing.T) {
-	f, _ := reflect.TypeFor[forwardAuthFlags]().FieldByName("EnvoyHTTPPrefix")
-	if got := f.Tag.Get("default"); got != forwardauth.DefaultEnvoyPrefix {
-		t.Fatalf("--envoy-http-prefix defaults to %q, want forwardauth.DefaultEnvoyPrefix %q", got, forwardauth.DefaultEnvoyPrefix)
-	}
-}
-
 // serve answers forward-auth on --http-addr beside health and metrics.
 func TestServeForwardAuth(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	_, secret := createKey(t, db)
 	inst := startServe(t, db, "--envoy-http-prefix", "/authz", "--trusted-proxies", "127.0.0.1/32")
 	get := func(target string, headers map[string]string) (*http.Response, string) {

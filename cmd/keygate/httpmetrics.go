@@ -39,9 +39,18 @@ func newHTTPInstruments(reg prometheus.Registerer, tp trace.TracerProvider) *htt
 	return i
 }
 
+// initialise makes the series of handler name exist from the start, at
+// zero: its duration, and its count of successful GETs, so that a fresh
+// keygate's panels and rules see zeros, not an absent series.
+func (i *httpInstruments) initialise(name string) {
+	i.duration.WithLabelValues(name)
+	i.requests.WithLabelValues(name, strconv.Itoa(http.StatusOK), "get")
+}
+
 // wrap instruments h as the handler called name: metrics by promhttp's
 // middleware, and spans.
 func (i *httpInstruments) wrap(name string, h http.Handler) http.Handler {
+	i.initialise(name)
 	labels := prometheus.Labels{"handler": name}
 	return i.traced(name, promhttp.InstrumentHandlerDuration(i.duration.MustCurryWith(labels),
 		promhttp.InstrumentHandlerCounter(i.requests.MustCurryWith(labels), h)))
@@ -60,6 +69,7 @@ func (i *httpInstruments) traced(name string, h http.Handler) http.Handler {
 // cost four allocations a request): the counters are resolved once per
 // status and method, and looked up without allocating.
 func (i *httpInstruments) observer(name string) func(method string, status int, took time.Duration) {
+	i.initialise(name)
 	duration := i.duration.WithLabelValues(name)
 	var counters sync.Map // statusMethod → prometheus.Counter
 	return func(method string, status int, took time.Duration) {

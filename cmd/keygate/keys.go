@@ -58,7 +58,7 @@ type keysCreateCmd struct {
 	Account     string    `required:"" placeholder:"ID" help:"Account (client) the key belongs to."`
 	Name        string    `required:"" help:"Human name of the key."`
 	Description string    `help:"What the key is for."`
-	ExpiresIn   *duration `xor:"expiry" placeholder:"DURATION" help:"Lifetime, like 30d or 12h. Default: 90d (capped by --max-key-lifetime)."`
+	ExpiresIn   *duration `xor:"expiry" placeholder:"DURATION" help:"Lifetime, like 30d or 12h. Default: ${key_lifetime} (capped by --max-key-lifetime)."`
 	ExpiresAt   string    `xor:"expiry" placeholder:"TIME" help:"Expiry time, RFC 3339 like 2027-01-31T00:00:00Z."`
 	NoExpiry    bool      `xor:"expiry" help:"The key never expires."`
 	Scope       []string  `placeholder:"SCOPE" help:"Scope: *, <module>:read, <module>:write or <module>:*; repeat for several. None: every unrestricted module."`
@@ -85,15 +85,21 @@ func (c *keysCreateCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, &c.keyFlags)
+	store, closeStore, err := c.dbFlags.openStore(e, &c.keyFlags)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	k, secret, err := store.Create(e.ctx, keystore.CreateParams{
+	params := keystore.CreateParams{
 		AccountID: c.Account, Name: c.Name, Description: c.Description, Scopes: c.Scope, Expiry: expiry, Actor: c.actor(e),
 		AllowedCIDRs: c.AllowCIDR, Metadata: metadata,
-	})
+	}
+	// Every mistake is reported before anything is written (Create judges
+	// the expiry again, at the database's clock).
+	if err := store.CheckCreate(params, time.Now()); err != nil {
+		return c.storeError(err, "")
+	}
+	k, secret, err := store.Create(e.ctx, params)
 	if err != nil {
 		return c.storeError(err, "")
 	}
@@ -108,7 +114,7 @@ type keysListCmd struct {
 }
 
 func (c *keysListCmd) Run(e *env) error {
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
+	store, closeStore, err := c.dbFlags.openStore(e, nil)
 	if err != nil {
 		return err
 	}
@@ -153,7 +159,7 @@ type keysShowCmd struct {
 }
 
 func (c *keysShowCmd) Run(e *env) error {
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
+	store, closeStore, err := c.dbFlags.openStore(e, nil)
 	if err != nil {
 		return err
 	}
@@ -182,7 +188,7 @@ func (c *keysUpdateCmd) Run(e *env) error {
 	if err := c.metaUpdateFlags.apply(&params); err != nil {
 		return err
 	}
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
+	store, closeStore, err := c.dbFlags.openStore(e, nil)
 	if err != nil {
 		return err
 	}
@@ -199,7 +205,7 @@ type keysRevokeCmd struct {
 }
 
 func (c *keysRevokeCmd) Run(e *env) error {
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
+	store, closeStore, err := c.dbFlags.openStore(e, nil)
 	if err != nil {
 		return err
 	}
@@ -228,7 +234,7 @@ type keysDeleteCmd struct {
 // Run asks, on a terminal, before it revokes: the key stops working for
 // good, and a script that did not mean it cannot undo it.
 func (c *keysDeleteCmd) Run(e *env) error {
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
+	store, closeStore, err := c.dbFlags.openStore(e, nil)
 	if err != nil {
 		return err
 	}
@@ -256,7 +262,7 @@ type keysEventsCmd struct {
 }
 
 func (c *keysEventsCmd) Run(e *env) error {
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
+	store, closeStore, err := c.dbFlags.openStore(e, nil)
 	if err != nil {
 		return err
 	}
@@ -303,11 +309,11 @@ type keysRotateCmd struct {
 	outputFlag
 	actorFlag
 	ID    string   `arg:"" help:"Key id."`
-	Grace duration `default:"24h" placeholder:"DURATION" help:"How long the old secret keeps working, like 24h or 7d; 0 ends it at once (default ${default})."`
+	Grace duration `default:"${rotate_grace}" placeholder:"DURATION" help:"How long the old secret keeps working, like 24h or 7d; 0 ends it at once (default ${default})."`
 }
 
 func (c *keysRotateCmd) Run(e *env) error {
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, &c.keyFlags)
+	store, closeStore, err := c.dbFlags.openStore(e, &c.keyFlags)
 	if err != nil {
 		return err
 	}
@@ -400,9 +406,4 @@ func scopesText(scopes []string) string {
 		return "(all unrestricted modules)"
 	}
 	return strings.Join(scopes, ",")
-}
-
-// oneLine keeps a table row on one line whatever a description holds.
-func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
 }

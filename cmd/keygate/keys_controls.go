@@ -43,7 +43,7 @@ func (c *keysEnableCmd) Run(e *env) error {
 
 // run applies change to the key and reports the key as it now is.
 func (c *keyStateCmd) run(e *env, change func(*keystore.Store, context.Context, string, string) (*keystore.Key, error), verb, after string) error {
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, nil)
+	store, closeStore, err := c.dbFlags.openStore(e, nil)
 	if err != nil {
 		return err
 	}
@@ -179,7 +179,7 @@ func (c *keysImportCmd) Run(e *env) error {
 	case len(keys) == 0:
 		return usageError("%s: no keys in the file", c.File)
 	}
-	store, closeStore, err := openStore(e.ctx, c.dbFlags, &c.keyFlags)
+	store, closeStore, err := c.dbFlags.openStore(e, &c.keyFlags)
 	if err != nil {
 		return err
 	}

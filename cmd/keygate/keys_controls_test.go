@@ -7,12 +7,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
 	"github.com/keygate/keygate/keystore"
 )
 
 func TestKeysDisableEnable(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	k := decode[keyOut](t, mustRun(t, db, "keys", "create", "--account", "acme", "--name", "ci", "-o", "json"))
 
 	out := mustRun(t, db, "keys", "disable", k.ID, "--actor", "cli:alice")
@@ -58,7 +58,7 @@ func TestKeysDisableEnable(t *testing.T) {
 }
 
 func TestKeysAllowCIDR(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	k := decode[keyOut](t, mustRun(t, db, "keys", "create", "--account", "acme", "--name", "office", "-o", "json",
 		"--allow-cidr", "203.0.113.0/24", "--allow-cidr", "2001:db8::/32,192.0.2.7"))
 	if want := "192.0.2.7/32 203.0.113.0/24 2001:db8::/32"; strings.Join(k.AllowedCIDRs, " ") != want {
@@ -78,7 +78,7 @@ func TestKeysAllowCIDR(t *testing.T) {
 	if out := mustRun(t, db, "keys", "show", k.ID); !strings.Contains(out, "Allowed from:  anywhere") {
 		t.Fatalf("keys show after clearing:\n%s", out)
 	}
-	before := pgtest.Dump(t, db)
+	before := storetest.Snapshot(t, db)
 	for _, c := range []struct {
 		args []string
 		want string
@@ -93,13 +93,13 @@ func TestKeysAllowCIDR(t *testing.T) {
 			t.Errorf("%v: exit %d, %q; want exit 2 and one line with %q", c.args, r.code, r.stderr, c.want)
 		}
 	}
-	if after := pgtest.Dump(t, db); string(before) != string(after) {
+	if after := storetest.Snapshot(t, db); string(before) != string(after) {
 		t.Fatal("a refused command changed the database")
 	}
 }
 
 func TestKeysMeta(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	k := decode[keyOut](t, mustRun(t, db, "keys", "create", "--account", "acme", "--name", "gold", "-o", "json",
 		"--meta", "tier=gold", "--meta", "note=a=b, c"))
 	if k.Metadata["tier"] != "gold" || k.Metadata["note"] != "a=b, c" || len(k.Metadata) != 2 {
@@ -116,7 +116,7 @@ func TestKeysMeta(t *testing.T) {
 	if len(up.Metadata) != 1 || up.Metadata["region"] != "eu" {
 		t.Fatalf("update --clear-meta --meta: %v", up.Metadata)
 	}
-	before := pgtest.Dump(t, db)
+	before := storetest.Snapshot(t, db)
 	for _, c := range []struct {
 		args []string
 		want string
@@ -133,13 +133,13 @@ func TestKeysMeta(t *testing.T) {
 			t.Errorf("%v: exit %d, %q; want exit 2 and one line with %q", c.args, r.code, r.stderr, c.want)
 		}
 	}
-	if after := pgtest.Dump(t, db); string(before) != string(after) {
+	if after := storetest.Snapshot(t, db); string(before) != string(after) {
 		t.Fatal("a refused command changed the database")
 	}
 }
 
 func TestKeysImport(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	dir := t.TempDir()
 	s1, _ := keystore.GenerateSecret("kg")
 	s2, _ := keystore.GenerateSecret("kg")
@@ -167,7 +167,7 @@ func TestKeysImport(t *testing.T) {
 		t.Fatalf("keys import - -o json: %v, %q %q", err, stdout.String(), stderr.String())
 	}
 
-	before := pgtest.Dump(t, db)
+	before := storetest.Snapshot(t, db)
 	empty := filepath.Join(dir, "empty.jsonl")
 	os.WriteFile(empty, []byte("\n\n"), 0o600)
 	for _, c := range []struct {
@@ -184,7 +184,7 @@ func TestKeysImport(t *testing.T) {
 			t.Errorf("%v: exit %d, %q; want exit 2 and one line with %q", c.args, r.code, r.stderr, c.want)
 		}
 	}
-	if after := pgtest.Dump(t, db); string(before) != string(after) {
+	if after := storetest.Snapshot(t, db); string(before) != string(after) {
 		t.Fatal("a refused import changed the database")
 	}
 }
@@ -192,7 +192,7 @@ func TestKeysImport(t *testing.T) {
 // The per-key flags of the controls come from the command line only, like
 // every flag that describes one key.
 func TestControlFlagsIgnoreTheEnvironment(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	env := map[string]string{"DATABASE_URL": db, "KEYGATE_META": "tier=gold", "KEYGATE_ALLOW_CIDR": "10.0.0.0/8",
 		"KEYGATE_ACCEPT_LEGACY_KEYS": "true", "KEYGATE_CLEAR_META": "true"}
 	r := runWithEnv(t, env, "keys", "create", "--account", "acme", "--name", "n", "-o", "json")

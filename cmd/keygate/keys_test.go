@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -35,7 +36,7 @@ type keyOut struct {
 }
 
 func TestKeysLifecycle(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	var outputs bytes.Buffer // everything printed after create
 	runLater := func(args ...string) string {
 		out := mustRun(t, db, args...)
@@ -99,7 +100,7 @@ func TestKeysLifecycle(t *testing.T) {
 			t.Fatal("a secret appears in list/show/revoke output after it was shown")
 		}
 	}
-	dump := pgtest.Dump(t, db)
+	dump := storetest.Snapshot(t, db)
 	if !bytes.Contains(dump, []byte(created.ID)) {
 		t.Fatal("the dump does not contain the key id: is it dumping the right database?")
 	}
@@ -111,7 +112,7 @@ func TestKeysLifecycle(t *testing.T) {
 }
 
 func TestCreateHumanOutputShowsSecretOnce(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	out := mustRun(t, db, "keys", "create", "--account", "a", "--name", "n")
 	var secret string
 	for _, f := range strings.Fields(out) {
@@ -125,7 +126,7 @@ func TestCreateHumanOutputShowsSecretOnce(t *testing.T) {
 }
 
 func TestBadInputWritesNothing(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	existing := decode[keyOut](t, mustRun(t, db, "keys", "create", "--account", "a", "--name", "n", "-o", "json"))
 	unknownID := "0193c7a2-5d6e-7f00-8a1b-2c3d4e5f6a7b"
 	cases := []struct {
@@ -141,6 +142,27 @@ func TestBadInputWritesNothing(t *testing.T) {
 		{"over-long description", []string{"keys", "create", "--account", "a", "--name", "n", "--description", strings.Repeat("x", 1001)}, 2, "--description"},
 		{"over-long account", []string{"keys", "create", "--account", strings.Repeat("a", 201), "--name", "n"}, 2, "--account"},
 		{"missing account", []string{"keys", "create", "--name", "n"}, 2, "--account"},
+		{"empty account", []string{"keys", "create", "--account", "", "--name", "n"}, 2, "--account: must not be empty"},
+		{"blank account", []string{"keys", "create", "--account", "  ", "--name", "n"}, 2, "--account: must not start or end with white space"},
+		{"account with a leading space", []string{"keys", "create", "--account", " acme", "--name", "n"}, 2, "--account: must not start or end"},
+		{"account with a trailing space", []string{"keys", "create", "--account", "acme ", "--name", "n"}, 2, "--account: must not start or end"},
+		{"account with a comma", []string{"keys", "create", "--account", "acme,beta", "--name", "n"}, 2, "--account: must hold only letters"},
+		{"account with a newline", []string{"keys", "create", "--account", "acme\nX-Evil: 1", "--name", "n"}, 2, "--account: must hold only letters"},
+		{"account with a zero width space", []string{"keys", "create", "--account", "ac\u200bme", "--name", "n"}, 2, "--account: must hold only letters"},
+		{"account of invalid UTF-8", []string{"keys", "create", "--account", "acme\xff", "--name", "n"}, 2, "--account"},
+		{"list an account with a trailing space", []string{"keys", "list", "--account", "acme "}, 2, "--account: must not start or end"},
+		{"name with a bidi override", []string{"keys", "create", "--account", "a", "--name", "ci\u202egnp.exe"}, 2, "--name: must not contain U+202E"},
+		{"name with a zero width space", []string{"keys", "create", "--account", "a", "--name", "pro\u200bd"}, 2, "--name: must not contain U+200B"},
+		{"name of invalid UTF-8", []string{"keys", "create", "--account", "a", "--name", "ci\xff"}, 2, "--name: must be valid UTF-8"},
+		{"name of invalid UTF-8, joined", []string{"keys", "create", "--account", "a", "--name=ci\xfe"}, 2, "--name: must be valid UTF-8"},
+		{"id of invalid UTF-8", []string{"keys", "show", "\xff"}, 2, "must be valid UTF-8"},
+		{"name with a lone surrogate's bytes", []string{"keys", "create", "--account", "a", "--name", "ci\xed\xa0\x80"}, 2, "--name: must be valid UTF-8"},
+		{"description with a bidi isolate", []string{"keys", "create", "--account", "a", "--name", "n", "--description", "x\u2067y"}, 2, "--description: must not contain U+2067"},
+		{"rename with a bidi override", []string{"keys", "update", existing.ID, "--name", "\u202dci"}, 2, "--name: must not contain U+202D"},
+		{"description of invalid UTF-8", []string{"keys", "update", existing.ID, "--description", "\xc3"}, 2, "--description: must be valid UTF-8"},
+		{"a nanosecond lifetime", []string{"keys", "create", "--account", "a", "--name", "n", "--expires-in", "1ns"}, 2, "at least 1m"},
+		{"a lifetime under a minute", []string{"keys", "create", "--account", "a", "--name", "n", "--expires-in", "59s"}, 2, "at least 1m"},
+		{"an expiry under a second away", []string{"keys", "create", "--account", "a", "--name", "n", "--expires-at", time.Now().Add(500 * time.Millisecond).UTC().Format(time.RFC3339Nano)}, 2, "expiry"},
 		{"malformed duration", []string{"keys", "create", "--account", "a", "--name", "n", "--expires-in", "3 weeks"}, 2, "--expires-in"},
 		{"zero duration", []string{"keys", "create", "--account", "a", "--name", "n", "--expires-in", "0s"}, 2, "--expires-in"},
 		{"malformed time", []string{"keys", "create", "--account", "a", "--name", "n", "--expires-at", "tomorrow"}, 2, "--expires-at"},
@@ -164,7 +186,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 		{"unknown command", []string{"keys", "destroy", existing.ID}, 2, "destroy"},
 		{"missing id", []string{"keys", "show"}, 2, "id"},
 	}
-	before := pgtest.Dump(t, db)
+	before := storetest.Snapshot(t, db)
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			r := runCLI(t, db, c.args...)
@@ -180,13 +202,13 @@ func TestBadInputWritesNothing(t *testing.T) {
 			}
 		})
 	}
-	if after := pgtest.Dump(t, db); !bytes.Equal(before, after) {
+	if after := storetest.Snapshot(t, db); !bytes.Equal(before, after) {
 		t.Fatalf("a rejected command changed the database:\n%s", lineDiff(string(before), string(after)))
 	}
 }
 
 func TestEnvironmentSetsFlags(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	r := runWithEnv(t, map[string]string{"KEYGATE_DATABASE_URL": db, "KEYGATE_KEY_PREFIX": "acme"},
 		"keys", "create", "--account", "a", "--name", "n", "-o", "json")
 	if r.code != 0 {
@@ -291,7 +313,7 @@ func lineDiff(a, b string) string {
 }
 
 func TestListEmptyAccountIsAnError(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	mustRun(t, db, "keys", "create", "--account", "a", "--name", "n")
 	if r := runCLI(t, db, "keys", "list", "--account", ""); r.code != 2 || !strings.Contains(r.stderr, "--account") {
 		t.Fatalf("keys list --account '': exit %d, %q; want exit 2 (not every account's keys)", r.code, r.stderr)
@@ -299,7 +321,7 @@ func TestListEmptyAccountIsAnError(t *testing.T) {
 }
 
 func TestPepperFromFileOrEnvironmentHashesAlike(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	file := t.TempDir() + "/pepper"
 	pepper := strings.Repeat("s3cr3t-", 6)
 	if err := os.WriteFile(file, []byte(pepper+"\n"), 0o600); err != nil {
@@ -312,15 +334,19 @@ func TestPepperFromFileOrEnvironmentHashesAlike(t *testing.T) {
 		t.Fatalf("exit %d: %s", r.code, r.stderr)
 	}
 	// Both keys verify with the same hasher: find both by their digests.
-	pool := pgtest.Connect(t, db)
-	var n int
+	stored := map[keystore.Digest]string{} // digest → hash scheme
+	if err := storetest.Open(t, db).Export(context.Background(), func(k *keystore.Key) error {
+		stored[k.Digest] = k.HashScheme
+		return nil
+	}, func(keystore.Event) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
 	h, _ := keystore.NewHasher([]byte(pepper))
 	viaEnv := decode[keyOut](t, r.stdout)
 	for _, secret := range []string{*viaFile.Secret, *viaEnv.Secret} {
 		s, _ := keystore.ParseSecret(secret)
-		d := h.Digest(s)
-		if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM api_keys WHERE digest = $1 AND hash_scheme = 'hmac-sha256'`, d[:]).Scan(&n); err != nil || n != 1 {
-			t.Fatalf("a key peppered via file or environment is not stored under HMAC(pepper): %v, %d", err, n)
+		if scheme := stored[h.Digest(s)]; scheme != keystore.SchemeHMACSHA256 {
+			t.Fatalf("a key peppered via file or environment is not stored under HMAC(pepper): scheme %q", scheme)
 		}
 	}
 	if r := runWithEnv(t, map[string]string{"DATABASE_URL": db, "KEYGATE_PEPPER": "short"}, "keys", "create", "--account", "a", "--name", "x"); r.code != 2 || !strings.Contains(r.stderr, "KEYGATE_PEPPER") {
@@ -332,7 +358,7 @@ func TestPepperFromFileOrEnvironmentHashesAlike(t *testing.T) {
 // KEYGATE_NAME or KEYGATE_NO_EXPIRY left in a shell must not rename a key
 // or make one that never expires. Connection settings still do.
 func TestPerKeyFlagsIgnoreTheEnvironment(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	env := map[string]string{"KEYGATE_DATABASE_URL": db, "KEYGATE_NAME": "from-env", "KEYGATE_NO_EXPIRY": "true",
 		"KEYGATE_DESCRIPTION": "from-env", "KEYGATE_SCOPE": "*", "KEYGATE_ACCOUNT": "other", "KEYGATE_ALL": "true"}
 	r := runWithEnv(t, env, "keys", "create", "--account", "acme", "--name", "real", "-o", "json")
@@ -367,7 +393,7 @@ func runTerminal(t *testing.T, dbURL, input string, args ...string) result {
 }
 
 func TestKeysDelete(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	id, _ := createKey(t, db, "--name", "doomed")
 	// On a terminal it asks, and anything but yes changes nothing.
 	r := runTerminal(t, db, "n\n", "keys", "delete", id)
@@ -395,7 +421,7 @@ func TestKeysDelete(t *testing.T) {
 }
 
 func TestKeysEventsAndRotatedStatus(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	id, _ := createKey(t, db, "--name", "audited")
 	mustRun(t, db, "keys", "update", id, "--description", "now described", "--actor", "alice")
 	mustRun(t, db, "keys", "rotate", id, "--grace", "2h")

@@ -7,15 +7,16 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
 )
 
-func TestMain(m *testing.M) { pgtest.Main(m) }
+func TestMain(m *testing.M) { storetest.Main(m) }
 
 // result is what one run of the command printed and returned.
 type result struct {
 	stdout, stderr string
 	code           int
+	database       string // the database a writing command named, on stderr
 }
 
 // runCLI runs keygate with args against the database at dbURL and an
@@ -31,6 +32,11 @@ func runWithEnv(t *testing.T, env map[string]string, args ...string) result {
 	var stdout, stderr bytes.Buffer
 	err := run(context.Background(), args, func(k string) string { return env[k] }, &stdout, &stderr)
 	r := result{stdout: stdout.String(), stderr: stderr.String()}
+	// A command that writes names its database first (on stderr): kept
+	// apart, so that the tests of its other output see that alone.
+	if first, rest, ok := strings.Cut(r.stderr, "\n"); ok && strings.HasPrefix(first, "database: ") {
+		r.database, r.stderr = strings.TrimPrefix(first, "database: "), rest
+	}
 	if err != nil {
 		var errOut bytes.Buffer
 		r.code = exitCodeTo(err, &errOut)

@@ -2,10 +2,12 @@ package main
 
 import (
 	"runtime"
+	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/internal/readiness"
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -85,4 +87,25 @@ func buildInfo() prometheus.Collector {
 	})
 	g.Set(1)
 	return g
+}
+
+// registerReadinessMetrics exposes keygate_ready and
+// keygate_store_reachable.
+func registerReadinessMetrics(reg prometheus.Registerer, ready *readiness.Status, reachable *atomic.Bool) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keygate_ready", Help: "1 while keygate reports SERVING (store reachable, schema migrated, not shutting down)."},
+			func() float64 {
+				r, _ := ready.Ready()
+				return boolGauge(r)
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keygate_store_reachable", Help: "1 while the database answers keygate's pings (every second)."},
+			func() float64 { return boolGauge(reachable.Load()) }),
+	)
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
 }

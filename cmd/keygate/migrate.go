@@ -1,14 +1,8 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"fmt"
-	"log/slog"
 	"strings"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/keygate/keygate/keystore"
 )
@@ -23,34 +17,46 @@ func (c *migrateCmd) Run(e *env) error {
 	if err != nil {
 		return err
 	}
-	cfg, err := c.connConfig()
+	db, err := c.database(e.getenv)
 	if err != nil {
 		return err
 	}
-	applied, err := migrateSchema(e.ctx, cfg, logger)
+	b, err := db.open(e.ctx, forMigration, nil)
+	if err != nil {
+		return err
+	}
+	defer b.Close()
+	fmt.Fprintf(e.stderr, "database: %s\n", b.Where())
+	applied, err := db.migrate(e.ctx, b, logger)
 	if err != nil {
 		return err
 	}
 	if len(applied) == 0 {
 		fmt.Fprintln(e.stdout, "The schema is up to date.")
-		return nil
 	}
 	for _, m := range applied {
 		fmt.Fprintf(e.stdout, "Applied %s\n", m.Name)
 	}
-	return nil
+	return reportAccounts(e, b)
 }
 
-// migrateSchema applies the migrations to cfg's database. Its error says
-// why in one line: the connection (see connError), or the migration.
-func migrateSchema(ctx context.Context, cfg *pgx.ConnConfig, logger *slog.Logger) ([]keystore.MigrationResult, error) {
-	applied, err := keystore.Migrate(ctx, cfg, logger)
-	if err == nil {
-		return applied, nil
+// reportAccounts warns of keys stored under account ids that break the
+// rule (written before it): they keep working, and nothing rewrites them
+// (the host system knows its accounts by those ids), but an id with
+// spaces at its ends or a comma reaches the upstream changed.
+func reportAccounts(e *env, b keystore.Backend) error {
+	s, err := keystore.New(b, keystore.Options{})
+	if err != nil {
+		return err
 	}
-	var connErr *pgconn.ConnectError
-	if errors.As(err, &connErr) {
-		return nil, connError(&cfg.Config, err)
+	bad, err := s.NonCanonicalAccounts(e.ctx)
+	if err != nil {
+		return fmt.Errorf("checking account ids: %s", oneLineError(err))
 	}
-	return nil, fmt.Errorf("migrating %s: %s", where(&cfg.Config), strings.ReplaceAll(oneLineError(err), "keystore: ", ""))
+	for _, a := range bad {
+		fmt.Fprintf(e.stderr, "warning: account %q (%d keys) breaks the account id rule (%s): its keys still work, "+
+			"but reach the upstream with that id as it is; issue them new keys under a valid id and revoke these\n",
+			a.AccountID, a.Keys, strings.TrimPrefix(keystore.ValidateAccountID(a.AccountID).Error(), "account_id: "))
+	}
+	return nil
 }

@@ -6,10 +6,16 @@ import (
 	"fmt"
 	"io"
 	"regexp"
+	"strconv"
 	"strings"
+	"time"
+	"unicode/utf8"
 
 	"github.com/alecthomas/kong"
 
+	"github.com/keygate/keygate/admin"
+	"github.com/keygate/keygate/authz"
+	"github.com/keygate/keygate/authz/forwardauth"
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -20,48 +26,13 @@ const envPrefix = "KEYGATE_"
 // cli is the whole command line.
 type cli struct {
 	Serve      serveCmd      `cmd:"" help:"Decide requests for Envoy (gRPC ext_authz and http_service), nginx, Caddy and Traefik until SIGTERM or SIGINT, then drain."`
-	Dev        devCmd        `cmd:"" help:"Run locally in one command: a throwaway PostgreSQL (unless DATABASE_URL is set), a demo key, an admin token, and serve."`
+	Dev        devCmd        `cmd:"" help:"Run locally in one command, with nothing installed: a throwaway embedded database (or --database-url), a demo key, an admin token, the console, on 127.0.0.1."`
 	Migrate    migrateCmd    `cmd:"" help:"Apply the database schema migrations (idempotent, safe with concurrent replicas)."`
 	Keys       keysCmd       `cmd:"" help:"Manage API keys: create, list, show, update, revoke, disable, enable, rotate, import."`
+	Store      storeCmd      `cmd:"" help:"Act on a store as a whole: copy it to another database (SQLite to PostgreSQL)."`
 	AdminToken adminTokenCmd `cmd:"" name:"admin-token" help:"Make admin tokens for the admin API and the console."`
 	Health     healthCmd     `cmd:"" help:"Ask a running keygate whether it is serving: exit 0 if so, 1 if not (for exec health checks)."`
 	Version    versionCmd    `cmd:"" help:"Print version and build information."`
-}
-
-// env is what commands need from their surroundings; run builds it once,
-// so that tests can run commands with their own.
-type env struct {
-	ctx    context.Context
-	getenv func(string) string
-	stdin  io.Reader
-	stdout io.Writer
-	stderr io.Writer
-	// terminal reports whether stdin is a terminal someone answers at.
-	terminal bool
-}
-
-// interactive reports whether a command may ask its user a question.
-func (e *env) interactive() bool { return e.terminal && e.stdin != nil }
-
-// exitError carries an exit status; err nil means the message was printed
-// already (kong's help and usage errors).
-type exitError struct {
-	code int
-	err  error
-}
-
-func (e *exitError) Error() string {
-	if e.err == nil {
-		return fmt.Sprintf("exit status %d", e.code)
-	}
-	return e.err.Error()
-}
-
-func (e *exitError) Unwrap() error { return e.err }
-
-// usageError is bad input from the user: exit status 2, nothing done.
-func usageError(format string, args ...any) error {
-	return &exitError{code: 2, err: fmt.Errorf(format, args...)}
 }
 
 // run parses args and runs the chosen command. It is main without the
@@ -73,9 +44,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 
 // runInteractive is run with an input to ask questions on when terminal
 // says someone answers there (keys delete's confirmation).
-func runInteractive(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, terminal bool, stdout, stderr io.Writer) (err error) {
+func runInteractive(ctx context.Context, args []string, getenv func(string) string, stdin io.Reader, terminal bool, stdout, stderr io.Writer) error {
 	var c cli
-	parser, err := kong.New(&c,
+	kctx, err := parse(&c, args, getenv, stdout, stderr)
+	if err != nil {
+		return err
+	}
+	e := &env{ctx: ctx, getenv: getenv, stdin: stdin, terminal: terminal, stdout: stdout, stderr: stderr}
+	return kctx.Run(e)
+}
+
+// parse reads args, and the environment through getenv, into c; help and
+// kong's own errors are written to stdout and stderr. Tests call it to
+// make a command without running it.
+func parse(c *cli, args []string, getenv func(string) string, stdout, stderr io.Writer) (kctx *kong.Context, err error) {
+	parser, err := kong.New(c,
 		kong.Name("keygate"),
 		kong.Description("API-key authentication and authorization for services behind Envoy, Istio, nginx, Caddy or Traefik.\n\n"+
 			"Server and connection settings can also be set with an environment variable: --grpc-addr as KEYGATE_GRPC_ADDR; "+
@@ -86,10 +69,10 @@ func runInteractive(ctx context.Context, args []string, getenv func(string) stri
 		kong.Resolvers(envResolver(getenv)),
 		kong.PostBuild(documentEnv),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
-		kong.Vars{"admin_addr": defaultAdminAddr},
+		flagDefaults(),
 	)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer func() {
 		// kong exits (help, or an error it already printed) by calling the
@@ -99,13 +82,16 @@ func runInteractive(ctx context.Context, args []string, getenv func(string) stri
 			if !ok {
 				panic(r)
 			}
-			err = ex
+			kctx, err = nil, ex
 		}
 	}()
 	if len(args) == 0 {
 		args = []string{"--help"} // a bare `keygate` shows what it can do
 	}
-	kctx, err := parser.Parse(args)
+	if err := checkUTF8(args); err != nil {
+		return nil, err
+	}
+	kctx, err = parser.Parse(args)
 	if err != nil {
 		help := "keygate --help"
 		var perr *kong.ParseError
@@ -114,10 +100,82 @@ func runInteractive(ctx context.Context, args []string, getenv func(string) stri
 				help = "keygate " + strings.Join(strings.Fields(stripArgs(cmd)), " ") + " --help"
 			}
 		}
-		return &exitError{code: 2, err: fmt.Errorf("%w (see %s)", negativeDuration(err), help)}
+		return nil, &exitError{code: 2, err: fmt.Errorf("%w (see %s)", negativeDuration(err), help)}
 	}
-	e := &env{ctx: ctx, getenv: getenv, stdin: stdin, terminal: terminal, stdout: stdout, stderr: stderr}
-	return kctx.Run(e)
+	return kctx, nil
+}
+
+// The defaults of keygate's own settings (the packages' defaults are
+// theirs: flagDefaults reads them).
+const (
+	defaultGRPCAddr        = ":9001"
+	defaultHTTPAddr        = ":9002"
+	defaultDrainDelay      = 5 * time.Second
+	defaultShutdownTimeout = 15 * time.Second
+	defaultHealthTimeout   = 2 * time.Second
+)
+
+// flagDefaults are the flags' defaults as kong variables, each from the
+// constant it stands for: a tag says default:"${cache_size}", never the
+// value itself, so that a flag and the package it configures cannot
+// disagree.
+func flagDefaults() kong.Vars {
+	return kong.Vars{
+		"grpc_addr":           defaultGRPCAddr,
+		"http_addr":           defaultHTTPAddr,
+		"admin_addr":          defaultAdminAddr,
+		"admin_failure_limit": admin.DefaultFailureLimit.String(),
+		"drain_delay":         flagDuration(defaultDrainDelay),
+		"shutdown_timeout":    flagDuration(defaultShutdownTimeout),
+		"health_timeout":      flagDuration(defaultHealthTimeout),
+		"key_headers":         strings.Join(authz.DefaultKeyHeaders, ","),
+		"identity_prefix":     authz.DefaultIdentityPrefix,
+		"decision_log_rate":   strconv.Itoa(authz.DefaultDecisionLogRate),
+		"envoy_http_prefix":   forwardauth.DefaultEnvoyPrefix,
+		"lookup_timeout":      flagDuration(keystore.DefaultLoadTimeout),
+		"cache_size":          strconv.Itoa(keystore.DefaultCacheKeys),
+		"cache_fresh":         flagDuration(keystore.DefaultFresh),
+		"cache_max_stale":     flagDuration(keystore.DefaultMaxStale),
+		"negative_ttl":        flagDuration(keystore.DefaultNegativeTTL),
+		"poll_interval":       flagDuration(keystore.DefaultPollInterval),
+		"last_used_interval":  flagDuration(keystore.DefaultUsageFlushInterval),
+		"key_prefix":          keystore.DefaultPrefix,
+		"key_lifetime":        keystore.FormatDuration(keystore.DefaultLifetime),
+		"rotate_grace":        flagDuration(admin.DefaultGrace),
+	}
+}
+
+// flagDuration writes d as people write it in a flag: "1m", "24h",
+// "100ms" (time.Duration's String says "1m0s" and "24h0m0s").
+func flagDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}
+
+// checkUTF8 refuses an argument that is not UTF-8 before kong reads it:
+// kong would replace its bytes with U+FFFD, and a key would be stored under
+// a name nobody typed. The error names the flag the argument belongs to.
+func checkUTF8(args []string) error {
+	for i, a := range args {
+		if utf8.ValidString(a) {
+			continue
+		}
+		flag, _, _ := strings.Cut(a, "=")
+		if !strings.HasPrefix(flag, "-") || !utf8.ValidString(flag) {
+			flag = "an argument"
+			if i > 0 && strings.HasPrefix(args[i-1], "-") && utf8.ValidString(args[i-1]) {
+				flag = args[i-1]
+			}
+		}
+		return usageError("%s: must be valid UTF-8", flag)
+	}
+	return nil
 }
 
 // shortFlagDuration is kong's error for a duration flag given "-5d",
@@ -158,35 +216,42 @@ func envName(flag string) string {
 // only their connection settings (settingFlags) come from the environment,
 // so that a KEYGATE_NAME or KEYGATE_NO_EXPIRY left in a shell never renames
 // a key or makes one that never expires.
-var perInvocation = map[string]bool{"keys": true, "admin-token": true}
+var perInvocation = map[string]bool{"keys": true, "admin-token": true, "store": true}
 
 // settingFlags are the flags of those commands that are settings: the
 // database, and the key format every replica and the CLI must share.
 var settingFlags = map[string]bool{"database-url": true, "key-prefix": true, "pepper-file": true, "pepper": true, "max-key-lifetime": true}
 
 // readsEnv reports whether a flag of a command (perInvocation or not)
-// may come from the environment.
-func readsEnv(flag string, invocation bool) bool {
-	return flag != "help" && (!invocation || settingFlags[flag])
+// may come from the environment. dev never takes its database from the
+// environment: a shell pointing DATABASE_URL at a real database must not
+// get a demo key there.
+func readsEnv(flag string, n *kong.Node) bool {
+	if flag == "help" || flag == "database-url" && under(n, dev) {
+		return false
+	}
+	return !under(n, perInvocation) || settingFlags[flag]
 }
 
-// underPerInvocation reports whether n is, or is below, a perInvocation
-// command.
-func underPerInvocation(n *kong.Node) bool {
+// under reports whether n is, or is below, a command among commands.
+func under(n *kong.Node, commands map[string]bool) bool {
 	for ; n != nil; n = n.Parent {
-		if n.Type == kong.CommandNode && perInvocation[n.Name] {
+		if n.Type == kong.CommandNode && commands[n.Name] {
 			return true
 		}
 	}
 	return false
 }
 
+// dev is the dev command, as under takes it.
+var dev = map[string]bool{"dev": true}
+
 // envResolver gives flags not set on the command line their value from
 // the environment: KEYGATE_<FLAG>, and DATABASE_URL for --database-url
 // (see readsEnv for which flags).
 func envResolver(getenv func(string) string) kong.Resolver {
 	return kong.ResolverFunc(func(ctx *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
-		if !readsEnv(flag.Name, underPerInvocation(ctx.Selected())) {
+		if !readsEnv(flag.Name, ctx.Selected()) {
 			return nil, nil
 		}
 		if v := getenv(envName(flag.Name)); v != "" {
@@ -206,9 +271,8 @@ func envResolver(getenv func(string) string) kong.Resolver {
 func documentEnv(k *kong.Kong) error {
 	var walk func(n *kong.Node)
 	walk = func(n *kong.Node) {
-		invocation := underPerInvocation(n)
 		for _, f := range n.Flags {
-			if readsEnv(f.Name, invocation) {
+			if readsEnv(f.Name, n) {
 				f.Help += " ($" + envName(f.Name) + ")"
 			}
 		}

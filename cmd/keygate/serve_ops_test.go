@@ -17,7 +17,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/keygate/keygate/internal/certtest"
-	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
+	"github.com/keygate/keygate/internal/waittest"
 )
 
 // checkOver sends one Check over a new TLS connection and returns the
@@ -45,7 +46,7 @@ func checkOver(t *testing.T, addr string, cfg *tls.Config, req *authv3.CheckRequ
 }
 
 func TestServeTLS(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	_, secret := createKey(t, db)
 	req := checkRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": secret}, "")
 	ca := certtest.NewCA(t, "mesh")
@@ -67,7 +68,7 @@ func TestServeTLS(t *testing.T) {
 		// Renew the certificate in place: new connections get it.
 		renewed := ca.Server(t, "keygate")
 		renewed.Install(t, server)
-		waitFor(t, 5*time.Second, "the renewed certificate", func() bool {
+		waittest.Until(t, 5*time.Second, "the renewed certificate", func() bool {
 			_, serial, err := checkOver(t, inst.grpcAddr, ca.ClientConfig(t, nil), req)
 			return err == nil && serial == renewed.Serial
 		})
@@ -124,7 +125,7 @@ func TestServeTLS(t *testing.T) {
 		// keygate health speaks mutual TLS too (once serving: the first
 		// ping of the database may still be under way).
 		var r result
-		waitFor(t, 5*time.Second, "keygate health over mutual TLS", func() bool {
+		waittest.Until(t, 5*time.Second, "keygate health over mutual TLS", func() bool {
 			r = runCLI(t, db, "health", "--grpc-addr", inst.grpcAddr, "--tls-ca-file", ca.CertFile,
 				"--tls-client-cert-file", envoy.CertFile, "--tls-client-key-file", envoy.KeyFile)
 			return r.code == 0
@@ -139,9 +140,9 @@ func TestServeTLS(t *testing.T) {
 }
 
 func TestHealthCommand(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	inst := startServe(t, db)
-	waitFor(t, 5*time.Second, "SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
+	waittest.Until(t, 5*time.Second, "SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
 	r := runCLI(t, db, "health", "--grpc-addr", inst.grpcAddr)
 	if r.code != 0 || r.stdout != "SERVING\n" {
 		t.Fatalf("health of a serving keygate: exit %d, %q %q", r.code, r.stdout, r.stderr)
@@ -160,7 +161,7 @@ func TestHealthCommand(t *testing.T) {
 }
 
 func TestReflectionOnlyWhenAsked(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	list := func(inst *instance) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -176,7 +177,7 @@ func TestReflectionOnlyWhenAsked(t *testing.T) {
 	if err := list(startServe(t, db)); status.Code(err) != codes.Unimplemented {
 		t.Fatalf("reflection without --reflection: %v, want Unimplemented", err)
 	}
-	if err := list(startServe(t, db, "--reflection")); err != nil {
+	if err := list(startServe(t, storetest.NewDatabase(t), "--reflection")); err != nil {
 		t.Fatalf("reflection with --reflection: %v", err)
 	}
 }
@@ -184,15 +185,15 @@ func TestReflectionOnlyWhenAsked(t *testing.T) {
 // On shutdown keygate is not ready at once, keeps answering through the
 // drain, then stops.
 func TestServeDrain(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	_, secret := createKey(t, db)
 	inst := startServe(t, db, "--drain-delay", "1500ms")
 	req := checkRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": secret}, "")
-	waitFor(t, 5*time.Second, "SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
+	waittest.Until(t, 5*time.Second, "SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
 	stopped := make(chan error, 1)
 	start := time.Now()
 	go func() { stopped <- inst.stop() }()
-	waitFor(t, 500*time.Millisecond, "NOT_SERVING at once", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_NOT_SERVING })
+	waittest.Until(t, 500*time.Millisecond, "NOT_SERVING at once", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_NOT_SERVING })
 	if code := httpStatus(t, "http://"+inst.httpAddr+"/readyz"); code != 503 {
 		t.Fatalf("/readyz during the drain: %d, want 503", code)
 	}

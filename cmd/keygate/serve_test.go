@@ -1,12 +1,12 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,76 +26,74 @@ import (
 	"github.com/keygate/keygate/internal/certtest"
 	"github.com/keygate/keygate/internal/envoytest"
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/readiness"
+	"github.com/keygate/keygate/internal/storetest"
 	"github.com/keygate/keygate/internal/syncbuffer"
+	"github.com/keygate/keygate/internal/waittest"
+	"github.com/keygate/keygate/keystore"
 )
 
-// instance is `keygate serve` running in this test process, through run.
+// instance is `keygate serve` running in this test process: the command
+// line parsed as run parses it, then built and run as serveCmd.Run does.
 type instance struct {
 	grpcAddr, httpAddr string
-	stop               func() error // cancels and waits; returns run's error
+	admin              net.Addr     // the admin listener's address; nil when off
+	stop               func() error // cancels and waits; returns Run's error
 	logs               *lockedBuffer
 	conn               *grpc.ClientConn
-
-	admin string // the admin listener's address, when on
 }
 
 // lockedBuffer holds a server's logs while tests read them.
 type lockedBuffer = syncbuffer.Buffer
 
 // startServe runs `keygate serve` on 127.0.0.1:0 against dbURL with extra
-// args, waits until it serves, and connects a real gRPC client to it.
+// args, and connects a real gRPC client to it.
 func startServe(t *testing.T, dbURL string, args ...string) *instance {
 	t.Helper()
 	return startServeEnv(t, dbURL, nil, args...)
 }
 
-// startServeEnv is startServe with more environment variables.
+// startServeEnv is startServe with more environment variables. The
+// listeners' addresses come from the built server; it returns once the
+// server has first looked at the database (ready or not), so that the
+// pool holds a connection when the test's first request arrives.
 func startServeEnv(t *testing.T, dbURL string, extraEnv map[string]string, args ...string) *instance {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	pr, pw := io.Pipe()
-	logs := &lockedBuffer{}
-	done := make(chan error, 1)
-	env := map[string]string{"DATABASE_URL": dbURL}
+	vars := map[string]string{"DATABASE_URL": dbURL}
 	for k, v := range extraEnv {
-		env[k] = v
+		vars[k] = v
 	}
+	getenv := func(k string) string { return vars[k] }
+	logs := &lockedBuffer{}
 	all := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json", "--drain-delay", "0s"}, args...)
-	go func() {
-		err := run(ctx, all, func(k string) string { return env[k] }, io.Discard, io.MultiWriter(pw, logs))
-		pw.CloseWithError(fmt.Errorf("run returned: %v", err))
-		done <- err
-	}()
-	inst := &instance{logs: logs}
-	scanner := bufio.NewScanner(pr)
-	for scanner.Scan() {
-		var line struct {
-			Msg      string `json:"msg"`
-			GRPCAddr string `json:"grpc_addr"`
-			HTTPAddr string `json:"http_addr"`
-			Admin    string `json:"admin_addr"`
-		}
-		ok := json.Unmarshal(scanner.Bytes(), &line) == nil
-		if ok && line.Admin != "" {
-			inst.admin = line.Admin
-		}
-		if ok && line.Msg == "keygate serving" {
-			inst.grpcAddr, inst.httpAddr = line.GRPCAddr, line.HTTPAddr
-			break
-		}
+	var c cli
+	if _, err := parse(&c, all, getenv, io.Discard, logs); err != nil {
+		t.Fatalf("keygate %s: %v", strings.Join(all, " "), err)
 	}
-	if inst.grpcAddr == "" {
+	ctx, cancel := context.WithCancel(context.Background())
+	srv, err := c.Serve.server(&env{ctx: ctx, getenv: getenv, stdout: io.Discard, stderr: logs})
+	if err != nil {
 		cancel()
-		t.Fatalf("serve did not start: %v\n%s", <-done, logs.String())
+		t.Fatalf("serve did not start: %v\n%s", err, logs.String())
 	}
-	go io.Copy(io.Discard, pr)
+	done := make(chan error, 1)
+	go func() { done <- srv.Run(ctx) }()
+	inst := &instance{grpcAddr: srv.grpcAddr().String(), httpAddr: srv.httpAddr().String(), admin: srv.adminAddr(), logs: logs}
 	var once sync.Once
 	var runErr error
 	inst.stop = func() error {
-		once.Do(func() { cancel(); runErr = <-done })
+		once.Do(func() {
+			cancel()
+			runErr = <-done
+			srv.Close()
+		})
 		return runErr
 	}
 	t.Cleanup(func() { inst.stop() })
+	waittest.Until(t, 10*time.Second, "serve's first look at the database", func() bool {
+		_, reason := srv.ready.Ready()
+		return reason != readiness.Starting
+	})
 	conn, err := grpc.NewClient(inst.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
@@ -144,15 +142,15 @@ func createKey(t *testing.T, db string, args ...string) (string, string) {
 }
 
 func TestServeDecisionTableEndToEnd(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	plainID, plain := createKey(t, db)
 	readID, readOnly := createKey(t, db, "--scope", "projects:read")
 	revokedID, revoked := createKey(t, db)
 	mustRun(t, db, "keys", "revoke", revokedID)
-	_, short := createKey(t, db, "--expires-in", "1s")
+	_, expired := storetest.CreateExpiring(t, db, keystore.CreateParams{AccountID: "acme", Name: "t"}, -time.Second)
+	short := expired.Reveal()
 	inst := startServe(t, db)
 	unknownSecret := "kg_" + strings.Repeat("A", 33)
-	time.Sleep(1100 * time.Millisecond) // let the short-lived key expire
 
 	type upstream struct {
 		set    map[string]string
@@ -224,9 +222,9 @@ func TestServeDecisionTableEndToEnd(t *testing.T) {
 			}
 		})
 	}
-	if inst.health(t) != healthpb.HealthCheckResponse_SERVING {
-		t.Fatal("health is not SERVING with the database up")
-	}
+	waittest.Until(t, 5*time.Second, "health to be SERVING with the database up", func() bool {
+		return inst.health(t) == healthpb.HealthCheckResponse_SERVING
+	})
 	resp, err := http.Get("http://" + inst.httpAddr + "/metrics")
 	if err != nil {
 		t.Fatal(err)
@@ -262,7 +260,7 @@ func TestServeDatabaseUnreachable(t *testing.T) {
 	// SERVING: the pool has a connection, and a lookup needs no new one
 	// within the 100ms deadline (on a loaded machine a first connection
 	// can take longer).
-	waitFor(t, 10*time.Second, "SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
+	waittest.Until(t, 10*time.Second, "SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
 	if resp := inst.check(t, checkRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": secret}, "")); resp.GetStatus().GetCode() != 0 {
 		t.Fatalf("with the database up: %v", resp.GetStatus())
 	}
@@ -278,7 +276,7 @@ func TestServeDatabaseUnreachable(t *testing.T) {
 	if took > 500*time.Millisecond {
 		t.Fatalf("the 503 took %v; the lookup deadline is 100ms", took)
 	}
-	waitFor(t, 5*time.Second, "health NOT_SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_NOT_SERVING })
+	waittest.Until(t, 5*time.Second, "health NOT_SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_NOT_SERVING })
 	if code := httpStatus(t, "http://"+inst.httpAddr+"/readyz"); code != 503 {
 		t.Fatalf("/readyz = %d with the database down, want 503", code)
 	}
@@ -286,25 +284,14 @@ func TestServeDatabaseUnreachable(t *testing.T) {
 		t.Fatalf("/healthz = %d; liveness must not depend on the database", code)
 	}
 	cluster.Start(t)
-	waitFor(t, 10*time.Second, "health SERVING again", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
+	waittest.Until(t, 10*time.Second, "health SERVING again", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
 }
 
 func mustWellFormed(t *testing.T) string {
 	t.Helper()
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	_, s := createKey(t, db) // a real key from another database: unknown here
 	return s
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 func httpStatus(t *testing.T, url string) int {
@@ -318,9 +305,9 @@ func httpStatus(t *testing.T, url string) int {
 }
 
 func TestServeShutdown(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	inst := startServe(t, db)
-	waitFor(t, 5*time.Second, "SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
+	waittest.Until(t, 5*time.Second, "SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
 	if err := inst.stop(); err != nil {
 		t.Fatalf("serve returned %v on shutdown, want nil", err)
 	}
@@ -330,7 +317,7 @@ func TestServeShutdown(t *testing.T) {
 }
 
 func TestServeRefusesBadPolicy(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "policy.yaml")
 	os.WriteFile(bad, []byte("default: allow\nmodules:\n  users:\n    paths: [/api/v1/users]\n    api_keys: maybe\n"), 0o600)
@@ -350,7 +337,7 @@ func TestServeRefusesBadPolicy(t *testing.T) {
 func TestServeWaitsForSchema(t *testing.T) {
 	db := pgtest.NewEmptyDatabase(t)
 	inst := startServe(t, db)
-	waitFor(t, 5*time.Second, "a log line about the missing schema", func() bool {
+	waittest.Until(t, 5*time.Second, "a log line about the missing schema", func() bool {
 		return strings.Contains(inst.logs.String(), "waiting for the database schema")
 	})
 	if got := inst.health(t); got != healthpb.HealthCheckResponse_NOT_SERVING {
@@ -373,7 +360,7 @@ func TestServeWaitsForSchema(t *testing.T) {
 	}
 	mustRun(t, db, "migrate")
 	_, secret := createKey(t, db)
-	waitFor(t, 10*time.Second, "SERVING once migrated", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
+	waittest.Until(t, 10*time.Second, "SERVING once migrated", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
 	if resp := inst.check(t, checkRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": secret}, "")); resp.GetStatus().GetCode() != 0 {
 		t.Fatalf("a key after the migration: %v", resp.GetStatus())
 	}
@@ -381,7 +368,7 @@ func TestServeWaitsForSchema(t *testing.T) {
 	// --migrate migrates.
 	fresh := pgtest.NewEmptyDatabase(t)
 	migrated := startServe(t, fresh, "--migrate")
-	waitFor(t, 10*time.Second, "serve --migrate SERVING", func() bool { return migrated.health(t) == healthpb.HealthCheckResponse_SERVING })
+	waittest.Until(t, 10*time.Second, "serve --migrate SERVING", func() bool { return migrated.health(t) == healthpb.HealthCheckResponse_SERVING })
 }
 
 func TestServeBadFlags(t *testing.T) {
@@ -440,7 +427,7 @@ func TestPoolSettingsInDatabaseURL(t *testing.T) {
 	db += sep + "pool_max_conns=3"
 	mustRun(t, db, "migrate")
 	inst := startServe(t, db)
-	waitFor(t, 5*time.Second, "the change listener to connect", func() bool {
+	waittest.Until(t, 5*time.Second, "the change listener to connect", func() bool {
 		resp, err := http.Get("http://" + inst.httpAddr + "/metrics")
 		if err != nil {
 			return false

@@ -10,12 +10,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/internal/storetest"
+	"github.com/keygate/keygate/internal/waittest"
 	collectortrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	commonpb "go.opentelemetry.io/proto/otlp/common/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
-
-	"github.com/keygate/keygate/internal/pgtest"
 )
 
 // otlpReceiver is an OTLP/gRPC trace collector in the test process: it
@@ -100,7 +100,7 @@ func anyValue(v *commonpb.AnyValue) string {
 }
 
 func TestTracingToOTLP(t *testing.T) {
-	db := pgtest.NewDatabase(t)
+	db := storetest.NewDatabase(t)
 	_, secret := createKey(t, db)
 	recv := newOTLPReceiver(t)
 	otel := map[string]string{
@@ -117,7 +117,7 @@ func TestTracingToOTLP(t *testing.T) {
 	headers := map[string]string{"x-api-key": secret, "traceparent": "00-" + traceID + "-00f067aa0ba902b7-01", "x-request-id": "trace-me"}
 	inst.check(t, checkRequest("GET", "/api/v1/projects/1?token=hunter2", headers, ""))
 	inst.check(t, checkRequest("GET", "/api/v1/users/1?token=hunter2", headers, ""))
-	waitFor(t, 10*time.Second, "two decision spans at the receiver", func() bool { return len(recv.named("keygate.decide")) == 2 })
+	waittest.Until(t, 10*time.Second, "two decision spans at the receiver", func() bool { return len(recv.named("keygate.decide")) == 2 })
 
 	outcomes := map[string]bool{}
 	for _, s := range recv.named("keygate.decide") {
@@ -136,8 +136,8 @@ func TestTracingToOTLP(t *testing.T) {
 	if !outcomes["ok"] || !outcomes["module_forbidden"] {
 		t.Errorf("outcomes in spans %v, want ok and module_forbidden", outcomes)
 	}
-	waitFor(t, 5*time.Second, "the store lookup's span", func() bool { return len(recv.named("keystore.cache.load")) > 0 })
-	waitFor(t, 5*time.Second, "the gRPC server span", func() bool {
+	waittest.Until(t, 5*time.Second, "the store lookup's span", func() bool { return len(recv.named("keystore.cache.load")) > 0 })
+	waittest.Until(t, 5*time.Second, "the gRPC server span", func() bool {
 		return len(recv.named("envoy.service.auth.v3.Authorization/Check")) >= 2
 	})
 	recv.mu.Lock()
@@ -152,6 +152,7 @@ func TestTracingToOTLP(t *testing.T) {
 	// OTEL_TRACES_EXPORTER=none, or no endpoint: tracing is off, and
 	// nothing dials the receiver.
 	quiet := newOTLPReceiver(t)
+	inst.stop() // one serving process at a time: the store may be an SQLite file
 	for _, env := range []map[string]string{
 		{"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://" + quiet.addr},
 		{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},

@@ -15,7 +15,8 @@ import (
 // Now is the clock of the world: keys were created an hour before it.
 var Now = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
 
-// Lookup is an in-memory key lookup (authz.KeyLookup).
+// Lookup is an in-memory key lookup: an authz.KeyLookup, and a
+// keystore.Source for a real cache in front of it.
 type Lookup struct {
 	// Err, when set, is returned for every lookup.
 	Err error
@@ -53,8 +54,14 @@ func (f *Lookup) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Recor
 	return k, nil
 }
 
-// Peek is Lookup from memory alone (authz.CachePeek): everything the fake
-// holds counts as cached.
+// LookupCached is Lookup, answered as the store would (never from memory).
+func (f *Lookup) LookupCached(ctx context.Context, d keystore.Digest) (*keystore.Record, bool, error) {
+	k, err := f.Lookup(ctx, d)
+	return k, false, err
+}
+
+// Peek is Lookup from memory alone: everything the fake holds counts as
+// cached.
 func (f *Lookup) Peek(ctx context.Context, d keystore.Digest) (*keystore.Record, bool) {
 	k, err := f.Lookup(ctx, d)
 	return k, err == nil

@@ -182,10 +182,13 @@ func FindBinaries() (string, error) {
 			return d, nil
 		}
 	}
-	return "", errors.New("no PostgreSQL found: set DATABASE_URL to a server the tests may create databases on, " +
-		"or install the server binaries (Debian: apt-get install postgresql) so that initdb and pg_ctl " +
-		"are on PATH or under /usr/lib/postgresql/*/bin")
+	return "", ErrNoBinaries
 }
+
+// ErrNoBinaries is FindBinaries' error when PostgreSQL's server is not
+// installed.
+var ErrNoBinaries = errors.New("no PostgreSQL server found: install its binaries (Debian: apt-get install postgresql) " +
+	"so that initdb and pg_ctl are on PATH or under /usr/lib/postgresql/*/bin")
 
 func freePort() (int, error) {
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -16,7 +16,7 @@ func NewCluster(tb testing.TB) *Cluster {
 	tb.Helper()
 	c, err := pgcluster.Start()
 	if err != nil {
-		tb.Fatalf("pgtest: %v", err)
+		missing(tb, err)
 	}
 	tb.Cleanup(c.Destroy)
 	return &Cluster{c}

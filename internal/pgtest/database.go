@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"log/slog"
@@ -18,8 +19,9 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/keygate/keygate/internal/needs"
 	"github.com/keygate/keygate/internal/pgcluster"
-	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/keystore/postgres"
 )
 
 var (
@@ -52,16 +54,22 @@ func Run(m *testing.M) int {
 	return code
 }
 
+// ServerVariable names the environment variable that points the tests at
+// a PostgreSQL server they may create and drop databases on. It is a
+// test-only variable, never DATABASE_URL, which keygate itself reads: a
+// shell left pointing at a real server must not get test databases there.
+const ServerVariable = "KEYGATE_TEST_DATABASE_URL"
+
 // ServerURL returns the connection string of the server tests create
-// their databases on: DATABASE_URL, or a throwaway cluster started once per
-// test binary.
+// their databases on: KEYGATE_TEST_DATABASE_URL, or a throwaway cluster
+// started once per test binary.
 func ServerURL(tb testing.TB) string {
 	tb.Helper()
 	if !mainCalled {
 		tb.Fatal("pgtest: call pgtest.Main(m) from TestMain, so that the throwaway cluster is stopped at the end")
 	}
 	shared.once.Do(func() {
-		if u := os.Getenv("DATABASE_URL"); u != "" {
+		if u := os.Getenv(ServerVariable); u != "" {
 			shared.url = u
 			return
 		}
@@ -71,7 +79,7 @@ func ServerURL(tb testing.TB) string {
 		}
 	})
 	if shared.err != nil {
-		tb.Fatalf("pgtest: %v", shared.err)
+		missing(tb, shared.err)
 	}
 	return shared.url
 }
@@ -116,7 +124,7 @@ func WithDatabase(tb testing.TB, base, name string) string {
 	if strings.HasPrefix(base, "postgres://") || strings.HasPrefix(base, "postgresql://") {
 		u, err := url.Parse(base)
 		if err != nil {
-			tb.Fatalf("pgtest: DATABASE_URL: %v", err)
+			tb.Fatalf("pgtest: %s: %v", ServerVariable, err)
 		}
 		u.Path = "/" + name
 		return u.String()
@@ -172,11 +180,11 @@ func migratedTemplate(tb testing.TB) string {
 
 func buildTemplate(server string, tb testing.TB) (string, error) {
 	sum := sha256.New()
-	err := fs.WalkDir(keystore.MigrationsFS(), ".", func(path string, d fs.DirEntry, err error) error {
+	err := fs.WalkDir(postgres.MigrationsFS(), ".", func(path string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err
 		}
-		b, err := fs.ReadFile(keystore.MigrationsFS(), path)
+		b, err := fs.ReadFile(postgres.MigrationsFS(), path)
 		fmt.Fprintf(sum, "%s\x00%s\x00", path, b)
 		return err
 	})
@@ -214,7 +222,7 @@ func buildTemplate(server string, tb testing.TB) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	if _, err := keystore.Migrate(ctx, cfg, slog.New(slog.DiscardHandler)); err != nil {
+	if _, err := postgres.Migrate(ctx, cfg, slog.New(slog.DiscardHandler)); err != nil {
 		return "", err
 	}
 	if _, err := admin.Exec(ctx, `ALTER DATABASE `+building+` RENAME TO `+name); err != nil {
@@ -238,4 +246,14 @@ func redact(s string) string {
 		return u.String()
 	}
 	return "the database"
+}
+
+// missing ends a test that cannot have PostgreSQL: skipped outside CI,
+// failed in CI.
+func missing(tb testing.TB, err error) {
+	tb.Helper()
+	if errors.Is(err, pgcluster.ErrNoBinaries) {
+		needs.Missing(tb, "PostgreSQL's server (initdb, pg_ctl) or "+ServerVariable, "apt-get install postgresql")
+	}
+	tb.Fatalf("pgtest: %v", err)
 }

@@ -1,4 +1,4 @@
-package keystore_test
+package conformance
 
 import (
 	"context"
@@ -11,35 +11,21 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keygate/keygate/internal/pgtest"
 	"github.com/keygate/keygate/keystore"
 )
 
-// newStoreAt is newStore on a database of its own, whose URL it returns
-// (for pgtest.Dump).
-func newStoreAt(t *testing.T, opts keystore.Options) (*keystore.Store, string) {
-	t.Helper()
-	db := pgtest.NewDatabase(t)
-	s, err := keystore.New(pgtest.Connect(t, db), opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return s, db
+// controlTests check the per-key controls: disable and enable, source
+// restrictions, metadata.
+var controlTests = []test{
+	{"DisableEnable", testDisableEnable},
+	{"ListDisabled", testListDisabled},
+	{"AllowedCIDRs", testAllowedCIDRs},
+	{"Metadata", testMetadata},
 }
 
-// stateOf is the decision path's view of the key behind secret at now.
-func stateOf(t *testing.T, s *keystore.Store, secret keystore.Secret, now time.Time) keystore.State {
-	t.Helper()
-	r, err := s.Lookup(context.Background(), s.Hasher().Digest(secret))
-	if err != nil {
-		t.Fatalf("Lookup: %v", err)
-	}
-	return r.StateAt(now)
-}
-
-func TestDisableEnable(t *testing.T) {
+func testDisableEnable(t *testing.T, h Harness) {
 	clk := newClock()
-	s, _ := newStore(t, keystore.Options{Now: clk.Now})
+	s := h.newStore(t, keystore.Options{Now: clk.Now})
 	ctx := context.Background()
 	k, secret := mustCreate(t, s, keystore.CreateParams{})
 
@@ -105,9 +91,9 @@ func TestDisableEnable(t *testing.T) {
 	}
 }
 
-func TestListDisabled(t *testing.T) {
+func testListDisabled(t *testing.T, h Harness) {
 	clk := newClock()
-	s, _ := newStore(t, keystore.Options{Now: clk.Now})
+	s := h.newStore(t, keystore.Options{Now: clk.Now})
 	ctx := context.Background()
 	mustCreate(t, s, keystore.CreateParams{Name: "active"})
 	off, _ := mustCreate(t, s, keystore.CreateParams{Name: "disabled"})
@@ -141,38 +127,9 @@ func TestListDisabled(t *testing.T) {
 	}
 }
 
-// TestWatcherDisableEnableReachCache: disabling and enabling are announced
-// like revocation, so a cached record follows both at once.
-func TestWatcherDisableEnableReachCache(t *testing.T) {
-	url := pgtest.NewDatabase(t)
-	w := startWatched(t, url, keystore.WatchOptions{PollInterval: time.Hour}, url)
-	ctx := context.Background()
-	k, secret := mustCreate(t, w.store, keystore.CreateParams{})
-	d := w.store.Hasher().Digest(secret)
-	waitUntil(t, time.Second, "the create's notification", func() bool { return w.watcher.Stats().Notifications.Load() == 1 })
-	cached := func() keystore.State {
-		r, err := w.cache.Lookup(ctx, d)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.StateAt(time.Now())
-	}
-	if cached() != keystore.StateActive {
-		t.Fatal("new key not active")
-	}
-	if _, err := w.store.Disable(ctx, k.ID, ""); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, time.Second, "the disable to reach the cache", func() bool { return cached() == keystore.StateDisabled })
-	if _, err := w.store.Enable(ctx, k.ID, ""); err != nil {
-		t.Fatal(err)
-	}
-	waitUntil(t, time.Second, "the enable to reach the cache", func() bool { return cached() == keystore.StateActive })
-}
-
-func TestAllowedCIDRs(t *testing.T) {
+func testAllowedCIDRs(t *testing.T, h Harness) {
 	clk := newClock()
-	s, db := newStoreAt(t, keystore.Options{Now: clk.Now})
+	s, db := h.newStoreAt(t, keystore.Options{Now: clk.Now})
 	ctx := context.Background()
 	k, secret := mustCreate(t, s, keystore.CreateParams{AllowedCIDRs: []string{"2001:db8::/32", "10.0.0.0/8", "192.0.2.7"}})
 	want := []string{"10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"}
@@ -207,7 +164,7 @@ func TestAllowedCIDRs(t *testing.T) {
 	}
 
 	// Bad prefixes are refused, naming the field, and change nothing.
-	before := pgtest.Dump(t, db)
+	before := snapshot(t, db)
 	for _, bad := range [][]string{{"10.1.2.3/8"}, {"nope"}, {"fe80::1%eth0"}, make([]string, keystore.MaxAllowedCIDRs+1)} {
 		var ve *keystore.ValidationError
 		if _, _, err := s.Create(ctx, keystore.CreateParams{AccountID: "a", Name: "n", AllowedCIDRs: bad}); !errors.As(err, &ve) || ve.Field != "allowed_cidrs" {
@@ -217,7 +174,7 @@ func TestAllowedCIDRs(t *testing.T) {
 			t.Errorf("Update with %q: %v, want a validation error for allowed_cidrs", bad, err)
 		}
 	}
-	if after := pgtest.Dump(t, db); string(before) != string(after) {
+	if after := snapshot(t, db); string(before) != string(after) {
 		t.Fatal("refused source restrictions changed the database")
 	}
 }
@@ -230,9 +187,9 @@ func prefixStrings(ps []netip.Prefix) []string {
 	return out
 }
 
-func TestMetadata(t *testing.T) {
+func testMetadata(t *testing.T, h Harness) {
 	clk := newClock()
-	s, db := newStoreAt(t, keystore.Options{Now: clk.Now})
+	s, db := h.newStoreAt(t, keystore.Options{Now: clk.Now})
 	ctx := context.Background()
 	k, secret := mustCreate(t, s, keystore.CreateParams{Metadata: map[string]string{"tier": "gold", "team": "Zürich ops"},
 		AllowedCIDRs: []string{"10.0.0.0/8"}})
@@ -270,7 +227,7 @@ func TestMetadata(t *testing.T) {
 	for i := range keystore.MaxMetadata - 1 {
 		many[fmt.Sprintf("k%d", i)] = "v"
 	}
-	before := pgtest.Dump(t, db)
+	before := snapshot(t, db)
 	var ve *keystore.ValidationError
 	if _, err := change(keystore.MetadataChange{Set: many}); !errors.As(err, &ve) || ve.Field != "metadata" {
 		t.Fatalf("17 entries after merging: %v, want a validation error for metadata", err)
@@ -294,7 +251,7 @@ func TestMetadata(t *testing.T) {
 			t.Errorf("Create with %v: %v, want a validation error for metadata", bad.Set, err)
 		}
 	}
-	if after := pgtest.Dump(t, db); string(before) != string(after) {
+	if after := snapshot(t, db); string(before) != string(after) {
 		t.Fatal("refused metadata changed the database")
 	}
 	if got, err := change(keystore.MetadataChange{Clear: true}); err != nil || got != nil {

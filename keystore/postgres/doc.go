@@ -1,0 +1,21 @@
+// Package postgres is keygate's store on PostgreSQL: the keystore.Backend
+// for any number of replicas sharing one database.
+//
+// It owns the PostgreSQL schema (embedded migrations, applied by goose
+// under a session advisory lock so that replicas migrating at once take
+// turns), the SQL of every store operation (pgx, $n parameters only), and
+// change notifications: every lifecycle change calls pg_notify on
+// NotifyChannel in its own transaction, so that each replica's Listen,
+// on a connection of its own (Options.Direct), hears of it when, and only
+// if, it commits.
+//
+//	pool, _ := pgxpool.New(ctx, "postgres://keygate@db/keygate")
+//	store, _ := keystore.New(postgres.New(pool, postgres.Options{}), keystore.Options{})
+//
+// # Errors
+//
+// Reads of the decision path (Lookup, LookupMany, ChangedSince) wrap every
+// failure with keystore.ErrUnavailable; a missing table or column (the
+// schema not migrated) matches keystore.ErrNoSchema; a digest or a
+// successor stored twice is keystore.ErrDigestTaken or ErrRotated.
+package postgres
