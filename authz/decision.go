@@ -137,7 +137,7 @@ func (s *Server) moduleDryRun(r *Request, d *Decision) bool {
 			module = r.Module
 		}
 	}
-	return module != "" && s.policy.DryRun(module) && (restricted == "" || s.policy.DryRun(restricted))
+	return module != "" && s.policy.DryRun(module) && (restricted == "" || s.policy.DryRun(restricted)) && s.targetsDryRun(r)
 }
 
 // record counts and logs a decision, and reports an allowed key's use.
@@ -174,6 +174,12 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	if err != nil {
 		return because(ReasonInvalidPath, nil, "")
 	}
+	// So must every target a path-override header names (X-Original-URL:
+	// some backends route by it instead).
+	over, ok := s.readTargets(r)
+	if !ok {
+		return because(ReasonInvalidPath, nil, "")
+	}
 	module, restricted := route.Module, route.Restricted
 	if r.Module != "" {
 		access, ok := s.policy.Access(r.Module)
@@ -208,25 +214,40 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	}
 
 	// 5. What the key may do here.
-	if restricted {
-		reason := ReasonRestricted
-		if module == "" {
-			reason = ReasonDefaultDeny
+	switch {
+	case restricted && module == "":
+		return because(ReasonDefaultDeny, key, module)
+	case restricted:
+		return because(ReasonRestricted, key, module)
+	case over.restricted && over.module == "":
+		return because(ReasonDefaultDeny, key, module)
+	case over.restricted:
+		return because(ReasonRestricted, key, module)
+	}
+	// The key's scopes must cover, for every action some reading of the
+	// method needs, the module and every other open module some reading of
+	// the path lands in (a router that does not resolve dots reads
+	// /projects/../deployments as projects, Envoy as deployments), and
+	// every module a path override reaches. A route module overrides the
+	// default for paths in no module, so "" counts only without one (but
+	// always for an override's target, which the route did not see).
+	need := needs(r)
+	for _, act := range scopeActions {
+		if need&act.bit == 0 {
+			continue
 		}
-		return because(reason, key, module)
-	}
-	// The key's scopes must cover the module and every other open module
-	// some reading of the path lands in (a router that does not resolve
-	// dots reads /projects/../deployments as projects, Envoy as
-	// deployments). A route module overrides the default for paths in no
-	// module, so "" counts only without one.
-	act := action(r)
-	if !key.Allows(module, act) {
-		return because(ReasonScope, key, module)
-	}
-	for _, m := range route.Modules {
-		if m != module && (m != "" || r.Module == "") && !key.Allows(m, act) {
+		if !key.Allows(module, act.name) {
 			return because(ReasonScope, key, module)
+		}
+		for _, m := range route.Modules {
+			if m != module && (m != "" || r.Module == "") && !key.Allows(m, act.name) {
+				return because(ReasonScope, key, module)
+			}
+		}
+		for _, m := range over.modules {
+			if !key.Allows(m, act.name) {
+				return because(ReasonScope, key, module)
+			}
 		}
 	}
 	d := because(ReasonAllowed, key, module)

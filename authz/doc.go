@@ -28,6 +28,14 @@
 // record (through KeyLookup: the cache in front of the store), and what
 // the key may do there (closed modules, then scopes).
 //
+// A request is decided by every reading a backend may give it, not only
+// the one in front of keygate: every reading of its path (the policy
+// package), every target a path-override header names (X-Original-URL,
+// X-Rewrite-URL, X-Original-URI, X-Forwarded-Uri: PathOverrideHeaders),
+// and every method it may run as, its own or one a method-override header
+// or a _method query parameter names (MethodOverrideHeaders): the key must
+// hold the scope of each.
+//
 // # Outcomes and reasons
 //
 // Each Outcome is one row of a keyed table: its name (the JSON error.code

@@ -167,17 +167,6 @@ func (s *Server) Denial(o Outcome) *Denial {
 
 func newDenial(o Outcome, retryAfter string) *Denial {
 	info := o.info()
-	var b struct {
-		Error struct {
-			Code    string `json:"code"`
-			Message string `json:"message"`
-		} `json:"error"`
-	}
-	b.Error.Code, b.Error.Message = info.name, info.message
-	body, err := json.Marshal(b)
-	if err != nil {
-		panic(err) // constant input
-	}
 	headers := []Field{{"content-type", "application/json"}, {"cache-control", "no-store"}}
 	if info.challenge != "" {
 		headers = append(headers, Field{"www-authenticate", info.challenge})
@@ -185,7 +174,32 @@ func newDenial(o Outcome, retryAfter string) *Denial {
 	if retryAfter != "" {
 		headers = append(headers, Field{"retry-after", retryAfter})
 	}
-	return &Denial{Outcome: o, Status: info.status, Headers: headers, Body: string(body)}
+	return &Denial{Outcome: o, Status: info.status, Headers: headers, Body: denialBody(info.name, info.message)}
+}
+
+// Saying returns d with message as its error.message instead of the
+// outcome's: for an adapter that can tell the client more exactly what is
+// wrong (a forward-auth request without the forwarded URI). The message
+// is the caller's constant text, never anything of the request. The
+// headers are shared with d.
+func (d *Denial) Saying(message string) *Denial {
+	return &Denial{Outcome: d.Outcome, Status: d.Status, Headers: d.Headers, Body: denialBody(d.Outcome.String(), message)}
+}
+
+// denialBody is the JSON body {"error":{"code":…,"message":…}}.
+func denialBody(code, message string) string {
+	var b struct {
+		Error struct {
+			Code    string `json:"code"`
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	b.Error.Code, b.Error.Message = code, message
+	body, err := json.Marshal(b)
+	if err != nil {
+		panic(err) // strings always encode
+	}
+	return string(body)
 }
 
 // Grants remembers a transport's rendering of allow responses, so that

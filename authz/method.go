@@ -1,19 +1,37 @@
 package authz
 
 import (
+	"net/url"
 	"strconv"
 	"strings"
 
 	"github.com/keygate/keygate/keystore"
 )
 
-// The action a request needs. Safe methods read, the rest write; but many
-// backends honour a method override, reading a GET with
+// The actions a request needs. Safe methods read, the rest write; but many
+// backends honour a method override, reading a request with
 // X-HTTP-Method-Override: DELETE (Google APIs, ASP.NET, Express's
 // method-override, Laravel and Symfony with _method) as the DELETE it
-// names. So a request needs the write action when its method writes, or
-// when a method-override header or a _method query parameter names
-// anything but a safe method (an empty or unknown one included).
+// names, and others ignore it. So every method a backend may read the
+// request as is a reading of its method, and the key must hold the scope
+// of each: the request's own method (upper-cased too, as Symfony and Rack
+// read "get" as GET), and every method an override header or a _method
+// query parameter names (an empty or unknown one counts as a write). A GET
+// that names DELETE needs write, a POST that names GET needs read too.
+
+// actions is a set of the scope actions a request needs.
+type actions uint8
+
+const (
+	needsRead actions = 1 << iota
+	needsWrite
+)
+
+// scopeActions names the actions of a set, in the order Decide checks them.
+var scopeActions = [...]struct {
+	bit  actions
+	name string
+}{{needsRead, keystore.ActionRead}, {needsWrite, keystore.ActionWrite}}
 
 // methodOverrideHeaders are the headers that name a method to use instead
 // of the request's, in lower case.
@@ -24,20 +42,64 @@ var methodOverrideHeaders = [...]string{"x-http-method-override", "x-http-method
 // http_service) must send these.
 func MethodOverrideHeaders() []string { return methodOverrideHeaders[:] }
 
-// action is the scope action r needs.
-func action(r *Request) string {
-	if !safeMethod(r.Method, false) || r.overridesMethod || queryOverridesMethod(r.Path) {
-		return keystore.ActionWrite
+// needs is the set of actions r needs: those of every reading of its
+// method, and of the _method parameters in the query of its target and of
+// every target a path-override header names.
+func needs(r *Request) actions {
+	a := requestMethodNeeds(r.Method) | r.overrideNeeds | queryNeeds(r.Path)
+	for _, t := range r.targets {
+		a |= queryNeeds(t)
 	}
-	return keystore.ActionRead
+	return a
+}
+
+// requestMethodNeeds is what the request's own method needs: read for a
+// safe method, write for any other; a safe method in another case
+// ("get") needs both, since methods are case-sensitive but some backends
+// upper-case them. "" is a write.
+func requestMethodNeeds(method string) actions {
+	switch {
+	case safeMethod(method, false):
+		return needsRead
+	case safeMethod(method, true):
+		return needsRead | needsWrite
+	}
+	return needsWrite
+}
+
+// readMethodOverride reads the value of a method-override header: the
+// method it names, and, when it holds a comma (Envoy's merged view of a
+// repeated header, which the backend receives as several), each method
+// between the commas too.
+func (r *Request) readMethodOverride(value string) {
+	r.overrideNeeds |= overrideNeeds(trimOWS(value))
+	if strings.IndexByte(value, ',') >= 0 {
+		for part := range strings.SplitSeq(value, ",") {
+			r.overrideNeeds |= overrideNeeds(trimOWS(part))
+		}
+	}
+}
+
+// overrideNeeds is what a method override naming method needs: read for a
+// safe method in any case (whoever honours an override upper-cases it),
+// write for anything else, an empty or unknown name included.
+func overrideNeeds(method string) actions {
+	if safeMethod(method, true) {
+		return needsRead
+	}
+	return needsWrite
 }
 
 // safeMethod reports whether method reads: GET, HEAD or OPTIONS, in upper
-// case, or in any case if anyCase (overrides are often upper-cased by
-// whoever honours them).
+// case, or if anyCase also as any stack upper-cases or case-folds it
+// (JavaScript's toUpperCase reads "optıons" and "optionſ" as OPTIONS).
 func safeMethod(method string, anyCase bool) bool {
+	upper := method
+	if anyCase {
+		upper = strings.ToUpper(method)
+	}
 	for _, m := range [...]string{"GET", "HEAD", "OPTIONS"} {
-		if method == m || anyCase && strings.EqualFold(method, m) {
+		if method == m || anyCase && (upper == m || strings.EqualFold(method, m)) {
 			return true
 		}
 	}
@@ -48,7 +110,13 @@ func safeMethod(method string, anyCase bool) bool {
 // header, ignoring ASCII case and reading '_' as '-' (as CGI-style
 // backends do).
 func isMethodOverride(name string) bool {
-	for _, h := range methodOverrideHeaders {
+	return isHeaderOf(name, methodOverrideHeaders[:])
+}
+
+// isHeaderOf reports whether header name is one of names (lower case),
+// ignoring ASCII case and reading '_' as '-'.
+func isHeaderOf(name string, names []string) bool {
+	for _, h := range names {
 		if len(name) == len(h) && hasIdentityPrefix(name, h) {
 			return true
 		}
@@ -56,21 +124,43 @@ func isMethodOverride(name string) bool {
 	return false
 }
 
-// queryOverridesMethod reports whether the query of target has a _method
-// parameter (its name compared ignoring ASCII case, escapes decoded) whose
-// raw value is not a safe method.
-func queryOverridesMethod(target string) bool {
+// queryNeeds is what the _method parameters in the query of target need
+// (none without one): each parameter's name is compared ignoring ASCII
+// case, escapes decoded, and its raw value read as an override. Parameters
+// are separated by '&', and also by ';' as Rack 2, older Python parse_qs
+// and PHP with arg_separator.input do; a parameter is read both ways.
+func queryNeeds(target string) actions {
 	q := strings.IndexByte(target, '?')
 	if q < 0 {
-		return false
+		return 0
 	}
+	var a actions
 	for param := range strings.SplitSeq(target[q+1:], "&") {
-		name, value, _ := strings.Cut(param, "=")
-		if isMethodParam(name) && !safeMethod(value, true) {
-			return true
+		a |= paramNeeds(param)
+		if strings.IndexByte(param, ';') >= 0 {
+			for p := range strings.SplitSeq(param, ";") {
+				a |= paramNeeds(p)
+			}
 		}
 	}
-	return false
+	return a
+}
+
+// paramNeeds is what one raw query parameter needs: a _method one what its
+// value names, raw and decoded (a backend decodes G%45T to GET), any other
+// nothing.
+func paramNeeds(param string) actions {
+	name, value, _ := strings.Cut(param, "=")
+	if !isMethodParam(name) {
+		return 0
+	}
+	a := overrideNeeds(value)
+	if strings.ContainsAny(value, "%+") {
+		if decoded, err := url.QueryUnescape(value); err == nil {
+			a |= overrideNeeds(decoded)
+		}
+	}
+	return a
 }
 
 // isMethodParam reports whether a raw query parameter name is _method,

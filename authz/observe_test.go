@@ -256,6 +256,8 @@ func TestModuleDryRun(t *testing.T) {
 		{"scope, module in dry run", "POST", "/api/v1/projects/1", "", map[string]string{"x-api-key": w.ReadOnly.Secret}, InsufficientScope, true},
 		{"dry-run module, a reading in a closed module not in dry run", "GET", "/api/v1/projects/../accounts", "projects", map[string]string{"x-api-key": w.Plain.Secret}, ModuleForbidden, false},
 		{"dry-run module, a reading in a closed module in dry run", "GET", "/api/v1/projects/../users", "projects", map[string]string{"x-api-key": w.Plain.Secret}, ModuleForbidden, true},
+		{"dry-run module, a path override in a closed module not in dry run", "GET", "/api/v1/projects/1", "", map[string]string{"x-api-key": w.Plain.Secret, "x-original-url": "/api/v1/accounts/1"}, ModuleForbidden, false},
+		{"dry-run module, a path override in a closed module in dry run", "GET", "/api/v1/projects/1", "", map[string]string{"x-api-key": w.Plain.Secret, "x-original-url": "/api/v1/users/1"}, ModuleForbidden, true},
 		{"path in no module", "GET", "/other", "", nil, MissingKey, false},
 		{"an allow is an allow", "GET", "/api/v1/projects/1", "", map[string]string{"x-api-key": w.Plain.Secret}, Allow, false},
 	}

@@ -86,9 +86,12 @@ type Request struct {
 
 	cred    credential
 	spoofed []string // client-sent headers with the identity prefix, lower case
-	// overridesMethod: a method-override header names a method that is
-	// not safe (see action).
-	overridesMethod bool
+	// overrideNeeds: the actions the methods that method-override headers
+	// name need (see needs).
+	overrideNeeds actions
+	// targets: the request targets path-override headers name (see
+	// readTargets), but for copies of Path.
+	targets []string
 	// requestID is x-request-id, for decision logs and spans; traceParent
 	// and traceState are the W3C trace context of the request.
 	requestID, traceParent, traceState string
@@ -103,8 +106,10 @@ type credential struct {
 }
 
 // ReadHeader reads one header of r: the key, when name is one of the key
-// headers, or a client-sent header impersonating an identity header. name
-// may be in any case; a header repeated is read once per value.
+// headers; a client-sent header impersonating an identity header; a method
+// override; or a path override, whose target is decided too (a copy of
+// r.Path, when the adapter set it before, costs nothing). name may be in
+// any case; a header repeated is read once per value.
 func (s *Server) ReadHeader(r *Request, name, value string) {
 	for i := range s.keyHeaders {
 		h := &s.keyHeaders[i]
@@ -133,9 +138,9 @@ func (s *Server) ReadHeader(r *Request, name, value string) {
 	case hasIdentityPrefix(name, s.identityPrefix):
 		r.spoofed = append(r.spoofed, lowerASCII(name))
 	case isMethodOverride(name):
-		if !safeMethod(trimOWS(value), true) {
-			r.overridesMethod = true
-		}
+		r.readMethodOverride(value)
+	case isPathOverride(name):
+		r.readPathOverride(value)
 	case equalFoldASCII(name, "x-request-id"):
 		r.requestID = value
 	case equalFoldASCII(name, "traceparent"):

@@ -3,6 +3,7 @@ package deploy
 import (
 	"errors"
 	"fmt"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,6 +12,8 @@ import (
 	"testing"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/keygate/keygate/authz"
 )
 
 // Traefik cannot be installed where keygate is tested, so its dynamic
@@ -153,7 +156,16 @@ func forwardAuthAssertions(name string, mw traefikMiddleware) []error {
 			fail("authResponseHeadersRegex %q does not match %s: a forged one would reach the upstream", fa.AuthResponseHeadersRegex, h)
 		}
 	}
-	for _, h := range []string{"X-Api-Key", "Authorization", "X-Keygatex", "Content-Type", "X-Forwarded-For"} {
+	// ... and every path override, which a backend may route by, in the
+	// same spellings.
+	for _, h := range authz.PathOverrideHeaders() {
+		for _, spelling := range []string{h, strings.ReplaceAll(h, "-", "_"), strings.Replace(h, "-", "_", 1)} {
+			if canon := textproto.CanonicalMIMEHeaderKey(spelling); !re.MatchString(canon) {
+				fail("authResponseHeadersRegex %q does not match %s: it would reach the upstream, which may route by it", fa.AuthResponseHeadersRegex, canon)
+			}
+		}
+	}
+	for _, h := range []string{"X-Api-Key", "Authorization", "X-Keygatex", "Content-Type", "X-Forwarded-For", "X-Original-Url-Extra", "X-Forwarded-Host", "X-Original-Method"} {
 		if re.MatchString(h) {
 			fail("authResponseHeadersRegex %q matches %s", fa.AuthResponseHeadersRegex, h)
 		}
@@ -201,6 +213,12 @@ func TestTraefikCheckFails(t *testing.T) {
 		{"regex blind to underscores", func(tb testing.TB, doc map[string]any) {
 			traefikObject(tb, doc, fa)["authResponseHeadersRegex"] = "(?i)^x-keygate-"
 		}, "X_keygate_scopes"},
+		{"path overrides kept", func(tb testing.TB, doc map[string]any) {
+			traefikObject(tb, doc, fa)["authResponseHeadersRegex"] = "(?i)^x[-_]keygate[-_]"
+		}, "X-Original-Url: it would reach the upstream"},
+		{"a path override kept", func(tb testing.TB, doc map[string]any) {
+			traefikObject(tb, doc, fa)["authResponseHeadersRegex"] = "(?i)^x[-_](keygate[-_]|original[-_]ur[il]$|forwarded[-_]uri$)"
+		}, "X-Rewrite-Url"},
 		{"case-sensitive regex", func(tb testing.TB, doc map[string]any) {
 			traefikObject(tb, doc, fa)["authResponseHeadersRegex"] = "^X[-_]Keygate[-_]"
 		}, "X_keygate_scopes: a forged"},

@@ -8,6 +8,7 @@ import (
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	ext_authzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 
 	"github.com/keygate/keygate/authz"
@@ -58,7 +59,8 @@ func httpServiceAssertions(where string, a *ext_authzv3.ExtAuthz, clusters map[s
 		fail("http_service.path_override hides the request path from keygate")
 	}
 	// What keygate is sent: Authorization always is (Envoy's default set).
-	for _, h := range append([]string{"x-api-key", "X-API-Key", "x-keygate-admin", "x-keygate-account-id"}, authz.MethodOverrideHeaders()...) {
+	sent := append([]string{"x-api-key", "X-API-Key", "x-keygate-admin", "x-keygate-account-id"}, authz.MethodOverrideHeaders()...)
+	for _, h := range append(sent, authz.PathOverrideHeaders()...) {
 		if !matches(a.GetAllowedHeaders(), h) {
 			fail("allowed_headers does not send %s to keygate", h)
 		}
@@ -102,6 +104,16 @@ func httpServiceAssertions(where string, a *ext_authzv3.ExtAuthz, clusters map[s
 			fail("cluster %q has no HTTP health check on /readyz", name)
 		}
 		errs = append(errs, outlierAssertions(where, name, c, true)...)
+		// Envoy closes its idle connections to keygate before keygate
+		// does, or a check may go out on one keygate is closing.
+		opts, err := unpack[*upstreamhttpv3.HttpProtocolOptions](c.GetTypedExtensionProtocolOptions()[http2Options])
+		idle := opts.GetCommonHttpProtocolOptions().GetIdleTimeout()
+		switch {
+		case err != nil || idle == nil:
+			fail("cluster %q sets no idle_timeout (common_http_protocol_options): Envoy's default, an hour, outlives keygate's %v", name, forwardauth.IdleTimeout)
+		case idle.AsDuration() <= 0 || idle.AsDuration() >= forwardauth.IdleTimeout:
+			fail("cluster %q: idle_timeout %v; want more than 0 and less than keygate's %v", name, idle.AsDuration(), forwardauth.IdleTimeout)
+		}
 	}
 	if hs.GetRetryPolicy() != nil {
 		fail("http_service.retry_policy: a retry cannot fit in the check's timeout after a timeout, and multiplies load; eject broken replicas with outlier_detection instead")
@@ -214,6 +226,16 @@ func TestHTTPCheckFails(t *testing.T) {
 		{"headers with underscores allowed", func(tb testing.TB, doc map[string]any) {
 			set(tb, doc, join(hcm, "common_http_protocol_options"), "headers_with_underscores_action", "ALLOW")
 		}, "headers_with_underscores_action"},
+		{"path overrides not sent to keygate", func(tb testing.TB, doc map[string]any) {
+			p := dig(tb, doc, join(extAuthz, "allowed_headers")...).(map[string]any)
+			p["patterns"] = slices.DeleteFunc(slices.Clone(p["patterns"].([]any)), func(m any) bool { return m.(map[string]any)["exact"] == "x-original-url" })
+		}, "does not send x-original-url"},
+		{"keygate cluster idle longer than keygate", func(tb testing.TB, doc map[string]any) {
+			set(tb, doc, join(keygate, "typed_extension_protocol_options", http2Options, "common_http_protocol_options"), "idle_timeout", "3600s")
+		}, "idle_timeout 1h0m0s"},
+		{"keygate cluster with Envoy's idle default", func(tb testing.TB, doc map[string]any) {
+			remove(tb, doc, join(keygate, "typed_extension_protocol_options", http2Options), "common_http_protocol_options")
+		}, "sets no idle_timeout"},
 		{"keygate cluster without readiness check", func(tb testing.TB, doc map[string]any) {
 			remove(tb, doc, keygate, "health_checks")
 		}, "/readyz"},

@@ -36,6 +36,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 	"sigs.k8s.io/yaml"
 
+	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/repofiles"
 
 	// Every extension envoy.yaml names by @type must be linked in, or its
@@ -195,6 +196,10 @@ func TestCheckFails(t *testing.T) {
 		{"route cluster missing", func(tb testing.TB, doc map[string]any) {
 			set(tb, doc, join(routes, named("catch-all"), "route"), "cluster", "apii")
 		}, `unknown cluster "apii"`},
+		{"path overrides reach the upstream", func(tb testing.TB, doc map[string]any) {
+			vh := object(tb, doc, join(hcm, "route_config", "virtual_hosts", 0))
+			vh["request_headers_to_remove"] = slices.DeleteFunc(slices.Clone(vh["request_headers_to_remove"].([]any)), func(h any) bool { return h == "x-rewrite-url" })
+		}, "does not remove x-rewrite-url"},
 		{"duplicate cluster", func(tb testing.TB, doc map[string]any) {
 			set(tb, doc, []any{"static_resources", "clusters", named("api")}, "name", "keygate")
 		}, `cluster "keygate" is defined twice`},
@@ -822,6 +827,13 @@ func routeAssertions(where string, vh *routev3.VirtualHost, filters map[string]b
 	var errs []error
 	fail := func(format string, args ...any) {
 		errs = append(errs, fmt.Errorf(where+": "+format, args...))
+	}
+	// Headers some backends route by instead of the path: keygate decides
+	// on them, and they never reach the upstream, on any route.
+	for _, h := range authz.PathOverrideHeaders() {
+		if !slices.ContainsFunc(vh.GetRequestHeadersToRemove(), func(x string) bool { return strings.EqualFold(x, h) }) {
+			fail("does not remove %s before the upstream (request_headers_to_remove): a backend that routes by it would serve a path keygate may not have allowed", h)
+		}
 	}
 	tagged := map[string]string{} // prefix → module
 	publicSeen := false

@@ -34,6 +34,8 @@ var refReaders = []refReader{
 	{"Werkzeug (decodes, no dot resolution)", readNoDots},
 	{"Express prefix mount (no decoding, no dot resolution)", readExpress},
 	{"servlet container (;params dropped)", readServlet},
+	{"RFC 3986 parameters (;params and ,params dropped)", readParams},
+	{"decoded, then ,params dropped", readDecodedCommaParams},
 	{"Rails (format suffix, no dot resolution)", readRails},
 	{"gRPC transcoding (custom method)", readCustomMethod},
 	{"IIS (streams, trailing dots and spaces)", readIIS},
@@ -222,6 +224,40 @@ func readServlet(_ *Policy, raw string) ([]string, bool) {
 		return nil, false
 	}
 	return []string{path.Clean(d[0])}, true
+}
+
+// readParams reads raw as a stack that takes both of RFC 3986 section
+// 3.3's parameter delimiters, ";" and ",", as starting parameters: every
+// segment cut at the first of them, then decoded, dot segments resolved
+// and slashes merged.
+func readParams(_ *Policy, raw string) ([]string, bool) {
+	segs := strings.Split(beforeQuery(raw), "/")
+	for i, s := range segs {
+		if j := strings.IndexAny(s, ";,"); j >= 0 {
+			segs[i] = s[:j]
+		}
+	}
+	d, ok := decoded(strings.Join(segs, "/"))
+	if !ok {
+		return nil, false
+	}
+	return []string{path.Clean(d[0])}, true
+}
+
+// readDecodedCommaParams reads raw as a stack that decodes the path first
+// and then drops ",params" from every segment (an escaped "," included),
+// without resolving dot segments, and with them resolved.
+func readDecodedCommaParams(_ *Policy, raw string) ([]string, bool) {
+	d, ok := decoded(beforeQuery(raw))
+	if !ok {
+		return nil, false
+	}
+	segs := strings.Split(d[0], "/")
+	for i, s := range segs {
+		segs[i], _, _ = strings.Cut(s, ",")
+	}
+	p := strings.Join(segs, "/")
+	return []string{p, path.Clean(p)}, true
 }
 
 // readRails reads raw as Rails routes it: decoded, dot segments kept, the

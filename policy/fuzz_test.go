@@ -233,11 +233,15 @@ func checkModules(t *testing.T, p *Policy, raw string, r Route) {
 	}
 }
 
-var naiveParams = regexp.MustCompile(`;[^/]*`)
+var (
+	naiveParams      = regexp.MustCompile(`;[^/]*`)
+	naiveCommaParams = regexp.MustCompile(`(,|%2[cC])[^/]*`)
+)
 
 // naiveReadings decodes raw the way simple HTTP stacks do, independently of
 // the package's code: fragment dropped or not, "\" as "/" or not, ;params
-// dropped or not, then url.PathUnescape, path.Clean and strings.ToLower.
+// dropped or not, ,params dropped or not, then url.PathUnescape, path.Clean
+// and strings.ToLower.
 func naiveReadings(raw string) []string {
 	p, _, _ := strings.Cut(raw, "?")
 	var out []string
@@ -256,11 +260,17 @@ func naiveReadings(raw string) []string {
 				if params {
 					p = naiveParams.ReplaceAllString(p, "")
 				}
-				u, err := url.PathUnescape(p)
-				if err != nil || !strings.HasPrefix(u, "/") {
-					continue
+				for _, comma := range []bool{false, true} {
+					p := p
+					if comma {
+						p = naiveCommaParams.ReplaceAllString(p, "")
+					}
+					u, err := url.PathUnescape(p)
+					if err != nil || !strings.HasPrefix(u, "/") {
+						continue
+					}
+					out = append(out, strings.ToLower(path.Clean(u)))
 				}
-				out = append(out, strings.ToLower(path.Clean(u)))
 			}
 		}
 	}
@@ -315,6 +325,7 @@ var spellingPieces = []string{
 	"/", "/", "/", "/", `\`, "//", "///", `/\`, "api", "API", "v1", "users", "Users", "projects", "admin", "public",
 	"deployments", "auth", "accounts", "..", "..", ".", "..;", ";x", ";", "#", "?", "%75", "%2e", "%2f", "%20",
 	".json", ":x", "::$DATA", ":$i30:$INDEX_ALLOCATION", "%3A", "ſ", "%C5%BF", "İ", "x", "42", "@h:1",
+	",", ",x", "..,", "%2C", "%2c..",
 }
 
 // TestRouteSpellings checks Route against the naive readings on paths made

@@ -60,8 +60,8 @@ var class = func() (t [256]uint8) {
 	}
 	const alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 	// RFC 3986 pchar: unreserved / sub-delims / ":" / "@" (and pct-encoded).
-	set(alnum+"-_~!$&'()*+,=@", cRaw|cFast|cDecode|cPolicy)
-	set(":", cRaw|cDecode|cPolicy)
+	set(alnum+"-_~!$&'()*+=@", cRaw|cFast|cDecode|cPolicy)
+	set(",:", cRaw|cDecode|cPolicy)
 	set(".", cRaw|cPolicy)
 	set(";", cRaw)
 	set("/", cRaw|cFast)
@@ -74,6 +74,7 @@ var class = func() (t [256]uint8) {
 const (
 	fBackslash uint8 = 1 << iota
 	fSemicolon
+	fComma // a "," or an escaped one
 	fHash
 )
 
@@ -117,6 +118,12 @@ func scan(raw string) (target, error) {
 			i = len(raw)
 			continue
 		case c == '%':
+			if isEscapedComma(raw, i) {
+				if seg >= 0 && ambiguousDots(raw[seg:i]) {
+					return t, pathErr(errAmbiguousDots, seg)
+				}
+				t.flags |= fComma
+			}
 			n, err := scanEscape(raw, i)
 			if err != nil {
 				return t, err
@@ -141,13 +148,18 @@ func scan(raw string) (target, error) {
 			return t, pathErr("character not allowed in a request target", i)
 		}
 		switch c {
-		case '/', '\\', ';', '#':
+		case '/', '\\', ';', ',', '#':
+			// A "," ends the segment of the readings that cut ",params"
+			// (the segment goes on for the others).
 			if seg >= 0 && ambiguousDots(raw[seg:i]) {
 				return t, pathErr(errAmbiguousDots, seg)
 			}
-			seg = i + 1
-			if c == ';' {
+			switch c {
+			case ',':
+			case ';':
 				seg = -1
+			default:
+				seg = i + 1
 			}
 		}
 		switch c {
@@ -160,6 +172,8 @@ func scan(raw string) (target, error) {
 			}
 		case ';':
 			t.flags |= fSemicolon
+		case ',':
+			t.flags |= fComma
 		case '#':
 			t.flags |= fHash
 		}
@@ -210,6 +224,27 @@ func notOriginForm(raw string) error {
 		return pathErr("absolute-form request target (scheme://host/...)", -1)
 	}
 	return pathErr(`does not start with "/"`, 0)
+}
+
+// PathOfURL returns the path and query of an absolute URL, as a backend
+// that takes one for a request target reads it: "https://host/a?b" is
+// "/a?b", "https://host?b" is "/?b", "https://host" is "/"; the authority
+// ends at the first "/", "?", "#" or "\" (the path then starts with it, and
+// Route refuses a "\" there). ok is false for anything else, origin-form
+// targets included.
+func PathOfURL(s string) (path string, ok bool) {
+	scheme, rest, found := strings.Cut(s, "://")
+	if !found || !isScheme(scheme) {
+		return "", false
+	}
+	i := strings.IndexAny(rest, `/?#\`)
+	switch {
+	case i < 0:
+		return "/", true
+	case rest[i] == '?' || rest[i] == '#':
+		return "/" + rest[i:], true
+	}
+	return rest[i:], true
 }
 
 // isScheme reports whether s is an RFC 3986 scheme.

@@ -12,6 +12,7 @@ type choice uint8
 const (
 	chSeparators choice = iota // is "\" a separator?
 	chParams                   // what becomes of ";params"?
+	chComma                    // does "," start parameters too?
 	chFragment                 // does "#" start a fragment?
 	chAuthority                // is a leading run of separators an authority?
 	chDots                     // when, if ever, are dot segments resolved?
@@ -46,6 +47,10 @@ var choices = [numChoices]struct {
 		`";params" dropped from every segment (servlet containers)`,
 		`";" is an ordinary character`,
 		`everything from the first ";" dropped`,
+	}},
+	chComma: {"comma", []string{
+		`"," is an ordinary character (Envoy, most routers)`,
+		`",params" dropped from every segment: a segment cut at its first "," or escaped "%2C" (RFC 3986 section 3.3 names "," with ";" as a parameter delimiter: "name,1.1" for "name;v=1.1"; a stack that decodes first sees the escaped one)`,
 	}},
 	chFragment: {"fragment", []string{
 		`"#" starts a fragment, which is dropped`,
@@ -125,6 +130,10 @@ type splitter struct {
 	semi  int   // index of the first ";" in path, or -1
 	nsep  int
 	sep   [MaxSegments]uint16 // indexes of the "/" and "\" after path[0]
+	// comma[i]: the index of the first "," or escaped "," at or after the
+	// start of the segment after separator i-1 (comma[0]: after path[0]),
+	// or len(path); set only when the target holds one.
+	comma [MaxSegments + 1]uint16
 }
 
 func (sp *splitter) init(t target) {
@@ -139,6 +148,19 @@ func (sp *splitter) init(t target) {
 		if c := t.path[i]; c == '/' || c == '\\' {
 			sp.sep[sp.nsep] = uint16(i)
 			sp.nsep++
+		}
+	}
+	if t.flags&fComma != 0 {
+		next := -1 // the first comma at or after the segment start, once found
+		for i := 0; i <= sp.nsep; i++ {
+			start := 1
+			if i > 0 {
+				start = int(sp.sep[i-1]) + 1
+			}
+			if next < start {
+				next = start + commaParams(t.path[start:])
+			}
+			sp.comma[i] = uint16(next)
 		}
 	}
 }
@@ -174,7 +196,7 @@ func (sp *splitter) split(r *reading, segs []string) ([]string, splitFacts) {
 		authority = 2
 	}
 	segs = segs[:0]
-	start, k := 1, 0
+	start, k, ci := 1, 0, 0 // ci: the index in sp.comma of start
 	for {
 		j := end
 		for ; k < sp.nsep; k++ {
@@ -201,6 +223,11 @@ func (sp *splitter) split(r *reading, segs []string) ([]string, splitFacts) {
 					s = s[:i]
 				}
 			}
+			if r[chComma] != 0 && sp.flags&fComma != 0 {
+				if c := int(sp.comma[ci]) - start; c < len(s) {
+					s = s[:c]
+				}
+			}
 			switch {
 			case s == "." || s == "..":
 				f.dot = true
@@ -219,6 +246,29 @@ func (sp *splitter) split(r *reading, segs []string) ([]string, splitFacts) {
 		if j == end {
 			return segs, f
 		}
-		start = j + 1
+		start, ci = j+1, k
 	}
+}
+
+// commaParams returns the index in segment s of its first "," or escaped
+// "," (%2C, %2c), where ",params" start; len(s) if there is none.
+func commaParams(s string) int {
+	end := strings.IndexByte(s, ',')
+	if end < 0 {
+		end = len(s)
+	}
+	for i := 0; ; i++ {
+		k := strings.IndexByte(s[i:end], '%')
+		if k < 0 {
+			return end
+		}
+		if i += k; isEscapedComma(s, i) {
+			return i
+		}
+	}
+}
+
+// isEscapedComma reports whether s[i:] starts with "%2C" or "%2c".
+func isEscapedComma(s string, i int) bool {
+	return i+2 < len(s) && s[i] == '%' && s[i+1] == '2' && (s[i+2] == 'C' || s[i+2] == 'c')
 }

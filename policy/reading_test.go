@@ -55,6 +55,7 @@ func TestReadingsAreTheProduct(t *testing.T) {
 var witnesses = map[string][]string{
 	"separators": {1: `/api/v1\users`},
 	"params":     {1: "/api/v1/users;x", 2: "/api/v1/projects;/../users"},
+	"comma":      {1: "/api/v1/users,x"},
 	"fragment":   {1: "/api/v1/projects#/../users"},
 	"authority":  {1: "//x/api/v1/users"},
 	"dots":       {1: "/api/v1/projects//../users", 2: "/api/v1/users/../projects"},
@@ -171,6 +172,8 @@ func TestRouteModules(t *testing.T) {
 		// Readings that land in several open modules: all count.
 		{"dot-dot across modules", p, "/api/v1/projects/../deployments", "deployments", []string{"deployments", "projects"}},
 		{"dot-dot params across modules", p, "/api/v1/deployments/..;/projects", "projects", []string{"projects", "deployments"}},
+		{"comma params on a module", p, "/api/v1/projects,v=2/1", "", []string{"", "projects"}},
+		{"comma params on dot-dot across modules", p, "/api/v1/deployments/..,x/projects", "deployments", []string{"deployments", "projects"}},
 		{"suffix into a nested module", p, "/api/v1/projects/public.json", "projects", []string{"projects", "public"}},
 		{"escape hides a nested module", p, "/api/v1/projects/%70ublic", "public", []string{"public", "projects"}},
 		{"empty segment hides a nested module", p, "/api/v1/projects//public", "public", []string{"public", "projects"}},

@@ -108,8 +108,8 @@ func (ix *index) route(raw string) (Route, error) {
 }
 
 // fast routes the common path that has one reading: only characters of
-// class cFast before the query (no escape, "\", ";", "#", ".", ":" or
-// non-ASCII), no empty segment but a trailing one. ok is false for any
+// class cFast before the query (no escape, "\", ";", ",", "#", ".", ":"
+// or non-ASCII), no empty segment but a trailing one. ok is false for any
 // other path, which slow then reads.
 func (ix *index) fast(raw string) (_ Route, ok bool) {
 	if len(raw) == 0 || len(raw) > MaxPathLength || raw[0] != '/' {
@@ -246,6 +246,9 @@ func (e *evaluation) visit(r reading, first choice) bool {
 		if e.sp.flags&fSemicolon != 0 {
 			e.may(&r, chParams, 1)
 			e.may(&r, chParams, 2)
+		}
+		if e.sp.flags&fComma != 0 {
+			e.may(&r, chComma, 1)
 		}
 		if e.sp.flags&fHash != 0 {
 			e.may(&r, chFragment, 1)

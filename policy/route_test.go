@@ -152,6 +152,21 @@ var restrictedPaths = []struct {
 	{"params dot-dot backslash", `/api/v1/projects\..;\users`, forbidden, "users"},
 	{"params then backslash dot-dot", `/api/v1/projects;/..\users`, forbidden, "users"},
 	{"encoded semicolon", "/api/v1/users%3bx", badRequest, ""},
+
+	// ,params (RFC 3986 section 3.3 names "," with ";").
+	{"comma params", "/api/v1/accounts,a=b/123", forbidden, "accounts"},
+	{"comma params at the end", "/api/v1/users,x", forbidden, "users"},
+	{"comma version", "/api/v1/api-keys,1.1", forbidden, "authentication"},
+	{"comma params on the first segment", "/api,v=2/v1/auth/login", forbidden, "authentication"},
+	{"escaped comma params", "/api/v1/users%2Cx", forbidden, "users"},
+	{"escaped comma params lower case", "/api/v1/accounts%2ca/1", forbidden, "accounts"},
+	{"comma params on dot-dot", "/api/v1/projects/..,x/users", forbidden, "users"},
+	{"escaped comma params on dot-dot", "/api/v1/projects/..%2C/users", forbidden, "users"},
+	{"comma params, semicolon params", "/api/v1/projects/..;a,b/users", forbidden, "users"},
+	{"comma params, backslash dot-dot", `/api/v1/projects\..,x\users`, forbidden, "users"},
+	{"comma params, three dots", "/api/v1/projects/...,x/users", badRequest, ""},
+	{"comma params, dots and escaped space", "/api/v1/projects/..%20%2Cx/users", badRequest, ""},
+	{"comma params hide the rest", "/api/v1/users,/../projects", forbidden, "users"},
 	{"encoded semicolon on dot-dot", "/api/v1/projects/..%3b/users", badRequest, ""},
 
 	// NUL and control characters.
@@ -358,6 +373,12 @@ var allowedPaths = []struct {
 	{"dots inside a name with a stream", "/api/v1/projects/..x::$DATA", "projects"},
 	{"escaped tilde", "/api/v1/projects/%7Eme", "projects"},
 	{"sub-delims and colon", "/api/v1/projects/a!$&'()*+,=:@b", "projects"},
+	{"list of ids in projects", "/api/v1/projects/a,b", "projects"},
+	{"list of ids then more", "/api/v1/projects/1,2,3/tasks", "projects"},
+	{"closed module names in a list", "/api/v1/projects/users,accounts", "projects"},
+	{"escaped comma in projects", "/api/v1/projects/a%2Cusers", "projects"},
+	{"comma params on a users-like name", "/api/v1/usersettings,x", ""},
+	{"comma after a users-like prefix", "/api/v1/users-export,csv", ""},
 	// Fullwidth letters are other code points, not "users"; keygate
 	// does not apply compatibility normalization (see the package doc).
 	{"fullwidth letters in projects", "/api/v1/ｐｒｏｊｅｃｔｓ/1", "projects"},
@@ -665,20 +686,21 @@ var benchPaths = []struct{ name, path string }{
 
 // worstReadingsPath is a valid path for which Route computes every
 // reading of forEachReading that can differ: about 8 KiB and MaxSegments
-// separators, with a leading "//", "\", ";", "#", dot segments after empty
+// separators, with a leading "//", "\", ";", ",", "#", dot segments after empty
 // ones, and, in the segments every walk matches, an empty segment, an
 // escape, suffixes and a foldable letter; no reading lands in a denied
 // module (which would end the work early).
 func worstReadingsPath() string {
-	return repeatedPath("//x/api//v1/projects/ſ%41.x:y", `/`+strings.Repeat("%41", 8)+`\b;`+strings.Repeat("c", 240)+`.d:e//..`, "#/.x")
+	return repeatedPath("//x/api//v1/projects/ſ%41.x:y,z", `/`+strings.Repeat("%41", 8)+`\b,;`+strings.Repeat("c", 240)+`.d:e//..`, "#/.x")
 }
 
 // worstPath is a valid path for which the first version of Route computed
 // every reading: MaxSegments separators with "\", ";", "#", "%", ".", a
+// "," (since the ",params" choice),
 // leading "//" and "//.." everywhere, and no reading that lands in a denied
 // module (which would end the work early).
 func worstPath() string {
-	return repeatedPath("//x/api/v1/projects", `/`+strings.Repeat("%41", 8)+`\b;`+strings.Repeat("c", 60)+`//..`, "#/.x")
+	return repeatedPath("//x/api/v1/projects", `/`+strings.Repeat("%41", 8)+`\b,;`+strings.Repeat("c", 60)+`//..`, "#/.x")
 }
 
 // repeatedPath returns head, then seg as many times as MaxPathLength and
@@ -754,5 +776,28 @@ func TestRouteConcurrent(t *testing.T) {
 	}
 	for range 4 {
 		<-done
+	}
+}
+
+func TestPathOfURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"http://h/a?b":    "/a?b",
+		"HTTPS://h:1/a":   "/a",
+		"https://u@h":     "/",
+		"http://h?x=/a":   "/?x=/a",
+		"http://h#/a":     "/#/a",
+		`http://h\a`:      `\a`,
+		"h+x.y-z://x/y":   "/y",
+		"http:///a":       "/a",
+		"1http://h/a":     "",
+		"/x?u=http://h/a": "",
+		"":                "",
+		"http:/a":         "",
+		"mailto:x@h":      "",
+	} {
+		got, ok := PathOfURL(in)
+		if got != want || ok != (want != "") {
+			t.Errorf("PathOfURL(%q) = %q, %v; want %q", in, got, ok, want)
+		}
 	}
 }

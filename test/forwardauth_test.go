@@ -4,6 +4,7 @@ package test
 
 import (
 	"maps"
+	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -45,6 +46,7 @@ func proxyContract(t *testing.T, start startFunc) {
 	t.Run("decision table", func(t *testing.T) { decisionTableThrough(t, p, up, w) })
 	t.Run("identity headers", func(t *testing.T) { identityThrough(t, p, up, w) })
 	t.Run("hostile paths", func(t *testing.T) { pathsThrough(t, p, up, w) })
+	t.Run("path overrides", func(t *testing.T) { pathOverridesThrough(t, p, up, w) })
 	t.Run("database stopped", func(t *testing.T) {
 		cluster.Stop(t)
 		n := up.count()
@@ -109,6 +111,7 @@ func tableWorld(tb testing.TB, db string) *authztest.World {
 	w := &authztest.World{
 		Plain:      authztest.Key{Secret: createKey(tb, db, "acme", "plain").Secret},
 		ReadOnly:   authztest.Key{Secret: createKey(tb, db, "acme", "read-only", "--scope", "projects:read").Secret},
+		WriteOnly:  authztest.Key{Secret: createKey(tb, db, "acme", "write-only", "--scope", "projects:write").Secret},
 		Star:       authztest.Key{Secret: createKey(tb, db, "acme", "star", "--scope", "*").Secret},
 		Revoked:    authztest.Key{Secret: revoked.Secret},
 		Expired:    authztest.Key{Secret: expired.Secret},
@@ -266,6 +269,40 @@ func identityThrough(t *testing.T, p *proxyProc, up *upstream, w *authztest.Worl
 				}
 			}
 		})
+	}
+}
+
+// pathOverridesThrough sends requests carrying the headers some backends
+// route by instead of the path (authz.PathOverrideHeaders), in several
+// spellings, naming the request's own target or a closed module: the
+// upstream never receives one; one naming the request's own target is
+// allowed; X-Original-URL and X-Rewrite-URL naming a closed module are
+// refused (keygate decides on them; the proxy sets the other two for
+// keygate itself, from the request).
+func pathOverridesThrough(t *testing.T, p *proxyProc, up *upstream, w *authztest.World) {
+	const target, closed = "/api/v1/projects/7?page=2", "/api/v1/users/1"
+	for _, h := range authz.PathOverrideHeaders() {
+		for _, name := range []string{h, strings.ToUpper(h), http.CanonicalHeaderKey(h), strings.ReplaceAll(h, "-", "_")} {
+			for _, value := range []string{target, closed, "https://api.test" + closed} {
+				n := up.count()
+				r := send(t, p.addr, "GET", target, [][2]string{{"X-API-Key", w.Plain.Secret}, {name, value}})
+				reached := up.since(n)
+				for _, a := range reached {
+					for got := range a.header {
+						if norm := strings.ReplaceAll(strings.ToLower(got), "_", "-"); slices.Contains(authz.PathOverrideHeaders(), norm) {
+							t.Errorf("%s: %q reached the upstream as %s: %q", name, value, got, a.header[got])
+						}
+					}
+				}
+				decided := !strings.Contains(name, "_") && (h == "x-original-url" || h == "x-rewrite-url")
+				switch {
+				case value == target && (r.status != 200 || len(reached) != 1):
+					t.Errorf("%s naming the request's own target: %v with %d upstream requests; want the upstream's 200", name, r, len(reached))
+				case value != target && decided:
+					wantDenial(t, r, authz.ModuleForbidden)
+				}
+			}
+		}
 	}
 }
 

@@ -63,6 +63,12 @@ var hostilePaths = []struct{ name, path string }{
 	{"empty param", "/api/v1/users;/1"},
 	{"params everywhere", "/api;/v1;/accounts;"},
 	{"param then dotdot", "/api/v1/projects;/../users"},
+	// Comma parameters (RFC 3986 names "," with ";").
+	{"comma params", "/api/v1/accounts,a=b/123"},
+	{"comma params at the end", "/api/v1/users,x"},
+	{"escaped comma params", "/api/v1/users%2Cx"},
+	{"comma params on dotdot", "/api/v1/projects/..,x/users"},
+	{"comma version on auth", "/api/v1/auth,v=2/login"},
 	// Case.
 	{"upper case", "/API/V1/USERS"},
 	{"mixed case", "/Api/V1/Accounts/1"},
@@ -153,6 +159,8 @@ var lookalikePaths = []struct{ name, path string }{
 	{"encoded letter in projects", "/api/v1/projects/%75sers"},
 	{"dotdot within projects", "/api/v1/projects/a/../b"},
 	{"params on projects", "/api/v1/projects;v=2/1"},
+	{"list of ids in projects", "/api/v1/projects/1,2"},
+	{"closed names in a list in projects", "/api/v1/projects/users,accounts"},
 	{"accented resource in projects", "/api/v1/projects/ｕsers/café"},
 	{"accented name in no module", "/api/v1/über"},
 }
@@ -223,5 +231,39 @@ func TestPathSpellingsEndToEnd(t *testing.T) {
 		if code, resp := srv.mustCheck(t, req); code != codes.OK || upstreamHeaders(resp)["x-keygate-module"] != "projects" {
 			t.Errorf("key %s, context_extensions module projects: %s; want allowed in module projects", k.name, describe(resp))
 		}
+	}
+}
+
+// TestDecisionTableOverGRPC replays the shared decision table (the reading
+// classes among it: path-override headers, method overrides both ways,
+// _method after ';', ,params) through the real binary over gRPC, as Envoy
+// asks: header names in lower case, the route's module as
+// context_extensions. The cases about source addresses and failure limits
+// have tests of their own.
+func TestDecisionTableOverGRPC(t *testing.T) {
+	db := storetest.NewDatabase(t)
+	w := tableWorld(t, db)
+	srv := startServer(t, db)
+	for _, c := range w.DecisionTable(t) {
+		if c.Source != "" || c.Failures != 0 {
+			continue
+		}
+		t.Run(c.Name, func(t *testing.T) {
+			headers := map[string]string{}
+			for name, value := range c.Headers {
+				headers[strings.ToLower(name)] = value
+			}
+			var ext map[string]string
+			if c.Module != "" {
+				ext = map[string]string{"module": c.Module}
+			}
+			code, resp := srv.mustCheck(t, envoyCheck(c.Method, c.Path, headers, ext))
+			switch {
+			case c.Want == "ok" && code != codes.OK:
+				t.Errorf("%s; want allowed", describe(resp))
+			case c.Want != "ok" && errorCode(resp) != c.Want:
+				t.Errorf("%s; want %s", describe(resp), c.Want)
+			}
+		})
 	}
 }

@@ -11,7 +11,9 @@
 //     X-Original-URI (nginx). Each must be present in one of the two
 //     spellings, once; when both spellings are present they must agree.
 //     Anything else is refused with authz.ReasonForwardedHeaders (400
-//     invalid_path): keygate never guesses which request it is deciding.
+//     invalid_path, with a message that says what the proxy sent wrong:
+//     "The proxy sent no X-Forwarded-Uri or X-Original-URI header…"):
+//     keygate never guesses which request it is deciding.
 //   - Requests under the Envoy prefix (Options.EnvoyPrefix, default
 //     /ext_authz) are Envoy's http_service mode: decided with the request's
 //     own method and the raw request target after the prefix (never the
@@ -47,6 +49,13 @@
 // Keygate-Outcome header names the outcome, and the template's error page
 // fetches /auth/denial with that name to serve keygate's real status, body
 // and headers. That works for every outcome, including ones added later.
+//
+// # The listener
+//
+// NewServer is the http.Server of the listener these requests arrive on:
+// a bound on reading headers, and keep-alive connections closed once idle
+// for IdleTimeout (2 minutes), so that neither a proxy's pool nor a client
+// that went away holds a connection forever.
 //
 // # Speed
 //

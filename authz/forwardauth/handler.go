@@ -70,9 +70,10 @@ type Handler struct {
 	next        http.Handler
 	logger      *slog.Logger
 	grants      *authz.Grants[*grant]
-	denials     [authz.NumOutcomes]*response // the core's denials
-	nginx       [authz.NumOutcomes]*response // the same as nginx's auth_request needs them
-	outcomes    map[string]authz.Outcome     // denials by name, for DenialPath
+	denials     [authz.NumOutcomes]*response    // the core's denials
+	forwardedBy [numForwardedProblems]*response // the core's denial for each forwarded-header problem, saying which
+	nginx       [authz.NumOutcomes]*response    // the same as nginx's auth_request needs them
+	outcomes    map[string]authz.Outcome        // denials by name, for DenialPath
 	requireCert bool
 	observe     func(method string, status int, took time.Duration)
 }
@@ -105,6 +106,12 @@ func New(core *authz.Server, opts Options) (*Handler, error) {
 		h.denials[o] = denial(core.Denial(o))
 		h.nginx[o] = nginxDenial(o)
 		h.outcomes[o.String()] = o
+	}
+	forwardedDenial := core.Denial(authz.ReasonForwardedHeaders.Outcome())
+	for p := range numForwardedProblems {
+		if msg := p.message(); msg != "" {
+			h.forwardedBy[p] = denial(forwardedDenial.Saying(msg))
+		}
 	}
 	return h, nil
 }
@@ -208,9 +215,13 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, envoyPath string
 	if envoy {
 		req.Method, req.Path = r.Method, envoyPath
 	} else {
-		method, uri, ok := forwarded(r.Header)
-		if !ok {
-			return h.deny(w, r, false, h.core.Refuse(ctx, &authz.Request{Method: r.Method, Source: h.source(r)}, authz.ReasonForwardedHeaders).Outcome)
+		method, uri, problem := forwarded(r.Header)
+		if problem != forwardedOK {
+			o := h.core.Refuse(ctx, &authz.Request{Method: r.Method, Source: h.source(r)}, authz.ReasonForwardedHeaders).Outcome
+			if v := r.Header[ModeHeader]; len(v) == 1 && v[0] == ModeNginx {
+				return h.nginx[o].write(w)
+			}
+			return h.forwardedBy[problem].write(w)
 		}
 		req.Method, req.Path = method, uri
 	}
@@ -261,33 +272,78 @@ func (h *Handler) serveDenial(w http.ResponseWriter, r *http.Request) int {
 	return h.denials[o].write(w)
 }
 
-// forwarded returns the method and URI of the request an /auth request
-// names: each from X-Forwarded-* or X-Original-*, present once, and the
-// same in both spellings when both are present.
-func forwarded(header http.Header) (method, uri string, ok bool) {
-	method, ok = forwardedOne(header, "X-Forwarded-Method", "X-Original-Method")
-	if !ok || method == "" { // any other method is decided; one not safe needs write scopes
-		return "", "", false
+// forwardedProblem is what is wrong with the forwarded method or URI of an
+// /auth request: the refusal's message says which (its code is
+// invalid_path, like that of a path that cannot be read one way). It is
+// one of the faults below for the method, or that plus forwardedURIFaults
+// for the URI.
+type forwardedProblem uint8
+
+const (
+	forwardedOK          forwardedProblem = iota
+	missing                               // absent or empty in both spellings
+	repeated                              // one spelling sent more than once
+	contradictory                         // both spellings, with different values
+	forwardedURIFaults                    // added to a fault: the URI's, not the method's
+	numForwardedProblems = forwardedURIFaults + contradictory + 1
+)
+
+// forwardedHeaders names the headers of the request an /auth request is
+// about, method first, then URI: Caddy's and Traefik's spelling, then
+// nginx's.
+var forwardedHeaders = [2][2]string{{"X-Forwarded-Method", "X-Original-Method"}, {"X-Forwarded-Uri", "X-Original-Uri"}}
+
+// message is the refusal's error.message for p, naming the headers as
+// the proxy's configuration spells them.
+func (p forwardedProblem) message() string {
+	names := forwardedHeaders[0]
+	if p > forwardedURIFaults {
+		p, names = p-forwardedURIFaults, forwardedHeaders[1]
 	}
-	uri, ok = forwardedOne(header, "X-Forwarded-Uri", "X-Original-Uri")
-	if !ok || uri == "" {
-		return "", "", false
+	a, b := names[0], strings.ReplaceAll(names[1], "Uri", "URI")
+	const why = ", so keygate cannot tell which request to decide."
+	switch p {
+	case missing:
+		return "The proxy sent no " + a + " or " + b + " header (or an empty one)" + why
+	case repeated:
+		return "The proxy sent " + a + " or " + b + " more than once" + why
+	case contradictory:
+		return "The proxy sent " + a + " and " + b + " with different values" + why
 	}
-	return method, uri, true
+	return ""
 }
 
-// forwardedOne returns the one value of header a or b (canonical names).
-func forwardedOne(header http.Header, a, b string) (string, bool) {
-	va, vb := header[a], header[b]
+// forwarded returns the method and URI of the request an /auth request
+// names: each from X-Forwarded-* or X-Original-*, present once, not empty,
+// and the same in both spellings when both are present; or what is wrong.
+func forwarded(header http.Header) (method, uri string, problem forwardedProblem) {
+	// Any method but "" is decided; one that is not safe needs write scopes.
+	if method, problem = forwardedOne(header, forwardedHeaders[0]); problem != forwardedOK {
+		return "", "", problem
+	}
+	if uri, problem = forwardedOne(header, forwardedHeaders[1]); problem != forwardedOK {
+		return "", "", problem + forwardedURIFaults
+	}
+	return method, uri, forwardedOK
+}
+
+// forwardedOne returns the one value of the headers names (canonical, two
+// spellings), or what is wrong with them.
+func forwardedOne(header http.Header, names [2]string) (string, forwardedProblem) {
+	va, vb := header[names[0]], header[names[1]]
+	var v string
 	switch {
 	case len(va) > 1 || len(vb) > 1:
-		return "", false // repeated
-	case len(va) == 1 && len(vb) == 1:
-		return va[0], va[0] == vb[0] // contradictory unless equal
+		return "", repeated
+	case len(va) == 1 && len(vb) == 1 && va[0] != vb[0]:
+		return "", contradictory
 	case len(va) == 1:
-		return va[0], true
+		v = va[0]
 	case len(vb) == 1:
-		return vb[0], true
+		v = vb[0]
 	}
-	return "", false // missing
+	if v == "" {
+		return "", missing
+	}
+	return v, forwardedOK
 }

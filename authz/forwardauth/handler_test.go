@@ -242,25 +242,28 @@ func TestForwardedHeaders(t *testing.T) {
 		name    string
 		headers [][2]string
 		want    authz.Outcome
+		says    string // in the denial's message, for a forwarded-header problem
 	}{
-		{"caddy", [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/api/v1/projects"}}, authz.Allow},
-		{"nginx", [][2]string{{"X-Original-Method", "GET"}, {"X-Original-URI", "/api/v1/projects"}}, authz.Allow},
+		{"caddy", [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/api/v1/projects"}}, authz.Allow, ""},
+		{"nginx", [][2]string{{"X-Original-Method", "GET"}, {"X-Original-URI", "/api/v1/projects"}}, authz.Allow, ""},
 		{"both spellings agree", [][2]string{{"X-Original-Method", "GET"}, {"X-Original-URI", "/api/v1/projects"},
-			{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/api/v1/projects"}}, authz.Allow},
-		{"one of each", [][2]string{{"X-Original-Method", "GET"}, {"X-Forwarded-Uri", "/api/v1/projects"}}, authz.Allow},
-		{"no forwarded headers", nil, authz.InvalidPath},
-		{"no method", [][2]string{{"X-Forwarded-Uri", "/api/v1/projects"}}, authz.InvalidPath},
-		{"no URI", [][2]string{{"X-Forwarded-Method", "GET"}}, authz.InvalidPath},
-		{"empty URI", [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", ""}}, authz.InvalidPath},
-		{"empty method", [][2]string{{"X-Forwarded-Method", ""}, {"X-Forwarded-Uri", "/api/v1/projects"}}, authz.InvalidPath},
-		{"repeated URI", [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/api/v1/projects"}, {"X-Forwarded-Uri", "/api/v1/projects"}}, authz.InvalidPath},
-		{"repeated method", [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/api/v1/projects"}}, authz.InvalidPath},
+			{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/api/v1/projects"}}, authz.Allow, ""},
+		{"one of each", [][2]string{{"X-Original-Method", "GET"}, {"X-Forwarded-Uri", "/api/v1/projects"}}, authz.Allow, ""},
+		{"no forwarded headers", nil, authz.InvalidPath, "sent no X-Forwarded-Method or X-Original-Method header"},
+		{"no method", [][2]string{{"X-Forwarded-Uri", "/api/v1/projects"}}, authz.InvalidPath, "sent no X-Forwarded-Method or X-Original-Method header"},
+		{"no URI", [][2]string{{"X-Forwarded-Method", "GET"}}, authz.InvalidPath, "sent no X-Forwarded-Uri or X-Original-URI header"},
+		{"no URI, nginx's method", [][2]string{{"X-Original-Method", "GET"}}, authz.InvalidPath, "sent no X-Forwarded-Uri or X-Original-URI header"},
+		{"empty URI", [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", ""}}, authz.InvalidPath, "sent no X-Forwarded-Uri or X-Original-URI header (or an empty one)"},
+		{"empty method", [][2]string{{"X-Forwarded-Method", ""}, {"X-Forwarded-Uri", "/api/v1/projects"}}, authz.InvalidPath, "sent no X-Forwarded-Method or X-Original-Method header (or an empty one)"},
+		{"repeated URI", [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/api/v1/projects"}, {"X-Forwarded-Uri", "/api/v1/projects"}}, authz.InvalidPath, "sent X-Forwarded-Uri or X-Original-URI more than once"},
+		{"repeated method", [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/api/v1/projects"}}, authz.InvalidPath, "sent X-Forwarded-Method or X-Original-Method more than once"},
 		{"contradictory URI (a client smuggling one past nginx)", [][2]string{{"X-Original-Method", "GET"}, {"X-Original-URI", "/api/v1/users"},
-			{"X-Forwarded-Uri", "/api/v1/projects"}}, authz.InvalidPath},
-		{"contradictory method", [][2]string{{"X-Original-Method", "POST"}, {"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/api/v1/projects"}}, authz.InvalidPath},
-		{"lower-case names", [][2]string{{"x-forwarded-method", "GET"}, {"x-forwarded-uri", "/api/v1/users"}}, authz.ModuleForbidden},
-		{"the URI decides, not the auth request's own path", [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/api/v1/users"}}, authz.ModuleForbidden},
-		{"the method decides", [][2]string{{"X-Forwarded-Method", "POST"}, {"X-Forwarded-Uri", "/api/v1/projects"}}, authz.Allow},
+			{"X-Forwarded-Uri", "/api/v1/projects"}}, authz.InvalidPath, "sent X-Forwarded-Uri and X-Original-URI with different values"},
+		{"contradictory method", [][2]string{{"X-Original-Method", "POST"}, {"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/api/v1/projects"}}, authz.InvalidPath, "sent X-Forwarded-Method and X-Original-Method with different values"},
+		{"lower-case names", [][2]string{{"x-forwarded-method", "GET"}, {"x-forwarded-uri", "/api/v1/users"}}, authz.ModuleForbidden, ""},
+		{"the URI decides, not the auth request's own path", [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/api/v1/users"}}, authz.ModuleForbidden, ""},
+		{"the method decides", [][2]string{{"X-Forwarded-Method", "POST"}, {"X-Forwarded-Uri", "/api/v1/projects"}}, authz.Allow, ""},
+		{"an invalid path says the usual", [][2]string{{"X-Forwarded-Method", "GET"}, {"X-Forwarded-Uri", "/api/v1/%2e%2e/users"}}, authz.InvalidPath, ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -275,13 +278,34 @@ func TestForwardedHeaders(t *testing.T) {
 			}
 			resp := httptest.NewRecorder()
 			h.ServeHTTP(resp, r)
-			if c.want == authz.Allow {
+			switch {
+			case c.want == authz.Allow:
 				if resp.Code != http.StatusOK {
 					t.Fatalf("got %d %s; want 200", resp.Code, resp.Body)
 				}
-				return
+			case c.says == "":
+				checkDenial(t, resp, c.want)
+			default:
+				// The outcome's denial, saying what the proxy got wrong.
+				want := c.want.Denial()
+				var body struct {
+					Error struct{ Code, Message string }
+				}
+				if err := json.Unmarshal(resp.Body.Bytes(), &body); err != nil || resp.Code != want.Status || body.Error.Code != c.want.String() {
+					t.Fatalf("got %d %s; want %d with code %s", resp.Code, resp.Body, want.Status, c.want)
+				}
+				if !strings.Contains(body.Error.Message, c.says) {
+					t.Errorf("message %q does not say %q", body.Error.Message, c.says)
+				}
+				checkDenialOf(t, resp, want.Saying(body.Error.Message)) // the headers, and nothing else in the body
+				// nginx's workaround still names the outcome.
+				r.Header.Set(ModeHeader, ModeNginx)
+				resp = httptest.NewRecorder()
+				h.ServeHTTP(resp, r)
+				if resp.Code != http.StatusUnauthorized || resp.Header().Get(OutcomeHeader) != c.want.String() {
+					t.Errorf("nginx mode: %d %v; want a 401 naming %s", resp.Code, resp.Header(), c.want)
+				}
 			}
-			checkDenial(t, resp, c.want)
 		})
 	}
 }

@@ -60,6 +60,13 @@ func withForwardAuth(core *authz.Server, opts forwardauth.Options, next http.Han
 	}), nil
 }
 
+// newHTTPServer is the server of --http-addr: forward-auth, health and
+// metrics, with forwardauth's timeouts (idle keep-alive connections are
+// closed), logging net/http's own errors as warnings.
+func newHTTPServer(handler http.Handler, logger *slog.Logger) *http.Server {
+	return forwardauth.NewServer(handler, slog.NewLogLogger(logger.Handler(), slog.LevelWarn))
+}
+
 // forwardAuthGuide is the part of keygate dev's guide about --http-addr:
 // curl commands that ask /auth what nginx, Caddy or Traefik would.
 func forwardAuthGuide(secret, httpAddr string) string {

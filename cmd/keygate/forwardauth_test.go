@@ -2,11 +2,13 @@ package main
 
 import (
 	"io"
+	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/authz/forwardauth"
 	"github.com/keygate/keygate/internal/storetest"
 )
 
@@ -92,5 +94,16 @@ func TestServeForwardAuth(t *testing.T) {
 	}
 	if resp, body = get("/metrics", nil); resp.StatusCode != 200 || !strings.Contains(body, `reason="forwarded_headers"`) {
 		t.Fatalf("/metrics: %d, no forwarded_headers refusal counted", resp.StatusCode)
+	}
+}
+
+// The server of --http-addr closes idle keep-alive connections, with
+// forwardauth's timeouts (authz/forwardauth's TestServerClosesIdleConnections
+// shows it doing so).
+func TestHTTPServerTimeouts(t *testing.T) {
+	srv := newHTTPServer(http.NotFoundHandler(), slog.New(slog.DiscardHandler))
+	if srv.IdleTimeout != forwardauth.IdleTimeout || srv.ReadHeaderTimeout != forwardauth.ReadHeaderTimeout || srv.ErrorLog == nil {
+		t.Errorf("idle %v, read header %v, error log %v; want %v, %v and a logger", srv.IdleTimeout, srv.ReadHeaderTimeout, srv.ErrorLog,
+			forwardauth.IdleTimeout, forwardauth.ReadHeaderTimeout)
 	}
 }

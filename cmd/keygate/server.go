@@ -103,7 +103,7 @@ func build(e *env, logger *slog.Logger, cfg serveConfig) (_ *server, err error) 
 	}
 	s.gc = tuneGC(e.getenv, logger)
 	s.grpc = s.grpcServer(core, reg, tp)
-	s.http = &http.Server{Handler: httpHandler, ReadHeaderTimeout: 5 * time.Second, ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}
+	s.http = newHTTPServer(httpHandler, logger)
 	return s, nil
 }
 

@@ -104,8 +104,9 @@ func (f *Lookup) Add(tb testing.TB, id string, scopes []string, mutate func(*key
 // World is a lookup with one key of each kind.
 type World struct {
 	Lookup *Lookup
-	// Plain has no scopes; ReadOnly has projects:read; Star has *.
-	Plain, ReadOnly, Revoked, Expired, Star Key
+	// Plain has no scopes; ReadOnly has projects:read; WriteOnly has
+	// projects:write; Star has *.
+	Plain, ReadOnly, WriteOnly, Revoked, Expired, Star Key
 	// Disabled is disabled (and would otherwise be valid).
 	Disabled Key
 	// Restricted may be used only from SourceCIDRs.
@@ -134,6 +135,7 @@ func NewWorld(tb testing.TB) *World {
 	past := Now.Add(-time.Minute)
 	w.Plain = w.Lookup.Add(tb, "k-plain", nil, nil)
 	w.ReadOnly = w.Lookup.Add(tb, "k-read", []string{"projects:read"}, nil)
+	w.WriteOnly = w.Lookup.Add(tb, "k-write", []string{"projects:write"}, nil)
 	w.Revoked = w.Lookup.Add(tb, "k-revoked", nil, func(k *keystore.Key) { k.RevokedAt = &past })
 	w.Expired = w.Lookup.Add(tb, "k-expired", nil, func(k *keystore.Key) { k.ExpiresAt = &past })
 	w.Star = w.Lookup.Add(tb, "k-star", []string{"*"}, nil)
@@ -209,7 +211,7 @@ func (w *World) DecisionTable(tb testing.TB) []Case {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	plain, star, readOnly := w.Plain.Secret, w.Star.Secret, w.ReadOnly.Secret
+	plain, star, readOnly, writeOnly := w.Plain.Secret, w.Star.Secret, w.ReadOnly.Secret, w.WriteOnly.Secret
 	tampered := plain[:10] + FlipChar(plain[10]) + plain[11:]
 	key := func(k string) map[string]string { return map[string]string{"x-api-key": k} }
 	const projects = "/api/v1/projects"
@@ -236,6 +238,10 @@ func (w *World) DecisionTable(tb testing.TB) []Case {
 		{"invalid path", "GET", "/api/v1/projects/%2e%2e/users", key(plain), "", "invalid_path"},
 		{"absolute-form path", "GET", "http://evil/api/v1/users", key(plain), "", "invalid_path"},
 		{"restricted module by path", "GET", "/api/v1/users/42", key(star), "", "module_forbidden"},
+		// RFC 3986 section 3.3 names "," with ";" as a parameter delimiter.
+		{"comma params into a closed module", "GET", "/api/v1/accounts,a=b/123", key(star), "", "module_forbidden"},
+		{"escaped comma params into a closed module", "GET", "/api/v1/users%2Cx", key(star), "", "module_forbidden"},
+		{"comma params on a dot-dot into a closed module", "GET", "/api/v1/projects/..,x/users", key(star), "", "module_forbidden"},
 		{"restricted module by route", "GET", "/v2/whoever", key(star), "accounts", "module_forbidden"},
 		{"route names projects, path reads as users", "GET", "/api/v1/projects/..;/users", key(star), "projects", "module_forbidden"},
 		{"route names an unknown module", "GET", projects, key(star), "nosuch", "module_forbidden"},
@@ -252,6 +258,36 @@ func (w *World) DecisionTable(tb testing.TB) []Case {
 		{"read scope, escaped _method in the query", "GET", "/api/v1/projects/7?a=1&%5F%4Dethod=delete", key(readOnly), "", "insufficient_scope"},
 		{"read scope, _method in mixed case", "GET", "/api/v1/projects/7?_MeThOd=delete", key(readOnly), "", "insufficient_scope"},
 		{"read scope, _method twice in the query", "GET", "/api/v1/projects/7?_method=GET&_method=POST", key(readOnly), "", "insufficient_scope"},
+		// ';' separates query parameters for Rack 2, older Python parse_qs
+		// and PHP's arg_separator.input.
+		{"read scope, _method after a semicolon", "GET", "/api/v1/projects/7?a=1;_method=DELETE", key(readOnly), "", "insufficient_scope"},
+		{"read scope, _method first after a semicolon", "GET", "/api/v1/projects/7?;_METHOD=put", key(readOnly), "", "insufficient_scope"},
+		// The other direction: a backend that honours the override reads
+		// a write as the read it names, one that does not as the write: a
+		// key needs both scopes.
+		{"write scope, X-HTTP-Method-Override to a read", "POST", "/api/v1/projects/7", withHeader(key(writeOnly), "x-http-method-override", "GET"), "", "insufficient_scope"},
+		{"write scope, X-Method-Override to a read in lower case", "PUT", "/api/v1/projects/7", withHeader(key(writeOnly), "x-method-override", "head"), "", "insufficient_scope"},
+		{"write scope, _method to a read", "POST", "/api/v1/projects/7?_method=GET", key(writeOnly), "", "insufficient_scope"},
+		{"write scope, _method to a read after a semicolon", "POST", "/api/v1/projects/7?x=1;_method=GET", key(writeOnly), "", "insufficient_scope"},
+		{"write scope, escaped _method value to a read", "POST", "/api/v1/projects/7?_method=G%45T", key(writeOnly), "", "insufficient_scope"},
+		{"write scope, a read naming a write", "GET", "/api/v1/projects/7", withHeader(key(writeOnly), "x-http-method-override", "DELETE"), "", "insufficient_scope"},
+		{"write scope, write method", "POST", projects, key(writeOnly), "", "ok"},
+		{"write scope, a write naming a write", "POST", "/api/v1/projects/7", withHeader(key(writeOnly), "x-http-method-override", "PATCH"), "", "ok"},
+		{"write scope, read method", "GET", projects, key(writeOnly), "", "insufficient_scope"},
+		// Headers that some backends route by instead of the target
+		// (X-Original-URL, X-Rewrite-URL): every target they name is
+		// decided too.
+		{"read scope, X-Original-URL into a closed module", "GET", projects, withHeader(key(readOnly), "x-original-url", "/api/v1/users"), "", "module_forbidden"},
+		{"star key, X-Rewrite-URL into a closed module", "GET", projects, withHeader(key(star), "X-Rewrite-URL", "/api/v1/accounts/1?x=1"), "", "module_forbidden"},
+		{"star key, X-Original-URL in another case into a closed module", "POST", projects, withHeader(key(star), "X-ORIGINAL-URL", "/API/v1/auth/login"), "", "module_forbidden"},
+		{"star key, X-Original-URL reading into a closed module", "GET", projects, withHeader(key(star), "x-original-url", "/api/v1/projects/../users"), "", "module_forbidden"},
+		{"star key, X-Original-URL absolute URL into a closed module", "GET", projects, withHeader(key(star), "x-original-url", "https://api.example/api/v1/users/1"), "", "module_forbidden"},
+		{"star key, X-Original-URL with comma params into a closed module", "GET", projects, withHeader(key(star), "x-original-url", "/api/v1/accounts,x/1"), "", "module_forbidden"},
+		{"read scope, X-Original-URL into another module", "GET", projects, withHeader(key(readOnly), "x-original-url", "/api/v1/deployments"), "", "insufficient_scope"},
+		{"read scope, X-Rewrite-URL into no module", "GET", projects, withHeader(key(readOnly), "x-rewrite-url", "/status"), "", "insufficient_scope"},
+		{"read scope, X-Original-URL naming a write", "GET", projects, withHeader(key(readOnly), "x-original-url", "/api/v1/projects/7?_method=DELETE"), "", "insufficient_scope"},
+		{"star key, X-Original-URL that cannot be read one way", "GET", projects, withHeader(key(star), "x-original-url", "/api/v1/projects/%2e%2e/users"), "", "invalid_path"},
+		{"star key, X-Rewrite-URL not a path", "GET", projects, withHeader(key(star), "x-rewrite-url", "users"), "", "invalid_path"},
 		{"read scope, a reading in another module", "GET", "/api/v1/projects/../deployments", key(readOnly), "", "insufficient_scope"},
 		{"read scope, route module, a reading in another module", "GET", "/api/v1/projects/../deployments", key(readOnly), "projects", "insufficient_scope"},
 		{"scoped key, route in no module", "GET", "/status", key(readOnly), "", "insufficient_scope"},
@@ -261,6 +297,11 @@ func (w *World) DecisionTable(tb testing.TB) []Case {
 		{"same key in both headers", "GET", projects, map[string]string{"x-api-key": plain, "authorization": "Bearer " + plain}, "", "ok"},
 		{"read scope, read method", "HEAD", "/api/v1/projects/1", key(readOnly), "", "ok"},
 		{"read scope, method override to a read", "GET", "/api/v1/projects/1", withHeader(key(readOnly), "x-http-method-override", "get"), "", "ok"},
+		{"read scope, _method to a read after a semicolon", "GET", "/api/v1/projects/1?a=1;_method=get", key(readOnly), "", "ok"},
+		{"read scope, X-Original-URL in the module", "GET", projects, withHeader(key(readOnly), "x-original-url", "/api/v1/projects/7?page=2"), "", "ok"},
+		{"read scope, X-Rewrite-URL the same target", "GET", "/api/v1/projects/7", withHeader(key(readOnly), "x-rewrite-url", "/api/v1/projects/7"), "", "ok"},
+		{"unscoped key, X-Original-URL in an open module", "DELETE", "/status", withHeader(key(plain), "x-original-url", "/api/v1/projects/7"), "", "ok"},
+		{"read scope, a list of ids in the module", "GET", "/api/v1/projects/1,2,3", key(readOnly), "", "ok"},
 		{"read scope, _method to a read", "GET", "/api/v1/projects/1?_method=HEAD", key(readOnly), "", "ok"},
 		{"read scope, a parameter ending in _method", "GET", "/api/v1/projects/1?my_method=DELETE&_methods=PUT", key(readOnly), "", "ok"},
 		{"read scope, _method after a fragment-like text in the path", "GET", "/api/v1/projects/1?q=%23_method=DELETE", key(readOnly), "", "ok"},
