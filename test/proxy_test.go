@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/keygate/keygate/internal/needs"
 )
 
 // This file runs real HTTP proxies (nginx, Caddy) from the shipped
@@ -161,20 +163,11 @@ type proxyProc struct {
 	refused map[string]string
 }
 
-// findBinary returns the path of a proxy's binary, or fails tb saying what
-// to install: these tests never skip for want of a proxy.
+// findBinary returns the path of a proxy's binary, or ends tb for want of
+// it (package needs: skipped outside CI, failed in CI).
 func findBinary(tb testing.TB, name, install string, fallbacks ...string) string {
 	tb.Helper()
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	for _, p := range fallbacks {
-		if _, err := os.Stat(p); err == nil {
-			return p
-		}
-	}
-	tb.Fatalf("%s is not installed; on Debian: %s (.ci/run does it)", name, install)
-	return ""
+	return needs.Program(tb, name, install, fallbacks...)
 }
 
 // unprivileged returns credentials to run a proxy with when the tests run
@@ -286,7 +279,7 @@ func startNginx(tb testing.TB, keygateHTTP, upstreamAddr string) *proxyProc {
 	const install = "apt-get install nginx libnginx-mod-http-headers-more-filter"
 	bin := findBinary(tb, "nginx", install, "/usr/sbin/nginx")
 	if _, err := os.Stat(nginxModule); err != nil {
-		tb.Fatalf("nginx's headers-more module (%s) is not installed; on Debian: %s", nginxModule, install)
+		needs.Missing(tb, "nginx's headers-more module ("+nginxModule+")", install)
 	}
 	dir := proxyDir(tb, "nginx")
 	p := &proxyProc{name: "nginx", addr: freeAddr(tb), dir: dir}
