@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/keystore/conformance"
 	"github.com/keygate/keygate/keystore/sqlite"
 )
 
@@ -45,17 +46,5 @@ func newStore(t *testing.T, opts keystore.Options) (*keystore.Store, keystore.Ba
 	return s, b
 }
 
-func mustCreate(t *testing.T, s *keystore.Store, p keystore.CreateParams) (*keystore.Key, keystore.Secret) {
-	t.Helper()
-	if p.AccountID == "" {
-		p.AccountID = "acct-1"
-	}
-	if p.Name == "" {
-		p.Name = "ci"
-	}
-	k, secret, err := s.Create(context.Background(), p)
-	if err != nil {
-		t.Fatalf("Create: %v", err)
-	}
-	return k, secret
-}
+// mustCreate is conformance.MustCreate.
+var mustCreate = conformance.MustCreate

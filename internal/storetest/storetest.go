@@ -2,7 +2,6 @@ package storetest
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"github.com/keygate/keygate/internal/pgcluster"
 	"github.com/keygate/keygate/internal/pgtest"
 	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/keystore/conformance"
 	"github.com/keygate/keygate/keystore/postgres"
 	"github.com/keygate/keygate/keystore/sqlite"
 )
@@ -115,22 +115,7 @@ func NewStore(tb testing.TB, opts keystore.Options) (*keystore.Store, string) {
 // nothing.
 func Snapshot(tb testing.TB, url string) []byte {
 	tb.Helper()
-	var out []any
-	err := Open(tb, url).Export(context.Background(), func(k *keystore.Key) error {
-		out = append(out, k)
-		return nil
-	}, func(e keystore.Event) error {
-		out = append(out, e)
-		return nil
-	})
-	if err != nil {
-		tb.Fatalf("storetest: Export: %v", err)
-	}
-	b, err := json.Marshal(out)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return b
+	return conformance.Snapshot(tb, Open(tb, url))
 }
 
 // CreateExpiring creates a key, described by p, that expires after in
@@ -164,15 +149,5 @@ func NewEmptyDatabase(tb testing.TB) string {
 // Count is how many keys and audit events the database at url holds.
 func Count(tb testing.TB, url string) (keys, events int) {
 	tb.Helper()
-	err := Open(tb, url).Export(context.Background(), func(*keystore.Key) error {
-		keys++
-		return nil
-	}, func(keystore.Event) error {
-		events++
-		return nil
-	})
-	if err != nil {
-		tb.Fatalf("storetest: Export: %v", err)
-	}
-	return keys, events
+	return conformance.Count(tb, Open(tb, url))
 }

@@ -70,12 +70,15 @@ func newStoreOn(t *testing.T, b keystore.Backend, opts keystore.Options) *keysto
 	return s
 }
 
-// snapshot is everything a database holds, as Export reads it, for
-// checking that a refused change wrote nothing.
-func snapshot(t *testing.T, db database) string {
-	t.Helper()
+// snapshot is everything a database holds (Snapshot).
+func snapshot(t *testing.T, db database) string { return string(Snapshot(t, db(t))) }
+
+// Snapshot is everything b's database holds, as Export reads it (keys,
+// then audit events), for checking that a refused change wrote nothing.
+func Snapshot(tb testing.TB, b keystore.Backend) []byte {
+	tb.Helper()
 	var out []any
-	err := db(t).Export(context.Background(), func(k *keystore.Key) error {
+	err := b.Export(context.Background(), func(k *keystore.Key) error {
 		out = append(out, k)
 		return nil
 	}, func(e keystore.Event) error {
@@ -83,19 +86,22 @@ func snapshot(t *testing.T, db database) string {
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("Export: %v", err)
+		tb.Fatalf("Export: %v", err)
 	}
-	b, err := json.Marshal(out)
+	data, err := json.Marshal(out)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	return string(b)
+	return data
 }
 
-// counts is how many keys and audit events a database holds.
-func counts(t *testing.T, s *keystore.Store) (keys, events int) {
-	t.Helper()
-	err := s.Backend().Export(context.Background(), func(*keystore.Key) error {
+// counts is how many keys and audit events the store's database holds.
+func counts(t *testing.T, s *keystore.Store) (keys, events int) { return Count(t, s.Backend()) }
+
+// Count is how many keys and audit events b's database holds.
+func Count(tb testing.TB, b keystore.Backend) (keys, events int) {
+	tb.Helper()
+	err := b.Export(context.Background(), func(*keystore.Key) error {
 		keys++
 		return nil
 	}, func(keystore.Event) error {
@@ -103,7 +109,7 @@ func counts(t *testing.T, s *keystore.Store) (keys, events int) {
 		return nil
 	})
 	if err != nil {
-		t.Fatalf("Export: %v", err)
+		tb.Fatalf("Export: %v", err)
 	}
 	return keys, events
 }
