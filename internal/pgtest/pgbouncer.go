@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,8 +22,9 @@ import (
 // PgBouncer is a pgbouncer process of one test's own, in front of one
 // PostgreSQL server.
 type PgBouncer struct {
-	port int
-	cmd  *exec.Cmd
+	port   int
+	cmd    *exec.Cmd
+	exited chan error
 }
 
 // NewPgBouncer starts Debian's pgbouncer in front of the server that
@@ -33,18 +35,27 @@ type PgBouncer struct {
 func NewPgBouncer(tb testing.TB, server, mode string) *PgBouncer {
 	tb.Helper()
 	bin := needs.Program(tb, "pgbouncer", "apt-get install pgbouncer", "/usr/sbin/pgbouncer")
+	dir := tb.TempDir()
+	p, err := startPgBouncer(bin, dir, server, mode)
+	if err != nil {
+		tb.Fatalf("pgtest: %v", err)
+	}
+	tb.Cleanup(p.stop)
+	return p
+}
+
+func startPgBouncer(bin, dir, server, mode string) (*PgBouncer, error) {
 	u, err := url.Parse(server)
 	if err != nil || u.Hostname() == "" {
-		tb.Fatalf("pgtest: pgbouncer: %q is not a postgres:// URL with a host", server)
+		return nil, fmt.Errorf("pgbouncer: %q is not a postgres:// URL with a host", server)
 	}
 	targetPort := u.Port()
 	if targetPort == "" {
 		targetPort = "5432"
 	}
-	dir := tb.TempDir()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
@@ -64,51 +75,54 @@ func NewPgBouncer(tb testing.TB, server, mode string) *PgBouncer {
 		"logfile = " + filepath.Join(dir, "pgbouncer.log"),
 	}, "\n") + "\n"
 	if err := os.WriteFile(filepath.Join(dir, "pgbouncer.ini"), []byte(conf), 0o644); err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	if err := os.WriteFile(filepath.Join(dir, "users.txt"), []byte(`"postgres" ""`+"\n"), 0o644); err != nil {
-		tb.Fatal(err)
+		return nil, err
 	}
 	args := []string{filepath.Join(dir, "pgbouncer.ini")}
 	cmd := exec.Command(bin, args...)
 	if os.Geteuid() == 0 {
 		if err := os.Chmod(dir, 0o777); err != nil {
-			tb.Fatal(err)
+			return nil, err
 		}
 		cmd = exec.Command("runuser", append([]string{"-u", "postgres", "--", bin}, args...)...)
 	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
-		tb.Fatalf("pgtest: starting pgbouncer: %v", err)
+		return nil, fmt.Errorf("starting pgbouncer: %w", err)
 	}
-	p := &PgBouncer{port: port, cmd: cmd}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	tb.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-			<-exited
-		}
-	})
+	p := &PgBouncer{port: port, cmd: cmd, exited: exited}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for {
-		conn, err := pgx.Connect(ctx, p.URL(u.Path[1:]))
+		conn, err := pgx.Connect(ctx, p.URL(strings.TrimPrefix(u.Path, "/")))
 		if err == nil {
 			conn.Close(ctx)
-			return p
+			return p, nil
 		}
+		log, _ := os.ReadFile(filepath.Join(dir, "pgbouncer.log"))
 		select {
 		case err := <-exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "pgbouncer.log"))
-			tb.Fatalf("pgtest: pgbouncer exited: %v\n%s", err, log)
+			return nil, fmt.Errorf("pgbouncer exited: %v\n%s", err, log)
 		case <-ctx.Done():
-			log, _ := os.ReadFile(filepath.Join(dir, "pgbouncer.log"))
-			tb.Fatalf("pgtest: pgbouncer does not accept connections: %v\n%s", err, log)
+			p.stop()
+			return nil, fmt.Errorf("pgbouncer does not accept connections: %v\n%s", err, log)
 		case <-time.After(50 * time.Millisecond):
 		}
+	}
+}
+
+// stop stops the pgbouncer.
+func (p *PgBouncer) stop() {
+	_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGTERM) // the group: runuser and pgbouncer
+	select {
+	case <-p.exited:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
+		<-p.exited
 	}
 }
 

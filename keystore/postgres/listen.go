@@ -34,7 +34,7 @@ func (b *Backend) Listen(ctx context.Context, listening func() error, deliver fu
 	}
 	defer conn.Close(context.Background())
 	if len(b.standbys) > 0 {
-		primary, at, err := identity(ctx, conn)
+		primary, at, err := identity(ctx, b.pool)
 		if err != nil {
 			return err
 		}
@@ -108,7 +108,9 @@ func (b *Backend) deliver(ctx context.Context, conn *pgx.Conn, batch []*pgconn.N
 		}
 	}
 	if len(b.standbys) > 0 && len(notices) > 0 {
-		at, err := walPosition(ctx, conn)
+		posCtx, cancel := context.WithTimeout(ctx, b.pingInterval)
+		at, err := walPosition(posCtx, b.pool)
+		cancel()
 		if err != nil {
 			return err
 		}
@@ -152,7 +154,9 @@ func (b *Backend) listenConn(ctx context.Context, channel string) (*pgx.Conn, []
 	probe := "keygate_probe_" + strconv.FormatUint(rand.Uint64(), 36)
 	var early []*pgconn.Notification
 	err = func() error {
-		for _, c := range []string{channel, probe} {
+		// The probe's channel first, so that the session's last statement
+		// is the LISTEN that matters (what pg_stat_activity shows).
+		for _, c := range []string{probe, channel} {
 			if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{c}.Sanitize()); err != nil {
 				return err
 			}
@@ -166,8 +170,7 @@ func (b *Backend) listenConn(ctx context.Context, channel string) (*pgx.Conn, []
 			n, err := conn.WaitForNotification(waitCtx)
 			switch {
 			case err == nil && n.Channel == probe:
-				_, err = conn.Exec(ctx, "UNLISTEN "+pgx.Identifier{probe}.Sanitize())
-				return err
+				return nil
 			case err == nil:
 				early = append(early, n) // a change announced meanwhile
 				continue

@@ -403,20 +403,33 @@ func (b *Backend) ChangedSince(ctx context.Context, since time.Time) ([]keystore
 
 // RecordLastUsed writes last-use times in one statement. The rows are
 // locked in id order first, so that replicas flushing at once (a rolling
-// restart) wait for each other instead of deadlocking.
+// restart) wait for each other instead of deadlocking; should the server
+// still report a deadlock or a serialization failure (another writer of
+// the rows), the statement is retried, so that no flush is lost to one.
 func (b *Backend) RecordLastUsed(ctx context.Context, batch []keystore.LastUsed) error {
 	ids := make([]string, len(batch))
 	ats := make([]time.Time, len(batch))
 	for i, u := range batch {
 		ids[i], ats[i] = u.KeyID, u.At
 	}
-	_, err := b.pool.Exec(ctx, `WITH u AS (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at)),
-		locked AS (SELECT k.id FROM api_keys AS k JOIN u ON k.id = u.id
-			WHERE k.last_used_at IS NULL OR k.last_used_at < u.at ORDER BY k.id FOR UPDATE OF k)
-		UPDATE api_keys AS k SET last_used_at = u.at FROM u, locked
-		WHERE k.id = u.id AND k.id = locked.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)`, ids, ats)
+	var err error
+	for attempt := 0; attempt < lastUsedAttempts; attempt++ {
+		_, err = b.pool.Exec(ctx, `WITH u AS (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at)),
+			locked AS (SELECT k.id FROM api_keys AS k JOIN u ON k.id = u.id
+				WHERE k.last_used_at IS NULL OR k.last_used_at < u.at ORDER BY k.id FOR UPDATE OF k)
+			UPDATE api_keys AS k SET last_used_at = u.at FROM u, locked
+			WHERE k.id = u.id AND k.id = locked.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)`, ids, ats)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || (pgErr.Code != "40P01" && pgErr.Code != "40001") || ctx.Err() != nil {
+			break
+		}
+	}
 	return schemaError(err)
 }
+
+// lastUsedAttempts is how many times RecordLastUsed tries a batch that
+// loses to a deadlock or a serialization failure.
+const lastUsedAttempts = 3
 
 // Export calls keys with every key in creation order, then events with
 // every audit event in the order they were written.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keygate/keygate/keystore"
@@ -282,9 +283,9 @@ func identity(ctx context.Context, q querier) (primaryIdentity, lsn, error) {
 }
 
 // walPosition is the primary's WAL insert position.
-func walPosition(ctx context.Context, conn *pgx.Conn) (lsn, error) {
+func walPosition(ctx context.Context, pool *pgxpool.Pool) (lsn, error) {
 	var at string
-	if err := conn.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&at); err != nil {
+	if err := pool.QueryRow(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&at); err != nil {
 		return 0, err
 	}
 	return parseLSN(at)
@@ -386,3 +387,38 @@ func (f *fences) floorNow() lsn {
 	defer f.mu.Unlock()
 	return f.floor
 }
+
+// SplitHosts returns one pool configuration per host of cfg (a URL with
+// several hosts, "postgres://a,b:5433/db", is one configuration with
+// fallbacks): the read replicas are polled and chosen one by one, where a
+// multi-host pool would only ever use the first that answers. Each keeps
+// its host's own fallbacks (sslmode=prefer tries TLS, then plain).
+func SplitHosts(cfg *pgxpool.Config) []*pgxpool.Config {
+	type target struct {
+		host string
+		port uint16
+	}
+	var order []target
+	variants := map[target][]*pgconn.FallbackConfig{}
+	all := append([]*pgconn.FallbackConfig{{Host: cfg.ConnConfig.Host, Port: cfg.ConnConfig.Port, TLSConfig: cfg.ConnConfig.TLSConfig}},
+		cfg.ConnConfig.Fallbacks...)
+	for _, fb := range all {
+		t := target{fb.Host, fb.Port}
+		if _, seen := variants[t]; !seen {
+			order = append(order, t)
+		}
+		variants[t] = append(variants[t], fb)
+	}
+	out := make([]*pgxpool.Config, 0, len(order))
+	for _, t := range order {
+		c := cfg.Copy()
+		first := variants[t][0]
+		c.ConnConfig.Host, c.ConnConfig.Port, c.ConnConfig.TLSConfig = first.Host, first.Port, first.TLSConfig
+		c.ConnConfig.Fallbacks = variants[t][1:]
+		out = append(out, c)
+	}
+	return out
+}
+
+// oneLine flattens an error for a one-line message.
+func oneLine(err error) string { return strings.Join(strings.Fields(err.Error()), " ") }
