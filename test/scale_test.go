@@ -19,7 +19,9 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
 	"github.com/keygate/keygate/internal/waittest"
+	"github.com/keygate/keygate/keystore"
 )
 
 // LongScaleVariable, set to 1, makes the scale tests run longer (more
@@ -320,9 +322,7 @@ func TestFailoverUnderLoad(t *testing.T) {
 		revokeKey(t, db, k.ID)
 		revoked = append(revoked, k.Secret)
 	}
-	for i := range 150 {
-		uncached = append(uncached, createKey(t, db, "acme", fmt.Sprintf("uncached %d", i)).Secret)
-	}
+	uncached = createKeys(t, db, 400)
 	before := createKey(t, db, "acme", "revoked before the failover")
 	after := createKey(t, db, "acme", "revoked after the promotion")
 	for _, s := range append(cached, before.Secret, after.Secret) {
@@ -360,6 +360,11 @@ func TestFailoverUnderLoad(t *testing.T) {
 				}
 				r := replicas[(w+n)%len(replicas)]
 				kind := n % foKinds
+				if w == 0 {
+					kind = foUncached // one worker tries a new key every 25ms
+				} else if kind == foUncached {
+					kind = foCached
+				}
 				var secret string
 				switch kind {
 				case foCached:
@@ -385,6 +390,9 @@ func TestFailoverUnderLoad(t *testing.T) {
 				mu.Lock()
 				outcomes = append(outcomes, o)
 				mu.Unlock()
+				if w == 0 {
+					time.Sleep(20 * time.Millisecond)
+				}
 				time.Sleep(5 * time.Millisecond)
 			}
 		})
@@ -609,6 +617,25 @@ func TestTenReplicas(t *testing.T) {
 			t.Errorf("key %s used during the rolling restart has no last-used time: %s", k.ID, out)
 		}
 	}
+}
+
+// createKeys creates n keys through the store (the CLI takes a process
+// per key) and returns their secrets.
+func createKeys(tb testing.TB, dbURL string, n int) []string {
+	tb.Helper()
+	s, err := keystore.New(storetest.Open(tb, dbURL), keystore.Options{})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	out := make([]string, n)
+	for i := range out {
+		_, secret, err := s.Create(context.Background(), keystore.CreateParams{AccountID: "acme", Name: fmt.Sprintf("bulk %d", i)})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		out[i] = secret.Reveal()
+	}
+	return out
 }
 
 // keygateConnections counts the connections keygate serve holds on the

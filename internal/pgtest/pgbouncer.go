@@ -35,12 +35,18 @@ type PgBouncer struct {
 func NewPgBouncer(tb testing.TB, server, mode string) *PgBouncer {
 	tb.Helper()
 	bin := needs.Program(tb, "pgbouncer", "apt-get install pgbouncer", "/usr/sbin/pgbouncer")
-	dir := tb.TempDir()
+	// Not tb.TempDir(): its parent is private, and pgbouncer may run as
+	// another user.
+	dir, err := os.MkdirTemp("", "keygate-pgbouncer-")
+	if err != nil {
+		tb.Fatal(err)
+	}
 	p, err := startPgBouncer(bin, dir, server, mode)
 	if err != nil {
+		os.RemoveAll(dir)
 		tb.Fatalf("pgtest: %v", err)
 	}
-	tb.Cleanup(p.stop)
+	tb.Cleanup(func() { p.stop(); os.RemoveAll(dir) })
 	return p
 }
 
