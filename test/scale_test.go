@@ -612,10 +612,8 @@ func TestTenReplicas(t *testing.T) {
 	}
 	// Every key used had its last use written (each replica flushed at
 	// shutdown, into rows the others flushed too).
-	for _, k := range keys {
-		if out := cli(t, db, "keys", "show", k.ID, "-o", "json"); !strings.Contains(string(out), `"last_used_at":"`) {
-			t.Errorf("key %s used during the rolling restart has no last-used time: %s", k.ID, out)
-		}
+	if n := queryCount(t, db, `SELECT count(*) FROM api_keys WHERE name LIKE 'rolling %' AND last_used_at IS NULL`); n != 0 {
+		t.Errorf("%d of the %d keys used during the rolling restart have no last-used time", n, len(keys))
 	}
 }
 
