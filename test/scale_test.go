@@ -15,7 +15,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/jackc/pgx/v5"
 	"google.golang.org/grpc/codes"
 
 	"github.com/keygate/keygate/internal/pgtest"
@@ -166,24 +165,10 @@ func TestDelayedStandbyNeverUndoesRevocation(t *testing.T) {
 }
 
 // databaseTransactions is the number of transactions the database has
-// run, once every backend has reported (see settledDigestScans).
+// run, as far as its backends have reported (see settledDigestScans).
 func databaseTransactions(tb testing.TB, dbURL string) int64 {
 	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, dbURL)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	defer conn.Close(ctx)
-	var n int64
-	if _, err := conn.Exec(ctx, `SELECT pg_stat_clear_snapshot()`); err != nil {
-		tb.Fatal(err)
-	}
-	if err := conn.QueryRow(ctx, `SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()`).Scan(&n); err != nil {
-		tb.Fatal(err)
-	}
-	return n
+	return queryCount(tb, dbURL, `SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = current_database()`)
 }
 
 // TestPgBouncerTransactionMode runs replicas and the CLI with their pool

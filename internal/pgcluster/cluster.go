@@ -64,7 +64,7 @@ func startCluster() (*Cluster, error) {
 		os.RemoveAll(c.dir)
 		return nil, fmt.Errorf("initdb: %v: %s", err, out)
 	}
-	if err := c.configure(
+	return c.run(
 		"max_connections = 300",
 		"fsync = off",
 		"synchronous_commit = off",
@@ -73,7 +73,13 @@ func startCluster() (*Cluster, error) {
 		// Standbys (StartStandby) stream from any cluster.
 		"wal_level = replica",
 		"max_wal_senders = 10",
-	); err != nil {
+	)
+}
+
+// run configures a new cluster's directory with settings and starts it;
+// on an error it removes the directory.
+func (c *Cluster) run(settings ...string) (*Cluster, error) {
+	if err := c.configure(settings...); err != nil {
 		os.RemoveAll(c.dir)
 		return nil, err
 	}
@@ -158,15 +164,7 @@ func StartStandby(primary *Cluster, opts StandbyOptions) (*Cluster, error) {
 	if opts.ApplyDelay > 0 {
 		settings = append(settings, fmt.Sprintf("recovery_min_apply_delay = '%dms'", opts.ApplyDelay.Milliseconds()))
 	}
-	if err := c.configure(settings...); err != nil {
-		os.RemoveAll(c.dir)
-		return nil, err
-	}
-	if err := c.start(); err != nil {
-		c.Destroy()
-		return nil, err
-	}
-	return c, nil
+	return c.run(settings...)
 }
 
 // Promote makes a standby a primary (pg_ctl promote) and waits until it

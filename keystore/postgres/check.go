@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -62,10 +63,10 @@ func (b *Backend) Check(ctx context.Context) ([]Finding, error) {
 	}
 	if err := b.ProbeListen(ctx); err != nil {
 		fatal := errors.Is(err, ErrListenProbe)
-		add(Listen, Where(&b.direct.Config), fatal, "%s", oneLine(err))
+		add(Listen, Where(&b.direct.Config), fatal, "%s", strings.TrimPrefix(oneLine(err), "keystore: "))
 	}
 	var migrated bool // a standby's schema is checked once the primary has one
-	if err := b.pool.QueryRow(ctx, schemaExists).Scan(&migrated); err != nil {
+	if err := b.pool.QueryRow(ctx, schemaExists, pgx.QueryExecModeSimpleProtocol).Scan(&migrated); err != nil {
 		return nil, err
 	}
 	for _, s := range b.standbys {
@@ -90,7 +91,7 @@ func checkStandby(ctx context.Context, s *standby, primary primaryIdentity, migr
 		return finding(true, "names database %q, the primary's is %q: give the same database", st.identity.database, primary.database)
 	}
 	var hasSchema bool
-	if err := s.pool.QueryRow(ctx, schemaExists).Scan(&hasSchema); err != nil {
+	if err := s.pool.QueryRow(ctx, schemaExists, pgx.QueryExecModeSimpleProtocol).Scan(&hasSchema); err != nil {
 		return finding(false, "does not answer (%s); lookups go to the primary until it does", oneLine(err))
 	}
 	if migrated && !hasSchema {
@@ -132,7 +133,7 @@ func poolerMode(ctx context.Context, pool *pgxpool.Pool) (pooling, error) {
 	defer first.Release()
 	pid := func(q querier) (uint32, error) {
 		var p uint32
-		rows, err := q.Query(ctx, `SELECT pg_backend_pid()::int8`)
+		rows, err := q.Query(ctx, `SELECT pg_backend_pid()::int8`, pgx.QueryExecModeSimpleProtocol)
 		if err == nil {
 			_, err = pgx.ForEachRow(rows, []any{&p}, func() error { return nil })
 		}
@@ -150,7 +151,7 @@ func poolerMode(ctx context.Context, pool *pgxpool.Pool) (pooling, error) {
 		return direct, err
 	}
 	defer second.Release()
-	tx, err := second.Begin(ctx)
+	tx, err := second.BeginTx(ctx, pgx.TxOptions{})
 	if err != nil {
 		return direct, err
 	}

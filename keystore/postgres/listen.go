@@ -161,7 +161,9 @@ func (b *Backend) listenConn(ctx context.Context, channel string) (*pgx.Conn, []
 				return err
 			}
 		}
-		if _, err := b.pool.Exec(ctx, `SELECT pg_notify($1, '')`, probe); err != nil {
+		// Not prepared, whatever the pool's mode: this must work where
+		// the pool's other statements might not (Check reports those).
+		if _, err := b.pool.Exec(ctx, `SELECT pg_notify($1, '')`, pgx.QueryExecModeExec, probe); err != nil {
 			return err
 		}
 		waitCtx, cancel := context.WithTimeout(ctx, listenProbeTimeout)

@@ -249,7 +249,7 @@ func standbyStatus(ctx context.Context, q querier) (standbyState, error) {
 	rows, err := q.Query(ctx, `SELECT pg_is_in_recovery(), pg_last_wal_replay_lsn()::text,
 		CASE WHEN pg_last_wal_receive_lsn() IS NULL OR pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0
 			ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp()), 0) END::float8,
-		(SELECT system_identifier FROM pg_control_system()), current_database()`)
+		(SELECT system_identifier FROM pg_control_system()), current_database()`, pgx.QueryExecModeSimpleProtocol)
 	if err == nil {
 		_, err = pgx.ForEachRow(rows, []any{&st.inRecovery, &replay, &lagSeconds, &st.identity.system, &st.identity.database}, func() error { return nil })
 	}
@@ -266,12 +266,14 @@ func standbyStatus(ctx context.Context, q querier) (standbyState, error) {
 }
 
 // identity is the primary's cluster and database, and its WAL insert
-// position: every change committed so far is behind it.
+// position: every change committed so far is behind it. Like every query
+// without parameters here, it uses the simple protocol, which works
+// whatever the pool's statement mode and pooler.
 func identity(ctx context.Context, q querier) (primaryIdentity, lsn, error) {
 	var id primaryIdentity
 	var at string
 	rows, err := q.Query(ctx, `SELECT (SELECT system_identifier FROM pg_control_system()), current_database(),
-		pg_current_wal_insert_lsn()::text`)
+		pg_current_wal_insert_lsn()::text`, pgx.QueryExecModeSimpleProtocol)
 	if err == nil {
 		_, err = pgx.ForEachRow(rows, []any{&id.system, &id.database, &at}, func() error { return nil })
 	}
