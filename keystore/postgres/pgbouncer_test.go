@@ -216,3 +216,31 @@ func TestConcurrentLastUsedFlushesNeitherDeadlockNorLose(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkLookup is one uncached lookup, in pgx's default statement mode
+// (prepared on the server) and in keygate's (cache_describe: not
+// prepared, which PgBouncer in transaction mode supports), to show what
+// the latter costs.
+func BenchmarkLookup(b *testing.B) {
+	url := pgtest.NewDatabase(b)
+	s, err := keystore.New(postgres.New(connectWith(b, url, pgx.QueryExecModeCacheDescribe), postgres.Options{}), keystore.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	_, secret, err := s.Create(context.Background(), keystore.CreateParams{AccountID: "acme", Name: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := s.Hasher().Digest(secret)
+	for _, mode := range []pgx.QueryExecMode{pgx.QueryExecModeCacheStatement, pgx.QueryExecModeCacheDescribe} {
+		b.Run(mode.String(), func(b *testing.B) {
+			backend := postgres.New(connectWith(b, url, mode), postgres.Options{})
+			ctx := context.Background()
+			for b.Loop() {
+				if _, err := backend.Lookup(ctx, d); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
