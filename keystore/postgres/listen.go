@@ -82,8 +82,7 @@ func (b *Backend) Listen(ctx context.Context, listening func() error, deliver fu
 }
 
 // deliver hands over the notifications in batch and those received with
-// them.
-// With read replicas it first reads the primary's WAL position, which is
+// them. With read replicas it first reads the primary's WAL position, which is
 // past the commit of every change announced so far (a notification is
 // sent once its transaction has committed), and fences their digests
 // there; the position the writer could read inside its transaction would
@@ -112,6 +111,12 @@ func (b *Backend) deliver(ctx context.Context, conn *pgx.Conn, batch []*pgconn.N
 		at, err := walPosition(posCtx, b.pool)
 		cancel()
 		if err != nil {
+			// No fence to give: no standby answers until the next
+			// session, and the cache still learns of the changes.
+			b.fences.deaf()
+			for _, n := range notices {
+				deliver(n)
+			}
 			return err
 		}
 		var ds []keystore.Digest
