@@ -17,6 +17,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc/codes"
 
+	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/pgtest"
 	"github.com/keygate/keygate/internal/storetest"
 	"github.com/keygate/keygate/internal/waittest"
@@ -174,7 +175,7 @@ func databaseTransactions(tb testing.TB, dbURL string) int64 {
 // TestPgBouncerTransactionMode runs replicas and the CLI with their pool
 // through PgBouncer in transaction mode and LISTEN direct
 // (--database-listen-url): keys created, used and revoked through it
-// reach every replica; and the two wrong setups are named at start: LISTEN
+// reach every replica, the decision table holds; and the two wrong setups are named at start: LISTEN
 // through transaction mode (an error), PgBouncer in session mode (a
 // warning).
 func TestPgBouncerTransactionMode(t *testing.T) {
@@ -206,6 +207,30 @@ func TestPgBouncerTransactionMode(t *testing.T) {
 		}
 		t.Logf("through PgBouncer (transaction mode), revocation %d refused after the CLI returned: %s", trial, strings.Join(figures, ", "))
 	}
+
+	// The decision table, every outcome, through PgBouncer.
+	w := tableWorld(t, pooled)
+	decided := 0
+	for _, c := range w.DecisionTable(t) {
+		if c.Source != "" || c.Failures > 0 {
+			continue // the client's address is the fixture's; no failure limit is on
+		}
+		var route map[string]string
+		if c.Module != "" {
+			route = map[string]string{"module": c.Module}
+		}
+		decided++
+		code, resp := replicas[0].mustCheck(t, envoyCheck(c.Method, c.Path, c.Headers, route))
+		want := outcomeNamed(t, c.Want)
+		switch {
+		case want == authz.Allow && code != codes.OK:
+			t.Errorf("decision table through PgBouncer, %s: %s; want allowed", c.Name, describe(resp))
+		case want != authz.Allow && (int(resp.GetDeniedResponse().GetStatus().GetCode()) != want.HTTPStatus() || errorCode(resp) != c.Want):
+			t.Errorf("decision table through PgBouncer, %s: %s; want %d %s", c.Name, describe(resp), want.HTTPStatus(), c.Want)
+		}
+	}
+
+	t.Logf("decision table through PgBouncer: %d cases", decided)
 
 	// LISTEN through transaction mode: refused at start, naming the flag.
 	r := run(t, pooled, "serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0")
