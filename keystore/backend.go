@@ -41,6 +41,9 @@ type Backend interface {
 	List(ctx context.Context, q ListQuery) ([]*Key, error)
 	// Events returns a key's audit trail, oldest first.
 	Events(ctx context.Context, id string) ([]Event, error)
+	// Accounts returns the distinct account ids keys are stored under,
+	// sorted, with how many keys each has.
+	Accounts(ctx context.Context) ([]AccountKeys, error)
 	// ChangedSince returns the records whose UpdatedAt is after since, and
 	// the backend's time that the answer is complete up to.
 	ChangedSince(ctx context.Context, since time.Time) ([]Stored, time.Time, error)
@@ -103,6 +106,12 @@ type Tx interface {
 	AddEvents(ctx context.Context, events ...Event) error
 	// Notify announces a change to listeners on commit.
 	Notify(ctx context.Context, n Notice) error
+}
+
+// AccountKeys is an account id and how many keys it has.
+type AccountKeys struct {
+	AccountID string
+	Keys      int
 }
 
 // Field is a value that a KeyChange writes when Set is true.

@@ -1,8 +1,17 @@
 // Package keystore owns API keys at rest: the Key record, secret
-// generation and parsing, hashing, the PostgreSQL schema and its
-// migrations, and the Store with the key lifecycle (create, lookup, get,
-// list, update, revoke, rotate), each change audited and announced in the
-// same transaction.
+// generation and parsing, hashing, the Store with the key lifecycle
+// (create, lookup, get, list, update, revoke, disable, enable, rotate,
+// import, copy), each change audited and announced in the same
+// transaction, and the Cache and Watcher that keep the decision path in
+// memory.
+//
+// # Stores
+//
+// The Store owns the rules of the lifecycle, written once; a Backend (the
+// store contract, backend.go) reads and writes rows in transactions and
+// announces changes. Two implement it: keystore/postgres, for any number
+// of replicas, and keystore/sqlite, embedded, for one node. The suite in
+// keystore/conformance runs every operation against both.
 //
 // # Keys
 //
@@ -45,9 +54,11 @@
 //
 // # Changes
 //
-// Every lifecycle change notifies NotifyChannel with the key's hex digest
-// in its own transaction, so replicas' caches learn of it when, and only
-// if, it commits; an import notifies once for all its keys.
+// Every lifecycle change gives the backend a Notice in its own
+// transaction, so that caches learn of it when, and only if, it commits
+// (PostgreSQL's NOTIFY reaches every replica; SQLite's reaches the
+// process that made the change, and the delta poll the others); an import
+// notifies once for all its keys.
 //
 // # Importing
 //

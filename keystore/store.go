@@ -703,6 +703,25 @@ func (s *Store) Events(ctx context.Context, id string) ([]Event, error) {
 	return events, nil
 }
 
+// NonCanonicalAccounts returns the accounts whose ids break today's rule
+// (ValidateAccountID), with how many keys each has: rows written before
+// the rule, which keys from elsewhere (an import of another product's
+// dump) cannot have any more. migrate reports them; nothing rewrites them,
+// since the host system knows them by those ids.
+func (s *Store) NonCanonicalAccounts(ctx context.Context) ([]AccountKeys, error) {
+	all, err := s.db.Accounts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("keystore: accounts: %w", err)
+	}
+	var out []AccountKeys
+	for _, a := range all {
+		if !ValidAccountID(a.AccountID) {
+			out = append(out, a)
+		}
+	}
+	return out, nil
+}
+
 // Ping checks that the database answers.
 func (s *Store) Ping(ctx context.Context) error { return s.db.Ping(ctx) }
 

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/internal/needs"
 	"github.com/keygate/keygate/internal/pgtest"
 	"github.com/keygate/keygate/internal/waittest"
 	"go.yaml.in/yaml/v3"
@@ -27,10 +28,7 @@ var metricName = regexp.MustCompile(`\b(keygate_[a-z0-9_]+|grpc_server_[a-z0-9_]
 // and that every metric the rules and the Grafana dashboard name is one a
 // running keygate serves.
 func TestDashboardAndRules(t *testing.T) {
-	promtool, err := exec.LookPath("promtool")
-	if err != nil {
-		t.Fatal("promtool not found: install Debian's prometheus package (apt-get install prometheus), as .ci/run does")
-	}
+	promtool := needs.Program(t, "promtool", "apt-get install prometheus")
 	root := repoRoot(t)
 	rules := filepath.Join(root, "deploy", "prometheus", "keygate-rules.yaml")
 	for _, args := range [][]string{{"check", "rules", rules}, {"test", "rules", filepath.Join(root, "deploy", "prometheus", "keygate-rules.test.yaml")}} {

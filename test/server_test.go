@@ -144,6 +144,12 @@ func startServer(tb testing.TB, dbURL string, flags ...string) *server {
 	waittest.Until(tb, 10*time.Second, "gRPC health SERVING at start", func() bool {
 		return s.healthStatus() == healthpb.HealthCheckResponse_SERVING
 	})
+	// The change listener starts once the schema is found migrated: a
+	// change made before it listens would reach this server only by the
+	// delta poll.
+	waittest.Until(tb, 10*time.Second, "the change listener at start", func() bool {
+		return s.metric(tb, "keygate_listener_up") == 1
+	})
 	return s
 }
 

@@ -167,6 +167,7 @@ type adminTokenNewCmd struct {
 	outputFlag
 	Name    string  `required:"" help:"Name of the token: the audit trail records its changes as admin:NAME."`
 	Account *string `placeholder:"ID" help:"The one account the token may manage. Default: every account."`
+	AddTo   string  `name:"add-to" type:"path" placeholder:"FILE" help:"Also add the token's entry to this admin tokens file (created, readable by its owner only, if it does not exist); a running keygate reads it again on SIGHUP."`
 }
 
 func (c *adminTokenNewCmd) Run(e *env) error {
@@ -182,6 +183,11 @@ func (c *adminTokenNewCmd) Run(e *env) error {
 	if err != nil {
 		return usageError("%v", err)
 	}
+	if c.AddTo != "" {
+		if err := addTokenEntry(c.AddTo, entry); err != nil {
+			return err
+		}
+	}
 	if c.Output == "json" {
 		return writeJSON(e.stdout, struct {
 			Token string `json:"token"`
@@ -196,10 +202,52 @@ func (c *adminTokenNewCmd) Run(e *env) error {
 
   %s
 
-Add this entry to the admin tokens file (--admin-tokens-file), then send keygate
-SIGHUP or restart it. Several tokens may be valid at once; delete an entry to
-revoke its token.
+%s
 
-%s`, c.Name, token.Reveal(), entryYAML)
+%s`, c.Name, token.Reveal(), addedHow(c.AddTo), entryYAML)
 	return nil
+}
+
+// addedHow says where the entry went, or where it should go.
+func addedHow(file string) string {
+	if file != "" {
+		return fmt.Sprintf("Its entry is added to %s: keygate serve --admin-tokens-file %s reads it\n"+
+			"(send a running keygate SIGHUP). Delete the entry to revoke the token.", file, file)
+	}
+	return "Add this entry to the admin tokens file (--admin-tokens-file), then send keygate\n" +
+		"SIGHUP or restart it. Several tokens may be valid at once; delete an entry to\n" +
+		"revoke its token."
+}
+
+// addTokenEntry appends entry to the tokens file at path, creating it
+// (mode 0600) if needed, after checking that what it holds already is a
+// valid tokens file, so that a mistake never leaves it half-written.
+func addTokenEntry(path string, entry admin.TokenEntry) error {
+	var entries []admin.TokenEntry
+	if _, err := os.Stat(path); err == nil {
+		if _, err := admin.LoadTokens(path); err != nil {
+			return usageError("--add-to: %s", oneLineError(err))
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return usageError("--add-to: %v", err)
+		}
+		if err := yaml.Unmarshal(b, &entries); err != nil {
+			return usageError("--add-to: %s: %v", path, err)
+		}
+	}
+	for _, e := range entries {
+		if e.Name == entry.Name {
+			return usageError("--add-to: %s has a token named %q already: choose another --name, or delete that entry first", path, entry.Name)
+		}
+	}
+	b, err := yaml.Marshal(append(entries, entry))
+	if err != nil {
+		return err
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return usageError("--add-to: %v", err)
+	}
+	return os.Rename(tmp, path)
 }

@@ -262,3 +262,36 @@ func TestServeRefusesBadAdminAddr(t *testing.T) {
 		t.Fatalf("serve --help does not show the admin address default:\n%s", r.stdout)
 	}
 }
+
+// TestAdminTokenAddTo: --add-to writes the entry into a tokens file that
+// serve accepts, creating it readable by its owner only, appends to it,
+// refuses a second token of one name, and never half-writes a bad file.
+func TestAdminTokenAddTo(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "tokens.yaml")
+	for _, name := range []string{"ops", "ci"} {
+		if r := runWithEnv(t, nil, "admin-token", "new", "--name", name, "--add-to", file); r.code != 0 {
+			t.Fatalf("admin-token new --name %s --add-to: exit %d %s", name, r.code, r.stderr)
+		}
+	}
+	if _, err := admin.LoadTokens(file); err != nil {
+		t.Fatal(err)
+	}
+	if st, _ := os.Stat(file); st.Mode().Perm() != 0o600 {
+		t.Fatalf("the tokens file has mode %v, want 0600", st.Mode().Perm())
+	}
+	b, _ := os.ReadFile(file)
+	if strings.Count(string(b), "name:") != 2 {
+		t.Fatalf("the tokens file holds %q; want two entries", b)
+	}
+	if r := runWithEnv(t, nil, "admin-token", "new", "--name", "ci", "--add-to", file); r.code != 2 || !strings.Contains(r.stderr, `token named "ci" already`) {
+		t.Fatalf("a second ci: exit %d %q", r.code, r.stderr)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	os.WriteFile(bad, []byte("- name: x\n  sha256: nope\n"), 0o600)
+	if r := runWithEnv(t, nil, "admin-token", "new", "--name", "y", "--add-to", bad); r.code != 2 {
+		t.Fatalf("a bad tokens file: exit %d %q", r.code, r.stderr)
+	}
+	if after, _ := os.ReadFile(bad); string(after) != "- name: x\n  sha256: nope\n" {
+		t.Fatalf("a bad tokens file was changed: %q", after)
+	}
+}

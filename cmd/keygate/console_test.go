@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/codes"
 
 	"github.com/keygate/keygate/admin"
+	"github.com/keygate/keygate/internal/needs"
 	"github.com/keygate/keygate/internal/storetest"
 	"github.com/keygate/keygate/internal/waittest"
 )
@@ -33,19 +34,13 @@ const browserDir = "../../test/browser"
 // no request to another host. Screenshots of each step land in
 // test/browser/screenshots/.
 func TestConsoleInBrowser(t *testing.T) {
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("the console's browser test needs Node.js: apt-get install nodejs npm")
-	}
+	node := needs.Program(t, "node", "apt-get install nodejs npm")
 	chromium := os.Getenv("CHROMIUM")
 	if chromium == "" {
-		chromium = "/usr/bin/chromium"
-	}
-	if _, err := os.Stat(chromium); err != nil {
-		t.Fatalf("the console's browser test needs Chromium at %s: apt-get install chromium (or set CHROMIUM)", chromium)
+		chromium = needs.Program(t, "chromium", "apt-get install chromium, or set CHROMIUM", "/usr/bin/chromium")
 	}
 	if _, err := os.Stat(filepath.Join(browserDir, "node_modules", "playwright-core")); err != nil {
-		t.Fatalf("the console's browser test needs playwright-core: run 'npm ci' in test/browser")
+		needs.Missing(t, "playwright-core", "npm ci in test/browser")
 	}
 
 	db := storetest.NewDatabase(t)

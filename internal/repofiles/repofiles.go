@@ -1,34 +1,43 @@
 package repofiles
 
 import (
-	"errors"
 	"io/fs"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 )
 
-// YAML lists the repository's YAML files as git sees them: tracked, or new
-// and not ignored (so a file not yet added is checked too), relative to the
-// repository root, which is root (a path from the test's directory).
+// YAML lists the repository's YAML files, relative to the repository
+// root, which is root (a path from the test's directory). It walks the
+// files themselves rather than asking git, so that the tests pass from a
+// source tarball too: directories whose names start with a dot (.git,
+// .ci's scratch) and node_modules are skipped, as are files under
+// testdata, which hold test inputs rather than shipped configuration.
 func YAML(tb testing.TB, root string) []string {
 	tb.Helper()
-	out, err := exec.Command("git", "-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard", "--", "*.yaml", "*.yml").Output()
-	if err != nil {
-		tb.Fatalf("git ls-files (the test lists the shipped files with git): %v", err)
-	}
 	var files []string
-	for _, f := range strings.Split(string(out), "\x00") {
-		if f == "" || slices.Contains(files, f) {
-			continue
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
 		}
-		if _, err := os.Stat(filepath.Join(root, f)); errors.Is(err, fs.ErrNotExist) {
-			continue // deleted in the work tree, not shipped
+		name := d.Name()
+		if d.IsDir() {
+			if path != root && (strings.HasPrefix(name, ".") || name == "node_modules" || name == "testdata") {
+				return filepath.SkipDir
+			}
+			return nil
 		}
-		files = append(files, f)
+		if ext := filepath.Ext(name); ext == ".yaml" || ext == ".yml" {
+			rel, err := filepath.Rel(root, path)
+			if err != nil {
+				return err
+			}
+			files = append(files, filepath.ToSlash(rel))
+		}
+		return nil
+	})
+	if err != nil {
+		tb.Fatalf("listing the repository's YAML files: %v", err)
 	}
 	return files
 }

@@ -3,6 +3,7 @@ package conformance
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"testing"
@@ -24,6 +25,7 @@ var changeTests = []test{
 	{"StatusFiltersFollowStateAt", testStatusFiltersFollowStateAt},
 	{"ExportHoldsEverything", testExportHoldsEverything},
 	{"Copy", testCopy},
+	{"NonCanonicalAccounts", testNonCanonicalAccounts},
 }
 
 func testUpdateScopes(t *testing.T, h Harness) {
@@ -357,5 +359,34 @@ func testCopy(t *testing.T, h Harness) {
 	}
 	if snapshot(t, to) != before {
 		t.Fatal("a refused copy changed the target")
+	}
+}
+
+// testNonCanonicalAccounts: keys stored under account ids that break the
+// rule (written before it, by hand) are found and counted, and the
+// canonical ones are not reported.
+func testNonCanonicalAccounts(t *testing.T, h Harness) {
+	s, db := h.newStoreAt(t, keystore.Options{})
+	ctx := context.Background()
+	mustCreate(t, s, keystore.CreateParams{AccountID: "acme"})
+	mustCreate(t, s, keystore.CreateParams{AccountID: "acme"})
+	mustCreate(t, s, keystore.CreateParams{AccountID: "beta:42"})
+	// Rows as an older keygate let them be written: straight through the
+	// backend, past the Store's rule.
+	now := time.Now().UTC().Truncate(time.Microsecond)
+	var old []*keystore.Key
+	for i, account := range []string{" acme", "acme ", "acme,beta", " acme"} {
+		secret, _ := keystore.GenerateSecret("kg")
+		old = append(old, &keystore.Key{ID: fmt.Sprintf("0193c7a2-5d6e-7f00-8a1b-2c3d4e5f6a%02d", i), AccountID: account, Name: "old",
+			DisplayPrefix: secret.DisplayPrefix(), Digest: s.Hasher().Digest(secret), HashScheme: keystore.SchemeSHA256,
+			Scopes: []string{}, CreatedAt: now})
+	}
+	if err := db(t).Write(ctx, func(tx keystore.Tx) error { return tx.Insert(ctx, old...) }); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.NonCanonicalAccounts(ctx)
+	want := []keystore.AccountKeys{{AccountID: " acme", Keys: 2}, {AccountID: "acme ", Keys: 1}, {AccountID: "acme,beta", Keys: 1}}
+	if err != nil || !cmp.Equal(got, want) {
+		t.Fatalf("NonCanonicalAccounts = %+v, %v; want %+v", got, err, want)
 	}
 }

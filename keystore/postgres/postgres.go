@@ -363,6 +363,19 @@ func (b *Backend) List(ctx context.Context, q keystore.ListQuery) ([]*keystore.K
 	return keys, schemaError(err)
 }
 
+// Accounts returns the distinct account ids, sorted, with their keys.
+func (b *Backend) Accounts(ctx context.Context) ([]keystore.AccountKeys, error) {
+	rows, err := b.pool.Query(ctx, `SELECT account_id, count(*) FROM api_keys GROUP BY account_id ORDER BY account_id COLLATE "C"`)
+	if err != nil {
+		return nil, schemaError(err)
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (keystore.AccountKeys, error) {
+		var a keystore.AccountKeys
+		err := row.Scan(&a.AccountID, &a.Keys)
+		return a, err
+	})
+}
+
 // Events returns a key's audit trail, oldest first.
 func (b *Backend) Events(ctx context.Context, id string) ([]keystore.Event, error) {
 	rows, err := b.pool.Query(ctx, `SELECT key_id::text, action, actor, at, detail

@@ -234,6 +234,24 @@ func (b *Backend) List(ctx context.Context, q keystore.ListQuery) ([]*keystore.K
 	return keys, rows.Err()
 }
 
+// Accounts returns the distinct account ids, sorted, with their keys.
+func (b *Backend) Accounts(ctx context.Context) ([]keystore.AccountKeys, error) {
+	rows, err := b.reader.QueryContext(ctx, `SELECT account_id, count(*) FROM api_keys GROUP BY account_id ORDER BY account_id`)
+	if err != nil {
+		return nil, schemaError(err)
+	}
+	defer rows.Close()
+	var out []keystore.AccountKeys
+	for rows.Next() {
+		var a keystore.AccountKeys
+		if err := rows.Scan(&a.AccountID, &a.Keys); err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
 // Events returns a key's audit trail, oldest first.
 func (b *Backend) Events(ctx context.Context, id string) ([]keystore.Event, error) {
 	return queryEvents(ctx, b.reader, `SELECT key_id, action, actor, at, detail FROM api_key_events WHERE key_id = ? ORDER BY id`, id)
