@@ -30,6 +30,16 @@ const LongScaleVariable = "KEYGATE_SCALE_LONG"
 
 func longScale() bool { return os.Getenv(LongScaleVariable) == "1" }
 
+// postgresOnly skips a test whose subject is PostgreSQL itself (its
+// clusters, standbys and PgBouncer) on the run that puts the other tests
+// on SQLite (KEYGATE_TEST_STORE=sqlite): it ran on the PostgreSQL run.
+func postgresOnly(t *testing.T) {
+	t.Helper()
+	if os.Getenv(storetest.Variable) == storetest.SQLite {
+		t.Skip("PostgreSQL at scale: runs with KEYGATE_TEST_STORE=postgres")
+	}
+}
+
 // hammer checks req on every replica, from one goroutine per replica,
 // every pause, until stop is closed, and records each answer.
 type hammer struct {
@@ -81,6 +91,7 @@ func startHammer(replicas []*server, req *authv3.CheckRequest, pause time.Durati
 // keystore/postgres's TestStandbyNeverUndoesARevocation shows the same
 // without the fences: the reload from the standby lets the key in again.
 func TestDelayedStandbyNeverUndoesRevocation(t *testing.T) {
+	postgresOnly(t)
 	const delay = 3 * time.Second
 	trials := 4
 	if longScale() {
@@ -179,6 +190,7 @@ func databaseTransactions(tb testing.TB, dbURL string) int64 {
 // through transaction mode (an error), PgBouncer in session mode (a
 // warning).
 func TestPgBouncerTransactionMode(t *testing.T) {
+	postgresOnly(t)
 	db := pgtest.NewDatabase(t)
 	transaction := pgtest.NewPgBouncer(t, pgtest.ServerURL(t), "transaction")
 	pooled := transaction.Through(t, db)
@@ -258,6 +270,7 @@ func TestPgBouncerTransactionMode(t *testing.T) {
 // a warning, one at a standby of another cluster or at another database
 // an error naming --database-read-url, before serving.
 func TestReadURLMistakesAreNamedAtStart(t *testing.T) {
+	postgresOnly(t)
 	primary := pgtest.NewCluster(t)
 	db := primary.URL()
 	cli(t, db, "migrate")
@@ -313,6 +326,7 @@ const (
 // right after the promotion reaches every replica, and nothing revoked is
 // ever allowed. It logs the gap.
 func TestFailoverUnderLoad(t *testing.T) {
+	postgresOnly(t)
 	const workers = 4
 	primary := pgtest.NewCluster(t)
 	cli(t, primary.URL(), "migrate")
@@ -498,6 +512,7 @@ func TestFailoverUnderLoad(t *testing.T) {
 // all ten under load, with the database's transactions counted, no
 // deadlock writing last-used times, and no last-used time lost.
 func TestTenReplicas(t *testing.T) {
+	postgresOnly(t)
 	const (
 		n    = 10
 		pool = 2
