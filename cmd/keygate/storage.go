@@ -102,10 +102,10 @@ func (s *storage) check(ctx context.Context, logger *slog.Logger) error {
 		logger.Warn("checking the database connections at start failed", "error", oneLineError(err))
 		return nil
 	}
-	flags := map[postgres.Connection]string{postgres.Main: "--database-url", postgres.Listen: "--database-listen-url", postgres.Read: "--database-read-url"}
+	flags := map[postgres.Connection]string{postgres.MainConn: "--database-url", postgres.ListenConn: "--database-listen-url", postgres.ReadConn: "--database-read-url"}
 	for _, f := range findings {
 		flag := flags[f.Conn]
-		if f.Conn == postgres.Listen && s.db.listen == "" {
+		if f.Conn == postgres.ListenConn && s.db.listen == "" {
 			flag = "--database-url (used for LISTEN: give --database-listen-url)"
 		}
 		if f.Fatal {

@@ -14,13 +14,13 @@ import (
 type Connection int
 
 const (
-	// Main is the pool: writes, the change poll, and lookups without read
-	// replicas.
-	Main Connection = iota
-	// Listen is the LISTEN connection (Options.Direct).
-	Listen
-	// Read is a read replica (Options.Reads).
-	Read
+	// MainConn is the pool: writes, the change poll, and lookups without
+	// read replicas.
+	MainConn Connection = iota
+	// ListenConn is the LISTEN connection (Options.Direct).
+	ListenConn
+	// ReadConn is a read replica (Options.Reads).
+	ReadConn
 )
 
 // Finding is one thing Check found wrong with the connections.
@@ -55,15 +55,15 @@ func (b *Backend) Check(ctx context.Context) ([]Finding, error) {
 	case err != nil:
 		return nil, err
 	case mode == sessionPooling:
-		add(Main, b.Where(), false, "reached through a pooler in session mode (PgBouncer pool_mode = session): it works, "+
+		add(MainConn, b.Where(), false, "reached through a pooler in session mode (PgBouncer pool_mode = session): it works, "+
 			"but each of keygate's connections holds a server connection as long as it is open; use transaction mode")
 	case mode == transactionPooling && b.pool.Config().ConnConfig.DefaultQueryExecMode == pgx.QueryExecModeCacheStatement:
-		add(Main, b.Where(), true, "reached through a pooler in transaction mode, where prepared statements do not survive the "+
+		add(MainConn, b.Where(), true, "reached through a pooler in transaction mode, where prepared statements do not survive the "+
 			"transaction: drop default_query_exec_mode=cache_statement from the URL (keygate's default, cache_describe, works there)")
 	}
 	if err := b.ProbeListen(ctx); err != nil {
 		fatal := errors.Is(err, ErrListenProbe)
-		add(Listen, Where(&b.direct.Config), fatal, "%s", strings.TrimPrefix(oneLine(err), "keystore: "))
+		add(ListenConn, Where(&b.direct.Config), fatal, "%s", strings.TrimPrefix(oneLine(err), "keystore: "))
 	}
 	var migrated bool // a standby's schema is checked once the primary has one
 	if err := b.pool.QueryRow(ctx, schemaExists, pgx.QueryExecModeSimpleProtocol).Scan(&migrated); err != nil {
@@ -78,7 +78,7 @@ func (b *Backend) Check(ctx context.Context) ([]Finding, error) {
 // checkStandby checks one read replica against the primary.
 func checkStandby(ctx context.Context, s *standby, primary primaryIdentity, migrated bool) []Finding {
 	finding := func(fatal bool, format string, args ...any) []Finding {
-		return []Finding{{Conn: Read, Where: s.where, Problem: fmt.Sprintf(format, args...), Fatal: fatal}}
+		return []Finding{{Conn: ReadConn, Where: s.where, Problem: fmt.Sprintf(format, args...), Fatal: fatal}}
 	}
 	st, err := standbyStatus(ctx, s.pool)
 	switch {

@@ -94,30 +94,30 @@ func TestCheckFindsMisconfiguredConnections(t *testing.T) {
 		}, 0, false, ""},
 		{"listen through PgBouncer in transaction mode", func(t *testing.T) *postgres.Backend {
 			return postgres.New(connectWith(t, url, describe), postgres.Options{Direct: direct(t, transaction.Through(t, url))})
-		}, postgres.Listen, true, "LISTEN needs a direct connection"},
+		}, postgres.ListenConn, true, "LISTEN needs a direct connection"},
 		{"everything through PgBouncer in transaction mode", func(t *testing.T) *postgres.Backend {
 			return postgres.New(connectWith(t, transaction.Through(t, url), describe), postgres.Options{})
-		}, postgres.Listen, true, "not PgBouncer in transaction mode"},
+		}, postgres.ListenConn, true, "not PgBouncer in transaction mode"},
 		{"prepared statements through PgBouncer in transaction mode", func(t *testing.T) *postgres.Backend {
 			return postgres.New(connectWith(t, transaction.Through(t, url), pgx.QueryExecModeCacheStatement), postgres.Options{Direct: direct(t, url)})
-		}, postgres.Main, true, "drop default_query_exec_mode=cache_statement"},
+		}, postgres.MainConn, true, "drop default_query_exec_mode=cache_statement"},
 		{"PgBouncer in session mode", func(t *testing.T) *postgres.Backend {
 			return postgres.New(connectWith(t, session.Through(t, url), describe), postgres.Options{})
-		}, postgres.Main, false, "session mode"},
+		}, postgres.MainConn, false, "session mode"},
 		{"read URL at the primary", func(t *testing.T) *postgres.Backend {
 			return postgres.New(connectWith(t, r.primary.URL(), describe), postgres.Options{Reads: []*pgxpool.Pool{connectWith(t, r.primary.URL(), describe)}})
-		}, postgres.Read, false, "is not a standby"},
+		}, postgres.ReadConn, false, "is not a standby"},
 		{"read URL at another cluster", func(t *testing.T) *postgres.Backend {
 			return postgres.New(connectWith(t, r.primary.URL(), describe), postgres.Options{Reads: []*pgxpool.Pool{connectWith(t, other.URL(), describe)}})
-		}, postgres.Read, true, "belongs to another cluster"},
+		}, postgres.ReadConn, true, "belongs to another cluster"},
 		{"read URL at another database of the standby", func(t *testing.T) *postgres.Backend {
 			return postgres.New(connectWith(t, r.primary.URL(), describe),
 				postgres.Options{Reads: []*pgxpool.Pool{connectWith(t, pgtest.WithDatabase(t, r.standby.URL(), "template1"), describe)}})
-		}, postgres.Read, true, `names database "template1"`},
+		}, postgres.ReadConn, true, `names database "template1"`},
 		{"read URL where nothing listens", func(t *testing.T) *postgres.Backend {
 			return postgres.New(connectWith(t, r.primary.URL(), describe),
 				postgres.Options{Reads: []*pgxpool.Pool{connectWith(t, "postgres://postgres@127.0.0.1:1/postgres?connect_timeout=1", describe)}})
-		}, postgres.Read, false, "does not answer"},
+		}, postgres.ReadConn, false, "does not answer"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := tc.open(t)
