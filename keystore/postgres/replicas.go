@@ -77,6 +77,13 @@ func (f *fences) need(ds ...keystore.Digest) lsn {
 	return need
 }
 
+// floorNow is the current floor.
+func (f *fences) floorNow() lsn {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.floor
+}
+
 // listening starts a LISTEN session at position at: every change
 // committed before it is behind at, every later one will be announced.
 func (f *fences) listening(at lsn) {
@@ -197,9 +204,16 @@ func (b *Backend) pollStandbys(ctx context.Context, primary primaryIdentity) {
 	t := time.NewTicker(b.readPollInterval)
 	defer t.Stop()
 	for {
+		// Each standby in a goroutine of its own: one that hangs delays
+		// only its own position.
+		var wg sync.WaitGroup
+		for _, s := range b.standbys {
+			wg.Go(func() { b.pollStandby(ctx, s, primary) })
+		}
+		wg.Wait()
 		lowest := never
 		for _, s := range b.standbys {
-			if b.pollStandby(ctx, s, primary) {
+			if s.usable.Load() {
 				lowest = min(lowest, lsn(s.replay.Load()))
 			}
 		}
@@ -217,8 +231,8 @@ func (b *Backend) pollStandbys(ctx context.Context, primary primaryIdentity) {
 	}
 }
 
-// pollStandby polls one standby and reports whether it is usable.
-func (b *Backend) pollStandby(ctx context.Context, s *standby, primary primaryIdentity) bool {
+// pollStandby polls one standby and records whether it is usable.
+func (b *Backend) pollStandby(ctx context.Context, s *standby, primary primaryIdentity) {
 	ctx, cancel := context.WithTimeout(ctx, max(b.readPollInterval, time.Second))
 	defer cancel()
 	st, err := standbyStatus(ctx, s.pool)
@@ -228,7 +242,6 @@ func (b *Backend) pollStandby(ctx context.Context, s *standby, primary primaryId
 		s.lag.Store(int64(st.lag))
 	}
 	s.usable.Store(usable)
-	return usable
 }
 
 // standbyState is what a read replica says of itself.
@@ -381,13 +394,6 @@ func (b *Backend) read(ctx context.Context, ds []keystore.Digest, read func(pgx.
 		return err
 	}
 	return read(rows)
-}
-
-// floorNow is the current floor.
-func (f *fences) floorNow() lsn {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.floor
 }
 
 // SplitHosts returns one pool configuration per host of cfg (a URL with
