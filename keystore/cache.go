@@ -39,6 +39,12 @@ type CacheOptions struct {
 	// created meanwhile is announced and clears the entry at once.
 	// Default 5 seconds.
 	NegativeTTL time.Duration
+	// MaxLoads bounds the store queries the cache runs at once, for all
+	// digests together (concurrent misses of one digest share one
+	// query): a replica started under load, with nothing cached, asks the
+	// database at most this many questions at a time, and a miss waits for
+	// a slot within LoadTimeout (then 503). Default DefaultMaxLoads.
+	MaxLoads int
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Tracer, when set, records a span for each store query the cache
@@ -73,6 +79,7 @@ type Cache struct {
 	now                     func() time.Time
 	base                    time.Time // cacheEntry.fetched counts from it
 	loadTimeout             time.Duration
+	loadSlots               chan struct{} // one per query running (MaxLoads)
 	tracer                  trace.Tracer
 	// generations are bumped by every invalidation of a digest in their
 	// stripe (the digest's first byte), so that a query that was running
@@ -120,6 +127,7 @@ const (
 	DefaultMaxStale    = 15 * time.Minute
 	DefaultNegativeTTL = 5 * time.Second
 	DefaultLoadTimeout = 100 * time.Millisecond
+	DefaultMaxLoads    = 16
 )
 
 // NewCache returns a cache in front of src.
@@ -128,6 +136,9 @@ func NewCache(src Source, opts CacheOptions) (*Cache, error) {
 		loadTimeout: opts.LoadTimeout, tracer: opts.Tracer}
 	if opts.MaxKeys == 0 {
 		opts.MaxKeys = DefaultCacheKeys
+	}
+	if opts.MaxLoads == 0 {
+		opts.MaxLoads = DefaultMaxLoads
 	}
 	if c.fresh == 0 {
 		c.fresh = DefaultFresh
@@ -151,9 +162,12 @@ func NewCache(src Source, opts CacheOptions) (*Cache, error) {
 	switch {
 	case opts.MaxKeys < 0:
 		return nil, errors.New("keystore: cache size must be positive")
+	case opts.MaxLoads < 0:
+		return nil, errors.New("keystore: the cache's concurrent loads must be positive")
 	case c.fresh < 0 || c.maxStale < 0 || c.negTTL < 0 || c.loadTimeout < 0:
 		return nil, errors.New("keystore: cache durations must not be negative")
 	}
+	c.loadSlots = make(chan struct{}, opts.MaxLoads)
 	var err error
 	c.entries, err = otter.New(&otter.Options[Digest, cacheEntry]{
 		MaximumSize: opts.MaxKeys,
@@ -299,6 +313,13 @@ func (c *Cache) fetch(ctx context.Context, d Digest) (k *Record, err error) {
 			k, err = nil, fmt.Errorf("keystore: lookup panicked (%v): %w", p, ErrUnavailable)
 		}
 	}()
+	select {
+	case c.loadSlots <- struct{}{}:
+		defer func() { <-c.loadSlots }()
+	case <-ctx.Done():
+		c.stats.LoadErrors.Add(1)
+		return nil, fmt.Errorf("keystore: lookup: %w: all %d concurrent loads busy: %w", ErrUnavailable, cap(c.loadSlots), ctx.Err())
+	}
 	gen := &c.generations[d[0]]
 	before := gen.Load()
 	started := c.clock()

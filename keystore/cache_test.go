@@ -276,3 +276,63 @@ func TestCacheNoMaxStale(t *testing.T) {
 		t.Fatalf("with no max-stale, a key past Fresh with the store down: %v, want ErrUnavailable", err)
 	}
 }
+
+// TestCacheBoundsConcurrentLoads: a cold cache asked for many distinct
+// keys at once (a replica restarted under load) runs at most MaxLoads
+// store queries at a time, and every lookup is still answered.
+func TestCacheBoundsConcurrentLoads(t *testing.T) {
+	const maxLoads, keys = 4, 40
+	s, _ := newStore(t, keystore.Options{})
+	src := &countingSource{store: s, delay: 20 * time.Millisecond}
+	c, err := keystore.NewCache(src, keystore.CacheOptions{MaxLoads: maxLoads, LoadTimeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds []keystore.Digest
+	for range keys {
+		_, secret, err := s.Create(context.Background(), keystore.CreateParams{AccountID: "acme", Name: "k"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ds = append(ds, s.Hasher().Digest(secret))
+	}
+	var wg sync.WaitGroup
+	for _, d := range ds {
+		for range 3 { // three requests for each key: one query
+			wg.Go(func() {
+				if _, err := c.Lookup(context.Background(), d); err != nil {
+					t.Error(err)
+				}
+			})
+		}
+	}
+	wg.Wait()
+	if got := src.most.Load(); got > maxLoads || got < 2 {
+		t.Errorf("at most %d queries ran at once, want 2..%d", got, maxLoads)
+	}
+	if got := src.queries.Load(); got != keys {
+		t.Errorf("%d queries for %d keys asked three times each, want one per key", got, keys)
+	}
+}
+
+// countingSource is the store, slowed down, counting its queries and the
+// most that ran at once.
+type countingSource struct {
+	store                  *keystore.Store
+	delay                  time.Duration
+	queries, running, most atomic.Int64
+}
+
+func (s *countingSource) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Record, error) {
+	s.queries.Add(1)
+	n := s.running.Add(1)
+	defer s.running.Add(-1)
+	for {
+		m := s.most.Load()
+		if n <= m || s.most.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	time.Sleep(s.delay)
+	return s.store.Lookup(ctx, d)
+}

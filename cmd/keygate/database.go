@@ -45,6 +45,10 @@ type database struct {
 	// connection string ("" when the PG* variables say everything).
 	path, conn string
 	getenv     func(string) string
+	// serve's PostgreSQL connections besides the pool (replicaFlags):
+	// the read replicas and the LISTEN connection ("": none, and conn).
+	reads, listen string
+	readMaxLag    time.Duration
 }
 
 // noDatabase is the error of a command run without a database.
@@ -116,15 +120,24 @@ const defaultPoolSize = 10
 const defaultMinConns = 2
 
 // poolConfig is the PostgreSQL pool's configuration.
-func (d database) poolConfig() (*pgxpool.Config, error) {
-	cfg, err := pgxpool.ParseConfig(d.conn)
+func (d database) poolConfig() (*pgxpool.Config, error) { return poolConfig("--database-url", d.conn) }
+
+// poolConfig is the configuration of a pool on conn, the value of flag.
+// Unless conn says otherwise, statements are not prepared on the server
+// but their descriptions cached (pgx's cache_describe), which works
+// through PgBouncer in transaction mode at no extra round trip.
+func poolConfig(flag, conn string) (*pgxpool.Config, error) {
+	cfg, err := pgxpool.ParseConfig(conn)
 	if err != nil {
-		return nil, usageError("--database-url: %v", redactConnError(err))
+		return nil, usageError("%s: %v", flag, redactConnError(err))
 	}
-	if !strings.Contains(d.conn, "pool_max_conns") {
+	if !strings.Contains(conn, "default_query_exec_mode") {
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
+	}
+	if !strings.Contains(conn, "pool_max_conns") {
 		cfg.MaxConns = max(cfg.MaxConns, defaultPoolSize)
 	}
-	if !strings.Contains(d.conn, "pool_min_conns") {
+	if !strings.Contains(conn, "pool_min_conns") {
 		// Connections kept open, so that the first uncached lookups after
 		// a start (or an outage) do not pay for connecting inside their
 		// deadline.
@@ -156,7 +169,7 @@ const (
 // file is opened; PostgreSQL, unless serving, pinged), so that a command
 // against a stopped or missing database fails at once with one line.
 // tracer, when set, traces PostgreSQL's queries.
-func (d database) open(ctx context.Context, mode openMode, tracer pgx.QueryTracer) (keystore.Backend, error) {
+func (d database) open(ctx context.Context, mode openMode, tracer pgx.QueryTracer) (_ keystore.Backend, err error) {
 	if d.kind == sqliteDB {
 		b, err := sqlite.Open(ctx, d.path, sqlite.Options{Create: mode != forChanges, Exclusive: mode == forServing})
 		if err != nil {
@@ -170,12 +183,41 @@ func (d database) open(ctx context.Context, mode openMode, tracer pgx.QueryTrace
 	}
 	cfg.ConnConfig.Tracer = tracer
 	direct := cfg.ConnConfig.Copy()
+	if d.listen != "" {
+		listen, err := poolConfig("--database-listen-url", d.listen)
+		if err != nil {
+			return nil, err
+		}
+		direct = listen.ConnConfig
+	}
 	direct.Tracer = nil
+	opts := postgres.Options{Direct: direct, MaxReadLag: d.readMaxLag}
+	defer func() {
+		if err != nil {
+			for _, p := range opts.Reads {
+				p.Close()
+			}
+		}
+	}()
+	if d.reads != "" {
+		reads, err := poolConfig("--database-read-url", d.reads)
+		if err != nil {
+			return nil, err
+		}
+		for _, rc := range postgres.SplitHosts(reads) {
+			rc.ConnConfig.Tracer = tracer
+			p, err := pgxpool.NewWithConfig(ctx, rc) // connects lazily
+			if err != nil {
+				return nil, fmt.Errorf("--database-read-url: %w", err)
+			}
+			opts.Reads = append(opts.Reads, p)
+		}
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg) // connects lazily
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)
 	}
-	b := postgres.New(pool, postgres.Options{Direct: direct})
+	b := postgres.New(pool, opts)
 	if mode == forServing {
 		return b, nil // serve waits for the database instead (readiness)
 	}
@@ -279,4 +321,34 @@ func (d database) migrate(ctx context.Context, b keystore.Backend, logger *slog.
 		return nil, &exitError{code: 2, err: fmt.Errorf("the %s: %s", d.where(), strings.TrimPrefix(err.Error(), "keystore: "))}
 	}
 	return nil, fmt.Errorf("migrating the %s: %s", d.where(), strings.ReplaceAll(oneLineError(err), "keystore: ", ""))
+}
+
+// replicaFlags are serve's PostgreSQL connections besides --database-url.
+type replicaFlags struct {
+	DatabaseReadURL    string   `name:"database-read-url" placeholder:"URL" help:"Hot standbys of the --database-url's primary that may answer lookups of keys not cached, one URL with one or several hosts (postgres://standby1,standby2/keygate); a lookup that follows a change is answered by a standby only once it has replayed the change, otherwise by the primary. Writes, LISTEN and the change poll stay on the primary."`
+	DatabaseListenURL  string   `name:"database-listen-url" placeholder:"URL" help:"A direct connection to the primary for LISTEN (change notifications), when --database-url goes through PgBouncer in transaction mode, where LISTEN cannot work (default: --database-url)."`
+	DatabaseReadMaxLag duration `name:"database-read-max-lag" default:"${read_max_lag}" placeholder:"DURATION" help:"A standby whose replay lags what it has received by more than this answers no lookups until it catches up (default ${default})."`
+}
+
+// apply checks the flags, before any I/O, into db.
+func (f replicaFlags) apply(db database) (database, error) {
+	for _, u := range []struct{ flag, value string }{{"--database-read-url", f.DatabaseReadURL}, {"--database-listen-url", f.DatabaseListenURL}} {
+		if strings.TrimSpace(u.value) == "" {
+			continue
+		}
+		if db.kind != postgresDB {
+			return db, usageError("%s: needs a PostgreSQL --database-url; %s is embedded, one node", u.flag, db.where())
+		}
+		if _, err := poolConfig(u.flag, u.value); err != nil {
+			return db, err
+		}
+	}
+	if f.DatabaseReadMaxLag <= 0 {
+		return db, usageError("--database-read-max-lag: must be positive")
+	}
+	if reads := strings.TrimSpace(f.DatabaseReadURL); reads != "" && reads == strings.TrimSpace(db.conn) {
+		return db, usageError("--database-read-url: is the --database-url: give the primary's hot standbys, or leave it out")
+	}
+	db.reads, db.listen, db.readMaxLag = strings.TrimSpace(f.DatabaseReadURL), strings.TrimSpace(f.DatabaseListenURL), time.Duration(f.DatabaseReadMaxLag)
+	return db, nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/forwardauth"
 	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/keystore/postgres"
 )
 
 // envPrefix starts the environment variable that every flag also reads:
@@ -138,6 +139,7 @@ func flagDefaults() kong.Vars {
 		"cache_max_stale":     flagDuration(keystore.DefaultMaxStale),
 		"negative_ttl":        flagDuration(keystore.DefaultNegativeTTL),
 		"poll_interval":       flagDuration(keystore.DefaultPollInterval),
+		"read_max_lag":        flagDuration(postgres.DefaultMaxReadLag),
 		"last_used_interval":  flagDuration(keystore.DefaultUsageFlushInterval),
 		"key_prefix":          keystore.DefaultPrefix,
 		"key_lifetime":        keystore.FormatDuration(keystore.DefaultLifetime),

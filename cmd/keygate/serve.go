@@ -6,6 +6,7 @@ import (
 
 type serveCmd struct {
 	dbFlags
+	replicaFlags
 	keyFlags
 	logFlags
 	serveFlags
@@ -35,6 +36,9 @@ func (c *serveCmd) server(e *env) (*server, error) {
 	}
 	cfg, err := c.config(c.dbFlags, c.keyFlags, e.getenv, logger)
 	if err != nil {
+		return nil, err
+	}
+	if cfg.store.db, err = c.replicaFlags.apply(cfg.store.db); err != nil {
 		return nil, err
 	}
 	cfg.drain = time.Duration(c.DrainDelay)

@@ -395,6 +395,9 @@ func TestServeBadFlags(t *testing.T) {
 		{"certificate without key", []string{"--tls-cert-file", pair.CertFile}, "--tls-cert-file"},
 		{"client CA without certificate", []string{"--tls-client-ca-file", ca.CertFile}, "--tls-client-ca-file"},
 		{"key of no certificate", []string{"--tls-cert-file", pair.CertFile, "--tls-key-file", ca.CertFile}, "--tls-cert-file"},
+		{"bad read URL", []string{"--database-read-url", "postgres://standby:notaport/keygate"}, "--database-read-url"},
+		{"bad listen URL", []string{"--database-listen-url", "postgres://primary:notaport/keygate"}, "--database-listen-url"},
+		{"zero read lag", []string{"--database-read-max-lag", "0s"}, "--database-read-max-lag"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

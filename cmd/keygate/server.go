@@ -88,6 +88,7 @@ func build(e *env, logger *slog.Logger, cfg serveConfig) (_ *server, err error) 
 	}
 	s.ready = readiness.New(extauthz.ServiceName)
 	registerReadinessMetrics(reg, s.ready, &s.db.reachable)
+	s.db.registerReadMetrics(reg)
 	httpMetrics := newHTTPInstruments(reg, tp)
 	httpHandler, err := s.httpHandler(core, reg, httpMetrics)
 	if err != nil {
@@ -100,6 +101,9 @@ func build(e *env, logger *slog.Logger, cfg serveConfig) (_ *server, err error) 
 		if err := s.db.migrate(e.ctx, logger); err != nil {
 			return nil, err
 		}
+	}
+	if err := s.db.check(e.ctx, logger); err != nil {
+		return nil, err
 	}
 	s.gc = tuneGC(e.getenv, logger)
 	s.grpc = s.grpcServer(core, reg, tp)

@@ -9,10 +9,12 @@ import (
 
 	"github.com/exaring/otelpgx"
 	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/keygate/keygate/internal/readiness"
 	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/keystore/postgres"
 )
 
 // This file is everything in serve that knows about the database: its
@@ -73,6 +75,45 @@ func openStorage(ctx context.Context, cfg storeConfig, tp trace.TracerProvider) 
 		return nil, err
 	}
 	return &storage{store: store, backend: backend, db: cfg.db, migrated: make(chan struct{})}, nil
+}
+
+// startCheckTimeout bounds serve's look at its PostgreSQL connections.
+const startCheckTimeout = 10 * time.Second
+
+// check looks at serve's PostgreSQL connections once at start
+// (postgres.Backend.Check): the first problem that would make keygate fail
+// or be wrong is the error, those it works around are logged as warnings.
+// A database that does not answer yet is no error (serve waits for it);
+// the read replicas and the listen connection are then checked by the
+// backend before each use.
+func (s *storage) check(ctx context.Context, logger *slog.Logger) error {
+	pg, ok := s.backend.(*postgres.Backend)
+	if !ok {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, startCheckTimeout)
+	defer cancel()
+	if err := pg.Ping(ctx); err != nil {
+		logger.Warn("database unreachable at start: its connections are checked once it answers", "error", s.db.reachError(err).Error())
+		return nil
+	}
+	findings, err := pg.Check(ctx)
+	if err != nil {
+		logger.Warn("checking the database connections at start failed", "error", oneLineError(err))
+		return nil
+	}
+	flags := map[postgres.Connection]string{postgres.MainConn: "--database-url", postgres.ListenConn: "--database-listen-url", postgres.ReadConn: "--database-read-url"}
+	for _, f := range findings {
+		flag := flags[f.Conn]
+		if f.Conn == postgres.ListenConn && s.db.listen == "" {
+			flag = "--database-url (used for LISTEN: give --database-listen-url)"
+		}
+		if f.Fatal {
+			return usageError("%s: the %s %s", flag, f.Where, f.Problem)
+		}
+		logger.Warn(fmt.Sprintf("%s: the %s %s", flag, f.Where, f.Problem))
+	}
+	return nil
 }
 
 // close closes the backend.
@@ -144,3 +185,36 @@ const storeCheckInterval = time.Second
 
 // readyLog is logged when the probe finds the database again.
 const readyLog = "database reachable: SERVING"
+
+// registerReadMetrics exposes where lookups went when read replicas are
+// configured (--database-read-url): nothing otherwise.
+func (s *storage) registerReadMetrics(reg prometheus.Registerer) {
+	pg, ok := s.backend.(*postgres.Backend)
+	if !ok || len(pg.Standbys()) == 0 {
+		return
+	}
+	rs := pg.ReadStats()
+	reads := func(by string, v *atomic.Uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keygate_database_reads_total",
+			Help:        "Lookups of keys not cached, by the server that answered: a standby (--database-read-url) or the primary.",
+			ConstLabels: prometheus.Labels{"by": by}}, func() float64 { return float64(v.Load()) })
+	}
+	reg.MustRegister(reads("standby", &rs.Standby), reads("primary", &rs.Primary),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keygate_database_reads_fenced_total",
+			Help: "Lookups the primary answered because no standby had replayed a change to the key yet."},
+			func() float64 { return float64(rs.Fenced.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "keygate_database_standby_errors_total",
+			Help: "Lookups a standby failed to answer (then asked of the primary)."},
+			func() float64 { return float64(rs.StandbyErrors.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "keygate_database_standbys_usable",
+			Help: "Standbys that answered the last poll, are in recovery, belong to the primary and lag within --database-read-max-lag."},
+			func() float64 {
+				n := 0
+				for _, st := range pg.Standbys() {
+					if st.Usable {
+						n++
+					}
+				}
+				return float64(n)
+			}))
+}

@@ -54,6 +54,45 @@ func (c *Cluster) Start() error { return c.start() }
 func Start() (*Cluster, error) { return startCluster() }
 
 func startCluster() (*Cluster, error) {
+	c, err := newDir()
+	if err != nil {
+		return nil, err
+	}
+	data := filepath.Join(c.dir, "data")
+	if out, err := c.command("initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
+		"--locale=C", "--no-sync").CombinedOutput(); err != nil {
+		os.RemoveAll(c.dir)
+		return nil, fmt.Errorf("initdb: %v: %s", err, out)
+	}
+	return c.run(
+		"max_connections = 300",
+		"fsync = off",
+		"synchronous_commit = off",
+		"full_page_writes = off",
+		"log_min_messages = warning",
+		// Standbys (StartStandby) stream from any cluster.
+		"wal_level = replica",
+		"max_wal_senders = 10",
+	)
+}
+
+// run configures a new cluster's directory with settings and starts it;
+// on an error it removes the directory.
+func (c *Cluster) run(settings ...string) (*Cluster, error) {
+	if err := c.configure(settings...); err != nil {
+		os.RemoveAll(c.dir)
+		return nil, err
+	}
+	if err := c.start(); err != nil {
+		c.Destroy()
+		return nil, err
+	}
+	return c, nil
+}
+
+// newDir makes a cluster's temporary directory, owned by the user the
+// server will run as.
+func newDir() (*Cluster, error) {
 	bin, err := FindBinaries()
 	if err != nil {
 		return nil, err
@@ -74,40 +113,73 @@ func startCluster() (*Cluster, error) {
 			return nil, fmt.Errorf("chown %s: %v: %s", c.dir, err, out)
 		}
 	}
-	data := filepath.Join(c.dir, "data")
-	if out, err := c.command("initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8",
-		"--locale=C", "--no-sync").CombinedOutput(); err != nil {
-		os.RemoveAll(c.dir)
-		return nil, fmt.Errorf("initdb: %v: %s", err, out)
-	}
+	return c, nil
+}
+
+// configure picks a free port and appends it, with settings, to the
+// cluster's postgresql.conf (later lines win over earlier ones).
+func (c *Cluster) configure(settings ...string) error {
+	var err error
 	if c.port, err = freePort(); err != nil {
-		os.RemoveAll(c.dir)
-		return nil, err
+		return err
 	}
-	conf := strings.Join([]string{
+	conf := strings.Join(append([]string{
 		"listen_addresses = '127.0.0.1'",
 		"port = " + strconv.Itoa(c.port),
 		"unix_socket_directories = ''",
-		"max_connections = 300",
-		"fsync = off",
-		"synchronous_commit = off",
-		"full_page_writes = off",
-		"log_min_messages = warning",
-	}, "\n") + "\n"
-	f, err := os.OpenFile(filepath.Join(data, "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
+	}, settings...), "\n") + "\n"
+	f, err := os.OpenFile(filepath.Join(c.dir, "data", "postgresql.conf"), os.O_APPEND|os.O_WRONLY, 0)
 	if err == nil {
 		_, err = f.WriteString(conf)
-		f.Close()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
 	}
+	return err
+}
+
+// StandbyOptions configure StartStandby.
+type StandbyOptions struct {
+	// ApplyDelay is the standby's recovery_min_apply_delay: how long it
+	// waits before replaying a commit it has received, so that it lags
+	// for certain.
+	ApplyDelay time.Duration
+}
+
+// StartStandby starts a hot standby of primary, copied with
+// pg_basebackup (-R: primary_conninfo and standby.signal) and streaming
+// from it. Destroy removes it.
+func StartStandby(primary *Cluster, opts StandbyOptions) (*Cluster, error) {
+	c, err := newDir()
 	if err != nil {
+		return nil, err
+	}
+	data := filepath.Join(c.dir, "data")
+	if out, err := c.command("pg_basebackup", "-h", "127.0.0.1", "-p", strconv.Itoa(primary.port), "-U", "postgres",
+		"-D", data, "-R", "-X", "stream", "-c", "fast", "--no-sync").CombinedOutput(); err != nil {
 		os.RemoveAll(c.dir)
-		return nil, err
+		return nil, fmt.Errorf("pg_basebackup: %v: %s", err, out)
 	}
-	if err := c.start(); err != nil {
-		c.Destroy()
-		return nil, err
+	settings := []string{"hot_standby = on", "wal_receiver_status_interval = 1s"}
+	if opts.ApplyDelay > 0 {
+		settings = append(settings, fmt.Sprintf("recovery_min_apply_delay = '%dms'", opts.ApplyDelay.Milliseconds()))
 	}
-	return c, nil
+	return c.run(settings...)
+}
+
+// Promote makes a standby a primary (pg_ctl promote) and waits until it
+// accepts writes.
+func (c *Cluster) Promote() error { return c.pgctl("-w", "-t", "60", "promote") }
+
+// StopClean shuts the cluster down cleanly (pg_ctl -m fast): sessions are
+// ended, and connected standbys receive every record written before the
+// shutdown, as in a planned switchover.
+func (c *Cluster) StopClean() error {
+	if err := c.pgctl("-m", "fast", "-w", "-t", "60", "stop"); err != nil {
+		return err
+	}
+	c.running = false
+	return nil
 }
 
 func (c *Cluster) start() error {

@@ -48,6 +48,10 @@ func Main(m *testing.M) { os.Exit(Run(m)) }
 func Run(m *testing.M) int {
 	mainCalled = true
 	code := m.Run()
+	if bouncer.p != nil {
+		bouncer.p.stop()
+		os.RemoveAll(bouncer.dir)
+	}
 	if shared.cluster != nil {
 		shared.cluster.Destroy()
 	}
@@ -159,7 +163,51 @@ func createDatabase(tb testing.TB, template string) string {
 			tb.Logf("pgtest: dropping %s: %v", name, err)
 		}
 	})
-	return WithDatabase(tb, server, name)
+	return throughPgBouncer(tb, WithDatabase(tb, server, name))
+}
+
+// PgBouncerVariable, set to "transaction" or "session", makes NewDatabase
+// and NewEmptyDatabase hand out URLs through one pgbouncer in that pool
+// mode, started for the test binary in front of the test server, with
+// statements in pgx's cache_describe mode (keygate's default, which
+// transaction mode supports): a package's suite then runs through
+// PgBouncer,
+//
+//	KEYGATE_TEST_PGBOUNCER=transaction go test ./admin
+const PgBouncerVariable = "KEYGATE_TEST_PGBOUNCER"
+
+var bouncer struct {
+	once sync.Once
+	p    *PgBouncer
+	dir  string
+	err  error
+}
+
+// throughPgBouncer is url, or url through the shared pgbouncer when
+// PgBouncerVariable asks for one.
+func throughPgBouncer(tb testing.TB, dbURL string) string {
+	tb.Helper()
+	mode := os.Getenv(PgBouncerVariable)
+	if mode == "" {
+		return dbURL
+	}
+	bouncer.once.Do(func() {
+		bin := needs.Program(tb, "pgbouncer", "apt-get install pgbouncer", "/usr/sbin/pgbouncer")
+		if bouncer.dir, bouncer.err = os.MkdirTemp("", "keygate-pgbouncer-"); bouncer.err == nil {
+			bouncer.p, bouncer.err = startPgBouncer(bin, bouncer.dir, ServerURL(tb), mode)
+		}
+	})
+	if bouncer.err != nil || bouncer.p == nil {
+		tb.Fatalf("pgtest: %s=%s: no pgbouncer (%v)", PgBouncerVariable, mode, bouncer.err)
+	}
+	u, err := url.Parse(bouncer.p.Through(tb, dbURL))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("default_query_exec_mode", "cache_describe")
+	u.RawQuery = q.Encode()
+	return u.String()
 }
 
 // migratedTemplate returns the name of a template database holding the

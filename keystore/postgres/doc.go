@@ -12,6 +12,20 @@
 //	pool, _ := pgxpool.New(ctx, "postgres://keygate@db/keygate")
 //	store, _ := keystore.New(postgres.New(pool, postgres.Options{}), keystore.Options{})
 //
+// # At scale
+//
+// With Options.Reads, hot standbys answer the decision path's lookups
+// without ever undoing a change by replication lag: a lookup of a key that
+// changed is answered by a standby only once it has replayed the change,
+// else by the primary (replicas.go). The statements work through PgBouncer
+// in transaction mode when the pool does not prepare them (pgx's
+// cache_describe mode); LISTEN does not, and every listening session
+// proves that its connection receives a notification (ErrListenProbe
+// otherwise). Check names a wrong connection before a server starts:
+//
+//	b := postgres.New(pool, postgres.Options{Direct: listenConfig, Reads: standbyPools})
+//	findings, err := b.Check(ctx)
+//
 // # Errors
 //
 // Reads of the decision path (Lookup, LookupMany, ChangedSince) wrap every

@@ -7,6 +7,7 @@ import (
 	"net"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -32,6 +33,17 @@ type Options struct {
 	// PingInterval is how long the listener waits for a notification
 	// before checking that its connection is alive. Default 2s.
 	PingInterval time.Duration
+	// Reads are pools on hot standbys of the primary (one pool per host),
+	// which may answer the decision path's reads (Lookup, LookupMany)
+	// whenever they have replayed every change to the keys read; writes,
+	// LISTEN and the change poll stay on the primary. Close closes them.
+	Reads []*pgxpool.Pool
+	// MaxReadLag skips a standby whose replay lags what it has received
+	// by more than this. Default DefaultMaxReadLag.
+	MaxReadLag time.Duration
+	// ReadPollInterval spaces the polls of the standbys' replay
+	// positions. Default DefaultReadPollInterval.
+	ReadPollInterval time.Duration
 }
 
 // DefaultPingInterval is Options.PingInterval's default.
@@ -43,6 +55,14 @@ type Backend struct {
 	pool         *pgxpool.Pool
 	direct       *pgx.ConnConfig
 	pingInterval time.Duration
+
+	// Read replicas (replicas.go): empty without Options.Reads.
+	standbys                     []*standby
+	fences                       *fences
+	maxReadLag, readPollInterval time.Duration
+	nextStandby                  atomic.Uint32
+	readStats                    ReadStats
+	unfenced                     bool // tests only (export_test.go)
 }
 
 var _ keystore.Backend = (*Backend)(nil)
@@ -57,6 +77,17 @@ func New(pool *pgxpool.Pool, opts Options) *Backend {
 	if b.pingInterval <= 0 {
 		b.pingInterval = DefaultPingInterval
 	}
+	b.fences = newFences()
+	b.maxReadLag, b.readPollInterval = opts.MaxReadLag, opts.ReadPollInterval
+	if b.maxReadLag <= 0 {
+		b.maxReadLag = DefaultMaxReadLag
+	}
+	if b.readPollInterval <= 0 {
+		b.readPollInterval = DefaultReadPollInterval
+	}
+	for _, p := range opts.Reads {
+		b.standbys = append(b.standbys, &standby{pool: p, where: Where(&p.Config().ConnConfig.Config)})
+	}
 	return b
 }
 
@@ -66,8 +97,13 @@ func (b *Backend) Kind() string { return "postgres" }
 // Pool is the backend's connection pool.
 func (b *Backend) Pool() *pgxpool.Pool { return b.pool }
 
-// Close closes the pool.
-func (b *Backend) Close() { b.pool.Close() }
+// Close closes the pools.
+func (b *Backend) Close() {
+	b.pool.Close()
+	for _, s := range b.standbys {
+		s.pool.Close()
+	}
+}
 
 // Where names the database the pool reaches.
 func (b *Backend) Where() string { return Where(&b.pool.Config().ConnConfig.Config) }
@@ -237,11 +273,11 @@ func scanStored(row pgx.CollectableRow) (keystore.Stored, error) {
 
 // Lookup returns the record stored under d.
 func (b *Backend) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Record, error) {
-	rows, err := b.pool.Query(ctx, `SELECT `+decisionColumns+` FROM api_keys WHERE digest = $1`, d[:])
-	if err != nil {
-		return nil, unavailable("lookup", err)
-	}
-	r, err := pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (*keystore.Record, error) { return scanRecord(row) })
+	var r *keystore.Record
+	err := b.read(ctx, []keystore.Digest{d}, func(rows pgx.Rows) (err error) {
+		r, err = pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (*keystore.Record, error) { return scanRecord(row) })
+		return err
+	}, `SELECT `+decisionColumns+` FROM api_keys WHERE digest = $1`, d[:])
 	switch {
 	case err == nil:
 		return r, nil
@@ -253,14 +289,15 @@ func (b *Backend) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Reco
 
 // LookupMany returns the records stored under any of ds.
 func (b *Backend) LookupMany(ctx context.Context, ds []keystore.Digest) ([]keystore.Stored, error) {
-	rows, err := b.pool.Query(ctx, `SELECT `+decisionColumns+`, digest FROM api_keys WHERE digest = ANY($1)`, rawDigests(ds))
-	if err == nil {
-		var stored []keystore.Stored
-		if stored, err = pgx.CollectRows(rows, scanStored); err == nil {
-			return stored, nil
-		}
+	var stored []keystore.Stored
+	err := b.read(ctx, ds, func(rows pgx.Rows) (err error) {
+		stored, err = pgx.CollectRows(rows, scanStored)
+		return err
+	}, `SELECT `+decisionColumns+`, digest FROM api_keys WHERE digest = ANY($1)`, rawDigests(ds))
+	if err != nil {
+		return nil, unavailable("lookup", err)
 	}
-	return nil, unavailable("lookup", err)
+	return stored, nil
 }
 
 func rawDigests(ds []keystore.Digest) [][]byte {
@@ -379,20 +416,33 @@ func (b *Backend) ChangedSince(ctx context.Context, since time.Time) ([]keystore
 
 // RecordLastUsed writes last-use times in one statement. The rows are
 // locked in id order first, so that replicas flushing at once (a rolling
-// restart) wait for each other instead of deadlocking.
+// restart) wait for each other instead of deadlocking; should the server
+// still report a deadlock or a serialization failure (another writer of
+// the rows), the statement is retried, so that no flush is lost to one.
 func (b *Backend) RecordLastUsed(ctx context.Context, batch []keystore.LastUsed) error {
 	ids := make([]string, len(batch))
 	ats := make([]time.Time, len(batch))
 	for i, u := range batch {
 		ids[i], ats[i] = u.KeyID, u.At
 	}
-	_, err := b.pool.Exec(ctx, `WITH u AS (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at)),
-		locked AS (SELECT k.id FROM api_keys AS k JOIN u ON k.id = u.id
-			WHERE k.last_used_at IS NULL OR k.last_used_at < u.at ORDER BY k.id FOR UPDATE OF k)
-		UPDATE api_keys AS k SET last_used_at = u.at FROM u, locked
-		WHERE k.id = u.id AND k.id = locked.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)`, ids, ats)
+	var err error
+	for attempt := 0; attempt < lastUsedAttempts; attempt++ {
+		_, err = b.pool.Exec(ctx, `WITH u AS (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]) AS u(id, at)),
+			locked AS (SELECT k.id FROM api_keys AS k JOIN u ON k.id = u.id
+				WHERE k.last_used_at IS NULL OR k.last_used_at < u.at ORDER BY k.id FOR UPDATE OF k)
+			UPDATE api_keys AS k SET last_used_at = u.at FROM u, locked
+			WHERE k.id = u.id AND k.id = locked.id AND (k.last_used_at IS NULL OR k.last_used_at < u.at)`, ids, ats)
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || (pgErr.Code != "40P01" && pgErr.Code != "40001") || ctx.Err() != nil {
+			break
+		}
+	}
 	return schemaError(err)
 }
+
+// lastUsedAttempts is how many times RecordLastUsed tries a batch that
+// loses to a deadlock or a serialization failure.
+const lastUsedAttempts = 3
 
 // Export calls keys with every key in creation order, then events with
 // every audit event in the order they were written.
