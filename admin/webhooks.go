@@ -62,6 +62,13 @@ type Webhook struct {
 	Secret                  string     `json:"secret,omitempty"`
 }
 
+// NewWebhook returns the JSON shape of e, without its secret.
+func NewWebhook(e *keystore.Endpoint, now time.Time) Webhook { return newWebhook(e, now, false) }
+
+// NewWebhookWithSecret is NewWebhook for the responses that show the
+// secret, once.
+func NewWebhookWithSecret(e *keystore.Endpoint, now time.Time) Webhook { return newWebhook(e, now, true) }
+
 func newWebhook(e *keystore.Endpoint, now time.Time, withSecret bool) Webhook {
 	out := Webhook{ID: e.ID, URL: e.URL, Description: e.Description, EventTypes: e.EventTypes, AccountID: optional(e.AccountID),
 		Enabled: e.DisabledAt == nil, DisabledReason: e.DisabledReason, CreatedAt: e.CreatedAt, UpdatedAt: e.UpdatedAt}
@@ -90,6 +97,17 @@ type Delivery struct {
 	LastError     string     `json:"last_error"`
 	DeliveredAt   *time.Time `json:"delivered_at"`
 	CreatedAt     time.Time  `json:"created_at"`
+}
+
+// NewDelivery returns the JSON shape of a delivery log entry.
+func NewDelivery(d keystore.Delivery) Delivery {
+	out := Delivery{ID: d.ID, EventID: d.EventID, EventType: d.EventType, State: d.State, Attempts: d.Attempts,
+		NextAttemptAt: d.NextAttemptAt, LastAttemptAt: d.LastAttemptAt, LastError: d.LastError, DeliveredAt: d.DeliveredAt,
+		CreatedAt: d.CreatedAt}
+	if d.LastStatus != 0 {
+		out.LastStatus = &d.LastStatus
+	}
+	return out
 }
 
 func (s *Server) eventTypes(w http.ResponseWriter, _ *http.Request, _ Principal) *problem {
@@ -340,12 +358,7 @@ func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request, p Princi
 	}
 	items := make([]Delivery, len(ds))
 	for i, d := range ds {
-		items[i] = Delivery{ID: d.ID, EventID: d.EventID, EventType: d.EventType, State: d.State, Attempts: d.Attempts,
-			NextAttemptAt: d.NextAttemptAt, LastAttemptAt: d.LastAttemptAt, LastError: d.LastError, DeliveredAt: d.DeliveredAt,
-			CreatedAt: d.CreatedAt}
-		if d.LastStatus != 0 {
-			items[i].LastStatus = &d.LastStatus
-		}
+		items[i] = NewDelivery(d)
 	}
 	var next *int64
 	if len(ds) == q.Limit {

@@ -101,7 +101,9 @@ func New(opts Options) (*Deliverer, error) {
 	if opts.RetainFor <= 0 {
 		opts.RetainFor = DefaultRetainFor
 	}
-	d := &Deliverer{opts: opts, lease: 4*opts.Timeout + time.Minute}
+	// An attempt ends within Timeout (the client's deadline): a claim
+	// outlives it with room for recording the outcome.
+	d := &Deliverer{opts: opts, lease: 2*opts.Timeout + 30*time.Second}
 	transport := opts.Transport
 	if transport == nil {
 		dialer := &net.Dialer{Timeout: opts.Timeout, Control: opts.Guard.control}

@@ -97,6 +97,13 @@ func (b *Backend) Deliveries(ctx context.Context, q keystore.DeliveryQuery) ([]k
 // ClaimDeliveries claims due deliveries in one write transaction: SQLite
 // has one writer at a time, so two claimers never take the same row.
 func (b *Backend) ClaimDeliveries(ctx context.Context, now time.Time, lease time.Duration, limit int) ([]keystore.Claim, error) {
+	// Most polls find nothing due: ask a reader first, so that an idle
+	// outbox never takes the write lock.
+	var due int
+	if err := b.reader.QueryRowContext(ctx, `SELECT count(*) FROM (SELECT 1 FROM webhook_deliveries
+		WHERE state = 'pending' AND next_attempt_at <= ? LIMIT 1)`, micros(now)).Scan(&due); err != nil || due == 0 {
+		return nil, schemaError(err)
+	}
 	var claims []keystore.Claim
 	err := b.Write(ctx, func(t keystore.Tx) error {
 		tx := t.(*txn).tx
