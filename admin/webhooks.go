@@ -67,7 +67,9 @@ func NewWebhook(e *keystore.Endpoint, now time.Time) Webhook { return newWebhook
 
 // NewWebhookWithSecret is NewWebhook for the responses that show the
 // secret, once.
-func NewWebhookWithSecret(e *keystore.Endpoint, now time.Time) Webhook { return newWebhook(e, now, true) }
+func NewWebhookWithSecret(e *keystore.Endpoint, now time.Time) Webhook {
+	return newWebhook(e, now, true)
+}
 
 func newWebhook(e *keystore.Endpoint, now time.Time, withSecret bool) Webhook {
 	out := Webhook{ID: e.ID, URL: e.URL, Description: e.Description, EventTypes: e.EventTypes, AccountID: optional(e.AccountID),
