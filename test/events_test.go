@@ -5,64 +5,23 @@ package test
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/internal/hooktest"
 	"github.com/keygate/keygate/internal/pgtest"
 	"github.com/keygate/keygate/internal/waittest"
 	"github.com/keygate/keygate/keystore"
-	"github.com/keygate/keygate/webhook"
 )
 
-// hookReceiver counts the deliveries it accepted, by event id; every one
-// must carry a valid Standard Webhooks signature. While down it answers
-// 503 and counts nothing.
-type hookReceiver struct {
-	srv      *httptest.Server
-	secret   atomic.Value // keystore.SigningSecret
-	down     atomic.Bool
-	mu       sync.Mutex
-	accepted map[string]int
-	refused  atomic.Int64
-	badSig   atomic.Int64
-}
-
-func newHookReceiver(t *testing.T) *hookReceiver {
-	h := &hookReceiver{accepted: map[string]int{}}
-	h.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, _ := io.ReadAll(r.Body)
-		if h.down.Load() {
-			h.refused.Add(1)
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		secret, _ := h.secret.Load().(keystore.SigningSecret)
-		if err := webhook.Verify(secret, r.Header, body, time.Now(), 5*time.Minute); err != nil {
-			h.badSig.Add(1)
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		h.mu.Lock()
-		h.accepted[r.Header.Get(webhook.HeaderID)]++
-		h.mu.Unlock()
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	t.Cleanup(h.srv.Close)
-	return h
-}
-
 // register makes a webhook for h with the CLI.
-func (h *hookReceiver) register(t *testing.T, db string, events ...string) string {
-	args := []string{"webhooks", "create", "--url", h.srv.URL + "/keygate", "-o", "json"}
+func register(t *testing.T, h *hooktest.Receiver, db string, events ...string) string {
+	args := []string{"webhooks", "create", "--url", h.URL + "/keygate", "-o", "json"}
 	for _, e := range events {
 		args = append(args, "--event", e)
 	}
@@ -70,19 +29,8 @@ func (h *hookReceiver) register(t *testing.T, db string, events ...string) strin
 	if err := json.Unmarshal(cli(t, db, args...), &w); err != nil {
 		t.Fatal(err)
 	}
-	h.secret.Store(keystore.SigningSecret(w.Secret))
+	h.SetSecret(keystore.SigningSecret(w.Secret))
 	return w.ID
-}
-
-// counts returns how many distinct events were accepted, and the most
-// times one was.
-func (h *hookReceiver) counts() (distinct, most int) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, n := range h.accepted {
-		most = max(most, n)
-	}
-	return len(h.accepted), most
 }
 
 // kill sends SIGKILL to a server's process group and waits for it.
@@ -97,12 +45,12 @@ func (s *server) kill(t *testing.T) {
 // restart the event still arrives, once.
 func TestWebhookSurvivesSIGKILL(t *testing.T) {
 	db := pgtest.NewDatabase(t)
-	h := newHookReceiver(t)
-	h.down.Store(true)
-	hook := h.register(t, db, "key.created")
+	h := hooktest.New(t, nil)
+	h.Down.Store(true)
+	hook := register(t, h, db, "key.created")
 	s := startServer(t, db)
 	k := createKey(t, db, "acme", "killed")
-	waittest.Until(t, 10*time.Second, "the first failed attempt", func() bool { return h.refused.Load() >= 1 })
+	waittest.Until(t, 10*time.Second, "the first failed attempt", func() bool { return h.Refused.Load() >= 1 })
 	s.kill(t)
 	var log []struct {
 		State    string
@@ -114,14 +62,14 @@ func TestWebhookSurvivesSIGKILL(t *testing.T) {
 	if len(log) != 1 || log[0].State != "pending" {
 		t.Fatalf("after SIGKILL the delivery log says %+v; want one pending delivery", log)
 	}
-	h.down.Store(false)
+	h.Down.Store(false)
 	startServer(t, db)
-	waittest.Until(t, 30*time.Second, "the delivery after the restart", func() bool { d, _ := h.counts(); return d == 1 })
+	waittest.Until(t, 30*time.Second, "the delivery after the restart", func() bool { d, _ := h.Counts(); return d == 1 })
 	time.Sleep(time.Second) // a duplicate would arrive now
-	if d, most := h.counts(); d != 1 || most != 1 || h.badSig.Load() != 0 {
-		t.Fatalf("%d events accepted, one of them %d times (%d bad signatures); want the one key.created once", d, most, h.badSig.Load())
+	if d, most := h.Counts(); d != 1 || most != 1 || h.BadSignatures.Load() != 0 {
+		t.Fatalf("%d events accepted, one of them %d times (%d bad signatures); want the one key.created once", d, most, h.BadSignatures.Load())
 	}
-	t.Logf("key %s: %d refused attempts before SIGKILL, delivered once after the restart", k.ID, h.refused.Load())
+	t.Logf("key %s: %d refused attempts before SIGKILL, delivered once after the restart", k.ID, h.Refused.Load())
 }
 
 // TestTwoReplicasDeliverOnce: two replicas on one PostgreSQL database
@@ -129,8 +77,8 @@ func TestWebhookSurvivesSIGKILL(t *testing.T) {
 // attempt failed.
 func TestTwoReplicasDeliverOnce(t *testing.T) {
 	db := pgtest.NewDatabase(t)
-	h := newHookReceiver(t)
-	h.register(t, db)
+	h := hooktest.New(t, nil)
+	register(t, h, db)
 	a, b := startServer(t, db), startServer(t, db)
 	const keys = 25
 	var ids []string
@@ -140,11 +88,11 @@ func TestTwoReplicasDeliverOnce(t *testing.T) {
 	for _, id := range ids {
 		revokeKey(t, db, id)
 	}
-	waittest.Until(t, 30*time.Second, "every event delivered", func() bool { d, _ := h.counts(); return d == 2*keys })
+	waittest.Until(t, 30*time.Second, "every event delivered", func() bool { d, _ := h.Counts(); return d == 2*keys })
 	time.Sleep(2 * time.Second) // a duplicate would arrive now
-	d, most := h.counts()
-	if d != 2*keys || most != 1 || h.badSig.Load() != 0 {
-		t.Fatalf("%d distinct events, one delivered %d times, %d bad signatures; want %d, each once", d, most, h.badSig.Load(), 2*keys)
+	d, most := h.Counts()
+	if d != 2*keys || most != 1 || h.BadSignatures.Load() != 0 {
+		t.Fatalf("%d distinct events, one delivered %d times, %d bad signatures; want %d, each once", d, most, h.BadSignatures.Load(), 2*keys)
 	}
 	delivered := a.metric(t, `keygate_webhook_attempts_total{outcome="delivered"}`) + b.metric(t, `keygate_webhook_attempts_total{outcome="delivered"}`)
 	if delivered != 2*keys {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/internal/hooktest"
 	"github.com/keygate/keygate/internal/storetest"
 	"github.com/keygate/keygate/internal/waittest"
 	"github.com/keygate/keygate/keystore"
@@ -133,52 +133,6 @@ type clock struct {
 func (c *clock) Now() time.Time          { c.mu.Lock(); defer c.mu.Unlock(); return c.now }
 func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.now = c.now.Add(d); c.mu.Unlock() }
 
-// receiver counts the deliveries it accepts by event id, verifying each
-// signature; while down it answers 503.
-type receiver struct {
-	srv    *httptest.Server
-	secret keystore.SigningSecret
-	clk    *clock
-	down   atomic.Bool
-	mu     sync.Mutex
-	got    map[string]int
-	bad    atomic.Int64
-	tries  atomic.Int64
-}
-
-func newReceiver(t *testing.T, clk *clock) *receiver {
-	r := &receiver{clk: clk, got: map[string]int{}}
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		r.tries.Add(1)
-		body, _ := io.ReadAll(req.Body)
-		if r.down.Load() {
-			w.WriteHeader(http.StatusServiceUnavailable)
-			return
-		}
-		if err := webhook.Verify(r.secret, req.Header, body, clk.Now(), 5*time.Minute); err != nil {
-			r.bad.Add(1)
-			w.WriteHeader(http.StatusUnauthorized)
-			return
-		}
-		r.mu.Lock()
-		r.got[req.Header.Get(webhook.HeaderID)]++
-		r.mu.Unlock()
-		w.WriteHeader(http.StatusNoContent)
-	}))
-	t.Cleanup(r.srv.Close)
-	return r
-}
-
-func (r *receiver) counts() map[string]int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := map[string]int{}
-	for k, v := range r.got {
-		out[k] = v
-	}
-	return out
-}
-
 // runDeliverer runs d until the test ends.
 func runDeliverer(t *testing.T, d *webhook.Deliverer) {
 	ctx, cancel := context.WithCancel(context.Background())
@@ -192,13 +146,13 @@ func runDeliverer(t *testing.T, d *webhook.Deliverer) {
 func TestReceiverDownThenUp(t *testing.T) {
 	clk := &clock{now: time.Now().UTC().Truncate(time.Second)}
 	s, _ := storetest.NewStore(t, keystore.Options{Now: clk.Now})
-	r := newReceiver(t, clk)
-	r.down.Store(true)
-	e, err := s.CreateEndpoint(context.Background(), keystore.EndpointParams{URL: r.srv.URL + "/hook"})
+	r := hooktest.New(t, clk.Now)
+	r.Down.Store(true)
+	e, err := s.CreateEndpoint(context.Background(), keystore.EndpointParams{URL: r.URL + "/hook"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.secret = e.Secret
+	r.SetSecret(e.Secret)
 	const keys = 20
 	for i := range keys {
 		if _, _, err := s.Create(context.Background(), keystore.CreateParams{AccountID: "acct", Name: "k" + jsonNumber(int64(i))}); err != nil {
@@ -215,12 +169,12 @@ func TestReceiverDownThenUp(t *testing.T) {
 		waittest.Until(t, 10*time.Second, "a round of failed attempts", func() bool { return d.Stats().Retried.Load() >= uint64(round*keys) })
 		clk.Advance(webhook.Backoff(int(round)) * 2)
 	}
-	r.down.Store(false)
+	r.Down.Store(false)
 	waittest.Until(t, 10*time.Second, "every event delivered", func() bool { return d.Stats().Delivered.Load() == keys })
 	time.Sleep(100 * time.Millisecond) // a duplicate would arrive now
-	got := r.counts()
-	if len(got) != keys || r.bad.Load() != 0 {
-		t.Fatalf("%d distinct events delivered (%d bad signatures), want %d", len(got), r.bad.Load(), keys)
+	got := r.Accepted()
+	if len(got) != keys || r.BadSignatures.Load() != 0 {
+		t.Fatalf("%d distinct events delivered (%d bad signatures), want %d", len(got), r.BadSignatures.Load(), keys)
 	}
 	for id, n := range got {
 		if n != 1 {
@@ -241,9 +195,9 @@ func TestReceiverDownThenUp(t *testing.T) {
 func TestRetriesForADayThenGivesUp(t *testing.T) {
 	clk := &clock{now: time.Now().UTC().Truncate(time.Second)}
 	s, _ := storetest.NewStore(t, keystore.Options{Now: clk.Now})
-	r := newReceiver(t, clk)
-	r.down.Store(true)
-	e, _ := s.CreateEndpoint(context.Background(), keystore.EndpointParams{URL: r.srv.URL})
+	r := hooktest.New(t, clk.Now)
+	r.Down.Store(true)
+	e, _ := s.CreateEndpoint(context.Background(), keystore.EndpointParams{URL: r.URL})
 	if _, _, err := s.Create(context.Background(), keystore.CreateParams{AccountID: "acct", Name: "k"}); err != nil {
 		t.Fatal(err)
 	}
@@ -272,10 +226,10 @@ func TestRetriesForADayThenGivesUp(t *testing.T) {
 	if span := lastAttempt.Sub(start); span < 24*time.Hour {
 		t.Fatalf("the last attempt came %s after the event, want at least 24h", span)
 	}
-	if n := r.tries.Load(); n < 8 || n > 20 {
+	if n := r.Attempts.Load(); n < 8 || n > 20 {
 		t.Fatalf("%d attempts over a day, want exponential backoff (8 to 20)", n)
 	}
-	t.Logf("%d attempts over %s before giving up", r.tries.Load(), lastAttempt.Sub(start))
+	t.Logf("%d attempts over %s before giving up", r.Attempts.Load(), lastAttempt.Sub(start))
 }
 
 // TestHostileReceivers: a receiver that redirects, hangs, answers 10 MB

@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -19,37 +17,22 @@ import (
 	"github.com/keygate/keygate/webhook"
 )
 
-// runStdin runs keygate with input on standard input (not a terminal).
-func runStdin(t *testing.T, dbURL, input string, args ...string) result {
-	t.Helper()
-	var stdout, stderr bytes.Buffer
-	err := runInteractive(context.Background(), args, func(k string) string { return map[string]string{"DATABASE_URL": dbURL}[k] },
-		strings.NewReader(input), false, &stdout, &stderr)
-	r := result{stdout: stdout.String(), stderr: stderr.String()}
-	if err != nil {
-		var errOut bytes.Buffer
-		r.code = exitCodeTo(err, &errOut)
-		r.stderr += errOut.String()
-	}
-	return r
-}
-
 // TestKeysWhoami: the key comes from standard input only, and is never
 // printed back; its id, account, state and expiry come out.
 func TestKeysWhoami(t *testing.T) {
 	db := storetest.NewDatabase(t)
 	id, secret := createKey(t, db)
-	r := runStdin(t, db, secret+"\n", "keys", "whoami")
+	r := runTerminal(t, db, secret+"\n", "keys", "whoami")
 	if r.code != 0 || !strings.Contains(r.stdout, id) || !strings.Contains(r.stdout, "acme") || !strings.Contains(r.stdout, "active") ||
 		!strings.Contains(r.stdout, "Expires:") {
 		t.Fatalf("whoami: %d %q %q", r.code, r.stdout, r.stderr)
 	}
-	j := runStdin(t, db, secret, "keys", "whoami", "-o", "json")
+	j := runTerminal(t, db, secret, "keys", "whoami", "-o", "json")
 	if k := decode[admin.Key](t, j.stdout); k.ID != id || k.Status != "active" {
 		t.Fatalf("whoami -o json: %s", j.stdout)
 	}
 	mustRun(t, db, "keys", "revoke", id)
-	if r := runStdin(t, db, secret, "keys", "whoami"); r.code != 0 || !strings.Contains(r.stdout, "revoked") {
+	if r := runTerminal(t, db, secret, "keys", "whoami"); r.code != 0 || !strings.Contains(r.stdout, "revoked") {
 		t.Fatalf("whoami of a revoked key: %d %s", r.code, r.stdout)
 	}
 	stranger, _ := keystore.GenerateSecret("kg")
@@ -65,7 +48,7 @@ func TestKeysWhoami(t *testing.T) {
 		"nothing":         {"", []string{"keys", "whoami"}, 2, "does not hold a keygate key"},
 		"not of this one": {stranger.Reveal() + "\n", []string{"keys", "whoami"}, 1, "no key of this store has this value"},
 	} {
-		r := runStdin(t, db, c.input, c.args...)
+		r := runTerminal(t, db, c.input, c.args...)
 		if r.code != c.code || !strings.Contains(r.stderr, c.says) {
 			t.Errorf("%s: exit %d %q, want %d saying %q", name, r.code, r.stderr, c.code, c.says)
 		}

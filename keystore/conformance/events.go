@@ -65,6 +65,27 @@ func deliverAll(t *testing.T, s *keystore.Store) []keystore.Claim {
 	return claims
 }
 
+// payload is what the suite reads of an event's payload.
+type payload struct {
+	Type string `json:"type"`
+	Data struct {
+		Key struct {
+			ID string `json:"id"`
+		} `json:"key"`
+		Detail map[string]any `json:"detail"`
+	} `json:"data"`
+}
+
+// payloadOf decodes a claim's payload.
+func payloadOf(t *testing.T, c keystore.Claim) payload {
+	t.Helper()
+	var p payload
+	if err := json.Unmarshal(c.Payload, &p); err != nil {
+		t.Fatalf("payload %s: %v", c.Payload, err)
+	}
+	return p
+}
+
 // eventTypesOf lists the claims' event types, in claim order.
 func eventTypesOf(claims []keystore.Claim) []string {
 	var out []string
@@ -432,15 +453,7 @@ func testExpiryWarningsOncePerKeyAndLead(t *testing.T, h Harness) {
 			t.Fatal(err)
 		}
 		for _, c := range deliverAll(t, s) {
-			var p struct {
-				Data struct {
-					Key struct {
-						ID string `json:"id"`
-					} `json:"key"`
-					Detail map[string]any `json:"detail"`
-				} `json:"data"`
-			}
-			json.Unmarshal(c.Payload, &p)
+			p := payloadOf(t, c)
 			what := c.EventType
 			if l, ok := p.Data.Detail["lead"].(string); ok {
 				what += " " + l
@@ -569,14 +582,7 @@ func testLeakReports(t *testing.T, h Harness) {
 	}
 	got := map[string][]string{}
 	for _, cl := range claimAll(t, s) {
-		var p struct {
-			Data struct {
-				Key struct {
-					ID string `json:"id"`
-				} `json:"key"`
-			} `json:"data"`
-		}
-		json.Unmarshal(cl.Payload, &p)
+		p := payloadOf(t, cl)
 		got[p.Data.Key.ID] = append(got[p.Data.Key.ID], cl.EventType)
 	}
 	if !slices.Equal(got[a.ID], []string{"key.revoked", "key.leaked"}) || !slices.Equal(got[b.ID], []string{"key.disabled", "key.leaked"}) ||
