@@ -50,12 +50,20 @@ func TestWebhookSurvivesSIGKILL(t *testing.T) {
 	hook := register(t, h, db, "key.created")
 	s := startServer(t, db)
 	k := createKey(t, db, "acme", "killed")
-	waittest.Until(t, 10*time.Second, "the first failed attempt", func() bool { return h.Refused.Load() >= 1 })
-	s.kill(t)
 	var log []struct {
-		State    string
-		Attempts int
+		State      string
+		Attempts   int
+		LastStatus *int `json:"last_status"`
 	}
+	// The first attempt is refused and recorded (a kill before it is
+	// recorded leaves its claim to lapse first: a minute later).
+	waittest.Until(t, 10*time.Second, "the first failed attempt, recorded", func() bool {
+		if err := json.Unmarshal(cli(t, db, "webhooks", "deliveries", hook, "-o", "json"), &log); err != nil {
+			t.Fatal(err)
+		}
+		return len(log) == 1 && log[0].LastStatus != nil && *log[0].LastStatus == 503
+	})
+	s.kill(t)
 	if err := json.Unmarshal(cli(t, db, "webhooks", "deliveries", hook, "-o", "json"), &log); err != nil {
 		t.Fatal(err)
 	}
