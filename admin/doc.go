@@ -23,6 +23,15 @@
 // internal/failurelimit) gets 429 until its budget frees up; a valid token
 // is never refused.
 //
+// # Events
+//
+// Webhooks (/v1/webhooks…), GET /v1/event-types and POST /v1/keys/lookup
+// take an admin token like the key endpoints; POST /v1/leaks and GET
+// /v1/leaks/revocable_token_types take none: a leak report proves its
+// origin by GitHub's ECDSA signature or GitLab's token (LeakIntake), and
+// failures count against the source's budget like bad admin tokens.
+// EventsConfig configures them (webhooks.go, leaks.go).
+//
 // # Bodies
 //
 // Every request body is read, at most MaxBodySize bytes, before routing; a

@@ -50,6 +50,7 @@ type Config struct {
 	// with Retry-After. A valid token is never refused. Default:
 	// DefaultFailureLimit.
 	FailureLimit failurelimit.Limit
+	Events       EventsConfig // webhooks, the leak intake, expiry warnings (webhooks.go)
 }
 
 // Server serves the admin API and the console. It is an http.Handler.
@@ -62,6 +63,7 @@ type Server struct {
 	mux      *http.ServeMux
 	limit    failurelimit.Limit
 	failures *failurelimit.Counter // failed admin token attempts per source
+	events   EventsConfig
 }
 
 // securityHeaders go on every response: the console runs no inline script
@@ -82,7 +84,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, errors.New("admin: Store, Policy and Tokens are required")
 	}
 	s := &Server{store: cfg.Store, policy: cfg.Policy, tokens: cfg.Tokens, logger: cfg.Logger, now: cfg.Now, mux: http.NewServeMux(),
-		limit: cfg.FailureLimit}
+		limit: cfg.FailureLimit, events: cfg.Events}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
@@ -111,7 +113,7 @@ type route struct {
 }
 
 func (s *Server) routes() []route {
-	return []route{
+	return append([]route{
 		{pattern: "POST /v1/keys", handle: s.createKey},
 		{pattern: "GET /v1/keys", handle: s.listKeys},
 		{pattern: "GET /v1/keys/{id}", handle: s.getKey},
@@ -126,7 +128,7 @@ func (s *Server) routes() []route {
 		{pattern: "GET /v1/openapi.json", public: true, handle: serveOpenAPI},
 		{pattern: "GET /{$}", public: true, handle: serveConsole},
 		{pattern: "GET /{file}", public: true, handle: serveConsole},
-	}
+	}, s.eventRoutes()...)
 }
 
 // ServeHTTP routes r with the ServeMux; a path it does not know is a 404

@@ -20,6 +20,7 @@ import (
 // cannot answer), ErrNoSchema (it has no keygate schema, or an older one),
 // ErrDigestTaken and ErrRotated (a uniqueness rule held).
 type Backend interface {
+	EventBackend // webhook endpoints, deliveries, expiry bookkeeping (events.go)
 	// Kind names the backend for messages and metrics: "postgres" or
 	// "sqlite".
 	Kind() string
@@ -79,6 +80,7 @@ type Backend interface {
 
 // Tx is one read-write transaction of a Backend.
 type Tx interface {
+	EventTx // the outbox, endpoints, expiry and leak bookkeeping (events.go)
 	// Now is the transaction's time: the database's clock where it has
 	// one, at microsecond precision, in UTC.
 	Now(ctx context.Context) (time.Time, error)

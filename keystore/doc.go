@@ -60,6 +60,19 @@
 // process that made the change, and the delta poll the others); an import
 // notifies once for all its keys.
 //
+// # Events out
+//
+// Store.record, which every lifecycle change goes through, also writes the
+// change's event (key.created, key.revoked, …) to an outbox in the same
+// transaction, with one delivery per webhook endpoint subscribed to it
+// (events.go); ClaimDeliveries hands due deliveries to one claimer at a
+// time (FOR UPDATE SKIP LOCKED on PostgreSQL) and FinishDelivery records
+// each attempt. WarnExpiring sends key.expiring and key.expired once per
+// key, lead time and expiry (expiring.go); HandleLeak revokes, disables or
+// only reports the keys a leak report names, once per report (leaks.go);
+// LookupKey finds a key by its secret. Payloads never hold a secret or a
+// digest. The webhook package signs and delivers.
+//
 // # Importing
 //
 // ReadImport reads keys of another system from JSON lines (a key in clear,

@@ -675,10 +675,17 @@ func (s *Store) Rotate(ctx context.Context, id string, p RotateParams) (*Rotatio
 
 // record writes the audit event e of a change to k, in the change's
 // transaction; k is the key as the change left it. Every lifecycle change
-// is recorded here, and only here.
+// is recorded here, and only here: its audit row, and its event in the
+// outbox for the webhook endpoints subscribed to it (announce).
 func (s *Store) record(ctx context.Context, tx Tx, k *Key, e Event) error {
 	e.KeyID = k.ID
-	return tx.AddEvents(ctx, e)
+	if err := tx.AddEvents(ctx, e); err != nil {
+		return err
+	}
+	if t, ok := eventOfAction[e.Action]; ok {
+		return s.announce(ctx, tx, t, k, e.At, e.Actor, e.Detail)
+	}
+	return nil
 }
 
 // Event is one entry of a key's audit trail.

@@ -3,10 +3,11 @@
 // (textContent, never innerHTML), so no key field can inject markup.
 
 import { api, ApiError, forgetToken, setToken, token } from "./api.js";
+import { expiryWindow, setupWebhooks } from "./webhooks.js";
 
 const $ = (id) => document.getElementById(id);
 const DAY = 86400 * 1000;
-const SOON = 7 * DAY; // an active key expiring within a week is "expiring soon"
+let SOON = 7 * DAY; // "expiring soon": within the longest expiry warning lead time (webhooks.js), a week before sign-in
 
 const state = {
   me: null, // GET /v1/whoami
@@ -181,6 +182,8 @@ async function signIn(candidate) {
   setToken(candidate);
   state.me = me;
   state.modules = (await api.modules()).items;
+  SOON = await expiryWindow(SOON);
+  await setupWebhooks(me);
   $("who-name").textContent = me.name;
   $("who-account").textContent = me.account_id ? ` · account ${me.account_id}` : "";
   $("session").hidden = false;

@@ -37,6 +37,7 @@ type adminConfig struct {
 	addr         string
 	tokens       *admin.Tokens // nil: the admin listener is off
 	failureLimit failurelimit.Limit
+	events       admin.EventsConfig
 }
 
 // config checks the admin flags and reads the admin tokens file, when the
@@ -87,7 +88,7 @@ func listenAdmin(cfg adminConfig, store *keystore.Store, pol *policy.Policy, log
 	if cfg.tokens == nil {
 		return nil, nil
 	}
-	handler, err := admin.New(admin.Config{Store: store, Policy: pol, Tokens: cfg.tokens, Logger: logger, FailureLimit: cfg.failureLimit})
+	handler, err := admin.New(admin.Config{Store: store, Policy: pol, Tokens: cfg.tokens, Logger: logger, FailureLimit: cfg.failureLimit, Events: cfg.events})
 	if err != nil {
 		return nil, err
 	}

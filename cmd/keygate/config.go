@@ -46,6 +46,7 @@ type serveFlags struct {
 	forwardAuthFlags
 	adminFlags
 	controlFlags
+	eventFlags
 }
 
 // serveConfig is serve's configuration, checked: the values its parts are
@@ -70,6 +71,7 @@ type serveConfig struct {
 	forwardAuth forwardauth.Options
 	tls         *tlsfiles.Files // nil: plain text
 	admin       adminConfig
+	events      eventsConfig // webhooks, expiry warnings, the leak intake (events.go)
 }
 
 // config checks the flags, all of them, before any I/O: every interval
@@ -104,6 +106,10 @@ func (sf serveFlags) config(db dbFlags, kf keyFlags, getenv func(string) string,
 	if cfg.admin, err = sf.adminFlags.config(logger); err != nil {
 		return serveConfig{}, err
 	}
+	if cfg.events, err = sf.eventFlags.config(); err != nil {
+		return serveConfig{}, err
+	}
+	cfg.admin.events = cfg.events.admin()
 	if cfg.store, err = db.storeConfig(kf, getenv); err != nil {
 		return serveConfig{}, err
 	}

@@ -28,6 +28,7 @@ type keysCmd struct {
 	Rotate  keysRotateCmd  `cmd:"" help:"Issue a new secret; the old one works until the grace period ends."`
 	Events  keysEventsCmd  `cmd:"" help:"Show a key's audit trail: every lifecycle change, who made it and when."`
 	Import  keysImportCmd  `cmd:"" help:"Import keys of another system from JSON lines, in one transaction: all or none."`
+	Whoami  keysWhoamiCmd  `cmd:"" help:"Which key is this? Reads a key from standard input (never an argument) and shows its id, account, state and expiry."`
 }
 
 // outputFlag selects human or machine output.

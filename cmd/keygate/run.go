@@ -32,6 +32,7 @@ type cli struct {
 	Keys       keysCmd       `cmd:"" help:"Manage API keys: create, list, show, update, revoke, disable, enable, rotate, import."`
 	Store      storeCmd      `cmd:"" help:"Act on a store as a whole: copy it to another database (SQLite to PostgreSQL)."`
 	AdminToken adminTokenCmd `cmd:"" name:"admin-token" help:"Make admin tokens for the admin API and the console."`
+	Webhooks   webhooksCmd   `cmd:"" help:"Manage webhook endpoints: create, list, show, update, delete, rotate-secret, deliveries, redeliver."`
 	Health     healthCmd     `cmd:"" help:"Ask a running keygate whether it is serving: exit 0 if so, 1 if not (for exec health checks)."`
 	Version    versionCmd    `cmd:"" help:"Print version and build information."`
 }

@@ -44,6 +44,7 @@ type server struct {
 	db      *storage
 	watcher *keystore.Watcher
 	usage   *keystore.UsageRecorder
+	events  *eventWorkers
 	ready   *readiness.Status
 
 	grpcLis, httpLis net.Listener
@@ -95,6 +96,9 @@ func build(e *env, logger *slog.Logger, cfg serveConfig) (_ *server, err error) 
 		return nil, err
 	}
 	if err := s.listen(httpMetrics); err != nil {
+		return nil, err
+	}
+	if err := s.buildEvents(reg); err != nil {
 		return nil, err
 	}
 	if cfg.migrate {
@@ -246,6 +250,7 @@ func (s *server) Run(ctx context.Context) error {
 	})
 	wg.Go(func() { s.db.runWatcher(workCtx, s.watcher) })
 	wg.Go(func() { s.usage.Run(workCtx) })
+	s.events.start(workCtx, &wg)
 	s.admin.start(workCtx, &wg, errs)
 	s.logServing()
 
