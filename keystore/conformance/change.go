@@ -62,6 +62,10 @@ func testUpdateScopes(t *testing.T, h Harness) {
 	for _, bad := range []keystore.UpdateParams{
 		{AddScopes: []string{"projects:admin"}},
 		{RemoveScopes: []string{"nope"}},
+		// Removing what is not there, or the last scope, narrows nothing.
+		{RemoveScopes: []string{"projects:write"}},
+		{RemoveScopes: []string{"reports:*"}, AddScopes: []string{"projects:read"}},
+		{Scopes: &[]string{"projects:read"}, RemoveScopes: []string{"projects:read"}},
 		{Scopes: &[]string{"Projects:read"}},
 		{AddScopes: manyScopes(keystore.MaxScopes + 1)},
 	} {
