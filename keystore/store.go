@@ -473,7 +473,7 @@ func (s *Store) keyChange(old *Key, p UpdateParams, now time.Time) (KeyChange, m
 		kept := slices.DeleteFunc(slices.Clone(scopes), func(sc string) bool { return slices.Contains(p.RemoveScopes, sc) })
 		if len(kept) == 0 && len(p.RemoveScopes) > 0 {
 			return c, nil, invalid("scopes", "removing every scope would let the key use every module open to API keys: "+
-				"to mean that, replace its scopes with none")
+				"to mean that, clear its scopes")
 		}
 		scopes = kept
 		normalized, err := NormalizeScopes(scopes)
