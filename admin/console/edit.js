@@ -6,7 +6,7 @@ import { $, toast } from "./dom.js";
 import { formDialog } from "./dialogs.js";
 import { linesOf, metadataOf } from "./format.js";
 import { loadPage } from "./list.js";
-import { expiryPicker, expiryText, scopePicker } from "./pickers.js";
+import { expiryPicker, expiryText, keyFields, scopePicker } from "./pickers.js";
 
 const expiry = expiryPicker("edit");
 let chosenScopes = () => [];
@@ -54,13 +54,6 @@ export const openEdit = formDialog({
     toast(Object.keys(patch).length ? `Saved “${patch.name ?? k.name}”.` : "Nothing changed.");
     loadPage();
   },
-  fields: () => ({
-    name: ["edit-name-error", $("edit-name")],
-    description: ["edit-description-error", $("edit-description")],
-    scopes: ["edit-scopes-error", $("edit-scopes").querySelector("input:not(:disabled)")],
-    allowed_cidrs: ["edit-cidrs-error", $("edit-cidrs")],
-    metadata: ["edit-metadata-error", $("edit-metadata")],
-    ...expiry.fields,
-  }),
+  fields: () => keyFields("edit", expiry),
   scopeNames: () => sent,
 });

@@ -6,7 +6,7 @@ import { $ } from "./dom.js";
 import { formDialog } from "./dialogs.js";
 import { linesOf, metadataOf } from "./format.js";
 import { showStatus } from "./list.js";
-import { expiryPicker, scopePicker } from "./pickers.js";
+import { expiryPicker, keyFields, scopePicker } from "./pickers.js";
 import { showSecret } from "./secret.js";
 import { state } from "./state.js";
 
@@ -38,15 +38,7 @@ const open = formDialog({
     showSecret(key, opener);
     showStatus(state.filters.status === "all" ? "all" : "active");
   },
-  fields: () => ({
-    account_id: ["generate-account_id-error", $("generate-account")],
-    name: ["generate-name-error", $("generate-name")],
-    description: ["generate-description-error", $("generate-description")],
-    scopes: ["generate-scopes-error", $("generate-scopes").querySelector("input:not(:disabled)")],
-    allowed_cidrs: ["generate-cidrs-error", $("generate-cidrs")],
-    metadata: ["generate-metadata-error", $("generate-metadata")],
-    ...expiry.fields,
-  }),
+  fields: () => ({ account_id: ["generate-account_id-error", $("generate-account")], ...keyFields("generate", expiry) }),
   scopeNames: () => sent,
 });
 

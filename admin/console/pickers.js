@@ -47,17 +47,23 @@ export function scopePicker(container, scopes = []) {
 
 const LIFETIMES = { "7d": 7, "30d": 30, "60d": 60, "90d": 90 };
 
-// expiryPicker drives the expiry fields named prefix-expiry, -date-field,
-// -date, -expiry-hint and -expiry-error. prepare(keep) fills the choices:
-// with keep (the text of "no change"), that is the first and chosen one;
-// without, 30 days. value() is the expiry's members of a request body
-// ({} for no change), or throws a FormError. fields maps the API's expiry
-// members to where their errors show.
+// expiryPicker fills the field prefix-expiry-field (its label in
+// data-label) with an expiry choice: a select, a date for a custom one, a
+// hint and an error. prepare(keep) fills the choices: with keep (the text
+// of "no change"), that is the first and chosen one; without, 30 days.
+// value() is the expiry's members of a request body ({} for no change), or
+// throws a FormError. fields maps the API's expiry members to where their
+// errors show.
 export function expiryPicker(prefix) {
-  const select = $(`${prefix}-expiry`);
-  const dateField = $(`${prefix}-date-field`);
-  const date = $(`${prefix}-date`);
+  const field = $(`${prefix}-expiry-field`);
   const errorId = `${prefix}-expiry-error`;
+  const hint = el("p", { class: "hint", id: `${prefix}-expiry-hint` });
+  const select = el("select", { id: `${prefix}-expiry`, "aria-describedby": `${hint.id} ${errorId}` });
+  const date = el("input", { id: `${prefix}-date`, type: "date", "aria-describedby": errorId });
+  const dateField = el("div", { class: "field nested", hidden: true },
+    el("label", { htmlFor: date.id, text: "Expires at the end of" }), date);
+  field.replaceChildren(el("label", { htmlFor: select.id, text: field.dataset.label }), select, hint, dateField,
+    el("p", { class: "error", id: errorId, hidden: true }));
   const sync = () => { dateField.hidden = select.value !== "custom"; };
   select.addEventListener("change", sync);
   return {
@@ -75,7 +81,7 @@ export function expiryPicker(prefix) {
       select.value = keep ? "keep" : select.querySelector('option[value="30d"]').disabled ? (enabled.at(-1)?.value || "custom") : "30d";
       date.min = isoDate(new Date(Date.now() + DAY));
       date.max = max != null ? isoDate(new Date(Date.now() + max * 1000 - DAY)) : "";
-      $(`${prefix}-expiry-hint`).textContent = max != null
+      hint.textContent = max != null
         ? `Keys on this server live at most ${plural(Math.floor(max / 86400), "day")}.`
         : "Choose how long the key works. Shorter is safer.";
       sync();
@@ -97,4 +103,17 @@ export function expiryPicker(prefix) {
 // expiryText says when a key expires, for "no change" choices.
 export function expiryText(k) {
   return k.expires_at ? `${fmtDate(k.expires_at)}, ${relativeTime(k.expires_at)}` : "never";
+}
+
+// keyFields are where the API's errors about a key's fields show in the
+// form of prefix (generate, edit), with those of its expiry picker.
+export function keyFields(prefix, expiry) {
+  return {
+    name: [`${prefix}-name-error`, $(`${prefix}-name`)],
+    description: [`${prefix}-description-error`, $(`${prefix}-description`)],
+    scopes: [`${prefix}-scopes-error`, $(`${prefix}-scopes`).querySelector("input:not(:disabled)")],
+    allowed_cidrs: [`${prefix}-cidrs-error`, $(`${prefix}-cidrs`)],
+    metadata: [`${prefix}-metadata-error`, $(`${prefix}-metadata`)],
+    ...expiry.fields,
+  };
 }
