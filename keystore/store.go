@@ -467,12 +467,12 @@ func (s *Store) keyChange(old *Key, p UpdateParams, now time.Time) (KeyChange, m
 		// nothing while its caller believes it narrowed.
 		for _, sc := range p.RemoveScopes {
 			if !slices.Contains(scopes, sc) {
-				return c, nil, invalidf("scopes", "the key has no scope %s to remove (its scopes: %s)", sc, scopeList(scopes))
+				return c, nil, invalidf("remove_scopes", "the key has no scope %s to remove (its scopes: %s)", sc, scopeList(scopes))
 			}
 		}
 		kept := slices.DeleteFunc(slices.Clone(scopes), func(sc string) bool { return slices.Contains(p.RemoveScopes, sc) })
 		if len(kept) == 0 && len(p.RemoveScopes) > 0 {
-			return c, nil, invalid("scopes", "removing every scope would let the key use every module open to API keys: "+
+			return c, nil, invalid("remove_scopes", "removing every scope would let the key use every module open to API keys: "+
 				"to mean that, clear its scopes")
 		}
 		scopes = kept

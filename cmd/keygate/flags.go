@@ -133,6 +133,7 @@ var flagOfField = map[string]string{
 	"name":          "--name",
 	"description":   "--description",
 	"scopes":        "--scope",
+	"remove_scopes": "--remove-scope",
 	"expiry":        "expiry (--expires-in, --expires-at, --no-expiry)",
 	"grace":         "--grace",
 	"id":            "ID",

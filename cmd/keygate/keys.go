@@ -328,13 +328,6 @@ func (c *keysUpdateCmd) Run(e *env) error {
 		}
 	}
 	k, err := store.Update(e.ctx, c.ID, params)
-	var ve *keystore.ValidationError
-	if errors.As(err, &ve) && ve.Field == "scopes" && c.RemoveScope != nil {
-		if strings.HasSuffix(ve.Problem, "clear its scopes") {
-			ve.Problem += " (--clear-scopes)"
-		}
-		return usageError("--remove-scope: %s", ve.Problem)
-	}
 	if err != nil {
 		return c.storeError(err, c.ID)
 	}
