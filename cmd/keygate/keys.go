@@ -209,6 +209,9 @@ type keysListCmd struct {
 // (admin.ListKeys): the same filters, order and cursors.
 func (c *keysListCmd) Run(e *env) error {
 	req := admin.ListRequest{Limit: c.Limit, Cursor: c.Cursor}
+	if c.Limit == 0 {
+		req.Limit = -1 // out of range, as the API's limit=0 (ListKeys reads 0 as the default)
+	}
 	// An empty --account or --name (an unset variable in a script, say)
 	// must not turn into every account or every name.
 	if c.Account != nil {

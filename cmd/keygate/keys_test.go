@@ -715,6 +715,29 @@ func TestCLIAndAPIAgree(t *testing.T) {
 	}
 }
 
+// TestKeysListBadInput: keys list refuses what GET /v1/keys refuses,
+// naming the flag, and reads nothing.
+func TestKeysListBadInput(t *testing.T) {
+	db := storetest.NewDatabase(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--limit", "0"}, "--limit: must be a whole number from 1 to 200"},
+		{[]string{"--limit", "201"}, "--limit: must be a whole number from 1 to 200"},
+		{[]string{"--cursor", "bogus"}, "--cursor: must be a next cursor"},
+		{[]string{"--name", ""}, "--name: must not be empty"},
+		{[]string{"--name", strings.Repeat("n", 101)}, "--name: must be valid UTF-8 of at most 100 characters"},
+		{[]string{"--all", "--status", "revoked"}, "--all and --status revoked"},
+		{[]string{"--status", "gone"}, "--status"},
+	} {
+		r := runCLI(t, db, append([]string{"keys", "list"}, c.args...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("keys list %q: exit %d %q, want 2 and %q", c.args, r.code, r.stderr, c.want)
+		}
+	}
+}
+
 // adminJSON sends a JSON request to the admin API and decodes the answer
 // into out.
 func adminJSON(t *testing.T, method, url, token string, body, out any) int {
