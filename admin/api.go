@@ -1,10 +1,8 @@
 package admin
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"net/http"
 	"net/url"
 	"slices"
@@ -12,17 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/google/uuid"
-
 	"github.com/keygate/keygate/keystore"
-	"github.com/keygate/keygate/policy"
-)
-
-// Listing limits: GET /v1/keys returns DefaultPageSize keys unless limit
-// asks for 1 to MaxPageSize.
-const (
-	DefaultPageSize = 50
-	MaxPageSize     = 200
 )
 
 // DefaultGrace is how long a rotated key's old secret keeps working when
@@ -40,10 +28,9 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	var errs fieldErrors
 	unknownFields(members, &errs, createFields)
 	var req struct {
-		AccountID, Name, Description, ExpiresIn, ExpiresAt string
-		Scopes, AllowedCIDRs                               []string
-		Metadata                                           map[string]string
-		NoExpiry                                           bool
+		AccountID, Name, Description string
+		Scopes, AllowedCIDRs         []string
+		Metadata                     map[string]string
 	}
 	decodeMember(members, "account_id", &req.AccountID, &errs, "a string")
 	decodeMember(members, "name", &req.Name, &errs, "a string")
@@ -51,9 +38,6 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	decodeMember(members, "scopes", &req.Scopes, &errs, "an array of strings")
 	decodeMember(members, "allowed_cidrs", &req.AllowedCIDRs, &errs, "an array of CIDR prefixes or addresses")
 	decodeMember(members, "metadata", &req.Metadata, &errs, "an object of strings")
-	decodeMember(members, "expires_in", &req.ExpiresIn, &errs, `a duration like "30d" or "12h"`)
-	decodeMember(members, "expires_at", &req.ExpiresAt, &errs, "an RFC 3339 time like 2027-01-31T00:00:00Z")
-	decodeMember(members, "no_expiry", &req.NoExpiry, &errs, "true or false")
 
 	if present(members, "account_id") && !errs.has("account_id") {
 		// Given, it follows the rule, also where a bound token would
@@ -71,19 +55,22 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) 
 
 	params := keystore.CreateParams{AccountID: req.AccountID, Name: req.Name, Description: req.Description, Scopes: req.Scopes,
 		AllowedCIDRs: req.AllowedCIDRs, Metadata: req.Metadata, Actor: p.Actor()}
-	expiryField := s.parseExpiry(members, req.ExpiresIn, req.ExpiresAt, req.NoExpiry, &params.Expiry, &errs)
-	s.checkScopes(req.Scopes, &errs)
+	var expiryField string
+	if params.Expiry, expiryField = parseExpiry(members, &errs); expiryField == "" {
+		expiryField = "expires_in" // the default lifetime's
+	}
+	s.checkScopes(req.Scopes, nil, &errs)
 	if !errs.has("name") && !present(members, "name") {
 		errs.add("name", "required: a name people recognise the key by")
 	}
-	addCreateErrors(&errs, s.store.CheckCreate(params, s.now()), expiryField)
+	addStoreErrors(&errs, s.store.CheckCreate(params, s.now()), expiryField)
 	if prob := errs.problem(createFields...); prob != nil {
 		return prob
 	}
 	k, secret, err := s.store.Create(r.Context(), params)
 	if err != nil {
 		// The expiry is judged again at the database's clock.
-		if addCreateErrors(&errs, err, expiryField); len(errs) > 0 {
+		if addStoreErrors(&errs, err, expiryField); len(errs) > 0 {
 			return errs.problem(createFields...)
 		}
 		return s.storeProblem(err)
@@ -93,84 +80,28 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	return nil
 }
 
-// parseExpiry reads the one expiry member a create may give into e and
-// returns the member that chose it (the field an expiry problem concerns).
-func (s *Server) parseExpiry(members map[string]json.RawMessage, in, at string, never bool, e *keystore.Expiry, errs *fieldErrors) string {
-	var given []string
-	if present(members, "expires_in") {
-		given = append(given, "expires_in")
-	}
-	if present(members, "expires_at") {
-		given = append(given, "expires_at")
-	}
-	if never {
-		given = append(given, "no_expiry")
-	}
-	if len(given) > 1 {
-		for _, f := range given {
-			errs.add(f, "give at most one of expires_in, expires_at and no_expiry")
-		}
-		return given[0]
-	}
-	if len(given) == 0 {
-		return "expires_in"
-	}
-	switch given[0] {
-	case "expires_in":
-		if errs.has("expires_in") {
-			break
-		}
-		d, err := keystore.ParseDuration(in)
-		if err != nil || d == 0 {
-			errs.add("expires_in", `must be a positive duration like "30d", "12h" or "1d12h"`)
-			break
-		}
-		e.In = d
-	case "expires_at":
-		if errs.has("expires_at") {
-			break
-		}
-		t, err := time.Parse(time.RFC3339, at)
-		if err != nil {
-			errs.add("expires_at", "must be an RFC 3339 time like 2027-01-31T00:00:00Z")
-			break
-		}
-		e.At = t
-	case "no_expiry":
-		e.Never = true
-	}
-	return given[0]
-}
-
-// checkScopes refuses scopes that could never work: a module the policy
-// does not know, or one closed to API keys.
-func (s *Server) checkScopes(scopes []string, errs *fieldErrors) {
+// checkScopes refuses the scopes that could never work (ScopeProblem),
+// but for those in held, which the key has already: a key keeps its scopes
+// when the policy changes.
+func (s *Server) checkScopes(scopes, held []string, errs *fieldErrors) {
 	for i, scope := range scopes {
-		field := "scopes[" + strconv.Itoa(i) + "]"
-		if err := keystore.ValidateScope(scope); err != nil {
-			errs.add(field, `must be "*", "<module>:read", "<module>:write" or "<module>:*"`)
+		if slices.Contains(held, scope) {
 			continue
 		}
-		module, _, _ := strings.Cut(scope, ":")
-		if scope == keystore.ScopeAll {
-			continue
-		}
-		switch access, ok := s.policy.Access(module); {
-		case !ok:
-			errs.add(field, "no module "+module+" in the policy: see GET /v1/modules")
-		case access != policy.AccessAllow:
-			errs.add(field, "module "+module+" is closed to API keys by the policy")
+		if problem := ScopeProblem(s.policy, scope); problem != "" {
+			errs.add("scopes["+strconv.Itoa(i)+"]", problem)
 		}
 	}
 }
 
-// addCreateErrors records the store's verdict on a create in the API's
-// words: its "expiry" is the member that chose the expiry, and its
-// "scopes" only when no scope has a problem of its own already.
-func addCreateErrors(errs *fieldErrors, err error, expiryField string) {
+// addStoreErrors records the store's verdict on a create, a change or a
+// rotation in the API's words: its "expiry" is the member that chose the
+// expiry, and its "scopes" only when no scope has a problem of its own
+// already.
+func addStoreErrors(errs *fieldErrors, err error, expiryField string) {
 	for _, ve := range validationErrors(err) {
 		switch {
-		case ve.Field == "expiry":
+		case ve.Field == "expiry" && expiryField != "":
 			errs.add(expiryField, ve.Problem)
 		case ve.Field == "scopes" && errs.hasPrefix("scopes"):
 		default:
@@ -248,12 +179,7 @@ func fieldName(s string) string {
 	return s
 }
 
-var statusFilters = map[string]keystore.StatusFilter{
-	"active": keystore.ListActive, "all": keystore.ListAll, "expired": keystore.ListExpired, "revoked": keystore.ListRevoked,
-	"disabled": keystore.ListDisabled,
-}
-
-var listParams = []string{"account_id", "status", "limit", "cursor"}
+var listParams = []string{"account_id", "status", "name", "limit", "cursor"}
 
 // KeyList is the body of GET /v1/keys.
 type KeyList struct {
@@ -270,94 +196,53 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, p Principal) *
 	for name, values := range query {
 		switch {
 		case !slices.Contains(listParams, name):
-			errs.add(fieldName(name), "unknown parameter: want account_id, status, limit or cursor")
+			errs.add(fieldName(name), "unknown parameter: want account_id, status, name, limit or cursor")
 		case len(values) > 1:
 			errs.add(name, "given more than once")
 		}
 	}
-	params := keystore.ListParams{Newest: true, Limit: DefaultPageSize}
-	if v := query.Get("account_id"); query.Has("account_id") && !errs.has("account_id") {
-		addValidation(&errs, keystore.ValidateAccountID(v))
-		params.AccountID = v
+	req := ListRequest{AccountID: query.Get("account_id"), Name: query.Get("name"), Cursor: query.Get("cursor")}
+	if query.Has("account_id") && !errs.has("account_id") {
+		addValidation(&errs, keystore.ValidateAccountID(req.AccountID))
 	}
 	if v := query.Get("status"); query.Has("status") && !errs.has("status") {
-		f, ok := statusFilters[v]
+		f, ok := ParseStatus(v)
 		if !ok {
-			errs.add("status", "must be active, disabled, expired, revoked or all")
+			errs.add("status", "must be "+StatusNames)
 		}
-		params.Status = f
+		req.Status = f
+	}
+	if query.Has("name") && req.Name == "" && !errs.has("name") {
+		errs.add("name", "must not be empty: leave it out to list keys of every name")
 	}
 	if v := query.Get("limit"); query.Has("limit") && !errs.has("limit") {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > MaxPageSize {
-			errs.add("limit", fmt.Sprintf("must be a whole number from 1 to %d", MaxPageSize))
+		if req.Limit, err = strconv.Atoi(v); err != nil || req.Limit == 0 {
+			req.Limit = -1 // out of range: ListKeys says so
 		}
-		params.Limit = n
 	}
-	if v := query.Get("cursor"); query.Has("cursor") && !errs.has("cursor") {
-		pos, ok := decodeCursor(v)
-		if !ok {
-			errs.add("cursor", "must be a next_cursor this API returned")
-		}
-		params.After = &pos
+	if query.Has("cursor") && req.Cursor == "" {
+		req.Cursor = "-" // not a cursor: ListKeys says so
 	}
 	if prob := errs.problem(listParams...); prob != nil {
 		return prob
 	}
 	switch {
-	case p.Account != "" && params.AccountID != "" && params.AccountID != p.Account:
+	case p.Account != "" && req.AccountID != "" && req.AccountID != p.Account:
 		return newProblem(probForbidden, "This admin token manages one account's keys; it may not list another's.")
 	case p.Account != "":
-		params.AccountID = p.Account
+		req.AccountID = p.Account
 	}
-	limit := params.Limit
-	params.Limit++ // one more tells whether there is a next page
-	keys, err := s.store.List(r.Context(), params)
+	page, err := ListKeys(r.Context(), s.store, req)
 	if err != nil {
 		return s.storeProblem(err)
 	}
-	out := KeyList{Items: make([]Key, 0, min(len(keys), limit))}
+	out := KeyList{Items: make([]Key, 0, len(page.Keys)), NextCursor: optional(page.NextCursor)}
 	now := s.now()
-	for i, k := range keys {
-		if i == limit {
-			c := encodeCursor(keys[i-1].Position())
-			out.NextCursor = &c
-			break
-		}
+	for _, k := range page.Keys {
 		out.Items = append(out.Items, NewKey(k, now))
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
-}
-
-// A cursor is opaque to clients: base64url of "<unix microseconds>.<id>",
-// the last listed key's position.
-func encodeCursor(p keystore.Position) string {
-	return base64.RawURLEncoding.EncodeToString([]byte(strconv.FormatInt(p.CreatedAt.UnixMicro(), 10) + "." + p.ID))
-}
-
-// maxCursorMicros is the last instant a cursor may name,
-// 9999-12-31T23:59:59.999999Z: every time a key is created at, and none a
-// database or a driver could fail to hold.
-const maxCursorMicros = 253402300799999999
-
-// decodeCursor reads a cursor as encodeCursor writes it, and nothing else:
-// a tampered cursor is the client's mistake (400), so everything the store
-// would refuse is refused here.
-func decodeCursor(s string) (keystore.Position, bool) {
-	b, err := base64.RawURLEncoding.DecodeString(s)
-	if err != nil || len(b) > 64 {
-		return keystore.Position{}, false
-	}
-	micros, id, ok := strings.Cut(string(b), ".")
-	n, err := strconv.ParseInt(micros, 10, 64)
-	if !ok || err != nil || n < 0 || n > maxCursorMicros || strconv.FormatInt(n, 10) != micros {
-		return keystore.Position{}, false
-	}
-	if u, err := uuid.Parse(id); err != nil || u.String() != id {
-		return keystore.Position{}, false
-	}
-	return keystore.Position{CreatedAt: time.UnixMicro(n).UTC(), ID: id}, true
 }
 
 // key reads the key named by the path for p: a key of another account is
@@ -384,12 +269,15 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request, p Principal) *pr
 	return nil
 }
 
-var updateFields = []string{"name", "description", "allowed_cidrs", "metadata"}
+var updateFields = []string{"name", "description", "scopes", "expires_in", "expires_at", "no_expiry", "allowed_cidrs", "metadata"}
 
 // updateKey applies a JSON merge patch (RFC 7396) of name, description,
-// source restrictions (an array replaces them; null or [] removes them) and
-// metadata (an object's members set entries, null members remove them;
-// null removes them all).
+// scopes (an array replaces them), expiry (one of expires_in, expires_at
+// and no_expiry, judged now), source restrictions (an array replaces them;
+// null or [] removes them) and metadata (an object's members set entries,
+// null members remove them; null removes them all). Scopes and expiry
+// take no null: what it would mean (every module, never) is said
+// explicitly, with [] and no_expiry.
 func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p Principal) *problem {
 	members, prob := decodeObject(r, false, "application/merge-patch+json", "application/json")
 	if prob != nil {
@@ -409,6 +297,21 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p Principal) 
 		if string(v) != "null" {
 			decodeMember(members, "description", params.Description, &errs, "a string")
 		}
+	}
+	if v, ok := members["scopes"]; ok {
+		if string(v) == "null" {
+			errs.add("scopes", "must be an array of scopes; [] lets the key use every module open to API keys")
+		}
+		decodeMember(members, "scopes", &params.Scopes, &errs, "an array of scopes")
+	}
+	for _, f := range expiryFields {
+		if v, ok := members[f]; ok && string(v) == "null" {
+			errs.add(f, "must not be null: to change the expiry give one of expires_in, expires_at and no_expiry: true")
+		}
+	}
+	expiry, expiryField := parseExpiry(members, &errs)
+	if expiryField != "" {
+		params.Expiry = &expiry
 	}
 	if _, ok := members["allowed_cidrs"]; ok {
 		params.AllowedCIDRs = &[]string{} // null removes them
@@ -434,15 +337,23 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	if prob != nil {
 		return prob
 	}
-	if params.Name == nil && params.Description == nil && params.AllowedCIDRs == nil && params.Metadata == nil {
+	if params.Scopes != nil {
+		s.checkScopes(*params.Scopes, k.Scopes, &errs)
+		if prob := errs.problem(updateFields...); prob != nil {
+			return prob
+		}
+	}
+	if params.Name == nil && params.Description == nil && params.Scopes == nil && params.Expiry == nil &&
+		params.AllowedCIDRs == nil && params.Metadata == nil {
 		writeJSON(w, http.StatusOK, NewKey(k, s.now())) // an empty patch changes nothing
 		return nil
 	}
 	params.Actor = p.Actor()
 	k, err := s.store.Update(r.Context(), k.ID, params)
 	if err != nil {
-		// The metadata's size is judged against the key's.
-		if addValidation(&errs, err); len(errs) > 0 {
+		// The expiry is judged at the database's clock, the metadata's
+		// size against the key's.
+		if addStoreErrors(&errs, err, expiryField); len(errs) > 0 {
 			return errs.problem(updateFields...)
 		}
 		return s.storeProblem(err)
@@ -465,13 +376,17 @@ func (s *Server) revokeKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	return nil
 }
 
+var rotateFields = []string{"grace", "expires_in", "expires_at", "no_expiry"}
+
+// rotateKey rotates: the successor keeps the key's expiry (capped by the
+// maximum lifetime) unless the body gives it one of its own.
 func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, p Principal) *problem {
 	members, prob := decodeObject(r, true, "application/json")
 	if prob != nil {
 		return prob
 	}
 	var errs fieldErrors
-	unknownFields(members, &errs, []string{"grace"})
+	unknownFields(members, &errs, rotateFields)
 	grace := DefaultGrace
 	var text string
 	decodeMember(members, "grace", &text, &errs, `a duration like "24h", "7d" or "0s"`)
@@ -482,15 +397,19 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, p Principal) 
 		}
 		grace = d
 	}
-	if prob := errs.problem("grace"); prob != nil {
+	expiry, expiryField := parseExpiry(members, &errs)
+	if prob := errs.problem(rotateFields...); prob != nil {
 		return prob
 	}
 	k, prob := s.key(r, p)
 	if prob != nil {
 		return prob
 	}
-	rot, err := s.store.Rotate(r.Context(), k.ID, keystore.RotateParams{Grace: grace, Actor: p.Actor()})
+	rot, err := s.store.Rotate(r.Context(), k.ID, keystore.RotateParams{Grace: grace, Expiry: expiry, Actor: p.Actor()})
 	if err != nil {
+		if addStoreErrors(&errs, err, expiryField); len(errs) > 0 {
+			return errs.problem(rotateFields...)
+		}
 		return s.storeProblem(err)
 	}
 	w.Header().Set("Location", "/v1/keys/"+rot.New.ID)

@@ -227,7 +227,7 @@ func TestUpdateValidation(t *testing.T) {
 		{"name not a string", map[string]any{"name": []string{"x"}}, schemaRejects, []string{"name"}},
 		{"description too long", map[string]any{"description": strings.Repeat("d", 1001)}, schemaRejects, []string{"description"}},
 		{"both wrong", map[string]any{"name": strings.Repeat("n", 101), "description": false}, schemaRejects, []string{"name", "description"}},
-		{"an unknown field", map[string]any{"scopes": []string{"*"}}, schemaRejects, []string{"scopes"}},
+		{"an unknown field", map[string]any{"scope": []string{"*"}}, schemaRejects, []string{"scope"}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

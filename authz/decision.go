@@ -28,6 +28,10 @@ type Decision struct {
 	// adapters let the request through with the dry-run header.
 	DryRun bool
 
+	// found is the record of a key found but refused as revoked,
+	// disabled or expired: the decision log names it, the client is told
+	// nothing more than for an unknown key.
+	found     *keystore.Record
 	carriers  uint8    // which key headers carried the key (Request.cred)
 	spoofed   []string // client-sent identity headers (Request.spoofed)
 	fromCache bool     // the key's record came from memory
@@ -201,7 +205,9 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	}
 	key, reason, fromCache := s.authenticate(ctx, secret, r.At, limited)
 	if reason != ReasonAllowed {
-		return because(reason, nil, module)
+		d := because(reason, nil, module)
+		d.found = key
+		return d
 	}
 
 	// 4. Where the key may be used from.
@@ -275,8 +281,9 @@ func failure(reason Reason, limited bool) Reason {
 }
 
 // authenticate finds the key behind secret and checks that it is usable
-// now. It returns the key, or a reason why not, and whether the record
-// came from memory. For a source over its failure budget (limited) it asks
+// now. It returns the key and ReasonAllowed, or a reason why not (with the
+// key when it was found but is revoked, disabled or expired), and whether
+// the record came from memory. For a source over its failure budget (limited) it asks
 // the cache alone, and every reason but an allow is ReasonTooManyFailures.
 func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now time.Time, limited bool) (*keystore.Record, Reason, bool) {
 	if limited {
@@ -297,11 +304,11 @@ func (s *Server) authenticate(ctx context.Context, secret keystore.Secret, now t
 			case keystore.StateActive:
 				return key, ReasonAllowed, fromCache
 			case keystore.StateRevoked:
-				return nil, ReasonRevoked, fromCache
+				return key, ReasonRevoked, fromCache
 			case keystore.StateDisabled:
-				return nil, ReasonDisabled, fromCache
+				return key, ReasonDisabled, fromCache
 			default:
-				return nil, ReasonExpired, fromCache
+				return key, ReasonExpired, fromCache
 			}
 		case errors.Is(err, keystore.ErrNotFound):
 		case errors.Is(err, context.DeadlineExceeded):

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"golang.org/x/time/rate"
+
+	"github.com/keygate/keygate/keystore"
 )
 
 // DecisionLogMode chooses which decisions are logged.
@@ -112,16 +114,25 @@ func sourceText(r *Request) string {
 	return r.Source.String()
 }
 
-func keyID(d *Decision) string {
-	if d.Key == nil {
-		return ""
+// loggedKey is the key a decision's log line names: the authenticated
+// key, or the one found but refused (revoked, disabled, expired).
+func loggedKey(d *Decision) *keystore.Record {
+	if d.Key != nil {
+		return d.Key
 	}
-	return d.Key.ID()
+	return d.found
+}
+
+func keyID(d *Decision) string {
+	if k := loggedKey(d); k != nil {
+		return k.ID()
+	}
+	return ""
 }
 
 func accountID(d *Decision) string {
-	if d.Key == nil {
-		return ""
+	if k := loggedKey(d); k != nil {
+		return k.AccountID()
 	}
-	return d.Key.AccountID()
+	return ""
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -461,7 +462,20 @@ func (s *Store) keyChange(old *Key, p UpdateParams, now time.Time) (KeyChange, m
 			scopes = *p.Scopes
 		}
 		scopes = append(slices.Clone(scopes), p.AddScopes...)
-		scopes = slices.DeleteFunc(scopes, func(sc string) bool { return slices.Contains(p.RemoveScopes, sc) })
+		// Removing is narrowing: a scope that is not there, or the last
+		// one (no scopes: every open module), would widen or change
+		// nothing while its caller believes it narrowed.
+		for _, sc := range p.RemoveScopes {
+			if !slices.Contains(scopes, sc) {
+				return c, nil, invalidf("remove_scopes", "the key has no scope %s to remove (its scopes: %s)", sc, scopeList(scopes))
+			}
+		}
+		kept := slices.DeleteFunc(slices.Clone(scopes), func(sc string) bool { return slices.Contains(p.RemoveScopes, sc) })
+		if len(kept) == 0 && len(p.RemoveScopes) > 0 {
+			return c, nil, invalid("remove_scopes", "removing every scope would let the key use every module open to API keys: "+
+				"to mean that, clear its scopes")
+		}
+		scopes = kept
 		normalized, err := NormalizeScopes(scopes)
 		if err != nil {
 			return c, nil, err
@@ -492,6 +506,14 @@ func (s *Store) keyChange(old *Key, p UpdateParams, now time.Time) (KeyChange, m
 	}
 	detail["previous"] = previous
 	return c, detail, nil
+}
+
+// scopeList is a key's scopes for an error message.
+func scopeList(scopes []string) string {
+	if len(scopes) == 0 {
+		return "none, every open module"
+	}
+	return strings.Join(scopes, ", ")
 }
 
 // orEmpty is m, or an empty map for nil, for audit details.

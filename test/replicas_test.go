@@ -12,17 +12,22 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/jackc/pgx/v5"
-	"github.com/keygate/keygate/internal/pgtest"
-	"github.com/keygate/keygate/internal/waittest"
 	"google.golang.org/grpc/codes"
+
+	"github.com/keygate/keygate/internal/pgtest"
+	"github.com/keygate/keygate/internal/storetest"
+	"github.com/keygate/keygate/internal/waittest"
+	"github.com/keygate/keygate/keystore"
 )
 
 // TestReplicasSeeRevocation runs three replicas on one database and
 // measures how long changes made with the CLI take to reach each of them
-// (DESIGN.md §6): revocations through LISTEN/NOTIFY, rotation, a
-// revocation whose notification is lost (only the delta poll can catch
-// it), and a revocation right after every replica's listener connection
-// was killed (the resync on reconnect, or the poll, must catch it).
+// (DESIGN.md §6): revocations through LISTEN/NOTIFY, changes that are a
+// revocation in effect (scopes narrowed with keys update, an expiry
+// shortened to the past), rotation, a revocation whose notification is
+// lost (only the delta poll can catch it), and a revocation right after
+// every replica's listener connection was killed (the resync on
+// reconnect, or the poll, must catch it).
 func TestReplicasSeeRevocation(t *testing.T) {
 	const (
 		pollInterval = 2 * time.Second
@@ -32,47 +37,42 @@ func TestReplicasSeeRevocation(t *testing.T) {
 	db := pgtest.NewDatabase(t) // replicas on one database: PostgreSQL
 	replicas := make([]*server, 3)
 	for i := range replicas {
-		replicas[i] = startServer(t, db, "--poll-interval", pollInterval.String())
+		// A lookup deadline far above the default: on a loaded machine
+		// an uncached lookup may take more than 100ms, and a 503 would end
+		// a measurement of propagation, which is not what it measures.
+		replicas[i] = startServer(t, db, "--poll-interval", pollInterval.String(), "--lookup-timeout", "2s")
 	}
 
-	var fromReturn, fromStart []time.Duration
-	deniedAtFirstPoll, uncachedLoads := 0, 0
-	for trial := range trials {
+	revoked := measurePropagation(t, replicas, trials, codes.Unauthenticated, func(trial int) (*authv3.CheckRequest, func()) {
 		k := createKey(t, db, "acme", fmt.Sprintf("trial %d", trial))
-		req := keyCheck(k.Secret, "/api/v1/projects")
-		// A key just created works on every replica at the first try (no
-		// replica may answer from a negative cache entry), and is then
-		// cached everywhere.
-		for _, r := range replicas {
-			if cacheKey(t, r, req) > 2 {
-				uncachedLoads++
+		return keyCheck(k.Secret, "/api/v1/projects"), func() { revokeKey(t, db, k.ID) }
+	})
+	revoked.report(t, "revocation → denial", "keygate keys revoke", bound)
+
+	// Narrowing a key's scopes: the module it loses is refused everywhere
+	// (403 insufficient_scope), as fast as a revocation.
+	narrowed := measurePropagation(t, replicas, trials, codes.PermissionDenied, func(trial int) (*authv3.CheckRequest, func()) {
+		k := createKey(t, db, "acme", fmt.Sprintf("narrowed %d", trial), "--scope", "projects:read", "--scope", "deployments:read")
+		return keyCheck(k.Secret, "/api/v1/deployments"), func() { cli(t, db, "keys", "update", k.ID, "--remove-scope", "deployments:read") }
+	})
+	narrowed.report(t, "scope narrowed (keys update --remove-scope) → 403 on the module removed", "keygate keys update", bound)
+
+	// Shortening a key's expiry to the past: refused everywhere as an
+	// expired key. The CLI cannot set an expiry under a minute away
+	// (keystore.MinLifetime), so the change is made by keystore.Store.Update,
+	// the CLI's own path, with a clock set back.
+	shortener := backdatedStore(t, db, keystore.MinLifetime+time.Second)
+	shortened := measurePropagation(t, replicas, trials, codes.Unauthenticated, func(trial int) (*authv3.CheckRequest, func()) {
+		k := createKey(t, db, "acme", fmt.Sprintf("shortened %d", trial), "--expires-in", "30d")
+		return keyCheck(k.Secret, "/api/v1/projects"), func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if _, err := shortener.Update(ctx, k.ID, keystore.UpdateParams{Expiry: &keystore.Expiry{In: keystore.MinLifetime}, Actor: "test"}); err != nil {
+				t.Fatalf("shortening the expiry of %s: %v", k.ID, err)
 			}
 		}
-		started := time.Now()
-		revokeKey(t, db, k.ID)
-		returned := time.Now()
-		for i, d := range waitDenied(replicas, req, 5*time.Second) {
-			if d.err != nil {
-				t.Errorf("trial %d: replica %d: %v", trial, i, d.err)
-				continue
-			}
-			fromReturn = append(fromReturn, d.at.Sub(returned))
-			fromStart = append(fromStart, d.at.Sub(started))
-			if d.polls == 1 {
-				deniedAtFirstPoll++
-			}
-		}
-	}
-	p50, p99, worst := percentile(fromReturn, 50), percentile(fromReturn, 99), percentile(fromReturn, 100)
-	t.Logf("revocation → denial on every replica, %d samples (%d trials × %d replicas), from `keygate keys revoke` returning: p50 %s, p99 %s, max %s",
-		len(fromReturn), trials, len(replicas), ms(p50), ms(p99), ms(worst))
-	t.Logf("same, from the CLI starting: p50 %s, p99 %s, max %s; %d of %d replicas already denied at the first Check after the CLI returned; "+
-		"%d of %d first loads were not cached (they overlapped a change notification) and needed another Check",
-		ms(percentile(fromStart, 50)), ms(percentile(fromStart, 99)), ms(percentile(fromStart, 100)), deniedAtFirstPoll, len(fromReturn),
-		uncachedLoads, trials*len(replicas))
-	if p99 > bound {
-		t.Errorf("revocation p99 across replicas = %v, want ≤ %v", p99, bound)
-	}
+	})
+	shortened.report(t, "expiry shortened to 1s ago (Store.Update) → denial", "the update", bound)
 
 	// Rotation: with a grace period both secrets work everywhere (the new
 	// one at the first try); rotating with no grace ends the old secret on
@@ -181,6 +181,80 @@ func TestReplicasSeeRevocation(t *testing.T) {
 			t.Errorf("key used on replica 0 only: first use on replica %d: %s; want allowed", i, describe(resp))
 		}
 	}
+}
+
+// propagation is what measurePropagation saw: per replica and trial,
+// how long after the change started and after it returned each replica
+// first answered the new way.
+type propagation struct {
+	trials, replicas      int
+	fromStart, fromReturn []time.Duration
+	atFirstCheck          int // replicas that answered the new way at their first Check after the change returned
+	uncachedLoads         int // first loads that overlapped a change notification and needed another Check
+}
+
+// measurePropagation runs trials of one change on replicas: trial makes a
+// key and returns a Check that it allows, and the change, which returns
+// once made. The key is cached on every replica first, so that only news
+// of the change can make one answer want instead of allowing.
+func measurePropagation(t *testing.T, replicas []*server, trials int, want codes.Code,
+	trial func(i int) (*authv3.CheckRequest, func())) propagation {
+	t.Helper()
+	p := propagation{trials: trials, replicas: len(replicas)}
+	for i := range trials {
+		req, change := trial(i)
+		// A key just created works on every replica at the first try (no
+		// replica may answer from a negative cache entry), and is then
+		// cached everywhere.
+		for _, r := range replicas {
+			if cacheKey(t, r, req) > 2 {
+				p.uncachedLoads++
+			}
+		}
+		started := time.Now()
+		change()
+		returned := time.Now()
+		for j, d := range waitSwitch(replicas, req, codes.OK, want, 5*time.Second) {
+			if d.err != nil {
+				t.Errorf("trial %d: replica %d: %v", i, j, d.err)
+				continue
+			}
+			p.fromReturn = append(p.fromReturn, d.at.Sub(returned))
+			p.fromStart = append(p.fromStart, d.at.Sub(started))
+			if d.polls == 1 {
+				p.atFirstCheck++
+			}
+		}
+	}
+	return p
+}
+
+// report logs the figures of a propagation (p50, p99 and max, from the
+// writer returning and from it starting) and fails when the p99 from the
+// return exceeds bound.
+func (p propagation) report(t *testing.T, what, writer string, bound time.Duration) {
+	t.Helper()
+	p99 := percentile(p.fromReturn, 99)
+	t.Logf("%s on every replica, %d samples (%d trials × %d replicas), from %s returning: p50 %s, p99 %s, max %s",
+		what, len(p.fromReturn), p.trials, p.replicas, writer, ms(percentile(p.fromReturn, 50)), ms(p99), ms(percentile(p.fromReturn, 100)))
+	t.Logf("  same, from %s starting: p50 %s, p99 %s, max %s; %d of %d replicas answered the new way at the first Check after it returned; "+
+		"%d of %d first loads were not cached (they overlapped a change notification) and needed another Check",
+		writer, ms(percentile(p.fromStart, 50)), ms(percentile(p.fromStart, 99)), ms(percentile(p.fromStart, 100)), p.atFirstCheck,
+		len(p.fromReturn), p.uncachedLoads, p.trials*p.replicas)
+	if p99 > bound {
+		t.Errorf("%s: p99 across replicas = %v, want ≤ %v", what, p99, bound)
+	}
+}
+
+// backdatedStore is a store on the database at url whose clock runs
+// behind by back.
+func backdatedStore(tb testing.TB, url string, back time.Duration) *keystore.Store {
+	tb.Helper()
+	s, err := keystore.New(storetest.Open(tb, url), keystore.Options{Now: func() time.Time { return time.Now().Add(-back) }})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return s
 }
 
 // cacheKey makes sure r holds the valid key of req in its cache, so that

@@ -52,14 +52,17 @@ export async function request(method, path, body, withToken = token()) {
   return data;
 }
 
+const key = (id) => `/v1/keys/${encodeURIComponent(id)}`;
+
 export const api = {
   whoami: (withToken) => request("GET", "/v1/whoami", undefined, withToken),
   modules: () => request("GET", "/v1/modules"),
   listKeys: (params) => request("GET", `/v1/keys?${new URLSearchParams(params)}`),
   createKey: (body) => request("POST", "/v1/keys", body),
-  updateKey: (id, patch) => request("PATCH", `/v1/keys/${encodeURIComponent(id)}`, patch),
-  revokeKey: (id) => request("DELETE", `/v1/keys/${encodeURIComponent(id)}`),
-  rotateKey: (id, grace) => request("POST", `/v1/keys/${encodeURIComponent(id)}/rotate`, { grace }),
-  disableKey: (id) => request("POST", `/v1/keys/${encodeURIComponent(id)}/disable`),
-  enableKey: (id) => request("POST", `/v1/keys/${encodeURIComponent(id)}/enable`),
+  updateKey: (id, patch) => request("PATCH", key(id), patch),
+  revokeKey: (id) => request("DELETE", key(id)),
+  rotateKey: (id, body) => request("POST", `${key(id)}/rotate`, body),
+  disableKey: (id) => request("POST", `${key(id)}/disable`),
+  enableKey: (id) => request("POST", `${key(id)}/enable`),
+  keyEvents: (id) => request("GET", `${key(id)}/events`),
 };

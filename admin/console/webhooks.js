@@ -1,11 +1,11 @@
 // The console's Webhooks page: endpoints, their delivery logs and
 // redelivery, and the expiry-warning window that marks keys in the list.
-// Built with DOM calls only (textContent, never innerHTML), like app.js.
+// Built with DOM calls only (dom.js: textContent, never innerHTML).
 
 import { request, ApiError } from "./api.js";
+import { $, el } from "./dom.js";
 
 const DAY = 86400 * 1000;
-const $ = (id) => document.getElementById(id);
 
 const hooks = {
   list: () => request("GET", "/v1/webhooks"),
@@ -17,18 +17,6 @@ const hooks = {
   redeliver: (id, d) => request("POST", `/v1/webhooks/${encodeURIComponent(id)}/deliveries/${encodeURIComponent(d)}/redeliver`),
   eventTypes: () => request("GET", "/v1/event-types"),
 };
-
-function el(tag, props = {}, ...children) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(props)) {
-    if (k === "class") node.className = v;
-    else if (k === "text") node.textContent = v;
-    else if (k.startsWith("aria-") || k === "role" || k === "for") node.setAttribute(k, v);
-    else node[k] = v;
-  }
-  for (const c of children) if (c != null) node.append(c);
-  return node;
-}
 
 // expiryWindow is how far ahead the key list marks keys as expiring soon:
 // the longest lead time of the server's expiry warnings, or fallback.

@@ -24,9 +24,9 @@ import (
 
 // adminFlags configure the admin listener; serve and dev share them.
 type adminFlags struct {
-	AdminAddr         string `name:"admin-addr" default:"${admin_addr}" help:"Address of the admin listener: the admin REST API and the web console. Off unless --admin-tokens-file is set."`
-	AdminTokensFile   string `name:"admin-tokens-file" type:"path" placeholder:"FILE" help:"YAML list of admin tokens (name, sha256, account) made by 'keygate admin-token new'; re-read on SIGHUP. Turns the admin listener on."`
-	AdminFailureLimit string `name:"admin-failure-limit" default:"${admin_failure_limit}" placeholder:"COUNT/WINDOW" help:"Refuse a source address that sent COUNT admin tokens that are not valid within WINDOW (IPv6 addresses per /64): its requests without a valid token get 429 with Retry-After until the window has passed; a valid token is never refused (default ${default})."`
+	AdminAddr         string `group:"listeners" name:"admin-addr" default:"${admin_addr}" help:"Address of the admin listener: the admin REST API and the web console. Off unless --admin-tokens-file is set."`
+	AdminTokensFile   string `group:"listeners" name:"admin-tokens-file" type:"path" placeholder:"FILE" help:"YAML list of admin tokens (name, sha256, account) made by 'keygate admin-token new'; re-read on SIGHUP. Turns the admin listener on."`
+	AdminFailureLimit string `group:"limits" name:"admin-failure-limit" default:"${admin_failure_limit}" placeholder:"COUNT/WINDOW" help:"Refuse a source address that sent COUNT admin tokens that are not valid within WINDOW (IPv6 addresses per /64): its requests without a valid token get 429 with Retry-After until the window has passed; a valid token is never refused."`
 }
 
 // defaultAdminAddr is --admin-addr's default: loopback only.

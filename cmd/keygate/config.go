@@ -17,31 +17,31 @@ import (
 // default is a kong variable set from the constant it stands for
 // (flagDefaults).
 type serveFlags struct {
-	GRPCAddr        string   `name:"grpc-addr" default:"${grpc_addr}" help:"Address of the gRPC listener: ext_authz Check, health, reflection."`
-	HTTPAddr        string   `name:"http-addr" default:"${http_addr}" help:"Address of the HTTP listener: forward-auth (/auth for nginx, Caddy and Traefik; --envoy-http-prefix for Envoy's http_service), /healthz, /readyz, /metrics."`
-	Policy          string   `placeholder:"FILE" help:"Policy file (YAML). Default: the built-in example, where accounts, users and authentication are closed to API keys."`
-	KeyHeader       []string `default:"${key_headers}" placeholder:"HEADER" help:"Headers the key is read from, in order; authorization means 'Bearer <key>'."`
-	IdentityPrefix  string   `default:"${identity_prefix}" help:"Prefix of the identity headers set upstream (key-id, account-id, scopes, module)."`
-	KeepCredentials bool     `help:"Forward the key header upstream instead of removing it."`
-	LookupTimeout   duration `default:"${lookup_timeout}" placeholder:"DURATION" help:"Deadline of one database query for a key that is not cached; keep it well under Envoy's ext_authz timeout (default ${default})."`
-	ShutdownTimeout duration `default:"${shutdown_timeout}" placeholder:"DURATION" help:"After the drain, how long shutdown waits for in-flight requests before closing connections (default ${default})."`
-	Migrate         bool     `help:"Apply pending schema migrations before serving. Without it, serve waits (not ready) until the schema is migrated."`
-	Reflection      bool     `help:"Serve gRPC server reflection (for grpcurl and other tools)."`
+	GRPCAddr        string   `group:"listeners" name:"grpc-addr" default:"${grpc_addr}" help:"Address of the gRPC listener: ext_authz Check, health, reflection."`
+	HTTPAddr        string   `group:"listeners" name:"http-addr" default:"${http_addr}" help:"Address of the HTTP listener: forward-auth (/auth for nginx, Caddy and Traefik; --envoy-http-prefix for Envoy's http_service), /healthz, /readyz, /metrics."`
+	Policy          string   `group:"policy" placeholder:"FILE" help:"Policy file (YAML). Default: the built-in example, where accounts, users and authentication are closed to API keys."`
+	KeyHeader       []string `group:"policy" default:"${key_headers}" placeholder:"HEADER" help:"Headers the key is read from, in order; authorization means 'Bearer <key>'."`
+	IdentityPrefix  string   `group:"policy" default:"${identity_prefix}" help:"Prefix of the identity headers set upstream (key-id, account-id, scopes, module)."`
+	KeepCredentials bool     `group:"policy" help:"Forward the key header upstream instead of removing it."`
+	LookupTimeout   duration `group:"store" default:"${lookup_timeout}" placeholder:"DURATION" help:"Deadline of one database query for a key that is not cached; keep it well under Envoy's ext_authz timeout."`
+	ShutdownTimeout duration `group:"listeners" default:"${shutdown_timeout}" placeholder:"DURATION" help:"After the drain, how long shutdown waits for in-flight requests before closing connections."`
+	Migrate         bool     `group:"store" help:"Apply pending schema migrations before serving. Without it, serve waits (not ready) until the schema is migrated."`
+	Reflection      bool     `group:"listeners" help:"Serve gRPC server reflection (for grpcurl and other tools)."`
 
-	DecisionLog     string  `enum:"off,denials,all" default:"denials" help:"Decisions logged, one JSON line each on stderr: off, denials or all (default ${default})."`
-	DecisionLogRate float64 `default:"${decision_log_rate}" placeholder:"N" help:"Most decision log lines a second; the rest are counted and dropped (default ${default})."`
-	DryRun          bool    `help:"Enforce nothing: every decision is made, logged and counted, but a denial lets the request through with x-keygate-dry-run: <outcome>."`
+	DecisionLog     string  `group:"logging" enum:"off,denials,all" default:"denials" help:"Decisions logged, one JSON line each on stderr: off, denials or all."`
+	DecisionLogRate float64 `group:"logging" default:"${decision_log_rate}" placeholder:"N" help:"Most decision log lines a second; the rest are counted and dropped."`
+	DryRun          bool    `group:"policy" help:"Enforce nothing: every decision is made, logged and counted, but a denial lets the request through with x-keygate-dry-run: <outcome>."`
 
-	TLSCertFile     string `name:"tls-cert-file" type:"existingfile" placeholder:"FILE" help:"PEM certificate for every listener; re-read when it changes. Needs --tls-key-file."`
-	TLSKeyFile      string `name:"tls-key-file" type:"existingfile" placeholder:"FILE" help:"PEM private key of --tls-cert-file."`
-	TLSClientCAFile string `name:"tls-client-ca-file" type:"existingfile" placeholder:"FILE" help:"PEM CA bundle: clients must present a certificate signed by it (mutual TLS). Needs --tls-cert-file."`
+	TLSCertFile     string `group:"tls" name:"tls-cert-file" type:"existingfile" placeholder:"FILE" help:"PEM certificate for every listener; re-read when it changes. Needs --tls-key-file."`
+	TLSKeyFile      string `group:"tls" name:"tls-key-file" type:"existingfile" placeholder:"FILE" help:"PEM private key of --tls-cert-file."`
+	TLSClientCAFile string `group:"tls" name:"tls-client-ca-file" type:"existingfile" placeholder:"FILE" help:"PEM CA bundle: clients must present a certificate signed by it (mutual TLS). Needs --tls-cert-file."`
 
-	CacheSize        int      `default:"${cache_size}" placeholder:"N" help:"Most keys (valid, revoked or unknown) held in memory (default ${default})."`
-	CacheFresh       duration `default:"${cache_fresh}" placeholder:"DURATION" help:"Age after which a cached key is refreshed in the background; changes usually arrive sooner by notification (default ${default})."`
-	CacheMaxStale    duration `default:"${cache_max_stale}" placeholder:"DURATION" help:"How long past --cache-fresh a cached key keeps working while the database is unreachable; 0: not at all (default ${default})."`
-	NegativeTTL      duration `default:"${negative_ttl}" placeholder:"DURATION" help:"How long an unknown key is remembered as unknown (creating it clears that at once) (default ${default})."`
-	PollInterval     duration `default:"${poll_interval}" placeholder:"DURATION" help:"Interval of the delta poll that catches changes whose notification was lost (default ${default})."`
-	LastUsedInterval duration `default:"${last_used_interval}" placeholder:"DURATION" help:"Interval of the batched last-used writes (default ${default})."`
+	CacheSize        int      `group:"cache" default:"${cache_size}" placeholder:"N" help:"Most keys (valid, revoked or unknown) held in memory."`
+	CacheFresh       duration `group:"cache" default:"${cache_fresh}" placeholder:"DURATION" help:"Age after which a cached key is refreshed in the background; changes usually arrive sooner by notification."`
+	CacheMaxStale    duration `group:"cache" default:"${cache_max_stale}" placeholder:"DURATION" help:"How long past --cache-fresh a cached key keeps working while the database is unreachable; 0: not at all."`
+	NegativeTTL      duration `group:"cache" default:"${negative_ttl}" placeholder:"DURATION" help:"How long an unknown key is remembered as unknown (creating it clears that at once)."`
+	PollInterval     duration `group:"cache" default:"${poll_interval}" placeholder:"DURATION" help:"Interval of the delta poll that catches changes whose notification was lost."`
+	LastUsedInterval duration `group:"store" default:"${last_used_interval}" placeholder:"DURATION" help:"Interval of the batched last-used writes."`
 
 	forwardAuthFlags
 	adminFlags

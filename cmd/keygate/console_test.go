@@ -24,15 +24,22 @@ import (
 // browserDir holds the Playwright script and its package-lock.json.
 const browserDir = "../../test/browser"
 
+// longKeyName is a name of the longest kind (100 characters).
+const longKeyName = "Nightly export of invoices, payments, refunds and disputes to the finance warehouse (EU-West region)"
+
 // TestConsoleInBrowser drives the console in Debian's chromium with
 // Playwright (test/browser/console.mjs) against a real serve: sign in
-// (a wrong token refused), generate a key and read its secret, shown once,
-// use it in a real Check (allowed), tag it tier=gold (the Check's dynamic
-// metadata says so), disable it (refused, listed as disabled) and enable it
-// again (allowed), rotate it, delete it through the confirmation dialog and
-// see the next Check refused. No console errors,
-// no request to another host. Screenshots of each step land in
-// test/browser/screenshots/.
+// (a wrong token refused); at 1024, 1280 and 1440 px wide, with used keys,
+// a long name and many scopes, every row action is inside the viewport
+// and nothing scrolls sideways; relative expiry ("tomorrow"); search by
+// name, with an older answer arriving last never shown; generate a key and
+// read its secret, shown once, use it in a real Check (allowed); edit its
+// scopes (a write is then refused), expiry and metadata (the Check's
+// dynamic metadata says so); read its history; disable it (refused,
+// listed as disabled) and enable it again (allowed), rotate it with a new
+// expiry, delete it through the confirmation dialog and see the next
+// Check refused. No console errors, no request to another host.
+// Screenshots of each step land in test/browser/screenshots/.
 func TestConsoleInBrowser(t *testing.T) {
 	node := needs.Program(t, "node", "apt-get install nodejs npm")
 	chromium := os.Getenv("CHROMIUM")
@@ -51,20 +58,38 @@ func TestConsoleInBrowser(t *testing.T) {
 	wrong, _, _ := admin.NewToken("not in the file", "")
 	tokens := filepath.Join(t.TempDir(), "tokens.yaml")
 	writeTokensFile(t, tokens, entry)
-	// Keys that make the list look like a real one.
-	mustRun(t, db, "keys", "create", "--account", "acme", "--name", "staging deploys", "--description", "GitHub Actions, staging", "--scope", "projects:read", "--expires-in", "60d")
-	mustRun(t, db, "keys", "create", "--account", "globex", "--name", "nightly export", "--expires-in", "3d", "--scope", "projects:read")
-	old := decode[keyOut](t, mustRun(t, db, "keys", "create", "--account", "acme", "--name", "billing sync", "--no-expiry", "-o", "json"))
+	// Keys that make the list look like a real one: used ones, a long name
+	// and account, many scopes, one expiring tomorrow.
+	create := func(args ...string) keyOut {
+		t.Helper()
+		return decode[keyOut](t, mustRun(t, db, append([]string{"keys", "create", "-o", "json"}, args...)...))
+	}
+	used := []keyOut{
+		create("--account", "acme", "--name", "staging deploys", "--description", "GitHub Actions, staging", "--scope", "projects:read", "--expires-in", "60d"),
+		create("--account", "org:0193c7a2-5d6e-7f00-8a1b-2c3d4e5f6a7b", "--name", longKeyName,
+			"--description", "Reads every project and deployment, writes reports; owned by the data platform team (ticket DATA-1234)",
+			"--scope", "projects:read", "--scope", "projects:write", "--scope", "deployments:read", "--scope", "deployments:write",
+			"--scope", "projects:*", "--scope", "deployments:*", "--scope", "*", "--expires-in", "200d", "--meta", "tier=gold"),
+		create("--account", "globex", "--name", "release tomorrow", "--expires-in", "1d", "--scope", "projects:read", "--scope", "deployments:write"),
+	}
+	create("--account", "globex", "--name", "nightly export", "--expires-in", "3d", "--scope", "projects:read")
+	old := create("--account", "acme", "--name", "billing sync", "--no-expiry")
 	mustRun(t, db, "keys", "rotate", old.ID, "--grace", "12h")
 
-	inst := startServe(t, db, "--admin-addr", "127.0.0.1:0", "--admin-tokens-file", tokens)
+	inst := startServe(t, db, "--admin-addr", "127.0.0.1:0", "--admin-tokens-file", tokens, "--last-used-interval", "100ms")
+	for _, k := range used {
+		checkKey(t, inst, *k.Secret)
+		waittest.Until(t, 5*time.Second, "the last use of "+k.Name+" to be written", func() bool {
+			return decode[keyOut](t, mustRun(t, db, "keys", "show", k.ID, "-o", "json")).LastUsedAt != nil
+		})
+	}
 	shots, err := filepath.Abs(filepath.Join(browserDir, "screenshots"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	os.RemoveAll(shots)
 
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 150*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, node, "console.mjs")
 	cmd.Dir = browserDir
@@ -92,22 +117,36 @@ func TestConsoleInBrowser(t *testing.T) {
 			t.Errorf("console.mjs printed %q", scanner.Text())
 			continue
 		}
+		// Each change the browser made reaches the serving cache by
+		// notification, within the propagation bound: the Check is asked
+		// until it answers as expected, for up to 5 s.
 		answer := "ok"
+		expect := func(check func() (ok bool, got string)) {
+			var got string
+			if !waittest.Within(5*time.Second, func() (ok bool) { ok, got = check(); return ok }) {
+				answer = got
+			}
+		}
 		switch ev.Event {
-		case "allowed":
-			if code := checkKey(t, inst, ev.Secret); code != codes.OK {
-				answer = "the Check was " + code.String()
-			}
-		case "refused":
-			// The revocation reaches the serving cache by notification.
-			if !waittest.Within(5*time.Second, func() bool { return checkKey(t, inst, ev.Secret) == codes.Unauthenticated }) {
-				answer = "the Check is still allowed"
-			}
+		case "allowed", "refused":
+			want := map[string]codes.Code{"allowed": codes.OK, "refused": codes.Unauthenticated}[ev.Event]
+			expect(func() (bool, string) {
+				code := checkKey(t, inst, ev.Secret)
+				return code == want, "the Check was " + code.String()
+			})
+		case "write-denied":
+			// A scope removed in the Edit dialog: writing is refused.
+			expect(func() (bool, string) {
+				resp := inst.check(t, checkRequest("POST", "/api/v1/projects", map[string]string{"x-api-key": ev.Secret}, ""))
+				code := codes.Code(resp.GetStatus().GetCode())
+				return code == codes.PermissionDenied, "a write with the narrowed key was " + code.String()
+			})
 		case "metadata":
-			resp := inst.check(t, checkRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": ev.Secret}, ""))
-			if got := resp.GetDynamicMetadata().GetFields()["meta"].GetStructValue().GetFields()["tier"].GetStringValue(); got != ev.Tier {
-				answer = "the Check's dynamic metadata has tier " + strconv.Quote(got)
-			}
+			expect(func() (bool, string) {
+				resp := inst.check(t, checkRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": ev.Secret}, ""))
+				got := resp.GetDynamicMetadata().GetFields()["meta"].GetStructValue().GetFields()["tier"].GetStringValue()
+				return got == ev.Tier, "the Check's dynamic metadata has tier " + strconv.Quote(got)
+			})
 		case "done":
 			done = true
 			continue

@@ -21,7 +21,7 @@ import (
 
 // dbFlags locate the database.
 type dbFlags struct {
-	DatabaseURL string `name:"database-url" placeholder:"URL" help:"Where keys live: sqlite:PATH, the embedded store for one node (sqlite::memory: for a throwaway one), or a PostgreSQL URL (postgres://… or key=value) for any number of replicas; DATABASE_URL works too, and PGHOST and the other PG* variables for PostgreSQL."`
+	DatabaseURL string `group:"store" name:"database-url" placeholder:"URL" help:"Where keys live: sqlite:PATH, the embedded store for one node (sqlite::memory: for a throwaway one), or a PostgreSQL URL (postgres://… or key=value) for any number of replicas; DATABASE_URL works too, and PGHOST and the other PG* variables for PostgreSQL."`
 
 	// opened is the database openStore opened, for storeError's messages.
 	opened database `kong:"-"`

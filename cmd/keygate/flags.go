@@ -35,10 +35,10 @@ func (d *duration) Decode(ctx *kong.DecodeContext) error {
 // keyFlags shape new keys; serve and the key commands share them so that
 // every replica and the CLI agree.
 type keyFlags struct {
-	KeyPrefix      string   `default:"${key_prefix}" help:"Prefix of new keys (lower-case letters, digits, '_'). Keys with other prefixes keep working."`
-	PepperFile     string   `type:"existingfile" placeholder:"FILE" help:"File holding a server-side secret of at least 32 bytes: keys are then hashed with HMAC-SHA-256 instead of SHA-256. Every replica and the CLI need the same one."`
-	Pepper         string   `hidden:"" help:"The pepper itself; prefer --pepper-file."`
-	MaxKeyLifetime duration `placeholder:"DURATION" help:"Longest lifetime a new key may have, like 365d; 0 means no limit."`
+	KeyPrefix      string   `group:"store" default:"${key_prefix}" help:"Prefix of new keys (lower-case letters, digits, '_'). Keys with other prefixes keep working."`
+	PepperFile     string   `group:"store" type:"existingfile" placeholder:"FILE" help:"File holding a server-side secret of at least 32 bytes: keys are then hashed with HMAC-SHA-256 instead of SHA-256. Every replica and the CLI need the same one."`
+	Pepper         string   `group:"store" hidden:"" help:"The pepper itself; prefer --pepper-file."`
+	MaxKeyLifetime duration `group:"store" placeholder:"DURATION" help:"Longest lifetime a key may be given, at creation, rotation or a change of expiry, like 365d; 0 means no limit."`
 }
 
 func (f keyFlags) hasher() (*keystore.Hasher, error) {
@@ -133,10 +133,13 @@ var flagOfField = map[string]string{
 	"name":          "--name",
 	"description":   "--description",
 	"scopes":        "--scope",
+	"remove_scopes": "--remove-scope",
 	"expiry":        "expiry (--expires-in, --expires-at, --no-expiry)",
 	"grace":         "--grace",
 	"id":            "ID",
-	"update":        "--name, --description, --allow-cidr or --meta (or --clear-allow-cidrs, --unset-meta, --clear-meta)",
+	"update":        "keys update",
+	"limit":         "--limit",
+	"cursor":        "--cursor",
 	"allowed_cidrs": "--allow-cidr",
 	"metadata":      "--meta",
 }

@@ -14,8 +14,8 @@ import (
 // --http-addr (nginx, Caddy, Traefik, Envoy http_service); serve and dev
 // share them.
 type forwardAuthFlags struct {
-	EnvoyHTTPPrefix string   `name:"envoy-http-prefix" default:"${envoy_http_prefix}" placeholder:"PATH" help:"Path prefix of Envoy's ext_authz http_service requests on --http-addr (its path_prefix); requests under it are decided with their own method and the path after it (default ${default})."`
-	TrustedProxies  []string `name:"trusted-proxies" placeholder:"CIDR" help:"Comma-separated CIDR prefixes (or addresses) of the proxies whose X-Forwarded-For and X-Real-IP are believed on --http-addr; from any other peer the client is the peer itself. Default: none."`
+	EnvoyHTTPPrefix string   `group:"listeners" name:"envoy-http-prefix" default:"${envoy_http_prefix}" placeholder:"PATH" help:"Path prefix of Envoy's ext_authz http_service requests on --http-addr (its path_prefix); requests under it are decided with their own method and the path after it."`
+	TrustedProxies  []string `group:"listeners" name:"trusted-proxies" placeholder:"CIDR" help:"Comma-separated CIDR prefixes (or addresses) of the proxies whose X-Forwarded-For and X-Real-IP are believed on --http-addr; from any other peer the client is the peer itself. Default: none."`
 }
 
 // httpPaths are the other endpoints of --http-addr: the Envoy prefix must

@@ -19,9 +19,9 @@ import (
 // healthCmd asks a running keygate's gRPC health service, for exec health
 // checks in images without curl or grpc_health_probe.
 type healthCmd struct {
-	GRPCAddr string   `name:"grpc-addr" default:"${grpc_addr}" help:"Address of keygate's gRPC listener; a host-less address means this machine (default ${default})."`
+	GRPCAddr string   `name:"grpc-addr" default:"${grpc_addr}" help:"Address of keygate's gRPC listener; a host-less address means this machine."`
 	Service  string   `placeholder:"NAME" help:"Health service to ask about; empty: the whole server."`
-	Timeout  duration `default:"${health_timeout}" placeholder:"DURATION" help:"How long to wait for the answer (default ${default})."`
+	Timeout  duration `default:"${health_timeout}" placeholder:"DURATION" help:"How long to wait for the answer."`
 
 	TLS           bool   `name:"tls" help:"Connect with TLS (when serve runs with --tls-cert-file)."`
 	TLSCAFile     string `name:"tls-ca-file" type:"existingfile" placeholder:"FILE" help:"PEM CA bundle that keygate's certificate chains to; default: the system's roots."`

@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
+	"os/user"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -14,17 +16,18 @@ import (
 
 	"github.com/keygate/keygate/admin"
 	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/policy"
 )
 
 type keysCmd struct {
 	Create  keysCreateCmd  `cmd:"" help:"Create a key and print its secret, once."`
 	List    keysListCmd    `cmd:"" help:"List keys (never secrets)."`
 	Show    keysShowCmd    `cmd:"" help:"Show one key's record."`
-	Update  keysUpdateCmd  `cmd:"" help:"Change a key's name, description, source restrictions or metadata."`
+	Update  keysUpdateCmd  `cmd:"" help:"Change a key in place: name, description, scopes, expiry, source restrictions or metadata."`
 	Revoke  keysRevokeCmd  `cmd:"" help:"Revoke a key: it stops working on every replica."`
 	Disable keysDisableCmd `cmd:"" help:"Disable a key: refused on every replica, like a revoked key, until 'keys enable'."`
 	Enable  keysEnableCmd  `cmd:"" help:"Enable a disabled key again (a revoked key cannot be)."`
-	Delete  keysDeleteCmd  `cmd:"" help:"Delete a key (the console's word for revoke): asks first on a terminal; the record and its audit trail stay."`
+	Delete  keysDeleteCmd  `cmd:"" help:"Delete a key (the console's word for revoke): asks first on a terminal, needs --yes without one; the record and its audit trail stay."`
 	Rotate  keysRotateCmd  `cmd:"" help:"Issue a new secret; the old one works until the grace period ends."`
 	Events  keysEventsCmd  `cmd:"" help:"Show a key's audit trail: every lifecycle change, who made it and when."`
 	Import  keysImportCmd  `cmd:"" help:"Import keys of another system from JSON lines, in one transaction: all or none."`
@@ -38,7 +41,7 @@ type outputFlag struct {
 
 // actorFlag names who makes a change, for the audit trail.
 type actorFlag struct {
-	Actor string `placeholder:"NAME" help:"Who makes the change, recorded in the audit trail. Default: cli:$USER."`
+	Actor string `placeholder:"NAME" help:"Who makes the change, recorded in the audit trail. Default: cli:$USER, or cli:<login> of the user running keygate."`
 }
 
 func (f actorFlag) actor(e *env) string {
@@ -48,42 +51,127 @@ func (f actorFlag) actor(e *env) string {
 	if u := e.getenv("USER"); u != "" {
 		return "cli:" + u
 	}
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return "cli:" + u.Username
+	}
 	return "cli"
+}
+
+// expiryFlags choose a key's expiry; create, update and rotate share them
+// (expiry_default says what happens without them).
+type expiryFlags struct {
+	ExpiresIn *duration `xor:"expiry" placeholder:"DURATION" help:"Lifetime from now, like 30d or 12h; at least 1m, within --max-key-lifetime. ${expiry_default}"`
+	ExpiresAt *string   `xor:"expiry" placeholder:"TIME" help:"Expiry time: RFC 3339 like 2027-01-31T12:00:00Z, or a date like 2027-01-31, which means the end of that day in UTC (2027-01-31T23:59:59Z)."`
+	NoExpiry  bool      `xor:"expiry" help:"Never expire (refused under --max-key-lifetime)."`
+}
+
+// expiry reads the flags; given is false when none is set.
+func (f expiryFlags) expiry() (e keystore.Expiry, given bool, err error) {
+	switch {
+	case f.ExpiresIn != nil:
+		if *f.ExpiresIn <= 0 {
+			return e, true, usageError("--expires-in: must be %s", admin.ExpiresInForms)
+		}
+		e.In = time.Duration(*f.ExpiresIn)
+	case f.ExpiresAt != nil:
+		t, err := admin.ParseExpiresAt(*f.ExpiresAt)
+		if err != nil {
+			return e, true, usageError("--expires-at: %v; got %q", err, echoShort(*f.ExpiresAt))
+		}
+		e.At = t
+	case f.NoExpiry:
+		e.Never = true
+	default:
+		return e, false, nil
+	}
+	return e, true, nil
+}
+
+// policyFlag names the policy a new scope is judged by, so that the CLI
+// refuses what the admin API refuses, in its words (admin.ScopeProblem).
+type policyFlag struct {
+	Policy string `placeholder:"FILE" help:"The policy file serve uses (YAML): a new scope must name a module in it that is open to API keys. Default: the built-in example, as for serve."`
+}
+
+// checkScopes refuses the first of scopes that could never work under
+// the policy, but for those in held (the key's own: it keeps them when the
+// policy changes); flag names the flag they came from.
+func (f policyFlag) checkScopes(scopes, held []string, flag string) error {
+	var pol *policy.Policy
+	for _, scope := range scopes {
+		if slices.Contains(held, scope) {
+			continue
+		}
+		if pol == nil {
+			var err error
+			if pol, err = loadPolicy(f.Policy, slog.New(slog.DiscardHandler)); err != nil {
+				return err
+			}
+		}
+		if problem := admin.ScopeProblem(pol, scope); problem != "" {
+			if f.Policy == "" && strings.HasPrefix(problem, "no module") {
+				problem += " (the built-in example policy: give --policy or KEYGATE_POLICY, the file serve uses)"
+			}
+			return usageError("%s %q: %s", flag, echoShort(scope), problem)
+		}
+	}
+	return nil
+}
+
+// scopeUpdateFlags change a key's scopes: replace them, or add and remove
+// some (in that order).
+type scopeUpdateFlags struct {
+	Scope       []string `xor:"scopes" placeholder:"SCOPE" help:"Replace the scopes with these: *, <module>:read, <module>:write or <module>:*; repeat for several."`
+	ClearScopes bool     `xor:"scopes" help:"Remove every scope: the key may then use every module open to API keys."`
+	AddScope    []string `placeholder:"SCOPE" help:"Add a scope; repeat for several."`
+	RemoveScope []string `placeholder:"SCOPE" help:"Remove a scope the key has; repeat for several. The last one cannot be removed (that would open every module): use --clear-scopes to mean that."`
+}
+
+// apply adds the scope change the flags ask for to p.
+func (f scopeUpdateFlags) apply(p *keystore.UpdateParams) {
+	switch {
+	case f.ClearScopes:
+		p.Scopes = &[]string{}
+	case f.Scope != nil:
+		p.Scopes = &f.Scope
+	}
+	p.AddScopes, p.RemoveScopes = f.AddScope, f.RemoveScope
+}
+
+// check refuses new scopes that could never work (policyFlag.checkScopes)
+// for the key k.
+func (f scopeUpdateFlags) check(pf policyFlag, k *keystore.Key) error {
+	if err := pf.checkScopes(f.Scope, k.Scopes, "--scope"); err != nil {
+		return err
+	}
+	return pf.checkScopes(f.AddScope, k.Scopes, "--add-scope")
 }
 
 type keysCreateCmd struct {
 	dbFlags
 	keyFlags
+	policyFlag
 	outputFlag
 	actorFlag
-	Account     string    `required:"" placeholder:"ID" help:"Account (client) the key belongs to."`
-	Name        string    `required:"" help:"Human name of the key."`
-	Description string    `help:"What the key is for."`
-	ExpiresIn   *duration `xor:"expiry" placeholder:"DURATION" help:"Lifetime, like 30d or 12h. Default: ${key_lifetime} (capped by --max-key-lifetime)."`
-	ExpiresAt   string    `xor:"expiry" placeholder:"TIME" help:"Expiry time, RFC 3339 like 2027-01-31T00:00:00Z."`
-	NoExpiry    bool      `xor:"expiry" help:"The key never expires."`
-	Scope       []string  `placeholder:"SCOPE" help:"Scope: *, <module>:read, <module>:write or <module>:*; repeat for several. None: every unrestricted module."`
+	Account     string `required:"" placeholder:"ID" help:"Account (client) the key belongs to."`
+	Name        string `required:"" help:"Human name of the key."`
+	Description string `help:"What the key is for."`
+	expiryFlags `set:"expiry_default=Default: ${key_lifetime} (capped by --max-key-lifetime)."`
+	Scope       []string `placeholder:"SCOPE" help:"Scope: *, <module>:read, <module>:write or <module>:*, of a module open to API keys in --policy; repeat for several. None: every open module."`
 	sourceFlags
 	metaFlags
 }
 
 func (c *keysCreateCmd) Run(e *env) error {
-	expiry := keystore.Expiry{Never: c.NoExpiry}
-	if c.ExpiresIn != nil {
-		if *c.ExpiresIn <= 0 {
-			return usageError("--expires-in: must be positive, like 30d or 12h")
-		}
-		expiry.In = time.Duration(*c.ExpiresIn)
-	}
-	if c.ExpiresAt != "" {
-		t, err := time.Parse(time.RFC3339, c.ExpiresAt)
-		if err != nil {
-			return usageError("--expires-at: want RFC 3339 time like 2027-01-31T00:00:00Z, got %q", c.ExpiresAt)
-		}
-		expiry.At = t
+	expiry, _, err := c.expiry()
+	if err != nil {
+		return err
 	}
 	metadata, err := c.metadata()
 	if err != nil {
+		return err
+	}
+	if err := c.checkScopes(c.Scope, nil, "--scope"); err != nil {
 		return err
 	}
 	store, closeStore, err := c.dbFlags.openStore(e, &c.keyFlags)
@@ -111,42 +199,64 @@ type keysListCmd struct {
 	dbFlags
 	outputFlag
 	Account *string `placeholder:"ID" help:"Only this account's keys."`
-	All     bool    `help:"Include revoked and expired keys."`
+	Status  string  `enum:"active,disabled,expired,revoked,all" default:"active" placeholder:"STATUS" help:"Which keys: active, disabled, expired, revoked or all."`
+	All     bool    `help:"Every key, revoked, disabled and expired ones too: --status all."`
+	Name    *string `placeholder:"TEXT" help:"Only keys whose name contains TEXT, ignoring case."`
+	Limit   int     `default:"${page_size}" placeholder:"N" help:"Most keys listed, newest first: 1 to ${max_page_size}; when there are more, the cursor to list the next ones is printed on stderr."`
+	Cursor  string  `placeholder:"CURSOR" help:"List the keys after those a listing stopped at: the cursor it printed."`
 }
 
+// Run lists a page of keys, newest first, as GET /v1/keys does
+// (admin.ListKeys): the same filters, order and cursors.
 func (c *keysListCmd) Run(e *env) error {
+	req := admin.ListRequest{Limit: c.Limit, Cursor: c.Cursor}
+	if c.Limit == 0 {
+		req.Limit = -1 // out of range, as the API's limit=0 (ListKeys reads 0 as the default)
+	}
+	// An empty --account or --name (an unset variable in a script, say)
+	// must not turn into every account or every name.
+	if c.Account != nil {
+		if req.AccountID = *c.Account; req.AccountID == "" {
+			return usageError("--account: must not be empty; leave the flag out to list every account")
+		}
+	}
+	if c.Name != nil {
+		if req.Name = *c.Name; req.Name == "" {
+			return usageError("--name: must not be empty; leave the flag out to list keys of every name")
+		}
+	}
+	req.Status, _ = admin.ParseStatus(c.Status) // kong checked the enum
+	if c.All {
+		if c.Status != "active" && c.Status != "all" {
+			return usageError("--all and --status %s can't be used together", c.Status)
+		}
+		req.Status = keystore.ListAll
+	}
 	store, closeStore, err := c.dbFlags.openStore(e, nil)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	var account string
-	if c.Account != nil {
-		// An empty --account (an unset variable in a script, say) must
-		// not turn into every account.
-		if account = *c.Account; account == "" {
-			return usageError("--account: must not be empty; leave the flag out to list every account")
-		}
-	}
-	status := keystore.ListActive
-	if c.All {
-		status = keystore.ListAll
-	}
-	keys, err := store.List(e.ctx, keystore.ListParams{AccountID: account, Status: status})
+	page, err := admin.ListKeys(e.ctx, store, req)
 	if err != nil {
 		return c.storeError(err, "")
 	}
+	defer func() {
+		if page.NextCursor != "" {
+			fmt.Fprintf(e.stderr, "More keys: list them with --cursor %s\n", page.NextCursor)
+		}
+	}()
 	now := time.Now()
 	if c.Output == "json" {
-		out := make([]admin.Key, 0, len(keys))
-		for _, k := range keys {
+		out := make([]admin.Key, 0, len(page.Keys))
+		for _, k := range page.Keys {
 			out = append(out, admin.NewKey(k, now))
 		}
 		return writeJSON(e.stdout, out)
 	}
 	w := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "ID\tACCOUNT\tNAME\tPREFIX\tSTATUS\tSCOPES\tEXPIRES\tLAST USED")
-	for _, k := range keys {
+	for _, k := range page.Keys {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s…\t%s\t%s\t%s\t%s\n", k.ID, k.AccountID, oneLine(k.Name), k.DisplayPrefix,
 			statusText(k, now), scopesText(k.Scopes), timeText(k.ExpiresAt, "never"), timeText(k.LastUsedAt, "-"))
 	}
@@ -174,26 +284,53 @@ func (c *keysShowCmd) Run(e *env) error {
 
 type keysUpdateCmd struct {
 	dbFlags
+	keyFlags
+	policyFlag
 	outputFlag
 	actorFlag
 	ID          string  `arg:"" help:"Key id."`
 	Name        *string `help:"New name."`
 	Description *string `help:"New description."`
+	scopeUpdateFlags
+	expiryFlags `set:"expiry_default=Extends or shortens the key; a shorter expiry reaches every replica within a second."`
 	sourceUpdateFlags
 	metaUpdateFlags
 }
 
+// Run changes the key in place, in one audited change; narrowing its
+// scopes or shortening its expiry takes effect everywhere as a revocation
+// does.
 func (c *keysUpdateCmd) Run(e *env) error {
 	params := keystore.UpdateParams{Name: c.Name, Description: c.Description, Actor: c.actor(e)}
+	c.scopeUpdateFlags.apply(&params)
+	if expiry, given, err := c.expiry(); err != nil {
+		return err
+	} else if given {
+		params.Expiry = &expiry
+	}
 	c.sourceUpdateFlags.apply(&params)
 	if err := c.metaUpdateFlags.apply(&params); err != nil {
 		return err
 	}
-	store, closeStore, err := c.dbFlags.openStore(e, nil)
+	if params.Name == nil && params.Description == nil && params.Scopes == nil && params.AddScopes == nil && params.RemoveScopes == nil &&
+		params.Expiry == nil && params.AllowedCIDRs == nil && params.Metadata == nil {
+		return usageError("keys update: nothing to change: give --name, --description, a scope flag (--scope, --add-scope, --remove-scope, " +
+			"--clear-scopes), an expiry flag (--expires-in, --expires-at, --no-expiry), --allow-cidr, --clear-allow-cidrs, --meta, --unset-meta or --clear-meta")
+	}
+	store, closeStore, err := c.dbFlags.openStore(e, &c.keyFlags)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
+	if c.Scope != nil || c.AddScope != nil {
+		old, err := store.Get(e.ctx, c.ID)
+		if err != nil {
+			return c.storeError(err, c.ID)
+		}
+		if err := c.scopeUpdateFlags.check(c.policyFlag, old); err != nil {
+			return err
+		}
+	}
 	k, err := store.Update(e.ctx, c.ID, params)
 	if err != nil {
 		return c.storeError(err, c.ID)
@@ -211,14 +348,17 @@ func (c *keysRevokeCmd) Run(e *env) error {
 		return err
 	}
 	defer closeStore()
-	return c.revoke(e, store)
+	if err := c.revoke(e, store); err != nil {
+		return c.storeError(err, c.ID)
+	}
+	return nil
 }
 
-// revoke revokes c.ID and prints the result.
+// revoke revokes c.ID and prints the result; its error is the store's.
 func (c *keysRevokeCmd) revoke(e *env, store *keystore.Store) error {
 	k, err := store.Revoke(e.ctx, c.ID, c.actor(e))
 	if err != nil {
-		return c.storeError(err, c.ID)
+		return err
 	}
 	if c.Output == "json" {
 		return writeJSON(e.stdout, admin.NewKey(k, time.Now()))
@@ -229,22 +369,31 @@ func (c *keysRevokeCmd) revoke(e *env, store *keystore.Store) error {
 
 type keysDeleteCmd struct {
 	keysRevokeCmd
-	Yes bool `short:"y" help:"Do not ask for confirmation."`
+	Yes bool `short:"y" help:"Do not ask for confirmation (needed without a terminal)."`
 }
 
 // Run asks, on a terminal, before it revokes: the key stops working for
-// good, and a script that did not mean it cannot undo it.
+// good, and a script that did not mean it cannot undo it. Without a
+// terminal it needs --yes. A key revoked already is deleted already: it
+// says so and succeeds, as DELETE /v1/keys/{id} does, with no second
+// audit event.
 func (c *keysDeleteCmd) Run(e *env) error {
+	if !c.Yes && !e.interactive() {
+		return usageError("keys delete: no terminal to confirm on: add --yes to delete without asking; nothing was deleted")
+	}
 	store, closeStore, err := c.dbFlags.openStore(e, nil)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	if !c.Yes && e.interactive() {
-		k, err := store.Get(e.ctx, c.ID)
-		if err != nil {
-			return c.storeError(err, c.ID)
-		}
+	k, err := store.Get(e.ctx, c.ID)
+	if err != nil {
+		return c.storeError(err, c.ID)
+	}
+	if k.RevokedAt != nil {
+		return c.revokedAlready(e, k)
+	}
+	if !c.Yes {
 		fmt.Fprintf(e.stdout, "Delete key %s (%s, account %s)? It stops working on every replica within a second and cannot be restored. [y/N] ",
 			k.ID, oneLine(k.Name), k.AccountID)
 		answer, _ := bufio.NewReader(e.stdin).ReadString('\n')
@@ -253,7 +402,26 @@ func (c *keysDeleteCmd) Run(e *env) error {
 			return &exitError{code: 1, err: errors.New("not confirmed; nothing changed")}
 		}
 	}
-	return c.revoke(e, store)
+	err = c.revoke(e, store)
+	if errors.Is(err, keystore.ErrRevoked) { // revoked meanwhile
+		if k, err = store.Get(e.ctx, c.ID); err == nil {
+			return c.revokedAlready(e, k)
+		}
+	}
+	if err != nil {
+		return c.storeError(err, c.ID)
+	}
+	return nil
+}
+
+// revokedAlready reports a key that was revoked before the command ran.
+func (c *keysDeleteCmd) revokedAlready(e *env, k *keystore.Key) error {
+	if c.Output == "json" {
+		return writeJSON(e.stdout, admin.NewKey(k, time.Now()))
+	}
+	fmt.Fprintf(e.stdout, "Key %s (%s, account %s) was revoked already, at %s; nothing changed.\n", k.ID, oneLine(k.Name), k.AccountID,
+		k.RevokedAt.Format(time.RFC3339))
+	return nil
 }
 
 type keysEventsCmd struct {
@@ -309,17 +477,22 @@ type keysRotateCmd struct {
 	keyFlags
 	outputFlag
 	actorFlag
-	ID    string   `arg:"" help:"Key id."`
-	Grace duration `default:"${rotate_grace}" placeholder:"DURATION" help:"How long the old secret keeps working, like 24h or 7d; 0 ends it at once (default ${default})."`
+	ID          string   `arg:"" help:"Key id."`
+	Grace       duration `default:"${rotate_grace}" placeholder:"DURATION" help:"How long the old secret keeps working, like 24h or 7d; 0 ends it at once."`
+	expiryFlags `set:"expiry_default=The successor's; without one it keeps the old key's expiry (capped by --max-key-lifetime)."`
 }
 
 func (c *keysRotateCmd) Run(e *env) error {
+	expiry, _, err := c.expiry()
+	if err != nil {
+		return err
+	}
 	store, closeStore, err := c.dbFlags.openStore(e, &c.keyFlags)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	r, err := store.Rotate(e.ctx, c.ID, keystore.RotateParams{Grace: time.Duration(c.Grace), Actor: c.actor(e)})
+	r, err := store.Rotate(e.ctx, c.ID, keystore.RotateParams{Grace: time.Duration(c.Grace), Expiry: expiry, Actor: c.actor(e)})
 	if err != nil {
 		return c.storeError(err, c.ID)
 	}

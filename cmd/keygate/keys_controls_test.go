@@ -151,11 +151,13 @@ func TestKeysImport(t *testing.T) {
 	if out := mustRun(t, db, "keys", "import", file, "--actor", "migration"); !strings.HasPrefix(out, "Imported 2 keys in ") {
 		t.Fatalf("keys import printed %q", out)
 	}
+	// Newest first, as the API lists them: the import's keys, made at one
+	// time, the later line first.
 	list := decode[[]keyOut](t, mustRun(t, db, "keys", "list", "-o", "json"))
-	if len(list) != 2 || list[0].Name != "one" || list[1].Scopes[0] != "projects:read" || list[0].DisplayPrefix != s1.DisplayPrefix() {
+	if len(list) != 2 || list[1].Name != "one" || list[0].Scopes[0] != "projects:read" || list[1].DisplayPrefix != s1.DisplayPrefix() {
 		t.Fatalf("keys list after the import: %+v", list)
 	}
-	if out := mustRun(t, db, "keys", "events", list[0].ID); !strings.Contains(out, "import  migration") {
+	if out := mustRun(t, db, "keys", "events", list[1].ID); !strings.Contains(out, "import  migration") {
 		t.Fatalf("keys events:\n%s", out)
 	}
 	// From standard input, one more.

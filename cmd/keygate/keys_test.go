@@ -3,15 +3,25 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
 	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/keygate/keygate/admin"
 	"github.com/keygate/keygate/internal/pgtest"
 	"github.com/keygate/keygate/internal/storetest"
 	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/policy"
 )
 
 // keyOut mirrors the documented -o json shape.
@@ -406,16 +416,37 @@ func TestKeysDelete(t *testing.T) {
 	if r := runTerminal(t, db, "yes\n", "keys", "delete", id); r.code != 0 || !strings.Contains(r.stdout, "Revoked key") {
 		t.Fatalf("delete answered yes: exit %d, %q %q", r.code, r.stdout, r.stderr)
 	}
-	// --yes, or no terminal, does not ask.
+	// --yes does not ask.
 	other, _ := createKey(t, db)
 	if r := runTerminal(t, db, "", "keys", "delete", "--yes", other, "-o", "json"); r.code != 0 || decode[keyOut](t, r.stdout).RevokedAt == nil {
 		t.Fatalf("delete --yes: exit %d, %q", r.code, r.stderr)
 	}
+	// Without a terminal nobody can be asked: it needs --yes, and without
+	// it changes nothing.
 	third, _ := createKey(t, db)
-	if out := mustRun(t, db, "keys", "delete", third); !strings.Contains(out, "Revoked key") {
-		t.Fatalf("delete without a terminal: %q", out)
+	_, events := storetest.Count(t, db)
+	if r := runCLI(t, db, "keys", "delete", third); r.code != 2 || !strings.Contains(r.stderr, "--yes") || r.database != "" {
+		t.Fatalf("delete without a terminal nor --yes: exit %d, %q %q", r.code, r.stdout, r.stderr)
 	}
-	if r := runCLI(t, db, "keys", "delete", "not-an-id"); r.code == 0 {
+	if k := decode[keyOut](t, mustRun(t, db, "keys", "show", third, "-o", "json")); k.RevokedAt != nil {
+		t.Fatal("deleted without a terminal nor --yes")
+	}
+	if _, after := storetest.Count(t, db); after != events {
+		t.Fatal("a refused delete wrote an event")
+	}
+	// A key revoked already is deleted already: exit 0, as DELETE answers
+	// 204, and no second event; on a terminal, nobody is asked.
+	_, events = storetest.Count(t, db)
+	if r := runCLI(t, db, "keys", "delete", "--yes", other); r.code != 0 || !strings.Contains(r.stdout, "revoked already") {
+		t.Fatalf("delete of a revoked key: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	if r := runTerminal(t, db, "", "keys", "delete", id, "-o", "json"); r.code != 0 || decode[keyOut](t, r.stdout).RevokedAt == nil {
+		t.Fatalf("delete of a revoked key on a terminal: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	if _, after := storetest.Count(t, db); after != events {
+		t.Fatalf("deleting revoked keys wrote %d events", after-events)
+	}
+	if r := runCLI(t, db, "keys", "delete", "--yes", "not-an-id"); r.code == 0 {
 		t.Fatal("deleted a malformed id")
 	}
 }
@@ -447,4 +478,287 @@ func TestKeysEventsAndRotatedStatus(t *testing.T) {
 	if list := mustRun(t, db, "keys", "list", "--account", "acme"); !strings.Contains(list, "rotated (grace until ") {
 		t.Fatalf("list does not mark the rotated key:\n%s", list)
 	}
+}
+
+// TestKeysUpdateScopesAndExpiry: keys update changes a key's scopes
+// (replace, add, remove) and expiry (--expires-in, --expires-at with a
+// plain date, --no-expiry) in place, audited with the values before and
+// after, within --max-key-lifetime (flag or KEYGATE_MAX_KEY_LIFETIME);
+// scopes that could never work, removals that narrow nothing and changes
+// of a revoked key are refused and write nothing.
+func TestKeysUpdateScopesAndExpiry(t *testing.T) {
+	db := storetest.NewDatabase(t)
+	id, _ := createKey(t, db, "--scope", "projects:read", "--expires-in", "1h")
+	update := func(args ...string) keyOut {
+		t.Helper()
+		return decode[keyOut](t, mustRun(t, db, append([]string{"keys", "update", id, "-o", "json"}, args...)...))
+	}
+	if k := update("--add-scope", "projects:write", "--add-scope", "deployments:read"); strings.Join(k.Scopes, ",") != "deployments:read,projects:read,projects:write" {
+		t.Fatalf("--add-scope: %q", k.Scopes)
+	}
+	if k := update("--remove-scope", "projects:write"); strings.Join(k.Scopes, ",") != "deployments:read,projects:read" {
+		t.Fatalf("--remove-scope: %q", k.Scopes)
+	}
+	if k := update("--scope", "projects:*"); strings.Join(k.Scopes, ",") != "projects:*" {
+		t.Fatalf("--scope: %q", k.Scopes)
+	}
+	var events []struct {
+		Action, Actor string
+		Detail        map[string]any
+	}
+	decodeInto(t, mustRun(t, db, "keys", "events", id, "-o", "json"), &events)
+	last := events[len(events)-1]
+	if last.Action != "update" || last.Actor != "cli:tester" || fmt.Sprint(last.Detail["scopes"]) != "[projects:*]" ||
+		fmt.Sprint(last.Detail["previous"]) != "map[scopes:[deployments:read projects:read]]" {
+		t.Fatalf("the last event %+v: want the scopes before and after", last)
+	}
+
+	start := time.Now()
+	if k := update("--expires-in", "30d"); k.ExpiresAt == nil || k.ExpiresAt.Before(start.Add(30*24*time.Hour-time.Minute)) {
+		t.Fatalf("--expires-in 30d: expires at %v", k.ExpiresAt)
+	}
+	day := time.Now().UTC().AddDate(0, 3, 0).Format(time.DateOnly)
+	if k := update("--expires-at", day); k.ExpiresAt == nil || k.ExpiresAt.Format(time.RFC3339) != day+"T23:59:59Z" {
+		t.Fatalf("--expires-at %s: expires at %v, want the end of that day in UTC", day, k.ExpiresAt)
+	}
+	if k := update("--no-expiry"); k.ExpiresAt != nil {
+		t.Fatalf("--no-expiry: expires at %v", k.ExpiresAt)
+	}
+
+	_, before := storetest.Count(t, db)
+	long := time.Now().UTC().AddDate(2, 0, 0).Format(time.DateOnly)
+	pol := policy.Example()
+	for _, c := range []struct {
+		name string
+		args []string
+		env  map[string]string
+		code int
+		want string
+	}{
+		{"a module the policy does not know", []string{"--add-scope", "project:read"}, nil, 2,
+			`--add-scope "project:read": ` + admin.ScopeProblem(pol, "project:read") + " (the built-in example policy"},
+		{"a closed module", []string{"--scope", "projects:read", "--scope", "users:read"}, nil, 2, `--scope "users:read": ` + admin.ScopeProblem(pol, "users:read")},
+		{"a malformed scope", []string{"--add-scope", "projects:admin"}, nil, 2, admin.ScopeProblem(pol, "projects:admin")},
+		{"removing a scope it does not have", []string{"--remove-scope", "projects:read"}, nil, 2, "--remove-scope: the key has no scope projects:read to remove"},
+		{"removing its last scope", []string{"--remove-scope", "projects:*"}, nil, 2, "--remove-scope: removing every scope would let the key use every module"},
+		{"replacing and clearing", []string{"--scope", "projects:read", "--clear-scopes"}, nil, 2, "can't be used together"},
+		{"two expiries", []string{"--expires-in", "1d", "--no-expiry"}, nil, 2, "can't be used together"},
+		{"a malformed date", []string{"--expires-at", "2027-02-30"}, nil, 2, "--expires-at: must be an RFC 3339 time"},
+		{"an empty date", []string{"--expires-at", ""}, nil, 2, "--expires-at"},
+		{"too short", []string{"--expires-in", "30s"}, nil, 2, "too short"},
+		{"beyond --max-key-lifetime", []string{"--expires-at", long, "--max-key-lifetime", "365d"}, nil, 2, "maximum lifetime"},
+		{"beyond KEYGATE_MAX_KEY_LIFETIME", []string{"--expires-in", "400d"}, map[string]string{"KEYGATE_MAX_KEY_LIFETIME": "365d"}, 2, "maximum lifetime"},
+		{"no expiry under a maximum", []string{"--no-expiry"}, map[string]string{"KEYGATE_MAX_KEY_LIFETIME": "365d"}, 2, "keys must expire"},
+		{"nothing to change", nil, nil, 2, "keys update: nothing to change: give --name"},
+		{"a policy file that is not there", []string{"--add-scope", "billing:read", "--policy", "/nonexistent.yaml"}, nil, 2, "--policy"},
+	} {
+		env := map[string]string{"DATABASE_URL": db, "USER": "tester"}
+		maps.Copy(env, c.env)
+		r := runWithEnv(t, env, append([]string{"keys", "update", id}, c.args...)...)
+		if r.code != c.code || !strings.Contains(r.stderr, c.want) || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
+			t.Errorf("%s: exit %d, %q; want %d and one line with %q", c.name, r.code, r.stderr, c.code, c.want)
+		}
+	}
+	if _, after := storetest.Count(t, db); after != before {
+		t.Fatalf("refused updates wrote %d events", after-before)
+	}
+
+	// The policy serve uses, from --policy or KEYGATE_POLICY: billing is a
+	// module there.
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(file, []byte("modules:\n  billing: {paths: [/api/v1/billing]}\n  users: {paths: [/api/v1/users], api_keys: deny}\n"), 0o600)
+	if k := update("--add-scope", "billing:read", "--policy", file); !slices.Contains(k.Scopes, "billing:read") {
+		t.Fatalf("--policy: %q", k.Scopes)
+	}
+	r := runWithEnv(t, map[string]string{"DATABASE_URL": db, "KEYGATE_POLICY": file}, "keys", "update", id, "--add-scope", "projects:write")
+	if r.code != 2 || !strings.Contains(r.stderr, "no module projects in the policy; modules open to API keys: billing") || strings.Contains(r.stderr, "example") {
+		t.Fatalf("KEYGATE_POLICY: exit %d %q", r.code, r.stderr)
+	}
+
+	// A revoked key cannot change.
+	mustRun(t, db, "keys", "revoke", id)
+	_, before = storetest.Count(t, db)
+	if r := runCLI(t, db, "keys", "update", id, "--expires-in", "1d"); r.code != 1 || !strings.Contains(r.stderr, "revoked") {
+		t.Fatalf("update of a revoked key: exit %d %q", r.code, r.stderr)
+	}
+	if _, after := storetest.Count(t, db); after != before {
+		t.Fatal("a refused update of a revoked key wrote an event")
+	}
+}
+
+// TestKeysCreateAndRotateExpiry: create takes a plain date; rotate gives
+// the successor the expiry asked for, or keeps the old key's; create
+// refuses the scopes the API refuses, in its words.
+func TestKeysCreateAndRotateExpiry(t *testing.T) {
+	db := storetest.NewDatabase(t)
+	day := time.Now().UTC().AddDate(0, 1, 0).Format(time.DateOnly)
+	k := decode[keyOut](t, mustRun(t, db, "keys", "create", "--account", "acme", "--name", "ci", "--expires-at", day, "-o", "json"))
+	if k.ExpiresAt == nil || k.ExpiresAt.Format(time.RFC3339) != day+"T23:59:59Z" {
+		t.Fatalf("create --expires-at %s: %v", day, k.ExpiresAt)
+	}
+	start := time.Now()
+	next := decode[keyOut](t, mustRun(t, db, "keys", "rotate", k.ID, "--expires-in", "90d", "-o", "json"))
+	if next.ExpiresAt == nil || next.ExpiresAt.Before(start.Add(90*24*time.Hour-time.Minute)) {
+		t.Fatalf("rotate --expires-in 90d: %v", next.ExpiresAt)
+	}
+	third := decode[keyOut](t, mustRun(t, db, "keys", "rotate", next.ID, "-o", "json"))
+	if third.ExpiresAt == nil || !third.ExpiresAt.Equal(*next.ExpiresAt) {
+		t.Fatalf("rotate without an expiry: %v, want %v", third.ExpiresAt, next.ExpiresAt)
+	}
+	if r := runCLI(t, db, "keys", "rotate", third.ID, "--expires-in", "400d", "--max-key-lifetime", "365d"); r.code != 2 || !strings.Contains(r.stderr, "maximum lifetime") {
+		t.Fatalf("rotate beyond the maximum: exit %d %q", r.code, r.stderr)
+	}
+	for _, scope := range []string{"project:read", "accounts:*", "nope", "billing:write"} {
+		r := runCLI(t, db, "keys", "create", "--account", "acme", "--name", "n", "--scope", "projects:read", "--scope", scope)
+		if r.code != 2 || !strings.Contains(r.stderr, admin.ScopeProblem(policy.Example(), scope)) || r.database != "" {
+			t.Errorf("create --scope %s: exit %d %q", scope, r.code, r.stderr)
+		}
+	}
+	if keys, _ := storetest.Count(t, db); keys != 3 {
+		t.Fatalf("refused creates made %d keys", keys-3)
+	}
+}
+
+// TestKeysActorFromTheOSUser: without $USER, the audit actor is the
+// login of the user running keygate.
+func TestKeysActorFromTheOSUser(t *testing.T) {
+	u, err := user.Current()
+	if err != nil || u.Username == "" {
+		t.Skipf("no current user: %v", err)
+	}
+	db := storetest.NewDatabase(t)
+	r := runWithEnv(t, map[string]string{"DATABASE_URL": db}, "keys", "create", "--account", "acme", "--name", "n", "-o", "json")
+	if r.code != 0 {
+		t.Fatalf("create: exit %d %q", r.code, r.stderr)
+	}
+	var events []struct{ Actor string }
+	decodeInto(t, mustRun(t, db, "keys", "events", decode[keyOut](t, r.stdout).ID, "-o", "json"), &events)
+	if len(events) != 1 || events[0].Actor != "cli:"+u.Username {
+		t.Fatalf("events %+v, want the actor cli:%s", events, u.Username)
+	}
+}
+
+// TestCLIAndAPIAgree runs serve's admin API and the CLI on one database
+// and one policy file: a scope is refused by both in the same words, and
+// keys list pages through the keys as GET /v1/keys does, with the same
+// filters, order (newest first) and cursors.
+func TestCLIAndAPIAgree(t *testing.T) {
+	db := storetest.NewDatabase(t)
+	file := filepath.Join(t.TempDir(), "policy.yaml")
+	os.WriteFile(file, []byte("modules:\n  billing: {paths: [/api/v1/billing]}\n  projects: {paths: [/api/v1/projects]}\n  users: {paths: [/api/v1/users], api_keys: deny}\n"), 0o600)
+	token, entry := newAdminToken(t, "--name", "ops")
+	_, _, base := serveAdmin(t, db, []admin.TokenEntry{entry}, "--policy", file)
+	env := map[string]string{"DATABASE_URL": db, "KEYGATE_POLICY": file, "USER": "tester"}
+
+	for _, scope := range []string{"project:read", "users:read", "projects:admin", "*:read", "accounts:write"} {
+		var prob admin.Problem
+		status := adminJSON(t, "POST", base+"/v1/keys", token, map[string]any{"account_id": "acme", "name": "n", "scopes": []string{scope}}, &prob)
+		if status != 400 || len(prob.Errors) != 1 || prob.Errors[0].Field != "scopes[0]" {
+			t.Fatalf("API, scope %s: %d %+v", scope, status, prob)
+		}
+		r := runWithEnv(t, env, "keys", "create", "--account", "acme", "--name", "n", "--scope", scope)
+		if want := fmt.Sprintf("--scope %q: %s", scope, prob.Errors[0].Detail); r.code != 2 || !strings.Contains(r.stderr, want) {
+			t.Errorf("CLI, scope %s: exit %d %q; want the API's words %q", scope, r.code, r.stderr, want)
+		}
+	}
+
+	for i := range 7 {
+		name := []string{"deploy", "billing sync", "Deploy nightly"}[i%3]
+		id, _ := createKey(t, db, "--name", fmt.Sprintf("%s %d", name, i), "--account", []string{"acme", "globex"}[i%2])
+		if i == 3 {
+			mustRun(t, db, "keys", "revoke", id)
+		}
+	}
+	for _, q := range []struct{ api, cli []string }{
+		{[]string{"limit=2"}, []string{"--limit", "2"}},
+		{[]string{"status=all", "limit=2", "name=DEPLOY"}, []string{"--status", "all", "--limit", "2", "--name", "DEPLOY"}},
+		{[]string{"account_id=acme", "limit=3", "status=revoked"}, []string{"--account", "acme", "--limit", "3", "--status", "revoked"}},
+		{[]string{"account_id=globex", "limit=1", "name=deploy"}, []string{"--account", "globex", "--limit", "1", "--name", "deploy"}},
+	} {
+		apiCursor, cliCursor := "", ""
+		for pages := 0; ; pages++ {
+			query := strings.Join(q.api, "&")
+			if apiCursor != "" {
+				query += "&cursor=" + apiCursor
+			}
+			var page admin.KeyList
+			if status := adminJSON(t, "GET", base+"/v1/keys?"+query, token, nil, &page); status != 200 {
+				t.Fatalf("GET /v1/keys?%s: %d", query, status)
+			}
+			args := append([]string{"keys", "list", "-o", "json"}, q.cli...)
+			if cliCursor != "" {
+				args = append(args, "--cursor", cliCursor)
+			}
+			r := runWithEnv(t, env, args...)
+			cliKeys := decode[[]keyOut](t, r.stdout)
+			var apiIDs, cliIDs []string
+			for _, k := range page.Items {
+				apiIDs = append(apiIDs, k.ID)
+			}
+			for _, k := range cliKeys {
+				cliIDs = append(cliIDs, k.ID)
+			}
+			if !slices.Equal(apiIDs, cliIDs) {
+				t.Fatalf("%v page %d: API %v, CLI %v", q.cli, pages, apiIDs, cliIDs)
+			}
+			_, cliCursor, _ = strings.Cut(strings.TrimSpace(r.stderr), "--cursor ")
+			if page.NextCursor == nil {
+				if cliCursor != "" {
+					t.Fatalf("%v page %d: the API's last page, but the CLI prints a cursor: %q", q.cli, pages, r.stderr)
+				}
+				break
+			}
+			if apiCursor = *page.NextCursor; cliCursor != apiCursor {
+				t.Fatalf("%v page %d: API cursor %q, CLI %q", q.cli, pages, apiCursor, r.stderr)
+			}
+		}
+	}
+}
+
+// TestKeysListBadInput: keys list refuses what GET /v1/keys refuses,
+// naming the flag, and reads nothing.
+func TestKeysListBadInput(t *testing.T) {
+	db := storetest.NewDatabase(t)
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--limit", "0"}, "--limit: must be a whole number from 1 to 200"},
+		{[]string{"--limit", "201"}, "--limit: must be a whole number from 1 to 200"},
+		{[]string{"--cursor", "bogus"}, "--cursor: must be a next cursor"},
+		{[]string{"--name", ""}, "--name: must not be empty"},
+		{[]string{"--name", strings.Repeat("n", 101)}, "--name: must be valid UTF-8 of at most 100 characters"},
+		{[]string{"--all", "--status", "revoked"}, "--all and --status revoked"},
+		{[]string{"--status", "gone"}, "--status"},
+	} {
+		r := runCLI(t, db, append([]string{"keys", "list"}, c.args...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, c.want) {
+			t.Errorf("keys list %q: exit %d %q, want 2 and %q", c.args, r.code, r.stderr, c.want)
+		}
+	}
+}
+
+// adminJSON sends a JSON request to the admin API and decodes the answer
+// into out.
+func adminJSON(t *testing.T, method, url, token string, body, out any) int {
+	t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, url, rd)
+	req.Header.Set("Authorization", "Bearer "+token)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		t.Fatalf("%s %s: %d, not JSON: %v", method, url, resp.StatusCode, err)
+	}
+	return resp.StatusCode
 }

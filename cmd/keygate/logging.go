@@ -8,8 +8,8 @@ import (
 
 // logFlags choose the log format and level.
 type logFlags struct {
-	LogFormat string `enum:"json,text" default:"json" help:"Log format: json or text."`
-	LogLevel  string `default:"info" enum:"debug,info,warn,error" help:"Least severe level logged: debug, info, warn or error."`
+	LogFormat string `group:"logging" enum:"json,text" default:"json" help:"Log format: json or text."`
+	LogLevel  string `group:"logging" default:"info" enum:"debug,info,warn,error" help:"Least severe level logged: debug, info, warn or error."`
 }
 
 func (f logFlags) logger(w io.Writer) (*slog.Logger, error) {

@@ -69,7 +69,8 @@ func parse(c *cli, args []string, getenv func(string) string, stdout, stderr io.
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(&exitError{code: code}) }),
 		kong.Resolvers(envResolver(getenv)),
-		kong.PostBuild(documentEnv),
+		kong.ExplicitGroups(flagGroups),
+		kong.PostBuild(documentFlags),
 		kong.ConfigureHelp(kong.HelpOptions{Compact: true}),
 		flagDefaults(),
 	)
@@ -126,7 +127,7 @@ func flagDefaults() kong.Vars {
 		"grpc_addr":           defaultGRPCAddr,
 		"http_addr":           defaultHTTPAddr,
 		"admin_addr":          defaultAdminAddr,
-		"admin_failure_limit": admin.DefaultFailureLimit.String(),
+		"admin_failure_limit": strconv.Itoa(admin.DefaultFailureLimit.Count) + "/" + flagDuration(admin.DefaultFailureLimit.Window),
 		"drain_delay":         flagDuration(defaultDrainDelay),
 		"shutdown_timeout":    flagDuration(defaultShutdownTimeout),
 		"health_timeout":      flagDuration(defaultHealthTimeout),
@@ -145,6 +146,8 @@ func flagDefaults() kong.Vars {
 		"key_prefix":          keystore.DefaultPrefix,
 		"key_lifetime":        keystore.FormatDuration(keystore.DefaultLifetime),
 		"rotate_grace":        flagDuration(admin.DefaultGrace),
+		"page_size":           strconv.Itoa(admin.DefaultPageSize),
+		"max_page_size":       strconv.Itoa(admin.MaxPageSize),
 	}
 }
 
@@ -210,10 +213,25 @@ func stripArgs(cmd string) string {
 	return strings.Join(out, " ")
 }
 
-// envName is the environment variable that sets a flag.
-func envName(flag string) string {
-	return envPrefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
+// envName is the environment variable that sets a flag of the command n,
+// or "" when it reads none (readsEnv): KEYGATE_<FLAG>, or for the health
+// command's own flags KEYGATE_HEALTH_<FLAG>, so that a KEYGATE_TIMEOUT or
+// KEYGATE_TLS set for something else never changes a health check (its
+// --grpc-addr reads KEYGATE_GRPC_ADDR, serve's: in serve's environment it
+// finds serve).
+func envName(flag string, n *kong.Node) string {
+	if !readsEnv(flag, n) {
+		return ""
+	}
+	prefix := envPrefix
+	if under(n, health) && flag != "grpc-addr" {
+		prefix += "HEALTH_"
+	}
+	return prefix + strings.ToUpper(strings.ReplaceAll(flag, "-", "_"))
 }
+
+// health is the health command, as under takes it.
+var health = map[string]bool{"health": true}
 
 // perInvocation are the commands whose flags describe one key or token:
 // only their connection settings (settingFlags) come from the environment,
@@ -222,8 +240,10 @@ func envName(flag string) string {
 var perInvocation = map[string]bool{"keys": true, "admin-token": true, "store": true}
 
 // settingFlags are the flags of those commands that are settings: the
-// database, and the key format every replica and the CLI must share.
-var settingFlags = map[string]bool{"database-url": true, "key-prefix": true, "pepper-file": true, "pepper": true, "max-key-lifetime": true}
+// database, the key format every replica and the CLI must share, and the
+// policy new scopes are judged by.
+var settingFlags = map[string]bool{"database-url": true, "key-prefix": true, "pepper-file": true, "pepper": true, "max-key-lifetime": true,
+	"policy": true}
 
 // readsEnv reports whether a flag of a command (perInvocation or not)
 // may come from the environment. dev never takes its database from the
@@ -254,10 +274,11 @@ var dev = map[string]bool{"dev": true}
 // (see readsEnv for which flags).
 func envResolver(getenv func(string) string) kong.Resolver {
 	return kong.ResolverFunc(func(ctx *kong.Context, _ *kong.Path, flag *kong.Flag) (any, error) {
-		if !readsEnv(flag.Name, ctx.Selected()) {
+		env := envName(flag.Name, ctx.Selected())
+		if env == "" {
 			return nil, nil
 		}
-		if v := getenv(envName(flag.Name)); v != "" {
+		if v := getenv(env); v != "" {
 			return v, nil
 		}
 		if flag.Name == "database-url" {
@@ -267,22 +288,4 @@ func envResolver(getenv func(string) string) kong.Resolver {
 		}
 		return nil, nil
 	})
-}
-
-// documentEnv appends the environment variable of each flag that reads
-// one to its help.
-func documentEnv(k *kong.Kong) error {
-	var walk func(n *kong.Node)
-	walk = func(n *kong.Node) {
-		for _, f := range n.Flags {
-			if readsEnv(f.Name, n) {
-				f.Help += " ($" + envName(f.Name) + ")"
-			}
-		}
-		for _, c := range n.Children {
-			walk(c)
-		}
-	}
-	walk(k.Model.Node)
-	return nil
 }

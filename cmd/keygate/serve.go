@@ -10,7 +10,7 @@ type serveCmd struct {
 	keyFlags
 	logFlags
 	serveFlags
-	DrainDelay duration `default:"${drain_delay}" placeholder:"DURATION" help:"On SIGTERM, how long health and /readyz report not serving while requests are still answered, so that load balancers stop sending first; a second signal ends it early (default ${default})."`
+	DrainDelay duration `group:"listeners" default:"${drain_delay}" placeholder:"DURATION" help:"On SIGTERM, how long health and /readyz report not serving while requests are still answered, so that load balancers stop sending first; a second signal ends it early."`
 }
 
 // Run serves until e.ctx ends: check the configuration, build the

@@ -72,6 +72,18 @@ func testUpdateScopes(t *testing.T, h Harness) {
 			t.Errorf("Update(%+v) = %v, want a validation error for scopes", bad, err)
 		}
 	}
+	// Removing what is not there narrows nothing, and removing the last
+	// scope would open every module: both refused, on remove_scopes.
+	for _, bad := range []keystore.UpdateParams{
+		{RemoveScopes: []string{"projects:write"}},
+		{RemoveScopes: []string{"reports:*"}, AddScopes: []string{"projects:read"}},
+		{Scopes: &[]string{"projects:read"}, RemoveScopes: []string{"projects:read"}},
+	} {
+		var ve *keystore.ValidationError
+		if _, err := s.Update(ctx, k.ID, bad); !errors.As(err, &ve) || ve.Field != "remove_scopes" {
+			t.Errorf("Update(%+v) = %v, want a validation error for remove_scopes", bad, err)
+		}
+	}
 	if snapshot(t, db) != before {
 		t.Fatal("refused scope changes changed the database")
 	}

@@ -104,6 +104,37 @@ async function focusIsIn(page, selector) {
   return page.evaluate((sel) => document.querySelector(sel).contains(document.activeElement), selector);
 }
 
+// layoutProblems lists what does not fit a viewport width wide: the page
+// or the table scrolling sideways, and each row action whose box is not
+// wholly inside the viewport, or whose name does not name its key.
+async function layoutProblems(page, width) {
+  return page.evaluate((w) => {
+    const out = [];
+    if (document.documentElement.scrollWidth > w) out.push(`the page is ${document.documentElement.scrollWidth} px wide`);
+    const wrap = document.querySelector(".table-wrap");
+    if (wrap.scrollWidth > wrap.clientWidth) out.push(`the table scrolls sideways (${wrap.scrollWidth} > ${wrap.clientWidth})`);
+    for (const row of document.querySelectorAll("#keys-body tr")) {
+      const name = row.querySelector(".key-name").textContent;
+      const buttons = row.querySelectorAll(".cell-actions button");
+      if (buttons.length < 2) out.push(`${name}: ${buttons.length} actions`);
+      for (const b of buttons) {
+        const r = b.getBoundingClientRect();
+        const label = b.getAttribute("aria-label");
+        if (r.width === 0 || r.left < 0 || r.right > w || r.top < 0) out.push(`${label}: box ${r.left}–${r.right} outside 0–${w}`);
+        if (!label.endsWith(` ${name}`)) out.push(`a button named ${JSON.stringify(label)} in the row of ${name}`);
+      }
+    }
+    return out;
+  }, width);
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// rowOf is the row of the key named name.
+function rowOf(page, name) {
+  return page.locator("#keys-body tr").filter({ has: page.locator(".key-name").getByText(name, { exact: true }) });
+}
+
 try {
   await context.grantPermissions(["clipboard-read", "clipboard-write"], { origin: consoleURL.origin });
   const page = context.pages()[0] || await context.newPage();
@@ -137,14 +168,56 @@ try {
   check(await page.evaluate((t) => sessionStorage.getItem("keygate.adminToken") === t, adminToken), "the token is kept in sessionStorage");
   check(await page.evaluate(() => document.cookie === ""), "no cookies");
   await shot(page, "keys");
-  // The statuses the list derives: expiring soon (3 days left), rotated in its grace period.
-  await page.locator("#keys-body tr", { hasText: "nightly export" }).getByText("Expiring soon").waitFor();
-  await page.locator("#keys-body tr", { hasText: "billing sync" }).getByText("Rotated").waitFor();
+  // The statuses the list derives: expiring soon (3 days left), rotated in
+  // its grace period; expiry in calendar days: tomorrow is "tomorrow".
+  await rowOf(page, "nightly export").getByText("Expiring soon").waitFor();
+  check(await rowOf(page, "nightly export").locator(".cell-expires").innerText().then((t) => t.startsWith("in 3 days")), "3 days left is in 3 days");
+  check(await rowOf(page, "release tomorrow").locator(".cell-expires").innerText().then((t) => t.startsWith("tomorrow")), "a key expiring tomorrow says tomorrow");
+  await rowOf(page, "release tomorrow").getByText("expires tomorrow").waitFor();
+  await rowOf(page, "billing sync").getByText("Rotated").first().waitFor();
+  check(!(await rowOf(page, "staging deploys").getByText("Never", { exact: true }).count()), "a used key shows when it was used");
+
+  // Every row action inside the viewport, nothing scrolling sideways, at
+  // the widths of laptops and desktops, with used keys, a 100-character
+  // name, a long account id and seven scopes.
+  for (const width of [1024, 1280, 1440]) {
+    await page.setViewportSize({ width, height: 900 });
+    await page.waitForFunction((w) => window.innerWidth === w, width);
+    const problems = await layoutProblems(page, width);
+    check(problems.length === 0, `at ${width} px: ${problems.join("; ")}`);
+    await shot(page, `keys-${width}`);
+  }
+  await page.setViewportSize({ width: 1280, height: 860 });
+
+  // Search by name.
+  const nameFilter = page.getByRole("searchbox", { name: "Name" });
+  await nameFilter.fill("NIGHTLY");
+  await page.getByRole("button", { name: "Apply" }).click();
+  await rowOf(page, "staging deploys").waitFor({ state: "detached" });
+  check(await page.locator("#keys-body tr").count() === 2, "the name search finds the two nightly keys");
+  // An older answer arriving last is not shown: the search for "staging"
+  // is held back, the one for "billing" made after it answers first.
+  await page.route((url) => url.pathname === "/v1/keys" && url.searchParams.get("name") === "staging", async (route) => {
+    await sleep(1500);
+    await route.continue().catch(() => {});
+  });
+  await nameFilter.fill("staging");
+  await page.getByRole("button", { name: "Apply" }).click();
+  await nameFilter.fill("billing");
+  await page.getByRole("button", { name: "Apply" }).click();
+  await rowOf(page, "billing sync").first().waitFor();
+  await sleep(2000); // the held answer has arrived by now
+  check(await rowOf(page, "staging deploys").count() === 0 && await rowOf(page, "billing sync").count() === 2,
+    "an answer to an older search, arriving last, is not shown");
+  await page.unrouteAll({ behavior: "wait" });
+  await nameFilter.fill("");
+  await page.getByRole("button", { name: "Apply" }).click();
+  await rowOf(page, "staging deploys").waitFor();
   // Filter by account.
   await page.getByRole("searchbox", { name: "Account" }).fill("globex");
   await page.getByRole("button", { name: "Apply" }).click();
   await page.locator("#keys-body tr", { hasText: "staging deploys" }).waitFor({ state: "detached" });
-  check(await page.locator("#keys-body tr").count() === 1, "the account filter shows globex's one key");
+  check(await page.locator("#keys-body tr").count() === 2, "the account filter shows globex's two keys");
   await page.getByRole("searchbox", { name: "Account" }).fill("");
   await page.getByRole("button", { name: "Apply" }).click();
   await page.locator("#keys-body tr", { hasText: "staging deploys" }).waitFor();
@@ -195,16 +268,34 @@ try {
   await row.waitFor();
   await shot(page, "keys-with-new-key");
 
-  // Edit the description, and tag the key for the rate limits.
+  // Edit in place: the description, a tag for the rate limits, one scope
+  // fewer and a longer life.
   await row.getByRole("button", { name: "Edit deploy bot" }).click();
   const edit = page.getByRole("dialog", { name: /Edit key/ });
+  check(await edit.getByLabel("projects Write", { exact: true }).isChecked(), "the Edit dialog shows the key's scopes");
   await edit.getByLabel("Description", { exact: true }).fill("CI deploys to staging and production");
   await edit.getByLabel("Metadata", { exact: true }).fill("tier=gold");
-  await shot(page, "edit-metadata");
+  await edit.getByLabel("projects Write", { exact: true }).uncheck();
+  await edit.getByLabel("Expiry", { exact: true }).selectOption("90d");
+  await shot(page, "edit");
   await edit.getByRole("button", { name: "Save" }).click();
   await row.getByText("CI deploys to staging and production").waitFor();
   await row.getByText("tier=gold").waitFor();
+  await row.locator(".cell-expires").getByText("in 90 days").waitFor();
+  check(await row.locator(".chip").allInnerTexts().then((t) => t.join(",") === "projects:read"), "the row shows the narrowed scopes");
   await ask({ event: "metadata", secret, tier: "gold" }); // the Go side: the Check's dynamic metadata says so
+  await ask({ event: "write-denied", secret }); // and a write is refused: the scope is gone
+
+  // Its history: created, then changed, with the values before.
+  await row.getByRole("button", { name: "History of deploy bot" }).click();
+  const history = page.getByRole("dialog", { name: "History of “deploy bot”" });
+  await history.getByText("Changed").waitFor();
+  const trail = await page.locator("#history-events").innerText();
+  check(trail.includes("Scopes: projects:read, projects:write → projects:read") && trail.includes("Created") &&
+    trail.includes("admin:console test"), `the history shows the change with its values before and after: ${trail}`);
+  await shot(page, "history");
+  await page.keyboard.press("Escape");
+  await history.waitFor({ state: "hidden" });
 
   // Disable it: refused, and listed as disabled; enable it: it works again.
   await row.getByRole("button", { name: "Disable deploy bot" }).click();
@@ -226,6 +317,7 @@ try {
   await row.getByRole("button", { name: "Rotate deploy bot" }).click();
   const rotate = page.getByRole("dialog", { name: /Rotate key/ });
   await rotate.getByLabel("Old secret keeps working for", { exact: true }).selectOption("1h");
+  await rotate.getByLabel("New secret expires", { exact: true }).selectOption("60d");
   await shot(page, "rotate-dialog");
   await rotate.getByRole("button", { name: "Rotate" }).click();
   await secretDialog.waitFor();
@@ -239,7 +331,7 @@ try {
   await secretDialog.waitFor({ state: "hidden" });
   check(await noSecretInPage(page, rotated), "Escape removes the rotated secret from the page");
   await row.getByText("Rotated").waitFor();
-  await page.locator(`tr[data-key-id="${rotatedID}"]`).waitFor();
+  await page.locator(`tr[data-key-id="${rotatedID}"]`).getByText("in 60 days").waitFor();
   await shot(page, "keys-rotated");
 
   // Delete the first key, through the confirmation dialog, by keyboard.
