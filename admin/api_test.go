@@ -18,6 +18,7 @@ import (
 )
 
 func TestKeyLifecycle(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	res := f.do(call{method: "POST", path: "/v1/keys", token: f.root, body: map[string]any{
 		"account_id": "acme", "name": "deploy bot", "description": "CI deploys", "scopes": []string{"projects:write", "projects:read"}, "expires_in": "30d",
@@ -118,6 +119,7 @@ func TestKeyLifecycle(t *testing.T) {
 }
 
 func TestModulesAndWhoami(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, fixtureOptions{maxLifetime: 365 * 24 * time.Hour})
 	var mods struct {
 		Default string
@@ -157,6 +159,7 @@ func TestModulesAndWhoami(t *testing.T) {
 }
 
 func TestCreateValidation(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, fixtureOptions{maxLifetime: 365 * 24 * time.Hour})
 	past := time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
 	long := strings.Repeat("n", 101)
@@ -214,6 +217,7 @@ func TestCreateValidation(t *testing.T) {
 }
 
 func TestUpdateValidation(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	k := f.create(map[string]any{"description": "keep"})
 	cases := []struct {
@@ -259,6 +263,7 @@ func TestUpdateValidation(t *testing.T) {
 }
 
 func TestRequestShape(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	k := f.create(map[string]any{})
 	big := `{"account_id":"acme","name":"n","description":"` + strings.Repeat("d", admin.MaxBodySize) + `"}`
@@ -306,6 +311,7 @@ func TestRequestShape(t *testing.T) {
 }
 
 func TestAuthentication(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	k := f.create(map[string]any{})
 	wrong, _ := newToken(t, "stranger", "")
@@ -364,6 +370,7 @@ func TestAuthentication(t *testing.T) {
 }
 
 func TestAccountBinding(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	mine := f.create(map[string]any{"account_id": "acme"})
 	theirs := f.create(map[string]any{"account_id": "globex"})
@@ -417,6 +424,7 @@ func TestAccountBinding(t *testing.T) {
 // either the rotation came first (both succeed, and the successor lives)
 // or the revocation did (the rotation is a 409 and there is no successor).
 func TestRevokeRacingRotate(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	for range 15 {
 		k := f.create(map[string]any{})
@@ -461,6 +469,7 @@ func TestRevokeRacingRotate(t *testing.T) {
 // created through the API: no key is listed twice, and none that existed
 // before the first page is skipped.
 func TestPagination(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	before := map[string]bool{}
 	for range 23 {
@@ -520,6 +529,7 @@ func TestPagination(t *testing.T) {
 // TestStoreUnavailable answers 503 with Retry-After when the database is
 // gone, and says nothing about why beyond that.
 func TestStoreUnavailable(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	k := f.create(map[string]any{})
 	f.backend.Close()

@@ -32,6 +32,7 @@ func (filler) Read(p []byte) (int, error) {
 // instead of a reset connection, also when the client writes its whole
 // body before it reads, and on operations that take no body.
 func TestBodyTooLarge(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	k := f.create(map[string]any{})
 	const MiB = 1 << 20

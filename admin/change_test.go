@@ -38,6 +38,7 @@ func (f *fixture) patch(id string, body any, schema schemaRule) *result {
 // while a scope the key holds already is kept even when the policy no
 // longer knows its module; every refusal writes nothing.
 func TestChangeScopesInPlace(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	k := f.create(map[string]any{"scopes": []string{"projects:read"}})
 
@@ -120,6 +121,7 @@ func TestChangeScopesInPlace(t *testing.T) {
 // creation; the event has the expiry before and after; a revoked key
 // cannot change.
 func TestChangeExpiryInPlace(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, fixtureOptions{maxLifetime: 400 * 24 * time.Hour})
 	k := f.create(map[string]any{"expires_in": "1h"})
 
@@ -211,6 +213,7 @@ func TestChangeExpiryInPlace(t *testing.T) {
 // TestRotateWithExpiry: the successor takes the expiry the rotation
 // gives, within the maximum lifetime, or else keeps its predecessor's.
 func TestRotateWithExpiry(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, fixtureOptions{maxLifetime: 90 * 24 * time.Hour})
 	k := f.create(map[string]any{"expires_in": "2d"})
 	rotate := func(id string, body map[string]any, schema schemaRule) (*result, admin.Key) {
@@ -253,6 +256,7 @@ func TestRotateWithExpiry(t *testing.T) {
 // case, with the other filters, newest first, a page at a time; a search
 // that reads its limit of keys ends the page early with a cursor.
 func TestListByName(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	var deploys []string // newest first
 	for i, name := range []string{"Deploy bot", "billing", "staging DEPLOYS", "nightly", "deploy (old)"} {

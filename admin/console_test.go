@@ -15,6 +15,7 @@ import (
 // elsewhere, no framing), nosniff, no referrer; and the files themselves
 // have no inline script, style or handler to need a looser policy.
 func TestConsoleFiles(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	for _, c := range []struct{ path, contentType string }{
 		{"/", "text/html; charset=utf-8"},

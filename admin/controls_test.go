@@ -11,6 +11,7 @@ import (
 )
 
 func TestDisableEnable(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	k := f.create(map[string]any{})
 	var got admin.Key
@@ -74,6 +75,7 @@ func TestDisableEnable(t *testing.T) {
 }
 
 func TestAllowedCIDRs(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	k := f.create(map[string]any{"allowed_cidrs": []string{"2001:db8::/32", "10.0.0.0/8", "192.0.2.7"}})
 	if want := []string{"10.0.0.0/8", "192.0.2.7/32", "2001:db8::/32"}; !slices.Equal(k.AllowedCIDRs, want) {
@@ -113,6 +115,7 @@ func TestAllowedCIDRs(t *testing.T) {
 }
 
 func TestMetadata(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	k := f.create(map[string]any{"metadata": map[string]string{"tier": "gold", "team": "ops"}})
 	if !maps.Equal(k.Metadata, map[string]string{"tier": "gold", "team": "ops"}) {

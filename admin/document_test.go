@@ -21,6 +21,7 @@ import (
 // routes in step: every documented operation is a route, and every API
 // route is documented.
 func TestDocumentMatchesRoutes(t *testing.T) {
+	t.Parallel()
 	doc, _ := openAPI(t)
 	if doc.OpenAPI != "3.1.0" || !doc.IsOpenAPI31OrLater() {
 		t.Fatalf("openapi %q, want 3.1.0", doc.OpenAPI)
@@ -74,6 +75,7 @@ func emptyTokens(t *testing.T) *admin.Tokens {
 // ignores unevaluatedProperties and would let an undocumented member
 // through.
 func TestDocumentIsStrict(t *testing.T) {
+	t.Parallel()
 	_, router := openAPI(t)
 	good := `{"id":"019ab5d2-4c1e-7a3b-9f00-2b4c6d8e0f11","account_id":"a","name":"n","description":"","display_prefix":"kg_abcdef",
 		"scopes":[],"allowed_cidrs":[],"metadata":{},"status":"active","created_at":"2026-01-01T00:00:00Z","created_by":"x","expires_at":null,"revoked_at":null,"disabled_at":null,

@@ -20,6 +20,7 @@ import (
 // invisible character) is refused everywhere the API takes one, never
 // trimmed, and nothing is written.
 func TestAccountIDRule(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	bad := []string{" acme", "acme ", "acme,beta", "acme, beta", "\tacme", "acme\n", "acme\r\nX-Evil: 1", "  ", "",
 		"acme\u200b", "\u202eacme", "acmé", "аcme", "acme;beta", `acme"`, "a\x00", "-acme", "../acme", "${TENANT}",
@@ -64,6 +65,7 @@ func TestAccountIDRule(t *testing.T) {
 // surrogate escapes are refused, naming the member, in every body; JSON
 // decoding would have replaced them with U+FFFD and stored that.
 func TestTextThatDecodingWouldRepair(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	k := f.create(map[string]any{"name": "keep", "description": "keep"})
 	type body struct{ member, value string }
@@ -122,6 +124,7 @@ func TestTextThatDecodingWouldRepair(t *testing.T) {
 // alike or show reversed; descriptions refuse the bidirectional controls
 // and tags, and keep what prose in other scripts needs.
 func TestInvisibleCharacters(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	k := f.create(map[string]any{"name": "keep", "description": "keep"})
 	for _, r := range []rune{0x202a, 0x202b, 0x202c, 0x202d, 0x202e, 0x2066, 0x2067, 0x2068, 0x2069, 0x200b, 0x200c, 0x200d, 0x200e, 0x200f,
@@ -160,6 +163,7 @@ func TestInvisibleCharacters(t *testing.T) {
 // TestTamperedCursor: a cursor this API did not write is a 400 on cursor,
 // never a 503, and nothing is logged as a store failure.
 func TestTamperedCursor(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	for range 3 {
 		f.create(map[string]any{})
@@ -204,6 +208,7 @@ func TestTamperedCursor(t *testing.T) {
 // TestBornExpired: a lifetime too short for the key to outlive its own
 // creation is refused with the minimum stated; the minimum itself works.
 func TestBornExpired(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t)
 	for _, in := range []string{"1ns", "1us", "1µs", "999us", "1ms", "500ms", "999ms", "999999999ns", "1s", "59s", "59999ms"} {
 		res := f.do(call{method: "POST", path: "/v1/keys", token: f.root, body: map[string]any{"account_id": "acme", "name": "n", "expires_in": in}, schema: schemaAny})

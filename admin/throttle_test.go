@@ -34,6 +34,7 @@ func (c *testClock) Add(d time.Duration) {
 // without a valid token, until the window has passed; its valid tokens
 // keep working all along.
 func TestFailedTokensThrottled(t *testing.T) {
+	t.Parallel()
 	clk := &testClock{t: time.Now()}
 	f := newFixture(t, fixtureOptions{failureLimit: failurelimit.Limit{Count: 5, Window: time.Minute}, now: clk.Now})
 	k := f.create(map[string]any{})
@@ -98,6 +99,7 @@ func TestFailedTokensThrottled(t *testing.T) {
 // one per /64, an IPv4-mapped IPv6 address as the IPv4 address; another
 // source is not affected.
 func TestFailedTokensPerSource(t *testing.T) {
+	t.Parallel()
 	f := newFixture(t, fixtureOptions{failureLimit: failurelimit.Limit{Count: 3, Window: time.Hour}})
 	send := func(remote, token string) int {
 		r := httptest.NewRequest("GET", "/v1/whoami", nil)

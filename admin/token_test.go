@@ -14,6 +14,7 @@ import (
 )
 
 func TestNewToken(t *testing.T) {
+	t.Parallel()
 	token, entry, err := admin.NewToken("console backend", "acme")
 	if err != nil {
 		t.Fatal(err)
@@ -34,6 +35,7 @@ func TestNewToken(t *testing.T) {
 }
 
 func TestLoadTokensErrors(t *testing.T) {
+	t.Parallel()
 	hash := strings.Repeat("ab", 32)
 	token, entry, _ := admin.NewToken("n", "")
 	cases := []struct {

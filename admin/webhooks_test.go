@@ -38,6 +38,7 @@ func newEventsFixture(t *testing.T, events admin.EventsConfig) *fixture {
 }
 
 func TestWebhooksAPI(t *testing.T) {
+	t.Parallel()
 	guard := &webhook.Guard{}
 	f := newEventsFixture(t, admin.EventsConfig{CheckURL: guard.CheckURL, ExpiryLeads: keystore.DefaultExpiryLeads})
 	res := f.do(call{method: "POST", path: "/v1/webhooks", token: f.root, body: map[string]any{"url": "http://127.0.0.1:8080/hook",
@@ -155,6 +156,7 @@ func jsonInt(n int64) string { b, _ := json.Marshal(n); return string(b) }
 // unknown, malformed or another account's key is the same 404; the key
 // never reaches the log (the fixture checks).
 func TestLookupKey(t *testing.T) {
+	t.Parallel()
 	f := newEventsFixture(t, admin.EventsConfig{})
 	acme := f.create(map[string]any{"account_id": "acme"})
 	other := f.create(map[string]any{"account_id": "other"})
@@ -217,6 +219,7 @@ func signGitHub(t *testing.T, priv *ecdsa.PrivateKey, id string, body []byte) ht
 // store and others; bad signatures, wrong tokens, replays, huge bodies
 // and tokens of another format are refused or contained.
 func TestLeakIntake(t *testing.T) {
+	t.Parallel()
 	priv, keysFile := githubKeys(t, "k1")
 	keys, err := admin.LoadGitHubKeys(keysFile)
 	if err != nil {

@@ -91,6 +91,7 @@ func writeTokensFile(t *testing.T, path string, entries ...admin.TokenEntry) {
 }
 
 func TestAdminTokenNew(t *testing.T) {
+	t.Parallel()
 	out := mustRun(t, "", "admin-token", "new", "--name", "console backend", "--account", "acme")
 	m := regexp.MustCompile(`(?s)\n  (kgadm_\S+)\n.*- name: console backend\n  sha256: ([0-9a-f]{64})\n  account: acme\n$`).FindStringSubmatch(out)
 	if m == nil {
@@ -112,6 +113,7 @@ func TestAdminTokenNew(t *testing.T) {
 }
 
 func TestAdminPrefixIsNotAKeyPrefix(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	r := runCLI(t, db, "keys", "create", "--account", "a", "--name", "n", "--key-prefix", "kgadm")
 	if r.code != 2 || !strings.Contains(r.stderr, "--key-prefix") {
@@ -124,6 +126,7 @@ func TestAdminPrefixIsNotAKeyPrefix(t *testing.T) {
 // old tokens when the new file is wrong and says where, and never logs a
 // token.
 func TestServeAdmin(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	first, firstEntry := newAdminToken(t, "--name", "first")
 	second, secondEntry := newAdminToken(t, "--name", "second")
@@ -164,6 +167,7 @@ func TestServeAdmin(t *testing.T) {
 // admin tokens that are not valid per source; over it, 429 with
 // Retry-After, and the valid token still works.
 func TestServeAdminFailureLimit(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	token, entry := newAdminToken(t, "--name", "ops")
 	stranger, _ := newAdminToken(t, "--name", "stranger")
@@ -218,6 +222,7 @@ func hup(t *testing.T) {
 }
 
 func TestServeRefusesBadAdminConfig(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "tokens.yaml")
 	os.WriteFile(bad, []byte("- name: x\n  sha256: 12\n"), 0o600)
@@ -248,6 +253,7 @@ func TestServeRefusesBadAdminConfig(t *testing.T) {
 }
 
 func TestServeRefusesBadAdminAddr(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "tokens.yaml")
 	writeTokensFile(t, path)
 	env := map[string]string{"DATABASE_URL": "postgres://nobody@127.0.0.1:1/none?connect_timeout=1"}
@@ -267,6 +273,7 @@ func TestServeRefusesBadAdminAddr(t *testing.T) {
 // serve accepts, creating it readable by its owner only, appends to it,
 // refuses a second token of one name, and never half-writes a bad file.
 func TestAdminTokenAddTo(t *testing.T) {
+	t.Parallel()
 	file := filepath.Join(t.TempDir(), "tokens.yaml")
 	for _, name := range []string{"ops", "ci"} {
 		if r := runWithEnv(t, nil, "admin-token", "new", "--name", name, "--add-to", file); r.code != 0 {

@@ -41,6 +41,7 @@ const longKeyName = "Nightly export of invoices, payments, refunds and disputes 
 // Check refused. No console errors, no request to another host.
 // Screenshots of each step land in test/browser/screenshots/.
 func TestConsoleInBrowser(t *testing.T) {
+	t.Parallel()
 	node := needs.Program(t, "node", "apt-get install nodejs npm")
 	chromium := os.Getenv("CHROMIUM")
 	if chromium == "" {

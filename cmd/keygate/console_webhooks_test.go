@@ -23,6 +23,7 @@ import (
 // expiry lead time is marked, an endpoint is added (its secret shown once),
 // a key created afterwards shows in its delivery log, and is redelivered.
 func TestConsoleWebhooksInBrowser(t *testing.T) {
+	t.Parallel()
 	node, err := exec.LookPath("node")
 	if err != nil {
 		t.Fatal("the console's browser test needs Node.js: apt-get install nodejs npm")

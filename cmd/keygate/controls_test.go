@@ -11,6 +11,7 @@ import (
 // Bad control flags exit 2 naming the flag, before any I/O: the database
 // here does not exist, and is never dialled.
 func TestServeBadControlFlags(t *testing.T) {
+	t.Parallel()
 	cases := map[string]struct {
 		args []string
 		want string
@@ -40,6 +41,7 @@ func TestServeBadControlFlags(t *testing.T) {
 // TestServeMetadata: a key tagged tier=gold with the CLI has its tier in
 // the Check response's dynamic metadata, and upstream with --meta-header.
 func TestServeMetadata(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	id, secret := createKey(t, db, "--meta", "tier=gold", "--meta", "cost_center=eng-42")
 	inst := startServe(t, db, "--meta-header", "tier", "--meta-header", "cost_center")

@@ -20,6 +20,7 @@ import (
 // payloads, through a real gRPC client): the first must be allowed, the
 // second denied with 403.
 func TestDevFromScratch(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	out := &lockedBuffer{}
 	done := make(chan error, 1)

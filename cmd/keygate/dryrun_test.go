@@ -16,6 +16,7 @@ import (
 // serve in gRPC and HTTP mode: denials are let through with the dry-run
 // header, counted with dry_run="true", and logged.
 func TestServeDryRun(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	_, secret := createKey(t, db, "--scope", "projects:read")
 	policyFile := filepath.Join(t.TempDir(), "policy.yaml")

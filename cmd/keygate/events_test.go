@@ -20,6 +20,7 @@ import (
 // TestKeysWhoami: the key comes from standard input only, and is never
 // printed back; its id, account, state and expiry come out.
 func TestKeysWhoami(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	id, secret := createKey(t, db)
 	r := runTerminal(t, db, secret+"\n", "keys", "whoami")
@@ -62,6 +63,7 @@ func TestKeysWhoami(t *testing.T) {
 // endpoints, shows the delivery log, and refuses URLs that lead where
 // deliveries may not go.
 func TestWebhooksCommands(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	created := runCLI(t, db, "webhooks", "create", "--url", "http://127.0.0.1:8080/hook", "--event", "key.created", "--event", "key.revoked", "-o", "json")
 	w := decode[admin.Webhook](t, created.stdout)
@@ -107,6 +109,7 @@ func jsonInt(n int64) string { return strconv.FormatInt(n, 10) }
 // signed with the endpoint's secret, and /metrics has the expiring-keys
 // gauge, one series per lead time.
 func TestServeDeliversWebhooks(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	var mu sync.Mutex
 	var got []string
@@ -150,6 +153,7 @@ func TestServeDeliversWebhooks(t *testing.T) {
 
 // TestExpiryLeadsDefault: the flag's default is the package's.
 func TestExpiryLeadsDefault(t *testing.T) {
+	t.Parallel()
 	var c cli
 	if _, err := parse(&c, []string{"serve"}, func(string) string { return "" }, io.Discard, io.Discard); err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 // Bad forward-auth flags exit 2 naming the flag, before any I/O: the
 // database here does not exist, and is never dialled.
 func TestServeBadForwardAuthFlags(t *testing.T) {
+	t.Parallel()
 	cases := map[string]struct {
 		args []string
 		flag string
@@ -42,6 +43,7 @@ func TestServeBadForwardAuthFlags(t *testing.T) {
 
 // serve answers forward-auth on --http-addr beside health and metrics.
 func TestServeForwardAuth(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	_, secret := createKey(t, db)
 	inst := startServe(t, db, "--envoy-http-prefix", "/authz", "--trusted-proxies", "127.0.0.1/32")
@@ -101,6 +103,7 @@ func TestServeForwardAuth(t *testing.T) {
 // forwardauth's timeouts (authz/forwardauth's TestServerClosesIdleConnections
 // shows it doing so).
 func TestHTTPServerTimeouts(t *testing.T) {
+	t.Parallel()
 	srv := newHTTPServer(http.NotFoundHandler(), slog.New(slog.DiscardHandler))
 	if srv.IdleTimeout != forwardauth.IdleTimeout || srv.ReadHeaderTimeout != forwardauth.ReadHeaderTimeout || srv.ErrorLog == nil {
 		t.Errorf("idle %v, read header %v, error log %v; want %v, %v and a logger", srv.IdleTimeout, srv.ReadHeaderTimeout, srv.ErrorLog,

@@ -14,6 +14,7 @@ import (
 // TestServeHelpGroupsItsFlags: serve --help lists its flags in sections,
 // in a fixed order, each flag (but --help) in one of them.
 func TestServeHelpGroupsItsFlags(t *testing.T) {
+	t.Parallel()
 	for _, command := range []string{"serve", "dev"} {
 		r := runWithEnv(t, nil, command, "--help")
 		if r.code != 0 {
@@ -40,6 +41,7 @@ func TestServeHelpGroupsItsFlags(t *testing.T) {
 // default says it in its text, "(default X)", once, and shows a
 // placeholder rather than its value (--grpc-addr=":9001").
 func TestHelpSaysDefaultsOneWay(t *testing.T) {
+	t.Parallel()
 	valueShown := regexp.MustCompile(`(?m)^\s+(-\w, )?--[a-z0-9-]+="`)
 	var walk func(n *kong.Node, path []string)
 	walk = func(n *kong.Node, path []string) {
@@ -74,6 +76,7 @@ func TestHelpSaysDefaultsOneWay(t *testing.T) {
 // KEYGATE_HEALTH_<FLAG>, never names as generic as KEYGATE_TIMEOUT or
 // KEYGATE_TLS; its --grpc-addr reads serve's KEYGATE_GRPC_ADDR.
 func TestHealthReadsItsOwnEnvironment(t *testing.T) {
+	t.Parallel()
 	parseWith := func(env map[string]string) healthCmd {
 		t.Helper()
 		var c cli

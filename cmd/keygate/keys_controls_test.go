@@ -12,6 +12,7 @@ import (
 )
 
 func TestKeysDisableEnable(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	k := decode[keyOut](t, mustRun(t, db, "keys", "create", "--account", "acme", "--name", "ci", "-o", "json"))
 
@@ -58,6 +59,7 @@ func TestKeysDisableEnable(t *testing.T) {
 }
 
 func TestKeysAllowCIDR(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	k := decode[keyOut](t, mustRun(t, db, "keys", "create", "--account", "acme", "--name", "office", "-o", "json",
 		"--allow-cidr", "203.0.113.0/24", "--allow-cidr", "2001:db8::/32,192.0.2.7"))
@@ -99,6 +101,7 @@ func TestKeysAllowCIDR(t *testing.T) {
 }
 
 func TestKeysMeta(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	k := decode[keyOut](t, mustRun(t, db, "keys", "create", "--account", "acme", "--name", "gold", "-o", "json",
 		"--meta", "tier=gold", "--meta", "note=a=b, c"))
@@ -139,6 +142,7 @@ func TestKeysMeta(t *testing.T) {
 }
 
 func TestKeysImport(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	dir := t.TempDir()
 	s1, _ := keystore.GenerateSecret("kg")
@@ -194,6 +198,7 @@ func TestKeysImport(t *testing.T) {
 // The per-key flags of the controls come from the command line only, like
 // every flag that describes one key.
 func TestControlFlagsIgnoreTheEnvironment(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	env := map[string]string{"DATABASE_URL": db, "KEYGATE_META": "tier=gold", "KEYGATE_ALLOW_CIDR": "10.0.0.0/8",
 		"KEYGATE_ACCEPT_LEGACY_KEYS": "true", "KEYGATE_CLEAR_META": "true"}

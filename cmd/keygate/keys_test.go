@@ -46,6 +46,7 @@ type keyOut struct {
 }
 
 func TestKeysLifecycle(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	var outputs bytes.Buffer // everything printed after create
 	runLater := func(args ...string) string {
@@ -122,6 +123,7 @@ func TestKeysLifecycle(t *testing.T) {
 }
 
 func TestCreateHumanOutputShowsSecretOnce(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	out := mustRun(t, db, "keys", "create", "--account", "a", "--name", "n")
 	var secret string
@@ -136,6 +138,7 @@ func TestCreateHumanOutputShowsSecretOnce(t *testing.T) {
 }
 
 func TestBadInputWritesNothing(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	existing := decode[keyOut](t, mustRun(t, db, "keys", "create", "--account", "a", "--name", "n", "-o", "json"))
 	unknownID := "0193c7a2-5d6e-7f00-8a1b-2c3d4e5f6a7b"
@@ -218,6 +221,7 @@ func TestBadInputWritesNothing(t *testing.T) {
 }
 
 func TestEnvironmentSetsFlags(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	r := runWithEnv(t, map[string]string{"KEYGATE_DATABASE_URL": db, "KEYGATE_KEY_PREFIX": "acme"},
 		"keys", "create", "--account", "a", "--name", "n", "-o", "json")
@@ -239,6 +243,7 @@ func TestEnvironmentSetsFlags(t *testing.T) {
 }
 
 func TestMigrateCommand(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewEmptyDatabase(t)
 	if out := mustRun(t, db, "migrate"); !strings.Contains(out, "Applied") {
 		t.Fatalf("first migrate printed %q", out)
@@ -264,6 +269,7 @@ func TestMigrateCommand(t *testing.T) {
 }
 
 func TestUnmigratedDatabase(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewEmptyDatabase(t)
 	r := runCLI(t, db, "keys", "list")
 	if r.code != 1 || !strings.Contains(r.stderr, "keygate migrate") {
@@ -272,6 +278,7 @@ func TestUnmigratedDatabase(t *testing.T) {
 }
 
 func TestStoppedDatabase(t *testing.T) {
+	t.Parallel()
 	start := time.Now()
 	r := runCLI(t, "postgres://keygate@127.0.0.1:1/keygate", "keys", "list")
 	if r.code != 1 || !strings.Contains(r.stderr, "database unreachable") || strings.Count(strings.TrimSpace(r.stderr), "\n") != 0 {
@@ -284,6 +291,7 @@ func TestStoppedDatabase(t *testing.T) {
 }
 
 func TestHelpAndVersion(t *testing.T) {
+	t.Parallel()
 	for _, args := range [][]string{{"--help"}, {"keys", "create", "--help"}, {"serve", "--help"}, {"version"}} {
 		r := runCLI(t, "", args...)
 		if r.code != 0 || r.stdout == "" {
@@ -323,6 +331,7 @@ func lineDiff(a, b string) string {
 }
 
 func TestListEmptyAccountIsAnError(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	mustRun(t, db, "keys", "create", "--account", "a", "--name", "n")
 	if r := runCLI(t, db, "keys", "list", "--account", ""); r.code != 2 || !strings.Contains(r.stderr, "--account") {
@@ -331,6 +340,7 @@ func TestListEmptyAccountIsAnError(t *testing.T) {
 }
 
 func TestPepperFromFileOrEnvironmentHashesAlike(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	file := t.TempDir() + "/pepper"
 	pepper := strings.Repeat("s3cr3t-", 6)
@@ -368,6 +378,7 @@ func TestPepperFromFileOrEnvironmentHashesAlike(t *testing.T) {
 // KEYGATE_NAME or KEYGATE_NO_EXPIRY left in a shell must not rename a key
 // or make one that never expires. Connection settings still do.
 func TestPerKeyFlagsIgnoreTheEnvironment(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	env := map[string]string{"KEYGATE_DATABASE_URL": db, "KEYGATE_NAME": "from-env", "KEYGATE_NO_EXPIRY": "true",
 		"KEYGATE_DESCRIPTION": "from-env", "KEYGATE_SCOPE": "*", "KEYGATE_ACCOUNT": "other", "KEYGATE_ALL": "true"}
@@ -403,6 +414,7 @@ func runTerminal(t *testing.T, dbURL, input string, args ...string) result {
 }
 
 func TestKeysDelete(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	id, _ := createKey(t, db, "--name", "doomed")
 	// On a terminal it asks, and anything but yes changes nothing.
@@ -452,6 +464,7 @@ func TestKeysDelete(t *testing.T) {
 }
 
 func TestKeysEventsAndRotatedStatus(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	id, _ := createKey(t, db, "--name", "audited")
 	mustRun(t, db, "keys", "update", id, "--description", "now described", "--actor", "alice")
@@ -487,6 +500,7 @@ func TestKeysEventsAndRotatedStatus(t *testing.T) {
 // scopes that could never work, removals that narrow nothing and changes
 // of a revoked key are refused and write nothing.
 func TestKeysUpdateScopesAndExpiry(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	id, _ := createKey(t, db, "--scope", "projects:read", "--expires-in", "1h")
 	update := func(args ...string) keyOut {
@@ -590,6 +604,7 @@ func TestKeysUpdateScopesAndExpiry(t *testing.T) {
 // the successor the expiry asked for, or keeps the old key's; create
 // refuses the scopes the API refuses, in its words.
 func TestKeysCreateAndRotateExpiry(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	day := time.Now().UTC().AddDate(0, 1, 0).Format(time.DateOnly)
 	k := decode[keyOut](t, mustRun(t, db, "keys", "create", "--account", "acme", "--name", "ci", "--expires-at", day, "-o", "json"))
@@ -622,6 +637,7 @@ func TestKeysCreateAndRotateExpiry(t *testing.T) {
 // TestKeysActorFromTheOSUser: without $USER, the audit actor is the
 // login of the user running keygate.
 func TestKeysActorFromTheOSUser(t *testing.T) {
+	t.Parallel()
 	u, err := user.Current()
 	if err != nil || u.Username == "" {
 		t.Skipf("no current user: %v", err)
@@ -643,6 +659,7 @@ func TestKeysActorFromTheOSUser(t *testing.T) {
 // keys list pages through the keys as GET /v1/keys does, with the same
 // filters, order (newest first) and cursors.
 func TestCLIAndAPIAgree(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	file := filepath.Join(t.TempDir(), "policy.yaml")
 	os.WriteFile(file, []byte("modules:\n  billing: {paths: [/api/v1/billing]}\n  projects: {paths: [/api/v1/projects]}\n  users: {paths: [/api/v1/users], api_keys: deny}\n"), 0o600)
@@ -718,6 +735,7 @@ func TestCLIAndAPIAgree(t *testing.T) {
 // TestKeysListBadInput: keys list refuses what GET /v1/keys refuses,
 // naming the flag, and reads nothing.
 func TestKeysListBadInput(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	for _, c := range []struct {
 		args []string

@@ -15,6 +15,7 @@ import (
 // in) are reported by migrate, one line per account, and left as they
 // are.
 func TestMigrateReportsNonCanonicalAccounts(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	mustRun(t, db, "keys", "create", "--account", "acme", "--name", "fine")
 	b := storetest.Open(t, db)

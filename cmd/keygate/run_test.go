@@ -26,6 +26,7 @@ func parseCLI(t *testing.T, args ...string) *cli {
 // parsed, that constant (flagDefaults feeds them to kong), so that a flag
 // and the package it configures cannot disagree.
 func TestFlagDefaultsAreThePackages(t *testing.T) {
+	t.Parallel()
 	serve := parseCLI(t, "serve").Serve
 	dev := parseCLI(t, "dev").Dev
 	health := parseCLI(t, "health").Health
@@ -65,6 +66,7 @@ func TestFlagDefaultsAreThePackages(t *testing.T) {
 }
 
 func TestFlagDuration(t *testing.T) {
+	t.Parallel()
 	for d, want := range map[time.Duration]string{
 		100 * time.Millisecond: "100ms", 5 * time.Second: "5s", time.Minute: "1m", 90 * time.Second: "1m30s",
 		15 * time.Minute: "15m", time.Hour: "1h", 24 * time.Hour: "24h", 90 * time.Minute: "1h30m", time.Hour + time.Second: "1h0m1s",

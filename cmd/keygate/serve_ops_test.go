@@ -46,6 +46,7 @@ func checkOver(t *testing.T, addr string, cfg *tls.Config, req *authv3.CheckRequ
 }
 
 func TestServeTLS(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	_, secret := createKey(t, db)
 	req := checkRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": secret}, "")
@@ -140,6 +141,7 @@ func TestServeTLS(t *testing.T) {
 }
 
 func TestHealthCommand(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	inst := startServe(t, db)
 	waittest.Until(t, 5*time.Second, "SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
@@ -161,6 +163,7 @@ func TestHealthCommand(t *testing.T) {
 }
 
 func TestReflectionOnlyWhenAsked(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	list := func(inst *instance) error {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -185,6 +188,7 @@ func TestReflectionOnlyWhenAsked(t *testing.T) {
 // On shutdown keygate is not ready at once, keeps answering through the
 // drain, then stops.
 func TestServeDrain(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	_, secret := createKey(t, db)
 	inst := startServe(t, db, "--drain-delay", "1500ms")

@@ -142,6 +142,7 @@ func createKey(t *testing.T, db string, args ...string) (string, string) {
 }
 
 func TestServeDecisionTableEndToEnd(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	plainID, plain := createKey(t, db)
 	readID, readOnly := createKey(t, db, "--scope", "projects:read")
@@ -252,6 +253,7 @@ func grepLines(s, substr string) string {
 }
 
 func TestServeDatabaseUnreachable(t *testing.T) {
+	t.Parallel()
 	cluster := pgtest.NewCluster(t)
 	db := cluster.URL()
 	mustRun(t, db, "migrate")
@@ -305,6 +307,7 @@ func httpStatus(t *testing.T, url string) int {
 }
 
 func TestServeShutdown(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	inst := startServe(t, db)
 	waittest.Until(t, 5*time.Second, "SERVING", func() bool { return inst.health(t) == healthpb.HealthCheckResponse_SERVING })
@@ -317,6 +320,7 @@ func TestServeShutdown(t *testing.T) {
 }
 
 func TestServeRefusesBadPolicy(t *testing.T) {
+	t.Parallel()
 	db := storetest.NewDatabase(t)
 	dir := t.TempDir()
 	bad := filepath.Join(dir, "policy.yaml")
@@ -335,6 +339,7 @@ func TestServeRefusesBadPolicy(t *testing.T) {
 // ready and saying why, and never migrates by itself; once the schema is
 // there it serves.
 func TestServeWaitsForSchema(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewEmptyDatabase(t)
 	inst := startServe(t, db)
 	waittest.Until(t, 5*time.Second, "a log line about the missing schema", func() bool {
@@ -372,6 +377,7 @@ func TestServeWaitsForSchema(t *testing.T) {
 }
 
 func TestServeBadFlags(t *testing.T) {
+	t.Parallel()
 	ca := certtest.NewCA(t, "test")
 	pair := ca.Server(t, "keygate")
 	cases := []struct {
@@ -422,6 +428,7 @@ func TestServeBadFlags(t *testing.T) {
 // the single connections of migrate and the change listener must not pass
 // them to the server, which would refuse them.
 func TestPoolSettingsInDatabaseURL(t *testing.T) {
+	t.Parallel()
 	db := pgtest.NewEmptyDatabase(t)
 	sep := "?"
 	if strings.Contains(db, "?") {
