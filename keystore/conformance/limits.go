@@ -135,7 +135,6 @@ func testLimitsRefused(t *testing.T, h Harness) {
 	}
 }
 
-
 var usageOutcomes = []string{"ok", "rate_limited", "quota_exhausted"}
 
 func testUsageCounter(t *testing.T, h Harness) {

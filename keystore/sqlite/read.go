@@ -91,8 +91,8 @@ func scanRecord(row scanner, extra ...any) (*keystore.Record, error) {
 	var (
 		f                               keystore.RecordFields
 		scopes, cidrs, metadata, limits string
-		expires                 sql.NullInt64
-		updated                 int64
+		expires                         sql.NullInt64
+		updated                         int64
 	)
 	if err := row.Scan(append([]any{&f.ID, &f.AccountID, &scopes, &expires, &f.Revoked, &f.Disabled, &updated,
 		&cidrs, &metadata, &limits}, extra...)...); err != nil {
