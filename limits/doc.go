@@ -13,7 +13,7 @@
 // written in batches) to what this replica allowed since (RefreshQuotas).
 // It is approximate; the bounds are on Local.
 //
-// Redis counts in Redis, exact and shared: one Lua script (EVALSHA) checks
+// Redis (package limits/redisstore) counts in Redis, exact and shared: one Lua script (EVALSHA) checks
 // and counts every limit of a key atomically, one round trip per limited
 // decision, on the Redis server's clock. keygate does not invent a
 // distributed counter of its own.

@@ -208,7 +208,7 @@ func (l *Limiter) spent(id string, quota keystore.Quota, now time.Time) (Verdict
 		return Verdict{}, false
 	}
 	v := Verdict{Result: QuotaExhausted, RetryAfter: time.Duration(s.until - now.UnixNano())}
-	v.Policies[0] = quotaPolicy(quota, quota.Count, now)
+	v.Policies[0] = QuotaPolicy(quota, quota.Count, now)
 	v.N = 1
 	return v, true
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/keygate/keygate/internal/redistest"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/limits"
+	"github.com/keygate/keygate/limits/redisstore"
 )
 
 // record is a key's record with the given limits.
@@ -31,7 +32,7 @@ func stores(t *testing.T) map[string]func() limits.Store {
 	return map[string]func() limits.Store{
 		"local": func() limits.Store { return limits.NewLocal(nil) },
 		"redis": func() limits.Store {
-			r, err := limits.NewRedis(limits.RedisOptions{URL: srv.URL(), Prefix: t.Name() + time.Now().String() + ":"})
+			r, err := redisstore.New(redisstore.Options{URL: srv.URL(), Prefix: t.Name() + time.Now().String() + ":"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -197,7 +198,7 @@ func TestFallback(t *testing.T) {
 			if srv.Addr == "" {
 				t.Skip()
 			}
-			shared, err := limits.NewRedis(limits.RedisOptions{URL: srv.URL(), Prefix: "fb-" + fb.String() + time.Now().String() + ":"})
+			shared, err := redisstore.New(redisstore.Options{URL: srv.URL(), Prefix: "fb-" + fb.String() + time.Now().String() + ":"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -270,7 +271,7 @@ func counter(t *testing.T, reg *prometheus.Registry, name string) prometheus.Col
 // it; one that parses but answers with an error fails Take, never allows.
 func TestRedisURL(t *testing.T) {
 	for _, bad := range []string{"http://localhost:6379", "redis://user:s3cret@host:notaport", "redis://host:6379/notadb", "", "::"} {
-		_, err := limits.NewRedis(limits.RedisOptions{URL: bad})
+		_, err := redisstore.New(redisstore.Options{URL: bad})
 		if err == nil {
 			t.Errorf("NewRedis(%q) accepted it", bad)
 			continue
@@ -281,7 +282,7 @@ func TestRedisURL(t *testing.T) {
 	}
 	// A server that answers with an error (a database it does not have).
 	srv := redistest.Start(t)
-	r, err := limits.NewRedis(limits.RedisOptions{URL: "redis://:wrong@" + srv.Addr + "/99"})
+	r, err := redisstore.New(redisstore.Options{URL: "redis://:wrong@" + srv.Addr + "/99"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -121,7 +121,7 @@ func (l *Local) Take(_ context.Context, key *keystore.Record, now time.Time) (Ve
 		verdict.N++
 	}
 	if quota.Period != keystore.NoQuota {
-		verdict.Policies[verdict.N] = quotaPolicy(quota, used, now)
+		verdict.Policies[verdict.N] = QuotaPolicy(quota, used, now)
 		verdict.N++
 	}
 	return verdict, nil

@@ -109,9 +109,9 @@ func seconds(d time.Duration) int64 {
 	return int64((d + time.Second - 1) / time.Second)
 }
 
-// ratePolicy is the state of a rate whose theoretical arrival time (GCRA)
+// RatePolicy is the state of a rate whose theoretical arrival time (GCRA)
 // is tat at now; share divides the rate among replicas.
-func ratePolicy(r keystore.Rate, tat, now int64) Policy {
+func RatePolicy(r keystore.Rate, tat, now int64) Policy {
 	interval := int64(r.Interval())
 	tolerance := interval * r.Burst
 	p := Policy{Rate: r, Limit: r.Count, Window: r.Window()}
@@ -123,8 +123,8 @@ func ratePolicy(r keystore.Rate, tat, now int64) Policy {
 	return p
 }
 
-// quotaPolicy is the state of a quota with used of it spent at now.
-func quotaPolicy(q keystore.Quota, used int64, now time.Time) Policy {
+// QuotaPolicy is the state of a quota with used of it spent at now.
+func QuotaPolicy(q keystore.Quota, used int64, now time.Time) Policy {
 	end := q.Period.End(now)
 	return Policy{Quota: q, Limit: q.Count, Window: int64(end.Sub(q.Period.Start(now)) / time.Second),
 		Remaining: q.Count - used, Reset: end.Sub(now)}

@@ -221,6 +221,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, envoyPath string
 		}
 	}
 	d := h.core.Decide(ctx, &req)
+	if d.Limits != nil {
+		setFields(w, h.core.LimitHeaders(&d))
+	}
 	if d.Denied() {
 		return h.deny(w, r, envoy, d.Outcome)
 	}

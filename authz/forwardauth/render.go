@@ -102,3 +102,14 @@ func (h *Handler) build(d authz.Decision) *grant {
 	g.envoy.header = append(g.envoy.header, zero)
 	return g
 }
+
+// setFields sets fields on w's response, for the one request: a limited
+// key's RateLimit fields and Retry-After (authz.Server.LimitHeaders), which
+// the prebuilt responses then leave in place. With nginx's workaround they
+// ride on the bodiless 401, where the configuration picks them up.
+func setFields(w http.ResponseWriter, fields []authz.Field) {
+	h := w.Header()
+	for _, f := range fields {
+		h[textproto.CanonicalMIMEHeaderKey(f.Name)] = []string{f.Value}
+	}
+}

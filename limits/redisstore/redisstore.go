@@ -1,4 +1,4 @@
-package limits
+package redisstore
 
 import (
 	"context"
@@ -11,21 +11,22 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/limits"
 )
 
-// Redis counts in Redis, shared by every replica and exact: one script
+// Store counts in Redis, shared by every replica and exact: one script
 // (EVALSHA) checks and counts all of a key's limits atomically, so that a
 // limited decision costs one round trip. Rates are GCRA with the Redis
 // server's clock (TIME), so that replicas' clocks do not matter; a quota
 // is a counter per key and period that expires after it. Keys hash to one
 // slot per API key ({id}), so that Redis Cluster takes the script.
-type Redis struct {
+type Store struct {
 	client redis.UniversalClient
 	prefix string
 }
 
-// RedisOptions configure NewRedis.
-type RedisOptions struct {
+// Options configure New.
+type Options struct {
 	// URL is the server: redis://[user:password@]host:port[/db] or
 	// rediss:// for TLS (go-redis's ParseURL).
 	URL string
@@ -35,13 +36,13 @@ type RedisOptions struct {
 	Prefix string
 }
 
-// DefaultRedisTimeout is RedisOptions.Timeout's default: well under
+// DefaultTimeout is Options.Timeout's default: well under
 // Envoy's 200 ms ext_authz timeout, and far above a healthy round trip.
-const DefaultRedisTimeout = 50 * time.Millisecond
+const DefaultTimeout = 50 * time.Millisecond
 
-// ParseRedisURL checks a Redis URL without connecting. Its error names
+// ParseURL checks a Redis URL without connecting. Its error names
 // what is wrong, never the URL itself (it may hold a password).
-func ParseRedisURL(raw string) (*redis.Options, error) {
+func ParseURL(raw string) (*redis.Options, error) {
 	opts, err := redis.ParseURL(raw)
 	if err != nil {
 		msg := err.Error()
@@ -53,15 +54,15 @@ func ParseRedisURL(raw string) (*redis.Options, error) {
 	return opts, nil
 }
 
-// NewRedis returns a Redis counting store. It does not connect: Ping
+// New returns a Redis counting store. It does not connect: Ping
 // does, and Take at the first request.
-func NewRedis(o RedisOptions) (*Redis, error) {
-	opts, err := ParseRedisURL(o.URL)
+func New(o Options) (*Store, error) {
+	opts, err := ParseURL(o.URL)
 	if err != nil {
 		return nil, err
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = DefaultRedisTimeout
+		o.Timeout = DefaultTimeout
 	}
 	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = o.Timeout, o.Timeout, o.Timeout
 	opts.MaxRetries = -1 // a retry would double the wait; the fallback answers instead
@@ -69,19 +70,19 @@ func NewRedis(o RedisOptions) (*Redis, error) {
 	if o.Prefix == "" {
 		o.Prefix = "keygate:"
 	}
-	return &Redis{client: redis.NewClient(opts), prefix: o.Prefix}, nil
+	return &Store{client: redis.NewClient(opts), prefix: o.Prefix}, nil
 }
 
 // Ping checks that Redis answers.
-func (r *Redis) Ping(ctx context.Context) error {
+func (r *Store) Ping(ctx context.Context) error {
 	if err := r.client.Ping(ctx).Err(); err != nil {
-		return fmt.Errorf("limits: redis: %w", err)
+		return fmt.Errorf("redisstore: %w", err)
 	}
 	return nil
 }
 
 // Close closes the connections.
-func (r *Redis) Close() error { return r.client.Close() }
+func (r *Store) Close() error { return r.client.Close() }
 
 // take is the script: KEYS are the rates' keys then the quota's; ARGV
 // the number of rates, each rate's interval and tolerance (microseconds),
@@ -128,7 +129,7 @@ return out
 `)
 
 // Take counts one request of key against its limits, in one round trip.
-func (r *Redis) Take(ctx context.Context, key *keystore.Record, now time.Time) (Verdict, error) {
+func (r *Store) Take(ctx context.Context, key *keystore.Record, now time.Time) (limits.Verdict, error) {
 	var buf [keystore.MaxRates]keystore.Rate
 	rates := key.AppendRates(buf[:0])
 	quota := key.Quota()
@@ -152,25 +153,25 @@ func (r *Redis) Take(ctx context.Context, key *keystore.Record, now time.Time) (
 	}
 	res, err := take.Run(ctx, r.client, keys, args...).Int64Slice()
 	if err != nil {
-		return Verdict{}, fmt.Errorf("limits: redis: %w", err)
+		return limits.Verdict{}, fmt.Errorf("redisstore: %w", err)
 	}
 	if len(res) != 5+len(rates) {
-		return Verdict{}, errors.New("limits: redis: the script answered an unexpected shape")
+		return limits.Verdict{}, errors.New("redisstore: the script answered an unexpected shape")
 	}
-	var v Verdict
+	var v limits.Verdict
 	redisNow := res[2] * int64(time.Microsecond)
 	switch {
 	case res[1] == 1:
-		v.Result, v.RetryAfter = QuotaExhausted, periodEnd.Sub(now)
+		v.Result, v.RetryAfter = limits.QuotaExhausted, periodEnd.Sub(now)
 	case res[0] == 0:
-		v.Result, v.RetryAfter = RateLimited, time.Duration(res[3])*time.Microsecond
+		v.Result, v.RetryAfter = limits.RateLimited, time.Duration(res[3])*time.Microsecond
 	}
 	for i, rt := range rates {
-		v.Policies[v.N] = ratePolicy(rt, res[5+i]*int64(time.Microsecond), redisNow)
+		v.Policies[v.N] = limits.RatePolicy(rt, res[5+i]*int64(time.Microsecond), redisNow)
 		v.N++
 	}
 	if quota.Period != keystore.NoQuota {
-		v.Policies[v.N] = quotaPolicy(quota, res[4], now)
+		v.Policies[v.N] = limits.QuotaPolicy(quota, res[4], now)
 		v.N++
 	}
 	return v, nil
