@@ -30,7 +30,7 @@ const (
 const DefaultGrace = 24 * time.Hour
 
 // createFields are the members of POST /v1/keys, in the document's order.
-var createFields = []string{"account_id", "name", "description", "scopes", "allowed_cidrs", "metadata", "expires_in", "expires_at", "no_expiry"}
+var createFields = []string{"account_id", "name", "description", "scopes", "allowed_cidrs", "metadata", "limits", "quota", "expires_in", "expires_at", "no_expiry"}
 
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) *problem {
 	members, prob := decodeObject(r, false, "application/json")
@@ -41,7 +41,8 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	unknownFields(members, &errs, createFields)
 	var req struct {
 		AccountID, Name, Description, ExpiresIn, ExpiresAt string
-		Scopes, AllowedCIDRs                               []string
+		Scopes, AllowedCIDRs, Limits                       []string
+		Quota                                              string
 		Metadata                                           map[string]string
 		NoExpiry                                           bool
 	}
@@ -51,6 +52,8 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	decodeMember(members, "scopes", &req.Scopes, &errs, "an array of strings")
 	decodeMember(members, "allowed_cidrs", &req.AllowedCIDRs, &errs, "an array of CIDR prefixes or addresses")
 	decodeMember(members, "metadata", &req.Metadata, &errs, "an object of strings")
+	decodeMember(members, "limits", &req.Limits, &errs, `an array of limits like "100/s" or "50000/d,burst=500"`)
+	decodeMember(members, "quota", &req.Quota, &errs, `a quota like "1000000/month" or "50000/day"`)
 	decodeMember(members, "expires_in", &req.ExpiresIn, &errs, `a duration like "30d" or "12h"`)
 	decodeMember(members, "expires_at", &req.ExpiresAt, &errs, "an RFC 3339 time like 2027-01-31T00:00:00Z")
 	decodeMember(members, "no_expiry", &req.NoExpiry, &errs, "true or false")
@@ -70,7 +73,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	}
 
 	params := keystore.CreateParams{AccountID: req.AccountID, Name: req.Name, Description: req.Description, Scopes: req.Scopes,
-		AllowedCIDRs: req.AllowedCIDRs, Metadata: req.Metadata, Actor: p.Actor()}
+		AllowedCIDRs: req.AllowedCIDRs, Metadata: req.Metadata, Limits: req.Limits, Quota: req.Quota, Actor: p.Actor()}
 	expiryField := s.parseExpiry(members, req.ExpiresIn, req.ExpiresAt, req.NoExpiry, &params.Expiry, &errs)
 	s.checkScopes(req.Scopes, &errs)
 	if !errs.has("name") && !present(members, "name") {
@@ -380,11 +383,11 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request, p Principal) *pr
 	if prob != nil {
 		return prob
 	}
-	writeJSON(w, http.StatusOK, NewKey(k, s.now()))
+	writeJSON(w, http.StatusOK, s.keyWithQuota(r, k))
 	return nil
 }
 
-var updateFields = []string{"name", "description", "allowed_cidrs", "metadata"}
+var updateFields = []string{"name", "description", "allowed_cidrs", "metadata", "limits", "quota"}
 
 // updateKey applies a JSON merge patch (RFC 7396) of name, description,
 // source restrictions (an array replaces them; null or [] removes them) and
@@ -421,6 +424,7 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	if v, ok := members["metadata"]; ok {
 		params.Metadata = metadataPatch(v, &errs)
 	}
+	params.Limits = limitsPatch(members, &errs)
 	if params.Name != nil && !errs.has("name") {
 		addValidation(&errs, keystore.ValidateName(*params.Name))
 	}
@@ -434,7 +438,7 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	if prob != nil {
 		return prob
 	}
-	if params.Name == nil && params.Description == nil && params.AllowedCIDRs == nil && params.Metadata == nil {
+	if params.Name == nil && params.Description == nil && params.AllowedCIDRs == nil && params.Metadata == nil && params.Limits == nil {
 		writeJSON(w, http.StatusOK, NewKey(k, s.now())) // an empty patch changes nothing
 		return nil
 	}

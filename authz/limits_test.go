@@ -159,4 +159,3 @@ func TestOutcomeNames(t *testing.T) {
 		t.Fatalf("%d outcomes, the usage counter counts %d", NumOutcomes, keystore.MaxUsageOutcomes)
 	}
 }
-

@@ -46,6 +46,7 @@ type serveFlags struct {
 	forwardAuthFlags
 	adminFlags
 	controlFlags
+	limitFlags
 }
 
 // serveConfig is serve's configuration, checked: the values its parts are
@@ -70,6 +71,7 @@ type serveConfig struct {
 	forwardAuth forwardauth.Options
 	tls         *tlsfiles.Files // nil: plain text
 	admin       adminConfig
+	limits      limitConfig
 }
 
 // config checks the flags, all of them, before any I/O: every interval
@@ -95,6 +97,9 @@ func (sf serveFlags) config(db dbFlags, kf keyFlags, getenv func(string) string,
 	}
 	controls, err := sf.controlFlags.config()
 	if err != nil {
+		return serveConfig{}, err
+	}
+	if cfg.limits, err = sf.limitFlags.config(); err != nil {
 		return serveConfig{}, err
 	}
 	pol, err := loadPolicy(sf.Policy, logger)

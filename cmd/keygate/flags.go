@@ -136,9 +136,14 @@ var flagOfField = map[string]string{
 	"expiry":        "expiry (--expires-in, --expires-at, --no-expiry)",
 	"grace":         "--grace",
 	"id":            "ID",
-	"update":        "--name, --description, --allow-cidr or --meta (or --clear-allow-cidrs, --unset-meta, --clear-meta)",
+	"update":        "--name, --description, --allow-cidr, --meta, --limit or --quota (or --clear-allow-cidrs, --unset-meta, --clear-meta, --clear-limits, --clear-quota)",
 	"allowed_cidrs": "--allow-cidr",
 	"metadata":      "--meta",
+	"limits":        "--limit",
+	"quota":         "--quota",
+	"from":          "--from",
+	"to":            "--to",
+	"step":          "--step",
 }
 
 // oneLineError flattens pgx's multi-line connection errors.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"regexp"
 	"strconv"
 	"strings"
@@ -120,7 +121,7 @@ const (
 // value itself, so that a flag and the package it configures cannot
 // disagree.
 func flagDefaults() kong.Vars {
-	return kong.Vars{
+	vars := kong.Vars{
 		"grpc_addr":           defaultGRPCAddr,
 		"http_addr":           defaultHTTPAddr,
 		"admin_addr":          defaultAdminAddr,
@@ -143,6 +144,8 @@ func flagDefaults() kong.Vars {
 		"key_lifetime":        keystore.FormatDuration(keystore.DefaultLifetime),
 		"rotate_grace":        flagDuration(admin.DefaultGrace),
 	}
+	maps.Copy(vars, limitDefaults())
+	return vars
 }
 
 // flagDuration writes d as people write it in a flag: "1m", "24h",
