@@ -62,4 +62,5 @@ export const api = {
   rotateKey: (id, grace) => request("POST", `/v1/keys/${encodeURIComponent(id)}/rotate`, { grace }),
   disableKey: (id) => request("POST", `/v1/keys/${encodeURIComponent(id)}/disable`),
   enableKey: (id) => request("POST", `/v1/keys/${encodeURIComponent(id)}/enable`),
+  getKey: (id) => request("GET", `/v1/keys/${encodeURIComponent(id)}`),
 };

@@ -3,6 +3,7 @@
 // (textContent, never innerHTML), so no key field can inject markup.
 
 import { api, ApiError, forgetToken, setToken, token } from "./api.js";
+import { fillEdit, limitErrors, limitsOfGenerate, limitsPatchOf, openUsage } from "./usage.js";
 
 const $ = (id) => document.getElementById(id);
 const DAY = 86400 * 1000;
@@ -257,6 +258,7 @@ function keyRow(k, unbound) {
     : el("span", { class: "muted", text: "All open modules" });
   const actions = el("div", { class: "actions" });
   actions.append(iconButton("edit", `Edit ${k.name}`, (e) => openEdit(k, e.currentTarget)));
+  actions.append(iconButton("usage", `Usage of ${k.name}`, async (e) => openUsage(await api.getKey(k.id).catch(() => k), e.currentTarget)));
   if (k.status === "active" && !k.rotated_to) actions.append(iconButton("rotate", `Rotate ${k.name}`, (e) => openRotate(k, e.currentTarget)));
   if (k.status === "disabled") actions.append(iconButton("enable", `Enable ${k.name}`, (e) => setDisabled(k, false, e.currentTarget)));
   else if (k.status !== "revoked") actions.append(iconButton("disable", `Disable ${k.name}`, (e) => setDisabled(k, true, e.currentTarget)));
@@ -289,6 +291,7 @@ const ICONS = {
   delete: "M7 21a2 2 0 0 1-2-2V7H4V5h5V4h6v1h5v2h-1v12a2 2 0 0 1-2 2H7Zm2-4h2V9H9v8Zm4 0h2V9h-2v8Z",
   disable: "M12 2a10 10 0 1 0 0 20 10 10 0 0 0 0-20Zm0 2a8 8 0 0 1 6.3 12.9L7.1 5.7A8 8 0 0 1 12 4Zm-6.3 3.1 11.2 11.2A8 8 0 0 1 5.7 7.1Z",
   enable: "M8 5v14l11-7L8 5Z",
+  usage: "M4 20V10h3v10H4Zm6 0V4h3v16h-3Zm6 0v-7h3v7h-3Z",
 };
 const SVG = "http://www.w3.org/2000/svg";
 
@@ -457,6 +460,7 @@ $("generate-form").addEventListener("submit", async (ev) => {
   if (cidrs.length) body.allowed_cidrs = cidrs;
   const metadata = metadataOf($("generate-metadata").value);
   if (Object.keys(metadata).length) body.metadata = metadata;
+  Object.assign(body, limitsOfGenerate());
   const submit = $("generate-submit");
   submit.disabled = true;
   try {
@@ -481,6 +485,7 @@ $("generate-form").addEventListener("submit", async (ev) => {
       expires_in: ["generate-expiry-error", $("generate-expiry")],
       expires_at: ["generate-expiry-error", $("generate-date")],
       no_expiry: ["generate-expiry-error", $("generate-expiry")],
+      ...limitErrors("generate"),
     });
   } finally {
     submit.disabled = false;
@@ -589,6 +594,7 @@ function openEdit(k, opener) {
   $("edit-description").value = k.description;
   $("edit-cidrs").value = k.allowed_cidrs.join("\n");
   $("edit-metadata").value = Object.keys(k.metadata).sort().map((m) => `${m}=${k.metadata[m]}`).join("\n");
+  fillEdit(k);
   $("edit-title").textContent = `Edit key “${k.name}”`;
   openDialog($("edit-dialog"), $("edit-name"), opener);
 }
@@ -608,6 +614,7 @@ $("edit-form").addEventListener("submit", async (ev) => {
   for (const [m, v] of Object.entries(metadata)) if (k.metadata[m] !== v) changes[m] = v;
   for (const m of Object.keys(k.metadata)) if (!(m in metadata)) changes[m] = null;
   if (Object.keys(changes).length) patch.metadata = changes;
+  Object.assign(patch, limitsPatchOf(k));
   try {
     if (Object.keys(patch).length) await api.updateKey(k.id, patch);
     closeDialog($("edit-dialog"));
@@ -619,6 +626,7 @@ $("edit-form").addEventListener("submit", async (ev) => {
       description: ["edit-description-error", $("edit-description")],
       allowed_cidrs: ["edit-cidrs-error", $("edit-cidrs")],
       metadata: ["edit-metadata-error", $("edit-metadata")],
+      ...limitErrors("edit"),
     });
   }
 });
