@@ -110,8 +110,9 @@ document.body.append(dialog);
 let returnTo = null;
 dialog.addEventListener("close", () => { if (returnTo && returnTo.isConnected) returnTo.focus(); });
 
-// openUsage shows k's usage: the last 24 hours by 15 minutes, the last 30
-// days by the day, and its account's top keys over the last 24 hours.
+// openUsage shows k's usage: the last hour by the minute, the last 24
+// hours by 15 minutes, the last 30 days by the day, and its account's top
+// keys over the last 24 hours.
 export async function openUsage(k, opener) {
   returnTo = opener;
   title.textContent = `Usage of “${k.name}”`;
@@ -124,15 +125,18 @@ export async function openUsage(k, opener) {
   close.focus();
   const now = new Date();
   try {
-    const [day, month, top] = await Promise.all([
-      usageApi.usage(k.id, { from: new Date(now - 86400e3).toISOString().replace(/\.\d+Z$/, "Z"), step: "15m" }),
-      usageApi.usage(k.id, { from: new Date(now - 30 * 86400e3).toISOString().replace(/\.\d+Z$/, "Z"), step: "1d" }),
+    const since = (ms) => new Date(now - ms).toISOString().replace(/\.\d+Z$/, "Z");
+    const [hour, day, month, top] = await Promise.all([
+      usageApi.usage(k.id, { from: since(3600e3), step: "1m" }),
+      usageApi.usage(k.id, { from: since(86400e3), step: "15m" }),
+      usageApi.usage(k.id, { from: since(30 * 86400e3), step: "1d" }),
       usageApi.top({ account_id: k.account_id, limit: "5" }),
     ]);
     const quota = k.quota_usage ? el("p", { class: "usage-quota",
       text: `Quota ${k.quota_usage.quota}: ${k.quota_usage.used.toLocaleString()} used, ${k.quota_usage.remaining.toLocaleString()} left until ${new Date(k.quota_usage.resets_at).toLocaleString()}` }) : null;
     content.replaceChildren(
       quota,
+      chart("Last hour, per minute", hour, rateLine(k, 60)),
       chart("Last 24 hours, per 15 minutes", day, rateLine(k, 15 * 60)),
       chart("Last 30 days, per day", month, rateLine(k, 86400)),
       topKeys(top, k));
@@ -142,9 +146,12 @@ export async function openUsage(k, opener) {
 }
 
 // rateLine is the most a bucket of step seconds can hold under k's
-// tightest rate, or null for a key without rates.
+// tightest rate (and, for days, its daily quota), or null for a key
+// without either.
 function rateLine(k, step) {
   let least = null;
+  const q = /^(\d+)\/day$/.exec(k.quota || "");
+  if (q && step >= 86400) least = Number(q[1]);
   for (const r of k.limits || []) {
     const m = /^(\d+)\/(\d*)([smhd])/.exec(r);
     if (!m) continue;
@@ -162,8 +169,11 @@ const W = 640, H = 180, PAD = { l: 48, r: 8, t: 12, b: 24 };
 // readers.
 function chart(label, u, limit) {
   const buckets = u.buckets;
-  const top = Math.max(1, limit || 0, ...buckets.map((b) => b.allowed + b.denied));
-  const scale = niceCeil(top);
+  const most = Math.max(1, ...buckets.map((b) => b.allowed + b.denied));
+  // The limit sets the scale only when it is near the data: far above, it
+  // is named in the legend instead of flattening the bars.
+  const onScale = limit && limit <= 4 * most;
+  const scale = niceCeil(Math.max(most, onScale ? limit : 0));
   const x0 = PAD.l, y0 = H - PAD.b, w = (W - PAD.l - PAD.r) / buckets.length, h = H - PAD.t - PAD.b;
   const y = (v) => y0 - (v / scale) * h;
   const g = svg("g");
@@ -178,11 +188,12 @@ function chart(label, u, limit) {
     if (b.denied) g.append(svg("rect", { x, width: bw, y: y(b.allowed + b.denied), height: y(b.allowed) - y(b.allowed + b.denied), class: "denied" },
       svg("title", {}, document.createTextNode(`${new Date(b.start).toLocaleString()}: ${b.denied} denied`))));
   });
-  for (const i of [0, Math.floor(buckets.length / 2), buckets.length - 1]) {
+  for (const [i, anchor] of [[0, "start"], [Math.floor(buckets.length / 2), "middle"], [buckets.length - 1, "end"]]) {
     if (!buckets[i]) continue;
-    g.append(svg("text", { x: x0 + i * w, y: H - 6, class: "axis" }, document.createTextNode(when(buckets[i].start, u.step_seconds))));
+    const x = anchor === "end" ? x0 + (i + 1) * w : x0 + i * w;
+    g.append(svg("text", { x, y: H - 6, class: "axis", "text-anchor": anchor }, document.createTextNode(when(buckets[i].start, u.step_seconds))));
   }
-  if (limit) {
+  if (onScale) {
     g.append(svg("line", { x1: x0, x2: W - PAD.r, y1: y(limit), y2: y(limit), class: "limit" }),
       svg("text", { x: W - PAD.r, y: y(limit) - 4, class: "axis limit-label", "text-anchor": "end" }, document.createTextNode(`limit ${short(limit)}`)));
   }
@@ -192,7 +203,8 @@ function chart(label, u, limit) {
     svg("svg", { viewBox: `0 0 ${W} ${H}`, role: "img", "aria-labelledby": id }, g),
     el("p", { class: "legend" }, el("span", { class: "swatch allowed" }), document.createTextNode("allowed "),
       el("span", { class: "swatch denied" }), document.createTextNode("denied "),
-      limit ? el("span", { class: "swatch limit" }) : null, limit ? document.createTextNode("limit") : null));
+      limit ? el("span", { class: "swatch limit" }) : null,
+      limit ? document.createTextNode(onScale ? "limit" : `limit ${short(limit)} a bucket, above the chart`) : null));
   return figure;
 }
 
