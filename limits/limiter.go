@@ -173,6 +173,12 @@ func (l *Limiter) limit(ctx context.Context, key *keystore.Record, now time.Time
 				l.logger.Info("the limits' counting store answers again: limited keys are counted in it", "store", l.sharedName)
 			}
 			l.remember(key.ID(), quota, &v, now)
+			if v.Result == Allowed && l.fallback == FallbackLocal {
+				// Shadow the shared count in this replica's buckets, so
+				// that a fallback starts from what the key spent here, not
+				// from a full burst.
+				l.local.Take(ctx, key, now)
+			}
 			return v
 		}
 		l.storeErrors.Inc()

@@ -53,8 +53,12 @@ func TestLimitsAcrossReplicas(t *testing.T) {
 		replicas := startReplicas(t, db, append(common, "--limit-store", "redis", "--redis-url", srv.URL())...)
 		allowed, sent, took := loadReplicas(t, replicas, key.Secret, d, 4*rate)
 		want := burst + rate*took.Seconds()
-		t.Logf("redis, 3 replicas, %v at %d/s offered: %d of %d allowed; the limit allows %.0f (%+.2f%%)",
-			took.Round(time.Millisecond), sent*int(time.Second)/int(took), allowed, sent, want, 100*(float64(allowed)-want)/want)
+		var fallbacks float64
+		for _, r := range replicas {
+			fallbacks += metric(t, r, "keygate_limit_fallback_total")
+		}
+		t.Logf("redis, 3 replicas, %v at %d/s offered: %d of %d allowed; the limit allows %.0f (%+.2f%%); %.0f decisions by the fallback",
+			took.Round(time.Millisecond), sent*int(time.Second)/int(took), allowed, sent, want, 100*(float64(allowed)-want)/want, fallbacks)
 		if diff := (float64(allowed) - want) / want; diff > 0.02 || diff < -0.02 {
 			t.Fatalf("redis: %d allowed, the limit allows %.0f: off by %.1f%%, want within 2%%", allowed, want, 100*diff)
 		}
