@@ -5,6 +5,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/keygate/keygate/keystore"
@@ -129,18 +130,9 @@ var usageParams = []string{"from", "to", "step"}
 
 // keyUsage is GET /v1/keys/{id}/usage?from=&to=&step=.
 func (s *Server) keyUsage(w http.ResponseWriter, r *http.Request, p Principal) *problem {
-	query, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		return newProblem(probInvalid, "The query string is not valid.")
-	}
-	var errs fieldErrors
-	for name, values := range query {
-		switch {
-		case !slices.Contains(usageParams, name):
-			errs.add(fieldName(name), "unknown parameter: want from, to or step")
-		case len(values) > 1:
-			errs.add(name, "given more than once")
-		}
+	query, errs, prob := readQuery(r, usageParams)
+	if prob != nil {
+		return prob
 	}
 	if prob := errs.problem(usageParams...); prob != nil {
 		return prob
@@ -180,18 +172,9 @@ var topParams = []string{"account_id", "from", "to", "limit"}
 // topUsage is GET /v1/usage/top?account_id=&from=&to=&limit=: the keys
 // with the most decisions (an account-bound token: its account's).
 func (s *Server) topUsage(w http.ResponseWriter, r *http.Request, p Principal) *problem {
-	query, err := url.ParseQuery(r.URL.RawQuery)
-	if err != nil {
-		return newProblem(probInvalid, "The query string is not valid.")
-	}
-	var errs fieldErrors
-	for name, values := range query {
-		switch {
-		case !slices.Contains(topParams, name):
-			errs.add(fieldName(name), "unknown parameter: want account_id, from, to or limit")
-		case len(values) > 1:
-			errs.add(name, "given more than once")
-		}
+	query, errs, prob := readQuery(r, topParams)
+	if prob != nil {
+		return prob
 	}
 	account := query.Get("account_id")
 	if query.Has("account_id") && !errs.has("account_id") {
@@ -233,4 +216,24 @@ func (s *Server) topUsage(w http.ResponseWriter, r *http.Request, p Principal) *
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
+}
+
+// readQuery reads r's query string: each parameter known, and given once;
+// the others are field errors. A query string that does not parse is a
+// problem of its own.
+func readQuery(r *http.Request, known []string) (url.Values, fieldErrors, *problem) {
+	query, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, nil, newProblem(probInvalid, "The query string is not valid.")
+	}
+	var errs fieldErrors
+	for name, values := range query {
+		switch {
+		case !slices.Contains(known, name):
+			errs.add(fieldName(name), "unknown parameter: want "+strings.Join(known, ", "))
+		case len(values) > 1:
+			errs.add(name, "given more than once")
+		}
+	}
+	return query, errs, nil
 }
