@@ -49,6 +49,18 @@
 // in its own transaction, so replicas' caches learn of it when, and only
 // if, it commits; an import notifies once for all its keys.
 //
+// # Limits and usage
+//
+// A key's Limits (rates with a burst, a quota per UTC day or month;
+// ParseLimits, NormalizeLimits) are stored with it and carried in its
+// Record's extras only when it has some (Record.Limited is one byte test
+// for a key without). Usage is counted per key, outcome and minute by a
+// UsageCounter, which writes in batches (AddUsage: one statement per
+// flush); CompactUsage rolls minutes into hours and hours into days and
+// deletes what is past a UsageRetention; Usage, TopUsage and QuotaUsed
+// read it. Heartbeat counts the serving replicas (the local counting
+// store divides rates by it).
+//
 // # Importing
 //
 // ReadImport reads keys of another system from JSON lines (a key in clear,

@@ -25,7 +25,9 @@
 // counted in metrics and logged when it starts and stops. A quota seen
 // spent stays refused on this replica until its period ends, whatever the
 // store does meanwhile, so that an outage never lets a key past an
-// exhausted quota that this replica knew of.
+// exhausted quota that this replica knew of. While the shared store
+// answers, the local buckets shadow what this replica allowed, so that the
+// local fallback starts from what the key spent, not from a full burst.
 //
 //	l, _ := limits.New(limits.Options{Local: limits.NewLocal(store)})
 //	if rec.Limited() {
