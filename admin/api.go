@@ -18,7 +18,7 @@ import (
 const DefaultGrace = 24 * time.Hour
 
 // createFields are the members of POST /v1/keys, in the document's order.
-var createFields = []string{"account_id", "name", "description", "scopes", "allowed_cidrs", "metadata", "expires_in", "expires_at", "no_expiry"}
+var createFields = []string{"account_id", "name", "description", "scopes", "allowed_cidrs", "metadata", "limits", "quota", "expires_in", "expires_at", "no_expiry"}
 
 func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) *problem {
 	members, prob := decodeObject(r, false, "application/json")
@@ -28,8 +28,8 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	var errs fieldErrors
 	unknownFields(members, &errs, createFields)
 	var req struct {
-		AccountID, Name, Description string
-		Scopes, AllowedCIDRs         []string
+		AccountID, Name, Description, Quota string
+		Scopes, AllowedCIDRs, Limits        []string
 		Metadata                     map[string]string
 	}
 	decodeMember(members, "account_id", &req.AccountID, &errs, "a string")
@@ -38,6 +38,8 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	decodeMember(members, "scopes", &req.Scopes, &errs, "an array of strings")
 	decodeMember(members, "allowed_cidrs", &req.AllowedCIDRs, &errs, "an array of CIDR prefixes or addresses")
 	decodeMember(members, "metadata", &req.Metadata, &errs, "an object of strings")
+	decodeMember(members, "limits", &req.Limits, &errs, `an array of limits like "100/s" or "50000/d,burst=500"`)
+	decodeMember(members, "quota", &req.Quota, &errs, `a quota like "1000000/month" or "50000/day"`)
 
 	if present(members, "account_id") && !errs.has("account_id") {
 		// Given, it follows the rule, also where a bound token would
@@ -54,7 +56,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	}
 
 	params := keystore.CreateParams{AccountID: req.AccountID, Name: req.Name, Description: req.Description, Scopes: req.Scopes,
-		AllowedCIDRs: req.AllowedCIDRs, Metadata: req.Metadata, Actor: p.Actor()}
+		AllowedCIDRs: req.AllowedCIDRs, Metadata: req.Metadata, Limits: req.Limits, Quota: req.Quota, Actor: p.Actor()}
 	var expiryField string
 	if params.Expiry, expiryField = parseExpiry(members, &errs); expiryField == "" {
 		expiryField = "expires_in" // the default lifetime's
@@ -265,11 +267,11 @@ func (s *Server) getKey(w http.ResponseWriter, r *http.Request, p Principal) *pr
 	if prob != nil {
 		return prob
 	}
-	writeJSON(w, http.StatusOK, NewKey(k, s.now()))
+	writeJSON(w, http.StatusOK, s.keyWithQuota(r, k))
 	return nil
 }
 
-var updateFields = []string{"name", "description", "scopes", "expires_in", "expires_at", "no_expiry", "allowed_cidrs", "metadata"}
+var updateFields = []string{"name", "description", "scopes", "expires_in", "expires_at", "no_expiry", "allowed_cidrs", "metadata", "limits", "quota"}
 
 // updateKey applies a JSON merge patch (RFC 7396) of name, description,
 // scopes (an array replaces them), expiry (one of expires_in, expires_at
@@ -324,6 +326,7 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	if v, ok := members["metadata"]; ok {
 		params.Metadata = metadataPatch(v, &errs)
 	}
+	params.Limits = limitsPatch(members, &errs)
 	if params.Name != nil && !errs.has("name") {
 		addValidation(&errs, keystore.ValidateName(*params.Name))
 	}
@@ -344,7 +347,7 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p Principal) 
 		}
 	}
 	if params.Name == nil && params.Description == nil && params.Scopes == nil && params.Expiry == nil &&
-		params.AllowedCIDRs == nil && params.Metadata == nil {
+		params.AllowedCIDRs == nil && params.Metadata == nil && params.Limits == nil {
 		writeJSON(w, http.StatusOK, NewKey(k, s.now())) // an empty patch changes nothing
 		return nil
 	}

@@ -78,7 +78,7 @@ func TestDocumentIsStrict(t *testing.T) {
 	t.Parallel()
 	_, router := openAPI(t)
 	good := `{"id":"019ab5d2-4c1e-7a3b-9f00-2b4c6d8e0f11","account_id":"a","name":"n","description":"","display_prefix":"kg_abcdef",
-		"scopes":[],"allowed_cidrs":[],"metadata":{},"status":"active","created_at":"2026-01-01T00:00:00Z","created_by":"x","expires_at":null,"revoked_at":null,"disabled_at":null,
+		"scopes":[],"allowed_cidrs":[],"metadata":{},"limits":[],"quota":null,"status":"active","created_at":"2026-01-01T00:00:00Z","created_by":"x","expires_at":null,"revoked_at":null,"disabled_at":null,
 		"last_used_at":null,"rotated_from":null,"rotated_to":null}`
 	cases := []struct {
 		name, body string

@@ -19,6 +19,9 @@ type Key struct {
 	Scopes            []string          `json:"scopes"`
 	AllowedCIDRs      []string          `json:"allowed_cidrs"`
 	Metadata          map[string]string `json:"metadata"`
+	Limits            []string          `json:"limits"`
+	Quota             *string           `json:"quota"`
+	QuotaUsage        *QuotaUsage       `json:"quota_usage,omitempty"`
 	Status            string            `json:"status"`
 	CreatedAt         time.Time         `json:"created_at"`
 	CreatedBy         string            `json:"created_by"`
@@ -46,6 +49,7 @@ func NewKey(k *keystore.Key, now time.Time) Key {
 	if out.Metadata == nil {
 		out.Metadata = map[string]string{}
 	}
+	out.Limits, out.Quota = k.Limits.Strings(), optional(k.Limits.Quota.String())
 	out.AllowedCIDRs = make([]string, len(k.AllowedCIDRs))
 	for i, p := range k.AllowedCIDRs {
 		out.AllowedCIDRs[i] = p.String()

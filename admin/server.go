@@ -123,6 +123,8 @@ func (s *Server) routes() []route {
 		{pattern: "POST /v1/keys/{id}/disable", handle: s.disableKey},
 		{pattern: "POST /v1/keys/{id}/enable", handle: s.enableKey},
 		{pattern: "GET /v1/keys/{id}/events", handle: s.keyEvents},
+		{pattern: "GET /v1/keys/{id}/usage", handle: s.keyUsage},
+		{pattern: "GET /v1/usage/top", handle: s.topUsage},
 		{pattern: "GET /v1/modules", handle: s.modules},
 		{pattern: "GET /v1/whoami", handle: s.whoami},
 		{pattern: "GET /v1/openapi.json", public: true, handle: serveOpenAPI},

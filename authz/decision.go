@@ -10,6 +10,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/keygate/keygate/keystore"
+	"github.com/keygate/keygate/limits"
 	"github.com/keygate/keygate/policy"
 )
 
@@ -27,6 +28,10 @@ type Decision struct {
 	// module's dry_run): it is logged and counted as a denial, and the
 	// adapters let the request through with the dry-run header.
 	DryRun bool
+	// Limits is the verdict of the key's limits (nil for a key without
+	// any, or a decision made before them): adapters render its RateLimit
+	// fields and, on a denial, its Retry-After (Server.LimitHeaders).
+	Limits *limits.Verdict
 
 	// found is the record of a key found but refused as revoked,
 	// disabled or expired: the decision log names it, the client is told
@@ -150,6 +155,9 @@ func (s *Server) record(ctx context.Context, r *Request, d *Decision, start time
 	if d.Outcome == Allow && s.usage != nil {
 		s.usage.Used(d.Key.ID(), start)
 	}
+	if d.Key != nil && s.counter != nil {
+		s.counter.Count(d.Key.ID(), int(d.Outcome), start)
+	}
 	if s.decisions.wants(d) {
 		s.decisions.write(ctx, r, d, s.now().Sub(start))
 	}
@@ -255,6 +263,13 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 				return because(ReasonScope, key, module)
 			}
 		}
+	}
+	// 6. What the key may still spend: its limits, counted only for a
+	// request that passed everything else.
+	if s.limiter != nil && key.Limited() {
+		d := s.limit(ctx, key, module, r.At)
+		d.fromCache = fromCache
+		return d
 	}
 	d := because(ReasonAllowed, key, module)
 	d.fromCache = fromCache

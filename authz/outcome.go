@@ -21,6 +21,8 @@ const (
 	SourceNotAllowed                 // 403 source_not_allowed: the key may not be used from this address
 	ModuleForbidden                  // 403 module_forbidden: the module is closed to API keys
 	InsufficientScope                // 403 insufficient_scope: the key's scopes do not cover module and action
+	RateLimited                      // 429 rate_limited: the key is over one of its rates
+	QuotaExhausted                   // 429 quota_exhausted: the key has spent its quota for the day or month
 	Unavailable                      // 503 unavailable: the store cannot answer and the key is not cached
 	numOutcomes
 )
@@ -82,6 +84,12 @@ var outcomes = [numOutcomes]outcomeInfo{
 		message: "This part of the API cannot be used with an API key."},
 	InsufficientScope: {name: "insufficient_scope", status: 403, grpc: grpcPermissionDenied,
 		message: "The API key's scopes do not allow this request."},
+	// Retry-After and the RateLimit fields of these two depend on the key:
+	// the adapters add Server.LimitHeaders.
+	RateLimited: {name: "rate_limited", status: 429, grpc: grpcResourceExhausted,
+		message: "This API key is over its rate limit; retry after the time Retry-After gives."},
+	QuotaExhausted: {name: "quota_exhausted", status: 429, grpc: grpcResourceExhausted,
+		message: "This API key has used its quota for this period; it resets at the time Retry-After gives."},
 	Unavailable: {name: "unavailable", status: 503, grpc: grpcUnavailable,
 		message:    "Authorization is temporarily unavailable; retry shortly.",
 		retryAfter: RetryAfterSeconds},
@@ -133,10 +141,13 @@ const (
 	ReasonDefaultDeny                    // no module matched and the policy's default is deny
 	ReasonUnknownModule                  // the proxy named a module the policy does not know
 	ReasonScope                          // the key's scopes do not cover module and action
+	ReasonRateLimited                    // the key is over one of its rates
+	ReasonQuotaExhausted                 // the key's quota for the period is spent
 	ReasonStoreError                     // the store failed and the key is not cached
 	ReasonTimeout                        // the lookup deadline passed
 	ReasonCanceled                       // the caller gave up
 	ReasonPanic                          // a bug: recovered, and denied
+	ReasonLimitStore                     // the limits' counting store cannot answer and --limit-fallback=deny
 	numReasons
 )
 
@@ -167,10 +178,13 @@ var reasons = [numReasons]reasonInfo{
 	ReasonDefaultDeny:      {"default_deny", ModuleForbidden},
 	ReasonUnknownModule:    {"unknown_module", ModuleForbidden},
 	ReasonScope:            {"scope", InsufficientScope},
+	ReasonRateLimited:      {"rate_limited", RateLimited},
+	ReasonQuotaExhausted:   {"quota_exhausted", QuotaExhausted},
 	ReasonStoreError:       {"store_error", Unavailable},
 	ReasonTimeout:          {"timeout", Unavailable},
 	ReasonCanceled:         {"canceled", Unavailable},
 	ReasonPanic:            {"panic", Unavailable},
+	ReasonLimitStore:       {"limit_store", Unavailable},
 }
 
 // String names the reason as logs and metrics spell it.

@@ -40,6 +40,11 @@ type Config struct {
 	KeepCredentials bool
 	// Usage, when set, learns of every allowed request.
 	Usage UsageRecorder
+	// Limiter, when set, counts the requests of keys with limits (the
+	// step after scopes); Counter, when set, counts every decision of an
+	// authenticated key by outcome (usage per key). See limits.go.
+	Limiter Limiter
+	Counter DecisionCounter
 	// Metrics, when set, counts decisions.
 	Metrics *Metrics
 	// Logger logs recovered panics. Default: discard.
@@ -86,6 +91,8 @@ type Server struct {
 	identityPrefix  string
 	keepCredentials bool
 	usage           UsageRecorder
+	limiter         Limiter
+	counter         DecisionCounter
 	metrics         *Metrics
 	logger          *slog.Logger
 	decisions       *decisionLog
@@ -162,6 +169,8 @@ func NewServer(cfg Config) (*Server, error) {
 		hasher:          cfg.Hasher,
 		keepCredentials: cfg.KeepCredentials,
 		usage:           cfg.Usage,
+		limiter:         cfg.Limiter,
+		counter:         cfg.Counter,
 		metrics:         cfg.Metrics,
 		logger:          cfg.Logger,
 		now:             cfg.Now,

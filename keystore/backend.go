@@ -76,6 +76,8 @@ type Backend interface {
 	// Close releases the backend's connections (and, for an embedded
 	// database, its lock).
 	Close()
+
+	UsageBackend // usage and replicas (usage.go)
 }
 
 // Tx is one read-write transaction of a Backend.
@@ -133,6 +135,7 @@ type KeyChange struct {
 	Scopes       Field[[]string]
 	AllowedCIDRs Field[[]netip.Prefix]
 	Metadata     Field[map[string]string]
+	Limits       Field[Limits]
 	ExpiresAt    Field[*time.Time]
 	RevokedAt    Field[*time.Time]
 	DisabledAt   Field[*time.Time]

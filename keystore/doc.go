@@ -73,6 +73,18 @@
 // LookupKey finds a key by its secret. Payloads never hold a secret or a
 // digest. The webhook package signs and delivers.
 //
+// # Limits and usage
+//
+// A key's Limits (rates with a burst, a quota per UTC day or month;
+// ParseLimits, NormalizeLimits) are stored with it and carried in its
+// Record's extras only when it has some (Record.Limited is one byte test
+// for a key without). Usage is counted per key, outcome and minute by a
+// UsageCounter, which writes in batches (AddUsage: one statement per
+// flush); CompactUsage rolls minutes into hours and hours into days and
+// deletes what is past a UsageRetention; Usage, TopUsage and QuotaUsed
+// read it. Heartbeat counts the serving replicas (the local counting
+// store divides rates by it).
+//
 // # Importing
 //
 // ReadImport reads keys of another system from JSON lines (a key in clear,

@@ -21,6 +21,7 @@ type Key struct {
 	Scopes        []string          // empty means every module that is not restricted
 	AllowedCIDRs  []netip.Prefix    // source addresses the key may be used from; none: anywhere
 	Metadata      map[string]string // at most MaxMetadata entries, for Envoy's dynamic metadata and upstream headers; nil: none
+	Limits        Limits            // rates and quota keygate enforces; zero: none
 	HashScheme    string            // SchemeSHA256 or SchemeHMACSHA256
 	CreatedAt     time.Time         // when it was issued
 	CreatedBy     string            // who issued it (actor recorded by the CLI or admin API)

@@ -45,6 +45,7 @@ type RecordFields struct {
 	UpdatedAt         time.Time
 	AllowedCIDRs      []netip.Prefix    // normalized (NormalizeCIDRs)
 	Metadata          map[string]string // valid (NormalizeMetadata)
+	Limits            Limits            // normalized (NormalizeLimits)
 }
 
 // NewRecord builds a Record. A row that the Store did not write (changed
@@ -56,6 +57,9 @@ func NewRecord(f RecordFields) (*Record, error) {
 	}
 	if _, err := NormalizeMetadata(f.Metadata); err != nil {
 		return nil, fmt.Errorf("key %s has metadata the store would not write: %w", f.ID, err)
+	}
+	if _, err := NormalizeLimits(f.Limits); err != nil {
+		return nil, fmt.Errorf("key %s has limits the store would not write: %w", f.ID, err)
 	}
 	return newRecord(f), nil
 }
@@ -72,7 +76,7 @@ func newRecord(f RecordFields) *Record {
 		b = append(b, s...)
 	}
 	scopesEnd := len(b)
-	b = appendExtras(b, f.AllowedCIDRs, f.Metadata)
+	b = appendExtras(b, f.AllowedCIDRs, f.Metadata, f.Limits)
 	r := &Record{
 		text:       string(b),
 		idEnd:      uint32(len(f.ID)),
@@ -89,15 +93,21 @@ func newRecord(f RecordFields) *Record {
 	return r
 }
 
-// appendExtras encodes a key's source restrictions and metadata, if it has
-// any: the number of prefixes (one byte), each prefix as its family (4 or
-// 6), its length in bits and its address bytes, then each metadata entry
-// as key "=" value NUL, in key order (keys hold no "=", values no NUL).
-func appendExtras(b []byte, cidrs []netip.Prefix, metadata map[string]string) []byte {
-	if len(cidrs) == 0 && len(metadata) == 0 {
+// appendExtras encodes a key's source restrictions, metadata and limits,
+// if it has any: the number of prefixes (one byte, with hasLimits set when
+// the key has limits, which follow it: see appendLimits), each prefix as
+// its family (4 or 6), its length in bits and its address bytes, then each
+// metadata entry as key "=" value NUL, in key order (keys hold no "=",
+// values no NUL).
+func appendExtras(b []byte, cidrs []netip.Prefix, metadata map[string]string, limits Limits) []byte {
+	if len(cidrs) == 0 && len(metadata) == 0 && limits.IsZero() {
 		return b
 	}
-	b = append(b, byte(len(cidrs)))
+	if limits.IsZero() {
+		b = append(b, byte(len(cidrs)))
+	} else {
+		b = appendLimits(append(b, byte(len(cidrs))|hasLimits), limits)
+	}
 	for _, p := range cidrs {
 		a := p.Addr()
 		if a.Is4() {
@@ -118,7 +128,7 @@ func appendExtras(b []byte, cidrs []netip.Prefix, metadata map[string]string) []
 func (k *Key) Record() *Record {
 	return newRecord(RecordFields{ID: k.ID, AccountID: k.AccountID, Scopes: k.Scopes, ExpiresAt: k.ExpiresAt,
 		Revoked: k.RevokedAt != nil, Disabled: k.DisabledAt != nil, UpdatedAt: k.UpdatedAt,
-		AllowedCIDRs: k.AllowedCIDRs, Metadata: k.Metadata})
+		AllowedCIDRs: k.AllowedCIDRs, Metadata: k.Metadata, Limits: k.Limits})
 }
 
 // ID is the key's id.
@@ -137,21 +147,35 @@ func (r *Record) extras() string { return r.text[r.scopesEnd:] }
 
 // RestrictsSource reports whether the key may be used only from some
 // addresses (Key.AllowedCIDRs).
-func (r *Record) RestrictsSource() bool { x := r.extras(); return x != "" && x[0] != 0 }
+func (r *Record) RestrictsSource() bool { x := r.extras(); return x != "" && x[0]&^hasLimits != 0 }
+
+// prefixes returns the number of encoded source restrictions and the
+// extras after that count (and after the limits, when the key has some):
+// the prefixes, then the metadata.
+func (r *Record) prefixes() (int, string) {
+	x := r.extras()
+	if x == "" {
+		return 0, ""
+	}
+	n := int(x[0] &^ hasLimits)
+	if x[0]&hasLimits == 0 {
+		return n, x[1:]
+	}
+	return n, x[1+limitsLen(x[1:]):]
+}
 
 // AllowsSource reports whether the key may be used from a: always when it
 // has no source restrictions; otherwise only from an address in one of its
 // prefixes, and never from an unknown (invalid) one. It allocates nothing.
 func (r *Record) AllowsSource(a netip.Addr) bool {
-	x := r.extras()
-	if x == "" || x[0] == 0 {
+	n, x := r.prefixes()
+	if n == 0 {
 		return true
 	}
 	if !a.IsValid() {
 		return false
 	}
 	a = a.Unmap()
-	n, x := int(x[0]), x[1:]
 	for range n {
 		var p netip.Prefix
 		if x[0] == 4 {
@@ -172,11 +196,7 @@ func (r *Record) AllowsSource(a netip.Addr) bool {
 
 // metadata is the encoded metadata: the extras after the prefixes.
 func (r *Record) metadata() string {
-	x := r.extras()
-	if x == "" {
-		return ""
-	}
-	n, x := int(x[0]), x[1:]
+	n, x := r.prefixes()
 	for range n {
 		if x[0] == 4 {
 			x = x[2+4:]

@@ -118,8 +118,13 @@ type CreateParams struct {
 	// Metadata is returned with every decision for the key (see
 	// NormalizeMetadata).
 	Metadata map[string]string
-	Expiry   Expiry
-	Actor    string // who asks, for the audit trail
+	// Limits are the key's rates (ParseRate: "100/s", "50000/d,burst=500")
+	// and Quota its allowance per UTC day or month (ParseQuota:
+	// "1000000/month"); none: unlimited.
+	Limits []string
+	Quota  string
+	Expiry Expiry
+	Actor  string // who asks, for the audit trail
 }
 
 // check validates every field of p but its expiry and returns the key it
@@ -130,6 +135,7 @@ func (p CreateParams) check(more ...error) (*Key, error) {
 	scopes, scopesErr := NormalizeScopes(p.Scopes)
 	cidrs, cidrsErr := NormalizeCIDRs(p.AllowedCIDRs)
 	metadata, metadataErr := NormalizeMetadata(p.Metadata)
+	limits, limitsErr := ParseLimits(p.Limits, p.Quota)
 	err := errors.Join(append([]error{
 		ValidateAccountID(p.AccountID),
 		ValidateName(p.Name),
@@ -137,12 +143,13 @@ func (p CreateParams) check(more ...error) (*Key, error) {
 		scopesErr,
 		cidrsErr,
 		metadataErr,
+		limitsErr,
 	}, more...)...)
 	if err != nil {
 		return nil, err
 	}
 	return &Key{AccountID: p.AccountID, Name: p.Name, Description: p.Description, Scopes: scopes, AllowedCIDRs: cidrs,
-		Metadata: metadata, CreatedBy: p.Actor}, nil
+		Metadata: metadata, Limits: limits, CreatedBy: p.Actor}, nil
 }
 
 // CheckCreate reports every problem Create would find with p, judging its
@@ -197,6 +204,9 @@ func createDetail(k *Key) map[string]any {
 	}
 	if len(k.Metadata) > 0 {
 		d["metadata"] = k.Metadata
+	}
+	if !k.Limits.IsZero() {
+		d["limits"] = limitsDetail(k.Limits)
 	}
 	return d
 }
@@ -355,7 +365,9 @@ type UpdateParams struct {
 	AllowedCIDRs *[]string
 	// Metadata, when not nil, changes the key's metadata.
 	Metadata *MetadataChange
-	Actor    string
+	// Limits, when not nil, changes the key's rates or quota.
+	Limits *LimitsChange
+	Actor  string
 }
 
 // changesScopes reports whether p changes scopes at all.
@@ -395,11 +407,23 @@ func (p UpdateParams) check() error {
 		_, err := (&MetadataChange{Set: p.Metadata.Set, Unset: p.Metadata.Unset, Clear: true}).apply(nil)
 		problems = append(problems, err)
 	}
+	if p.Limits != nil {
+		// Checked here each on its own; together with the key's, later.
+		if p.Limits.Rates != nil {
+			_, err := ParseLimits(*p.Limits.Rates, "")
+			problems = append(problems, err)
+		}
+		if p.Limits.Quota != nil && *p.Limits.Quota != "" {
+			_, err := ParseQuota(*p.Limits.Quota)
+			problems = append(problems, err)
+		}
+	}
 	if err := errors.Join(problems...); err != nil {
 		return err
 	}
-	if p.Name == nil && p.Description == nil && !p.changesScopes() && p.Expiry == nil && p.AllowedCIDRs == nil && p.Metadata == nil {
-		return invalid("update", "nothing to change: give a name, a description, scopes, an expiry, source restrictions or metadata")
+	if p.Name == nil && p.Description == nil && !p.changesScopes() && p.Expiry == nil && p.AllowedCIDRs == nil && p.Metadata == nil &&
+		(p.Limits == nil || p.Limits.Rates == nil && p.Limits.Quota == nil) {
+		return invalid("update", "nothing to change: give a name, a description, scopes, an expiry, source restrictions, metadata or limits")
 	}
 	return nil
 }
@@ -503,6 +527,14 @@ func (s *Store) keyChange(old *Key, p UpdateParams, now time.Time) (KeyChange, m
 		}
 		c.Metadata = To(metadata)
 		detail["metadata"], previous["metadata"] = orEmpty(metadata), orEmpty(old.Metadata)
+	}
+	if p.Limits != nil {
+		limits, err := p.Limits.apply(old.Limits)
+		if err != nil {
+			return c, nil, err
+		}
+		c.Limits = To(limits)
+		detail["limits"], previous["limits"] = limitsDetail(limits), limitsDetail(old.Limits)
 	}
 	detail["previous"] = previous
 	return c, detail, nil
@@ -662,6 +694,7 @@ func (s *Store) Rotate(ctx context.Context, id string, p RotateParams) (*Rotatio
 			Scopes:       old.Scopes,
 			AllowedCIDRs: old.AllowedCIDRs,
 			Metadata:     old.Metadata,
+			Limits:       old.Limits,
 			CreatedAt:    now,
 			CreatedBy:    p.Actor,
 			ExpiresAt:    expiresAt,

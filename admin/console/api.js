@@ -65,4 +65,5 @@ export const api = {
   disableKey: (id) => request("POST", `${key(id)}/disable`),
   enableKey: (id) => request("POST", `${key(id)}/enable`),
   keyEvents: (id) => request("GET", `${key(id)}/events`),
+  getKey: (id) => request("GET", key(id)),
 };

@@ -8,6 +8,8 @@
 //   pickers.js   scopes and expiry, shared by Generate, Edit and Rotate
 //   list.js      filters, pages and rows     session.js  sign-in and out
 //   generate.js  edit.js  rotate.js  delete.js  history.js  secret.js
+//   usage.js     limits in Generate and Edit, and a key's usage charts
+//   webhooks.js  the Webhooks page
 
 import { openDelete } from "./delete.js";
 import { openEdit } from "./edit.js";
@@ -16,6 +18,11 @@ import { openHistory } from "./history.js";
 import { initList } from "./list.js";
 import { openRotate } from "./rotate.js";
 import { start } from "./session.js";
+import { openUsage } from "./usage.js";
+import { api } from "./api.js";
 
-initList({ edit: openEdit, history: openHistory, rotate: openRotate, delete: openDelete });
+// usage opens a key's usage, read again for its quota's remaining.
+const usage = async (k, opener) => openUsage(await api.getKey(k.id).catch(() => k), opener);
+
+initList({ edit: openEdit, history: openHistory, usage, rotate: openRotate, delete: openDelete });
 start();

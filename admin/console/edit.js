@@ -7,6 +7,7 @@ import { formDialog } from "./dialogs.js";
 import { linesOf, metadataOf } from "./format.js";
 import { loadPage } from "./list.js";
 import { expiryPicker, expiryText, keyFields, scopePicker } from "./pickers.js";
+import { fillEdit, limitsPatchOf } from "./usage.js";
 
 const expiry = expiryPicker("edit");
 let chosenScopes = () => [];
@@ -29,6 +30,7 @@ function patchOf(k) {
   for (const [m, v] of Object.entries(metadata)) if (k.metadata[m] !== v) changes[m] = v;
   for (const m of Object.keys(k.metadata)) if (!(m in metadata)) changes[m] = null;
   if (Object.keys(changes).length) patch.metadata = changes;
+  Object.assign(patch, limitsPatchOf(k));
   return patch;
 }
 
@@ -43,6 +45,7 @@ export const openEdit = formDialog({
     $("edit-title").textContent = `Edit key “${k.name}”`;
     expiry.prepare(`No change: ${k.expires_at ? `expires ${expiryText(k)}` : "never expires"}`);
     chosenScopes = scopePicker($("edit-scopes"), k.scopes);
+    fillEdit(k);
   },
   focus: () => $("edit-name"),
   async submit(k) {

@@ -9,6 +9,7 @@ import { showStatus } from "./list.js";
 import { expiryPicker, keyFields, scopePicker } from "./pickers.js";
 import { showSecret } from "./secret.js";
 import { state } from "./state.js";
+import { limitsOfGenerate } from "./usage.js";
 
 const expiry = expiryPicker("generate");
 let chosenScopes = () => [];
@@ -32,6 +33,7 @@ const open = formDialog({
     if (cidrs.length) body.allowed_cidrs = cidrs;
     const metadata = metadataOf($("generate-metadata").value);
     if (Object.keys(metadata).length) body.metadata = metadata;
+    Object.assign(body, limitsOfGenerate());
     return api.createKey(body);
   },
   done(key, _, opener) {

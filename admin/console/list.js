@@ -142,13 +142,14 @@ function scopeChip(scope) {
 }
 
 // rowButtons are a key's actions, each named after the key ("Delete
-// deploy bot"): edit and history always; rotate for an active key not yet
+// deploy bot"): edit, history and usage always; rotate for an active key not yet
 // rotated; disable or enable; delete unless revoked.
 function rowButtons(k) {
   const at = (name, icon, label, tone) => iconButton(icon, `${label} ${k.name}`, (e) => name(k, e.currentTarget), tone);
   const buttons = el("div", { class: "actions" },
     at(actions.edit, "edit", "Edit"),
-    at(actions.history, "history", "History of"));
+    at(actions.history, "history", "History of"),
+    at(actions.usage, "usage", "Usage of"));
   if (k.status === "active" && !k.rotated_to) buttons.append(at(actions.rotate, "rotate", "Rotate"));
   if (k.status === "disabled") buttons.append(at(setDisabled(false), "enable", "Enable"));
   else if (k.status !== "revoked") buttons.append(at(setDisabled(true), "disable", "Disable"));

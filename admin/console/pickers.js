@@ -5,6 +5,7 @@ import { $, el } from "./dom.js";
 import { FormError } from "./dialogs.js";
 import { endOfDay, fmtDate, isoDate, plural, relativeTime } from "./format.js";
 import { state } from "./state.js";
+import { limitErrors } from "./usage.js";
 
 const DAY = 86400 * 1000;
 
@@ -114,6 +115,7 @@ export function keyFields(prefix, expiry) {
     scopes: [`${prefix}-scopes-error`, $(`${prefix}-scopes`).querySelector("input:not(:disabled)")],
     allowed_cidrs: [`${prefix}-cidrs-error`, $(`${prefix}-cidrs`)],
     metadata: [`${prefix}-metadata-error`, $(`${prefix}-metadata`)],
+    ...limitErrors(prefix),
     ...expiry.fields,
   };
 }

@@ -119,6 +119,7 @@ func TestGRPCCodes(t *testing.T) {
 		authz.InvalidPath: codes.InvalidArgument, authz.InvalidRequest: codes.InvalidArgument, authz.ModuleForbidden: codes.PermissionDenied,
 		authz.InsufficientScope: codes.PermissionDenied, authz.Unavailable: codes.Unavailable,
 		authz.SourceNotAllowed: codes.PermissionDenied, authz.TooManyFailures: codes.ResourceExhausted,
+		authz.RateLimited: codes.ResourceExhausted, authz.QuotaExhausted: codes.ResourceExhausted,
 	}
 	for o := range authz.NumOutcomes {
 		o := authz.Outcome(o)

@@ -118,3 +118,42 @@ func setHeader(name, value string) *corev3.HeaderValueOption {
 		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 	}
 }
+
+// limitedDenial is the denial of a key with limits: the shared denial
+// with its RateLimit fields and Retry-After added (built per request; only
+// limited keys pay for it).
+func (s *Server) limitedDenial(d *authz.Decision) *response {
+	shared := s.denials[d.Outcome].GetDeniedResponse()
+	headers := append([]*corev3.HeaderValueOption(nil), shared.GetHeaders()...)
+	for _, f := range s.core.LimitHeaders(d) {
+		headers = append(headers, setHeader(f.Name, f.Value))
+	}
+	return &response{CheckResponse: &authv3.CheckResponse{
+		Status: s.denials[d.Outcome].Status,
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status: shared.GetStatus(), Headers: headers, Body: shared.GetBody(),
+		}},
+	}}
+}
+
+// limitedAllow is the allow g of a key with limits, with its RateLimit
+// fields added to the client's response (response_headers_to_add): g's
+// parts are shared, never modified.
+func (s *Server) limitedAllow(g *response, d *authz.Decision) *response {
+	fields := s.core.LimitHeaders(d)
+	if len(fields) == 0 {
+		return g
+	}
+	ok := g.GetOkResponse()
+	add := make([]*corev3.HeaderValueOption, 0, len(fields))
+	for _, f := range fields {
+		add = append(add, setHeader(f.Name, f.Value))
+	}
+	return &response{CheckResponse: &authv3.CheckResponse{
+		Status:          g.Status,
+		DynamicMetadata: g.DynamicMetadata,
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers: ok.GetHeaders(), HeadersToRemove: ok.GetHeadersToRemove(), ResponseHeadersToAdd: add,
+		}},
+	}}
+}

@@ -77,9 +77,16 @@ func (s *Server) respond(ctx context.Context, req *authv3.CheckRequest) (resp *r
 	s.read(&r, req)
 	d := s.core.Decide(ctx, &r)
 	if d.Denied() {
+		if d.Limits != nil {
+			return s.limitedDenial(&d)
+		}
 		return s.denials[d.Outcome]
 	}
-	return s.grants.Get(&d, s.allowed)
+	g := s.grants.Get(&d, s.allowed)
+	if d.Limits != nil {
+		return s.limitedAllow(g, &d)
+	}
+	return g
 }
 
 // undecodable answers a CheckRequest that could not be decoded: a 400

@@ -232,7 +232,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, envoyPath string
 		}
 	}
 	d := h.core.Decide(ctx, &req)
+	var limits []authz.Field // a limited key's RateLimit fields (and a denial's Retry-After)
+	if d.Limits != nil {
+		limits = h.core.LimitHeaders(&d)
+	}
 	if d.Denied() {
+		setFields(w, limits)
 		return h.deny(w, r, envoy, d.Outcome)
 	}
 	g := h.grants.Get(&d, h.build)
@@ -240,7 +245,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, envoyPath string
 	if envoy {
 		resp = &g.envoy
 	}
-	return resp.write(w)
+	return resp.writeWith(w, limits)
 }
 
 // deny writes the denial with outcome o, as nginx needs it when the

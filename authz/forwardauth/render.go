@@ -29,11 +29,16 @@ func newField(name, value string) field {
 }
 
 // write sends r and returns its status.
-func (r *response) write(w http.ResponseWriter) int {
+func (r *response) write(w http.ResponseWriter) int { return r.writeWith(w, nil) }
+
+// writeWith sends r with extra fields set over its own (a limited key's
+// RateLimit fields) and returns its status.
+func (r *response) writeWith(w http.ResponseWriter, extra []authz.Field) int {
 	h := w.Header()
 	for i := range r.header {
 		h[r.header[i].name] = r.header[i].values
 	}
+	setFields(w, extra)
 	w.WriteHeader(r.status)
 	if len(r.body) > 0 {
 		_, _ = w.Write(r.body)
@@ -97,8 +102,22 @@ func (h *Handler) build(d authz.Decision) *grant {
 	if len(remove) > 0 {
 		g.envoy.header = append(g.envoy.header, newField(envoyRemoveHeader, strings.Join(remove, ",")))
 	}
+	// The RateLimit fields, empty: a limited key's are set over them per
+	// request (Caddy 2.6 would copy a missing one as placeholder text).
+	g.auth.header = append(g.auth.header, newField(authz.RateLimitPolicyHeader, ""), newField(authz.RateLimitHeader, ""))
 	zero := newField("content-length", "0")
 	g.auth.header = append(g.auth.header, zero)
 	g.envoy.header = append(g.envoy.header, zero)
 	return g
+}
+
+// setFields sets fields on w's response, for the one request: a limited
+// key's RateLimit fields and Retry-After (authz.Server.LimitHeaders), which
+// the prebuilt responses then leave in place. With nginx's workaround they
+// ride on the bodiless 401, where the configuration picks them up.
+func setFields(w http.ResponseWriter, fields []authz.Field) {
+	h := w.Header()
+	for _, f := range fields {
+		h[textproto.CanonicalMIMEHeaderKey(f.Name)] = []string{f.Value}
+	}
 }

@@ -113,7 +113,7 @@ func bench(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	}
 	progress(stderr, "seeding %d keys", cfg.keys)
 	seedStart := time.Now()
-	secrets, err := seed(ctx, s.pool, cfg.keys)
+	secrets, err := seed(ctx, s.pool, cfg.keys, cfg.limits)
 	if err != nil {
 		return err
 	}
@@ -373,7 +373,7 @@ func (c *cacheCounts) add(before, after map[string]float64) {
 
 // seed creates n keys for the benchmark through the real creation path
 // and returns their secrets.
-func seed(ctx context.Context, pool *pgxpool.Pool, n int) ([]string, error) {
+func seed(ctx context.Context, pool *pgxpool.Pool, n int, limits []string) ([]string, error) {
 	store, err := keystore.New(postgres.New(pool, postgres.Options{}), keystore.Options{})
 	if err != nil {
 		return nil, err
@@ -385,7 +385,7 @@ func seed(ctx context.Context, pool *pgxpool.Pool, n int) ([]string, error) {
 		wg.Go(func() {
 			for i := w; i < n && errs[w] == nil; i += len(errs) {
 				_, sec, err := store.Create(ctx, keystore.CreateParams{AccountID: benchAccount, Name: fmt.Sprintf("bench-%d", i),
-					Actor: "keygate-bench"})
+					Limits: limits, Actor: "keygate-bench"})
 				secrets[i], errs[w] = sec.Reveal(), err
 			}
 		})

@@ -14,6 +14,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/keygate/keygate/keystore"
 )
 
 func main() {
@@ -76,6 +78,7 @@ type config struct {
 	keygateArgs []string
 	gogc        string
 	gomemlimit  string
+	limits      []string // every seeded key's rates (--limit)
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -100,6 +103,13 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.StringVar(&cfg.keygateBin, "keygate-bin", "", "keygate binary; default: go build ./cmd/keygate into a temporary directory")
 	fs.Func("keygate-arg", "extra argument to keygate serve, repeatable (e.g. --keygate-arg=--cache-fresh=10m)", func(s string) error {
 		cfg.keygateArgs = append(cfg.keygateArgs, s)
+		return nil
+	})
+	fs.Func("limit", "a rate every seeded key gets (keys create --limit), repeatable, e.g. --limit=1000000/s: the cached path with limits on (keygate's --limit-store is its default, local, unless --keygate-arg says otherwise)", func(s string) error {
+		if _, err := keystore.ParseRate(s); err != nil {
+			return err
+		}
+		cfg.limits = append(cfg.limits, s)
 		return nil
 	})
 	fs.StringVar(&cfg.gogc, "gogc", "", "GOGC for every server (default: inherited, usually unset)")

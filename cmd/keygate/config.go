@@ -47,6 +47,7 @@ type serveFlags struct {
 	adminFlags
 	controlFlags
 	eventFlags
+	limitFlags
 }
 
 // serveConfig is serve's configuration, checked: the values its parts are
@@ -72,6 +73,7 @@ type serveConfig struct {
 	tls         *tlsfiles.Files // nil: plain text
 	admin       adminConfig
 	events      eventsConfig // webhooks, expiry warnings, the leak intake (events.go)
+	limits      limitConfig
 }
 
 // config checks the flags, all of them, before any I/O: every interval
@@ -97,6 +99,9 @@ func (sf serveFlags) config(db dbFlags, kf keyFlags, getenv func(string) string,
 	}
 	controls, err := sf.controlFlags.config()
 	if err != nil {
+		return serveConfig{}, err
+	}
+	if cfg.limits, err = sf.limitFlags.config(); err != nil {
 		return serveConfig{}, err
 	}
 	pol, err := loadPolicy(sf.Policy, logger)

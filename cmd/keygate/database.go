@@ -325,9 +325,9 @@ func (d database) migrate(ctx context.Context, b keystore.Backend, logger *slog.
 
 // replicaFlags are serve's PostgreSQL connections besides --database-url.
 type replicaFlags struct {
-	DatabaseReadURL    string   `name:"database-read-url" placeholder:"URL" help:"Hot standbys of the --database-url's primary that may answer lookups of keys not cached, one URL with one or several hosts (postgres://standby1,standby2/keygate); a lookup that follows a change is answered by a standby only once it has replayed the change, otherwise by the primary. Writes, LISTEN and the change poll stay on the primary."`
-	DatabaseListenURL  string   `name:"database-listen-url" placeholder:"URL" help:"A direct connection to the primary for LISTEN (change notifications), when --database-url goes through PgBouncer in transaction mode, where LISTEN cannot work (default: --database-url)."`
-	DatabaseReadMaxLag duration `name:"database-read-max-lag" default:"${read_max_lag}" placeholder:"DURATION" help:"A standby whose replay lags what it has received by more than this answers no lookups until it catches up (default ${default})."`
+	DatabaseReadURL    string   `group:"store" name:"database-read-url" placeholder:"URL" help:"Hot standbys of the --database-url's primary that may answer lookups of keys not cached, one URL with one or several hosts (postgres://standby1,standby2/keygate); a lookup that follows a change is answered by a standby only once it has replayed the change, otherwise by the primary. Writes, LISTEN and the change poll stay on the primary."`
+	DatabaseListenURL  string   `group:"store" name:"database-listen-url" placeholder:"URL" help:"A direct connection to the primary for LISTEN (change notifications), when --database-url goes through PgBouncer in transaction mode, where LISTEN cannot work (default: --database-url)."`
+	DatabaseReadMaxLag duration `group:"store" name:"database-read-max-lag" default:"${read_max_lag}" placeholder:"DURATION" help:"A standby whose replay lags what it has received by more than this answers no lookups until it catches up (default ${default})."`
 }
 
 // apply checks the flags, before any I/O, into db.

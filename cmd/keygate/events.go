@@ -25,12 +25,12 @@ import (
 // eventFlags configure events out: webhooks, expiry warnings and the leak
 // intake; serve and dev share them.
 type eventFlags struct {
-	ExpiryLeads           []string `name:"expiry-leads" default:"14d,3d,1d" placeholder:"DURATION,…" help:"Lead times of key.expiring warnings: one event per key and lead time, and key.expired when it passes (default ${default})."`
-	ExpiryInterval        duration `name:"expiry-interval" default:"1m" hidden:"" help:"Interval of the expiry warnings' pass (and the expiring-keys gauge)."`
-	WebhookAllowLinkLocal bool     `name:"webhook-allow-link-local" help:"Let webhooks reach link-local and cloud metadata addresses (169.254.169.254 …), refused otherwise."`
-	LeaksPolicy           string   `name:"leaks-policy" enum:"revoke,disable,notify" default:"revoke" help:"What a leak report (POST /v1/leaks) does to a key of this store it names: revoke, disable or notify (default ${default})."`
-	LeaksGitHubKeysFile   string   `name:"leaks-github-keys-file" type:"existingfile" placeholder:"FILE" help:"GitHub's secret scanning public keys, as GitHub serves them (api.github.com/meta/public_keys/secret_scanning): turns on GitHub's partner alerts on POST /v1/leaks."`
-	LeaksGitLabTokenFile  string   `name:"leaks-gitlab-token-file" type:"existingfile" placeholder:"FILE" help:"File holding the token GitLab's Token Revocation API sends: turns on GitLab's requests on POST /v1/leaks."`
+	ExpiryLeads           []string `group:"events" name:"expiry-leads" default:"14d,3d,1d" placeholder:"DURATION,…" help:"Lead times of key.expiring warnings: one event per key and lead time, and key.expired when it passes (default ${default})."`
+	ExpiryInterval        duration `group:"events" name:"expiry-interval" default:"1m" hidden:"" help:"Interval of the expiry warnings' pass (and the expiring-keys gauge)."`
+	WebhookAllowLinkLocal bool     `group:"events" name:"webhook-allow-link-local" help:"Let webhooks reach link-local and cloud metadata addresses (169.254.169.254 …), refused otherwise."`
+	LeaksPolicy           string   `group:"events" name:"leaks-policy" enum:"revoke,disable,notify" default:"revoke" help:"What a leak report (POST /v1/leaks) does to a key of this store it names: revoke, disable or notify (default ${default})."`
+	LeaksGitHubKeysFile   string   `group:"events" name:"leaks-github-keys-file" type:"existingfile" placeholder:"FILE" help:"GitHub's secret scanning public keys, as GitHub serves them (api.github.com/meta/public_keys/secret_scanning): turns on GitHub's partner alerts on POST /v1/leaks."`
+	LeaksGitLabTokenFile  string   `group:"events" name:"leaks-gitlab-token-file" type:"existingfile" placeholder:"FILE" help:"File holding the token GitLab's Token Revocation API sends: turns on GitLab's requests on POST /v1/leaks."`
 }
 
 // eventsConfig is the checked configuration of events out.

@@ -142,6 +142,11 @@ var flagOfField = map[string]string{
 	"cursor":        "--cursor",
 	"allowed_cidrs": "--allow-cidr",
 	"metadata":      "--meta",
+	"limits":        "--limit",
+	"quota":         "--quota",
+	"from":          "--from",
+	"to":            "--to",
+	"step":          "--step",
 }
 
 // oneLineError flattens pgx's multi-line connection errors.

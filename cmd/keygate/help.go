@@ -18,6 +18,7 @@ var flagGroups = []kong.Group{
 	{Key: "policy", Title: "Policy and decisions:"},
 	{Key: "logging", Title: "Logging:"},
 	{Key: "limits", Title: "Limits:"},
+	{Key: "events", Title: "Events out (webhooks, expiry warnings, leak reports):"},
 }
 
 // documentFlags finishes every flag's help: flags are listed by group, in

@@ -30,6 +30,7 @@ type keysCmd struct {
 	Delete  keysDeleteCmd  `cmd:"" help:"Delete a key (the console's word for revoke): asks first on a terminal, needs --yes without one; the record and its audit trail stay."`
 	Rotate  keysRotateCmd  `cmd:"" help:"Issue a new secret; the old one works until the grace period ends."`
 	Events  keysEventsCmd  `cmd:"" help:"Show a key's audit trail: every lifecycle change, who made it and when."`
+	Usage   keysUsageCmd   `cmd:"" help:"Show a key's decisions over time: allowed, and denied by outcome (rate_limited, quota_exhausted, …)."`
 	Import  keysImportCmd  `cmd:"" help:"Import keys of another system from JSON lines, in one transaction: all or none."`
 	Whoami  keysWhoamiCmd  `cmd:"" help:"Which key is this? Reads a key from standard input (never an argument) and shows its id, account, state and expiry."`
 }
@@ -160,6 +161,7 @@ type keysCreateCmd struct {
 	Scope       []string `placeholder:"SCOPE" help:"Scope: *, <module>:read, <module>:write or <module>:*, of a module open to API keys in --policy; repeat for several. None: every open module."`
 	sourceFlags
 	metaFlags
+	limitKeyFlags
 }
 
 func (c *keysCreateCmd) Run(e *env) error {
@@ -181,7 +183,7 @@ func (c *keysCreateCmd) Run(e *env) error {
 	defer closeStore()
 	params := keystore.CreateParams{
 		AccountID: c.Account, Name: c.Name, Description: c.Description, Scopes: c.Scope, Expiry: expiry, Actor: c.actor(e),
-		AllowedCIDRs: c.AllowCIDR, Metadata: metadata,
+		AllowedCIDRs: c.AllowCIDR, Metadata: metadata, Limits: c.Limit, Quota: c.Quota,
 	}
 	// Every mistake is reported before anything is written (Create judges
 	// the expiry again, at the database's clock).
@@ -279,7 +281,20 @@ func (c *keysShowCmd) Run(e *env) error {
 	if err != nil {
 		return c.storeError(err, c.ID)
 	}
-	return printKey(e.stdout, c.Output, k)
+	var quota *admin.QuotaUsage
+	if used, err := store.QuotaUsed(e.ctx, k, time.Now()); err == nil {
+		quota = admin.NewQuotaUsage(k, used, time.Now())
+	}
+	if c.Output == "json" {
+		out := admin.NewKey(k, time.Now())
+		out.QuotaUsage = quota
+		return writeJSON(e.stdout, out)
+	}
+	if err := printKey(e.stdout, c.Output, k); err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "Quota:        %s\n", quotaText(quota, k))
+	return nil
 }
 
 type keysUpdateCmd struct {
@@ -295,6 +310,7 @@ type keysUpdateCmd struct {
 	expiryFlags `set:"expiry_default=Extends or shortens the key; a shorter expiry reaches every replica within a second."`
 	sourceUpdateFlags
 	metaUpdateFlags
+	limitUpdateFlags
 }
 
 // Run changes the key in place, in one audited change; narrowing its
@@ -309,13 +325,15 @@ func (c *keysUpdateCmd) Run(e *env) error {
 		params.Expiry = &expiry
 	}
 	c.sourceUpdateFlags.apply(&params)
+	c.limitUpdateFlags.apply(&params)
 	if err := c.metaUpdateFlags.apply(&params); err != nil {
 		return err
 	}
 	if params.Name == nil && params.Description == nil && params.Scopes == nil && params.AddScopes == nil && params.RemoveScopes == nil &&
-		params.Expiry == nil && params.AllowedCIDRs == nil && params.Metadata == nil {
+		params.Expiry == nil && params.AllowedCIDRs == nil && params.Metadata == nil && params.Limits == nil {
 		return usageError("keys update: nothing to change: give --name, --description, a scope flag (--scope, --add-scope, --remove-scope, " +
-			"--clear-scopes), an expiry flag (--expires-in, --expires-at, --no-expiry), --allow-cidr, --clear-allow-cidrs, --meta, --unset-meta or --clear-meta")
+			"--clear-scopes), an expiry flag (--expires-in, --expires-at, --no-expiry), --allow-cidr, --clear-allow-cidrs, --meta, --unset-meta, " +
+			"--clear-meta, or a limit flag (--limit, --clear-limits, --quota, --clear-quota)")
 	}
 	store, closeStore, err := c.dbFlags.openStore(e, &c.keyFlags)
 	if err != nil {
@@ -532,7 +550,7 @@ func printKey(w io.Writer, format string, k *keystore.Key) error {
 	rows := [][2]string{
 		{"ID", k.ID}, {"Account", k.AccountID}, {"Name", oneLine(k.Name)}, {"Description", oneLine(k.Description)},
 		{"Prefix", k.DisplayPrefix + "…"}, {"Status", statusText(k, now)}, {"Scopes", scopesText(k.Scopes)},
-		{"Allowed from", cidrsText(k.AllowedCIDRs)}, {"Metadata", metadataText(k.Metadata)},
+		{"Allowed from", cidrsText(k.AllowedCIDRs)}, {"Metadata", metadataText(k.Metadata)}, {"Limits", limitsText(k.Limits)},
 		{"Created", k.CreatedAt.Format(time.RFC3339) + " by " + k.CreatedBy}, {"Expires", timeText(k.ExpiresAt, "never")},
 		{"Revoked", timeText(k.RevokedAt, "-")}, {"Disabled", timeText(k.DisabledAt, "-")}, {"Last used", timeText(k.LastUsedAt, "-")},
 	}

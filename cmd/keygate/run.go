@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"regexp"
 	"strconv"
 	"strings"
@@ -123,7 +124,7 @@ const (
 // value itself, so that a flag and the package it configures cannot
 // disagree.
 func flagDefaults() kong.Vars {
-	return kong.Vars{
+	vars := kong.Vars{
 		"grpc_addr":           defaultGRPCAddr,
 		"http_addr":           defaultHTTPAddr,
 		"admin_addr":          defaultAdminAddr,
@@ -149,6 +150,8 @@ func flagDefaults() kong.Vars {
 		"page_size":           strconv.Itoa(admin.DefaultPageSize),
 		"max_page_size":       strconv.Itoa(admin.MaxPageSize),
 	}
+	maps.Copy(vars, limitDefaults())
+	return vars
 }
 
 // flagDuration writes d as people write it in a flag: "1m", "24h",

@@ -45,6 +45,7 @@ type server struct {
 	watcher *keystore.Watcher
 	usage   *keystore.UsageRecorder
 	events  *eventWorkers
+	limits  limitParts
 	ready   *readiness.Status
 
 	grpcLis, httpLis net.Listener
@@ -147,6 +148,9 @@ func (s *server) buildDecisions(reg prometheus.Registerer, tp trace.TracerProvid
 	registerStoreMetrics(reg, cache, cacheOpts.MaxKeys, s.watcher, s.usage)
 	decisions.Lookup, decisions.Usage, decisions.Hasher, decisions.Metrics = cache, s.usage, s.db.store.Hasher(), authz.NewMetrics(reg)
 	decisions.Logger, decisions.DecisionLogger = s.logger, slog.New(slog.NewJSONHandler(decisionLog, nil))
+	if err := s.buildLimits(reg, &decisions); err != nil {
+		return nil, err
+	}
 	core, err := authz.NewServer(decisions)
 	if err != nil {
 		return nil, authzConfigError(err)
@@ -251,6 +255,7 @@ func (s *server) Run(ctx context.Context) error {
 	wg.Go(func() { s.db.runWatcher(workCtx, s.watcher) })
 	wg.Go(func() { s.usage.Run(workCtx) })
 	s.events.start(workCtx, &wg)
+	s.limits.start(workCtx, &wg, s)
 	s.admin.start(workCtx, &wg, errs)
 	s.logServing()
 

@@ -33,7 +33,7 @@ type test struct {
 // RunTests runs every test of the suite against the backend h gives, each
 // as a subtest of t, in parallel with each other.
 func RunTests(t *testing.T, h Harness) {
-	for _, group := range [][]test{lifecycleTests, changeTests, controlTests, importTests, watchTests, usageTests, eventTests, schemaTests} {
+	for _, group := range [][]test{lifecycleTests, changeTests, controlTests, importTests, watchTests, usageTests, eventTests, limitTests, schemaTests} {
 		for _, tc := range group {
 			t.Run(tc.name, func(t *testing.T) {
 				t.Parallel()

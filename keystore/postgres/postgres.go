@@ -156,7 +156,8 @@ func (b *Backend) Write(ctx context.Context, fn func(keystore.Tx) error) error {
 
 // keyColumns are the columns scanned into a Key, in scanKey's order.
 const keyColumns = `id::text, account_id, name, description, display_prefix, digest, hash_scheme, scopes,
-	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from::text, updated_at, disabled_at, allowed_cidrs, metadata`
+	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from::text, updated_at, disabled_at, allowed_cidrs, metadata,
+	limits::text`
 
 // shownColumns are keyColumns and the id of the key's successor, for the
 // reads and changes that show a key (the decision path reads
@@ -183,12 +184,17 @@ func scanKeyWith(row pgx.CollectableRow, extra ...any) (*keystore.Key, error) {
 		k           keystore.Key
 		digest      []byte
 		rotatedFrom *string
+		limits      string
 	)
 	dest := append([]any{&k.ID, &k.AccountID, &k.Name, &k.Description, &k.DisplayPrefix, &digest, &k.HashScheme,
 		&k.Scopes, &k.CreatedAt, &k.CreatedBy, &k.ExpiresAt, &k.RevokedAt, &k.LastUsedAt, &rotatedFrom, &k.UpdatedAt,
-		&k.DisabledAt, &k.AllowedCIDRs, &k.Metadata}, extra...)
+		&k.DisabledAt, &k.AllowedCIDRs, &k.Metadata, &limits}, extra...)
 	if err := row.Scan(dest...); err != nil {
 		return nil, err
+	}
+	var err error
+	if k.Limits, err = keystore.UnmarshalLimits(limits); err != nil {
+		return nil, fmt.Errorf("key %s: %w", k.ID, err)
 	}
 	if len(digest) != len(k.Digest) {
 		return nil, fmt.Errorf("key %s has a digest of %d bytes", k.ID, len(digest))
@@ -243,14 +249,19 @@ func queryKey(ctx context.Context, q querier, scan pgx.RowToFunc[*keystore.Key],
 // decisionColumns are the columns the decision needs, scanned by
 // scanRecord into a Record: what the decision path's reads select.
 const decisionColumns = `id::text, account_id, scopes, expires_at, revoked_at IS NOT NULL, disabled_at IS NOT NULL, updated_at,
-	allowed_cidrs, metadata`
+	allowed_cidrs, metadata, limits::text`
 
 // scanRecord scans decisionColumns, then extra.
 func scanRecord(row pgx.CollectableRow, extra ...any) (*keystore.Record, error) {
 	var f keystore.RecordFields
+	var limits string
 	if err := row.Scan(append([]any{&f.ID, &f.AccountID, &f.Scopes, &f.ExpiresAt, &f.Revoked, &f.Disabled, &f.UpdatedAt,
-		&f.AllowedCIDRs, &f.Metadata}, extra...)...); err != nil {
+		&f.AllowedCIDRs, &f.Metadata, &limits}, extra...)...); err != nil {
 		return nil, err
+	}
+	var err error
+	if f.Limits, err = keystore.UnmarshalLimits(limits); err != nil {
+		return nil, fmt.Errorf("key %s: %w", f.ID, err)
 	}
 	return keystore.NewRecord(f)
 }

@@ -44,7 +44,7 @@ func (t *txn) Successor(ctx context.Context, id string) (string, error) {
 // insertColumns are the columns Insert writes.
 var insertColumns = []string{"id", "account_id", "name", "description", "display_prefix", "digest", "hash_scheme", "scopes",
 	"created_at", "created_by", "expires_at", "revoked_at", "disabled_at", "last_used_at", "rotated_from", "allowed_cidrs",
-	"metadata", "updated_at"}
+	"metadata", "limits", "updated_at"}
 
 func insertValues(k *keystore.Key) []any {
 	var rotatedFrom *string
@@ -53,7 +53,7 @@ func insertValues(k *keystore.Key) []any {
 	}
 	return []any{k.ID, k.AccountID, k.Name, k.Description, k.DisplayPrefix, k.Digest[:], k.HashScheme, nonNil(k.Scopes),
 		k.CreatedAt, k.CreatedBy, k.ExpiresAt, k.RevokedAt, k.DisabledAt, k.LastUsedAt, rotatedFrom, nonNil(k.AllowedCIDRs),
-		metadataJSON(k.Metadata), k.UpdatedAt}
+		metadataJSON(k.Metadata), keystore.MarshalLimits(k.Limits), k.UpdatedAt}
 }
 
 // bulkInsert is the number of keys from which Insert copies them (COPY)
@@ -110,7 +110,7 @@ func (t *txn) insert(ctx context.Context, keys []*keystore.Key) error {
 	for i := range placeholders {
 		placeholders[i] = fmt.Sprintf("$%d", i+1)
 	}
-	placeholders[len(placeholders)-1] = "coalesce($18, clock_timestamp())"
+	placeholders[len(placeholders)-1] = fmt.Sprintf("coalesce($%d, clock_timestamp())", len(placeholders))
 	sql := `INSERT INTO api_keys (` + strings.Join(insertColumns, ", ") + `) VALUES (` + strings.Join(placeholders, ", ") + `)
 		RETURNING updated_at`
 	for _, k := range keys {
@@ -173,6 +173,9 @@ func (t *txn) Change(ctx context.Context, id string, c keystore.KeyChange) (*key
 	}
 	if c.Metadata.Set {
 		set("metadata", metadataJSON(c.Metadata.Value))
+	}
+	if c.Limits.Set {
+		set("limits", keystore.MarshalLimits(c.Limits.Value))
 	}
 	if c.ExpiresAt.Set {
 		set("expires_at", c.ExpiresAt.Value)

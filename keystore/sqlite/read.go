@@ -14,7 +14,8 @@ import (
 
 // keyColumns are the columns scanned into a Key, in scanKey's order.
 const keyColumns = `id, account_id, name, description, display_prefix, digest, hash_scheme, scopes,
-	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from, updated_at, disabled_at, allowed_cidrs, metadata`
+	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from, updated_at, disabled_at, allowed_cidrs, metadata,
+	limits`
 
 // shownColumns are keyColumns and the id of the key's successor, for the
 // reads and changes that show a key.
@@ -29,13 +30,13 @@ func scanKey(row scanner, shown bool) (*keystore.Key, error) {
 	var (
 		k                                    keystore.Key
 		digest                               []byte
-		scopes, cidrs, metadata              string
+		scopes, cidrs, metadata, limits      string
 		created, updated                     int64
 		expires, revoked, lastUsed, disabled sql.NullInt64
 		rotatedFrom, rotatedTo               sql.NullString
 	)
 	dest := []any{&k.ID, &k.AccountID, &k.Name, &k.Description, &k.DisplayPrefix, &digest, &k.HashScheme, &scopes,
-		&created, &k.CreatedBy, &expires, &revoked, &lastUsed, &rotatedFrom, &updated, &disabled, &cidrs, &metadata}
+		&created, &k.CreatedBy, &expires, &revoked, &lastUsed, &rotatedFrom, &updated, &disabled, &cidrs, &metadata, &limits}
 	if shown {
 		dest = append(dest, &rotatedTo)
 	}
@@ -52,6 +53,9 @@ func scanKey(row scanner, shown bool) (*keystore.Key, error) {
 		return nil, fmt.Errorf("key %s: %w", k.ID, err)
 	}
 	if k.Metadata, err = parseMetadata(metadata); err != nil {
+		return nil, fmt.Errorf("key %s: %w", k.ID, err)
+	}
+	if k.Limits, err = keystore.UnmarshalLimits(limits); err != nil {
 		return nil, fmt.Errorf("key %s: %w", k.ID, err)
 	}
 	k.CreatedAt, k.UpdatedAt = fromMicros(created), fromMicros(updated)
@@ -80,18 +84,18 @@ type querier interface {
 // decisionColumns are the columns the decision needs, scanned by
 // scanRecord into a Record.
 const decisionColumns = `id, account_id, scopes, expires_at, revoked_at IS NOT NULL, disabled_at IS NOT NULL, updated_at,
-	allowed_cidrs, metadata`
+	allowed_cidrs, metadata, limits`
 
 // scanRecord scans decisionColumns, then extra.
 func scanRecord(row scanner, extra ...any) (*keystore.Record, error) {
 	var (
-		f                       keystore.RecordFields
-		scopes, cidrs, metadata string
-		expires                 sql.NullInt64
-		updated                 int64
+		f                               keystore.RecordFields
+		scopes, cidrs, metadata, limits string
+		expires                         sql.NullInt64
+		updated                         int64
 	)
 	if err := row.Scan(append([]any{&f.ID, &f.AccountID, &scopes, &expires, &f.Revoked, &f.Disabled, &updated,
-		&cidrs, &metadata}, extra...)...); err != nil {
+		&cidrs, &metadata, &limits}, extra...)...); err != nil {
 		return nil, err
 	}
 	if scopes != "" {
@@ -103,6 +107,9 @@ func scanRecord(row scanner, extra ...any) (*keystore.Record, error) {
 		return nil, fmt.Errorf("key %s: %w", f.ID, err)
 	}
 	if f.Metadata, err = parseMetadata(metadata); err != nil {
+		return nil, fmt.Errorf("key %s: %w", f.ID, err)
+	}
+	if f.Limits, err = keystore.UnmarshalLimits(limits); err != nil {
 		return nil, fmt.Errorf("key %s: %w", f.ID, err)
 	}
 	return keystore.NewRecord(f)

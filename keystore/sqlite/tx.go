@@ -74,7 +74,7 @@ func (t *txn) Insert(ctx context.Context, keys ...*keystore.Key) error {
 func (t *txn) insert(ctx context.Context, keys []*keystore.Key) error {
 	stmt, err := t.tx.PrepareContext(ctx, `INSERT INTO api_keys (id, account_id, name, description, display_prefix, digest,
 		hash_scheme, scopes, created_at, created_by, expires_at, revoked_at, disabled_at, last_used_at, rotated_from,
-		allowed_cidrs, metadata, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
+		allowed_cidrs, metadata, limits, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`)
 	if err != nil {
 		return err
 	}
@@ -95,7 +95,7 @@ func (t *txn) insert(ctx context.Context, keys []*keystore.Key) error {
 		if _, err := stmt.ExecContext(ctx, k.ID, k.AccountID, k.Name, k.Description, k.DisplayPrefix, k.Digest[:],
 			k.HashScheme, joinList(k.Scopes), micros(k.CreatedAt), k.CreatedBy, nullMicros(k.ExpiresAt),
 			nullMicros(k.RevokedAt), nullMicros(k.DisabledAt), nullMicros(k.LastUsedAt), rotatedFrom,
-			joinList(k.AllowedCIDRs), metadata, micros(k.UpdatedAt)); err != nil {
+			joinList(k.AllowedCIDRs), metadata, keystore.MarshalLimits(k.Limits), micros(k.UpdatedAt)); err != nil {
 			return err
 		}
 	}
@@ -169,6 +169,9 @@ func (t *txn) Change(ctx context.Context, id string, c keystore.KeyChange) (*key
 			return nil, err
 		}
 		set("metadata", m)
+	}
+	if c.Limits.Set {
+		set("limits", keystore.MarshalLimits(c.Limits.Value))
 	}
 	if c.ExpiresAt.Set {
 		set("expires_at", nullMicros(c.ExpiresAt.Value))
