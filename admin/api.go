@@ -30,7 +30,7 @@ func (s *Server) createKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	var req struct {
 		AccountID, Name, Description, Quota string
 		Scopes, AllowedCIDRs, Limits        []string
-		Metadata                     map[string]string
+		Metadata                            map[string]string
 	}
 	decodeMember(members, "account_id", &req.AccountID, &errs, "a string")
 	decodeMember(members, "name", &req.Name, &errs, "a string")
