@@ -38,7 +38,7 @@
 // larger one is answered 413 at once and the rest read and discarded
 // (bounded), so the client gets the answer rather than a reset connection.
 // JSON text that encoding/json would silently repair (invalid UTF-8,
-// unpaired surrogate escapes) is refused (internal/jsonutf8).
+// unpaired surrogate escapes) is refused (keystore.CheckJSONText).
 //
 // # Errors
 //

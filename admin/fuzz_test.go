@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/keygate/keygate/internal/jsonutf8"
+	"github.com/keygate/keygate/keystore"
 )
 
 // FuzzParseTokens: the tokens file parser never panics, accepts only
@@ -49,7 +49,7 @@ func FuzzDecodeObject(f *testing.F) {
 		if prob != nil && members != nil {
 			t.Fatal("both members and a problem")
 		}
-		if members != nil && jsonutf8.Check([]byte(body)) != nil {
+		if members != nil && keystore.CheckJSONText([]byte(body)) != nil {
 			t.Fatal("members of a body with text that decoding would replace")
 		}
 		if prob != nil && prob.kind.status != http.StatusBadRequest && prob.kind.status != http.StatusUnsupportedMediaType &&

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/keygate/keygate/internal/failurelimit"
-	"github.com/keygate/keygate/internal/jsonutf8"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
@@ -439,10 +438,10 @@ func decodeObject(r *http.Request, allowEmpty bool, mediaTypes ...string) (map[s
 	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
 		return nil, notObject
 	}
-	if jsonutf8.Check(body) != nil {
+	if keystore.CheckJSONText(body) != nil {
 		var errs fieldErrors
 		for key, v := range members {
-			if jsonutf8.Check(v) != nil {
+			if keystore.CheckJSONText(v) != nil {
 				errs.add(fieldName(key), `must be valid UTF-8, without unpaired surrogate escapes (\ud800)`)
 			}
 		}

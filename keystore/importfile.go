@@ -14,8 +14,6 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-
-	"github.com/keygate/keygate/internal/jsonutf8"
 )
 
 // An import file holds one JSON object per line, one key each:
@@ -120,7 +118,7 @@ func ParseImportLine(b []byte, opts ImportOptions) (ImportKey, error) {
 		}
 	}
 	for _, name := range importFields {
-		if v, ok := members[name]; ok && jsonutf8.Check(v) != nil {
+		if v, ok := members[name]; ok && CheckJSONText(v) != nil {
 			return fail(name, "must be valid UTF-8, without unpaired surrogate escapes (\\ud800)")
 		}
 	}

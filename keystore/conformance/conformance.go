@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keygate/keygate/internal/waittest"
 	"github.com/keygate/keygate/keystore"
 )
 
@@ -167,10 +166,18 @@ func stateOf(t *testing.T, s *keystore.Store, secret keystore.Secret, now time.T
 
 func ptr[T any](v T) *T { return &v }
 
-// waitUntil polls cond until it holds, failing the test after d.
+// waitUntil polls cond until it holds, failing the test after d. (The
+// suite keeps its own, small, so that keystore imports nothing of the
+// tests' internal packages.)
 func waitUntil(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	waittest.Until(t, d, what, cond)
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // schemaTests check the backend's migrations.

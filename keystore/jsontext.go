@@ -1,4 +1,4 @@
-package jsonutf8
+package keystore
 
 import (
 	"fmt"
@@ -6,32 +6,39 @@ import (
 	"unicode/utf8"
 )
 
-// Error says where JSON text holds what a decoder would replace.
-type Error struct {
+// JSONTextError says where JSON text holds what a decoder would replace.
+type JSONTextError struct {
 	Offset  int    // the byte where the problem starts
 	Problem string // "not UTF-8" or "an unpaired surrogate escape"
 }
 
-func (e *Error) Error() string { return fmt.Sprintf("%s at byte %d", e.Problem, e.Offset) }
+func (e *JSONTextError) Error() string { return fmt.Sprintf("%s at byte %d", e.Problem, e.Offset) }
 
-// Check returns an *Error for the first byte of b that is not UTF-8 (a
+// CheckJSONText finds, in JSON text, what encoding/json silently repairs
+// when it decodes a string: bytes that are not UTF-8 and \u escapes of
+// unpaired UTF-16 surrogates (\ud800 alone), both turned into U+FFFD, so
+// that a value checked after decoding has already lost them. The admin API
+// (request bodies) and ReadImport (import lines) check the raw text with
+// it first, to refuse such input rather than store a replacement.
+//
+// It returns a *JSONTextError for the first byte of b that is not UTF-8 (a
 // UTF-8-encoded surrogate included) or the first \u escape of a surrogate
 // that is not half of a pair, or nil. Anything else that is not valid JSON
 // is left to the decoder: Check only looks at bytes above 0x7F and at
 // backslashes, which valid JSON has only inside strings.
-func Check(b []byte) error {
+func CheckJSONText(b []byte) error {
 	for i := 0; i < len(b); {
 		switch c := b[i]; {
 		case c >= utf8.RuneSelf:
 			r, size := utf8.DecodeRune(b[i:])
 			if r == utf8.RuneError && size == 1 {
-				return &Error{Offset: i, Problem: "not UTF-8"}
+				return &JSONTextError{Offset: i, Problem: "not UTF-8"}
 			}
 			i += size
 		case c == '\\':
-			n, ok := escape(b[i:])
+			n, ok := jsonEscape(b[i:])
 			if !ok {
-				return &Error{Offset: i, Problem: "an unpaired surrogate escape"}
+				return &JSONTextError{Offset: i, Problem: "an unpaired surrogate escape"}
 			}
 			i += n
 		default:
@@ -44,8 +51,8 @@ func Check(b []byte) error {
 // escape reads the escape at the start of b and returns its length, and
 // false when it is a \u escape of a surrogate that the next escape does not
 // pair.
-func escape(b []byte) (int, bool) {
-	r, ok := hex4(b)
+func jsonEscape(b []byte) (int, bool) {
+	r, ok := jsonHex4(b)
 	switch {
 	case !ok:
 		return min(2, len(b)), true // \n, \", \\ (or a syntax error the decoder reports)
@@ -54,14 +61,14 @@ func escape(b []byte) (int, bool) {
 	case r >= 0xdc00: // a low surrogate first
 		return 0, false
 	}
-	if low, ok := hex4(b[6:]); ok && low >= 0xdc00 && low <= 0xdfff {
+	if low, ok := jsonHex4(b[6:]); ok && low >= 0xdc00 && low <= 0xdfff {
 		return 12, true
 	}
 	return 0, false
 }
 
 // hex4 reads `\uXXXX` at the start of b.
-func hex4(b []byte) (rune, bool) {
+func jsonHex4(b []byte) (rune, bool) {
 	if len(b) < 6 || b[0] != '\\' || b[1] != 'u' {
 		return 0, false
 	}

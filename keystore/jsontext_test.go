@@ -1,4 +1,4 @@
-package jsonutf8_test
+package keystore_test
 
 import (
 	"encoding/json"
@@ -7,10 +7,10 @@ import (
 	"testing"
 	"unicode/utf8"
 
-	"github.com/keygate/keygate/internal/jsonutf8"
+	"github.com/keygate/keygate/keystore"
 )
 
-func TestCheck(t *testing.T) {
+func TestCheckJSONText(t *testing.T) {
 	good := []string{
 		``, `{}`, `{"name":"plain"}`, `"é"`, `"日本"`, `"😀"`,
 		`"\ud83d\ude00"`,       // a pair: 😀
@@ -25,8 +25,8 @@ func TestCheck(t *testing.T) {
 		`"\u"`, `"\`,           // malformed: left to the decoder
 	}
 	for _, s := range good {
-		if err := jsonutf8.Check([]byte(s)); err != nil {
-			t.Errorf("Check(%q) = %v, want nil", s, err)
+		if err := keystore.CheckJSONText([]byte(s)); err != nil {
+			t.Errorf("keystore.CheckJSONText(%q) = %v, want nil", s, err)
 		}
 	}
 	bad := map[string]int{ // the input and the offset reported
@@ -46,17 +46,17 @@ func TestCheck(t *testing.T) {
 		`"\\\ud800"`:              3,  // an escaped backslash, then a lone half
 	}
 	for s, offset := range bad {
-		err := jsonutf8.Check([]byte(s))
-		var e *jsonutf8.Error
+		err := keystore.CheckJSONText([]byte(s))
+		var e *keystore.JSONTextError
 		if !errors.As(err, &e) || e.Offset != offset {
-			t.Errorf("Check(%q) = %v, want an error at byte %d", s, err, offset)
+			t.Errorf("keystore.CheckJSONText(%q) = %v, want an error at byte %d", s, err, offset)
 		}
 	}
 }
 
 // FuzzCheck: whatever Check accepts, encoding/json decodes without
 // replacing anything, and what Check refuses is what it would replace.
-func FuzzCheck(f *testing.F) {
+func FuzzCheckJSONText(f *testing.F) {
 	for _, s := range []string{`"a"`, `"\ud800"`, "\"\xff\"", `"\ud83d\ude00"`, `"\\ud800"`} {
 		f.Add([]byte(s))
 	}
@@ -65,13 +65,13 @@ func FuzzCheck(f *testing.F) {
 		if json.Unmarshal(b, &s) != nil {
 			return
 		}
-		ok := jsonutf8.Check(b) == nil
+		ok := keystore.CheckJSONText(b) == nil
 		// encoding/json writes U+FFFD for what it replaces; an input may
 		// also spell U+FFFD itself, raw or escaped.
 		spelled := strings.Count(string(b), "\ufffd") + strings.Count(strings.ToLower(string(b)), `\ufffd`)
 		replaced := strings.Count(s, "\ufffd") > spelled
 		if ok == replaced || !utf8.ValidString(s) {
-			t.Fatalf("Check(%q) ok=%v, but decoding gives %q", b, ok, s)
+			t.Fatalf("keystore.CheckJSONText(%q) ok=%v, but decoding gives %q", b, ok, s)
 		}
 	})
 }
