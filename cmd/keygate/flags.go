@@ -127,6 +127,21 @@ func (f *dbFlags) openStore(e *env, kf *keyFlags) (*keystore.Store, func(), erro
 	return store, b.Close, nil
 }
 
+// openKey opens the store (openStore, with the default key format) and
+// reads the key with the given id, saying what is wrong in the command's
+// words; closeStore is nil when it fails.
+func (f *dbFlags) openKey(e *env, id string) (store *keystore.Store, k *keystore.Key, closeStore func(), err error) {
+	store, closeStore, err = f.openStore(e, nil)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if k, err = store.Get(e.ctx, id); err != nil {
+		closeStore()
+		return nil, nil, nil, f.storeError(err, id)
+	}
+	return store, k, closeStore, nil
+}
+
 // flagOfField names the flag behind a keystore validation error's field.
 var flagOfField = map[string]string{
 	"account_id":    "--account",

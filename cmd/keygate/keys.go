@@ -272,15 +272,11 @@ type keysShowCmd struct {
 }
 
 func (c *keysShowCmd) Run(e *env) error {
-	store, closeStore, err := c.dbFlags.openStore(e, nil)
+	store, k, closeStore, err := c.dbFlags.openKey(e, c.ID)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	k, err := store.Get(e.ctx, c.ID)
-	if err != nil {
-		return c.storeError(err, c.ID)
-	}
 	var quota *admin.QuotaUsage
 	if used, err := store.QuotaUsed(e.ctx, k, time.Now()); err == nil {
 		quota = admin.NewQuotaUsage(k, used, time.Now())
@@ -399,15 +395,11 @@ func (c *keysDeleteCmd) Run(e *env) error {
 	if !c.Yes && !e.interactive() {
 		return usageError("keys delete: no terminal to confirm on: add --yes to delete without asking; nothing was deleted")
 	}
-	store, closeStore, err := c.dbFlags.openStore(e, nil)
+	store, k, closeStore, err := c.dbFlags.openKey(e, c.ID)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	k, err := store.Get(e.ctx, c.ID)
-	if err != nil {
-		return c.storeError(err, c.ID)
-	}
 	if k.RevokedAt != nil {
 		return c.revokedAlready(e, k)
 	}
@@ -449,14 +441,11 @@ type keysEventsCmd struct {
 }
 
 func (c *keysEventsCmd) Run(e *env) error {
-	store, closeStore, err := c.dbFlags.openStore(e, nil)
+	store, _, closeStore, err := c.dbFlags.openKey(e, c.ID) // an unknown id is an error, not an empty trail
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	if _, err := store.Get(e.ctx, c.ID); err != nil {
-		return c.storeError(err, c.ID) // an unknown id is an error, not an empty trail
-	}
 	events, err := store.Events(e.ctx, c.ID)
 	if err != nil {
 		return c.storeError(err, c.ID)

@@ -80,15 +80,11 @@ func (c *keysUsageCmd) Run(e *env) error {
 	if err != nil {
 		return c.storeError(err, c.ID)
 	}
-	store, closeStore, err := c.dbFlags.openStore(e, nil)
+	store, k, closeStore, err := c.dbFlags.openKey(e, c.ID)
 	if err != nil {
 		return err
 	}
 	defer closeStore()
-	k, err := store.Get(e.ctx, c.ID)
-	if err != nil {
-		return c.storeError(err, c.ID)
-	}
 	series, err := store.Usage(e.ctx, k.ID, from, to, step)
 	if err != nil {
 		return c.storeError(err, c.ID)
