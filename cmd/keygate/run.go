@@ -65,7 +65,8 @@ func parse(c *cli, args []string, getenv func(string) string, stdout, stderr io.
 		kong.Name("keygate"),
 		kong.Description("API-key authentication and authorization for services behind Envoy, Istio, nginx, Caddy or Traefik.\n\n"+
 			"Server and connection settings can also be set with an environment variable: --grpc-addr as KEYGATE_GRPC_ADDR; "+
-			"the database also comes from DATABASE_URL or the standard PG* variables. Flags that describe one key or "+
+			"the database (--database-url: sqlite:PATH for the embedded store, or postgres://… for PostgreSQL) also comes from "+
+			"DATABASE_URL, and for PostgreSQL from the standard PG* variables. Flags that describe one key or "+
 			"token (--name, --scope, --no-expiry…) are read from the command line only."),
 		kong.Writers(stdout, stderr),
 		kong.Exit(func(code int) { panic(&exitError{code: code}) }),
