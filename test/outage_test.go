@@ -68,9 +68,9 @@ type call struct {
 // database, and recovery takes seconds.
 func TestDatabaseOutageUnderLoad(t *testing.T) {
 	const (
-		workers        = 8
-		think          = 5 * time.Millisecond // pause between one worker's Checks
-		callTimeout    = time.Second          // generous, so that slow answers are measured, not cut
+		workers     = 8
+		think       = 5 * time.Millisecond // pause between one worker's Checks
+		callTimeout = time.Second          // generous, so that slow answers are measured, not cut
 		// Envoy's default ext_authz timeout: an answer later than this
 		// is a failure to Envoy. keygate's own decisions must all take
 		// less than its lookup deadline (100ms), checked below from its
