@@ -55,6 +55,10 @@ type Backend struct {
 	pool         *pgxpool.Pool
 	direct       *pgx.ConnConfig
 	pingInterval time.Duration
+	// prepareWhenDirect: the pool's mode is keygate's default
+	// (cache_describe), which decision reads upgrade on sessions that are
+	// PostgreSQL's own (prepare.go).
+	prepareWhenDirect bool
 
 	// Read replicas (replicas.go): empty without Options.Reads.
 	standbys                     []*standby
@@ -70,9 +74,11 @@ var _ keystore.Backend = (*Backend)(nil)
 // New returns a Backend on pool. It does not connect; Close closes the
 // pool.
 func New(pool *pgxpool.Pool, opts Options) *Backend {
-	b := &Backend{pool: pool, direct: opts.Direct, pingInterval: opts.PingInterval}
+	cfg := pool.Config()
+	b := &Backend{pool: pool, direct: opts.Direct, pingInterval: opts.PingInterval,
+		prepareWhenDirect: cfg.ConnConfig.DefaultQueryExecMode == pgx.QueryExecModeCacheDescribe}
 	if b.direct == nil {
-		b.direct = pool.Config().ConnConfig.Copy()
+		b.direct = cfg.ConnConfig.Copy()
 	}
 	if b.pingInterval <= 0 {
 		b.pingInterval = DefaultPingInterval

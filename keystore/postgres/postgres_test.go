@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keygate/keygate/internal/pgtest"
@@ -28,10 +29,10 @@ var harness = conformance.Harness{
 	},
 }
 
-// open returns a backend on the database at url, closed when the test
-// ends.
+// open returns a backend on the database at url in keygate's statement
+// mode (cache_describe, as serve's pool), closed when the test ends.
 func open(tb testing.TB, url string) *postgres.Backend {
-	b := postgres.New(pgtest.Connect(tb, url), postgres.Options{})
+	b := postgres.New(connectWith(tb, url, pgx.QueryExecModeCacheDescribe), postgres.Options{})
 	tb.Cleanup(b.Close)
 	return b
 }

@@ -389,11 +389,7 @@ func (b *Backend) read(ctx context.Context, ds []keystore.Digest, read func(pgx.
 			b.readStats.Fenced.Add(1)
 		}
 	}
-	rows, err := b.pool.Query(ctx, sql, args...)
-	if err != nil {
-		return err
-	}
-	return read(rows)
+	return b.queryPrimary(ctx, read, sql, args...)
 }
 
 // SplitHosts returns one pool configuration per host of cfg (a URL with
