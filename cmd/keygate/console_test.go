@@ -27,6 +27,22 @@ const browserDir = "../../test/browser"
 // longKeyName is a name of the longest kind (100 characters).
 const longKeyName = "Nightly export of invoices, payments, refunds and disputes to the finance warehouse (EU-West region)"
 
+// browserTools returns Node.js and Debian's chromium, and checks that
+// playwright-core is installed in test/browser: the browser tests skip
+// without them (fail in CI, internal/needs).
+func browserTools(t *testing.T) (node, chromium string) {
+	t.Helper()
+	node = needs.Program(t, "node", "apt-get install nodejs npm")
+	chromium = os.Getenv("CHROMIUM")
+	if chromium == "" {
+		chromium = needs.Program(t, "chromium", "apt-get install chromium, or set CHROMIUM", "/usr/bin/chromium")
+	}
+	if _, err := os.Stat(filepath.Join(browserDir, "node_modules", "playwright-core")); err != nil {
+		needs.Missing(t, "playwright-core", "npm ci in test/browser")
+	}
+	return node, chromium
+}
+
 // TestConsoleInBrowser drives the console in Debian's chromium with
 // Playwright (test/browser/console.mjs) against a real serve: sign in
 // (a wrong token refused); at 1024, 1280 and 1440 px wide, with used keys,
@@ -42,14 +58,7 @@ const longKeyName = "Nightly export of invoices, payments, refunds and disputes 
 // Screenshots of each step land in test/browser/screenshots/.
 func TestConsoleInBrowser(t *testing.T) {
 	t.Parallel()
-	node := needs.Program(t, "node", "apt-get install nodejs npm")
-	chromium := os.Getenv("CHROMIUM")
-	if chromium == "" {
-		chromium = needs.Program(t, "chromium", "apt-get install chromium, or set CHROMIUM", "/usr/bin/chromium")
-	}
-	if _, err := os.Stat(filepath.Join(browserDir, "node_modules", "playwright-core")); err != nil {
-		needs.Missing(t, "playwright-core", "npm ci in test/browser")
-	}
+	node, chromium := browserTools(t)
 
 	db := storetest.NewDatabase(t)
 	token, entry, err := admin.NewToken("console test", "")

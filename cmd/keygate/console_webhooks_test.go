@@ -24,13 +24,7 @@ import (
 // a key created afterwards shows in its delivery log, and is redelivered.
 func TestConsoleWebhooksInBrowser(t *testing.T) {
 	t.Parallel()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Fatal("the console's browser test needs Node.js: apt-get install nodejs npm")
-	}
-	if _, err := os.Stat(filepath.Join(browserDir, "node_modules", "playwright-core")); err != nil {
-		t.Fatalf("the console's browser test needs playwright-core: run 'npm ci' in test/browser")
-	}
+	node, chromium := browserTools(t)
 	var received atomic.Int64
 	receiver := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { received.Add(1) }))
 	t.Cleanup(receiver.Close)
@@ -49,7 +43,7 @@ func TestConsoleWebhooksInBrowser(t *testing.T) {
 	cmd := exec.CommandContext(ctx, node, "webhooks.mjs")
 	cmd.Dir = browserDir
 	cmd.Env = append(os.Environ(), "CONSOLE_URL=http://"+inst.adminAddr(t)+"/", "ADMIN_TOKEN="+token.Reveal(),
-		"RECEIVER_URL="+receiver.URL+"/hook", "SCREENSHOT_DIR="+shots)
+		"RECEIVER_URL="+receiver.URL+"/hook", "SCREENSHOT_DIR="+shots, "CHROMIUM="+chromium)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdin, _ := cmd.StdinPipe()
