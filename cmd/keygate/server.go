@@ -197,6 +197,9 @@ func (s *server) listen(metrics *httpInstruments) error {
 	return nil
 }
 
+// grpcWorkersPerCPU is the number of gRPC stream workers per GOMAXPROCS.
+const grpcWorkersPerCPU = 64
+
 // grpcServer is the gRPC server: Envoy's Authorization service, health,
 // and reflection when asked, measured and (with tracing on) traced.
 func (s *server) grpcServer(core *authz.Server, reg prometheus.Registerer, tp trace.TracerProvider) *grpc.Server {
@@ -205,8 +208,12 @@ func (s *server) grpcServer(core *authz.Server, reg prometheus.Registerer, tp tr
 	reg.MustRegister(metrics)
 	opts := []grpc.ServerOption{
 		// A fixed set of workers serves the streams, so that a Check does
-		// not start a goroutine (and grow its stack) per request.
-		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
+		// not start a goroutine (and grow its stack) per request: a miss
+		// runs its query on the worker (keystore.Cache.load), deep through
+		// the driver. Streams beyond the workers get goroutines of their
+		// own, so there are enough for Envoy's usual concurrency per
+		// replica; an idle worker costs its stack.
+		grpc.NumStreamWorkers(uint32(grpcWorkersPerCPU * runtime.GOMAXPROCS(0))),
 		grpc.ChainUnaryInterceptor(metrics.UnaryServerInterceptor()),
 	}
 	if tp != nil {
