@@ -25,6 +25,7 @@ import (
 	"github.com/keygate/keygate/internal/pgcluster"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/keystore/postgres"
+	"github.com/keygate/keygate/keystore/sqlite"
 )
 
 // benchAccount owns the seeded keys.
@@ -67,14 +68,14 @@ func bench(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		progress(stderr, "building keygate")
 		wg.Go(func() { buildErr = buildKeygate(ctx, s.bin) })
 	}
-	if s.dbURL == "" {
+	if s.dbURL == "" && cfg.store == "postgres" {
 		progress(stderr, "starting a throwaway PostgreSQL cluster")
 		wg.Go(func() {
 			if cluster, clusterEr = pgcluster.Start(); clusterEr == nil {
 				s.dbURL, s.dbLocal = cluster.URL(), true
 			}
 		})
-	} else {
+	} else if cfg.store == "postgres" {
 		s.dbLocal = isLocal(s.dbURL)
 	}
 	wg.Wait()
@@ -96,24 +97,47 @@ func bench(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	}
 
 	// Schema and keys.
-	connCfg, err := pgx.ParseConfig(s.dbURL)
-	if err != nil {
-		return fmt.Errorf("--database-url: %w", err)
-	}
-	if _, err := postgres.Migrate(ctx, connCfg, slog.New(slog.DiscardHandler)); err != nil {
-		return fmt.Errorf("migrate: %w", err)
-	}
-	if s.pool, err = pgxpool.New(ctx, s.dbURL); err != nil {
-		return err
-	}
-	defer s.pool.Close()
-	var pgVersion string
-	if err := s.pool.QueryRow(ctx, `SHOW server_version`).Scan(&pgVersion); err != nil {
-		return err
+	var (
+		backend  keystore.Backend
+		database string
+	)
+	if cfg.store == "sqlite" {
+		path := filepath.Join(tmp, "keygate.db")
+		b, err := sqlite.Open(ctx, path, sqlite.Options{Create: true})
+		if err != nil {
+			return err
+		}
+		defer b.Close()
+		if _, err := b.Migrate(ctx, slog.New(slog.DiscardHandler)); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		backend, s.dbURL = b, "sqlite:"+path
+		database = "SQLite (modernc.org/sqlite), a file in a temporary directory"
+	} else {
+		connCfg, err := pgx.ParseConfig(s.dbURL)
+		if err != nil {
+			return fmt.Errorf("--database-url: %w", err)
+		}
+		if _, err := postgres.Migrate(ctx, connCfg, slog.New(slog.DiscardHandler)); err != nil {
+			return fmt.Errorf("migrate: %w", err)
+		}
+		if s.pool, err = pgxpool.New(ctx, s.dbURL); err != nil {
+			return err
+		}
+		defer s.pool.Close()
+		var pgVersion string
+		if err := s.pool.QueryRow(ctx, `SHOW server_version`).Scan(&pgVersion); err != nil {
+			return err
+		}
+		where := "given by --database-url"
+		if cluster != nil {
+			where = "throwaway cluster on 127.0.0.1 (fsync off)"
+		}
+		backend, database = postgres.New(s.pool, postgres.Options{}), "PostgreSQL "+pgVersion+", "+where
 	}
 	progress(stderr, "seeding %d keys", cfg.keys)
 	seedStart := time.Now()
-	secrets, err := seed(ctx, s.pool, cfg.keys, cfg.limits)
+	secrets, err := seed(ctx, backend, cfg.keys, cfg.limits)
 	if err != nil {
 		return err
 	}
@@ -123,15 +147,11 @@ func bench(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		s.reqs = append(s.reqs, checkRequest(sec))
 	}
 
-	dbWhere := "given by --database-url"
-	if cluster != nil {
-		dbWhere = "throwaway cluster on 127.0.0.1 (fsync off)"
-	}
 	ncpu, model := cpuInfo()
 	fmt.Fprintf(stdout, "command:  %s\n", commandLine(cfg.args))
 	fmt.Fprintf(stdout, "go:       %s (bench), %s (keygate binary), %s/%s\n", runtime.Version(), kgVersion, runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintf(stdout, "machine:  %d CPUs, %s; GOMAXPROCS %d (bench)\n", ncpu, model, runtime.GOMAXPROCS(0))
-	fmt.Fprintf(stdout, "database: PostgreSQL %s, %s; %d keys seeded in %s via keystore.Store.Create\n", pgVersion, dbWhere, cfg.keys, seedTime.Round(time.Millisecond))
+	fmt.Fprintf(stdout, "database: %s; %d keys seeded in %s via keystore.Store.Create\n", database, cfg.keys, seedTime.Round(time.Millisecond))
 	fmt.Fprintf(stdout, "load:     closed loop, C workers over min(C, %d) HTTP/2 connections per server, %s deadline per Check;\n", cfg.conns, cfg.timeout)
 	fmt.Fprintf(stdout, "          GET %s, %d headers, keys cycled per worker; %s measured after %s warmup per run,\n", benchPath, len(s.reqs[0].Attributes.Request.Http.Headers), cfg.duration, cfg.warmup)
 	fmt.Fprintf(stdout, "          %d round(s) per server, alternating ABBA; figures aggregate the rounds\n", cfg.rounds)
@@ -155,6 +175,9 @@ func (s *setup) runMode(ctx context.Context, mode string, stdout io.Writer) erro
 	switch mode {
 	case "uncached":
 		refKind, refName, refApp = pgxKind, "pgx", "keygate-bench-pgx"
+		if cfg.store == "sqlite" {
+			refKind, refName, refApp = sqliteKind, "sqlite", ""
+		}
 		refArgs = []string{"--database-url", serverURL(s.dbURL, refApp, s.cfg.poolSize)}
 	case "forward-auth":
 		refKind, refName = httpBaselineKind, "net/http"
@@ -172,7 +195,9 @@ func (s *setup) runMode(ctx context.Context, mode string, stdout io.Writer) erro
 		return err
 	}
 	defer kg.stop()
-	kg.dbApp = kgApp
+	if cfg.store == "postgres" {
+		kg.dbApp = kgApp
+	}
 
 	maxConc := 0
 	for _, c := range cfg.concurrency {
@@ -373,8 +398,8 @@ func (c *cacheCounts) add(before, after map[string]float64) {
 
 // seed creates n keys for the benchmark through the real creation path
 // and returns their secrets.
-func seed(ctx context.Context, pool *pgxpool.Pool, n int, limits []string) ([]string, error) {
-	store, err := keystore.New(postgres.New(pool, postgres.Options{}), keystore.Options{})
+func seed(ctx context.Context, db keystore.Backend, n int, limits []string) ([]string, error) {
+	store, err := keystore.New(db, keystore.Options{})
 	if err != nil {
 		return nil, err
 	}
@@ -415,6 +440,9 @@ func buildKeygate(ctx context.Context, out string) error {
 // name (to find their CPU) and its pool at poolSize, the same for every
 // server so that the uncached comparison is like for like.
 func serverURL(conn, name string, poolSize int) string {
+	if strings.HasPrefix(conn, "sqlite:") {
+		return conn // one process's file: no names, keygate's own readers
+	}
 	if u, err := url.Parse(conn); err == nil && (u.Scheme == "postgres" || u.Scheme == "postgresql") {
 		q := u.Query()
 		q.Set("application_name", name)

@@ -11,6 +11,12 @@
 //     pgxpool of the same size, --pool-size, 10 by default like keygate's)
 //     and answers OK.
 //
+//   - with --store sqlite, keygate serves from a SQLite file (the embedded
+//     store) made in a temporary directory, and the uncached path's
+//     reference makes one raw SQLite point query per Check (database/sql
+//     with modernc.org/sqlite, a statement prepared once, as many
+//     connections as keygate's SQLite readers) on the same file;
+//
 //   - forward-auth (--mode forward-auth, not part of all): keygate's HTTP
 //     /auth on --http-addr, every key cached, asked as Caddy asks it (GET
 //     /auth with X-Forwarded-Method, X-Forwarded-Uri and the client's
@@ -31,6 +37,7 @@
 //	go run ./cmd/keygate-bench                  # both paths, about 2 minutes
 //	go run ./cmd/keygate-bench --mode cached --concurrency 16 --rounds 8
 //	go run ./cmd/keygate-bench --gogc 400       # the same GC settings for every server
+//	go run ./cmd/keygate-bench --store sqlite   # the embedded store
 //
 // It builds keygate (or takes --keygate-bin), starts a throwaway PostgreSQL
 // cluster (or uses --database-url, where it adds --keys keys to account

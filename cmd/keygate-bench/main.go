@@ -42,7 +42,7 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 {
 		switch args[0] {
-		case baselineKind, pgxKind:
+		case baselineKind, pgxKind, sqliteKind:
 			return runReferenceServer(ctx, args[0], args[1:], stdout, stderr)
 		case httpBaselineKind:
 			fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
@@ -72,6 +72,7 @@ type config struct {
 	conns       int
 	keys        int
 	timeout     time.Duration
+	store       string // postgres or sqlite
 	databaseURL string
 	poolSize    int
 	keygateBin  string
@@ -99,6 +100,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	fs.IntVar(&cfg.keys, "keys", 1000, "keys seeded and cycled over")
 	fs.DurationVar(&cfg.timeout, "timeout", 200*time.Millisecond, "deadline of each Check (Envoy's ext_authz default)")
 	fs.IntVar(&cfg.poolSize, "pool-size", 10, "pool_max_conns of every server under test (keygate's own default is 10)")
+	fs.StringVar(&cfg.store, "store", "postgres", "keygate's store: postgres, or sqlite (a file in a temporary directory; the uncached path is then compared with one raw SQLite point query per Check)")
 	fs.StringVar(&cfg.databaseURL, "database-url", "", "PostgreSQL to seed and query (keys are added to account keygate-bench); default: a throwaway cluster")
 	fs.StringVar(&cfg.keygateBin, "keygate-bin", "", "keygate binary; default: go build ./cmd/keygate into a temporary directory")
 	fs.Func("keygate-arg", "extra argument to keygate serve, repeatable (e.g. --keygate-arg=--cache-fresh=10m)", func(s string) error {
@@ -127,6 +129,10 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	switch {
 	case !slices.Contains([]string{"all", "cached", "uncached", "forward-auth"}, cfg.mode):
 		return nil, fmt.Errorf("--mode: %q is not all, cached, uncached or forward-auth", cfg.mode)
+	case cfg.store != "postgres" && cfg.store != "sqlite":
+		return nil, fmt.Errorf("--store: %q is not postgres or sqlite", cfg.store)
+	case cfg.store == "sqlite" && cfg.databaseURL != "":
+		return nil, errors.New("--database-url names a PostgreSQL database: with --store sqlite the benchmark makes its own file")
 	case cfg.duration <= 0:
 		return nil, errors.New("--duration: must be positive")
 	case cfg.warmup < 0:

@@ -5,7 +5,9 @@ import (
 	"context"
 	"net"
 	"os"
+	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -19,7 +21,7 @@ import (
 func TestMain(m *testing.M) {
 	// The benchmark re-executes its own binary as the reference servers;
 	// under test, that binary is this one.
-	if len(os.Args) > 1 && (os.Args[1] == baselineKind || os.Args[1] == pgxKind || os.Args[1] == httpBaselineKind) {
+	if len(os.Args) > 1 && (os.Args[1] == baselineKind || os.Args[1] == pgxKind || os.Args[1] == sqliteKind || os.Args[1] == httpBaselineKind) {
 		main()
 		return
 	}
@@ -53,22 +55,71 @@ func TestBench(t *testing.T) {
 	if strings.Contains(out, "first error") {
 		t.Errorf("errors:\n%s", out)
 	}
-	// Every table row has 0 in the errors column.
+	if rows := errorFreeRows(t, out, "baseline", "pgx", "keygate"); rows != 8 {
+		t.Errorf("got %d table rows, want 8:\n%s", rows, out)
+	}
+}
+
+// errorFreeRows counts the table rows of the named servers in out, and
+// fails the test for each with errors.
+func errorFreeRows(t *testing.T, out string, servers ...string) int {
+	t.Helper()
 	rows, errCol := 0, -1
 	for line := range strings.Lines(out) {
 		f := strings.Fields(line)
 		if len(f) > 0 && f[0] == "conc" {
 			errCol = slices.Index(f, "errors")
 		}
-		if len(f) > 2 && (f[1] == "baseline" || f[1] == "pgx" || f[1] == "keygate") {
+		if len(f) > 2 && slices.Contains(servers, f[1]) {
 			rows++
 			if errCol < 1 || errCol >= len(f) || f[errCol] != "0" {
 				t.Errorf("row with errors (column %d): %s", errCol, line)
 			}
 		}
 	}
-	if rows != 8 {
+	return rows
+}
+
+// TestBenchSQLite runs both paths briefly on the embedded store: keygate
+// on a SQLite file against the empty server and against one raw SQLite
+// point query per Check, every answer an allow.
+func TestBenchSQLite(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds keygate and runs both paths")
+	}
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), []string{"--store", "sqlite", "--duration", "300ms", "--warmup", "100ms",
+		"--rounds", "2", "--concurrency", "1,4", "--keys", "20"}, &stdout, &stderr)
+	if err != nil {
+		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"database: SQLite",
+		"cached path: keygate on SQLite, every key cached",
+		"uncached path: keygate --cache-size 1 on SQLite vs one raw SQLite point query per Check",
+		"keygate cache during the runs: 100.0% fresh hits",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "first error") {
+		t.Errorf("errors:\n%s", out)
+	}
+	// The uncached path missed the cache (a cache of one key, 20 keys).
+	m := regexp.MustCompile(`([0-9.]+)% misses`).FindAllStringSubmatch(out, -1)
+	if len(m) != 2 {
+		t.Fatalf("cache lines: %v", m)
+	}
+	if misses, err := strconv.ParseFloat(m[1][1], 64); err != nil || misses < 50 {
+		t.Errorf("the uncached path missed the cache for %s%% of its Checks", m[1][1])
+	}
+	if rows := errorFreeRows(t, out, "baseline", "sqlite", "keygate"); rows != 8 {
 		t.Errorf("got %d table rows, want 8:\n%s", rows, out)
+	}
+	if r := run(t.Context(), []string{"--store", "sqlite", "--database-url", "postgres://x@127.0.0.1/x"}, &stdout, &stderr); r == nil {
+		t.Error("--store sqlite with --database-url was accepted")
 	}
 }
 
@@ -251,13 +302,7 @@ func TestBenchForwardAuth(t *testing.T) {
 	if strings.Contains(out, "first error") {
 		t.Errorf("errors:\n%s", out)
 	}
-	rows := 0
-	for line := range strings.Lines(out) {
-		if f := strings.Fields(line); len(f) > 2 && (f[1] == "net/http" || f[1] == "keygate") {
-			rows++
-		}
-	}
-	if rows != 4 {
+	if rows := errorFreeRows(t, out, "net/http", "keygate"); rows != 4 {
 		t.Errorf("got %d table rows, want 4:\n%s", rows, out)
 	}
 }

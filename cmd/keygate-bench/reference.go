@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"database/sql"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -13,6 +14,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/metrics"
+	"strings"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -27,6 +29,7 @@ import (
 const (
 	baselineKind = "baseline-server"
 	pgxKind      = "pgx-server"
+	sqliteKind   = "sqlite-server"
 )
 
 // gcInfo is a Go process's effective GC settings and the environment they
@@ -93,7 +96,7 @@ func runReferenceServer(ctx context.Context, kind string, args []string, stdout,
 	fs := flag.NewFlagSet(kind, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:0", "listen address")
-	dbURL := fs.String("database-url", "", "PostgreSQL to query ("+pgxKind+" only)")
+	dbURL := fs.String("database-url", "", "the database to query: PostgreSQL ("+pgxKind+") or sqlite:PATH ("+sqliteKind+")")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -116,6 +119,14 @@ func runReferenceServer(ctx context.Context, kind string, args []string, stdout,
 		}
 		srv = &pgxServer{pool: pool}
 		ready.MaxConns = cfg.MaxConns
+	}
+	if kind == sqliteKind {
+		ss, err := openSQLiteServer(ctx, strings.TrimPrefix(*dbURL, "sqlite:"))
+		if err != nil {
+			return err
+		}
+		defer ss.close()
+		srv, ready.MaxConns = ss, sqliteReaders
 	}
 	lis, err := net.Listen("tcp", *addr)
 	if err != nil {
@@ -184,6 +195,63 @@ func (s *pgxServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv
 		&scheme, &scopes, &createdAt, &createdBy, &expiresAt, &revokedAt, &lastUsedAt, &rotatedFrom, &updatedAt)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
+		return &authv3.CheckResponse{Status: deniedStatus}, nil
+	case err != nil:
+		return &authv3.CheckResponse{Status: &status.Status{Code: int32(code.Code_UNAVAILABLE), Message: err.Error()}}, nil
+	}
+	return &authv3.CheckResponse{Status: &status.Status{}}, nil
+}
+
+// sqliteReaders is the reference's connections to its SQLite file, as
+// many as keygate's SQLite store reads with (sqlite.Options.Readers'
+// default).
+const sqliteReaders = 4
+
+// sqliteServer makes the uncached path's one query on SQLite, as plainly
+// as database/sql allows (a statement prepared once), and allows the
+// request if the key exists: the cost of gRPC plus one indexed point
+// query in the same embedded database.
+type sqliteServer struct {
+	authv3.UnimplementedAuthorizationServer
+	db   *sql.DB
+	stmt *sql.Stmt
+}
+
+// sqliteLookupSQL selects what keygate's SQLite store selects for a
+// decision (its decisionColumns).
+const sqliteLookupSQL = `SELECT id, account_id, scopes, expires_at, revoked_at IS NOT NULL, disabled_at IS NOT NULL, updated_at,
+	allowed_cidrs, metadata, limits FROM api_keys WHERE digest = ?`
+
+func openSQLiteServer(ctx context.Context, path string) (*sqliteServer, error) {
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(5000)&_pragma=query_only(1)")
+	if err != nil {
+		return nil, err
+	}
+	db.SetMaxOpenConns(sqliteReaders)
+	db.SetMaxIdleConns(sqliteReaders)
+	stmt, err := db.PrepareContext(ctx, sqliteLookupSQL)
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return &sqliteServer{db: db, stmt: stmt}, nil
+}
+
+func (s *sqliteServer) close() {
+	s.stmt.Close()
+	s.db.Close()
+}
+
+func (s *sqliteServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	digest := sha256.Sum256([]byte(req.GetAttributes().GetRequest().GetHttp().GetHeaders()["x-api-key"]))
+	var (
+		id, account, scopes, cidrs, metadata, limits sql.NullString
+		expires, updated                             sql.NullInt64
+		revoked, disabled                            bool
+	)
+	err := s.stmt.QueryRowContext(ctx, digest[:]).Scan(&id, &account, &scopes, &expires, &revoked, &disabled, &updated, &cidrs, &metadata, &limits)
+	switch {
+	case errors.Is(err, sql.ErrNoRows):
 		return &authv3.CheckResponse{Status: deniedStatus}, nil
 	case err != nil:
 		return &authv3.CheckResponse{Status: &status.Status{Code: int32(code.Code_UNAVAILABLE), Message: err.Error()}}, nil

@@ -83,9 +83,15 @@ func (s *setup) printMode(w io.Writer, mode string, servers []*server, rows map[
 		return c.gc.gogc()
 	}
 	what := "keygate, every key cached, vs an empty Check server"
+	if cfg.store == "sqlite" {
+		what = "keygate on SQLite, every key cached, vs an empty Check server"
+	}
 	switch mode {
 	case "uncached":
 		what = "keygate --cache-size 1 vs one raw pgx query per Check"
+		if cfg.store == "sqlite" {
+			what = "keygate --cache-size 1 on SQLite vs one raw SQLite point query per Check (database/sql, a prepared statement, 4 connections as keygate's readers)"
+		}
 	case "forward-auth":
 		what = "keygate's HTTP /auth (as Caddy asks it: 9 headers, one HTTP/1.1 keep-alive connection per worker), every key cached, vs an empty net/http handler"
 	}
