@@ -213,6 +213,7 @@ func (d database) open(ctx context.Context, mode openMode, tracer pgx.QueryTrace
 			opts.Reads = append(opts.Reads, p)
 		}
 	}
+	postgres.AskOnConnect(cfg)                   // what a connection is, learnt before any lookup
 	pool, err := pgxpool.NewWithConfig(ctx, cfg) // connects lazily
 	if err != nil {
 		return nil, fmt.Errorf("database: %w", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // directKey marks, in a connection's CustomData, whether the session is
@@ -40,6 +41,23 @@ func (b *Backend) queryPrimary(ctx context.Context, read func(pgx.Rows) error, s
 	}
 	defer rows.Close()
 	return read(rows)
+}
+
+// AskOnConnect makes each connection of a pool built from cfg ask, as it
+// connects, whether it is PostgreSQL's own session (isDirect), so that no
+// lookup pays for the question within its deadline. Without it the first
+// lookup on each connection asks.
+func AskOnConnect(cfg *pgxpool.Config) {
+	prev := cfg.AfterConnect
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		if prev != nil {
+			if err := prev(ctx, c); err != nil {
+				return err
+			}
+		}
+		_, err := isDirect(ctx, c)
+		return err
+	}
 }
 
 // isDirect says whether c is a session of PostgreSQL itself rather than

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keygate/keygate/internal/pgtest"
 	"github.com/keygate/keygate/keystore"
@@ -53,6 +54,24 @@ func TestLookupsPreparedOnlyOnDirectSessions(t *testing.T) {
 
 	t.Run("direct", func(t *testing.T) {
 		b := one(t, url, pgx.QueryExecModeCacheDescribe)
+		lookups(t, b, 3)
+		if n := preparedLookups(t, b.Pool()); n != 1 {
+			t.Fatalf("prepared lookup statements on the one direct session: %d, want 1", n)
+		}
+	})
+	t.Run("direct, asked on connect", func(t *testing.T) {
+		cfg, err := pgxpool.ParseConfig(url + "?pool_max_conns=1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
+		postgres.AskOnConnect(cfg)
+		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := postgres.New(pool, postgres.Options{})
+		t.Cleanup(b.Close)
 		lookups(t, b, 3)
 		if n := preparedLookups(t, b.Pool()); n != 1 {
 			t.Fatalf("prepared lookup statements on the one direct session: %d, want 1", n)
