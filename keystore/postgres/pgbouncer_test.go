@@ -19,14 +19,19 @@ import (
 )
 
 // connectWith opens a pool on url in the given statement mode, closed when
-// the test ends.
-func connectWith(tb testing.TB, url string, mode pgx.QueryExecMode) *pgxpool.Pool {
+// the test ends; configure, if not nil, changes its configuration first.
+func connectWith(tb testing.TB, url string, mode pgx.QueryExecMode, configure ...func(*pgxpool.Config)) *pgxpool.Pool {
 	tb.Helper()
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		tb.Fatal(err)
 	}
 	cfg.ConnConfig.DefaultQueryExecMode = mode
+	for _, c := range configure {
+		if c != nil {
+			c(cfg)
+		}
+	}
 	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		tb.Fatal(err)

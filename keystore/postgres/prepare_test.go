@@ -47,43 +47,24 @@ func TestLookupsPreparedOnlyOnDirectSessions(t *testing.T) {
 			}
 		}
 	}
-	one := func(t *testing.T, url string, mode pgx.QueryExecMode) *postgres.Backend {
-		pool := connectWith(t, url+"?pool_max_conns=1", mode)
-		return postgres.New(pool, postgres.Options{})
+	for _, tc := range []struct {
+		name string
+		mode pgx.QueryExecMode
+		ask  func(*pgxpool.Config) // nil: the first lookup asks
+		want int
+	}{
+		{"direct", pgx.QueryExecModeCacheDescribe, nil, 1},
+		{"direct, asked on connect", pgx.QueryExecModeCacheDescribe, postgres.AskOnConnect, 1},
+		{"a mode the URL chose (describe_exec)", pgx.QueryExecModeDescribeExec, nil, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := postgres.New(connectWith(t, url+"?pool_max_conns=1", tc.mode, tc.ask), postgres.Options{})
+			lookups(t, b, 3)
+			if n := preparedLookups(t, b.Pool()); n != tc.want {
+				t.Fatalf("prepared lookup statements on the pool's one session: %d, want %d", n, tc.want)
+			}
+		})
 	}
-
-	t.Run("direct", func(t *testing.T) {
-		b := one(t, url, pgx.QueryExecModeCacheDescribe)
-		lookups(t, b, 3)
-		if n := preparedLookups(t, b.Pool()); n != 1 {
-			t.Fatalf("prepared lookup statements on the one direct session: %d, want 1", n)
-		}
-	})
-	t.Run("direct, asked on connect", func(t *testing.T) {
-		cfg, err := pgxpool.ParseConfig(url + "?pool_max_conns=1")
-		if err != nil {
-			t.Fatal(err)
-		}
-		cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeCacheDescribe
-		postgres.AskOnConnect(cfg)
-		pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		b := postgres.New(pool, postgres.Options{})
-		t.Cleanup(b.Close)
-		lookups(t, b, 3)
-		if n := preparedLookups(t, b.Pool()); n != 1 {
-			t.Fatalf("prepared lookup statements on the one direct session: %d, want 1", n)
-		}
-	})
-	t.Run("a mode the URL chose", func(t *testing.T) {
-		b := one(t, url, pgx.QueryExecModeDescribeExec)
-		lookups(t, b, 3)
-		if n := preparedLookups(t, b.Pool()); n != 0 {
-			t.Fatalf("prepared lookup statements with default_query_exec_mode=describe_exec: %d, want 0", n)
-		}
-	})
 	t.Run("through PgBouncer in transaction mode", func(t *testing.T) {
 		bouncer := pgtest.NewPgBouncer(t, pgtest.ServerURL(t), "transaction")
 		direct, err := pgx.ParseConfig(url)
