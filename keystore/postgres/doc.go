@@ -19,9 +19,11 @@
 // changed is answered by a standby only once it has replayed the change,
 // else by the primary (replicas.go). The statements work through PgBouncer
 // in transaction mode when the pool does not prepare them (pgx's
-// cache_describe mode); LISTEN does not, and every listening session
-// proves that its connection receives a notification (ErrListenProbe
-// otherwise). Check names a wrong connection before a server starts:
+// cache_describe mode); the decision path's reads are prepared only on
+// connections that are PostgreSQL's own (prepare.go). LISTEN does not work
+// through such a pooler, and every listening session proves that its
+// connection receives a notification (ErrListenProbe otherwise). Check
+// names a wrong connection before a server starts:
 //
 //	b := postgres.New(pool, postgres.Options{Direct: listenConfig, Reads: standbyPools})
 //	findings, err := b.Check(ctx)
