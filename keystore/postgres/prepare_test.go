@@ -58,7 +58,8 @@ func TestLookupsPreparedOnlyOnDirectSessions(t *testing.T) {
 		{"a mode the URL chose (describe_exec)", pgx.QueryExecModeDescribeExec, nil, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b := postgres.New(connectWith(t, url+"?pool_max_conns=1", tc.mode, tc.ask), postgres.Options{})
+			one := func(cfg *pgxpool.Config) { cfg.MaxConns = 1 }
+			b := postgres.New(connectWith(t, url, tc.mode, one, tc.ask), postgres.Options{})
 			lookups(t, b, 3)
 			if n := preparedLookups(t, b.Pool()); n != tc.want {
 				t.Fatalf("prepared lookup statements on the pool's one session: %d, want %d", n, tc.want)
