@@ -119,7 +119,7 @@ const (
 // poolerMode tells whether the pool reaches PostgreSQL through a pooler,
 // and in which mode. A pooler shows itself by the process id it announces
 // at connection (BackendKeyData, its own) differing from the server's
-// pg_backend_pid(). Its mode shows in whether a client keeps its server
+// pg_backend_pid() (isDirect). Its mode shows in whether a client keeps its server
 // session between transactions: a first client reads its server's pid and
 // ends its transaction; a second client opens a transaction, which in
 // transaction mode takes the session just released (pgbouncer reuses the
@@ -131,20 +131,13 @@ func poolerMode(ctx context.Context, pool *pgxpool.Pool) (pooling, error) {
 		return direct, err
 	}
 	defer first.Release()
-	pid := func(q querier) (uint32, error) {
-		var p uint32
-		rows, err := q.Query(ctx, `SELECT pg_backend_pid()::int8`, pgx.QueryExecModeSimpleProtocol)
-		if err == nil {
-			_, err = pgx.ForEachRow(rows, []any{&p}, func() error { return nil })
-		}
-		return p, err
+	if own, err := isDirect(ctx, first.Conn()); err != nil || own {
+		return direct, err
 	}
+	pid := func(q querier) (uint32, error) { return backendPID(ctx, q) }
 	p1, err := pid(first)
 	if err != nil {
 		return direct, err
-	}
-	if first.Conn().PgConn().PID() == p1 {
-		return direct, nil
 	}
 	second, err := pool.Acquire(ctx)
 	if err != nil {

@@ -67,11 +67,23 @@ func isDirect(ctx context.Context, c *pgx.Conn) (bool, error) {
 	if direct, known := data[directKey].(bool); known {
 		return direct, nil
 	}
-	var pid int64
-	if err := c.QueryRow(ctx, `SELECT pg_backend_pid()::int8`, pgx.QueryExecModeSimpleProtocol).Scan(&pid); err != nil {
+	pid, err := backendPID(ctx, c)
+	if err != nil {
 		return false, err
 	}
-	direct := pid == int64(c.PgConn().PID())
+	// A pooler announces a process id of its own when a client connects.
+	direct := pid == c.PgConn().PID()
 	data[directKey] = direct
 	return direct, nil
+}
+
+// backendPID is the process id of the server session that q's next
+// statement runs on.
+func backendPID(ctx context.Context, q querier) (uint32, error) {
+	var pid uint32
+	rows, err := q.Query(ctx, `SELECT pg_backend_pid()::int8`, pgx.QueryExecModeSimpleProtocol)
+	if err == nil {
+		_, err = pgx.ForEachRow(rows, []any{&pid}, func() error { return nil })
+	}
+	return pid, err
 }
