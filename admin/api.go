@@ -3,6 +3,7 @@ package admin
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
 	"net/url"
 	"slices"
@@ -157,6 +158,24 @@ func decodeMember(members map[string]json.RawMessage, name string, dst any, errs
 	if err := json.Unmarshal(members[name], dst); err != nil {
 		errs.add(name, "must be "+want)
 	}
+}
+
+// decodeDuration decodes the member name, a keystore duration (like
+// "24h" or "7d"), into *d, recording a field error saying it must be want
+// when it is not a string, and invalid when it does not parse or is over
+// most. Absent and null members leave *d as it is.
+func decodeDuration(members map[string]json.RawMessage, name string, d *time.Duration, errs *fieldErrors, want string, most time.Duration, invalid string) {
+	var text string
+	decodeMember(members, name, &text, errs, want)
+	if !present(members, name) || errs.has(name) {
+		return
+	}
+	v, err := keystore.ParseDuration(text)
+	if err != nil || v > most {
+		errs.add(name, invalid)
+		return
+	}
+	*d = v
 }
 
 func unknownFields(members map[string]json.RawMessage, errs *fieldErrors, known []string) {
@@ -391,15 +410,8 @@ func (s *Server) rotateKey(w http.ResponseWriter, r *http.Request, p Principal) 
 	var errs fieldErrors
 	unknownFields(members, &errs, rotateFields)
 	grace := DefaultGrace
-	var text string
-	decodeMember(members, "grace", &text, &errs, `a duration like "24h", "7d" or "0s"`)
-	if present(members, "grace") && !errs.has("grace") {
-		d, err := keystore.ParseDuration(text)
-		if err != nil {
-			errs.add("grace", `must be a duration like "24h", "7d" or "0s"`)
-		}
-		grace = d
-	}
+	const graceForms = `a duration like "24h", "7d" or "0s"`
+	decodeDuration(members, "grace", &grace, &errs, graceForms, math.MaxInt64, "must be "+graceForms)
 	expiry, expiryField := parseExpiry(members, &errs)
 	if prob := errs.problem(rotateFields...); prob != nil {
 		return prob

@@ -309,15 +309,8 @@ func (s *Server) rotateWebhookSecret(w http.ResponseWriter, r *http.Request, p P
 	var errs fieldErrors
 	unknownFields(members, &errs, []string{"overlap"})
 	overlap := DefaultSecretOverlap
-	var raw string
-	decodeMember(members, "overlap", &raw, &errs, `a duration like "24h" or "0s"`)
-	if present(members, "overlap") && !errs.has("overlap") {
-		d, err := keystore.ParseDuration(raw)
-		if err != nil || d < 0 || d > keystore.MaxSecretOverlap {
-			errs.add("overlap", "must be a duration from 0s to "+keystore.FormatDuration(keystore.MaxSecretOverlap))
-		}
-		overlap = d
-	}
+	decodeDuration(members, "overlap", &overlap, &errs, `a duration like "24h" or "0s"`,
+		keystore.MaxSecretOverlap, "must be a duration from 0s to "+keystore.FormatDuration(keystore.MaxSecretOverlap))
 	if prob := errs.problem("overlap"); prob != nil {
 		return prob
 	}
