@@ -5,7 +5,6 @@ import (
 	"errors"
 	"math"
 	"net/http"
-	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -209,41 +208,47 @@ type KeyList struct {
 }
 
 func (s *Server) listKeys(w http.ResponseWriter, r *http.Request, p Principal) *problem {
-	query, err := url.ParseQuery(r.URL.RawQuery)
-	var errs fieldErrors
-	if err != nil {
-		return newProblem(probInvalid, "The query string is not valid.")
+	query, errs, prob := readQuery(r, listParams)
+	if prob != nil {
+		return prob
 	}
-	for name, values := range query {
-		switch {
-		case !slices.Contains(listParams, name):
-			errs.add(fieldName(name), "unknown parameter: want account_id, status, name, limit or cursor")
-		case len(values) > 1:
-			errs.add(name, "given more than once")
+	// A parameter already wrong (given twice) is not read further.
+	param := func(name string) (string, bool) { return query.Get(name), query.Has(name) && !errs.has(name) }
+	var req ListRequest
+	if v, ok := param("account_id"); ok {
+		if v == "" { // "" is not "every account": Check reads it so
+			addValidation(&errs, keystore.ValidateAccountID(v))
 		}
+		req.AccountID = v
 	}
-	req := ListRequest{AccountID: query.Get("account_id"), Name: query.Get("name"), Cursor: query.Get("cursor")}
-	if query.Has("account_id") && !errs.has("account_id") {
-		addValidation(&errs, keystore.ValidateAccountID(req.AccountID))
-	}
-	if v := query.Get("status"); query.Has("status") && !errs.has("status") {
-		f, ok := ParseStatus(v)
-		if !ok {
+	if v, ok := param("status"); ok {
+		f, known := ParseStatus(v)
+		if !known {
 			errs.add("status", "must be "+StatusNames)
 		}
 		req.Status = f
 	}
-	if query.Has("name") && req.Name == "" && !errs.has("name") {
-		errs.add("name", "must not be empty: leave it out to list keys of every name")
+	if v, ok := param("name"); ok {
+		if v == "" {
+			errs.add("name", "must not be empty: leave it out to list keys of every name")
+		}
+		req.Name = v
 	}
-	if v := query.Get("limit"); query.Has("limit") && !errs.has("limit") {
-		if req.Limit, err = strconv.Atoi(v); err != nil || req.Limit == 0 {
-			req.Limit = -1 // out of range: ListKeys says so
+	if v, ok := param("limit"); ok {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			errs.add("limit", limitProblem)
+		} else {
+			req.Limit = n
 		}
 	}
-	if query.Has("cursor") && req.Cursor == "" {
-		req.Cursor = "-" // not a cursor: ListKeys says so
+	if v, ok := param("cursor"); ok {
+		if v == "" {
+			errs.add("cursor", cursorProblem)
+		}
+		req.Cursor = v
 	}
+	addValidation(&errs, req.Check())
 	if prob := errs.problem(listParams...); prob != nil {
 		return prob
 	}

@@ -413,6 +413,12 @@ func TestAccountBinding(t *testing.T) {
 	if !slices.Equal(ids, []string{k.ID, mine.ID}) {
 		t.Fatalf("the bound token lists %v, want its account's two keys newest first", ids)
 	}
+	// A wrong request is a 400 naming every wrong parameter, in the
+	// parameters' order, before the account binding is looked at.
+	res = f.do(call{method: "GET", path: "/v1/keys?limit=0&status=bogus&account_id=beta", token: f.acme, schema: schemaAny})
+	if res.status != http.StatusBadRequest || !slices.Equal(res.fields(), []string{"status", "limit"}) {
+		t.Fatalf("a bound token's wrong list request: %d, fields %v; want 400 on status and limit", res.status, res.fields())
+	}
 	var got admin.Key
 	f.do(call{method: "GET", path: "/v1/keys/" + theirs.ID, token: f.root}).decode(t, &got)
 	if got.Status != "active" || got.Name != "ci" {

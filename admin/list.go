@@ -1,6 +1,7 @@
 package admin
 
 import (
+	"cmp"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -76,31 +77,42 @@ func ListKeys(ctx context.Context, store *keystore.Store, req ListRequest) (Page
 	return listKeys(ctx, store, req, defaultNameScan)
 }
 
-func listKeys(ctx context.Context, store *keystore.Store, req ListRequest, scan nameScan) (Page, error) {
-	params := keystore.ListParams{AccountID: req.AccountID, Status: req.Status, Newest: true}
+// The problems of a list request's limit and cursor, as Check and
+// GET /v1/keys say them.
+var (
+	limitProblem  = fmt.Sprintf("must be a whole number from 1 to %d", MaxPageSize)
+	cursorProblem = "must be a next cursor this listing returned"
+)
+
+// Check reports every field of req that is wrong (account_id, name,
+// limit, cursor): one *keystore.ValidationError each, joined; nil when
+// req may be listed.
+func (req ListRequest) Check() error {
 	var problems []error
 	if req.AccountID != "" {
 		problems = append(problems, keystore.ValidateAccountID(req.AccountID))
 	}
-	limit := req.Limit
-	switch {
-	case limit == 0:
-		limit = DefaultPageSize
-	case limit < 1 || limit > MaxPageSize:
-		problems = append(problems, invalid("limit", fmt.Sprintf("must be a whole number from 1 to %d", MaxPageSize)))
+	if req.Limit < 0 || req.Limit > MaxPageSize {
+		problems = append(problems, invalid("limit", limitProblem))
 	}
-	if req.Cursor != "" {
-		pos, ok := decodeCursor(req.Cursor)
-		if !ok {
-			problems = append(problems, invalid("cursor", "must be a next cursor this listing returned"))
-		}
-		params.After = &pos
+	if _, ok := decodeCursor(req.Cursor); req.Cursor != "" && !ok {
+		problems = append(problems, invalid("cursor", cursorProblem))
 	}
 	if req.Name != "" && (!utf8.ValidString(req.Name) || utf8.RuneCountInString(req.Name) > keystore.MaxNameLen) {
 		problems = append(problems, invalid("name", fmt.Sprintf("must be valid UTF-8 of at most %d characters", keystore.MaxNameLen)))
 	}
-	if err := errors.Join(problems...); err != nil {
+	return errors.Join(problems...)
+}
+
+func listKeys(ctx context.Context, store *keystore.Store, req ListRequest, scan nameScan) (Page, error) {
+	if err := req.Check(); err != nil {
 		return Page{}, err
+	}
+	params := keystore.ListParams{AccountID: req.AccountID, Status: req.Status, Newest: true}
+	limit := cmp.Or(req.Limit, DefaultPageSize)
+	if req.Cursor != "" {
+		pos, _ := decodeCursor(req.Cursor)
+		params.After = &pos
 	}
 	if req.Name == "" {
 		params.Limit = limit + 1 // one more tells whether there is a next page
