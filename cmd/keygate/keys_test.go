@@ -240,6 +240,15 @@ func TestEnvironmentSetsFlags(t *testing.T) {
 	if r = runWithEnv(t, map[string]string{"DATABASE_URL": db, "KEYGATE_OUTPUT": "yaml"}, "keys", "list"); r.code != 0 {
 		t.Fatalf("KEYGATE_OUTPUT was read by keys list: exit %d, %q", r.code, r.stderr)
 	}
+	// So are every command's flags but serve's, dev's, migrate's and
+	// health's: a webhook's flags too.
+	if r = runWithEnv(t, map[string]string{"DATABASE_URL": db, "KEYGATE_OUTPUT": "yaml"}, "webhooks", "list"); r.code != 0 {
+		t.Fatalf("KEYGATE_OUTPUT was read by webhooks list: exit %d, %q", r.code, r.stderr)
+	}
+	r = runWithEnv(t, map[string]string{"DATABASE_URL": db, "KEYGATE_ALLOW_LINK_LOCAL": "true"}, "webhooks", "create", "--url", "http://169.254.169.254/hook")
+	if r.code != 2 {
+		t.Fatalf("KEYGATE_ALLOW_LINK_LOCAL opened a webhook to the metadata address: exit %d, %q", r.code, r.stderr)
+	}
 }
 
 func TestMigrateCommand(t *testing.T) {

@@ -237,27 +237,31 @@ func envName(flag string, n *kong.Node) string {
 // health is the health command, as under takes it.
 var health = map[string]bool{"health": true}
 
-// perInvocation are the commands whose flags describe one key or token:
-// only their connection settings (settingFlags) come from the environment,
-// so that a KEYGATE_NAME or KEYGATE_NO_EXPIRY left in a shell never renames
-// a key or makes one that never expires.
-var perInvocation = map[string]bool{"keys": true, "admin-token": true, "store": true}
+// settingsCommands are the commands whose flags are settings, each of
+// which also comes from the environment (KEYGATE_<FLAG>). Every other
+// command's flags describe one invocation (a key, a token, a webhook
+// endpoint, an output format): only their connection settings
+// (settingFlags) come from the environment, so that a KEYGATE_NAME,
+// KEYGATE_NO_EXPIRY or KEYGATE_ALLOW_LINK_LOCAL left in a shell never
+// renames a key, makes one that never expires or opens a webhook to a
+// metadata address. A new command is per invocation unless listed here.
+var settingsCommands = map[string]bool{"serve": true, "dev": true, "migrate": true, "health": true}
 
-// settingFlags are the flags of those commands that are settings: the
+// settingFlags are the flags of the other commands that are settings: the
 // database, the key format every replica and the CLI must share, and the
 // policy new scopes are judged by.
 var settingFlags = map[string]bool{"database-url": true, "key-prefix": true, "pepper-file": true, "pepper": true, "max-key-lifetime": true,
 	"policy": true}
 
-// readsEnv reports whether a flag of a command (perInvocation or not)
-// may come from the environment. dev never takes its database from the
+// readsEnv reports whether a flag of a command may come from the
+// environment. dev never takes its database from the
 // environment: a shell pointing DATABASE_URL at a real database must not
 // get a demo key there.
 func readsEnv(flag string, n *kong.Node) bool {
 	if flag == "help" || flag == "database-url" && under(n, dev) {
 		return false
 	}
-	return !under(n, perInvocation) || settingFlags[flag]
+	return under(n, settingsCommands) || settingFlags[flag]
 }
 
 // under reports whether n is, or is below, a command among commands.
