@@ -41,25 +41,17 @@ func isPathOverride(name string) bool {
 // it names, and, when it holds a comma, each part between the commas that
 // is a target too (Envoy merges a repeated header with ",", and the backend
 // receives each value; a comma inside one path makes parts that are not
-// targets, which are left alone). A copy of r.Path, when the adapter set
-// it before, is left out: the request's own target, which a forward-auth
-// proxy sends as X-Forwarded-Uri.
+// targets, which are left alone).
 func (r *Request) readPathOverride(value string) {
-	r.addTarget(overrideTarget(value))
+	whole := overrideTarget(value)
+	r.targets = append(r.targets, whole)
 	if strings.IndexByte(value, ',') < 0 {
 		return
 	}
 	for part := range strings.SplitSeq(value, ",") {
-		if t := overrideTarget(part); strings.HasPrefix(t, "/") && t != overrideTarget(value) {
-			r.addTarget(t)
+		if t := overrideTarget(part); strings.HasPrefix(t, "/") && t != whole {
+			r.targets = append(r.targets, t)
 		}
-	}
-}
-
-// addTarget adds target t, unless it is r.Path.
-func (r *Request) addTarget(t string) {
-	if r.Path == "" || t != r.Path {
-		r.targets = append(r.targets, t)
 	}
 }
 
@@ -94,9 +86,6 @@ type overridden struct {
 // false when one cannot be read one way (an invalid path).
 func (s *Server) readTargets(r *Request) (o overridden, ok bool) {
 	for _, t := range r.targets {
-		if t == r.Path {
-			continue // the request's own target, sent again (forward-auth's X-Forwarded-Uri)
-		}
 		route, err := s.policy.Route(t)
 		if err != nil {
 			return o, false

@@ -227,6 +227,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, envoyPath string
 	}
 	req.Source = h.source(r)
 	for name, values := range r.Header {
+		if !envoy && (name == forwardedHeaders[1][0] || name == forwardedHeaders[1][1]) {
+			continue // the request's own target, read above: not an override
+		}
 		for _, v := range values {
 			h.core.ReadHeader(&req, name, v)
 		}
