@@ -59,8 +59,8 @@ func endSpan(span trace.Span, r *Request, d *Decision, fromCache bool) {
 		attribute.String("http.request.method", r.Method),
 		attribute.String("url.path", loggablePath(r.Path)),
 	}
-	if d.Key != nil {
-		attrs = append(attrs, attribute.String("keygate.key_id", d.Key.ID()), attribute.String("keygate.account_id", d.Key.AccountID()))
+	if k := loggedKey(d); k != nil { // a refused key is named, as in the decision log
+		attrs = append(attrs, attribute.String("keygate.key_id", k.ID()), attribute.String("keygate.account_id", k.AccountID()))
 	}
 	if r.requestID != "" {
 		attrs = append(attrs, attribute.String("keygate.request_id", r.requestID))
