@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -61,7 +62,7 @@ type LeakOutcome struct {
 func (s *Store) HandleLeak(ctx context.Context, r LeakReport) (LeakOutcome, error) {
 	out := LeakOutcome{Tokens: len(r.Tokens)}
 	switch {
-	case r.Policy != LeakRevoke && r.Policy != LeakDisable && r.Policy != LeakNotify:
+	case !slices.Contains(LeakPolicies, r.Policy):
 		return out, invalidf("policy", "must be %s, %s or %s", LeakRevoke, LeakDisable, LeakNotify)
 	case len(r.Tokens) == 0:
 		return out, invalid("tokens", "the report names no token")
@@ -152,14 +153,8 @@ func (s *Store) leaked(ctx context.Context, tx Tx, id, policy, actor string, now
 		action, c = "disable", KeyChange{DisabledAt: To(&now)}
 	}
 	if action != "none" {
-		if k, err = tx.Change(ctx, id, c); err != nil {
-			return "", err
-		}
 		detail := map[string]any{"reason": "leaked", "leak": where}
-		if err := s.record(ctx, tx, k, Event{Action: action, Actor: actor, At: now, Detail: detail}); err != nil {
-			return "", err
-		}
-		if err := tx.Notify(ctx, Notice{Digest: k.Digest}); err != nil {
+		if k, err = s.apply(ctx, tx, id, c, Event{Action: action, Actor: actor, At: now, Detail: detail}); err != nil {
 			return "", err
 		}
 	}

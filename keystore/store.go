@@ -453,18 +453,27 @@ func (s *Store) Update(ctx context.Context, id string, p UpdateParams) (*Key, er
 		if err != nil {
 			return err
 		}
-		if k, err = tx.Change(ctx, u, c); err != nil {
-			return err
-		}
-		if err := s.record(ctx, tx, k, Event{Action: "update", Actor: p.Actor, At: now, Detail: detail}); err != nil {
-			return err
-		}
-		return tx.Notify(ctx, Notice{Digest: k.Digest})
+		k, err = s.apply(ctx, tx, u, c, Event{Action: "update", Actor: p.Actor, At: now, Detail: detail})
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return k, nil
+}
+
+// apply makes change c to key id in tx, records event e of it, and
+// notifies every replica's cache: the end of every lifecycle change of one
+// key.
+func (s *Store) apply(ctx context.Context, tx Tx, id string, c KeyChange, e Event) (*Key, error) {
+	k, err := tx.Change(ctx, id, c)
+	if err != nil {
+		return nil, err
+	}
+	if err := s.record(ctx, tx, k, e); err != nil {
+		return nil, err
+	}
+	return k, tx.Notify(ctx, Notice{Digest: k.Digest})
 }
 
 // keyChange is what p changes of old at now, and the audit detail saying
@@ -609,13 +618,8 @@ func (s *Store) changeState(ctx context.Context, id, action, actor string, chang
 		if err != nil {
 			return err
 		}
-		if k, err = tx.Change(ctx, u, c); err != nil {
-			return err
-		}
-		if err := s.record(ctx, tx, k, Event{Action: action, Actor: actor, At: now, Detail: map[string]any{}}); err != nil {
-			return err
-		}
-		return tx.Notify(ctx, Notice{Digest: k.Digest})
+		k, err = s.apply(ctx, tx, u, c, Event{Action: action, Actor: actor, At: now, Detail: map[string]any{}})
+		return err
 	})
 	if err != nil {
 		return nil, err

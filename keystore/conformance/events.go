@@ -202,6 +202,20 @@ func testOutboxOnlyForSubscribers(t *testing.T, h Harness) {
 	if want := []string{"key.created", "key.created", "key.revoked", "key.revoked", "key.revoked"}; !slices.Equal(got[everything.ID], want) {
 		t.Fatalf("the endpoint of everything got %v, want %v", got[everything.ID], want)
 	}
+	// The backend's rule, in its SQL, is Endpoint.Subscribes.
+	changes := [][2]string{{"key.created", "acct-a"}, {"key.created", "acct-b"}, {"key.revoked", "acct-a"}, {"key.revoked", "acct-b"},
+		{"key.revoked", early.AccountID}}
+	for _, e := range []*keystore.Endpoint{revokesOfA, everything} {
+		var want []string
+		for _, c := range changes {
+			if e.Subscribes(c[0], c[1]) {
+				want = append(want, c[0])
+			}
+		}
+		if g := slices.Sorted(slices.Values(got[e.ID])); !slices.Equal(g, want) {
+			t.Fatalf("endpoint %s got %v, Endpoint.Subscribes says %v", e.ID, g, want)
+		}
+	}
 }
 
 func testEndpointLifecycle(t *testing.T, h Harness) {
