@@ -370,8 +370,7 @@ func (s *Server) updateKey(w http.ResponseWriter, r *http.Request, p Principal) 
 			return prob
 		}
 	}
-	if params.Name == nil && params.Description == nil && params.Scopes == nil && params.Expiry == nil &&
-		params.AllowedCIDRs == nil && params.Metadata == nil && params.Limits == nil {
+	if params.Empty() {
 		writeJSON(w, http.StatusOK, NewKey(k, s.now())) // an empty patch changes nothing
 		return nil
 	}

@@ -375,6 +375,13 @@ func (p UpdateParams) changesScopes() bool {
 	return p.Scopes != nil || len(p.AddScopes) > 0 || len(p.RemoveScopes) > 0
 }
 
+// Empty reports whether p changes nothing: Update refuses it, the admin
+// API answers the key as it is.
+func (p UpdateParams) Empty() bool {
+	return p.Name == nil && p.Description == nil && !p.changesScopes() && p.Expiry == nil && p.AllowedCIDRs == nil && p.Metadata == nil &&
+		(p.Limits == nil || p.Limits.Rates == nil && p.Limits.Quota == nil)
+}
+
 // checkUpdate reports what is wrong with p whatever the key: each field
 // on its own.
 func (p UpdateParams) check() error {
@@ -421,8 +428,7 @@ func (p UpdateParams) check() error {
 	if err := errors.Join(problems...); err != nil {
 		return err
 	}
-	if p.Name == nil && p.Description == nil && !p.changesScopes() && p.Expiry == nil && p.AllowedCIDRs == nil && p.Metadata == nil &&
-		(p.Limits == nil || p.Limits.Rates == nil && p.Limits.Quota == nil) {
+	if p.Empty() {
 		return invalid("update", "nothing to change: give a name, a description, scopes, an expiry, source restrictions, metadata or limits")
 	}
 	return nil

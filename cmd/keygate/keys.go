@@ -325,8 +325,7 @@ func (c *keysUpdateCmd) Run(e *env) error {
 	if err := c.metaUpdateFlags.apply(&params); err != nil {
 		return err
 	}
-	if params.Name == nil && params.Description == nil && params.Scopes == nil && params.AddScopes == nil && params.RemoveScopes == nil &&
-		params.Expiry == nil && params.AllowedCIDRs == nil && params.Metadata == nil && params.Limits == nil {
+	if params.Empty() {
 		return usageError("keys update: nothing to change: give --name, --description, a scope flag (--scope, --add-scope, --remove-scope, " +
 			"--clear-scopes), an expiry flag (--expires-in, --expires-at, --no-expiry), --allow-cidr, --clear-allow-cidrs, --meta, --unset-meta, " +
 			"--clear-meta, or a limit flag (--limit, --clear-limits, --quota, --clear-quota)")
