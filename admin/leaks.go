@@ -11,11 +11,13 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"mime"
 	"net/http"
 	"os"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/keygate/keygate/keystore"
 )
@@ -189,25 +191,20 @@ func checkGitLabToken(r *http.Request, want string) bool {
 
 // readAll returns the (buffered) body and leaves it readable again.
 func readAll(r *http.Request) ([]byte, error) {
-	var buf bytes.Buffer
-	if _, err := buf.ReadFrom(r.Body); err != nil {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
 		return nil, err
 	}
 	r.Body.Close()
-	b := buf.Bytes()
-	r.Body = readCloser{bytes.NewReader(b)}
+	r.Body = io.NopCloser(bytes.NewReader(b))
 	return b, nil
 }
-
-type readCloser struct{ *bytes.Reader }
-
-func (readCloser) Close() error { return nil }
 
 // parseLeakReport reads a report: a JSON array of objects, each with a
 // token and optionally type, url (GitHub) or location (GitLab), and source.
 func parseLeakReport(body []byte) ([]keystore.LeakedToken, *problem) {
 	var items []map[string]json.RawMessage
-	if err := json.Unmarshal(body, &items); err != nil || !json.Valid(body) {
+	if err := json.Unmarshal(body, &items); err != nil {
 		return nil, newProblem(probInvalid, "The report must be a JSON array of objects.")
 	}
 	if len(items) == 0 || len(items) > keystore.MaxLeakedTokens {
@@ -238,13 +235,11 @@ func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	for n > 0 && !utf8RuneStart(s[n]) {
+	for n > 0 && !utf8.RuneStart(s[n]) {
 		n--
 	}
 	return s[:n] + "…"
 }
-
-func utf8RuneStart(b byte) bool { return b&0xC0 != 0x80 }
 
 // revocableTokenTypes is GitLab's GET /v1/revocable_token_types, with its
 // token.
