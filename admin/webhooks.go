@@ -322,29 +322,34 @@ func (s *Server) rotateWebhookSecret(w http.ResponseWriter, r *http.Request, p P
 	return nil
 }
 
+// deliveryParams are the query parameters of a webhook's delivery log.
+var deliveryParams = []string{"limit", "before"}
+
 func (s *Server) listDeliveries(w http.ResponseWriter, r *http.Request, p Principal) *problem {
 	e, prob := s.webhook(r, p)
 	if prob != nil {
 		return prob
 	}
 	q := keystore.DeliveryQuery{EndpointID: e.ID, Limit: DefaultPageSize}
-	var errs fieldErrors
-	values := r.URL.Query()
-	if v := values.Get("limit"); v != "" {
+	values, errs, prob := readQuery(r, deliveryParams)
+	if prob != nil {
+		return prob
+	}
+	if v := values.Get("limit"); values.Has("limit") && !errs.has("limit") {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > keystore.MaxDeliveriesPage {
 			errs.add("limit", "must be a number from 1 to "+strconv.Itoa(keystore.MaxDeliveriesPage))
 		}
 		q.Limit = n
 	}
-	if v := values.Get("before"); v != "" {
+	if v := values.Get("before"); values.Has("before") && !errs.has("before") {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 1 {
 			errs.add("before", "must be a delivery id from a previous page's next_before")
 		}
 		q.Before = n
 	}
-	if prob := errs.problem("limit", "before"); prob != nil {
+	if prob := errs.problem(deliveryParams...); prob != nil {
 		return prob
 	}
 	ds, err := s.store.Deliveries(r.Context(), q)

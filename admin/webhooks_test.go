@@ -91,6 +91,14 @@ func TestWebhooksAPI(t *testing.T) {
 	if res := f.do(call{method: "POST", path: "/v1/webhooks/" + created.ID + "/deliveries/" + jsonInt(page.Items[0].ID) + "/redeliver", token: f.root}); res.status != http.StatusAccepted {
 		t.Fatalf("redeliver: %d %s", res.status, res.body)
 	}
+	// The delivery log's query is read as every list's: unknown, repeated
+	// or empty parameters are a 400 naming them.
+	for query, field := range map[string]string{"?bogus=1": "bogus", "?limit=1&limit=2": "limit", "?limit=": "limit", "?before=x": "before"} {
+		res := f.do(call{method: "GET", path: "/v1/webhooks/" + created.ID + "/deliveries" + query, token: f.root, schema: schemaAny})
+		if res.status != http.StatusBadRequest || !slices.Equal(res.fields(), []string{field}) {
+			t.Errorf("deliveries%s: %d, fields %v; want 400 on %s", query, res.status, res.fields(), field)
+		}
+	}
 	if res := f.do(call{method: "POST", path: "/v1/webhooks/" + created.ID + "/deliveries/999999/redeliver", token: f.root}); res.status != http.StatusNotFound {
 		t.Fatalf("redeliver nothing: %d %s", res.status, res.body)
 	}
