@@ -216,7 +216,7 @@ type webhooksCreateCmd struct {
 
 func (c *webhooksCreateCmd) Run(e *env) error {
 	if err := (&webhook.Guard{AllowLinkLocal: c.AllowLinkLocal}).CheckURL(e.ctx, c.URL); err != nil {
-		return webhookError(err)
+		return urlError(err)
 	}
 	store, closeStore, err := c.dbFlags.openStore(e, nil)
 	if err != nil {
@@ -239,16 +239,11 @@ func printWebhookSecret(w io.Writer, format string, ep *keystore.Endpoint, verb 
 	return nil
 }
 
-// webhookError maps a refused URL to the flag.
-func webhookError(err error) error {
-	var ve *keystore.ValidationError
-	if errors.As(err, &ve) {
-		name := map[string]string{"url": "--url", "event_types": "--event", "account_id": "--account", "description": "--description",
-			"overlap": "--overlap", "limit": "--limit"}[ve.Field]
-		if name == "" {
-			name = ve.Field
-		}
-		return usageError("%s: %s", name, ve.Problem)
+// urlError is the error of a webhook URL the guard refused: a usage error
+// naming --url when the URL is wrong.
+func urlError(err error) error {
+	if fe := flagError(err); fe != nil {
+		return fe
 	}
 	return err
 }
@@ -257,9 +252,6 @@ func webhookError(err error) error {
 func (f dbFlags) webhookStoreError(err error) error {
 	if errors.Is(err, keystore.ErrNotFound) {
 		return errors.New("no such webhook (or delivery)")
-	}
-	if e := webhookError(err); e != err {
-		return e
 	}
 	return f.storeError(err, "")
 }
@@ -363,7 +355,7 @@ func (c *webhooksUpdateCmd) Run(e *env) error {
 	var ch keystore.EndpointChange
 	if c.URL != nil {
 		if err := (&webhook.Guard{AllowLinkLocal: c.AllowLinkLocal}).CheckURL(e.ctx, *c.URL); err != nil {
-			return webhookError(err)
+			return urlError(err)
 		}
 		ch.URL = c.URL
 	}

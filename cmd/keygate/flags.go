@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
@@ -162,6 +163,19 @@ var flagOfField = map[string]string{
 	"from":          "--from",
 	"to":            "--to",
 	"step":          "--step",
+	"url":           "--url",
+	"event_types":   "--event",
+	"overlap":       "--overlap",
+}
+
+// flagError is err, when it is a keystore validation error, as a usage
+// error naming the flag behind its field (exit 2); nil otherwise.
+func flagError(err error) error {
+	var ve *keystore.ValidationError
+	if !errors.As(err, &ve) {
+		return nil
+	}
+	return usageError("%s: %s", cmp.Or(flagOfField[ve.Field], ve.Field), ve.Problem)
 }
 
 // oneLineError flattens pgx's multi-line connection errors.
@@ -171,15 +185,10 @@ func oneLineError(err error) string { return oneLine(err.Error()) }
 // is a usage error naming the flag (exit 2); the rest exit 1.
 // A missing schema's message names the database f reaches.
 func (f dbFlags) storeError(err error, id string) error {
-	var ve *keystore.ValidationError
 	var fileErr *sqlite.FileError
-	switch {
-	case errors.As(err, &ve):
-		name := flagOfField[ve.Field]
-		if name == "" {
-			name = ve.Field
-		}
-		return usageError("%s: %s", name, ve.Problem)
+	switch fe := flagError(err); {
+	case fe != nil:
+		return fe
 	case errors.Is(err, keystore.ErrNotFound):
 		return fmt.Errorf("no key with id %s", id)
 	case keystore.IsNoSchema(err):
