@@ -328,7 +328,7 @@ func (d database) migrate(ctx context.Context, b keystore.Backend, logger *slog.
 type replicaFlags struct {
 	DatabaseReadURL    string   `group:"store" name:"database-read-url" placeholder:"URL" help:"Hot standbys of the --database-url's primary that may answer lookups of keys not cached, one URL with one or several hosts (postgres://standby1,standby2/keygate); a lookup that follows a change is answered by a standby only once it has replayed the change, otherwise by the primary. Writes, LISTEN and the change poll stay on the primary."`
 	DatabaseListenURL  string   `group:"store" name:"database-listen-url" placeholder:"URL" help:"A direct connection to the primary for LISTEN (change notifications), when --database-url goes through PgBouncer in transaction mode, where LISTEN cannot work (default: --database-url)."`
-	DatabaseReadMaxLag duration `group:"store" name:"database-read-max-lag" default:"${read_max_lag}" placeholder:"DURATION" help:"A standby whose replay lags what it has received by more than this answers no lookups until it catches up (default ${default})."`
+	DatabaseReadMaxLag duration `group:"store" name:"database-read-max-lag" default:"${read_max_lag}" placeholder:"DURATION" help:"A standby whose replay lags what it has received by more than this answers no lookups until it catches up."`
 }
 
 // apply checks the flags, before any I/O, into db.

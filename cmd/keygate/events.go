@@ -25,10 +25,10 @@ import (
 // eventFlags configure events out: webhooks, expiry warnings and the leak
 // intake; serve and dev share them.
 type eventFlags struct {
-	ExpiryLeads           []string `group:"events" name:"expiry-leads" default:"14d,3d,1d" placeholder:"DURATION,…" help:"Lead times of key.expiring warnings: one event per key and lead time, and key.expired when it passes (default ${default})."`
+	ExpiryLeads           []string `group:"events" name:"expiry-leads" default:"14d,3d,1d" placeholder:"DURATION,…" help:"Lead times of key.expiring warnings: one event per key and lead time, and key.expired when it passes."`
 	ExpiryInterval        duration `group:"events" name:"expiry-interval" default:"1m" hidden:"" help:"Interval of the expiry warnings' pass (and the expiring-keys gauge)."`
 	WebhookAllowLinkLocal bool     `group:"events" name:"webhook-allow-link-local" help:"Let webhooks reach link-local and cloud metadata addresses (169.254.169.254 …), refused otherwise."`
-	LeaksPolicy           string   `group:"events" name:"leaks-policy" enum:"revoke,disable,notify" default:"revoke" help:"What a leak report (POST /v1/leaks) does to a key of this store it names: revoke, disable or notify (default ${default})."`
+	LeaksPolicy           string   `group:"events" name:"leaks-policy" enum:"revoke,disable,notify" default:"revoke" help:"What a leak report (POST /v1/leaks) does to a key of this store it names: revoke, disable or notify."`
 	LeaksGitHubKeysFile   string   `group:"events" name:"leaks-github-keys-file" type:"existingfile" placeholder:"FILE" help:"GitHub's secret scanning public keys, as GitHub serves them (api.github.com/meta/public_keys/secret_scanning): turns on GitHub's partner alerts on POST /v1/leaks."`
 	LeaksGitLabTokenFile  string   `group:"events" name:"leaks-gitlab-token-file" type:"existingfile" placeholder:"FILE" help:"File holding the token GitLab's Token Revocation API sends: turns on GitLab's requests on POST /v1/leaks."`
 }
@@ -407,7 +407,7 @@ type webhooksRotateSecretCmd struct {
 	dbFlags
 	outputFlag
 	ID      string   `arg:"" help:"Endpoint id."`
-	Overlap duration `default:"24h" placeholder:"DURATION" help:"How long the old secret keeps signing too, 0s to 7d (default ${default})."`
+	Overlap duration `default:"24h" placeholder:"DURATION" help:"How long the old secret keeps signing too, 0s to 7d."`
 }
 
 func (c *webhooksRotateSecretCmd) Run(e *env) error {
@@ -427,7 +427,7 @@ type webhooksDeliveriesCmd struct {
 	dbFlags
 	outputFlag
 	ID    string `arg:"" help:"Endpoint id."`
-	Limit int    `default:"50" help:"Most deliveries shown, 1 to 200 (default ${default})."`
+	Limit int    `default:"${page_size}" help:"Most deliveries shown, 1 to ${max_deliveries_page}."`
 }
 
 func (c *webhooksDeliveriesCmd) Run(e *env) error {

@@ -20,12 +20,12 @@ import (
 // limitFlags configure how serve (and dev) enforces keys' limits and keeps
 // their usage.
 type limitFlags struct {
-	LimitStore        string   `group:"limits" enum:"local,redis" default:"local" help:"Where keys' limits are counted: local (each replica its share of every rate, the live replicas counted through the database; approximate) or redis (exact, shared; needs --redis-url) (default ${default})."`
+	LimitStore        string   `group:"limits" enum:"local,redis" default:"local" help:"Where keys' limits are counted: local (each replica its share of every rate, the live replicas counted through the database; approximate) or redis (exact, shared; needs --redis-url)."`
 	RedisURL          string   `group:"limits" name:"redis-url" placeholder:"URL" help:"Redis for --limit-store redis: redis://[user:password@]host:port[/db], or rediss:// for TLS."`
-	RedisTimeout      duration `group:"limits" default:"${redis_timeout}" placeholder:"DURATION" help:"Deadline of one Redis round trip; past it the fallback decides (default ${default})."`
-	LimitFallback     string   `group:"limits" enum:"local,allow,deny" default:"local" help:"While Redis cannot answer, limited keys are: local (counted in this replica's memory, its share of each rate), allow (let through uncounted) or deny (503). A quota seen spent stays refused either way (default ${default})."`
-	HeartbeatInterval duration `group:"limits" default:"${heartbeat_interval}" placeholder:"DURATION" help:"How often a replica records that it serves; the local store divides rates by the replicas seen within three of these (default ${default})."`
-	UsageRetention    duration `group:"limits" default:"${usage_retention}" placeholder:"DURATION" help:"How long usage is kept: per minute for 2 days, per hour for 40 days, then per day until this (default ${default})."`
+	RedisTimeout      duration `group:"limits" default:"${redis_timeout}" placeholder:"DURATION" help:"Deadline of one Redis round trip; past it the fallback decides."`
+	LimitFallback     string   `group:"limits" enum:"local,allow,deny" default:"local" help:"While Redis cannot answer, limited keys are: local (counted in this replica's memory, its share of each rate), allow (let through uncounted) or deny (503). A quota seen spent stays refused either way."`
+	HeartbeatInterval duration `group:"limits" default:"${heartbeat_interval}" placeholder:"DURATION" help:"How often a replica records that it serves; the local store divides rates by the replicas seen within three of these."`
+	UsageRetention    duration `group:"limits" default:"${usage_retention}" placeholder:"DURATION" help:"How long usage is kept: per minute for 2 days, per hour for 40 days, then per day until this."`
 }
 
 // limitDefaults are the kong variables of the limit flags' defaults.

@@ -30,10 +30,10 @@ type cli struct {
 	Serve      serveCmd      `cmd:"" help:"Decide requests for Envoy (gRPC ext_authz and http_service), nginx, Caddy and Traefik until SIGTERM or SIGINT, then drain."`
 	Dev        devCmd        `cmd:"" help:"Run locally in one command, with nothing installed: a throwaway embedded database (or --database-url), a demo key, an admin token, the console, on 127.0.0.1."`
 	Migrate    migrateCmd    `cmd:"" help:"Apply the database schema migrations (idempotent, safe with concurrent replicas)."`
-	Keys       keysCmd       `cmd:"" help:"Manage API keys: create, list, show, update, revoke, disable, enable, rotate, import."`
+	Keys       keysCmd       `cmd:"" help:"Manage API keys: create, list, change, rotate, revoke and delete them, and read their history and usage."`
 	Store      storeCmd      `cmd:"" help:"Act on a store as a whole: copy it to another database (SQLite to PostgreSQL)."`
 	AdminToken adminTokenCmd `cmd:"" name:"admin-token" help:"Make admin tokens for the admin API and the console."`
-	Webhooks   webhooksCmd   `cmd:"" help:"Manage webhook endpoints: create, list, show, update, delete, rotate-secret, deliveries, redeliver."`
+	Webhooks   webhooksCmd   `cmd:"" help:"Manage webhook endpoints: create, change and delete them, rotate their secrets, and read and redeliver their deliveries."`
 	Health     healthCmd     `cmd:"" help:"Ask a running keygate whether it is serving: exit 0 if so, 1 if not (for exec health checks)."`
 	Version    versionCmd    `cmd:"" help:"Print version and build information."`
 }
@@ -150,6 +150,7 @@ func flagDefaults() kong.Vars {
 		"rotate_grace":        flagDuration(admin.DefaultGrace),
 		"page_size":           strconv.Itoa(admin.DefaultPageSize),
 		"max_page_size":       strconv.Itoa(admin.MaxPageSize),
+		"max_deliveries_page": strconv.Itoa(keystore.MaxDeliveriesPage),
 	}
 	maps.Copy(vars, limitDefaults())
 	return vars
