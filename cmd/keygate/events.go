@@ -344,7 +344,7 @@ type webhooksUpdateCmd struct {
 	ID             string   `arg:"" help:"Endpoint id."`
 	URL            *string  `name:"url" help:"A new URL."`
 	Description    *string  `help:"A new description."`
-	Event          []string `placeholder:"TYPE" help:"The event types to send from now on (repeat for several)."`
+	Event          []string `xor:"events" placeholder:"TYPE" help:"The event types to send from now on (repeat for several)."`
 	AllEvents      bool     `xor:"events" help:"Send every event type."`
 	Enable         bool     `xor:"state" help:"Enable the endpoint: its pending deliveries go out."`
 	Disable        bool     `xor:"state" help:"Disable the endpoint: its deliveries wait."`
@@ -360,9 +360,6 @@ func (c *webhooksUpdateCmd) Run(e *env) error {
 		ch.URL = c.URL
 	}
 	ch.Description = c.Description
-	if len(c.Event) > 0 && c.AllEvents {
-		return usageError("--event and --all-events can't be used together")
-	}
 	if len(c.Event) > 0 || c.AllEvents {
 		types := slices.Clone(c.Event)
 		ch.EventTypes = &types
