@@ -218,7 +218,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, envoyPath string
 		method, uri, problem := forwarded(r.Header)
 		if problem != forwardedOK {
 			o := h.core.Refuse(ctx, &authz.Request{Method: r.Method, Source: h.source(r)}, authz.ReasonForwardedHeaders).Outcome
-			if v := r.Header[ModeHeader]; len(v) == 1 && v[0] == ModeNginx {
+			if asksNginx(r) {
 				return h.nginx[o].write(w)
 			}
 			return h.forwardedBy[problem].write(w)
@@ -258,12 +258,17 @@ func (h *Handler) deny(w http.ResponseWriter, r *http.Request, envoy bool, o aut
 		o = authz.Unavailable // a bug can only deny
 	}
 	resp := h.denials[o]
-	if !envoy {
-		if v := r.Header[ModeHeader]; len(v) == 1 && v[0] == ModeNginx {
-			resp = h.nginx[o]
-		}
+	if !envoy && asksNginx(r) {
+		resp = h.nginx[o]
 	}
 	return resp.write(w)
+}
+
+// asksNginx reports whether an /auth request asks for nginx's denials
+// (ModeHeader: ModeNginx, once).
+func asksNginx(r *http.Request) bool {
+	v := r.Header[ModeHeader]
+	return len(v) == 1 && v[0] == ModeNginx
 }
 
 // serveDenial renders the denial that OutcomeHeader names, without
