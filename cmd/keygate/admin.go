@@ -5,11 +5,14 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -220,35 +223,84 @@ func addedHow(file string) string {
 		"revoke its token."
 }
 
-// addTokenEntry appends entry to the tokens file at path, creating it
-// (mode 0600) if needed, after checking that what it holds already is a
-// valid tokens file, so that a mistake never leaves it half-written.
+// addTokenEntry adds entry to the tokens file at path, creating it (mode
+// 0600) if needed, after checking that what it holds already is a valid
+// tokens file, so that a mistake never leaves it half-written. An existing
+// file keeps its comments, mode, owner and links: the entry is appended
+// to the file as it is, once the whole is proven to load; only a file
+// whose list cannot take an appended entry (a flow list like []) is
+// written anew.
 func addTokenEntry(path string, entry admin.TokenEntry) error {
+	added, err := yaml.Marshal([]admin.TokenEntry{entry})
+	if err != nil {
+		return err
+	}
+	old, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return replaceTokensFile(path, added)
+	case err != nil:
+		return usageError("--add-to: %v", err)
+	}
+	tokens, err := admin.LoadTokens(path)
+	if err != nil {
+		return usageError("--add-to: %s", oneLineError(err))
+	}
 	var entries []admin.TokenEntry
-	if _, err := os.Stat(path); err == nil {
-		if _, err := admin.LoadTokens(path); err != nil {
-			return usageError("--add-to: %s", oneLineError(err))
-		}
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return usageError("--add-to: %v", err)
-		}
-		if err := yaml.Unmarshal(b, &entries); err != nil {
-			return usageError("--add-to: %s: %v", path, err)
-		}
+	if err := yaml.Unmarshal(old, &entries); err != nil {
+		return usageError("--add-to: %s: %v", path, err)
 	}
 	for _, e := range entries {
 		if e.Name == entry.Name {
 			return usageError("--add-to: %s has a token named %q already: choose another --name, or delete that entry first", path, entry.Name)
 		}
 	}
-	b, err := yaml.Marshal(append(entries, entry))
+	if len(old) > 0 && old[len(old)-1] != '\n' {
+		added = append([]byte("\n"), added...)
+	}
+	if loads(append(slices.Clip(old), added...), tokens.Len()+1) {
+		f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			return usageError("--add-to: %v", err)
+		}
+		if _, err := f.Write(added); err != nil {
+			f.Close()
+			return usageError("--add-to: %v", err)
+		}
+		return f.Close()
+	}
+	whole, err := yaml.Marshal(append(entries, entry))
 	if err != nil {
 		return err
 	}
+	return replaceTokensFile(path, whole)
+}
+
+// loads reports whether data is a tokens file of n tokens.
+func loads(data []byte, n int) bool {
+	dir, err := os.MkdirTemp("", "keygate-tokens-")
+	if err != nil {
+		return false
+	}
+	defer os.RemoveAll(dir)
+	check := filepath.Join(dir, "tokens.yaml")
+	if os.WriteFile(check, data, 0o600) != nil {
+		return false
+	}
+	t, err := admin.LoadTokens(check)
+	return err == nil && t.Len() == n
+}
+
+// replaceTokensFile writes a whole tokens file (mode 0600) through a
+// temporary file renamed over it.
+func replaceTokensFile(path string, data []byte) error {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	if err := os.WriteFile(tmp, data, 0o600); err != nil {
 		return usageError("--add-to: %v", err)
 	}
-	return os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return usageError("--add-to: %v", err)
+	}
+	return nil
 }

@@ -271,7 +271,8 @@ func TestServeRefusesBadAdminAddr(t *testing.T) {
 
 // TestAdminTokenAddTo: --add-to writes the entry into a tokens file that
 // serve accepts, creating it readable by its owner only, appends to it,
-// refuses a second token of one name, and never half-writes a bad file.
+// refuses a second token of one name, never half-writes a bad file, and
+// leaves an existing file's comments, mode and link as they were.
 func TestAdminTokenAddTo(t *testing.T) {
 	t.Parallel()
 	file := filepath.Join(t.TempDir(), "tokens.yaml")
@@ -300,5 +301,34 @@ func TestAdminTokenAddTo(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(bad); string(after) != "- name: x\n  sha256: nope\n" {
 		t.Fatalf("a bad tokens file was changed: %q", after)
+	}
+	// An operator's file keeps its comments, its mode and its link; a flow
+	// list ([]) is written anew.
+	dir := t.TempDir()
+	kept := filepath.Join(dir, "kept.yaml")
+	os.WriteFile(kept, append([]byte("# rotated every quarter\n"), b...), 0o640)
+	link := filepath.Join(dir, "link.yaml")
+	if err := os.Symlink(kept, link); err != nil {
+		t.Fatal(err)
+	}
+	if r := runWithEnv(t, nil, "admin-token", "new", "--name", "deploy", "--add-to", link); r.code != 0 {
+		t.Fatalf("--add-to a link: exit %d %s", r.code, r.stderr)
+	}
+	after, _ := os.ReadFile(kept)
+	st, _ := os.Stat(kept)
+	if lst, _ := os.Lstat(link); lst.Mode()&os.ModeSymlink == 0 || st.Mode().Perm() != 0o640 ||
+		!strings.HasPrefix(string(after), "# rotated every quarter\n") || strings.Count(string(after), "name:") != 3 {
+		t.Fatalf("the file behind the link: mode %v, %q (link kept: %v)", st.Mode().Perm(), after, lst.Mode()&os.ModeSymlink != 0)
+	}
+	if tokens, err := admin.LoadTokens(kept); err != nil || tokens.Len() != 3 {
+		t.Fatalf("the appended file: %v", err)
+	}
+	flow := filepath.Join(dir, "flow.yaml")
+	os.WriteFile(flow, []byte("[]\n"), 0o600)
+	if r := runWithEnv(t, nil, "admin-token", "new", "--name", "first", "--add-to", flow); r.code != 0 {
+		t.Fatalf("--add-to an empty flow list: exit %d %s", r.code, r.stderr)
+	}
+	if tokens, err := admin.LoadTokens(flow); err != nil || tokens.Len() != 1 {
+		t.Fatalf("the flow list written anew: %v", err)
 	}
 }
