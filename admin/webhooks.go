@@ -209,9 +209,11 @@ func (s *Server) checkWebhookURL(ctx context.Context, members map[string]json.Ra
 		errs.add("url", "required: the http(s) URL events are sent to")
 		return
 	}
-	_, err := keystore.ValidateEndpointURL(url)
-	if err == nil && s.events.CheckURL != nil {
-		err = s.events.CheckURL(ctx, url)
+	var err error
+	if s.events.CheckURL != nil {
+		err = s.events.CheckURL(ctx, url) // what the URL says, then where it leads
+	} else {
+		_, err = keystore.ValidateEndpointURL(url)
 	}
 	if err != nil {
 		if len(validationErrors(err)) == 0 {
