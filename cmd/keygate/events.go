@@ -25,7 +25,7 @@ import (
 // eventFlags configure events out: webhooks, expiry warnings and the leak
 // intake; serve and dev share them.
 type eventFlags struct {
-	ExpiryLeads           []string `group:"events" name:"expiry-leads" default:"14d,3d,1d" placeholder:"DURATION,…" help:"Lead times of key.expiring warnings: one event per key and lead time, and key.expired when it passes."`
+	ExpiryLeads           []string `group:"events" name:"expiry-leads" default:"14d,3d,1d" placeholder:"DURATION" help:"Lead times of key.expiring warnings: one event per key and lead time, and key.expired when it passes."`
 	ExpiryInterval        duration `group:"events" name:"expiry-interval" default:"1m" hidden:"" help:"Interval of the expiry warnings' pass (and the expiring-keys gauge)."`
 	WebhookAllowLinkLocal bool     `group:"events" name:"webhook-allow-link-local" help:"Let webhooks reach link-local and cloud metadata addresses (169.254.169.254 …), refused otherwise."`
 	LeaksPolicy           string   `group:"events" name:"leaks-policy" enum:"revoke,disable,notify" default:"revoke" help:"What a leak report (POST /v1/leaks) does to a key of this store it names: revoke, disable or notify."`
