@@ -35,7 +35,7 @@ func BenchmarkCheck(b *testing.B) {
 		"deny-invalid": {"x-api-key": "kg_not-a-key"},
 	}
 	for name, headers := range cases {
-		req := envoyRequest("GET", "/api/v1/projects/42/builds?page=2", headers, nil)
+		req := viewFor(envoyRequest("GET", "/api/v1/projects/42/builds?page=2", headers, nil))
 		b.Run(name, func(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
@@ -46,7 +46,7 @@ func BenchmarkCheck(b *testing.B) {
 			}
 		})
 	}
-	req := envoyRequest("GET", "/api/v1/projects/42", map[string]string{"x-api-key": w.Plain.Secret}, map[string]string{"module": "projects"})
+	req := viewFor(envoyRequest("GET", "/api/v1/projects/42", map[string]string{"x-api-key": w.Plain.Secret}, map[string]string{"module": "projects"}))
 	b.Run("allow-route-module", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -69,7 +69,7 @@ func BenchmarkCheck(b *testing.B) {
 	})
 	// The client's address from X-Forwarded-For (--xff-trusted-hops 0).
 	xff := New(s.core, Options{TrustXFF: true})
-	req = envoyRequest("GET", "/api/v1/projects/42/builds?page=2", map[string]string{"x-api-key": w.Plain.Secret}, nil)
+	req = viewFor(envoyRequest("GET", "/api/v1/projects/42/builds?page=2", map[string]string{"x-api-key": w.Plain.Secret}, nil))
 	b.Run("allow-xff", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
@@ -105,8 +105,8 @@ func BenchmarkCheckTraced(b *testing.B) {
 		c.Tracer = tp.Tracer("bench")
 		c.Now = nil
 	})
-	req := envoyRequest("GET", "/api/v1/projects/42/builds?page=2", map[string]string{"x-api-key": w.Plain.Secret,
-		"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, nil)
+	req := viewFor(envoyRequest("GET", "/api/v1/projects/42/builds?page=2", map[string]string{"x-api-key": w.Plain.Secret,
+		"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, nil))
 	b.Run("allow", func(b *testing.B) {
 		ctx := context.Background()
 		b.ReportAllocs()

@@ -284,7 +284,7 @@ func TestSharedAllowResponses(t *testing.T) {
 	w := authztest.NewWorld(t)
 	s := newTestServer(t, w.Lookup, nil)
 	shared := func(req *authv3.CheckRequest) *authv3.CheckResponse {
-		return s.respond(context.Background(), req).CheckResponse
+		return s.respond(context.Background(), viewFor(req)).CheckResponse
 	}
 	plain := envoyRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.Plain.Secret}, nil)
 	first := shared(plain)

@@ -4,6 +4,8 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/internal/authztest"
 	"github.com/keygate/keygate/internal/envoytest"
@@ -32,3 +34,10 @@ var (
 	envoyRequest = envoytest.CheckRequest
 	rawRequest   = envoytest.RawCheckRequest
 )
+
+// viewFor is the view Server.respond reads of req.
+func viewFor(req *authv3.CheckRequest) *requestView {
+	v := new(requestView)
+	viewOf(req, v)
+	return v
+}

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	protocodec "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 )
 
 // MaxRequestSize is the largest CheckRequest NewGRPCServer receives
@@ -69,25 +70,29 @@ func checkHandler(srv any, ctx context.Context, dec func(any) error, interceptor
 		// gRPC error, which Envoy's failure_mode_allow would let through.
 		return s.undecodable(ctx), nil
 	}
-	in := &input.req
 	if interceptor == nil {
-		return s.respond(ctx, in), nil
+		return s.respond(ctx, &input.view), nil
 	}
-	// Interceptors see proto messages: the request, and the shared response
-	// (a proto.Message they must not modify).
+	// Interceptors see proto messages: the request (empty when the codec
+	// read its view straight from the wire; keygate's interceptors count,
+	// they do not read it), and the shared response (a proto.Message they
+	// must not modify).
 	info := &grpc.UnaryServerInfo{Server: srv, FullMethod: authv3.Authorization_Check_FullMethodName}
-	return interceptor(ctx, in, info, func(ctx context.Context, req any) (any, error) {
-		return s.respond(ctx, req.(*authv3.CheckRequest)), nil
+	return interceptor(ctx, &input.req, info, func(ctx context.Context, _ any) (any, error) {
+		return s.respond(ctx, &input.view), nil
 	})
 }
 
-// checkInput is what the Check handler decodes into: the request, or the
-// fact that it could not be decoded. gRPC answers a decoding error itself,
-// with a gRPC error, before the handler can say anything; the codec
-// reports it here instead, so that the handler answers with a denial.
+// checkInput is what the Check handler decodes into: the view of the
+// request a decision reads, or the fact that it could not be decoded.
+// gRPC answers a decoding error itself, with a gRPC error, before the
+// handler can say anything; the codec reports it here instead, so that the
+// handler answers with a denial.
 type checkInput struct {
-	req         authv3.CheckRequest
+	view        requestView
+	req         authv3.CheckRequest // decoded by proto.Unmarshal when decodeView declined
 	undecodable bool
+	headers     [16]headerField // view.headers' first backing array
 }
 
 // codec is the server codec: protobuf, with *response sent as encoded and
@@ -109,12 +114,23 @@ func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 }
 
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
-	if in, ok := v.(*checkInput); ok {
-		if err := c.fallback.Unmarshal(data, &in.req); err != nil {
-			in.req.Reset()
-			in.undecodable = true
-		}
+	in, ok := v.(*checkInput)
+	if !ok {
+		return c.fallback.Unmarshal(data, v)
+	}
+	// A copy of its own (gRPC reuses data's buffers), which the view's
+	// strings point into.
+	b := data.Materialize()
+	in.view.headers = in.headers[:0]
+	if decodeView(b, &in.view) {
 		return nil
 	}
-	return c.fallback.Unmarshal(data, v)
+	in.view = requestView{}
+	if err := proto.Unmarshal(b, &in.req); err != nil {
+		in.req.Reset()
+		in.undecodable = true
+		return nil
+	}
+	viewOf(&in.req, &in.view)
+	return nil
 }

@@ -76,7 +76,7 @@ func BenchmarkCheckLimits(b *testing.B) {
 			ctx := context.Background()
 			b.ReportAllocs()
 			for b.Loop() {
-				if r := s.respond(ctx, req); r.GetStatus().GetCode() != 0 {
+				if r := s.respond(ctx, viewFor(req)); r.GetStatus().GetCode() != 0 {
 					b.Fatalf("denied: %v", r)
 				}
 			}

@@ -59,12 +59,14 @@ func New(core *authz.Server, opts Options) *Server {
 // The response is the caller's to keep and change (NewGRPCServer's service
 // shares and pre-encodes responses instead).
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	return proto.Clone(s.respond(ctx, req).CheckResponse).(*authv3.CheckResponse), nil
+	var v requestView
+	viewOf(req, &v)
+	return proto.Clone(s.respond(ctx, &v).CheckResponse).(*authv3.CheckResponse), nil
 }
 
 // respond decides and returns the response, encoded already when it is one
 // of the shared ones.
-func (s *Server) respond(ctx context.Context, req *authv3.CheckRequest) (resp *response) {
+func (s *Server) respond(ctx context.Context, req *requestView) (resp *response) {
 	defer func() {
 		// The decision recovers its own panics; this is for the
 		// translation around it.
@@ -95,13 +97,12 @@ func (s *Server) undecodable(ctx context.Context) *response {
 	return s.denials[s.core.Refuse(ctx, &authz.Request{}, authz.ReasonUndecodable).Outcome]
 }
 
-// read translates a CheckRequest into r.
-func (s *Server) read(r *authz.Request, req *authv3.CheckRequest) {
-	attrs := req.GetAttributes()
-	httpReq := attrs.GetRequest().GetHttp()
+// read translates a CheckRequest's view into r.
+func (s *Server) read(r *authz.Request, req *requestView) {
 	var method, path string // the pseudo-headers: the fallback for an empty method or path
 	var xff forwardedFor
-	header := func(name, value string) {
+	for _, h := range req.fields() {
+		name, value := h.name, h.value
 		if len(name) > 0 && name[0] == ':' {
 			switch name {
 			case ":method":
@@ -109,35 +110,22 @@ func (s *Server) read(r *authz.Request, req *authv3.CheckRequest) {
 			case ":path":
 				path = value
 			}
-			return
+			continue
 		}
 		if s.trustXFF && len(name) == len("x-forwarded-for") && strings.EqualFold(name, "x-forwarded-for") {
 			xff.add(value)
 		}
 		s.core.ReadHeader(r, name, value)
 	}
-	if raw := httpReq.GetHeaderMap().GetHeaders(); len(raw) > 0 {
-		for _, h := range raw {
-			v := h.GetValue()
-			if len(h.GetRawValue()) > 0 {
-				v = string(h.GetRawValue())
-			}
-			header(h.GetKey(), v)
-		}
-	} else {
-		for k, v := range httpReq.GetHeaders() {
-			header(k, v)
-		}
-	}
-	r.Method, r.Path = httpReq.GetMethod(), httpReq.GetPath()
+	r.Method, r.Path = req.method, req.path
 	if r.Method == "" {
 		r.Method = method
 	}
 	if r.Path == "" {
 		r.Path = path
 	}
-	r.Module = attrs.GetContextExtensions()["module"]
-	if a, err := netip.ParseAddr(attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()); err == nil {
+	r.Module = req.module
+	if a, err := netip.ParseAddr(req.source); err == nil {
 		r.Source = a.Unmap()
 	}
 	if s.trustXFF {

@@ -73,7 +73,7 @@ func TestSourceFromXFF(t *testing.T) {
 	for _, c := range cases {
 		req := envoyRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.Restricted.Secret, "x-forwarded-for": c.xff}, nil)
 		req.Attributes.Source.Address.GetSocketAddress().Address = c.peer
-		resp := s.respond(context.Background(), req)
+		resp := s.respond(context.Background(), viewFor(req))
 		if got := resp.GetStatus().GetCode(); got != int32(c.want.GRPCCode()) || (c.want != authz.Allow) != (resp.GetDeniedResponse() != nil) {
 			t.Errorf("%s: %v, want %s", c.name, resp.GetStatus(), c.want)
 		}
@@ -81,7 +81,7 @@ func TestSourceFromXFF(t *testing.T) {
 	// Without TrustXFF the header means nothing.
 	plain := New(core, Options{})
 	req := envoyRequest("GET", "/api/v1/projects", map[string]string{"x-api-key": w.Restricted.Secret, "x-forwarded-for": "198.51.100.7"}, nil)
-	if resp := plain.respond(context.Background(), req); resp.GetDeniedResponse() == nil {
+	if resp := plain.respond(context.Background(), viewFor(req)); resp.GetDeniedResponse() == nil {
 		t.Fatal("X-Forwarded-For was believed without TrustXFF")
 	}
 }
