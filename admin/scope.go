@@ -28,7 +28,7 @@ func ScopeProblem(pol *policy.Policy, scope string) string {
 		return ""
 	}
 	module, _, _ := strings.Cut(scope, ":") // ValidateScope: a module name, safe to repeat
-	switch access, ok := pol.Access(module); {
+	switch _, access, ok := pol.Access(module); {
 	case !ok:
 		return "no module " + module + " in the policy" + openModules(pol)
 	case access != policy.AccessAllow:

@@ -194,7 +194,7 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	}
 	module, restricted := route.Module, route.Restricted
 	if r.Module != "" {
-		access, ok := s.policy.Access(r.Module)
+		name, access, ok := s.policy.Access(r.Module)
 		if !ok {
 			// Envoy names a module the policy does not know: the two
 			// configurations disagree, so refuse rather than guess.
@@ -202,8 +202,10 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 		}
 		// The route names a known module: it decides, unless some reading
 		// of the path lands in a closed module (the policy's default for
-		// paths in no module does not override the route).
-		module = r.Module
+		// paths in no module does not override the route). The policy's
+		// own name is what the decision keeps (in shared responses and
+		// their cache): r.Module may point into the request's buffer.
+		module = name
 		restricted = route.RestrictedModule != "" || access != policy.AccessAllow
 	}
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/keygate/keygate/internal/authztest"
 	"github.com/keygate/keygate/keystore"
@@ -194,6 +195,34 @@ func TestIdentity(t *testing.T) {
 	id = s.Identity(&d)
 	if id.Headers[2].Value != "projects:read" || id.Headers[3].Value != "projects" || !slices.Equal(id.Remove, []string{"authorization"}) {
 		t.Fatalf("headers %v, removals %v", id.Headers, id.Remove)
+	}
+}
+
+// What a decision keeps past its request (shared responses and their
+// cache, keyed by module) holds none of the request's strings, which may
+// point into a buffer as large as the request (extauthz reads a
+// CheckRequest's strings in place): the module is the policy's own.
+func TestDecisionKeepsNoRequestString(t *testing.T) {
+	w := authztest.NewWorld(t)
+	s := newTestServer(t, w.Lookup, nil)
+	buffer := []byte("projects")
+	module := unsafe.String(&buffer[0], len(buffer))
+	d := s.decideRequest("GET", "/api/v1/projects/7", map[string]string{"x-api-key": w.Plain.Secret}, module)
+	if d.Outcome != Allow || d.Module != "projects" {
+		t.Fatalf("outcome %s (%s), module %q", d.Outcome, d.Reason, d.Module)
+	}
+	inBuffer := func(v string) bool {
+		p := uintptr(unsafe.Pointer(unsafe.StringData(v)))
+		start := uintptr(unsafe.Pointer(&buffer[0]))
+		return v != "" && p >= start && p < start+uintptr(len(buffer))
+	}
+	if inBuffer(d.Module) {
+		t.Fatal("the decision's module is the request's string")
+	}
+	for _, f := range s.Identity(&d).Headers {
+		if inBuffer(f.Value) {
+			t.Fatalf("identity header %s holds the request's string", f.Name)
+		}
 	}
 }
 

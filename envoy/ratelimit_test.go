@@ -180,7 +180,7 @@ func routeRateLimitAssertions(vh *routev3.VirtualHost, cfg *yamlRoot, md *struct
 			continue // reported elsewhere, or public: no key
 		}
 		if m := per.GetCheckSettings().GetContextExtensions()["module"]; m != "" {
-			if access, _ := pol.Access(m); access != policy.AccessAllow {
+			if _, access, _ := pol.Access(m); access != policy.AccessAllow {
 				continue // keygate allows no request there
 			}
 		}

@@ -95,16 +95,19 @@ func (p *Policy) Module(name string) (m Module, ok bool) {
 
 // Access returns whether API keys may use the module with this exact
 // name, without copying anything: the decision path's form of Module. ok is
-// false if the policy has no such module.
-func (p *Policy) Access(name string) (a Access, ok bool) {
+// false if the policy has no such module. module is the policy's own
+// string for the name, which a caller may keep where it would not keep
+// name (a decision's shared responses outlive the request buffer that an
+// adapter's name may point into).
+func (p *Policy) Access(name string) (module string, a Access, ok bool) {
 	if p == nil {
-		return AccessDeny, false
+		return "", AccessDeny, false
 	}
 	i, ok := p.byName[name]
 	if !ok {
-		return AccessDeny, false
+		return "", AccessDeny, false
 	}
-	return p.mods[i].APIKeys, true
+	return p.mods[i].Name, p.mods[i].APIKeys, true
 }
 
 // DryRun reports whether the module is in dry run (false for a module the
