@@ -254,8 +254,10 @@ func queryKey(ctx context.Context, q querier, scan pgx.RowToFunc[*keystore.Key],
 
 // decisionColumns are the columns the decision needs, scanned by
 // scanRecord into a Record: what the decision path's reads select.
+// Empty restrictions and metadata (most keys') come as NULL: nothing for
+// the driver to decode.
 const decisionColumns = `id::text, account_id, scopes, expires_at, revoked_at IS NOT NULL, disabled_at IS NOT NULL, updated_at,
-	allowed_cidrs, metadata, limits::text`
+	NULLIF(allowed_cidrs, '{}'), NULLIF(metadata, '{}'::jsonb), limits::text`
 
 // scanRecord scans decisionColumns, then extra.
 func scanRecord(row pgx.CollectableRow, extra ...any) (*keystore.Record, error) {
