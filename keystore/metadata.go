@@ -1,6 +1,7 @@
 package keystore
 
 import (
+	"encoding/json"
 	"fmt"
 	"maps"
 	"strings"
@@ -108,4 +109,20 @@ func (c *MetadataChange) apply(m map[string]string) (map[string]string, error) {
 		delete(out, k)
 	}
 	return NormalizeMetadata(out)
+}
+
+// UnmarshalMetadata reads metadata as the stores keep it, a JSON object
+// ("{}" for none, most keys' case, read without decoding): nil for none.
+func UnmarshalMetadata(s string) (map[string]string, error) {
+	if s == "" || s == "{}" {
+		return nil, nil
+	}
+	var m map[string]string
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		return nil, fmt.Errorf("stored metadata: %w", err)
+	}
+	if len(m) == 0 {
+		return nil, nil
+	}
+	return m, nil
 }

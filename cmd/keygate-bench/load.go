@@ -32,7 +32,7 @@ type verifier func(*authv3.CheckResponse) error
 // allowed accepts status code 0.
 func allowed(r *authv3.CheckResponse) error {
 	if c := r.GetStatus().GetCode(); c != 0 {
-		return fmt.Errorf("denied: status code %d %s", c, r.GetStatus().GetMessage())
+		return fmt.Errorf("denied: status code %d %s %s", c, r.GetStatus().GetMessage(), r.GetDeniedResponse().GetBody())
 	}
 	return nil
 }

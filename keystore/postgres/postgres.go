@@ -254,20 +254,23 @@ func queryKey(ctx context.Context, q querier, scan pgx.RowToFunc[*keystore.Key],
 
 // decisionColumns are the columns the decision needs, scanned by
 // scanRecord into a Record: what the decision path's reads select.
-// Empty restrictions and metadata (most keys') come as NULL: nothing for
-// the driver to decode.
+// Metadata and limits come as text, so that most keys' ("{}") are not
+// decoded.
 const decisionColumns = `id::text, account_id, scopes, expires_at, revoked_at IS NOT NULL, disabled_at IS NOT NULL, updated_at,
-	NULLIF(allowed_cidrs, '{}'), NULLIF(metadata, '{}'::jsonb), limits::text`
+	allowed_cidrs, metadata::text, limits::text`
 
 // scanRecord scans decisionColumns, then extra.
 func scanRecord(row pgx.CollectableRow, extra ...any) (*keystore.Record, error) {
 	var f keystore.RecordFields
-	var limits string
+	var metadata, limits string
 	if err := row.Scan(append([]any{&f.ID, &f.AccountID, &f.Scopes, &f.ExpiresAt, &f.Revoked, &f.Disabled, &f.UpdatedAt,
-		&f.AllowedCIDRs, &f.Metadata, &limits}, extra...)...); err != nil {
+		&f.AllowedCIDRs, &metadata, &limits}, extra...)...); err != nil {
 		return nil, err
 	}
 	var err error
+	if f.Metadata, err = keystore.UnmarshalMetadata(metadata); err != nil {
+		return nil, fmt.Errorf("key %s: %w", f.ID, err)
+	}
 	if f.Limits, err = keystore.UnmarshalLimits(limits); err != nil {
 		return nil, fmt.Errorf("key %s: %w", f.ID, err)
 	}

@@ -52,7 +52,7 @@ func scanKey(row scanner, shown bool) (*keystore.Key, error) {
 	if k.AllowedCIDRs, err = splitPrefixes(cidrs); err != nil {
 		return nil, fmt.Errorf("key %s: %w", k.ID, err)
 	}
-	if k.Metadata, err = parseMetadata(metadata); err != nil {
+	if k.Metadata, err = keystore.UnmarshalMetadata(metadata); err != nil {
 		return nil, fmt.Errorf("key %s: %w", k.ID, err)
 	}
 	if k.Limits, err = keystore.UnmarshalLimits(limits); err != nil {
@@ -106,7 +106,7 @@ func scanRecord(row scanner, extra ...any) (*keystore.Record, error) {
 	if f.AllowedCIDRs, err = splitPrefixes(cidrs); err != nil {
 		return nil, fmt.Errorf("key %s: %w", f.ID, err)
 	}
-	if f.Metadata, err = parseMetadata(metadata); err != nil {
+	if f.Metadata, err = keystore.UnmarshalMetadata(metadata); err != nil {
 		return nil, fmt.Errorf("key %s: %w", f.ID, err)
 	}
 	if f.Limits, err = keystore.UnmarshalLimits(limits); err != nil {

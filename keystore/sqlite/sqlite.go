@@ -345,21 +345,6 @@ func metadataText(m map[string]string) (string, error) {
 	return string(b), err
 }
 
-// parseMetadata reads stored metadata (nil for none).
-func parseMetadata(s string) (map[string]string, error) {
-	if s == "" || s == "{}" {
-		return nil, nil
-	}
-	var m map[string]string
-	if err := json.Unmarshal([]byte(s), &m); err != nil {
-		return nil, fmt.Errorf("stored metadata: %w", err)
-	}
-	if len(m) == 0 {
-		return nil, nil
-	}
-	return m, nil
-}
-
 // hub delivers the notices of this backend's commits to its listeners.
 type hub struct {
 	mu        sync.Mutex
