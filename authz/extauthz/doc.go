@@ -25,4 +25,13 @@
 // immutable responses built and encoded once and shared (authz.Grants);
 // NewGRPCServer's codec sends their bytes as they are, so that the cached
 // decision path allocates nothing of its own.
+//
+// The codec also reads a CheckRequest without building it: decodeView
+// takes the fields a decision reads straight from the wire (strings point
+// into one copy of the message), checking the whole message as
+// proto.Unmarshal would (wire format, UTF-8 of every string field) and
+// reading it as proto.Unmarshal would (repeated messages merge, a map keeps
+// a name's last entry, a oneof member replaces another). What it does not
+// mirror exactly it leaves to proto.Unmarshal; FuzzDecodeView holds the
+// two to the same reading. Interceptors see an empty CheckRequest then.
 package extauthz

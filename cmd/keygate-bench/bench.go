@@ -181,6 +181,9 @@ func (s *setup) runMode(ctx context.Context, mode string, stdout io.Writer) erro
 		refArgs = []string{"--database-url", serverURL(s.dbURL, refApp, s.cfg.poolSize)}
 	case "forward-auth":
 		refKind, refName = httpBaselineKind, "net/http"
+		if cfg.httpRef == "identity" {
+			refName, refArgs = "net/http+id", []string{"-identity"}
+		}
 	}
 	progress(s.stderr, "%s path: starting the servers", mode)
 	ref, err := startReference(ctx, s.self, refKind, refArgs, s.env)

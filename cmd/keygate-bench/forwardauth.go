@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -20,15 +21,36 @@ import (
 // keygate's --http-addr.
 const httpBaselineKind = "http-baseline-server"
 
-// runHTTPBaseline serves the empty handler until ctx ends.
-func runHTTPBaseline(ctx context.Context, addr string, stdout io.Writer) error {
+// identityFields are the fields of keygate's /auth allow for a key
+// without scopes, limits or metadata under the example policy (each
+// checks that keygate's answers have these): what --http-reference
+// identity answers.
+var identityFields = [][2]string{
+	{"Content-Length", "0"}, {"Ratelimit", ""}, {"Ratelimit-Policy", ""},
+	{"X-Keygate-Account-Id", "keygate-bench"}, {"X-Keygate-Dry-Run", ""},
+	{"X-Keygate-Key-Id", "019aee3c-1b6f-7c33-9a52-5c1e3b1f2a47"}, {"X-Keygate-Module", "projects"},
+	{"X-Keygate-Scopes", ""},
+}
+
+// runHTTPBaseline serves the reference handler until ctx ends: empty, or
+// answering with identityFields.
+func runHTTPBaseline(ctx context.Context, addr string, identity bool, stdout io.Writer) error {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
+	handler := func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) }
+	if identity {
+		handler = func(w http.ResponseWriter, _ *http.Request) {
+			h := w.Header()
+			for _, f := range identityFields {
+				h[f[0]] = []string{f[1]}
+			}
+			w.WriteHeader(http.StatusOK)
+		}
+	}
 	// keygate's HTTP server settings (cmd/keygate serve).
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second,
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(handler)}
 	errs := make(chan error, 1)
 	go func() { errs <- srv.Serve(lis) }()
 	if err := json.NewEncoder(stdout).Encode(readyLine{Addr: lis.Addr().String(), GC: readGCInfo()}); err != nil {
@@ -80,6 +102,9 @@ type httpTarget struct {
 	client  *http.Client
 	reqs    []*http.Request // one per key
 	keygate bool            // the answer must carry the identity headers
+	// checkFields: each is running, and keygate's answers are compared
+	// with identityFields (the load itself does not pay for it).
+	checkFields bool
 }
 
 // newHTTPTarget asks http://addr/auth with one request per secret over
@@ -119,11 +144,36 @@ func (t *httpTarget) call(ctx context.Context, _, i int) error {
 		return fmt.Errorf("denied: HTTP %d", resp.StatusCode)
 	case t.keygate && resp.Header.Get("X-Keygate-Key-Id") == "":
 		return errors.New("200 without identity headers")
+	case t.keygate && t.checkFields:
+		return sameFields(resp.Header)
 	}
 	return nil
 }
 
+// sameFields checks that keygate's allow has the fields identityFields
+// has (Date aside), so that --http-reference identity answers as much.
+func sameFields(h http.Header) error {
+	var got, want []string
+	for name := range h {
+		if name != "Date" {
+			got = append(got, name)
+		}
+	}
+	for _, f := range identityFields {
+		want = append(want, f[0])
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		return fmt.Errorf("keygate's allow has the fields %v, --http-reference identity answers with %v", got, want)
+	}
+	return nil
+}
+
+// each checks every answer, and the fields of keygate's (see sameFields).
 func (t *httpTarget) each(ctx context.Context, n int, timeout time.Duration) error {
+	t.checkFields = true
+	defer func() { t.checkFields = false }()
 	return eachRequest(ctx, t, len(t.reqs), n, timeout)
 }
 

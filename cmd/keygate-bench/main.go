@@ -48,10 +48,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 			fs.SetOutput(stderr)
 			addr := fs.String("addr", "127.0.0.1:0", "listen address")
+			identity := fs.Bool("identity", false, "answer with the fields of keygate's allow")
 			if err := fs.Parse(args[1:]); err != nil {
 				return err
 			}
-			return runHTTPBaseline(ctx, *addr, stdout)
+			return runHTTPBaseline(ctx, *addr, *identity, stdout)
 		}
 	}
 	cfg, err := parseFlags(args, stderr)
@@ -80,6 +81,7 @@ type config struct {
 	gogc        string
 	gomemlimit  string
 	limits      []string // every seeded key's rates (--limit)
+	httpRef     string   // forward-auth's reference: empty or identity
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -114,6 +116,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		cfg.limits = append(cfg.limits, s)
 		return nil
 	})
+	fs.StringVar(&cfg.httpRef, "http-reference", "empty", "forward-auth's reference handler: empty (answers 200 and nothing else) or identity (answers 200 with the fields keygate's allow has, values included: what the answer itself costs net/http and the client)")
 	fs.StringVar(&cfg.gogc, "gogc", "", "GOGC for every server (default: inherited, usually unset)")
 	fs.StringVar(&cfg.gomemlimit, "gomemlimit", "", "GOMEMLIMIT for every server (default: inherited, usually unset)")
 	if err := fs.Parse(args); err != nil {
@@ -129,6 +132,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 	switch {
 	case !slices.Contains([]string{"all", "cached", "uncached", "forward-auth"}, cfg.mode):
 		return nil, fmt.Errorf("--mode: %q is not all, cached, uncached or forward-auth", cfg.mode)
+	case cfg.httpRef != "empty" && cfg.httpRef != "identity":
+		return nil, fmt.Errorf("--http-reference: %q is not empty or identity", cfg.httpRef)
 	case cfg.store != "postgres" && cfg.store != "sqlite":
 		return nil, fmt.Errorf("--store: %q is not postgres or sqlite", cfg.store)
 	case cfg.store == "sqlite" && cfg.databaseURL != "":
