@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gofrs/flock"
@@ -55,6 +56,9 @@ type Backend struct {
 	reader *sql.DB // == writer for Memory
 	lock   *flock.Flock
 	hub    hub
+
+	lookupMu sync.Mutex
+	lookup   atomic.Pointer[sql.Stmt] // lookupSQL, once prepared (lookupStatement)
 }
 
 var _ keystore.Backend = (*Backend)(nil)
@@ -224,6 +228,9 @@ func (b *Backend) Path() string { return b.path }
 
 // Close closes the connections, then releases the serve lock.
 func (b *Backend) Close() {
+	if stmt := b.lookup.Load(); stmt != nil {
+		stmt.Close()
+	}
 	if b.reader != nil && b.reader != b.writer {
 		b.reader.Close()
 	}
