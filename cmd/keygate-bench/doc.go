@@ -7,9 +7,9 @@
 //
 //   - uncached path: keygate serve with --cache-size 1, so that nearly every
 //     Check misses the cache and queries PostgreSQL, against a Check server
-//     that makes one raw pgx point query by digest (the same columns, a
-//     pgxpool of the same size, --pool-size, 10 by default like keygate's)
-//     and answers OK.
+//     that makes one raw pgx point query by digest (keygate's own query,
+//     postgres.LookupSQL, on a pgxpool of the same size, --pool-size, 10
+//     by default like keygate's) and answers OK.
 //
 //   - with --store sqlite, keygate serves from a SQLite file (the embedded
 //     store) made in a temporary directory, and the uncached path's

@@ -11,6 +11,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"runtime/metrics"
@@ -23,6 +24,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/code"
 	"google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
+
+	"github.com/keygate/keygate/keystore/postgres"
 )
 
 // The reference servers, run as subcommands of this binary.
@@ -173,26 +176,22 @@ type pgxServer struct {
 	pool *pgxpool.Pool
 }
 
-// lookupSQL selects what keystore.Store.Lookup selects (its keyColumns),
-// so that the database and the wire carry the same work.
-const lookupSQL = `SELECT id::text, account_id, name, description, display_prefix, digest, hash_scheme, scopes,
-	created_at, created_by, expires_at, revoked_at, last_used_at, rotated_from::text, updated_at
-	FROM api_keys WHERE digest = $1`
-
 var deniedStatus = &status.Status{Code: int32(code.Code_PERMISSION_DENIED)}
 
 func (s *pgxServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	digest := sha256.Sum256([]byte(req.GetAttributes().GetRequest().GetHttp().GetHeaders()["x-api-key"]))
+	// keygate's own query (postgres.LookupSQL), scanned as plainly as pgx
+	// allows: the database and the wire carry the same work.
 	var (
-		id, account, name, description, prefix, scheme, createdBy string
-		digestCol                                                 []byte
-		scopes                                                    []string
-		createdAt, updatedAt                                      time.Time
-		expiresAt, revokedAt, lastUsedAt                          *time.Time
-		rotatedFrom                                               *string
+		id, account, metadata, limits string
+		scopes                        []string
+		expiresAt                     *time.Time
+		revoked, disabled             bool
+		updatedAt                     time.Time
+		cidrs                         []netip.Prefix
 	)
-	err := s.pool.QueryRow(ctx, lookupSQL, digest[:]).Scan(&id, &account, &name, &description, &prefix, &digestCol,
-		&scheme, &scopes, &createdAt, &createdBy, &expiresAt, &revokedAt, &lastUsedAt, &rotatedFrom, &updatedAt)
+	err := s.pool.QueryRow(ctx, postgres.LookupSQL, digest[:]).Scan(&id, &account, &scopes, &expiresAt, &revoked, &disabled,
+		&updatedAt, &cidrs, &metadata, &limits)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
 		return &authv3.CheckResponse{Status: deniedStatus}, nil

@@ -259,6 +259,10 @@ func queryKey(ctx context.Context, q querier, scan pgx.RowToFunc[*keystore.Key],
 const decisionColumns = `id::text, account_id, scopes, expires_at, revoked_at IS NOT NULL, disabled_at IS NOT NULL, updated_at,
 	allowed_cidrs, metadata::text, limits::text`
 
+// LookupSQL is the decision path's read of one key, by digest ($1): what
+// Lookup asks (keygate-bench's reference server asks the same).
+const LookupSQL = `SELECT ` + decisionColumns + ` FROM api_keys WHERE digest = $1`
+
 // scanRecord scans decisionColumns, then extra.
 func scanRecord(row pgx.CollectableRow, extra ...any) (*keystore.Record, error) {
 	var f keystore.RecordFields
@@ -299,7 +303,7 @@ func (b *Backend) Lookup(ctx context.Context, d keystore.Digest) (*keystore.Reco
 	err := b.read(ctx, []keystore.Digest{d}, func(rows pgx.Rows) (err error) {
 		r, err = pgx.CollectExactlyOneRow(rows, func(row pgx.CollectableRow) (*keystore.Record, error) { return scanRecord(row) })
 		return err
-	}, `SELECT `+decisionColumns+` FROM api_keys WHERE digest = $1`, d[:])
+	}, LookupSQL, d[:])
 	switch {
 	case err == nil:
 		return r, nil
