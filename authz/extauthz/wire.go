@@ -348,9 +348,16 @@ type wireBuilder struct {
 	used  map[wirePath]map[protoreflect.Name]bool
 }
 
-func buildWireSchema() (*wireMessage, error) {
+func buildWireSchema() (root *wireMessage, err error) {
+	defer func() {
+		// A schema this code cannot read must not stop keygate: every
+		// request then goes to proto.Unmarshal.
+		if p := recover(); p != nil {
+			root, err = nil, fmt.Errorf("reading the CheckRequest schema: %v", p)
+		}
+	}()
 	b := &wireBuilder{other: map[protoreflect.FullName]*wireMessage{}, used: map[wirePath]map[protoreflect.Name]bool{}}
-	root, err := b.message((*authv3.CheckRequest)(nil).ProtoReflect().Descriptor(), pathRoot)
+	root, err = b.message((*authv3.CheckRequest)(nil).ProtoReflect().Descriptor(), pathRoot)
 	if err != nil {
 		return nil, err
 	}
@@ -421,6 +428,9 @@ func (b *wireBuilder) message(md protoreflect.MessageDescriptor, path wirePath) 
 
 func (b *wireBuilder) field(fd protoreflect.FieldDescriptor, step wireStep) (wireField, error) {
 	f := wireField{role: step.role}
+	if step.path != pathOther && fd.Kind() != protoreflect.MessageKind {
+		return f, fmt.Errorf("%s is %v, not a message", fd.FullName(), fd.Kind())
+	}
 	switch fd.Kind() {
 	case protoreflect.BoolKind, protoreflect.EnumKind, protoreflect.Int32Kind, protoreflect.Sint32Kind,
 		protoreflect.Uint32Kind, protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Uint64Kind:
