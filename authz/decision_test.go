@@ -226,6 +226,25 @@ func TestDecisionKeepsNoRequestString(t *testing.T) {
 	}
 }
 
+// The shared renderings keep no request string either, also for a
+// dry-run denial that names a module the policy does not know (which the
+// decision keeps as the request named it).
+func TestGrantsKeepNoRequestString(t *testing.T) {
+	w := authztest.NewWorld(t)
+	s := newTestServer(t, w.Lookup, func(c *Config) { c.DryRun = true })
+	buffer := []byte("no-such-module")
+	module := unsafe.String(&buffer[0], len(buffer))
+	d := s.decideRequest("GET", "/api/v1/projects/7", map[string]string{"x-api-key": w.Plain.Secret}, module)
+	if !d.DryRun || d.Reason != ReasonUnknownModule || d.Module != "no-such-module" {
+		t.Fatalf("dry run %v, reason %s, module %q", d.DryRun, d.Reason, d.Module)
+	}
+	kept := NewGrants[string]().Get(&d, func(d Decision) string { return d.Module })
+	p, start := uintptr(unsafe.Pointer(unsafe.StringData(kept))), uintptr(unsafe.Pointer(&buffer[0]))
+	if kept != "no-such-module" || (p >= start && p < start+uintptr(len(buffer))) {
+		t.Fatalf("the rendering kept %q from the request's buffer", kept)
+	}
+}
+
 func TestKeepCredentialsAndPrefix(t *testing.T) {
 	w := authztest.NewWorld(t)
 	s := newTestServer(t, w.Lookup, func(c *Config) { c.KeepCredentials = true; c.IdentityPrefix = "X-Auth-" })

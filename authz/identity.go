@@ -248,7 +248,13 @@ func (g *Grants[T]) Get(d *Decision, build func(Decision) T) T {
 	if r, ok := g.cache.GetIfPresent(gk); ok {
 		return r
 	}
-	r := build(*d)
+	// What is kept outlives the request, whose strings an adapter may
+	// read in place (extauthz): the module is the policy's own string for
+	// a known module, but a dry-run denial names an unknown one as asked.
+	kept := *d
+	kept.Module = strings.Clone(d.Module)
+	gk.module = kept.Module
+	r := build(kept)
 	g.cache.Set(gk, r)
 	return r
 }
