@@ -125,7 +125,7 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	if decodeView(b, &in.view) {
 		return nil
 	}
-	in.view = requestView{}
+	in.view = requestView{headers: in.headers[:0]}
 	if err := proto.Unmarshal(b, &in.req); err != nil {
 		in.req.Reset()
 		in.undecodable = true

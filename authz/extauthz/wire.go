@@ -32,6 +32,15 @@ func (v *requestView) fields() []headerField {
 	return v.headers
 }
 
+// headerValue is a header_map entry's value: raw_value when it is set
+// (Envoy's encode_raw_headers), else value.
+func headerValue(value, raw string) string {
+	if raw != "" {
+		return raw
+	}
+	return value
+}
+
 // viewOf is the view of a decoded CheckRequest.
 func viewOf(req *authv3.CheckRequest, v *requestView) {
 	attrs := req.GetAttributes()
@@ -41,11 +50,7 @@ func viewOf(req *authv3.CheckRequest, v *requestView) {
 		v.headers = append(v.headers, headerField{name, value})
 	}
 	for _, h := range http.GetHeaderMap().GetHeaders() {
-		value := h.GetValue()
-		if len(h.GetRawValue()) > 0 {
-			value = string(h.GetRawValue())
-		}
-		v.headerMap = append(v.headerMap, headerField{h.GetKey(), value})
+		v.headerMap = append(v.headerMap, headerField{h.GetKey(), headerValue(h.GetValue(), string(h.GetRawValue()))})
 	}
 	v.module = attrs.GetContextExtensions()["module"]
 	v.source = attrs.GetSource().GetAddress().GetSocketAddress().GetAddress()
@@ -262,11 +267,7 @@ func (d *wireDecoder) end(role wireRole) {
 	case roleHeader:
 		d.view.headers = append(d.view.headers, headerField{d.key, d.value})
 	case roleHeaderMap:
-		value := d.value
-		if d.raw != "" {
-			value = d.raw
-		}
-		d.view.headerMap = append(d.view.headerMap, headerField{d.key, value})
+		d.view.headerMap = append(d.view.headerMap, headerField{d.key, headerValue(d.value, d.raw)})
 	case roleExtension:
 		if d.key == "module" {
 			d.view.module = d.value
