@@ -227,7 +227,7 @@ const GrantCacheSize = 16 << 10
 
 // NewGrants returns an empty Grants.
 func NewGrants[T any]() *Grants[T] {
-	return &Grants[T]{cache: otter.Must(&otter.Options[grantKey, T]{MaximumSize: GrantCacheSize})}
+	return &Grants[T]{cache: otter.Must(&otter.Options[grantKey, T]{MaximumSize: GrantCacheSize, Executor: keystore.RunInline})}
 }
 
 // Get returns the rendering of d (an allow, or a dry-run denial), calling build for one it does

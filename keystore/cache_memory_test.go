@@ -72,3 +72,40 @@ func BenchmarkCacheMemory(b *testing.B) {
 	b.ReportMetric(float64(c.Len()), "keys")
 	runtime.KeepAlive(c)
 }
+
+// TestCacheStaysWithinItsSize fills a cache of 100 keys with 5,000
+// different ones, from several goroutines: the cache's upkeep (eviction)
+// runs as the misses write (keystore.RunInline), so when the last lookup
+// returns the cache holds about its size, not what a goroutine started
+// for the upkeep has yet to evict.
+func TestCacheStaysWithinItsSize(t *testing.T) {
+	const size, keys, workers = 100, 5000, 4
+	c, err := keystore.NewCache(recordSource{}, keystore.CacheOptions{MaxKeys: size})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, workers)
+	for w := range workers {
+		go func() {
+			var d keystore.Digest
+			for i := w; i < keys; i += workers {
+				binary.BigEndian.PutUint64(d[:8], uint64(i))
+				if _, err := c.Lookup(context.Background(), d); err != nil {
+					done <- err
+					return
+				}
+			}
+			done <- nil
+		}()
+	}
+	for range workers {
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}
+	// otter's write buffer may hold the last few writes until the next
+	// cache operation drains it.
+	if n := c.Len(); n > size+workers*16 {
+		t.Fatalf("a cache of %d keys holds %d after %d lookups", size, n, keys)
+	}
+}
