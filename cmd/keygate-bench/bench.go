@@ -185,6 +185,9 @@ func (s *setup) runMode(ctx context.Context, mode string, stdout io.Writer) erro
 			refName, refArgs = "net/http+id", []string{"-identity"}
 		}
 	}
+	if mode != "forward-auth" && cfg.grpcRef == "identity" {
+		refName, refArgs = refName+"+id", append(refArgs, "-identity")
+	}
 	progress(s.stderr, "%s path: starting the servers", mode)
 	ref, err := startReference(ctx, s.self, refKind, refArgs, s.env)
 	if err != nil {
@@ -227,6 +230,9 @@ func (s *setup) runMode(ctx context.Context, mode string, stdout io.Writer) erro
 			t, err := dial(addr, nconns, verify)
 			if err != nil {
 				return err
+			}
+			if i == 1 && cfg.grpcRef == "identity" {
+				t.verifyEach = sameAllow
 			}
 			servers[i].target = grpcLoad{t, s.reqs}
 			defer t.close()

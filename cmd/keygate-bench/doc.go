@@ -11,6 +11,15 @@
 //     postgres.LookupSQL, on a pgxpool of the same size, --pool-size, 10
 //     by default like keygate's) and answers OK.
 //
+//   - with --grpc-reference identity, both gRPC references allow with
+//     keygate's own answer for a seeded key (the identity headers set and
+//     removed, and the dynamic metadata; the key id's value aside, the
+//     benchmark checks that keygate answers exactly that) instead of a
+//     bare status OK: the answer is what Envoy needs, and parsing it costs
+//     the load generator, on the same cores, more than an empty one, so
+//     this separates what keygate does from what its answer costs gRPC and
+//     the client;
+//
 //   - with --store sqlite, keygate serves from a SQLite file (the embedded
 //     store) made in a temporary directory, and the uncached path's
 //     reference makes one raw SQLite point query per Check (database/sql
@@ -41,6 +50,7 @@
 //	go run ./cmd/keygate-bench --mode cached --concurrency 16 --rounds 8
 //	go run ./cmd/keygate-bench --gogc 400       # the same GC settings for every server
 //	go run ./cmd/keygate-bench --store sqlite   # the embedded store
+//	go run ./cmd/keygate-bench --grpc-reference identity
 //
 // It builds keygate (or takes --keygate-bin), starts a throwaway PostgreSQL
 // cluster (or uses --database-url, where it adds --keys keys to account

@@ -28,7 +28,7 @@ const httpBaselineKind = "http-baseline-server"
 var identityFields = [][2]string{
 	{"Content-Length", "0"}, {"Ratelimit", ""}, {"Ratelimit-Policy", ""},
 	{"X-Keygate-Account-Id", "keygate-bench"}, {"X-Keygate-Dry-Run", ""},
-	{"X-Keygate-Key-Id", "019aee3c-1b6f-7c33-9a52-5c1e3b1f2a47"}, {"X-Keygate-Module", "projects"},
+	{"X-Keygate-Key-Id", identityKeyID}, {"X-Keygate-Module", "projects"},
 	{"X-Keygate-Scopes", ""},
 }
 

@@ -54,6 +54,9 @@ type target struct {
 	conns   []*grpc.ClientConn
 	clients []authv3.AuthorizationClient
 	verify  verifier
+	// verifyEach, when set, checks each's answers too (the load does not
+	// pay for it).
+	verifyEach verifier
 }
 
 func dial(addr string, n int, verify verifier) (*target, error) {
@@ -100,7 +103,16 @@ func (g grpcCall) call(ctx context.Context, w, i int) error {
 // each sends one Check per request, over every connection, with n workers,
 // and returns the first error or wrong answer.
 func (t *target) each(ctx context.Context, reqs []*authv3.CheckRequest, n int, timeout time.Duration) error {
-	return eachRequest(ctx, grpcCall{t, reqs}, len(reqs), n, timeout)
+	checked := *t
+	if t.verifyEach != nil {
+		checked.verify = func(r *authv3.CheckResponse) error {
+			if err := t.verify(r); err != nil {
+				return err
+			}
+			return t.verifyEach(r)
+		}
+	}
+	return eachRequest(ctx, grpcCall{&checked, reqs}, len(reqs), n, timeout)
 }
 
 // eachRequest sends each of the nreqs requests once with n workers, and

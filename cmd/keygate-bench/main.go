@@ -82,6 +82,7 @@ type config struct {
 	gomemlimit  string
 	limits      []string // every seeded key's rates (--limit)
 	httpRef     string   // forward-auth's reference: empty or identity
+	grpcRef     string   // the gRPC references' allow: empty or identity
 }
 
 func parseFlags(args []string, stderr io.Writer) (*config, error) {
@@ -117,6 +118,7 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil
 	})
 	fs.StringVar(&cfg.httpRef, "http-reference", "empty", "forward-auth's reference handler: empty (answers 200 and nothing else) or identity (answers 200 with the fields keygate's allow has, values included: what the answer itself costs net/http and the client)")
+	fs.StringVar(&cfg.grpcRef, "grpc-reference", "empty", "the gRPC reference servers' allow (cached and uncached): empty (status OK and nothing else) or identity (keygate's allow for a seeded key: identity headers set and removed, dynamic metadata, values as long: what the answer itself costs gRPC and the client)")
 	fs.StringVar(&cfg.gogc, "gogc", "", "GOGC for every server (default: inherited, usually unset)")
 	fs.StringVar(&cfg.gomemlimit, "gomemlimit", "", "GOMEMLIMIT for every server (default: inherited, usually unset)")
 	if err := fs.Parse(args); err != nil {
@@ -134,6 +136,8 @@ func parseFlags(args []string, stderr io.Writer) (*config, error) {
 		return nil, fmt.Errorf("--mode: %q is not all, cached, uncached or forward-auth", cfg.mode)
 	case cfg.httpRef != "empty" && cfg.httpRef != "identity":
 		return nil, fmt.Errorf("--http-reference: %q is not empty or identity", cfg.httpRef)
+	case cfg.grpcRef != "empty" && cfg.grpcRef != "identity":
+		return nil, fmt.Errorf("--grpc-reference: %q is not empty or identity", cfg.grpcRef)
 	case cfg.store != "postgres" && cfg.store != "sqlite":
 		return nil, fmt.Errorf("--store: %q is not postgres or sqlite", cfg.store)
 	case cfg.store == "sqlite" && cfg.databaseURL != "":

@@ -14,6 +14,8 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/keygate/keygate/internal/pgtest"
 )
@@ -94,7 +96,9 @@ func TestBenchSQLite(t *testing.T) {
 		t.Skip("builds keygate and runs both paths")
 	}
 	var stdout, stderr bytes.Buffer
-	err := run(t.Context(), append([]string{"--store", "sqlite", "--duration", "300ms", "--warmup", "100ms",
+	// The references answer with keygate's allow: each checks that
+	// keygate's answers are identityAllow (sameAllow).
+	err := run(t.Context(), append([]string{"--store", "sqlite", "--grpc-reference", "identity", "--duration", "300ms", "--warmup", "100ms",
 		"--rounds", "2", "--concurrency", "1,4", "--keys", "20"}, slowMachine...), &stdout, &stderr)
 	if err != nil {
 		t.Fatalf("run: %v\nstderr:\n%s", err, stderr.String())
@@ -104,6 +108,7 @@ func TestBenchSQLite(t *testing.T) {
 		"database: SQLite",
 		"cached path: keygate on SQLite, every key cached",
 		"uncached path: keygate --cache-size 1 on SQLite vs one raw SQLite point query per Check",
+		"the reference answering with keygate's allow (--grpc-reference identity)",
 		"keygate cache during the runs: 100.0% fresh hits",
 	} {
 		if !strings.Contains(out, want) {
@@ -121,11 +126,34 @@ func TestBenchSQLite(t *testing.T) {
 	if misses, err := strconv.ParseFloat(m[1][1], 64); err != nil || misses < 50 {
 		t.Errorf("the uncached path missed the cache for %s%% of its Checks", m[1][1])
 	}
-	if rows := errorFreeRows(t, out, "baseline", "sqlite", "keygate"); rows != 8 {
+	if rows := errorFreeRows(t, out, "baseline+id", "sqlite+id", "keygate"); rows != 8 {
 		t.Errorf("got %d table rows, want 8:\n%s", rows, out)
 	}
 	if r := run(t.Context(), []string{"--store", "sqlite", "--database-url", "postgres://x@127.0.0.1/x"}, &stdout, &stderr); r == nil {
 		t.Error("--store sqlite with --database-url was accepted")
+	}
+	if r := run(t.Context(), []string{"--grpc-reference", "full"}, &stdout, &stderr); r == nil {
+		t.Error("--grpc-reference full was accepted")
+	}
+}
+
+// TestSameAllow: the identity reference's answer is keygate's allow but
+// for the key id, and anything else is a difference the benchmark reports.
+func TestSameAllow(t *testing.T) {
+	keygates := proto.Clone(identityAllow).(*authv3.CheckResponse)
+	keygates.GetOkResponse().Headers[0].Header.Value = "0199ffff-0000-7000-8000-000000000001"
+	keygates.DynamicMetadata.Fields["key_id"] = structpb.NewStringValue("0199ffff-0000-7000-8000-000000000001")
+	if err := sameAllow(keygates); err != nil {
+		t.Fatalf("keygate's allow for another key: %v", err)
+	}
+	moreHeaders := proto.Clone(keygates).(*authv3.CheckResponse)
+	moreHeaders.GetOkResponse().Headers = append(moreHeaders.GetOkResponse().Headers, setHeader("x-keygate-scopes", "projects:read"))
+	otherAccount := proto.Clone(keygates).(*authv3.CheckResponse)
+	otherAccount.DynamicMetadata.Fields["account_id"] = structpb.NewStringValue("acct-2")
+	for name, r := range map[string]*authv3.CheckResponse{"empty": emptyAllow, "a header more": moreHeaders, "another account": otherAccount} {
+		if err := sameAllow(r); err == nil {
+			t.Errorf("%s: taken for keygate's allow", name)
+		}
 	}
 }
 
@@ -137,7 +165,7 @@ func TestLoadCountsDenials(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(s, baselineServer{})
+	authv3.RegisterAuthorizationServer(s, baselineServer{allow: emptyAllow})
 	go s.Serve(lis)
 	t.Cleanup(s.Stop)
 

@@ -100,11 +100,16 @@ func runReferenceServer(ctx context.Context, kind string, args []string, stdout,
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "127.0.0.1:0", "listen address")
 	dbURL := fs.String("database-url", "", "the database to query: PostgreSQL ("+pgxKind+") or sqlite:PATH ("+sqliteKind+")")
+	identity := fs.Bool("identity", false, "allow with keygate's answer (identityAllow) instead of status OK alone")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	allow := emptyAllow
+	if *identity {
+		allow = identityAllow
+	}
 	var (
-		srv   authv3.AuthorizationServer = baselineServer{}
+		srv   authv3.AuthorizationServer = baselineServer{allow: allow}
 		ready readyLine
 	)
 	if kind == pgxKind {
@@ -120,11 +125,11 @@ func runReferenceServer(ctx context.Context, kind string, args []string, stdout,
 		if err := pool.Ping(ctx); err != nil {
 			return err
 		}
-		srv = &pgxServer{pool: pool}
+		srv = &pgxServer{pool: pool, allow: allow}
 		ready.MaxConns = cfg.MaxConns
 	}
 	if kind == sqliteKind {
-		ss, err := openSQLiteServer(ctx, strings.TrimPrefix(*dbURL, "sqlite:"))
+		ss, err := openSQLiteServer(ctx, strings.TrimPrefix(*dbURL, "sqlite:"), allow)
 		if err != nil {
 			return err
 		}
@@ -159,13 +164,14 @@ func runReferenceServer(ctx context.Context, kind string, args []string, stdout,
 }
 
 // baselineServer allows every request without looking at it: the cost of
-// gRPC itself.
+// gRPC itself (and, with identityAllow, of keygate's answer).
 type baselineServer struct {
 	authv3.UnimplementedAuthorizationServer
+	allow *authv3.CheckResponse
 }
 
-func (baselineServer) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	return &authv3.CheckResponse{Status: &status.Status{}}, nil
+func (s baselineServer) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	return s.allow, nil
 }
 
 // pgxServer makes the uncached path's one query, as plainly as pgx allows,
@@ -173,7 +179,8 @@ func (baselineServer) Check(context.Context, *authv3.CheckRequest) (*authv3.Chec
 // indexed point query.
 type pgxServer struct {
 	authv3.UnimplementedAuthorizationServer
-	pool *pgxpool.Pool
+	pool  *pgxpool.Pool
+	allow *authv3.CheckResponse
 }
 
 var deniedStatus = &status.Status{Code: int32(code.Code_PERMISSION_DENIED)}
@@ -198,7 +205,7 @@ func (s *pgxServer) Check(ctx context.Context, req *authv3.CheckRequest) (*authv
 	case err != nil:
 		return &authv3.CheckResponse{Status: &status.Status{Code: int32(code.Code_UNAVAILABLE), Message: err.Error()}}, nil
 	}
-	return &authv3.CheckResponse{Status: &status.Status{}}, nil
+	return s.allow, nil
 }
 
 // sqliteReaders is the reference's connections to its SQLite file, as
@@ -212,8 +219,9 @@ const sqliteReaders = 4
 // query in the same embedded database.
 type sqliteServer struct {
 	authv3.UnimplementedAuthorizationServer
-	db   *sql.DB
-	stmt *sql.Stmt
+	db    *sql.DB
+	stmt  *sql.Stmt
+	allow *authv3.CheckResponse
 }
 
 // sqliteLookupSQL selects what keygate's SQLite store selects for a
@@ -221,7 +229,7 @@ type sqliteServer struct {
 const sqliteLookupSQL = `SELECT id, account_id, scopes, expires_at, revoked_at IS NOT NULL, disabled_at IS NOT NULL, updated_at,
 	allowed_cidrs, metadata, limits FROM api_keys WHERE digest = ?`
 
-func openSQLiteServer(ctx context.Context, path string) (*sqliteServer, error) {
+func openSQLiteServer(ctx context.Context, path string, allow *authv3.CheckResponse) (*sqliteServer, error) {
 	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(5000)&_pragma=query_only(1)")
 	if err != nil {
 		return nil, err
@@ -233,7 +241,7 @@ func openSQLiteServer(ctx context.Context, path string) (*sqliteServer, error) {
 		db.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	return &sqliteServer{db: db, stmt: stmt}, nil
+	return &sqliteServer{db: db, stmt: stmt, allow: allow}, nil
 }
 
 func (s *sqliteServer) close() {
@@ -255,5 +263,5 @@ func (s *sqliteServer) Check(ctx context.Context, req *authv3.CheckRequest) (*au
 	case err != nil:
 		return &authv3.CheckResponse{Status: &status.Status{Code: int32(code.Code_UNAVAILABLE), Message: err.Error()}}, nil
 	}
-	return &authv3.CheckResponse{Status: &status.Status{}}, nil
+	return s.allow, nil
 }

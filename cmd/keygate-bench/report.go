@@ -98,6 +98,9 @@ func (s *setup) printMode(w io.Writer, mode string, servers []*server, rows map[
 			what = "keygate's HTTP /auth (as Caddy asks it: 9 headers, one HTTP/1.1 keep-alive connection per worker), every key cached, vs a net/http handler answering with the fields of keygate's allow"
 		}
 	}
+	if mode != "forward-auth" && cfg.grpcRef == "identity" {
+		what += ", the reference answering with keygate's allow (--grpc-reference identity)"
+	}
 	fmt.Fprintf(w, "%s path: %s (%d keys, %s x %d rounds, GOGC: %s=%s keygate=%s)\n", mode, what, cfg.keys,
 		cfg.duration, cfg.rounds, ref.name, gogc(ref.child), gogc(kg.child))
 	for _, sv := range servers {
