@@ -231,8 +231,8 @@ func (s *setup) runMode(ctx context.Context, mode string, stdout io.Writer) erro
 			if err != nil {
 				return err
 			}
-			if i == 1 && cfg.grpcRef == "identity" {
-				t.verifyEach = sameAllow
+			if cfg.grpcRef == "identity" {
+				t.verifyEach = sameAllow // keygate's answer, and the reference's own
 			}
 			servers[i].target = grpcLoad{t, s.reqs}
 			defer t.close()

@@ -45,8 +45,9 @@ func setHeader(name, value string) *corev3.HeaderValueOption {
 		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD}
 }
 
-// sameAllow checks that keygate's allow is identityAllow but for the key
-// id, so that --grpc-reference identity answers as much.
+// sameAllow checks that an allow is identityAllow but for the key id:
+// keygate's, so that --grpc-reference identity answers as much, and the
+// reference's own, so that it answers no less.
 func sameAllow(r *authv3.CheckResponse) error {
 	got := proto.Clone(r).(*authv3.CheckResponse)
 	for _, h := range got.GetOkResponse().GetHeaders() {
@@ -58,7 +59,7 @@ func sameAllow(r *authv3.CheckResponse) error {
 		got.DynamicMetadata.Fields["key_id"] = structpb.NewStringValue(identityKeyID)
 	}
 	if !proto.Equal(got, identityAllow) {
-		return fmt.Errorf("keygate's allow is {%s}, --grpc-reference identity answers with {%s}",
+		return fmt.Errorf("the allow is {%s}, where --grpc-reference identity expects {%s}",
 			prototext.MarshalOptions{}.Format(got), prototext.MarshalOptions{}.Format(identityAllow))
 	}
 	return nil

@@ -21,7 +21,10 @@ import (
 func TestLastUsedWritesStayOnTheirPage(t *testing.T) {
 	url := pgtest.NewDatabase(t)
 	b := open(t, url)
-	s, _ := keystore.New(b, keystore.Options{})
+	s, err := keystore.New(b, keystore.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	const keys, rounds = 200, 3
 	ids := make([]string, keys)
@@ -65,7 +68,12 @@ func TestLastUsedWritesStayOnTheirPage(t *testing.T) {
 		}
 	}
 	t.Logf("%d of %d last-used writes kept their row's page", stayed, writes)
-	if stayed < writes/2 {
+	// Without the room, 46 of 600 stay (8%); with it, 394. The later rounds
+	// need PostgreSQL to prune the earlier rounds' row versions from the
+	// page, which a snapshot held open elsewhere (another test's, a
+	// standby's) delays: then about 190 stay. A quarter separates the two
+	// without depending on that.
+	if stayed < writes/4 {
 		t.Fatalf("only %d of %d last-used writes kept their row's page (HOT updates): api_keys leaves no room for them", stayed, writes)
 	}
 }
