@@ -78,7 +78,13 @@ func (l *logLines) tail(n int) string {
 // killed when the test ends, if it is still running.
 func startServer(tb testing.TB, dbURL string, flags ...string) *server {
 	tb.Helper()
-	args := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json", "--drain-delay", "0s"}, flags...)
+	// The lookup deadline is 500 ms, under the tests' 1 s Check deadlines,
+	// instead of serve's 100 ms: under go test -race ./... on two cores a
+	// lookup can take longer, and its fail-closed 503 is not what most
+	// tests look for. A test about the deadline passes its own (the last
+	// --lookup-timeout wins).
+	args := append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json", "--drain-delay", "0s",
+		"--lookup-timeout", "500ms"}, flags...)
 	cmd := exec.Command(keygateBin(tb), args...)
 	cmd.Env = environ(dbURL)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
