@@ -73,7 +73,7 @@ type KeyLookup interface {
 // UsageRecorder learns of every allowed request, off the request path (it
 // must not block), so that last-used times can be written in batches.
 type UsageRecorder interface {
-	Used(keyID string, at time.Time)
+	Used(key *keystore.Record, at time.Time)
 }
 
 // Decide decides r. Every outcome, a store failure or a recovered panic
@@ -153,10 +153,10 @@ func (s *Server) moduleDryRun(r *Request, d *Decision) bool {
 func (s *Server) record(ctx context.Context, r *Request, d *Decision, start time.Time) {
 	s.metrics.observe(d.Reason, d.DryRun, start)
 	if d.Outcome == Allow && s.usage != nil {
-		s.usage.Used(d.Key.ID(), start)
+		s.usage.Used(d.Key, start)
 	}
 	if d.Key != nil && s.counter != nil {
-		s.counter.Count(d.Key.ID(), int(d.Outcome), start)
+		s.counter.Count(d.Key, int(d.Outcome), start)
 	}
 	if s.decisions.wants(d) {
 		s.decisions.write(ctx, r, d, s.now().Sub(start))

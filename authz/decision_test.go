@@ -13,6 +13,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/keygate/keygate/internal/authztest"
 	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
@@ -344,7 +346,7 @@ func TestDefaultDenyPolicy(t *testing.T) {
 
 type usageLog struct{ ids []string }
 
-func (u *usageLog) Used(id string, _ time.Time) { u.ids = append(u.ids, id) }
+func (u *usageLog) Used(key *keystore.Record, _ time.Time) { u.ids = append(u.ids, key.ID()) }
 
 func TestUsageRecorded(t *testing.T) {
 	w := authztest.NewWorld(t)
@@ -502,6 +504,40 @@ func BenchmarkDecide(b *testing.B) {
 		if d.Outcome != Allow || g.Get(&d, render) == nil {
 			b.Fatal("not allowed")
 		}
+	}
+}
+
+// BenchmarkDecideKeys measures the cached decision as serve makes it
+// across many keys (each request another key, so that little stays in
+// the processor's caches): metrics on, last-used times and usage counted.
+func BenchmarkDecideKeys(b *testing.B) {
+	w := authztest.NewWorld(b)
+	keys := make([]string, 1000)
+	for i := range keys {
+		keys[i] = w.Lookup.Add(b, fmt.Sprintf("key-%04d", i), []string{"projects:read"}, nil).Secret
+	}
+	cache, err := keystore.NewCache(w.Lookup, keystore.CacheOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	usage := keystore.NewUsageRecorder(nil, time.Hour, nil) // never flushed
+	counter, err := keystore.NewUsageCounter(nil, keystore.UsageCounterOptions{Outcomes: OutcomeNames(), Interval: time.Hour})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := newTestServer(b, cache, func(c *Config) {
+		c.Now, c.Usage, c.Counter, c.Metrics = nil, usage, counter, NewMetrics(prometheus.NewRegistry())
+	})
+	ctx := context.Background()
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		r := Request{Method: "GET", Path: "/api/v1/projects/42/builds?page=2"}
+		s.ReadHeader(&r, "x-api-key", keys[i%len(keys)])
+		if d := s.Decide(ctx, &r); d.Outcome != Allow {
+			b.Fatal("not allowed")
+		}
+		i++
 	}
 }
 

@@ -21,7 +21,7 @@ type Limiter interface {
 // (allows, and denials after the key was found valid), by outcome: the
 // usage per key and minute (*keystore.UsageCounter). It must not block.
 type DecisionCounter interface {
-	Count(keyID string, outcome int, at time.Time)
+	Count(key *keystore.Record, outcome int, at time.Time)
 }
 
 // OutcomeNames are the outcomes' names in Outcome order: what a

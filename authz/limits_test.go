@@ -19,13 +19,13 @@ type counted struct {
 	counts map[string]int // "key id outcome"
 }
 
-func (c *counted) Count(keyID string, outcome int, _ time.Time) {
+func (c *counted) Count(key *keystore.Record, outcome int, _ time.Time) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.counts == nil {
 		c.counts = map[string]int{}
 	}
-	c.counts[keyID+" "+Outcome(outcome).String()]++
+	c.counts[key.ID()+" "+Outcome(outcome).String()]++
 }
 
 func limitedWorld(t *testing.T) (*authztest.World, map[string]authztest.Key) {

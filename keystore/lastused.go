@@ -27,6 +27,8 @@ type UsageRecorder struct {
 type usage struct {
 	last    atomic.Int64 // unix nanoseconds of the latest use
 	flushed atomic.Int64 // the value last written
+	owner   *UsageRecorder
+	gone    atomic.Bool // forgotten by Flush: records holding it look again
 }
 
 // DefaultUsageFlushInterval spaces last-used writes.
@@ -47,20 +49,47 @@ func NewUsageRecorder(store *Store, interval time.Duration, logger *slog.Logger)
 	return &UsageRecorder{store: store, interval: interval, logger: logger}
 }
 
-// Used records that keyID was used at at. It never blocks on I/O.
-func (u *UsageRecorder) Used(keyID string, at time.Time) {
+// Used records that key was used at at. It never blocks on I/O, and
+// after a record's first use it touches only that key's entry, which the
+// record keeps (a Record from the cache is shared by every request).
+func (u *UsageRecorder) Used(key *Record, at time.Time) {
+	e := key.lastUse.Load()
+	if e == nil || e.owner != u || e.gone.Load() {
+		e = u.entry(key.ID())
+		key.lastUse.Store(e)
+	}
+	// Flush marks an entry gone before it reads the entry's last use for
+	// the last time, and a use reads gone after its write: so either Flush
+	// carries the use over to the entry that replaces it, or the use
+	// records itself there, or both.
+	t := at.UnixNano()
+	for e.use(t) && e.gone.Load() {
+		e = u.entry(key.ID())
+		key.lastUse.Store(e)
+	}
+}
+
+// entry returns keyID's entry, adding one if there is none.
+func (u *UsageRecorder) entry(keyID string) *usage {
 	v, ok := u.keys.Load(keyID)
 	if !ok {
-		v, _ = u.keys.LoadOrStore(keyID, &usage{})
+		v, _ = u.keys.LoadOrStore(keyID, &usage{owner: u})
 	}
-	rec := v.(*usage)
-	t := at.UnixNano()
+	return v.(*usage)
+}
+
+// use moves e's last use to t (unix nanoseconds) if that is later by
+// usageResolution or more, and reports whether it did.
+func (e *usage) use(t int64) bool {
 	for {
-		old := rec.last.Load()
+		old := e.last.Load()
 		// Within usageResolution of the recorded use there is nothing to
 		// write: busy keys cost a shared read, not a contended write.
-		if t < old+int64(usageResolution) || rec.last.CompareAndSwap(old, t) {
-			return
+		if t < old+int64(usageResolution) {
+			return false
+		}
+		if e.last.CompareAndSwap(old, t) {
+			return true
 		}
 	}
 }
@@ -120,8 +149,11 @@ func (u *UsageRecorder) Flush(ctx context.Context) error {
 		rec := v.(*usage)
 		last := rec.last.Load()
 		if last == rec.flushed.Load() {
-			if last < idle && u.keys.CompareAndDelete(k, v) && rec.last.Load() != last {
-				u.keys.LoadOrStore(k, v) // used while being forgotten: keep it
+			if last < idle && u.keys.CompareAndDelete(k, v) {
+				rec.gone.Store(true)
+				if now := rec.last.Load(); now != last {
+					u.entry(k.(string)).use(now) // used while being forgotten: carry it over
+				}
 			}
 			return true
 		}

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -20,7 +21,8 @@ import (
 // A Record is compact, so that a million cached keys fit in well under
 // 300 MB of heap (BenchmarkCacheMemory): its text is one allocation, its
 // times are integers, and a key without source restrictions or metadata
-// carries no room for them. It is immutable once built: share it freely.
+// carries no room for them. It is immutable once built, but for the
+// usage entries it finds on its first use: share it freely.
 type Record struct {
 	// text is the id, the account id, the scopes joined by "," (scopes
 	// never hold a comma), then, for a key with source restrictions or
@@ -30,6 +32,12 @@ type Record struct {
 	revoked, disabled            bool
 	expires                      int64 // unix microseconds; noExpiry when the key never expires
 	version                      int64 // UpdatedAt in unix microseconds
+
+	// The UsageRecorder's and the UsageCounter's entries for the key, kept
+	// from the record's first use so that the decision path does not look
+	// them up by id on every request (a forgotten one is found again).
+	lastUse atomic.Pointer[usage]
+	counts  atomic.Pointer[keyCounts]
 }
 
 // noExpiry is Record.expires of a key that never expires.

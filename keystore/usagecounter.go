@@ -43,6 +43,7 @@ type keyCounts struct {
 	pending []minuteCounts // earlier minutes, and counts a failed write gave back
 	seen    int64          // unix minute of the latest count
 	dead    bool           // forgotten: counts go to a new entry
+	owner   *UsageCounter
 }
 
 type minuteCounts struct {
@@ -94,25 +95,26 @@ func NewUsageCounter(store *Store, opts UsageCounterOptions) (*UsageCounter, err
 	return u, nil
 }
 
-// Count counts one decision of keyID with outcome (an index into the
-// outcomes) at at. It never blocks on I/O.
-func (u *UsageCounter) Count(keyID string, outcome int, at time.Time) {
+// Count counts one decision of key with outcome (an index into the
+// outcomes) at at. It never blocks on I/O, and after a record's first
+// count it finds the key's entry in the record (a Record from the cache is
+// shared by every request).
+func (u *UsageCounter) Count(key *Record, outcome int, at time.Time) {
 	if outcome < 0 || outcome >= len(u.outcomes) {
 		return
 	}
 	m := at.Unix() / 60
-	var c *keyCounts
-	for {
-		v, ok := u.keys.Load(keyID)
-		if !ok {
-			v, _ = u.keys.LoadOrStore(keyID, &keyCounts{})
-		}
-		c = v.(*keyCounts)
+	c := key.counts.Load()
+	if c == nil || c.owner != u {
+		c = u.entry(key.ID())
+		key.counts.Store(c)
+	}
+	c.mu.Lock()
+	for c.dead { // forgotten: the next load finds a new entry
+		c.mu.Unlock()
+		c = u.entry(key.ID())
+		key.counts.Store(c)
 		c.mu.Lock()
-		if !c.dead {
-			break
-		}
-		c.mu.Unlock() // being forgotten: the next load finds a new entry
 	}
 	if c.any && m != c.minute {
 		c.park()
@@ -123,6 +125,15 @@ func (u *UsageCounter) Count(keyID string, outcome int, at time.Time) {
 	c.counts[outcome]++
 	c.seen = max(c.seen, m)
 	c.mu.Unlock()
+}
+
+// entry returns keyID's entry, adding one if there is none.
+func (u *UsageCounter) entry(keyID string) *keyCounts {
+	v, ok := u.keys.Load(keyID)
+	if !ok {
+		v, _ = u.keys.LoadOrStore(keyID, &keyCounts{owner: u})
+	}
+	return v.(*keyCounts)
 }
 
 // park moves the current minute's counts to pending (c.mu held).

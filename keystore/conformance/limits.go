@@ -18,6 +18,7 @@ var limitTests = []test{
 	{"Limits", testLimits},
 	{"LimitsRefused", testLimitsRefused},
 	{"UsageCounter", testUsageCounter},
+	{"UsageCounterForgetsUnderHeldRecords", testUsageCounterForgets},
 	{"UsageCompaction", testUsageCompaction},
 	{"UsageCompactionConcurrent", testUsageCompactionConcurrent},
 	{"TopUsage", testTopUsage},
@@ -147,16 +148,17 @@ func testUsageCounter(t *testing.T, h Harness) {
 		t.Fatal(err)
 	}
 	base := time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour)
+	ra := a.Record() // shared, as requests share the cache's; b's are each their own
 	var wg sync.WaitGroup
 	for g := 0; g < 8; g++ {
 		wg.Go(func() {
 			for i := 0; i < 300; i++ {
 				at := base.Add(time.Duration(i) * time.Second) // minutes 0 to 4
-				u.Count(a.ID, 0, at)
+				u.Count(ra, 0, at)
 				if i%3 == 0 {
-					u.Count(a.ID, 1, at)
+					u.Count(ra, 1, at)
 				}
-				u.Count(b.ID, 2, at)
+				u.Count(b.Record(), 2, at)
 			}
 		})
 	}
@@ -173,7 +175,7 @@ func testUsageCounter(t *testing.T, h Harness) {
 		t.Fatalf("a flush with nothing new wrote rows: %+v, %v", u.Stats(), err)
 	}
 	// More counts for a minute already written add to it.
-	u.Count(a.ID, 0, base)
+	u.Count(ra, 0, base)
 	if err := u.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -371,5 +373,66 @@ func testHeartbeat(t *testing.T, h Harness) {
 	// beating is.
 	if n, _ := s.Heartbeat(ctx, "replica-a", 200*time.Millisecond); n != 1 {
 		t.Fatalf("after the others went quiet: %d live, want 1", n)
+	}
+}
+
+// A record keeps the counter's entry for its key; Flush forgets entries
+// idle for long. A count through a record that still holds a forgotten
+// entry is written all the same, also when it races the forgetting.
+func testUsageCounterForgets(t *testing.T, h Harness) {
+	s := h.newStore(t, keystore.Options{})
+	ctx := context.Background()
+	a, _ := mustCreate(t, s, keystore.CreateParams{})
+	u, err := keystore.NewUsageCounter(s, keystore.UsageCounterOptions{Outcomes: usageOutcomes, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := a.Record()
+	base := time.Now().UTC().Truncate(time.Hour).Add(-2 * time.Hour) // idle long enough to be forgotten
+	flush := func() {
+		t.Helper()
+		if err := u.Flush(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	total := func() int64 {
+		t.Helper()
+		series, err := s.Usage(ctx, a.ID, base, base.Add(time.Hour), time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return series.Totals["ok"]
+	}
+	u.Count(rec, 0, base)
+	flush() // writes the count
+	flush() // forgets the entry
+	u.Count(rec, 0, base)
+	flush()
+	if got := total(); got != 2 {
+		t.Fatalf("a count through a record holding a forgotten entry: %d ok, want 2", got)
+	}
+
+	// Counts racing flushes that forget (spaced so that some flushes find
+	// the entry written and idle): every one is written.
+	const counts = 300
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for range counts {
+			u.Count(rec, 0, base)
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	for flushing := true; flushing; {
+		select {
+		case <-done:
+			flushing = false
+		default:
+		}
+		flush()
+	}
+	flush()
+	if got := total(); got != 2+counts {
+		t.Fatalf("after counts racing flushes: %d ok, want %d", got, 2+counts)
 	}
 }
