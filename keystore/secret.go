@@ -122,10 +122,12 @@ func ParseSecret(s string) (Secret, error) {
 	if ValidatePrefix(prefix) != nil {
 		return "", ErrMalformedKey
 	}
+	var digits int8 // negative once any character is not a base62 digit
 	for j := 0; j < len(rest); j++ {
-		if base62Value(rest[j]) < 0 {
-			return "", ErrMalformedKey
-		}
+		digits |= base62Values[rest[j]]
+	}
+	if digits < 0 {
+		return "", ErrMalformedKey
 	}
 	body, sum := rest[:bodyLen], rest[bodyLen:]
 	want := checksum(prefix, body)
@@ -213,14 +215,18 @@ func appendChecksum(b []byte, sum uint32) []byte {
 	return append(b, digits[:]...)
 }
 
-func base62Value(c byte) int {
-	switch {
-	case c >= '0' && c <= '9':
-		return int(c - '0')
-	case c >= 'A' && c <= 'Z':
-		return int(c-'A') + 10
-	case c >= 'a' && c <= 'z':
-		return int(c-'a') + 36
+// base62Value is c's value as a base62 digit, or -1.
+func base62Value(c byte) int { return int(base62Values[c]) }
+
+// base62Values maps every byte to its value as a base62 digit, or -1: a
+// table, because a key's characters are random and a comparison per
+// range mispredicts on nearly every one.
+var base62Values = func() (t [256]int8) {
+	for i := range t {
+		t[i] = -1
 	}
-	return -1
-}
+	for i := 0; i < len(base62Alphabet); i++ {
+		t[base62Alphabet[i]] = int8(i)
+	}
+	return t
+}()

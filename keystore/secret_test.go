@@ -199,3 +199,12 @@ func (c *cycle) Read(p []byte) (int, error) {
 	}
 	return len(p), nil
 }
+
+// Every byte's base62 value is its place in the alphabet, or -1.
+func TestBase62Values(t *testing.T) {
+	for c := range 256 {
+		if got, want := base62Value(byte(c)), strings.IndexByte(base62Alphabet, byte(c)); got != want {
+			t.Errorf("base62Value(%q) = %d, want %d", byte(c), got, want)
+		}
+	}
+}
