@@ -18,8 +18,8 @@ import (
 // the default the field names.
 type CacheOptions struct {
 	// MaxKeys bounds the number of digests held (valid, revoked or
-	// unknown). Default 100,000. A cached key costs about 270 bytes of heap
-	// (BenchmarkCacheMemory), so a million keys take about 270 MB.
+	// unknown). Default 100,000. A cached key costs about 280 bytes of heap
+	// (BenchmarkCacheMemory), so a million keys take about 280 MB.
 	MaxKeys int
 	// Fresh is how long a cached key is used without asking the store;
 	// after it, the next use refreshes it in the background while the

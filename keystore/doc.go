@@ -32,9 +32,9 @@
 //
 // The decision path's reads (Lookup, LookupMany, ChangedSince) select only
 // what a decision needs and return a Record: the key's id, account, scopes,
-// expiry, state and version in one compact, immutable value, which is what
-// the Cache holds (about 270 bytes of heap per cached key, its entry
-// included). Everything else (Get, List, the lifecycle changes) returns
+// expiry, state and version in one compact value, immutable but for the
+// usage entries it keeps, which is what the Cache holds (about 280 bytes
+// of heap per cached key, its entry included). Everything else (Get, List, the lifecycle changes) returns
 // the whole Key.
 //
 // # Listing
