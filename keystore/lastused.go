@@ -18,7 +18,8 @@ type UsageRecorder struct {
 	store    *Store
 	interval time.Duration
 	logger   *slog.Logger
-	keys     sync.Map // key id → *usage
+	keys     sync.Map   // key id → *usage
+	flushing sync.Mutex // one Flush at a time
 	flushes  atomic.Uint64
 	written  atomic.Uint64
 	failures atomic.Uint64
@@ -53,16 +54,26 @@ func NewUsageRecorder(store *Store, interval time.Duration, logger *slog.Logger)
 // after a record's first use it touches only that key's entry, which the
 // record keeps (a Record from the cache is shared by every request).
 func (u *UsageRecorder) Used(key *Record, at time.Time) {
+	u.record(key, u.held(key), at.UnixNano())
+}
+
+// held is the entry key keeps for u, looked up by id when it keeps none,
+// keeps another recorder's, or keeps one Flush forgot.
+func (u *UsageRecorder) held(key *Record) *usage {
 	e := key.lastUse.Load()
 	if e == nil || e.owner != u || e.gone.Load() {
 		e = u.entry(key.ID())
 		key.lastUse.Store(e)
 	}
-	// Flush marks an entry gone before it reads the entry's last use for
-	// the last time, and a use reads gone after its write: so either Flush
-	// carries the use over to the entry that replaces it, or the use
-	// records itself there, or both.
-	t := at.UnixNano()
+	return e
+}
+
+// record records the use t (unix nanoseconds) in e, key's entry. Flush
+// marks an entry gone before it reads the entry's last use for the last
+// time (retire), and record reads gone after its write: so either Flush
+// carries the use over to the entry that replaces e, or record writes it
+// there itself, or both.
+func (u *UsageRecorder) record(key *Record, e *usage, t int64) {
 	for e.use(t) && e.gone.Load() {
 		e = u.entry(key.ID())
 		key.lastUse.Store(e)
@@ -121,8 +132,11 @@ func (u *UsageRecorder) Run(ctx context.Context) {
 	}
 }
 
-// Flush writes every use not yet written, in batches of 1000.
+// Flush writes every use not yet written, in batches of 1000, and
+// forgets keys idle for long. Flushes run one at a time.
 func (u *UsageRecorder) Flush(ctx context.Context) error {
+	u.flushing.Lock()
+	defer u.flushing.Unlock()
 	u.flushes.Add(1)
 	var batch []LastUsed
 	var recs []*usage
@@ -150,10 +164,7 @@ func (u *UsageRecorder) Flush(ctx context.Context) error {
 		last := rec.last.Load()
 		if last == rec.flushed.Load() {
 			if last < idle && u.keys.CompareAndDelete(k, v) {
-				rec.gone.Store(true)
-				if now := rec.last.Load(); now != last {
-					u.entry(k.(string)).use(now) // used while being forgotten: carry it over
-				}
+				u.retire(k.(string), rec, last)
 			}
 			return true
 		}
@@ -166,6 +177,16 @@ func (u *UsageRecorder) Flush(ctx context.Context) error {
 	})
 	write()
 	return firstErr
+}
+
+// retire marks e gone once Flush has removed it from the map, idle since
+// last, and carries a use that a record still holding e wrote since then
+// over to the entry that replaces it.
+func (u *UsageRecorder) retire(keyID string, e *usage, last int64) {
+	e.gone.Store(true)
+	if now := e.last.Load(); now != last {
+		u.entry(keyID).use(now)
+	}
 }
 
 // Stats reports how many flushes ran, how many last-used times were

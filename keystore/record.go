@@ -35,7 +35,8 @@ type Record struct {
 
 	// The UsageRecorder's and the UsageCounter's entries for the key, kept
 	// from the record's first use so that the decision path does not look
-	// them up by id on every request (a forgotten one is found again).
+	// them up by id on every request (one that was forgotten, or is another
+	// recorder's or counter's, is looked up again). Equal leaves them aside.
 	lastUse atomic.Pointer[usage]
 	counts  atomic.Pointer[keyCounts]
 }
@@ -298,5 +299,10 @@ type Stored struct {
 }
 
 // Equal reports whether r and o say the same: the same key at the same
-// version, with the same decision fields.
-func (r *Record) Equal(o *Record) bool { return r == o || r != nil && o != nil && *r == *o }
+// version, with the same decision fields (the usage entries they keep
+// aside).
+func (r *Record) Equal(o *Record) bool {
+	return r == o || r != nil && o != nil && r.text == o.text && r.idEnd == o.idEnd && r.accountEnd == o.accountEnd &&
+		r.scopesEnd == o.scopesEnd && r.revoked == o.revoked && r.disabled == o.disabled && r.expires == o.expires &&
+		r.version == o.version
+}

@@ -208,3 +208,19 @@ func TestBase62Values(t *testing.T) {
 		}
 	}
 }
+
+// A character that is no base62 digit is refused wherever it is in the
+// body, even under a checksum that matches it.
+func TestParseSecretRefusesNonDigitsUnderAMatchingChecksum(t *testing.T) {
+	good, _ := GenerateSecret("kg")
+	body := good.Reveal()[len("kg_"):][:bodyLen]
+	for i := range bodyLen {
+		for _, c := range []byte{'-', '_', ' ', '+', '/', 0, 0x80, 0xff} {
+			bad := body[:i] + string([]byte{c}) + body[i+1:]
+			key := string(appendChecksum([]byte("kg_"+bad), checksum("kg", bad)))
+			if _, err := ParseSecret(key); !errors.Is(err, ErrMalformedKey) {
+				t.Fatalf("%q at %d of the body: got %v, want ErrMalformedKey", c, i, err)
+			}
+		}
+	}
+}

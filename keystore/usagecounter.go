@@ -27,7 +27,8 @@ type UsageCounter struct {
 	now       func() time.Time
 	afterEach func(ctx context.Context) // called after each flush: the local store refreshes its quotas
 
-	keys     sync.Map // key id → *keyCounts
+	keys     sync.Map   // key id → *keyCounts
+	flushing sync.Mutex // one Flush at a time
 	flushes  atomic.Uint64
 	written  atomic.Uint64
 	failures atomic.Uint64
@@ -201,8 +202,11 @@ func (u *UsageCounter) Run(ctx context.Context) {
 	}
 }
 
-// Flush writes every count not yet written, in batches of 1000 rows.
+// Flush writes every count not yet written, in batches of 1000 rows, and
+// forgets keys idle for long. Flushes run one at a time.
 func (u *UsageCounter) Flush(ctx context.Context) error {
+	u.flushing.Lock()
+	defer u.flushing.Unlock()
 	u.flushes.Add(1)
 	type taken struct {
 		c      *keyCounts
@@ -233,13 +237,14 @@ func (u *UsageCounter) Flush(ctx context.Context) error {
 		c := v.(*keyCounts)
 		counts := c.take()
 		if len(counts) == 0 {
+			// Forgotten under its lock, so that a Count waiting for it
+			// finds it dead and out of the map at once.
 			c.mu.Lock()
-			dead := !c.any && len(c.pending) == 0 && c.seen < idle
-			c.dead = dead
-			c.mu.Unlock()
-			if dead {
+			if !c.any && len(c.pending) == 0 && c.seen < idle {
+				c.dead = true
 				u.keys.CompareAndDelete(k, v)
 			}
+			c.mu.Unlock()
 			return true
 		}
 		batch = append(batch, u.rows(k.(string), counts)...)

@@ -412,8 +412,10 @@ func testUsageCounterForgets(t *testing.T, h Harness) {
 		t.Fatalf("a count through a record holding a forgotten entry: %d ok, want 2", got)
 	}
 
-	// Counts racing flushes that forget (spaced so that some flushes find
-	// the entry written and idle): every one is written.
+	// Counts alongside flushes that forget (spaced so that the entry is
+	// forgotten and found again many times): every one is written.
+	// keystore's own tests (usage_entries_test.go) drive, step by step,
+	// the orders in which a use and the forgetting can interleave.
 	const counts = 300
 	done := make(chan struct{})
 	go func() {

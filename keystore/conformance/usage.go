@@ -130,8 +130,10 @@ func testUsageRecorderForgets(t *testing.T, h Harness) {
 		t.Fatalf("a use through a record holding a forgotten entry: last_used_at %v, want %v", got, old.Add(time.Second))
 	}
 
-	// Uses racing flushes that forget (spaced so that some flushes find
-	// the entry written and idle): the last one is written.
+	// Uses alongside flushes that forget (spaced so that the entry is
+	// forgotten and found again many times): the last one is written.
+	// keystore's own tests (usage_entries_test.go) drive, step by step,
+	// the orders in which a use and the forgetting can interleave.
 	const uses = 300
 	done := make(chan struct{})
 	go func() {
