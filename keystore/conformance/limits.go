@@ -417,23 +417,7 @@ func testUsageCounterForgets(t *testing.T, h Harness) {
 	// keystore's own tests (usage_entries_test.go) drive, step by step,
 	// the orders in which a use and the forgetting can interleave.
 	const counts = 300
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for range counts {
-			u.Count(rec, 0, base)
-			time.Sleep(time.Millisecond)
-		}
-	}()
-	for flushing := true; flushing; {
-		select {
-		case <-done:
-			flushing = false
-		default:
-		}
-		flush()
-	}
-	flush()
+	flushAlongside(t, u.Flush, counts, func(int) { u.Count(rec, 0, base) })
 	if got := total(); got != 2+counts {
 		t.Fatalf("after counts racing flushes: %d ok, want %d", got, 2+counts)
 	}

@@ -135,11 +135,21 @@ func testUsageRecorderForgets(t *testing.T, h Harness) {
 	// keystore's own tests (usage_entries_test.go) drive, step by step,
 	// the orders in which a use and the forgetting can interleave.
 	const uses = 300
+	flushAlongside(t, u.Flush, uses, func(i int) { u.Used(rec, old.Add(time.Duration(i)*time.Second)) })
+	if got, want := lastUsed(), old.Add(uses*time.Second); !got.Equal(want) {
+		t.Fatalf("after uses racing flushes: last_used_at %v, want %v", got, want)
+	}
+}
+
+// flushAlongside calls use(1) to use(n) a millisecond apart while flush
+// runs over and over, then flushes once more.
+func flushAlongside(t *testing.T, flush func(context.Context) error, n int, use func(i int)) {
+	t.Helper()
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		for i := 2; i <= uses; i++ {
-			u.Used(rec, old.Add(time.Duration(i)*time.Second))
+		for i := 1; i <= n; i++ {
+			use(i)
 			time.Sleep(time.Millisecond)
 		}
 	}()
@@ -149,14 +159,11 @@ func testUsageRecorderForgets(t *testing.T, h Harness) {
 			flushing = false
 		default:
 		}
-		if err := u.Flush(ctx); err != nil {
+		if err := flush(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := u.Flush(ctx); err != nil {
+	if err := flush(context.Background()); err != nil {
 		t.Fatal(err)
-	}
-	if got, want := lastUsed(), old.Add(uses*time.Second); !got.Equal(want) {
-		t.Fatalf("after uses racing flushes: last_used_at %v, want %v", got, want)
 	}
 }
