@@ -77,6 +77,7 @@ type Cache struct {
 	loads                   singleflight.Group
 	fresh, maxStale, negTTL time.Duration
 	now                     func() time.Time
+	monotonic               bool      // now is time.Now: clock reads only the monotonic clock
 	base                    time.Time // cacheEntry.fetched counts from it
 	loadTimeout             time.Duration
 	loadSlots               chan struct{} // one per query running (MaxLoads)
@@ -156,7 +157,7 @@ func NewCache(src Source, opts CacheOptions) (*Cache, error) {
 		c.loadTimeout = DefaultLoadTimeout
 	}
 	if c.now == nil {
-		c.now = time.Now
+		c.now, c.monotonic = time.Now, true
 	}
 	c.base = c.now()
 	switch {
@@ -206,7 +207,12 @@ func (c *Cache) Lookup(ctx context.Context, d Digest) (*Record, error) {
 }
 
 // clock is the cache's clock, as cacheEntry.fetched counts it.
-func (c *Cache) clock() int64 { return int64(c.now().Sub(c.base)) }
+func (c *Cache) clock() int64 {
+	if c.monotonic {
+		return int64(time.Since(c.base)) // the same, without reading the wall clock too
+	}
+	return int64(c.now().Sub(c.base))
+}
 
 // LookupCached is Lookup, and whether the answer came from memory.
 func (c *Cache) LookupCached(ctx context.Context, d Digest) (*Record, bool, error) {
