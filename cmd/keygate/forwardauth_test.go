@@ -13,7 +13,7 @@ import (
 )
 
 // Bad forward-auth flags exit 2 naming the flag, before any I/O: the
-// database here does not exist, and is never dialled.
+// database here is never dialled (neverDialled).
 func TestServeBadForwardAuthFlags(t *testing.T) {
 	t.Parallel()
 	cases := map[string]struct {
@@ -29,13 +29,9 @@ func TestServeBadForwardAuthFlags(t *testing.T) {
 	}
 	for name, c := range cases {
 		t.Run(name, func(t *testing.T) {
-			start := time.Now()
-			r := runCLI(t, "postgres://keygate@127.0.0.1:1/none?connect_timeout=3", append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, c.args...)...)
+			r := runCLI(t, neverDialled(t), append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, c.args...)...)
 			if r.code != 2 || !strings.Contains(r.stderr, c.flag) {
 				t.Fatalf("exit %d, stderr %q; want 2 naming %s", r.code, r.stderr, c.flag)
-			}
-			if d := time.Since(start); d > 2*time.Second {
-				t.Errorf("took %v: the flag was checked after dialling the database", d)
 			}
 		})
 	}

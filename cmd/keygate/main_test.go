@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/keygate/keygate/internal/storetest"
@@ -17,6 +19,39 @@ type result struct {
 	stdout, stderr string
 	code           int
 	database       string // the database a writing command named, on stderr
+}
+
+// neverDialled returns the URL of a database that the test fails if
+// anything connects to: for commands that must refuse their flags before
+// any I/O. Its server is a listener that closes every connection at once,
+// so a client that did connect learns so at once too.
+func neverDialled(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dials atomic.Int32
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			dials.Add(1)
+			c.Close()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		<-done
+		if n := dials.Load(); n > 0 {
+			t.Errorf("the database was dialled %d times: the flags must be checked before any I/O", n)
+		}
+	})
+	return "postgres://keygate@" + ln.Addr().String() + "/none?connect_timeout=3"
 }
 
 // runCLI runs keygate with args against the database at dbURL and an
