@@ -24,6 +24,19 @@ import (
 // carries no room for them. It is immutable once built, but for the
 // usage entries it finds on its first use: share it freely.
 type Record struct {
+	recordFields
+
+	// The UsageRecorder's and the UsageCounter's entries for the key, kept
+	// from the record's first use so that the decision path does not look
+	// them up by id on every request (one that was forgotten, or is another
+	// recorder's or counter's, is looked up again).
+	lastUse atomic.Pointer[usage]
+	counts  atomic.Pointer[keyCounts]
+}
+
+// recordFields are what a Record says about its key, and all that Equal
+// compares.
+type recordFields struct {
 	// text is the id, the account id, the scopes joined by "," (scopes
 	// never hold a comma), then, for a key with source restrictions or
 	// metadata, its extras (see appendExtras).
@@ -32,13 +45,6 @@ type Record struct {
 	revoked, disabled            bool
 	expires                      int64 // unix microseconds; noExpiry when the key never expires
 	version                      int64 // UpdatedAt in unix microseconds
-
-	// The UsageRecorder's and the UsageCounter's entries for the key, kept
-	// from the record's first use so that the decision path does not look
-	// them up by id on every request (one that was forgotten, or is another
-	// recorder's or counter's, is looked up again). Equal leaves them aside.
-	lastUse atomic.Pointer[usage]
-	counts  atomic.Pointer[keyCounts]
 }
 
 // noExpiry is Record.expires of a key that never expires.
@@ -86,7 +92,7 @@ func newRecord(f RecordFields) *Record {
 	}
 	scopesEnd := len(b)
 	b = appendExtras(b, f.AllowedCIDRs, f.Metadata, f.Limits)
-	r := &Record{
+	r := &Record{recordFields: recordFields{
 		text:       string(b),
 		idEnd:      uint32(len(f.ID)),
 		accountEnd: uint32(len(f.ID) + len(f.AccountID)),
@@ -95,7 +101,7 @@ func newRecord(f RecordFields) *Record {
 		disabled:   f.Disabled,
 		expires:    noExpiry,
 		version:    f.UpdatedAt.UnixMicro(),
-	}
+	}}
 	if f.ExpiresAt != nil {
 		r.expires = f.ExpiresAt.UnixMicro()
 	}
@@ -302,7 +308,5 @@ type Stored struct {
 // version, with the same decision fields (the usage entries they keep
 // aside).
 func (r *Record) Equal(o *Record) bool {
-	return r == o || r != nil && o != nil && r.text == o.text && r.idEnd == o.idEnd && r.accountEnd == o.accountEnd &&
-		r.scopesEnd == o.scopesEnd && r.revoked == o.revoked && r.disabled == o.disabled && r.expires == o.expires &&
-		r.version == o.version
+	return r == o || r != nil && o != nil && r.recordFields == o.recordFields
 }
