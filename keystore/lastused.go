@@ -82,11 +82,17 @@ func (u *UsageRecorder) record(key *Record, e *usage, t int64) {
 
 // entry returns keyID's entry, adding one if there is none.
 func (u *UsageRecorder) entry(keyID string) *usage {
-	v, ok := u.keys.Load(keyID)
+	return loadOrAdd(&u.keys, keyID, func() *usage { return &usage{owner: u} })
+}
+
+// loadOrAdd returns the entry under keyID in m, a map of the UsageRecorder's
+// or the UsageCounter's, storing fresh() there first if it holds none.
+func loadOrAdd[E any](m *sync.Map, keyID string, fresh func() *E) *E {
+	v, ok := m.Load(keyID)
 	if !ok {
-		v, _ = u.keys.LoadOrStore(keyID, &usage{owner: u})
+		v, _ = m.LoadOrStore(keyID, fresh())
 	}
-	return v.(*usage)
+	return v.(*E)
 }
 
 // use moves e's last use to t (unix nanoseconds) if that is later by

@@ -130,11 +130,7 @@ func (u *UsageCounter) Count(key *Record, outcome int, at time.Time) {
 
 // entry returns keyID's entry, adding one if there is none.
 func (u *UsageCounter) entry(keyID string) *keyCounts {
-	v, ok := u.keys.Load(keyID)
-	if !ok {
-		v, _ = u.keys.LoadOrStore(keyID, &keyCounts{owner: u})
-	}
-	return v.(*keyCounts)
+	return loadOrAdd(&u.keys, keyID, func() *keyCounts { return &keyCounts{owner: u} })
 }
 
 // park moves the current minute's counts to pending (c.mu held).
