@@ -76,8 +76,9 @@ type Cache struct {
 	entries                 *otter.Cache[Digest, cacheEntry]
 	loads                   singleflight.Group
 	fresh, maxStale, negTTL time.Duration
-	now                     func() time.Time // nil: the real clock
-	base                    time.Time        // cacheEntry.fetched counts from it
+	now                     func() time.Time
+	monotonic               bool      // now is time.Now: clock reads only the monotonic clock
+	base                    time.Time // cacheEntry.fetched counts from it
 	loadTimeout             time.Duration
 	loadSlots               chan struct{} // one per query running (MaxLoads)
 	tracer                  trace.Tracer
@@ -155,10 +156,10 @@ func NewCache(src Source, opts CacheOptions) (*Cache, error) {
 	if c.loadTimeout == 0 {
 		c.loadTimeout = DefaultLoadTimeout
 	}
-	c.base = time.Now()
-	if c.now != nil {
-		c.base = c.now()
+	if c.now == nil {
+		c.now, c.monotonic = time.Now, true
 	}
+	c.base = c.now()
 	switch {
 	case opts.MaxKeys < 0:
 		return nil, errors.New("keystore: cache size must be positive")
@@ -207,8 +208,8 @@ func (c *Cache) Lookup(ctx context.Context, d Digest) (*Record, error) {
 
 // clock is the cache's clock, as cacheEntry.fetched counts it.
 func (c *Cache) clock() int64 {
-	if c.now == nil {
-		return int64(time.Since(c.base)) // the monotonic clock alone: one read, not two
+	if c.monotonic {
+		return int64(time.Since(c.base)) // the same, without reading the wall clock too
 	}
 	return int64(c.now().Sub(c.base))
 }
