@@ -83,6 +83,14 @@
 // rounds: many short runs (default 4 x 2s) cancel the drift of a shared
 // machine better than a few long ones. The table shows the aggregate of
 // the rounds and their spread ((max-min)/mean of the per-round rates).
+// Below it, the paired ratios: each round's two runs are back to back, so
+// the ratio of keygate's rate (and CPU per decision) to the reference's
+// within a round carries little of the drift between rounds; the median
+// of those per-round ratios is printed with its 95% confidence interval,
+// distribution-free, as benchstat computes it (golang.org/x/perf/benchmath;
+// it needs 6 rounds or more). A goal such as "at least 0.95 of the
+// reference" is met when the interval's low end is at or above it, and
+// missed when its high end is below it.
 // With the defaults, --mode all takes about two minutes.
 //
 // The load generator shares the machine with the servers: its own CPU is

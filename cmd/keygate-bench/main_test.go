@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"math"
 	"net"
 	"os"
 	"regexp"
@@ -55,6 +56,8 @@ func TestBench(t *testing.T) {
 		"uncached path: keygate --cache-size 1",
 		"keygate cache during the runs: 100.0% fresh hits",
 		"database connections seen: pgx ",
+		"paired ratios keygate/baseline by concurrency",
+		"paired ratios keygate/pgx by concurrency",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("output lacks %q:\n%s", want, out)
@@ -338,5 +341,34 @@ func TestBenchForwardAuth(t *testing.T) {
 	}
 	if rows := errorFreeRows(t, out, "net/http", "keygate"); rows != 4 {
 		t.Errorf("got %d table rows, want 4:\n%s", rows, out)
+	}
+}
+
+// TestPairedRatio: each round's two runs are compared with each other, so
+// drift between rounds cancels, and the interval is benchstat's.
+func TestPairedRatio(t *testing.T) {
+	// The machine halves its speed every other round; keygate is at 0.9
+	// of the reference in every round.
+	ref := []float64{1000, 500, 1000, 500, 1000, 500}
+	kg := []float64{900, 450, 900, 450, 900, 450}
+	s := pairedRatio(kg, ref)
+	if math.Abs(s.Center-0.9) > 1e-9 || math.Abs(s.Lo-0.9) > 1e-9 || math.Abs(s.Hi-0.9) > 1e-9 {
+		t.Errorf("drifting rounds, steady ratio: got %.3f [%.3f, %.3f], want 0.90 [0.90, 0.90]", s.Center, s.Lo, s.Hi)
+	}
+	if got, want := fmtRatio(s), "0.90 [0.90, 0.90]"; got != want {
+		t.Errorf("fmtRatio = %q, want %q", got, want)
+	}
+
+	// Six rounds: the median of the ratios, and for six samples the 95%
+	// interval is their whole range.
+	s = pairedRatio([]float64{1, 2, 3, 4, 5, 6}, []float64{1, 1, 1, 1, 1, 1})
+	if s.Center != 3.5 || s.Lo != 1 || s.Hi != 6 {
+		t.Errorf("got %v [%v, %v], want 3.5 [1, 6]", s.Center, s.Lo, s.Hi)
+	}
+
+	// Too few rounds for an interval: said, not printed as one.
+	s = pairedRatio([]float64{1, 2, 3, 4}, []float64{1, 1, 1, 1})
+	if got := fmtRatio(s); !strings.Contains(got, "2.50 (no 95% interval: need >= 6 samples") {
+		t.Errorf("four rounds: fmtRatio = %q, want the median and why there is no interval", got)
 	}
 }

@@ -1,18 +1,23 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/perf/benchmath"
 )
 
 // row aggregates the runs of one server at one concurrency.
 type row struct {
 	rates                    []float64 // per run, requests/s
+	cpus                     []float64 // per run, server CPU seconds per request
 	ok, errors               int
 	firstError               string
 	window                   time.Duration
@@ -26,6 +31,7 @@ type row struct {
 
 func (r *row) add(x result) {
 	r.rates = append(r.rates, float64(x.ok)/x.window.Seconds())
+	r.cpus = append(r.cpus, x.serverCPU.Seconds()/float64(max(x.ok, 1)))
 	r.ok += x.ok
 	r.errors += x.errors
 	if r.firstError == "" {
@@ -69,6 +75,30 @@ func (r *row) cpuPerDecision() time.Duration {
 		return 0
 	}
 	return r.serverCPU / time.Duration(r.ok)
+}
+
+// confidence is the level of the paired ratios' intervals.
+const confidence = 0.95
+
+// pairedRatio summarises a/b over the rounds: round i's two runs were back
+// to back (ABBA), so their ratio cancels most of the drift a shared machine
+// puts between rounds, where the aggregate ratio carries it. It is the
+// median of the per-round ratios with its distribution-free confidence
+// interval, as benchstat computes them (benchmath.AssumeNothing).
+func pairedRatio(a, b []float64) benchmath.Summary {
+	ratios := make([]float64, min(len(a), len(b)))
+	for i := range ratios {
+		ratios[i] = a[i] / b[i]
+	}
+	return benchmath.AssumeNothing.Summary(benchmath.NewSample(ratios, &benchmath.DefaultThresholds), confidence)
+}
+
+// fmtRatio prints a paired ratio and its interval, or why there is none.
+func fmtRatio(s benchmath.Summary) string {
+	if len(s.Warnings) > 0 || math.IsInf(s.Lo, 0) || math.IsInf(s.Hi, 0) {
+		return fmt.Sprintf("%.2f (no %.0f%% interval: %v)", s.Center, 100*confidence, errors.Join(s.Warnings...))
+	}
+	return fmt.Sprintf("%.2f [%.2f, %.2f]", s.Center, s.Lo, s.Hi)
 }
 
 // printMode prints one mode's table: the reference server's row, then
@@ -121,7 +151,7 @@ func (s *setup) printMode(w io.Writer, mode string, servers []*server, rows map[
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "conc\tserver\treq/s\tspread\tp50\tp99\tcpu/decision\tdb-cpu/decision\tgen-cpu\tother-cpu\terrors\tratio\t")
-	var cpuRatios []string
+	var cpuRatios, paired []string
 	var (
 		errs            []string
 		maxOther, steal float64
@@ -140,6 +170,8 @@ func (s *setup) printMode(w io.Writer, mode string, servers []*server, rows map[
 				q := r.rate() / base.rate()
 				ratio = fmt.Sprintf("%.2f", q)
 				cpuRatios = append(cpuRatios, fmt.Sprintf("%.2f", float64(r.cpuPerDecision())/float64(base.cpuPerDecision())))
+				paired = append(paired, fmt.Sprintf("    %d: req/s %s, cpu/decision %s", conc,
+					fmtRatio(pairedRatio(r.rates, base.rates)), fmtRatio(pairedRatio(r.cpus, base.cpus))))
 			}
 			cores := func(d time.Duration) float64 { return d.Seconds() / r.window.Seconds() }
 			// /proc/stat is sampled per tick, the processes' times are
@@ -157,6 +189,10 @@ func (s *setup) printMode(w io.Writer, mode string, servers []*server, rows map[
 	tw.Flush()
 	fmt.Fprintf(w, "  ratio is keygate/%s req/s; keygate/%s cpu/decision: %s (concurrency %s)\n", ref.name, ref.name,
 		strings.Join(cpuRatios, " "), joinInts(cfg.concurrency))
+	fmt.Fprintf(w, "  paired ratios keygate/%s by concurrency: the median of the rounds' ratios [its %.0f%% interval]\n", ref.name, 100*confidence)
+	for _, p := range paired {
+		fmt.Fprintln(w, p)
+	}
 	if maxOther > 0.15 || steal > 0.05 {
 		fmt.Fprintf(w, "  NOTE: other processes used up to %.2f cores during a run (steal up to %.2f): the rates are disturbed, cpu/decision much less\n",
 			maxOther, steal)
