@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -28,6 +27,7 @@ import (
 
 	"github.com/keygate/keygate/authz"
 	"github.com/keygate/keygate/authz/extauthz"
+	"github.com/keygate/keygate/internal/grpcmetrics"
 	"github.com/keygate/keygate/internal/readiness"
 	"github.com/keygate/keygate/internal/tlsfiles"
 	"github.com/keygate/keygate/keystore"
@@ -203,8 +203,7 @@ const grpcWorkersPerCPU = 64
 // grpcServer is the gRPC server: Envoy's Authorization service, health,
 // and reflection when asked, measured and (with tracing on) traced.
 func (s *server) grpcServer(core *authz.Server, reg prometheus.Registerer, tp trace.TracerProvider) *grpc.Server {
-	metrics := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(
-		grpcprom.WithHistogramBuckets([]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1})))
+	metrics := grpcmetrics.New([]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1})
 	reg.MustRegister(metrics)
 	opts := []grpc.ServerOption{
 		// A fixed set of workers serves the streams, so that a Check does
@@ -229,7 +228,7 @@ func (s *server) grpcServer(core *authz.Server, reg prometheus.Registerer, tp tr
 	if s.cfg.reflection {
 		reflection.Register(g)
 	}
-	metrics.InitializeMetrics(g)
+	metrics.Initialize(g)
 	return g
 }
 
