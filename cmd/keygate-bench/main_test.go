@@ -351,24 +351,36 @@ func TestPairedRatio(t *testing.T) {
 	// of the reference in every round.
 	ref := []float64{1000, 500, 1000, 500, 1000, 500}
 	kg := []float64{900, 450, 900, 450, 900, 450}
-	s := pairedRatio(kg, ref)
-	if math.Abs(s.Center-0.9) > 1e-9 || math.Abs(s.Lo-0.9) > 1e-9 || math.Abs(s.Hi-0.9) > 1e-9 {
-		t.Errorf("drifting rounds, steady ratio: got %.3f [%.3f, %.3f], want 0.90 [0.90, 0.90]", s.Center, s.Lo, s.Hi)
+	s, used := pairedRatio(kg, ref)
+	if math.Abs(s.Center-0.9) > 1e-9 || math.Abs(s.Lo-0.9) > 1e-9 || math.Abs(s.Hi-0.9) > 1e-9 || used != 6 {
+		t.Errorf("drifting rounds, steady ratio: got %.3f [%.3f, %.3f] over %d, want 0.90 [0.90, 0.90] over 6", s.Center, s.Lo, s.Hi, used)
 	}
-	if got, want := fmtRatio(s), "0.90 [0.90, 0.90]"; got != want {
+	if got, want := fmtRatio(s, used, 6), "0.90 [0.90, 0.90]"; got != want {
 		t.Errorf("fmtRatio = %q, want %q", got, want)
 	}
 
 	// Six rounds: the median of the ratios, and for six samples the 95%
 	// interval is their whole range.
-	s = pairedRatio([]float64{1, 2, 3, 4, 5, 6}, []float64{1, 1, 1, 1, 1, 1})
+	s, _ = pairedRatio([]float64{1, 2, 3, 4, 5, 6}, []float64{1, 1, 1, 1, 1, 1})
 	if s.Center != 3.5 || s.Lo != 1 || s.Hi != 6 {
 		t.Errorf("got %v [%v, %v], want 3.5 [1, 6]", s.Center, s.Lo, s.Hi)
 	}
 
 	// Too few rounds for an interval: said, not printed as one.
-	s = pairedRatio([]float64{1, 2, 3, 4}, []float64{1, 1, 1, 1})
-	if got := fmtRatio(s); !strings.Contains(got, "2.50 (no 95% interval: need >= 6 samples") {
+	s, used = pairedRatio([]float64{1, 2, 3, 4}, []float64{1, 1, 1, 1})
+	if got := fmtRatio(s, used, 4); !strings.Contains(got, "2.50 (no 95% interval: need >= 6 samples") {
 		t.Errorf("four rounds: fmtRatio = %q, want the median and why there is no interval", got)
+	}
+
+	// A round where a server answered nothing (a rate of 0, a CPU per
+	// request that is not a number) is left out, and the line says so.
+	nan := math.NaN()
+	s, used = pairedRatio([]float64{1, 1, 1, 1, 1, 1, 0, nan}, []float64{1, 1, 1, 1, 1, 1, 0, 1})
+	if got, want := fmtRatio(s, used, 8), "1.00 [1.00, 1.00] over 6 of 8 rounds"; got != want {
+		t.Errorf("rounds without answers: fmtRatio = %q, want %q", got, want)
+	}
+	s, used = pairedRatio([]float64{nan, 5}, []float64{1, 0})
+	if got, want := fmtRatio(s, used, 2), "none (no round where both servers answered) over 0 of 2 rounds"; got != want {
+		t.Errorf("no usable round: fmtRatio = %q, want %q", got, want)
 	}
 }

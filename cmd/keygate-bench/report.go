@@ -31,7 +31,11 @@ type row struct {
 
 func (r *row) add(x result) {
 	r.rates = append(r.rates, float64(x.ok)/x.window.Seconds())
-	r.cpus = append(r.cpus, x.serverCPU.Seconds()/float64(max(x.ok, 1)))
+	cpu := math.NaN() // no request answered: no CPU per request
+	if x.ok > 0 {
+		cpu = x.serverCPU.Seconds() / float64(x.ok)
+	}
+	r.cpus = append(r.cpus, cpu)
 	r.ok += x.ok
 	r.errors += x.errors
 	if r.firstError == "" {
@@ -84,21 +88,39 @@ const confidence = 0.95
 // to back (ABBA), so their ratio cancels most of the drift a shared machine
 // puts between rounds, where the aggregate ratio carries it. It is the
 // median of the per-round ratios with its distribution-free confidence
-// interval, as benchstat computes them (benchmath.AssumeNothing).
-func pairedRatio(a, b []float64) benchmath.Summary {
-	ratios := make([]float64, min(len(a), len(b)))
-	for i := range ratios {
-		ratios[i] = a[i] / b[i]
+// interval, as benchstat computes them (benchmath.AssumeNothing; the
+// interval's level is at least confidence). A round whose ratio is not a
+// number (a server answered nothing in it) is left out: used says how many
+// rounds are in the summary.
+func pairedRatio(a, b []float64) (s benchmath.Summary, used int) {
+	var ratios []float64
+	for i := range min(len(a), len(b)) {
+		if q := a[i] / b[i]; !math.IsNaN(q) && !math.IsInf(q, 0) {
+			ratios = append(ratios, q)
+		}
 	}
-	return benchmath.AssumeNothing.Summary(benchmath.NewSample(ratios, &benchmath.DefaultThresholds), confidence)
+	if len(ratios) == 0 {
+		return benchmath.Summary{Center: math.NaN(), Lo: math.NaN(), Hi: math.NaN()}, 0
+	}
+	return benchmath.AssumeNothing.Summary(benchmath.NewSample(ratios, &benchmath.DefaultThresholds), confidence), len(ratios)
 }
 
-// fmtRatio prints a paired ratio and its interval, or why there is none.
-func fmtRatio(s benchmath.Summary) string {
-	if len(s.Warnings) > 0 || math.IsInf(s.Lo, 0) || math.IsInf(s.Hi, 0) {
-		return fmt.Sprintf("%.2f (no %.0f%% interval: %v)", s.Center, 100*confidence, errors.Join(s.Warnings...))
+// fmtRatio prints a paired ratio over used of rounds rounds and its
+// interval, or why there is none.
+func fmtRatio(s benchmath.Summary, used, rounds int) string {
+	var out string
+	switch {
+	case used == 0:
+		out = "none (no round where both servers answered)"
+	case len(s.Warnings) > 0 || math.IsInf(s.Lo, 0) || math.IsInf(s.Hi, 0):
+		out = fmt.Sprintf("%.2f (no %.0f%% interval: %v)", s.Center, 100*confidence, errors.Join(s.Warnings...))
+	default:
+		out = fmt.Sprintf("%.2f [%.2f, %.2f]", s.Center, s.Lo, s.Hi)
 	}
-	return fmt.Sprintf("%.2f [%.2f, %.2f]", s.Center, s.Lo, s.Hi)
+	if used < rounds {
+		out += fmt.Sprintf(" over %d of %d rounds", used, rounds)
+	}
+	return out
 }
 
 // printMode prints one mode's table: the reference server's row, then
@@ -170,8 +192,10 @@ func (s *setup) printMode(w io.Writer, mode string, servers []*server, rows map[
 				q := r.rate() / base.rate()
 				ratio = fmt.Sprintf("%.2f", q)
 				cpuRatios = append(cpuRatios, fmt.Sprintf("%.2f", float64(r.cpuPerDecision())/float64(base.cpuPerDecision())))
+				rates, ratesUsed := pairedRatio(r.rates, base.rates)
+				cpus, cpusUsed := pairedRatio(r.cpus, base.cpus)
 				paired = append(paired, fmt.Sprintf("    %d: req/s %s, cpu/decision %s", conc,
-					fmtRatio(pairedRatio(r.rates, base.rates)), fmtRatio(pairedRatio(r.cpus, base.cpus))))
+					fmtRatio(rates, ratesUsed, r.runs), fmtRatio(cpus, cpusUsed, r.runs)))
 			}
 			cores := func(d time.Duration) float64 { return d.Seconds() / r.window.Seconds() }
 			// /proc/stat is sampled per tick, the processes' times are

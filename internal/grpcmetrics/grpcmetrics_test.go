@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,9 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
+
+// handlerTime is how long each compared call's handler takes.
+const handlerTime = time.Millisecond
 
 var buckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}
 
@@ -52,8 +56,8 @@ var calls = []struct {
 
 // TestSameSeriesAsGRPCProm: the same calls through the provider's
 // interceptor and through this package's gather to the same families,
-// series and values (durations aside: each histogram's count is compared,
-// not where its samples fell).
+// series and values. Durations differ between two runs: each histogram's
+// count is compared, and its sum must be the calls' time in seconds.
 func TestSameSeriesAsGRPCProm(t *testing.T) {
 	theirs := grpcprom.NewServerMetrics(grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(buckets)))
 	ours := New(buckets)
@@ -72,13 +76,18 @@ func TestSameSeriesAsGRPCProm(t *testing.T) {
 			m.Initialize(server(t))
 			ic = m.UnaryServerInterceptor()
 		}
+		began := time.Now()
 		for _, c := range calls {
 			resp, err := ic(t.Context(), "request", &grpc.UnaryServerInfo{FullMethod: c.method},
-				func(context.Context, any) (any, error) { return "answer", c.err })
+				func(context.Context, any) (any, error) {
+					time.Sleep(handlerTime)
+					return "answer", c.err
+				})
 			if resp != "answer" || !errors.Is(err, c.err) {
 				t.Fatalf("%s: the interceptor returned (%v, %v), want the handler's (answer, %v)", name, resp, err, c.err)
 			}
 		}
+		took := time.Since(began)
 		fams, err := reg.Gather()
 		if err != nil {
 			t.Fatal(err)
@@ -90,6 +99,13 @@ func TestSameSeriesAsGRPCProm(t *testing.T) {
 					c.CreatedTimestamp = nil
 				}
 				if h := m.Histogram; h != nil {
+					// Durations differ between the two runs: each sum must be
+					// the calls' time in seconds (each call slept handlerTime,
+					// all of them took took), not where exactly it fell.
+					if n := float64(h.GetSampleCount()); h.GetSampleSum() < n*handlerTime.Seconds() || h.GetSampleSum() > took.Seconds() {
+						t.Errorf("%s: %s %v: %d calls summed to %vs, want between %vs and %vs", name, f.GetName(), m.Label,
+							h.GetSampleCount(), h.GetSampleSum(), n*handlerTime.Seconds(), took.Seconds())
+					}
 					h.CreatedTimestamp, h.SampleSum = nil, nil
 					for _, b := range h.Bucket {
 						b.CumulativeCount = nil
