@@ -152,15 +152,13 @@ func bench(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "go:       %s (bench), %s (keygate binary), %s/%s\n", runtime.Version(), kgVersion, runtime.GOOS, runtime.GOARCH)
 	fmt.Fprintf(stdout, "machine:  %d CPUs, %s; GOMAXPROCS %d (bench)\n", ncpu, model, runtime.GOMAXPROCS(0))
 	fmt.Fprintf(stdout, "database: %s; %d keys seeded in %s via keystore.Store.Create\n", database, cfg.keys, seedTime.Round(time.Millisecond))
-	if cfg.mode == "forward-auth" {
-		fmt.Fprintf(stdout, "load:     closed loop, C workers, each over an HTTP/1.1 keep-alive connection of its own, %s deadline per request;\n", cfg.timeout)
-	} else {
-		fmt.Fprintf(stdout, "load:     closed loop, C workers over min(C, %d) HTTP/2 connections per server, %s deadline per Check;\n", cfg.conns, cfg.timeout)
-	}
+	conns := fmt.Sprintf("C workers over min(C, %d) HTTP/2 connections per server, %s deadline per Check", cfg.conns, cfg.timeout)
 	what := fmt.Sprintf("GET %s, %d headers", benchPath, len(s.reqs[0].Attributes.Request.Http.Headers))
 	if cfg.mode == "forward-auth" {
+		conns = fmt.Sprintf("C workers, each over an HTTP/1.1 keep-alive connection of its own, %s deadline per request", cfg.timeout)
 		what = "GET /auth as Caddy asks it for GET " + benchPath
 	}
+	fmt.Fprintf(stdout, "load:     closed loop, %s;\n", conns)
 	fmt.Fprintf(stdout, "          %s, keys cycled per worker; %s measured after %s warmup per run,\n", what, cfg.duration, cfg.warmup)
 	fmt.Fprintf(stdout, "          %d round(s) per server, alternating ABBA; the table aggregates the rounds, the paired ratios compare each round's two runs\n", cfg.rounds)
 	for _, mode := range cfg.modes() {

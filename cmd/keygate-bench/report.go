@@ -100,7 +100,7 @@ func pairedRatio(a, b []float64) (s benchmath.Summary, used int) {
 		}
 	}
 	if len(ratios) == 0 {
-		return benchmath.Summary{Center: math.NaN(), Lo: math.NaN(), Hi: math.NaN()}, 0
+		return benchmath.Summary{}, 0
 	}
 	return benchmath.AssumeNothing.Summary(benchmath.NewSample(ratios, &benchmath.DefaultThresholds), confidence), len(ratios)
 }

@@ -22,6 +22,11 @@ type httpInstruments struct {
 	tracer   trace.TracerProvider // nil: no spans
 }
 
+// handlingBuckets are the bounds, in seconds, of the transports' handling
+// time histograms: keygate_http_request_duration_seconds and
+// grpc_server_handling_seconds.
+var handlingBuckets = []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1}
+
 func newHTTPInstruments(reg prometheus.Registerer, tp trace.TracerProvider) *httpInstruments {
 	i := &httpInstruments{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -31,7 +36,7 @@ func newHTTPInstruments(reg prometheus.Registerer, tp trace.TracerProvider) *htt
 		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "keygate_http_request_duration_seconds",
 			Help:    "Time to answer keygate's HTTP endpoints, by handler.",
-			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+			Buckets: handlingBuckets,
 		}, []string{"handler"}),
 		tracer: tp,
 	}

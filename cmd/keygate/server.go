@@ -203,7 +203,7 @@ const grpcWorkersPerCPU = 64
 // grpcServer is the gRPC server: Envoy's Authorization service, health,
 // and reflection when asked, measured and (with tracing on) traced.
 func (s *server) grpcServer(core *authz.Server, reg prometheus.Registerer, tp trace.TracerProvider) *grpc.Server {
-	metrics := grpcmetrics.New([]float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1})
+	metrics := grpcmetrics.New(handlingBuckets)
 	reg.MustRegister(metrics)
 	opts := []grpc.ServerOption{
 		// A fixed set of workers serves the streams, so that a Check does

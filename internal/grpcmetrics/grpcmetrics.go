@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 )
 
@@ -78,15 +79,13 @@ func (m *Metrics) vecs() []prometheus.Collector {
 // code's handled series included), and resolves the unary ones for the
 // interceptor. Call it before the server serves: calls read what it
 // writes unguarded.
-func (m *Metrics) Initialize(s interface {
-	GetServiceInfo() map[string]grpc.ServiceInfo
-}) {
-	for service, info := range s.GetServiceInfo() {
+func (m *Metrics) Initialize(server reflection.ServiceInfoProvider) {
+	for service, info := range server.GetServiceInfo() {
 		for _, mi := range info.Methods {
 			typ := methodType(mi)
-			s := m.resolve(typ, service, mi.Name)
+			resolved := m.resolve(typ, service, mi.Name)
 			if typ == unaryType {
-				m.unary["/"+service+"/"+mi.Name] = s
+				m.unary["/"+service+"/"+mi.Name] = resolved
 			}
 		}
 	}
