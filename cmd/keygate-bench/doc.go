@@ -31,8 +31,9 @@
 //     /auth with X-Forwarded-Method, X-Forwarded-Uri and the client's
 //     headers, the key in X-Api-Key; each worker over an HTTP/1.1
 //     keep-alive connection of its own), against an empty net/http handler
-//     that answers 200 on the same kind of listener ("keygate-bench
-//     http-baseline-server"); with --http-reference identity the handler
+//     that answers 200 on a listener with keygate's settings
+//     (forwardauth.NewServer: the same header and idle keep-alive
+//     timeouts; "keygate-bench http-baseline-server"); with --http-reference identity the handler
 //     answers with the fields of keygate's allow (eight, values included),
 //     which separates what keygate does from what its answer costs
 //     net/http and the client.

@@ -17,8 +17,8 @@ import (
 )
 
 // httpBaselineKind is the forward-auth mode's reference server: an empty
-// net/http handler that answers 200, on the same kind of listener as
-// keygate's --http-addr.
+// net/http handler that answers 200, on a listener with the settings of
+// keygate's --http-addr (forwardauth.NewServer).
 const httpBaselineKind = "http-baseline-server"
 
 // identityFields are the fields of keygate's /auth allow for a key
@@ -49,8 +49,9 @@ func runHTTPBaseline(ctx context.Context, addr string, identity bool, stdout io.
 			w.WriteHeader(http.StatusOK)
 		}
 	}
-	// keygate's HTTP server settings (cmd/keygate serve).
-	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(handler)}
+	// keygate's HTTP listener settings (cmd/keygate serve): its header
+	// and idle keep-alive timeouts, which arm a read deadline per request.
+	srv := forwardauth.NewServer(http.HandlerFunc(handler), nil)
 	errs := make(chan error, 1)
 	go func() { errs <- srv.Serve(lis) }()
 	if err := json.NewEncoder(stdout).Encode(readyLine{Addr: lis.Addr().String(), GC: readGCInfo()}); err != nil {
