@@ -107,14 +107,14 @@ func safeMethod(method string, anyCase bool) bool {
 }
 
 // isMethodOverride reports whether header name is a method-override
-// header, ignoring ASCII case and reading '_' as '-' (as CGI-style
-// backends do).
+// header, read as backends may read it (see hasIdentityPrefix).
 func isMethodOverride(name string) bool {
 	return isHeaderOf(name, methodOverrideHeaders[:])
 }
 
 // isHeaderOf reports whether header name is one of names (lower case),
-// ignoring ASCII case and reading '_' as '-'.
+// ignoring ASCII case and reading every byte that is not a letter or digit
+// as '-' (see hasIdentityPrefix).
 func isHeaderOf(name string, names []string) bool {
 	for _, h := range names {
 		if len(name) == len(h) && hasIdentityPrefix(name, h) {
@@ -163,30 +163,42 @@ func paramNeeds(param string) actions {
 	return a
 }
 
-// isMethodParam reports whether a raw query parameter name is _method,
-// ignoring ASCII case, with any of its bytes percent-escaped.
+// isMethodParam reports whether a raw query parameter name is _method as
+// a backend may read it: escapes decoded ('+' as a space, as form decoding
+// does), ASCII case ignored, and as PHP names $_GET's entries (Laravel and
+// Symfony read the override there): leading spaces skipped, '.' and ' '
+// read as '_', and the name cut at its first NUL (" _method",
+// "%2Emethod", "_method%00x" are all _method to PHP).
 func isMethodParam(name string) bool {
 	const want = "_method"
-	i := 0
-	for k := 0; k < len(want); k++ {
-		if i >= len(name) {
-			return false
-		}
+	k := 0 // bytes of want matched
+	leading := true
+	for i := 0; i < len(name); {
 		c := name[i]
 		i++
-		if c == '%' && i+1 < len(name) {
-			b, err := strconv.ParseUint(name[i:i+2], 16, 8)
-			if err != nil {
-				return false
+		switch {
+		case c == '+':
+			c = ' '
+		case c == '%' && i+1 < len(name):
+			if b, err := strconv.ParseUint(name[i:i+2], 16, 8); err == nil {
+				c, i = byte(b), i+2
 			}
-			c, i = byte(b), i+2
 		}
-		if c >= 'A' && c <= 'Z' {
+		switch {
+		case c == 0:
+			return k == len(want)
+		case c == ' ' && leading:
+			continue
+		case c == ' ' || c == '.':
+			c = '_'
+		case c >= 'A' && c <= 'Z':
 			c += 'a' - 'A'
 		}
-		if c != want[k] {
+		leading = false
+		if k == len(want) || c != want[k] {
 			return false
 		}
+		k++
 	}
-	return i == len(name)
+	return k == len(want)
 }

@@ -53,6 +53,12 @@ func TestNeeds(t *testing.T) {
 		{"POST", "/x", [][2]string{{"X-HTTP-Method-Override", "PATCH"}}, write},
 		{"POST", "/x", [][2]string{{"X-HTTP-Method-Override", "optıons"}}, both}, // toUpperCase: OPTIONS
 		{"POST", "/x", [][2]string{{"X-HTTP-Method-Override", "OPTIONſ"}}, both},
+		// Any byte that is not a letter or digit may stand for '-': PHP reads
+		// '.' in a name as '_', lighttpd every other byte.
+		{"GET", "/x", [][2]string{{"X.HTTP.Method.Override", "DELETE"}}, both},
+		{"POST", "/x", [][2]string{{"X+Http+Method", "GET"}}, both},
+		{"POST", "/x", [][2]string{{"x~method|override", "get"}}, both},
+		{"GET", "/x", [][2]string{{"X.HTTP.Method.Overrides", "DELETE"}}, read},
 		{"POST", "/x?_method=opt%C4%B1ons", nil, both},
 		{"POST", "/x?_method=GET", nil, both},
 		{"DELETE", "/x?_method=head", nil, both},
@@ -67,6 +73,18 @@ func TestNeeds(t *testing.T) {
 		{"GET", "/x?_method=get&b=1", nil, read},
 		{"GET", "/x?_method_=put&x_method=put&_metho=put&%5=put", nil, read},
 		{"GET", "/x/_method=put", nil, read}, // in the path, not the query
+		// _method as PHP names $_GET's entries: leading spaces skipped, '.'
+		// and ' ' as '_', the name cut at a NUL.
+		{"POST", "/x?.method=GET", nil, both},
+		{"POST", "/x?%2Emethod=HEAD", nil, both},
+		{"POST", "/x?+_method=GET", nil, both},
+		{"POST", "/x?%20%20_method=GET", nil, both},
+		{"POST", "/x?_method%00x=GET", nil, both},
+		{"POST", "/x?_METHOD%00=get", nil, both},
+		{"POST", "/x?_method+=GET", nil, write},   // "_method_"
+		{"POST", "/x?_method.=GET", nil, write},   // "_method_"
+		{"POST", "/x?x+_method=GET", nil, write},  // "x__method"
+		{"POST", "/x?%00_method=GET", nil, write}, // the empty name
 		// ';' separates parameters too (Rack 2, older parse_qs, PHP's
 		// arg_separator.input); a parameter is read both ways.
 		{"GET", "/x?a=1;_method=DELETE", nil, both},

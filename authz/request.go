@@ -169,26 +169,34 @@ func equalFoldASCII(a, lower string) bool {
 }
 
 // hasIdentityPrefix reports whether name starts with prefix (lower case),
-// ignoring ASCII case and reading '_' as '-': many backends (CGI, WSGI, Rack, PHP) give x_keygate_scopes and
-// x-keygate-scopes the same name, so a forged underscore spelling must go
-// too.
+// as a backend may read header names: ignoring ASCII case, and with every
+// byte that is not an ASCII letter or digit read as '-'. Many backends give
+// x_keygate_scopes and x-keygate-scopes the same name (CGI, WSGI, Rack,
+// PHP), PHP also x.keygate.scopes (it turns '.' in a variable's name into
+// '_'), and lighttpd turns every other byte into '_'; so a forged spelling
+// with any of them must go too.
 func hasIdentityPrefix(name, prefix string) bool {
 	if len(name) < len(prefix) {
 		return false
 	}
 	for i := 0; i < len(prefix); i++ {
-		c := name[i]
-		switch {
-		case c == '_':
-			c = '-'
-		case c >= 'A' && c <= 'Z':
-			c += 'a' - 'A'
-		}
-		if c != prefix[i] {
+		if headerNameByte(name[i]) != headerNameByte(prefix[i]) {
 			return false
 		}
 	}
 	return true
+}
+
+// headerNameByte is byte c of a header name as hasIdentityPrefix compares
+// it: an ASCII letter in lower case, a digit as it is, anything else '-'.
+func headerNameByte(c byte) byte {
+	switch {
+	case c >= 'a' && c <= 'z', c >= '0' && c <= '9':
+		return c
+	case c >= 'A' && c <= 'Z':
+		return c + 'a' - 'A'
+	}
+	return '-'
 }
 
 // bearerToken returns the token of an Authorization value with the
