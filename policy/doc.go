@@ -56,7 +56,10 @@
 //     raw or escaped ":"): "...", "..%20", "%20..", "..::$DATA",
 //     ".%3a$DATA"; a Windows file name drops
 //     its stream and its trailing dots and spaces, so a stack that makes
-//     file names before it resolves dot segments reads each as one.
+//     file names before it resolves dot segments reads each as one;
+//   - "(", an ASCII letter and "(" in a row, escapes decoded: ASP.NET
+//     (System.Web) removes such cookieless session and ticket values
+//     ("/(S(x))/api/v1/users") from a path before it routes it.
 //
 // The canonical path (the primary reading, returned by Canonicalize and
 // used for Route.Module) is then, in this order: the query and the
@@ -103,6 +106,12 @@
 //     one matches no policy path;
 //   - empty segments: skipped when matching; or not, so that one matches no
 //     policy path;
+//   - scripts: a segment that names a server script is an ordinary segment;
+//     or the path after the first one that does (its name, escapes decoded
+//     and trailing dots dropped, ends in ".php", ".cgi", ".aspx", ".jsp" or
+//     another PHP, CGI, ASP.NET, JSP or ISAPI extension, in any case) is the
+//     path, as a front controller reads its PATH_INFO: Symfony and Laravel
+//     route /index.php/api/v1/users as /api/v1/users;
 //   - case: ASCII letters compared ignoring case; or also every non-ASCII
 //     code point that some stack reads as ASCII letters or digits read as
 //     them, and combining marks dropped: those Unicode simple case mapping
@@ -114,12 +123,13 @@
 //   - suffixes: segments matched whole; or any segment, each independently,
 //     also matched cut at its first ":" (raw or escaped) after its first
 //     byte, as Windows reads streams ("users::$DATA",
-//     "users:$i30:$INDEX_ALLOCATION"), or cut at its first "." or ":", as
-//     format suffixes ("users.json" in Rails or Spring) and custom methods
-//     ("users:search" in gRPC transcoding) are, and without its trailing
-//     dots and escaped spaces (Windows).
+//     "users:$i30:$INDEX_ALLOCATION"), or cut at its first ".", ":" or "("
+//     (raw or escaped), as format suffixes ("users.json" in Rails or
+//     Spring), custom methods ("users:search" in gRPC transcoding) and
+//     OData keys ("users(42)") are, and without its trailing dots and
+//     escaped spaces (Windows).
 //
-// Route evaluates every combination of these options, 2304 readings, each
+// Route evaluates every combination of these options, 4608 readings, each
 // landing in the module of the longest policy path it matches (or in none):
 // the readings are the cartesian product of the choices, and a test fails
 // when a choice is added without being combined with the others. It skips
@@ -153,7 +163,7 @@
 // /api/v1/projects?next=/api/v1/users and /api/v1/projects#/api/v1/users
 // stay out of the users module.
 //
-// The cost is bounded: a path without "%", "\", ";", ",", "#", ".", ":",
+// The cost is bounded: a path without "%", "\", ";", ",", "#", ".", ":", "(",
 // non-ASCII bytes or repeated "/" takes a fast path with a single reading
 // and no allocation. Any other path is split into segments at most 144 times
 // (the combinations of the first six choices), each split linear in its

@@ -165,7 +165,7 @@ func checkRoute(t *testing.T, p *Policy, raw string) {
 // without trailing dots and spaces; letters read as ASCII (refFold).
 func naiveVariants(p string) []string {
 	var out []string
-	for _, cut := range []string{":", ".:"} {
+	for _, cut := range []string{":", ".:("} {
 		segs := strings.Split(p, "/")
 		for i, s := range segs {
 			if j := strings.IndexAny(s, cut); j > 0 {

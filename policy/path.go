@@ -60,8 +60,8 @@ var class = func() (t [256]uint8) {
 	}
 	const alnum = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 	// RFC 3986 pchar: unreserved / sub-delims / ":" / "@" (and pct-encoded).
-	set(alnum+"-_~!$&'()*+=@", cRaw|cFast|cDecode|cPolicy)
-	set(",:", cRaw|cDecode|cPolicy)
+	set(alnum+"-_~!$&')*+=@", cRaw|cFast|cDecode|cPolicy)
+	set(",:(", cRaw|cDecode|cPolicy)
 	set(".", cRaw|cPolicy)
 	set(";", cRaw)
 	set("/", cRaw|cFast)
@@ -182,7 +182,34 @@ func scan(raw string) (target, error) {
 	if seg >= 0 && ambiguousDots(raw[seg:]) {
 		return t, pathErr(errAmbiguousDots, seg)
 	}
+	if k := cookieless(t.path); k >= 0 {
+		return t, pathErr(`ASP.NET cookieless value "(X("`, k)
+	}
 	return t, nil
+}
+
+// cookieless returns the offset in path (which passed scan's other rules)
+// of the first "(", a letter and "(" in a row, escapes decoded, or -1:
+// ASP.NET (System.Web) removes "/(S(…))/" and the like, cookieless
+// session and ticket values, from a path before it routes it, anywhere in
+// the path and, with the AspFilterSessionId header, inside a segment.
+func cookieless(path string) int {
+	var at [3]int // offsets of the last three decoded bytes
+	var b [3]byte
+	for i := 0; i < len(path); {
+		c, n := path[i], 1
+		if c == '%' {
+			c, _ = unescape(path, i)
+			n = 3
+		}
+		at[0], at[1], at[2] = at[1], at[2], i
+		b[0], b[1], b[2] = b[1], b[2], c
+		if b[0] == '(' && b[2] == '(' && ('a' <= b[1]|0x20 && b[1]|0x20 <= 'z') {
+			return at[0]
+		}
+		i += n
+	}
+	return -1
 }
 
 const errAmbiguousDots = "dot segment with trailing dots, spaces or a stream"

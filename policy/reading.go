@@ -18,6 +18,7 @@ const (
 	chDots                     // when, if ever, are dot segments resolved?
 	chDecode                   // are escapes decoded before matching?
 	chMerge                    // are empty segments skipped when matching?
+	chScript                   // is the path after a script segment the path?
 	chCase                     // which case differences are ignored?
 	chSuffix                   // are segments matched without their suffix?
 	numChoices
@@ -72,6 +73,10 @@ var choices = [numChoices]struct {
 	chMerge: {"merge", []string{
 		"empty segments skipped when matching (repeated separators merged)",
 		"empty segments kept: one matches no policy path",
+	}},
+	chScript: {"script", []string{
+		"a segment naming a server script is an ordinary segment",
+		`the path after the first segment that names a server script ("index.php", "app.cgi", "default.aspx"; see isScript), when more follow: the script's PATH_INFO, which a front controller routes by (Symfony and Laravel read /index.php/api/v1/users as /api/v1/users)`,
 	}},
 	chCase: {"case", []string{
 		"ASCII case ignored",

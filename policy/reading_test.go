@@ -61,6 +61,7 @@ var witnesses = map[string][]string{
 	"dots":       {1: "/api/v1/projects//../users", 2: "/api/v1/users/../projects"},
 	"decode":     {1: "/api/v1/%75sers"},
 	"merge":      {1: "/api/v1//users"},
+	"script":     {1: "/index.php/api/v1/users"},
 	"case":       {1: "/api/v1/uſers"},
 	"suffix":     {1: "/api/v1/users.json"},
 }

@@ -108,8 +108,8 @@ func (ix *index) route(raw string) (Route, error) {
 }
 
 // fast routes the common path that has one reading: only characters of
-// class cFast before the query (no escape, "\", ";", ",", "#", ".", ":"
-// or non-ASCII), no empty segment but a trailing one. ok is false for any
+// class cFast before the query (no escape, "\", ";", ",", "#", ".", ":",
+// "(" or non-ASCII), no empty segment but a trailing one. ok is false for any
 // other path, which slow then reads.
 func (ix *index) fast(raw string) (_ Route, ok bool) {
 	if len(raw) == 0 || len(raw) > MaxPathLength || raw[0] != '/' {
@@ -376,6 +376,12 @@ func (e *evaluation) walk(r *reading) {
 	for len(segs) > 0 && segs[len(segs)-1] == "" {
 		segs = segs[:len(segs)-1] // a trailing "/" matches as no "/" does
 	}
+	if k := scriptEnd(segs); k > 0 {
+		e.may(r, chScript, 1)
+		if r[chScript] != 0 {
+			segs = segs[k:]
+		}
+	}
 	var curBuf, nextBuf [8]*node
 	cur, next := append(curBuf[:0], &e.ix.root), nextBuf[:0]
 	var spellings [3]string
@@ -443,11 +449,49 @@ func (e *evaluation) walk(r *reading) {
 	}
 }
 
+// scriptEnd returns the index in segs of the segment after the first one
+// that names a server script (isScript), if another follows it; 0 if none
+// does.
+func scriptEnd(segs []string) int {
+	for i, s := range segs[:max(len(segs)-1, 0)] {
+		if strings.IndexByte(s, '.') >= 0 && isScript(s) {
+			return i + 1
+		}
+	}
+	return 0
+}
+
+// isScript reports whether segment s (which passed scan) names a file that
+// web servers run as a script, with the rest of the path as its PATH_INFO:
+// without its trailing dots and escaped spaces (as Windows names files),
+// it ends in "." and the extension of a PHP, CGI, ASP, ASP.NET, JSP or
+// ISAPI handler, escapes decoded, in any ASCII case.
+func isScript(s string) bool {
+	s = trimTrailing(s)
+	dot := strings.LastIndexByte(s, '.')
+	if dot < 0 {
+		return false
+	}
+	var buf [8]byte
+	ext, ok := decodeKey(buf[:], s[dot+1:])
+	if !ok {
+		return false
+	}
+	switch string(ext) {
+	case "php", "php3", "php4", "php5", "php7", "php8", "phtml", "phar",
+		"cgi", "fcgi", "pl", "py",
+		"asp", "aspx", "asmx", "ashx", "axd", "svc",
+		"jsp", "jspx", "dll", "exe":
+		return true
+	}
+	return false
+}
+
 // spell returns s and, after it, the other spellings a suffix reading
 // matches s by (see chSuffix), without repeats, in buf.
 func spell(s string, buf *[3]string) []string {
 	out := append(buf[:0], s)
-	if !strings.ContainsAny(s, ".:%") {
+	if !strings.ContainsAny(s, ".:%(") {
 		return out
 	}
 	for _, dot := range [...]bool{false, true} {
@@ -460,13 +504,16 @@ func spell(s string, buf *[3]string) []string {
 }
 
 // cutSuffix cuts segment s at its first ":" (raw or escaped) after the
-// first byte, or, if dot, at its first "." or ":".
+// first byte, or, if dot, at its first ".", ":" or "(" (raw or escaped: an
+// OData key, "users(42)", names the entity set users).
 func cutSuffix(s string, dot bool) string {
 	for k := 1; k < len(s); k++ {
 		switch {
-		case s[k] == ':' || dot && s[k] == '.':
+		case s[k] == ':' || dot && (s[k] == '.' || s[k] == '('):
 			return s[:k]
 		case s[k] == '%' && k+2 < len(s) && s[k+1] == '3' && (s[k+2] == 'a' || s[k+2] == 'A'):
+			return s[:k]
+		case dot && s[k] == '%' && k+2 < len(s) && s[k+1] == '2' && s[k+2] == '8':
 			return s[:k]
 		}
 	}

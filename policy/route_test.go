@@ -308,6 +308,31 @@ var restrictedPaths = []struct {
 	{"too long", "/api/v1/users/" + strings.Repeat("x", MaxPathLength), badRequest, ""},
 	{"too many segments", strings.Repeat("/a", MaxSegments) + strings.Repeat("/..", MaxSegments) + "/api/v1/users", badRequest, ""},
 
+	// The PATH_INFO of a server script, which a front controller routes by.
+	{"php front controller", "/index.php/api/v1/users", forbidden, "users"},
+	{"php front controller escaped", "/%69ndex.php/api/v1/users/1", forbidden, "users"},
+	{"php front controller upper case", "/INDEX.PHP/api/v1/accounts/7", forbidden, "accounts"},
+	{"php front controller trailing dot", "/index.php./api/v1/users", forbidden, "users"},
+	{"php front controller escaped extension", "/index.%70hp/api/v1/users", forbidden, "users"},
+	{"php front controller in a directory", "/app/public/index.php/api/v1/users", forbidden, "users"},
+	{"php front controller params", "/index.php;x/api/v1/users", forbidden, "users"},
+	{"cgi script", "/cgi-bin/app.cgi/api/v1/users", forbidden, "users"},
+	{"asp.net handler", "/api.ashx/api/v1/accounts", forbidden, "accounts"},
+	{"php front controller under an open module", "/api/v1/projects/index.php/api/v1/users", forbidden, "users"},
+
+	// ASP.NET cookieless values, which System.Web removes before routing.
+	{"cookieless session", "/(S(x))/api/v1/users", badRequest, ""},
+	{"cookieless in the path", "/api/v1/(S(x))/users/1", badRequest, ""},
+	{"cookieless several", "/api/v1/(A(1)F(2))/accounts/7", badRequest, ""},
+	{"cookieless escaped", "/api/v1/%28S%28x%29%29/users", badRequest, ""},
+	{"cookieless lower case", "/api/v1/(s(x))/users", badRequest, ""},
+	{"cookieless in a segment", "/api/v1/users(X(1))", badRequest, ""},
+
+	// OData keys: users(42) is the entity set users.
+	{"odata key", "/api/v1/users(42)", forbidden, "users"},
+	{"odata key escaped", "/api/v1/users%2842%29", forbidden, "users"},
+	{"odata key string", "/api/v1/accounts('a')/keys", forbidden, "accounts"},
+
 	// Several tricks at once.
 	{"everything", `//api\v1/./users;x?y#z`, forbidden, "users"},
 	{"case, dots, params, escapes", `/API/V1/Projects/..;/%55sers/`, forbidden, "users"},
@@ -321,6 +346,11 @@ var allowedPaths = []struct {
 	module string
 }{
 	{"longer segment", "/api/v1/administrator", ""},
+	{"script as the last segment", "/api/v1/projects/report.php", "projects"},
+	{"script-like segment", "/api/v1/projects/v1.phpx/users", "projects"},
+	{"parentheses", "/api/v1/projects/(draft)", "projects"},
+	{"odata key of an open module", "/api/v1/projects(42)", "projects"},
+	{"parenthesis, letter, no parenthesis", "/api/v1/projects/(S)x(", "projects"},
 	{"users prefix of segment", "/api/v1/usersettings", ""},
 	{"shorter segment", "/api/v1/user", ""},
 	{"users with suffix word", "/api/v1/users-export", ""},
