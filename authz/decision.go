@@ -126,27 +126,73 @@ func (s *Server) finish(ctx context.Context, r *Request, d *Decision, start time
 	s.record(ctx, r, d, start)
 }
 
-// moduleDryRun reports whether the denial d of r is in a module the policy
-// has in dry run: the request's module (the route's, or the path's, also
-// for a denial made before the path was read) is in dry run, and a closed
-// module that some reading of the path lands in is too.
+// moduleDryRun reports whether the denial d of r is exempt as a policy
+// module's dry run: only when every module whose check failed is in dry
+// run. The modules are every one the decision checks: the request's module
+// (d's, or Envoy's route module), every module some reading of the path
+// lands in (Route.Modules), every closed module a reading lands in, and all
+// of these for every path-override target. For a denial about the key's
+// scopes or a closed module (failed per module), a module failed when it is
+// closed or the key lacks one of its scopes the request needs; for any
+// other denial (no key, an invalid one, its source, its limits, ...) every
+// module failed. A path or target that cannot be read has modules unknown,
+// so its denial is enforced. One enforced module that failed enforces the
+// denial, whichever module d names.
 func (s *Server) moduleDryRun(r *Request, d *Decision) bool {
 	if !s.anyDryRun {
 		return false
 	}
-	module, restricted := d.Module, ""
-	if module == "" || d.Reason == ReasonRestricted {
-		if route, err := s.policy.Route(r.Path); err == nil {
-			restricted = route.RestrictedModule
-			if module == "" {
-				module = route.Module
-			}
-		}
-		if module == "" {
-			module = r.Module
+	route, err := s.policy.Route(r.Path)
+	if err != nil {
+		return false
+	}
+	var key *keystore.Record // nil: every module failed
+	var need actions
+	switch d.Reason {
+	case ReasonScope, ReasonRestricted, ReasonDefaultDeny:
+		key, need = d.Key, needs(r)
+	}
+	if d.Module != "" && !s.passedOrDryRun(d.Module, key, need) ||
+		r.Module != "" && !s.passedOrDryRun(r.Module, key, need) {
+		return false
+	}
+	// A reading in no module counts only without a route module (the
+	// route module overrides the policy's default, as in decide).
+	if route.Restricted && (route.RestrictedModule != "" || r.Module == "") && !s.policy.DryRun(route.RestrictedModule) {
+		return false
+	}
+	for _, m := range route.Modules {
+		if (m != "" || r.Module == "") && !s.passedOrDryRun(m, key, need) {
+			return false
 		}
 	}
-	return module != "" && s.policy.DryRun(module) && (restricted == "" || s.policy.DryRun(restricted)) && s.targetsDryRun(r)
+	if d.Module == "" && r.Module == "" && !s.passedOrDryRun(route.Module, key, need) {
+		return false
+	}
+	return s.targetsDryRun(r, key, need)
+}
+
+// passedOrDryRun reports whether module m ("" for no module) passed the
+// checks of a request that needs the actions need of key (nil: m failed),
+// or is in dry run: m is open to API keys and key holds its scopes.
+func (s *Server) passedOrDryRun(m string, key *keystore.Record, need actions) bool {
+	if s.policy.DryRun(m) {
+		return true
+	}
+	if key == nil {
+		return false
+	}
+	if m != "" {
+		if _, access, ok := s.policy.Access(m); !ok || access != policy.AccessAllow {
+			return false
+		}
+	}
+	for _, act := range scopeActions {
+		if need&act.bit != 0 && !key.Allows(m, act.name) {
+			return false
+		}
+	}
+	return true
 }
 
 // record counts and logs a decision, and reports an allowed key's use.

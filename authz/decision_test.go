@@ -549,3 +549,80 @@ func mustAddr(t *testing.T, s string) netip.Addr {
 	}
 	return a
 }
+
+// dryRunPolicy has dry-run modules (users closed, projects and builds
+// open) next to enforced ones (accounts closed, deployments open).
+const dryRunPolicy = `modules:
+  users: { paths: [/api/v1/users], api_keys: deny, dry_run: true }
+  accounts: { paths: [/api/v1/accounts], api_keys: deny }
+  projects: { paths: [/api/v1/projects], dry_run: true }
+  builds: { paths: [/api/v1/builds], dry_run: true }
+  deployments: { paths: [/api/v1/deployments] }
+`
+
+// TestDryRunOnlyWhenEveryFailingModuleIs: a denial is let through as a dry
+// run only when every module whose check failed is in dry run: across
+// every reading of the path (Route.Modules), every path-override target,
+// and every closed module involved. One enforced module that failed
+// enforces the denial, whatever module the decision names.
+func TestDryRunOnlyWhenEveryFailingModuleIs(t *testing.T) {
+	w := authztest.NewWorld(t)
+	p, err := policy.Parse("policy.yaml", []byte(dryRunPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestServer(t, w.Lookup, func(c *Config) { c.Policy = p })
+	read := map[string]string{"x-api-key": w.ReadOnly.Secret} // projects:read only
+	deploy := map[string]string{"x-api-key": w.Lookup.Add(t, "k-deploy", []string{"projects:read", "deployments:read"}, nil).Secret}
+	with := func(h map[string]string, name, value string) map[string]string {
+		out := map[string]string{name: value}
+		for k, v := range h {
+			out[k] = v
+		}
+		return out
+	}
+	cases := []struct {
+		name, method, path, module string
+		headers                    map[string]string
+		want                       Outcome
+		dryRun                     bool
+	}{
+		// The findings: a reading, or an override target, in an enforced
+		// module the key lacks the scope of.
+		{"a reading in an enforced module", "GET", "/api/v1/deployments/../projects/1", "", read, InsufficientScope, false},
+		{"a reading in an enforced module, POST", "POST", "/api/v1/deployments/../projects/1", "", read, InsufficientScope, false},
+		{"a reading in an enforced module, route module in dry run", "GET", "/api/v1/deployments/../projects/1", "projects", read, InsufficientScope, false},
+		{"an override target in an enforced module", "GET", "/api/v1/projects/1", "", with(read, "x-original-url", "/api/v1/deployments/1"), InsufficientScope, false},
+		{"an override target in an enforced module, POST", "POST", "/api/v1/projects/1", "", with(read, "x-forwarded-uri", "/api/v1/deployments/1"), InsufficientScope, false},
+		{"an override target with a reading in an enforced module", "GET", "/api/v1/projects/1", "", with(read, "x-rewrite-url", "/api/v1/deployments/../builds/1"), InsufficientScope, false},
+		{"no key, a reading in an enforced module", "GET", "/api/v1/deployments/../projects/1", "", nil, MissingKey, false},
+		{"no key, an override target in an enforced module", "GET", "/api/v1/projects/1", "", map[string]string{"x-original-url": "/api/v1/deployments/1"}, MissingKey, false},
+		{"closed module in dry run, an override target in an enforced module", "GET", "/api/v1/users/1", "", with(read, "x-original-url", "/api/v1/deployments/1"), ModuleForbidden, false},
+		{"closed module in dry run, an override target in no module", "GET", "/api/v1/users/1", "", with(read, "x-original-url", "/other"), ModuleForbidden, false},
+		// A target keygate cannot read: its modules are unknown, so not
+		// all in dry run.
+		{"an override target that cannot be read", "GET", "/api/v1/projects/1", "", with(read, "x-original-url", "api/v1/deployments/1"), InvalidPath, false},
+		{"a path that cannot be read, route module in dry run", "GET", "api/v1/projects/1", "projects", read, InvalidPath, false},
+		// The controls: every failing module in dry run.
+		{"enforced module", "GET", "/api/v1/deployments/1", "", read, InsufficientScope, false},
+		{"only in a dry-run module", "POST", "/api/v1/projects/1", "", read, InsufficientScope, true},
+		{"only in another dry-run module", "GET", "/api/v1/builds/1", "", read, InsufficientScope, true},
+		{"two readings in two dry-run modules, one failing", "GET", "/api/v1/builds/../projects/1", "", read, InsufficientScope, true},
+		{"two readings in two dry-run modules, both failing", "POST", "/api/v1/builds/../projects/1", "", read, InsufficientScope, true},
+		{"a reading in a dry-run module the key may use", "GET", "/api/v1/projects/../builds/1", "", read, InsufficientScope, true},
+		{"a reading in an enforced module the key may use", "GET", "/api/v1/deployments/../builds/1", "", deploy, InsufficientScope, true},
+		{"an override target in an enforced module the key may use", "GET", "/api/v1/builds/1", "", with(deploy, "x-original-url", "/api/v1/deployments/1"), InsufficientScope, true},
+		{"override targets all in dry-run modules", "GET", "/api/v1/projects/1", "", with(read, "x-original-url", "/api/v1/builds/1"), InsufficientScope, true},
+		{"override targets all in dry-run modules, POST", "POST", "/api/v1/builds/1", "", with(read, "x-original-url", "/api/v1/projects/1,/api/v1/builds/2"), InsufficientScope, true},
+		{"no key, readings all in dry-run modules", "GET", "/api/v1/builds/../projects/1", "", nil, MissingKey, true},
+		{"closed module in dry run, an override target the key may use", "GET", "/api/v1/users/1", "", with(read, "x-original-url", "/api/v1/projects/1"), ModuleForbidden, true},
+		{"an allow is an allow", "GET", "/api/v1/projects/1", "", with(read, "x-original-url", "/api/v1/projects/2"), Allow, false},
+	}
+	for _, c := range cases {
+		d := s.decideRequest(c.method, c.path, c.headers, c.module)
+		if d.Outcome != c.want || d.DryRun != c.dryRun || d.Denied() != (c.want != Allow && !c.dryRun) {
+			t.Errorf("%s: %s (reason %s, module %q) dry run %v denied %v, want %s dry run %v",
+				c.name, d.Outcome, d.Reason, d.Module, d.DryRun, d.Denied(), c.want, c.dryRun)
+		}
+	}
+}

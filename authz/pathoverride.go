@@ -3,6 +3,7 @@ package authz
 import (
 	"strings"
 
+	"github.com/keygate/keygate/keystore"
 	"github.com/keygate/keygate/policy"
 )
 
@@ -32,7 +33,7 @@ var pathOverrideHeaders = [...]string{"x-original-url", "x-rewrite-url", "x-orig
 func PathOverrideHeaders() []string { return pathOverrideHeaders[:] }
 
 // isPathOverride reports whether header name is a path-override header,
-// ignoring ASCII case and reading '_' as '-' (as CGI-style backends do).
+// read as backends may read it (see hasIdentityPrefix).
 func isPathOverride(name string) bool {
 	return isHeaderOf(name, pathOverrideHeaders[:])
 }
@@ -98,12 +99,25 @@ func (s *Server) readTargets(r *Request) (o overridden, ok bool) {
 	return o, true
 }
 
-// targetsDryRun reports whether every closed module some reading of r's
-// path-override targets lands in is in dry run.
-func (s *Server) targetsDryRun(r *Request) bool {
+// targetsDryRun reports whether every module of r's path-override targets
+// passed the checks of a request that needs the actions need of key (nil:
+// every module failed) or is in dry run (Server.moduleDryRun): every closed
+// module some reading of a target lands in, and every module of its
+// Route.Modules ("" included: the route module does not cover a target). A
+// target that cannot be read is not: its modules are unknown.
+func (s *Server) targetsDryRun(r *Request, key *keystore.Record, need actions) bool {
 	for _, t := range r.targets {
-		if route, err := s.policy.Route(t); err == nil && route.RestrictedModule != "" && !s.policy.DryRun(route.RestrictedModule) {
+		route, err := s.policy.Route(t)
+		if err != nil {
 			return false
+		}
+		if route.Restricted && !s.policy.DryRun(route.RestrictedModule) {
+			return false
+		}
+		for _, m := range route.Modules {
+			if !s.passedOrDryRun(m, key, need) {
+				return false
+			}
 		}
 	}
 	return true
