@@ -16,8 +16,10 @@ import (
 // request as is a reading of its method, and the key must hold the scope
 // of each: the request's own method (upper-cased too, as Symfony and Rack
 // read "get" as GET), and every method an override header or a _method
-// query parameter names (an empty or unknown one counts as a write). A GET
-// that names DELETE needs write, a POST that names GET needs read too.
+// query parameter names. A method that is neither safe nor POST, PUT,
+// PATCH or DELETE (PROPFIND, QUERY, an empty or unknown one) may read or
+// write: it needs both. A GET that names DELETE needs write, a POST that
+// names GET needs read too.
 
 // actions is a set of the scope actions a request needs.
 type actions uint8
@@ -54,17 +56,30 @@ func needs(r *Request) actions {
 }
 
 // requestMethodNeeds is what the request's own method needs: read for a
-// safe method, write for any other; a safe method in another case
-// ("get") needs both, since methods are case-sensitive but some backends
-// upper-case them. "" is a write.
+// safe method, write for POST, PUT, PATCH and DELETE, and both for any
+// other: a safe method in another case ("get"), since methods are
+// case-sensitive but some backends upper-case them, and a method the
+// contract does not name ("", PROPFIND, QUERY, COPY, BREW), which may read
+// (WebDAV's PROPFIND, the QUERY method), write, or both.
 func requestMethodNeeds(method string) actions {
 	switch {
 	case safeMethod(method, false):
 		return needsRead
-	case safeMethod(method, true):
-		return needsRead | needsWrite
+	case writeMethod(method, false):
+		return needsWrite
 	}
-	return needsWrite
+	return needsRead | needsWrite
+}
+
+// writeMethod reports whether method is POST, PUT, PATCH or DELETE, in
+// upper case, or if anyCase in any ASCII case.
+func writeMethod(method string, anyCase bool) bool {
+	for _, m := range [...]string{"POST", "PUT", "PATCH", "DELETE"} {
+		if method == m || anyCase && strings.EqualFold(method, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // readMethodOverride reads the value of a method-override header: the
@@ -80,14 +95,18 @@ func (r *Request) readMethodOverride(value string) {
 	}
 }
 
-// overrideNeeds is what a method override naming method needs: read for a
-// safe method in any case (whoever honours an override upper-cases it),
-// write for anything else, an empty or unknown name included.
+// overrideNeeds is what a method override naming method needs, in any
+// case (whoever honours an override upper-cases it): read for a safe
+// method, write for POST, PUT, PATCH and DELETE, both for anything else,
+// an empty or unknown name included.
 func overrideNeeds(method string) actions {
-	if safeMethod(method, true) {
+	switch {
+	case safeMethod(method, true):
 		return needsRead
+	case writeMethod(method, true):
+		return needsWrite
 	}
-	return needsWrite
+	return needsRead | needsWrite
 }
 
 // safeMethod reports whether method reads: GET, HEAD or OPTIONS, in upper

@@ -29,8 +29,15 @@ func TestNeeds(t *testing.T) {
 		{"DELETE", "/x", nil, write},
 		{"get", "/x", nil, both}, // not GET, but upper-cased by some backends
 		{"Head", "/x", nil, both},
-		{"", "/x", nil, write},
-		{"BREW", "/x", nil, write},
+		// A method the contract does not name may read, write or both.
+		{"", "/x", nil, both},
+		{"BREW", "/x", nil, both},
+		{"PROPFIND", "/x", nil, both},
+		{"QUERY", "/x", nil, both},
+		{"COPY", "/x", nil, both},
+		{"post", "/x", nil, both},
+		{"PUT", "/x", nil, write},
+		{"PATCH", "/x", nil, write},
 
 		// A safe method that names another needs write, and read for the
 		// backends that ignore the override.
