@@ -233,7 +233,8 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 		return because(ReasonInvalidPath, nil, "")
 	}
 	// So must every target a path-override header names (X-Original-URL:
-	// some backends route by it instead).
+	// some backends route by it instead), or the query does (?rest_route=).
+	r.readQueryTargets()
 	over, ok := s.readTargets(r)
 	if !ok {
 		return because(ReasonInvalidPath, nil, "")

@@ -183,13 +183,16 @@ func paramNeeds(param string) actions {
 }
 
 // isMethodParam reports whether a raw query parameter name is _method as
-// a backend may read it: escapes decoded ('+' as a space, as form decoding
-// does), ASCII case ignored, and as PHP names $_GET's entries (Laravel and
-// Symfony read the override there): leading spaces skipped, '.' and ' '
-// read as '_', and the name cut at its first NUL (" _method",
-// "%2Emethod", "_method%00x" are all _method to PHP).
-func isMethodParam(name string) bool {
-	const want = "_method"
+// a backend may read it (isParamNamed).
+func isMethodParam(name string) bool { return isParamNamed(name, "_method") }
+
+// isParamNamed reports whether a raw query parameter name is want (lower
+// case) as a backend may read it: escapes decoded ('+' as a space, as form
+// decoding does), ASCII case ignored, and as PHP names $_GET's entries
+// (Laravel and Symfony read the _method override there): leading spaces
+// skipped, '.' and ' ' read as '_', and the name cut at its first NUL
+// (" _method", "%2Emethod", "_method%00x" are all _method to PHP).
+func isParamNamed(name, want string) bool {
 	k := 0 // bytes of want matched
 	leading := true
 	for i := 0; i < len(name); {

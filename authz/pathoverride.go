@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"net/url"
 	"strings"
 
 	"github.com/keygate/keygate/keystore"
@@ -53,6 +54,51 @@ func (r *Request) readPathOverride(value string) {
 		if t := overrideTarget(part); strings.HasPrefix(t, "/") && t != whole {
 			r.targets = append(r.targets, t)
 		}
+	}
+}
+
+// readQueryTargets adds to r's targets those that its query names for the
+// frameworks that route by the query instead of the path: a rest_route
+// (WordPress, on any URL) or _url (Phalcon) parameter whose value, decoded,
+// starts with "/" (parameters separated by '&' or ';', names read as
+// isParamNamed reads them); and a query that itself starts with "/",
+// which CodeIgniter routes "/?/api/v1/users" and "/index.php?/api/v1/users"
+// by: up to its first "?", and up to its first "&".
+func (r *Request) readQueryTargets() {
+	_, query, ok := strings.Cut(r.Path, "?")
+	if !ok {
+		return
+	}
+	if strings.HasPrefix(query, "/") {
+		whole, _, _ := strings.Cut(query, "?")
+		first, _, _ := strings.Cut(whole, "&")
+		r.targets = append(r.targets, whole)
+		if first != whole {
+			r.targets = append(r.targets, first)
+		}
+	}
+	for param := range strings.SplitSeq(query, "&") {
+		r.readRoutingParam(param)
+		if strings.IndexByte(param, ';') >= 0 {
+			for p := range strings.SplitSeq(param, ";") {
+				r.readRoutingParam(p)
+			}
+		}
+	}
+}
+
+// readRoutingParam adds the target of one raw query parameter, if it is a
+// routing parameter (see readQueryTargets) naming a path.
+func (r *Request) readRoutingParam(param string) {
+	name, value, _ := strings.Cut(param, "=")
+	if !isParamNamed(name, "rest_route") && !isParamNamed(name, "_url") {
+		return
+	}
+	if v, err := url.QueryUnescape(value); err == nil {
+		value = v
+	}
+	if strings.HasPrefix(value, "/") {
+		r.targets = append(r.targets, value)
 	}
 }
 

@@ -72,6 +72,43 @@ func TestPathOverrideHeaders(t *testing.T) {
 	}
 }
 
+// TestQueryTargets: a query some framework routes by is a target too:
+// WordPress's rest_route, Phalcon's _url, and a query that starts with "/"
+// (CodeIgniter).
+func TestQueryTargets(t *testing.T) {
+	w := authztest.NewWorld(t)
+	s := newTestServer(t, w.Lookup, nil)
+	for _, c := range []struct {
+		path string
+		want Outcome
+	}{
+		{"/api/v1/projects?rest_route=/api/v1/users", ModuleForbidden},
+		{"/?rest_route=/api/v1/users/1&x=1", ModuleForbidden},
+		{"/api/v1/projects?a=1&_url=%2Fapi%2Fv1%2Fusers", ModuleForbidden},
+		{"/api/v1/projects?a=1;_url=/api/v1/accounts", ModuleForbidden},
+		{"/api/v1/projects?.url=/api/v1/users", ModuleForbidden},       // PHP reads ".url" as "_url"
+		{"/api/v1/projects?REST_ROUTE=/api/v1/users", ModuleForbidden}, // any case
+		{"/?/api/v1/users", ModuleForbidden},
+		{"/index.php?/api/v1/users&x=1", ModuleForbidden},
+		{"/?/api/v1/users?x=1", ModuleForbidden},
+		{"/api/v1/projects?rest_route=/api/v1/projects/2", Allow},
+		{"/api/v1/projects?next=/api/v1/users", Allow},      // not a routing parameter
+		{"/api/v1/projects?rest_route=api/v1/users", Allow}, // no route without the "/"
+		{"/api/v1/projects?x=/api/v1/users&rest_routes=/api/v1/users", Allow},
+		{"/api/v1/projects?_url=/a%20b", InvalidPath},
+	} {
+		d := s.decideRequest("GET", c.path, map[string]string{"x-api-key": w.Star.Secret}, "")
+		if d.Outcome != c.want {
+			t.Errorf("%s: %s (reason %s), want %s", c.path, d.Outcome, d.Reason, c.want)
+		}
+	}
+	// A scoped key needs the scopes of the module the query names.
+	d := s.decideRequest("GET", "/api/v1/projects?rest_route=/api/v1/deployments", map[string]string{"x-api-key": w.ReadOnly.Secret}, "")
+	if d.Outcome != InsufficientScope {
+		t.Errorf("rest_route in another module, projects:read key: %s, want %s", d.Outcome, InsufficientScope)
+	}
+}
+
 func TestOverrideTarget(t *testing.T) {
 	for in, want := range map[string]string{
 		"/a/b?c":          "/a/b?c",
