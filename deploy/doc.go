@@ -20,7 +20,10 @@
 // installed here, so traefik_test.go checks its file structurally (strict
 // decoding into Traefik's field names, the middleware order, that every
 // client-sent identity header and every spelling of the key is removed),
-// with negative cases.
+// with negative cases. caddy_test.go also checks the Caddyfile without a
+// Caddy: its request_header deletions, applied as Caddy applies them, must
+// remove every header name with a byte other than a letter, a digit or '-'
+// (backends read such names loosely) before forward_auth.
 //
 // ratelimit/ is the per-key rate limit recipe: envoy.yaml is envoy/envoy.yaml
 // plus Envoy's rate limit filter, whose route actions build a descriptor

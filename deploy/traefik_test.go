@@ -150,16 +150,30 @@ func forwardAuthAssertions(name string, mw traefikMiddleware) []error {
 		return errs
 	}
 	// Traefik matches it against canonical header names (Go's
-	// CanonicalMIMEHeaderKey), which keep '_'.
-	for _, h := range []string{"X-Keygate-Admin", "X_keygate_scopes", "X-Keygate_account-Id", "X-Keygate-Key-Id", "X_keygate-Module"} {
-		if !re.MatchString(h) {
-			fail("authResponseHeadersRegex %q does not match %s: a forged one would reach the upstream", fa.AuthResponseHeadersRegex, h)
+	// CanonicalMIMEHeaderKey), which keep every token character: '_', '.',
+	// '+' and the rest. Backends read any of them as '-' (PHP maps '.' and
+	// '_' alike, lighttpd every byte but letters and digits, and so does
+	// keygate), so each must be matched where '-' stands.
+	for _, h := range []string{"X-Keygate-Admin", "X_keygate_scopes", "X-Keygate_account-Id", "X-Keygate-Key-Id", "X_keygate-Module",
+		"X.Keygate.Scopes", "X.Keygate.Account.Id", "X+Keygate+Module", "X-Keygate.Dry-Run", "X.keygate-key-id"} {
+		if canon := textproto.CanonicalMIMEHeaderKey(h); !re.MatchString(canon) {
+			fail("authResponseHeadersRegex %q does not match %s: a forged one would reach the upstream", fa.AuthResponseHeadersRegex, canon)
+		}
+	}
+	for _, sep := range looseSeparators {
+		h := "X" + sep + "Keygate" + sep + "Scopes"
+		if canon := textproto.CanonicalMIMEHeaderKey(h); !re.MatchString(canon) {
+			fail("authResponseHeadersRegex %q does not match %s: a forged one would reach the upstream", fa.AuthResponseHeadersRegex, canon)
 		}
 	}
 	// ... and every path override, which a backend may route by, in the
 	// same spellings.
 	for _, h := range authz.PathOverrideHeaders() {
-		for _, spelling := range []string{h, strings.ReplaceAll(h, "-", "_"), strings.Replace(h, "-", "_", 1)} {
+		spellings := []string{h, strings.ReplaceAll(h, "-", "_"), strings.Replace(h, "-", "_", 1)}
+		for _, sep := range looseSeparators {
+			spellings = append(spellings, strings.ReplaceAll(h, "-", sep))
+		}
+		for _, spelling := range spellings {
 			if canon := textproto.CanonicalMIMEHeaderKey(spelling); !re.MatchString(canon) {
 				fail("authResponseHeadersRegex %q does not match %s: it would reach the upstream, which may route by it", fa.AuthResponseHeadersRegex, canon)
 			}
@@ -172,6 +186,11 @@ func forwardAuthAssertions(name string, mw traefikMiddleware) []error {
 	}
 	return errs
 }
+
+// looseSeparators are the characters a header name may hold besides
+// letters, digits and '-' (RFC 9110's tchar), each of which some backend
+// reads as '-' or '_'.
+var looseSeparators = []string{"_", ".", "+", "!", "~", "|", "^", "#", "$", "%", "&", "'", "`", "*"}
 
 // removes reports whether headers has name with an empty value (Traefik's
 // way to remove a request header), ignoring case.
@@ -213,6 +232,15 @@ func TestTraefikCheckFails(t *testing.T) {
 		{"regex blind to underscores", func(tb testing.TB, doc map[string]any) {
 			traefikObject(tb, doc, fa)["authResponseHeadersRegex"] = "(?i)^x-keygate-"
 		}, "X_keygate_scopes"},
+		{"regex blind to dots", func(tb testing.TB, doc map[string]any) {
+			traefikObject(tb, doc, fa)["authResponseHeadersRegex"] = "(?i)^x[-_](keygate[-_]|original[-_]ur[il]$|rewrite[-_]url$|forwarded[-_]uri$)"
+		}, "X.keygate.scopes: a forged"},
+		{"path override blind to dots", func(tb testing.TB, doc map[string]any) {
+			traefikObject(tb, doc, fa)["authResponseHeadersRegex"] = "(?i)^x[^a-z0-9](keygate[^a-z0-9]|original[-_]ur[il]$|rewrite[^a-z0-9]url$|forwarded[^a-z0-9]uri$)"
+		}, "X.original.url: it would reach the upstream"},
+		{"regex blind to a rare separator", func(tb testing.TB, doc map[string]any) {
+			traefikObject(tb, doc, fa)["authResponseHeadersRegex"] = "(?i)^x[-_.+](keygate[-_.+]|original[-_.+]ur[il]$|rewrite[-_.+]url$|forwarded[-_.+]uri$)"
+		}, "X~keygate~scopes"},
 		{"path overrides kept", func(tb testing.TB, doc map[string]any) {
 			traefikObject(tb, doc, fa)["authResponseHeadersRegex"] = "(?i)^x[-_]keygate[-_]"
 		}, "X-Original-Url: it would reach the upstream"},

@@ -47,6 +47,7 @@ func proxyContract(t *testing.T, start startFunc) {
 	t.Run("identity headers", func(t *testing.T) { identityThrough(t, p, up, w) })
 	t.Run("hostile paths", func(t *testing.T) { pathsThrough(t, p, up, w) })
 	t.Run("path overrides", func(t *testing.T) { pathOverridesThrough(t, p, up, w) })
+	t.Run("loose header names", func(t *testing.T) { looseNamesThrough(t, p, up, w) })
 	t.Run("database stopped", func(t *testing.T) {
 		cluster.Stop(t)
 		n := up.count()
@@ -349,4 +350,98 @@ func pathsThrough(t *testing.T, p *proxyProc, up *upstream, w *authztest.World) 
 	}
 	t.Logf("%s: %d hostile spellings × 2 keys refused with statuses %v; %d look-alikes reached the upstream per key",
 		p.name, len(hostilePaths), refused, len(lookalikePaths))
+}
+
+// looseNames are header names some backend reads as an identity header, a
+// path override or the key: PHP (behind php_fastcgi) maps '.' and '_' to
+// '_', lighttpd every byte but letters and digits, and keygate reads every
+// such byte as '-'. The values are what a forger wants.
+var looseNames = [][2]string{
+	{"X.Keygate.Scopes", "*"},
+	{"X.Keygate.Account.Id", "victim"},
+	{"X+Keygate+Module", "x"},
+	{"X.Original.URL", "/api/v1/users"},
+	{"x.keygate.key.id", "forged"},
+	{"X-Keygate.Dry-Run", "forged"},
+	{"X!Keygate!Scopes", "*"},
+	{"X~Keygate~Account~Id", "victim"},
+	{"X|Keygate|Scopes", "*"},
+	{"X^Keygate^Scopes", "*"},
+	{"X#Keygate#Scopes", "*"},
+	{"X$Keygate$Scopes", "*"},
+	{"X%Keygate%Scopes", "*"},
+	{"X&Keygate&Scopes", "*"},
+	{"X'Keygate'Scopes", "*"},
+	{"X`Keygate`Scopes", "*"},
+	{"X*Keygate*Scopes", "*"},
+	{"X.Rewrite.URL", "/api/v1/users"},
+	{"X+Original+URI", "/api/v1/users"},
+	{"X.Forwarded.Uri", "/api/v1/users"},
+}
+
+// looseName reads a header name as the loosest backend does: ASCII case
+// ignored, every byte other than a letter or digit read as '-'.
+func looseName(name string) string {
+	b := []byte(strings.ToLower(name))
+	for i, c := range b {
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') {
+			b[i] = '-'
+		}
+	}
+	return string(b)
+}
+
+// looseNamesThrough sends, with a key that is allowed, headers whose names
+// a backend reads as keygate's identity headers, a path override or the
+// key, one at a time and all at once: the request still reaches the
+// upstream, which receives no header name with a byte other than a
+// letter, a digit or '-', and keygate's identity only (no forged value).
+func looseNamesThrough(t *testing.T, p *proxyProc, up *upstream, w *authztest.World) {
+	const target = "/api/v1/projects/7"
+	cases := map[string][][2]string{"all at once": append(append([][2]string(nil), looseNames...), [2]string{"X.Api.Key", w.Star.Secret})}
+	for _, h := range looseNames {
+		cases[h[0]] = [][2]string{h}
+	}
+	cases["X.Api.Key"] = [][2]string{{"X.Api.Key", w.Star.Secret}}
+	for _, name := range slices.Sorted(maps.Keys(cases)) {
+		t.Run(name, func(t *testing.T) {
+			n := up.count()
+			r := send(t, p.addr, "GET", target, append([][2]string{{"X-API-Key", w.Plain.Secret}}, cases[name]...))
+			reached := up.since(n)
+			if r.status != 200 || r.body != "upstream" || len(reached) != 1 {
+				t.Fatalf("got %v with %d upstream requests; want the upstream's 200", r, len(reached))
+			}
+			a := reached[0]
+			if a.target != target {
+				t.Errorf("the upstream was asked for %q, want %q", a.target, target)
+			}
+			for got, values := range a.header {
+				loose := looseName(got)
+				if loose != strings.ToLower(got) {
+					t.Errorf("the upstream received %s: %q (a backend reads it as %s)", got, values, loose)
+				}
+				switch {
+				case loose == "x-api-key" || loose == "authorization":
+					t.Errorf("the upstream received the credential header %s", got)
+				case slices.Contains(authz.PathOverrideHeaders(), loose):
+					t.Errorf("the upstream received the path override %s: %q", got, values)
+				case strings.HasPrefix(loose, "x-keygate-"):
+					for _, v := range values {
+						if v == "*" || v == "victim" || v == "x" || v == "forged" {
+							t.Errorf("the upstream received %s: %q, a forged value", got, values)
+						}
+					}
+				}
+			}
+			if got := a.header.Get("X-Keygate-Account-Id"); got != "acme" {
+				t.Errorf("X-Keygate-Account-Id %q, want acme", got)
+			}
+			if got := a.header.Get("X-Keygate-Scopes"); got != "" {
+				t.Errorf("X-Keygate-Scopes %q, want none (the key has no scopes)", got)
+			}
+			if got := a.header.Get("X-Keygate-Module"); got != "projects" {
+				t.Errorf("X-Keygate-Module %q, want projects", got)
+			}
+		})
+	}
 }
