@@ -142,7 +142,7 @@ func (s *Server) moduleDryRun(r *Request, d *Decision) bool {
 	if !s.anyDryRun {
 		return false
 	}
-	route, err := s.policy.Route(r.Path)
+	route, err := s.routeEvery(r.Path)
 	if err != nil {
 		return false
 	}
@@ -170,6 +170,28 @@ func (s *Server) moduleDryRun(r *Request, d *Decision) bool {
 		return false
 	}
 	return s.targetsDryRun(r, key, need)
+}
+
+// routeEvery routes path for moduleDryRun: when a reading lands in a
+// closed module, Route stops there, so the modules of the readings after
+// it are read too (Policy.RouteEvery); a closed module not in dry run
+// among them fails the whole.
+func (s *Server) routeEvery(path string) (policy.Route, error) {
+	route, err := s.policy.Route(path)
+	if err != nil || route.RestrictedModule == "" {
+		return route, err
+	}
+	route, err = s.policy.RouteEvery(path)
+	if err != nil {
+		return route, err
+	}
+	for _, m := range route.Closed {
+		if !s.policy.DryRun(m) {
+			route.RestrictedModule = m
+			break
+		}
+	}
+	return route, nil
 }
 
 // passedOrDryRun reports whether module m ("" for no module) passed the

@@ -599,6 +599,11 @@ func TestDryRunOnlyWhenEveryFailingModuleIs(t *testing.T) {
 		{"no key, an override target in an enforced module", "GET", "/api/v1/projects/1", "", map[string]string{"x-original-url": "/api/v1/deployments/1"}, MissingKey, false},
 		{"closed module in dry run, an override target in an enforced module", "GET", "/api/v1/users/1", "", with(read, "x-original-url", "/api/v1/deployments/1"), ModuleForbidden, false},
 		{"closed module in dry run, an override target in no module", "GET", "/api/v1/users/1", "", with(read, "x-original-url", "/other"), ModuleForbidden, false},
+		// A reading in a closed module in dry run, another in an enforced
+		// one: the readings after the closed one count too.
+		{"closed module in dry run, a reading in an enforced module", "GET", "/api/v1/deployments/../users/1", "", read, ModuleForbidden, false},
+		{"closed module in dry run, a reading in a closed enforced module", "GET", "/api/v1/accounts/../users/1", "", read, ModuleForbidden, false},
+		{"closed module in dry run, an override target with such readings", "GET", "/api/v1/projects/1", "", with(read, "x-original-url", "/api/v1/deployments/../users/1"), ModuleForbidden, false},
 		// A target keygate cannot read: its modules are unknown, so not
 		// all in dry run.
 		{"an override target that cannot be read", "GET", "/api/v1/projects/1", "", with(read, "x-original-url", "api/v1/deployments/1"), InvalidPath, false},
@@ -616,6 +621,7 @@ func TestDryRunOnlyWhenEveryFailingModuleIs(t *testing.T) {
 		{"override targets all in dry-run modules, POST", "POST", "/api/v1/builds/1", "", with(read, "x-original-url", "/api/v1/projects/1,/api/v1/builds/2"), InsufficientScope, true},
 		{"no key, readings all in dry-run modules", "GET", "/api/v1/builds/../projects/1", "", nil, MissingKey, true},
 		{"closed module in dry run, an override target the key may use", "GET", "/api/v1/users/1", "", with(read, "x-original-url", "/api/v1/projects/1"), ModuleForbidden, true},
+		{"closed module in dry run, a reading in a dry-run module", "GET", "/api/v1/builds/../users/1", "", read, ModuleForbidden, true},
 		{"an allow is an allow", "GET", "/api/v1/projects/1", "", with(read, "x-original-url", "/api/v1/projects/2"), Allow, false},
 	}
 	for _, c := range cases {

@@ -153,7 +153,7 @@ func (s *Server) readTargets(r *Request) (o overridden, ok bool) {
 // target that cannot be read is not: its modules are unknown.
 func (s *Server) targetsDryRun(r *Request, key *keystore.Record, need actions) bool {
 	for _, t := range r.targets {
-		route, err := s.policy.Route(t)
+		route, err := s.routeEvery(t)
 		if err != nil {
 			return false
 		}

@@ -162,6 +162,32 @@ func (p *Policy) Route(rawPath string) (Route, error) {
 	return p.ix.route(rawPath)
 }
 
+// RouteEvery is Route without stopping at the first reading that lands in
+// a closed module: Modules lists every open module some reading lands in
+// also when RestrictedModule is not "", and Closed every closed module some
+// reading lands in. It does more work than Route for a restricted path; a
+// caller needs it only to tell whether every module a refused path reaches
+// is in dry run.
+func (p *Policy) RouteEvery(rawPath string) (Route, error) {
+	if p == nil || p.ix == nil {
+		return p.Route(rawPath)
+	}
+	if r, ok := p.ix.fast(rawPath); ok {
+		if r.RestrictedModule != "" {
+			r.Closed = []string{r.RestrictedModule}
+		}
+		return r, nil
+	}
+	t, err := scan(rawPath)
+	if err != nil {
+		return Route{}, err
+	}
+	e := evaluation{every: true}
+	e.init(p.ix, t)
+	forEachReading(e.applies, e.visit)
+	return e.route(), nil
+}
+
 // noModule backs the Route.Modules of the Routes of a Policy not made by
 // Parse: no module.
 var noModule = [1]string{""}

@@ -29,6 +29,10 @@ type Route struct {
 	// path (a caller that takes the module from Envoy's route needs it
 	// then). It may be shared with other Routes: read it, never modify it.
 	Modules []string
+	// Closed lists every closed module some reading lands in; only
+	// Policy.RouteEvery sets it (there Modules is complete as well, Module
+	// first even when it is closed).
+	Closed []string
 }
 
 // maxPolicySegment is the longest segment a policy path may hold.
@@ -199,6 +203,10 @@ type evaluation struct {
 
 	restricted bool
 	denied     int // first denied module found, or -1
+	// every: visit every reading, also after one lands in a denied module
+	// (Policy.RouteEvery), and collect the denied modules in closed.
+	every  bool
+	closed []int
 	// The open modules found, in order, without repeats: the first
 	// len(nearOpen) of them in nearOpen, the others in farOpen. (No slice
 	// of the evaluation points into it, which would move it to the heap.)
@@ -264,7 +272,7 @@ func (e *evaluation) visit(r reading, first choice) bool {
 		}
 	}
 	e.walk(&r)
-	return e.denied < 0
+	return e.every || e.denied < 0
 }
 
 // endGroup closes the group being visited. A sure reading that lands in
@@ -296,6 +304,9 @@ func (e *evaluation) land(m int, heuristic bool) {
 		e.restricted = true
 		if e.denied < 0 {
 			e.denied = m
+		}
+		if e.every && !slices.Contains(e.closed, m) {
+			e.closed = append(e.closed, m)
 		}
 	default:
 		e.addOpen(m)
@@ -333,8 +344,11 @@ func (e *evaluation) route() Route {
 	if e.denied >= 0 {
 		r.RestrictedModule = e.ix.names[e.denied]
 	}
-	if e.denied < 0 {
+	if e.denied < 0 || e.every {
 		r.Modules = e.ix.modules(e.primary, e.nearOpen[:min(e.nopen, len(e.nearOpen))], e.farOpen)
+	}
+	for _, m := range e.closed {
+		r.Closed = append(r.Closed, e.ix.names[m])
 	}
 	return r
 }

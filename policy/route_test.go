@@ -831,3 +831,43 @@ func TestPathOfURL(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteEvery: RouteEvery reads on past a reading in a closed module,
+// where Route stops: every closed module and every open one some reading
+// lands in.
+func TestRouteEvery(t *testing.T) {
+	p, err := Parse("every.yaml", []byte(`modules:
+  users: { paths: [/api/v1/users], api_keys: deny }
+  accounts: { paths: [/api/v1/accounts], api_keys: deny }
+  deployments: { paths: [/api/v1/deployments] }
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		path           string
+		closed, opened []string
+	}{
+		{"/api/v1/deployments/../users/1", []string{"users"}, []string{"deployments"}},
+		{"/api/v1/accounts/../users/1", []string{"users", "accounts"}, nil},
+		{"/api/v1/users/1", []string{"users"}, nil},
+		{"/api/v1/deployments/1", nil, []string{"deployments"}},
+	} {
+		r, err := p.RouteEvery(c.path)
+		if err != nil {
+			t.Fatalf("%s: %v", c.path, err)
+		}
+		var opened []string
+		for _, m := range r.Modules {
+			if m != "" && !slices.Contains(r.Closed, m) { // Module comes first, closed or not
+				opened = append(opened, m)
+			}
+		}
+		if !slices.Equal(r.Closed, c.closed) || !slices.Equal(opened, c.opened) || r.Restricted != (c.closed != nil) {
+			t.Errorf("RouteEvery(%q) = %+v; want closed %v, open %v", c.path, r, c.closed, c.opened)
+		}
+		if route, _ := p.Route(c.path); route.RestrictedModule != r.RestrictedModule || route.Module != r.Module {
+			t.Errorf("%s: Route %+v and RouteEvery %+v disagree", c.path, route, r)
+		}
+	}
+}
