@@ -133,6 +133,18 @@ var hostilePaths = []struct{ name, path string }{
 	{"encoded semicolon", "/api/v1/projects/..%3b/users"},
 	{"encoded question mark", "/api/v1/projects/%3f/../../users"},
 	{"encoded hash", "/api/v1/users%23"},
+	// A server script's PATH_INFO, which a front controller routes by.
+	{"php front controller", "/index.php/api/v1/users"},
+	{"php front controller escaped", "/%69ndex.php/api/v1/accounts/1"},
+	{"cgi script", "/cgi-bin/app.cgi/api/v1/auth/login"},
+	// ASP.NET cookieless values, OData keys.
+	{"cookieless session", "/(S(x))/api/v1/users"},
+	{"cookieless escaped", "/api/v1/%28S%28x%29%29/users"},
+	{"odata key", "/api/v1/users(42)"},
+	// The query some frameworks route by.
+	{"rest_route", "/api/v1/projects?rest_route=/api/v1/users"},
+	{"_url escaped", "/api/v1/projects?_url=%2Fapi%2Fv1%2Faccounts"},
+	{"query path", "/?/api/v1/users"},
 }
 
 // lookalikePaths resemble restricted modules but are in allowed ones (or
@@ -163,6 +175,10 @@ var lookalikePaths = []struct{ name, path string }{
 	{"closed names in a list in projects", "/api/v1/projects/users,accounts"},
 	{"accented resource in projects", "/api/v1/projects/ｕsers/café"},
 	{"accented name in no module", "/api/v1/über"},
+	{"script as the last segment", "/api/v1/projects/report.php"},
+	{"parentheses in projects", "/api/v1/projects/(draft)/1"},
+	{"odata key in projects", "/api/v1/projects(42)"},
+	{"routing parameter naming projects", "/api/v1/projects?rest_route=/api/v1/projects/2"},
 }
 
 // TestPathSpellingsEndToEnd sends hostile spellings of the restricted
