@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
+	"slices"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -98,6 +99,9 @@ func (s *Server) Decide(ctx context.Context, r *Request) (d Decision) {
 			endSpan(span, r, &d, d.fromCache)
 		}
 	}()
+	// The targets the query names, before any step may refuse: a dry run
+	// (moduleDryRun) reads them as well.
+	r.readQueryTargets()
 	d = s.decide(ctx, r)
 	d.carriers, d.spoofed = r.cred.carriers, r.spoofed
 	if d.Outcome == InvalidKey && s.failures != nil {
@@ -174,8 +178,10 @@ func (s *Server) moduleDryRun(r *Request, d *Decision) bool {
 
 // routeEvery routes path for moduleDryRun: when a reading lands in a
 // closed module, Route stops there, so the modules of the readings after
-// it are read too (Policy.RouteEvery); a closed module not in dry run
-// among them fails the whole.
+// it are read too (Policy.RouteEvery). RestrictedModule is then a closed
+// module not in dry run, if some reading lands in one; or else "" if some
+// reading lands in no module under default: deny (which the policy's
+// default restricts, and no dry run exempts); or else the dry-run one.
 func (s *Server) routeEvery(path string) (policy.Route, error) {
 	route, err := s.policy.Route(path)
 	if err != nil || route.RestrictedModule == "" {
@@ -186,10 +192,13 @@ func (s *Server) routeEvery(path string) (policy.Route, error) {
 		return route, err
 	}
 	for _, m := range route.Closed {
-		if !s.policy.DryRun(m) {
+		if m != "" && !s.policy.DryRun(m) {
 			route.RestrictedModule = m
-			break
+			return route, nil
 		}
+	}
+	if slices.Contains(route.Closed, "") {
+		route.RestrictedModule = ""
 	}
 	return route, nil
 }
@@ -255,8 +264,8 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 		return because(ReasonInvalidPath, nil, "")
 	}
 	// So must every target a path-override header names (X-Original-URL:
-	// some backends route by it instead), or the query does (?rest_route=).
-	r.readQueryTargets()
+	// some backends route by it instead), or the query does (?rest_route=,
+	// read by Decide).
 	over, ok := s.readTargets(r)
 	if !ok {
 		return because(ReasonInvalidPath, nil, "")

@@ -565,6 +565,34 @@ const dryRunPolicy = `modules:
 // every reading of the path (Route.Modules), every path-override target,
 // and every closed module involved. One enforced module that failed
 // enforces the denial, whatever module the decision names.
+// TestDryRunKeepsDefaultDeny: under default: deny, a reading in a closed
+// module in dry run does not hide another reading in no module, which the
+// default refuses and no dry run exempts.
+func TestDryRunKeepsDefaultDeny(t *testing.T) {
+	w := authztest.NewWorld(t)
+	p, err := policy.Parse("policy.yaml", []byte("default: deny\n"+dryRunPolicy))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newTestServer(t, w.Lookup, func(c *Config) { c.Policy = p })
+	star := map[string]string{"x-api-key": w.Star.Secret}
+	for _, c := range []struct {
+		name, path string
+		headers    map[string]string
+		dryRun     bool
+	}{
+		{"in no module", "/other", star, false},
+		{"a reading in a dry-run closed module, another in no module", "/api/v1/users/../../other", star, false},
+		{"an override target with such readings", "/api/v1/projects/1", map[string]string{"x-api-key": w.Star.Secret, "x-original-url": "/api/v1/users/../../other"}, false},
+		{"only the dry-run closed module", "/api/v1/users/1", star, true},
+	} {
+		d := s.decideRequest("GET", c.path, c.headers, "")
+		if d.Outcome == Allow || d.DryRun != c.dryRun {
+			t.Errorf("%s: %s (reason %s) dry run %v, want a denial with dry run %v", c.name, d.Outcome, d.Reason, d.DryRun, c.dryRun)
+		}
+	}
+}
+
 func TestDryRunOnlyWhenEveryFailingModuleIs(t *testing.T) {
 	w := authztest.NewWorld(t)
 	p, err := policy.Parse("policy.yaml", []byte(dryRunPolicy))
@@ -604,6 +632,10 @@ func TestDryRunOnlyWhenEveryFailingModuleIs(t *testing.T) {
 		{"closed module in dry run, a reading in an enforced module", "GET", "/api/v1/deployments/../users/1", "", read, ModuleForbidden, false},
 		{"closed module in dry run, a reading in a closed enforced module", "GET", "/api/v1/accounts/../users/1", "", read, ModuleForbidden, false},
 		{"closed module in dry run, an override target with such readings", "GET", "/api/v1/projects/1", "", with(read, "x-original-url", "/api/v1/deployments/../users/1"), ModuleForbidden, false},
+		// Targets the query names count before any step refuses.
+		{"no key, a query target in a closed enforced module", "GET", "/api/v1/builds/1?rest_route=/api/v1/accounts/1", "", nil, MissingKey, false},
+		{"no key, a query path in an enforced module", "GET", "/api/v1/builds/1?/api/v1/deployments/1", "", nil, MissingKey, false},
+		{"malformed key, a query target in an enforced module", "GET", "/api/v1/builds/1?_url=/api/v1/deployments/1", "", map[string]string{"x-api-key": "kg_x"}, InvalidKey, false},
 		// A target keygate cannot read: its modules are unknown, so not
 		// all in dry run.
 		{"an override target that cannot be read", "GET", "/api/v1/projects/1", "", with(read, "x-original-url", "api/v1/deployments/1"), InvalidPath, false},

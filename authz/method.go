@@ -46,7 +46,7 @@ func MethodOverrideHeaders() []string { return methodOverrideHeaders[:] }
 
 // needs is the set of actions r needs: those of every reading of its
 // method, and of the _method parameters in the query of its target and of
-// every target a path-override header names.
+// every target a path-override header or its query names.
 func needs(r *Request) actions {
 	a := requestMethodNeeds(r.Method) | r.overrideNeeds | queryNeeds(r.Path)
 	for _, t := range r.targets {
@@ -190,8 +190,9 @@ func isMethodParam(name string) bool { return isParamNamed(name, "_method") }
 // case) as a backend may read it: escapes decoded ('+' as a space, as form
 // decoding does), ASCII case ignored, and as PHP names $_GET's entries
 // (Laravel and Symfony read the _method override there): leading spaces
-// skipped, '.' and ' ' read as '_', and the name cut at its first NUL
-// (" _method", "%2Emethod", "_method%00x" are all _method to PHP).
+// skipped, '.', ' ' and '[' read as '_', and the name cut at its first
+// NUL (" _method", "%2Emethod", "_method%00x" are all _method to PHP, and
+// "rest[route" is rest_route).
 func isParamNamed(name, want string) bool {
 	k := 0 // bytes of want matched
 	leading := true
@@ -211,8 +212,8 @@ func isParamNamed(name, want string) bool {
 			return k == len(want)
 		case c == ' ' && leading:
 			continue
-		case c == ' ' || c == '.':
-			c = '_'
+		case c == ' ' || c == '.' || c == '[':
+			c = '_' // PHP: "rest[route" is rest_route ("a[b]" an array)
 		case c >= 'A' && c <= 'Z':
 			c += 'a' - 'A'
 		}

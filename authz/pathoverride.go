@@ -1,7 +1,7 @@
 package authz
 
 import (
-	"net/url"
+	"strconv"
 	"strings"
 
 	"github.com/keygate/keygate/keystore"
@@ -94,12 +94,37 @@ func (r *Request) readRoutingParam(param string) {
 	if !isParamNamed(name, "rest_route") && !isParamNamed(name, "_url") {
 		return
 	}
-	if v, err := url.QueryUnescape(value); err == nil {
-		value = v
-	}
-	if strings.HasPrefix(value, "/") {
+	if value = lenientUnescape(value); strings.HasPrefix(value, "/") {
 		r.targets = append(r.targets, value)
 	}
+}
+
+// lenientUnescape decodes a query value as PHP's urldecode does: '+' is a
+// space, a valid escape its byte, and anything else, a malformed escape
+// included, stays as it is (for the policy to refuse).
+func lenientUnescape(v string) string {
+	if strings.IndexAny(v, "%+") < 0 {
+		return v
+	}
+	b := make([]byte, 0, len(v))
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '+':
+			b = append(b, ' ')
+		case c == '%' && i+2 < len(v) && isHex(v[i+1]) && isHex(v[i+2]):
+			n, _ := strconv.ParseUint(v[i+1:i+3], 16, 8)
+			b = append(b, byte(n))
+			i += 2
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+// isHex reports whether c is a hexadecimal digit.
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // overrideTarget returns the request target that the value of a
@@ -115,8 +140,8 @@ func overrideTarget(value string) string {
 	return v
 }
 
-// overridden is what the targets of a request's path-override headers
-// reach, by every reading of each.
+// overridden is what the targets of a request's path-override headers and
+// query reach, by every reading of each.
 type overridden struct {
 	// restricted: some reading lands in a closed module, or in no module
 	// while the policy's default is deny; module names the closed module
@@ -129,8 +154,8 @@ type overridden struct {
 	modules []string
 }
 
-// readTargets routes every target r's path-override headers name; ok is
-// false when one cannot be read one way (an invalid path).
+// readTargets routes every target r's path-override headers and query
+// name; ok is false when one cannot be read one way (an invalid path).
 func (s *Server) readTargets(r *Request) (o overridden, ok bool) {
 	for _, t := range r.targets {
 		route, err := s.policy.Route(t)

@@ -96,6 +96,11 @@ func TestQueryTargets(t *testing.T) {
 		{"/api/v1/projects?rest_route=api/v1/users", Allow}, // no route without the "/"
 		{"/api/v1/projects?x=/api/v1/users&rest_routes=/api/v1/users", Allow},
 		{"/api/v1/projects?_url=/a%20b", InvalidPath},
+		{"/api/v1/projects?rest[route=/api/v1/users", ModuleForbidden},   // PHP: rest_route
+		{"/api/v1/projects?rest%5Broute=/api/v1/users", ModuleForbidden}, // the same, escaped
+		{"/api/v1/projects?rest_route=%2Fapi%2Fv1%2Fusers%2F1%ZZ", InvalidPath},
+		{"/api/v1/projects?rest_route=+/api/v1/users", Allow}, // " /api…" names no route
+		{"/api/v1/projects?rest[route]=/api/v1/users", Allow}, // an array
 	} {
 		d := s.decideRequest("GET", c.path, map[string]string{"x-api-key": w.Star.Secret}, "")
 		if d.Outcome != c.want {

@@ -89,8 +89,8 @@ type Request struct {
 	// overrideNeeds: the actions the methods that method-override headers
 	// name need (see needs).
 	overrideNeeds actions
-	// targets: the request targets path-override headers name (see
-	// readTargets), but for copies of Path.
+	// targets: the request targets path-override headers and the query
+	// name (see readTargets, readQueryTargets), but for copies of Path.
 	targets []string
 	// requestID is x-request-id, for decision logs and spans; traceParent
 	// and traceState are the W3C trace context of the request.

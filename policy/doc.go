@@ -107,11 +107,13 @@
 //   - empty segments: skipped when matching; or not, so that one matches no
 //     policy path;
 //   - scripts: a segment that names a server script is an ordinary segment;
-//     or the path after the first one that does (its name, escapes decoded
-//     and trailing dots dropped, ends in ".php", ".cgi", ".aspx", ".jsp" or
-//     another PHP, CGI, ASP.NET, JSP or ISAPI extension, in any case) is the
-//     path, as a front controller reads its PATH_INFO: Symfony and Laravel
-//     route /index.php/api/v1/users as /api/v1/users;
+//     or the path after the first one that does (one of the extensions of
+//     its name, escapes decoded and trailing dots dropped, is ".php",
+//     ".cgi", ".wsgi", ".aspx", ".cfm", ".jsp" or another PHP, CGI, WSGI,
+//     ASP.NET, ColdFusion, JSP or ISAPI extension, in any case: Apache runs
+//     index.php.x as PHP too) is the path, as a front controller reads its
+//     PATH_INFO: Symfony and Laravel route /index.php/api/v1/users as
+//     /api/v1/users;
 //   - case: ASCII letters compared ignoring case; or also every non-ASCII
 //     code point that some stack reads as ASCII letters or digits read as
 //     them, and combining marks dropped: those Unicode simple case mapping

@@ -164,17 +164,21 @@ func (p *Policy) Route(rawPath string) (Route, error) {
 
 // RouteEvery is Route without stopping at the first reading that lands in
 // a closed module: Modules lists every open module some reading lands in
-// also when RestrictedModule is not "", and Closed every closed module some
-// reading lands in. It does more work than Route for a restricted path; a
+// also when RestrictedModule is not "" (Module first, closed or not), and
+// Closed every closed module some reading lands in, and "" when one lands
+// in no module under default: deny. It does more work than Route for a restricted path; a
 // caller needs it only to tell whether every module a refused path reaches
 // is in dry run.
 func (p *Policy) RouteEvery(rawPath string) (Route, error) {
 	if p == nil || p.ix == nil {
 		return p.Route(rawPath)
 	}
-	if r, ok := p.ix.fast(rawPath); ok {
-		if r.RestrictedModule != "" {
-			r.Closed = []string{r.RestrictedModule}
+	if r, ok := p.ix.fast(rawPath); ok { // one reading
+		switch {
+		case r.RestrictedModule != "":
+			r.Closed, r.Modules = []string{r.RestrictedModule}, []string{r.Module}
+		case r.Restricted:
+			r.Closed = []string{""}
 		}
 		return r, nil
 	}

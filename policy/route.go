@@ -29,9 +29,10 @@ type Route struct {
 	// path (a caller that takes the module from Envoy's route needs it
 	// then). It may be shared with other Routes: read it, never modify it.
 	Modules []string
-	// Closed lists every closed module some reading lands in; only
-	// Policy.RouteEvery sets it (there Modules is complete as well, Module
-	// first even when it is closed).
+	// Closed lists every closed module some reading lands in, and "" when
+	// one lands in no module under default: deny; only Policy.RouteEvery
+	// sets it (there Modules is complete as well, Module first even when
+	// it is closed).
 	Closed []string
 }
 
@@ -205,8 +206,9 @@ type evaluation struct {
 	denied     int // first denied module found, or -1
 	// every: visit every reading, also after one lands in a denied module
 	// (Policy.RouteEvery), and collect the denied modules in closed.
-	every  bool
-	closed []int
+	every         bool
+	closed        []int
+	defaultDenied bool // a reading landed in no module under default: deny
 	// The open modules found, in order, without repeats: the first
 	// len(nearOpen) of them in nearOpen, the others in farOpen. (No slice
 	// of the evaluation points into it, which would move it to the heap.)
@@ -290,7 +292,7 @@ func (e *evaluation) endGroup() {
 		e.primary = m
 	}
 	if m < 0 && e.ix.defaultDeny {
-		e.restricted = true
+		e.restricted, e.defaultDenied = true, true
 	}
 	e.groups++
 	e.group = group{sure: -1, open: -1}
@@ -349,6 +351,9 @@ func (e *evaluation) route() Route {
 	}
 	for _, m := range e.closed {
 		r.Closed = append(r.Closed, e.ix.names[m])
+	}
+	if e.every && e.defaultDenied {
+		r.Closed = append(r.Closed, "")
 	}
 	return r
 }
@@ -478,25 +483,26 @@ func scriptEnd(segs []string) int {
 // isScript reports whether segment s (which passed scan) names a file that
 // web servers run as a script, with the rest of the path as its PATH_INFO:
 // without its trailing dots and escaped spaces (as Windows names files),
-// it ends in "." and the extension of a PHP, CGI, ASP, ASP.NET, JSP or
-// ISAPI handler, escapes decoded, in any ASCII case.
+// one of the extensions of its name (Apache runs index.php.x as PHP too),
+// escapes decoded, in any ASCII case, is that of a PHP, CGI, WSGI, ASP,
+// ASP.NET, ColdFusion, JSP or ISAPI handler.
 func isScript(s string) bool {
 	s = trimTrailing(s)
-	dot := strings.LastIndexByte(s, '.')
-	if dot < 0 {
-		return false
-	}
-	var buf [8]byte
-	ext, ok := decodeKey(buf[:], s[dot+1:])
-	if !ok {
-		return false
-	}
-	switch string(ext) {
-	case "php", "php3", "php4", "php5", "php7", "php8", "phtml", "phar",
-		"cgi", "fcgi", "pl", "py",
-		"asp", "aspx", "asmx", "ashx", "axd", "svc",
-		"jsp", "jspx", "dll", "exe":
-		return true
+	_, exts, _ := strings.Cut(s, ".")
+	for ext := range strings.SplitSeq(exts, ".") {
+		var buf [8]byte
+		key, ok := decodeKey(buf[:], ext)
+		if !ok {
+			continue
+		}
+		switch string(key) {
+		case "php", "php3", "php4", "php5", "php7", "php8", "pht", "phtml", "phar",
+			"cgi", "fcgi", "pl", "py", "wsgi", "rb",
+			"asp", "aspx", "asmx", "ashx", "axd", "svc", "cshtml", "vbhtml", "rem", "soap",
+			"cfm", "cfml", "cfc",
+			"jsp", "jspx", "dll", "exe":
+			return true
+		}
 	}
 	return false
 }

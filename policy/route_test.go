@@ -318,6 +318,10 @@ var restrictedPaths = []struct {
 	{"php front controller params", "/index.php;x/api/v1/users", forbidden, "users"},
 	{"cgi script", "/cgi-bin/app.cgi/api/v1/users", forbidden, "users"},
 	{"asp.net handler", "/api.ashx/api/v1/accounts", forbidden, "accounts"},
+	{"coldfusion front controller", "/index.cfm/api/v1/users", forbidden, "users"},
+	{"wsgi script", "/app.wsgi/api/v1/users", forbidden, "users"},
+	{"php handler of another extension", "/index.pht/api/v1/users", forbidden, "users"},
+	{"php among several extensions", "/index.php.x/api/v1/users", forbidden, "users"},
 	{"php front controller under an open module", "/api/v1/projects/index.php/api/v1/users", forbidden, "users"},
 
 	// ASP.NET cookieless values, which System.Web removes before routing.
@@ -852,6 +856,7 @@ func TestRouteEvery(t *testing.T) {
 		{"/api/v1/accounts/../users/1", []string{"users", "accounts"}, nil},
 		{"/api/v1/users/1", []string{"users"}, nil},
 		{"/api/v1/deployments/1", nil, []string{"deployments"}},
+		{"/api/v1/users/1.json", []string{"users"}, nil}, // not the fast path: the same Route
 	} {
 		r, err := p.RouteEvery(c.path)
 		if err != nil {
@@ -868,6 +873,24 @@ func TestRouteEvery(t *testing.T) {
 		}
 		if route, _ := p.Route(c.path); route.RestrictedModule != r.RestrictedModule || route.Module != r.Module {
 			t.Errorf("%s: Route %+v and RouteEvery %+v disagree", c.path, route, r)
+		}
+		if r.Restricted && (len(r.Modules) == 0 || r.Modules[0] != r.Module) {
+			t.Errorf("RouteEvery(%q).Modules = %q, want Module %q first", c.path, r.Modules, r.Module)
+		}
+	}
+	// Under default: deny a reading in no module is "" in Closed, on the
+	// fast path and off it.
+	strict, err := Parse("strict.yaml", []byte("default: deny\nmodules:\n  users: { paths: [/api/v1/users], api_keys: deny }\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string][]string{
+		"/other":                    {""},
+		"/api/v1/users/../../other": {"users", ""},
+		"/api/v1/users/1":           {"users"},
+	} {
+		if r, err := strict.RouteEvery(path); err != nil || !slices.Equal(r.Closed, want) {
+			t.Errorf("default deny: RouteEvery(%q).Closed = %q, %v; want %q", path, r.Closed, err, want)
 		}
 	}
 }
