@@ -103,7 +103,7 @@ func (r *Request) readRoutingParam(param string) {
 // space, a valid escape its byte, and anything else, a malformed escape
 // included, stays as it is (for the policy to refuse).
 func lenientUnescape(v string) string {
-	if strings.IndexAny(v, "%+") < 0 {
+	if !strings.ContainsAny(v, "%+") {
 		return v
 	}
 	b := make([]byte, 0, len(v))
