@@ -218,12 +218,7 @@ func (s *Server) passedOrDryRun(m string, key *keystore.Record, need actions) bo
 			return false
 		}
 	}
-	for _, act := range scopeActions {
-		if need&act.bit != 0 && !key.Allows(m, act.name) {
-			return false
-		}
-	}
-	return true
+	return need.allowedBy(key, m)
 }
 
 // record counts and logs a decision, and reports an allowed key's use.
@@ -326,22 +321,17 @@ func (s *Server) decide(ctx context.Context, r *Request) Decision {
 	// default for paths in no module, so "" counts only without one (but
 	// always for an override's target, which the route did not see).
 	need := needs(r)
-	for _, act := range scopeActions {
-		if need&act.bit == 0 {
-			continue
-		}
-		if !key.Allows(module, act.name) {
+	if !need.allowedBy(key, module) {
+		return because(ReasonScope, key, module)
+	}
+	for _, m := range route.Modules {
+		if m != module && (m != "" || r.Module == "") && !need.allowedBy(key, m) {
 			return because(ReasonScope, key, module)
 		}
-		for _, m := range route.Modules {
-			if m != module && (m != "" || r.Module == "") && !key.Allows(m, act.name) {
-				return because(ReasonScope, key, module)
-			}
-		}
-		for _, m := range over.modules {
-			if !key.Allows(m, act.name) {
-				return because(ReasonScope, key, module)
-			}
+	}
+	for _, m := range over.modules {
+		if !need.allowedBy(key, m) {
+			return because(ReasonScope, key, module)
 		}
 	}
 	// 6. What the key may still spend: its limits, counted only for a

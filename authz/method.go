@@ -2,7 +2,6 @@ package authz
 
 import (
 	"net/url"
-	"strconv"
 	"strings"
 
 	"github.com/keygate/keygate/keystore"
@@ -71,11 +70,28 @@ func requestMethodNeeds(method string) actions {
 	return needsRead | needsWrite
 }
 
-// writeMethod reports whether method is POST, PUT, PATCH or DELETE, in
-// upper case, or if anyCase in any ASCII case.
+// writeMethod reports whether method is POST, PUT, PATCH or DELETE, as
+// safeMethod reads methods.
 func writeMethod(method string, anyCase bool) bool {
-	for _, m := range [...]string{"POST", "PUT", "PATCH", "DELETE"} {
-		if method == m || anyCase && strings.EqualFold(method, m) {
+	return methodIn(method, writeMethods[:], anyCase)
+}
+
+// The methods the contract names: those that read and those that write.
+var (
+	safeMethods  = [...]string{"GET", "HEAD", "OPTIONS"}
+	writeMethods = [...]string{"POST", "PUT", "PATCH", "DELETE"}
+)
+
+// methodIn reports whether method is one of names (upper case): as it is,
+// or if anyCase also as any stack upper-cases or case-folds it
+// (JavaScript's toUpperCase reads "optıons" and "optionſ" as OPTIONS).
+func methodIn(method string, names []string, anyCase bool) bool {
+	upper := method
+	if anyCase {
+		upper = strings.ToUpper(method)
+	}
+	for _, m := range names {
+		if method == m || anyCase && (upper == m || strings.EqualFold(method, m)) {
 			return true
 		}
 	}
@@ -113,16 +129,7 @@ func overrideNeeds(method string) actions {
 // case, or if anyCase also as any stack upper-cases or case-folds it
 // (JavaScript's toUpperCase reads "optıons" and "optionſ" as OPTIONS).
 func safeMethod(method string, anyCase bool) bool {
-	upper := method
-	if anyCase {
-		upper = strings.ToUpper(method)
-	}
-	for _, m := range [...]string{"GET", "HEAD", "OPTIONS"} {
-		if method == m || anyCase && (upper == m || strings.EqualFold(method, m)) {
-			return true
-		}
-	}
-	return false
+	return methodIn(method, safeMethods[:], anyCase)
 }
 
 // isMethodOverride reports whether header name is a method-override
@@ -143,26 +150,46 @@ func isHeaderOf(name string, names []string) bool {
 	return false
 }
 
+// allowedBy reports whether key holds the scopes of module m ("" for no
+// module) for every action in a.
+func (a actions) allowedBy(key *keystore.Record, m string) bool {
+	for _, act := range scopeActions {
+		if a&act.bit != 0 && !key.Allows(m, act.name) {
+			return false
+		}
+	}
+	return true
+}
+
 // queryNeeds is what the _method parameters in the query of target need
 // (none without one): each parameter's name is compared ignoring ASCII
 // case, escapes decoded, and its raw value read as an override. Parameters
 // are separated by '&', and also by ';' as Rack 2, older Python parse_qs
 // and PHP with arg_separator.input do; a parameter is read both ways.
 func queryNeeds(target string) actions {
-	q := strings.IndexByte(target, '?')
-	if q < 0 {
-		return 0
-	}
 	var a actions
-	for param := range strings.SplitSeq(target[q+1:], "&") {
-		a |= paramNeeds(param)
+	eachQueryParam(target, func(param string) { a |= paramNeeds(param) })
+	return a
+}
+
+// eachQueryParam calls visit with each raw parameter of target's query
+// (none without one) as backends split them: between '&', and, for a
+// parameter holding a ';', also between ';' (Rack 2, older Python
+// parse_qs, PHP's arg_separator.input), so such a parameter is visited
+// both ways.
+func eachQueryParam(target string, visit func(param string)) {
+	_, query, ok := strings.Cut(target, "?")
+	if !ok {
+		return
+	}
+	for param := range strings.SplitSeq(query, "&") {
+		visit(param)
 		if strings.IndexByte(param, ';') >= 0 {
 			for p := range strings.SplitSeq(param, ";") {
-				a |= paramNeeds(p)
+				visit(p)
 			}
 		}
 	}
-	return a
 }
 
 // paramNeeds is what one raw query parameter needs: a _method one what its
@@ -186,6 +213,36 @@ func paramNeeds(param string) actions {
 // a backend may read it (isParamNamed).
 func isMethodParam(name string) bool { return isParamNamed(name, "_method") }
 
+// queryByte decodes the byte of query text s at i as form decoding does,
+// leniently (as PHP's urldecode): '+' is a space, a valid escape its byte,
+// anything else, a malformed escape included, itself. n is how many bytes
+// of s it covers.
+func queryByte(s string, i int) (c byte, n int) {
+	switch c = s[i]; {
+	case c == '+':
+		return ' ', 1
+	case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+		return unhex(s[i+1])<<4 | unhex(s[i+2]), 3
+	}
+	return c, 1
+}
+
+// isHex reports whether c is a hexadecimal digit.
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+// unhex is the value of hexadecimal digit c.
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
+}
+
 // isParamNamed reports whether a raw query parameter name is want (lower
 // case) as a backend may read it: escapes decoded ('+' as a space, as form
 // decoding does), ASCII case ignored, and as PHP names $_GET's entries
@@ -197,16 +254,8 @@ func isParamNamed(name, want string) bool {
 	k := 0 // bytes of want matched
 	leading := true
 	for i := 0; i < len(name); {
-		c := name[i]
-		i++
-		switch {
-		case c == '+':
-			c = ' '
-		case c == '%' && i+1 < len(name):
-			if b, err := strconv.ParseUint(name[i:i+2], 16, 8); err == nil {
-				c, i = byte(b), i+2
-			}
-		}
+		c, n := queryByte(name, i)
+		i += n
 		switch {
 		case c == 0:
 			return k == len(want)

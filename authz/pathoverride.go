@@ -1,7 +1,6 @@
 package authz
 
 import (
-	"strconv"
 	"strings"
 
 	"github.com/keygate/keygate/keystore"
@@ -77,14 +76,7 @@ func (r *Request) readQueryTargets() {
 			r.targets = append(r.targets, first)
 		}
 	}
-	for param := range strings.SplitSeq(query, "&") {
-		r.readRoutingParam(param)
-		if strings.IndexByte(param, ';') >= 0 {
-			for p := range strings.SplitSeq(param, ";") {
-				r.readRoutingParam(p)
-			}
-		}
-	}
+	eachQueryParam(r.Path, r.readRoutingParam)
 }
 
 // readRoutingParam adds the target of one raw query parameter, if it is a
@@ -99,32 +91,19 @@ func (r *Request) readRoutingParam(param string) {
 	}
 }
 
-// lenientUnescape decodes a query value as PHP's urldecode does: '+' is a
-// space, a valid escape its byte, and anything else, a malformed escape
-// included, stays as it is (for the policy to refuse).
+// lenientUnescape decodes a query value as PHP's urldecode does
+// (queryByte), so that a malformed escape stays for the policy to refuse.
 func lenientUnescape(v string) string {
 	if !strings.ContainsAny(v, "%+") {
 		return v
 	}
 	b := make([]byte, 0, len(v))
-	for i := 0; i < len(v); i++ {
-		switch c := v[i]; {
-		case c == '+':
-			b = append(b, ' ')
-		case c == '%' && i+2 < len(v) && isHex(v[i+1]) && isHex(v[i+2]):
-			n, _ := strconv.ParseUint(v[i+1:i+3], 16, 8)
-			b = append(b, byte(n))
-			i += 2
-		default:
-			b = append(b, c)
-		}
+	for i := 0; i < len(v); {
+		c, n := queryByte(v, i)
+		b = append(b, c)
+		i += n
 	}
 	return string(b)
-}
-
-// isHex reports whether c is a hexadecimal digit.
-func isHex(c byte) bool {
-	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
 }
 
 // overrideTarget returns the request target that the value of a

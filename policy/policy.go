@@ -166,9 +166,9 @@ func (p *Policy) Route(rawPath string) (Route, error) {
 // a closed module: Modules lists every open module some reading lands in
 // also when RestrictedModule is not "" (Module first, closed or not), and
 // Closed every closed module some reading lands in, and "" when one lands
-// in no module under default: deny. It does more work than Route for a restricted path; a
-// caller needs it only to tell whether every module a refused path reaches
-// is in dry run.
+// in no module under default: deny. It does more work than Route for a
+// restricted path; a caller needs it only to tell whether every module a
+// refused path reaches is in dry run.
 func (p *Policy) RouteEvery(rawPath string) (Route, error) {
 	if p == nil || p.ix == nil {
 		return p.Route(rawPath)
@@ -182,14 +182,7 @@ func (p *Policy) RouteEvery(rawPath string) (Route, error) {
 		}
 		return r, nil
 	}
-	t, err := scan(rawPath)
-	if err != nil {
-		return Route{}, err
-	}
-	e := evaluation{every: true}
-	e.init(p.ix, t)
-	forEachReading(e.applies, e.visit)
-	return e.route(), nil
+	return p.ix.slow(rawPath, true)
 }
 
 // noModule backs the Route.Modules of the Routes of a Policy not made by

@@ -109,7 +109,7 @@ func (ix *index) route(raw string) (Route, error) {
 	if r, ok := ix.fast(raw); ok {
 		return r, nil
 	}
-	return ix.slow(raw)
+	return ix.slow(raw, false)
 }
 
 // fast routes the common path that has one reading: only characters of
@@ -171,13 +171,14 @@ func (ix *index) fast(raw string) (_ Route, ok bool) {
 	return ix.result(m), true
 }
 
-// slow computes every reading of a path and routes each.
-func (ix *index) slow(raw string) (Route, error) {
+// slow computes every reading of a path and routes each; with every, also
+// those after one that lands in a denied module (Policy.RouteEvery).
+func (ix *index) slow(raw string, every bool) (Route, error) {
 	t, err := scan(raw)
 	if err != nil {
 		return Route{}, err
 	}
-	var e evaluation
+	e := evaluation{every: every}
 	e.init(ix, t)
 	forEachReading(e.applies, e.visit)
 	return e.route(), nil
@@ -473,7 +474,7 @@ func (e *evaluation) walk(r *reading) {
 // does.
 func scriptEnd(segs []string) int {
 	for i, s := range segs[:max(len(segs)-1, 0)] {
-		if strings.IndexByte(s, '.') >= 0 && isScript(s) {
+		if isScript(s) {
 			return i + 1
 		}
 	}
@@ -487,8 +488,10 @@ func scriptEnd(segs []string) int {
 // escapes decoded, in any ASCII case, is that of a PHP, CGI, WSGI, ASP,
 // ASP.NET, ColdFusion, JSP or ISAPI handler.
 func isScript(s string) bool {
-	s = trimTrailing(s)
-	_, exts, _ := strings.Cut(s, ".")
+	_, exts, ok := strings.Cut(trimTrailing(s), ".")
+	if !ok {
+		return false
+	}
 	for ext := range strings.SplitSeq(exts, ".") {
 		var buf [8]byte
 		key, ok := decodeKey(buf[:], ext)

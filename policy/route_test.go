@@ -609,7 +609,7 @@ func checkFastPath(t *testing.T, p *Policy, path string) {
 	if !ok {
 		return
 	}
-	slow, err := p.ix.slow(path)
+	slow, err := p.ix.slow(path, false)
 	if err != nil || !sameRoute(fast, slow) {
 		t.Errorf("path %q: fast path gives %+v, full computation %+v, %v", path, fast, slow, err)
 	}
